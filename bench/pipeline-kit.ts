@@ -1,0 +1,406 @@
+/**
+ * Tools of bench/pipeline: an HTTP load generator (closed loop at maximum rate, open loop at a
+ * fixed rate), a reader of the events stream, child processes, and CPU accounting from /proc.
+ * Everything talks to 127.0.0.1 only.
+ */
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
+import { EVENT_FIELD } from '../contracts/index.js';
+
+/** Queue names of the baselines (under the run's QUEUE_PREFIX, so the cleanup finds them). */
+export const BARE_ACCEPT_QUEUE = 'bare-accept';
+export const BARE_EXEC_QUEUE = 'bare-exec';
+
+// ---------------------------------------------------------------- statistics
+
+/** The p-th percentile (0 < p ≤ 1) of values, nearest rank; NaN when empty. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = Float64Array.from(values).sort();
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
+}
+
+// ---------------------------------------------------------------- HTTP load
+
+export interface RequestSpec {
+  method: 'GET' | 'POST' | 'DELETE';
+  path: string;
+  headers: Record<string, string>;
+  body?: string;
+}
+
+export interface HttpAnswer {
+  status: number;
+  body: string;
+}
+
+export function keepAliveAgent(maxSockets: number): http.Agent {
+  return new http.Agent({ keepAlive: true, maxSockets, maxFreeSockets: maxSockets });
+}
+
+/** One request over `agent`; resolves with status and body (errors reject). */
+export function send(agent: http.Agent, base: URL, spec: RequestSpec): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const headers = spec.body === undefined ? spec.headers : { ...spec.headers, 'content-length': String(Buffer.byteLength(spec.body)) };
+    const request = http.request({ agent, host: base.hostname, port: base.port, method: spec.method, path: spec.path, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    request.end(spec.body);
+  });
+}
+
+export interface LoadResult {
+  /** Seconds the load ran (the measured window). */
+  seconds: number;
+  /** Answers with an expected status that arrived inside the window. */
+  ok: number;
+  /** Every answer by status ('error' for a transport error), in or after the window. */
+  statuses: Record<string, number>;
+  /** Latency (ms) of each expected answer inside the window. */
+  latencies: number[];
+  /** First unexpected answer, to report what went wrong. */
+  firstUnexpected?: string;
+}
+
+function describe(answer: HttpAnswer | Error): string {
+  return answer instanceof Error ? `transport error: ${answer.message}` : `${answer.status} ${answer.body.slice(0, 300)}`;
+}
+
+/**
+ * Closed loop: `connections` clients, each sending its next request as soon as the previous
+ * answered, for `seconds`. `next(i)` builds the i-th request; `expected` says which statuses count.
+ */
+export async function closedLoop(base: URL, connections: number, seconds: number, next: (i: number) => RequestSpec, expected: (status: number) => boolean): Promise<LoadResult> {
+  const agent = keepAliveAgent(connections);
+  const result: LoadResult = { seconds, ok: 0, statuses: {}, latencies: [] };
+  let index = 0;
+  let failure: unknown;
+  const start = performance.now();
+  const deadline = start + seconds * 1000;
+  const client = async () => {
+    while (performance.now() < deadline && failure === undefined) {
+      let spec: RequestSpec;
+      try {
+        spec = next(index++);
+      } catch (error) {
+        failure ??= error; // e.g. out of seeded tokens: every client stops
+        return;
+      }
+      const sent = performance.now();
+      let answer: HttpAnswer | Error;
+      try {
+        answer = await send(agent, base, spec);
+      } catch (error) {
+        answer = error as Error;
+      }
+      const now = performance.now();
+      const key = answer instanceof Error ? 'error' : String(answer.status);
+      result.statuses[key] = (result.statuses[key] ?? 0) + 1;
+      if (!(answer instanceof Error) && expected(answer.status)) {
+        if (now <= deadline) {
+          result.ok++;
+          result.latencies.push(now - sent);
+        }
+      } else {
+        result.firstUnexpected ??= describe(answer);
+        if (answer instanceof Error) await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: connections }, client));
+  agent.destroy();
+  if (failure !== undefined) throw failure;
+  return result;
+}
+
+export interface OpenLoopRequest {
+  /** performance.now() when the request was handed to the socket layer. */
+  sentAt: number;
+  /** performance.now() when it was due by the schedule (sentAt − dueAt is the generator's lag). */
+  dueAt: number;
+  answeredAt: number;
+  status: number | 'error';
+  body: string;
+}
+
+/**
+ * Open loop: sends `rate` requests per second for `seconds` on a fixed schedule, whatever the
+ * answers, with up to `maxSockets` requests in flight. Returns every request.
+ */
+export async function openLoop(base: URL, rate: number, seconds: number, maxSockets: number, next: (i: number) => RequestSpec): Promise<OpenLoopRequest[]> {
+  const agent = keepAliveAgent(maxSockets);
+  const total = Math.max(1, Math.round(rate * seconds));
+  const requests: OpenLoopRequest[] = [];
+  const inFlight: Promise<void>[] = [];
+  const start = performance.now();
+  await new Promise<void>((resolve) => {
+    const tick = () => {
+      const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
+      while (requests.length < due) {
+        const i = requests.length;
+        const record: OpenLoopRequest = { dueAt: start + (i * 1000) / rate, sentAt: performance.now(), answeredAt: Number.NaN, status: 'error', body: '' };
+        requests.push(record);
+        inFlight.push(
+          send(agent, base, next(i)).then(
+            (answer) => {
+              record.answeredAt = performance.now();
+              record.status = answer.status;
+              record.body = answer.body;
+            },
+            (error: Error) => {
+              record.answeredAt = performance.now();
+              record.body = error.message;
+            },
+          ),
+        );
+      }
+      if (requests.length >= total) {
+        clearInterval(timer);
+        resolve();
+      }
+    };
+    const timer = setInterval(tick, 1);
+    tick();
+  });
+  await Promise.all(inFlight);
+  agent.destroy();
+  return requests;
+}
+
+// ---------------------------------------------------------------- events stream
+
+/**
+ * Reads the events stream from its start on its own Redis connection (XREAD BLOCK) and notes
+ * when each command's terminal event arrived (performance.now()).
+ */
+export class EventWatch {
+  readonly succeeded = new Map<string, number>();
+  readonly failed = new Map<string, number>();
+  events = 0;
+  private running = true;
+  private readonly redis: Redis;
+  private readonly loop: Promise<void>;
+  error: Error | undefined;
+
+  constructor(redisUrl: string, private readonly stream: string) {
+    this.redis = new Redis(redisUrl, { maxRetriesPerRequest: null, connectionName: 'bench-pipeline-events' });
+    this.redis.on('error', () => {});
+    this.loop = this.run();
+  }
+
+  private async run(): Promise<void> {
+    let cursor = '0';
+    while (this.running) {
+      let reply: [string, [string, string[]][]][] | null;
+      try {
+        reply = (await this.redis.xread('COUNT', 5000, 'BLOCK', 250, 'STREAMS', this.stream, cursor)) as typeof reply;
+      } catch (error) {
+        if (!this.running) return;
+        this.error = error as Error;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
+      const now = performance.now();
+      for (const [id, fields] of reply?.[0]?.[1] ?? []) {
+        cursor = id;
+        this.events++;
+        const raw = fields[fields.indexOf(EVENT_FIELD) + 1];
+        if (raw === undefined) continue;
+        const event = JSON.parse(raw) as { type?: string; job_id?: string };
+        if (!event.job_id) continue;
+        if (event.type === 'command.succeeded' && !this.succeeded.has(event.job_id)) this.succeeded.set(event.job_id, now);
+        else if (event.type === 'command.failed' && !this.failed.has(event.job_id)) this.failed.set(event.job_id, now);
+      }
+    }
+  }
+
+  /** Resolves when every job in `ids` has its terminal event, or after `timeoutMs`. */
+  async waitFor(ids: string[], timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    let pending = ids.filter((id) => !this.succeeded.has(id) && !this.failed.has(id));
+    while (pending.length > 0 && performance.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      pending = pending.filter((id) => !this.succeeded.has(id) && !this.failed.has(id));
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.redis.disconnect();
+    await this.loop.catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------- processes
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** A child process we started: its output tail (for crash reports) and how it ended. */
+export class Child {
+  private tail = '';
+  exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  private readonly exitPromise: Promise<void>;
+
+  constructor(
+    readonly name: string,
+    readonly process: ChildProcess,
+  ) {
+    const keep = (chunk: Buffer) => {
+      this.tail = (this.tail + chunk.toString('utf8')).slice(-4000);
+    };
+    process.stdout?.on('data', keep);
+    process.stderr?.on('data', keep);
+    this.exitPromise = new Promise((resolve) =>
+      process.once('exit', (code, signal) => {
+        this.exited = { code, signal };
+        resolve();
+      }),
+    );
+    live.add(this);
+    void this.exitPromise.then(() => live.delete(this));
+  }
+
+  get pid(): number {
+    return this.process.pid ?? 0;
+  }
+
+  /** Throws, with its last output, if the process has ended. */
+  assertAlive(): void {
+    if (this.exited) throw new Error(`${this.name} (pid ${this.pid}) exited (code ${this.exited.code}, signal ${this.exited.signal}); last output:\n${this.output()}`);
+  }
+
+  output(): string {
+    return this.tail.trim() || '(none)';
+  }
+
+  /** SIGTERM (the service drains), then SIGKILL after `graceMs`. */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (this.exited) return;
+    this.process.kill('SIGTERM');
+    const timer = setTimeout(() => this.process.kill('SIGKILL'), graceMs);
+    await this.exitPromise;
+    clearTimeout(timer);
+  }
+}
+
+const live = new Set<Child>();
+
+/** Kills every child still running (last resort, when the bench itself exits). */
+export function killAllChildren(): void {
+  for (const child of live) child.process.kill('SIGKILL');
+}
+
+/** Extra node flags of every child (e.g. --cpu-prof); set by the bench from its options. */
+export const childNodeFlags: string[] = [];
+
+export function spawnNode(name: string, script: string, env: Record<string, string>): Child {
+  const child = spawn(process.execPath, [...childNodeFlags, script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Child(name, child);
+}
+
+/** A child speaking IPC (the baselines); messages are `{ type, ... }` objects. */
+export function forkNode(name: string, script: string, env: Record<string, string>): Child {
+  const child = fork(script, [], { env: { ...process.env, ...env }, execArgv: [...childNodeFlags], stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
+  return new Child(name, child);
+}
+
+/** Resolves with the child's next IPC message of `type`; rejects if it exits or times out. */
+export function nextMessage<T extends { type: string }>(child: Child, type: string, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (message: unknown) => {
+      if ((message as { type?: string })?.type !== type) return;
+      cleanup();
+      resolve(message as T);
+    };
+    const onExit = () => {
+      cleanup();
+      reject(new Error(`${child.name} exited before '${type}'; last output:\n${child.output()}`));
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`${child.name}: no '${type}' within ${timeoutMs} ms; last output:\n${child.output()}`));
+    }, timeoutMs);
+    const cleanup = () => {
+      clearTimeout(timer);
+      child.process.off('message', onMessage);
+      child.process.off('exit', onExit);
+    };
+    child.process.on('message', onMessage);
+    child.process.once('exit', onExit);
+  });
+}
+
+/** Polls `url` until it answers 200 (the child must stay alive meanwhile). */
+export async function waitForHttp(child: Child, url: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    child.assertAlive();
+    try {
+      const response = await fetch(url);
+      await response.arrayBuffer();
+      if (response.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    if (performance.now() > deadline) throw new Error(`${child.name}: ${url} not ready within ${timeoutMs} ms; last output:\n${child.output()}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+// ---------------------------------------------------------------- CPU accounting
+
+const ticksPerSecond = 100; // USER_HZ on Linux
+
+/** CPU seconds (user + system) a process has used so far; 0 when /proc cannot tell. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Write system calls a process has made so far (/proc/<pid>/io syscw): every socket write to
+ * Postgres, Redis or an HTTP client is one, so per operation it counts round trips. NaN when
+ * /proc cannot tell.
+ */
+export function writeSyscalls(pid: number): number {
+  try {
+    return Number(/^syscw:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? Number.NaN);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** CPU seconds used by the whole machine (every core), from /proc/stat; 0 when unknown. */
+export function machineCpuSeconds(): { busy: number; total: number } {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!;
+    const values = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = values.reduce((a, b) => a + b, 0);
+    const idle = (values[3] ?? 0) + (values[4] ?? 0);
+    return { busy: (total - idle) / ticksPerSecond, total: total / ticksPerSecond };
+  } catch {
+    return { busy: 0, total: 0 };
+  }
+}

@@ -1,0 +1,663 @@
+/**
+ * bench/pipeline: the service's throughput and latency against bare baselines, in one run on
+ * one throwaway database and Redis namespace (issue 8).
+ *   (a) baselines, each in its own process: a bare Fastify route that INSERTs one row and calls
+ *       queue.add (the limit of durable acceptance); a bare BullMQ worker running one
+ *       single-token transaction per job (the limit of execution).
+ *   (b) the service, producer and worker as separate processes (dist/bin/producer.js and
+ *       dist/bin/worker.js): accepted/s with the worker stopped; completed/s draining the
+ *       commands so accepted (the bare worker drains as many jobs, the same way); accepted/s and
+ *       completed/s with both running; request → command.succeeded event latency (p50, p99) at
+ *       25%, 50% and 90% of that sustained rate, from an open-loop generator.
+ *   (c) GET /v1/auth/verify against a bare route running the same SELECT.
+ * Every delete command names a token of its own, so none fails with PV3009.
+ * Usage: npm run bench:pipeline [-- --duration 10 --connections 32 --worker-concurrency 16 --tokens 200000 --profile /tmp/prof]
+ */
+import os from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { sql } from 'kysely';
+import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, COMMAND_QUEUE } from '../contracts/index.js';
+import { createDb } from '../db/create-db.js';
+import type { Db } from '../db/database.js';
+import { migrateToLatest } from '../db/migrate.js';
+import { insertCollection } from '../db/repositories/collection.repository.js';
+import {
+  BARE_EXEC_QUEUE,
+  type Child,
+  childNodeFlags,
+  EventWatch,
+  closedLoop,
+  cpuSeconds,
+  forkNode,
+  freePort,
+  killAllChildren,
+  type LoadResult,
+  machineCpuSeconds,
+  nextMessage,
+  openLoop,
+  percentile,
+  type RequestSpec,
+  spawnNode,
+  waitForHttp,
+  writeSyscalls,
+} from './pipeline-kit.js';
+import { benchConfig, dropDatabase, fmt } from './support.js';
+
+const { values } = parseArgs({
+  options: {
+    duration: { type: 'string', default: '10' },
+    connections: { type: 'string', default: '32' },
+    'worker-concurrency': { type: 'string', default: '16' },
+    tokens: { type: 'string', default: '200000' },
+    warmup: { type: 'string', default: '2' },
+    'drain-timeout': { type: 'string', default: '120' },
+    'open-loop-sockets': { type: 'string', default: '256' },
+    /** Writes a V8 CPU profile of every child process (producer, worker, baselines) to this directory. */
+    profile: { type: 'string' },
+  },
+});
+const D = Number(values.duration);
+const C = Number(values.connections);
+const CONCURRENCY = Number(values['worker-concurrency']);
+const TOKENS = Number(values.tokens);
+const WARMUP = Number(values.warmup);
+const DRAIN_TIMEOUT_S = Number(values['drain-timeout']);
+const OPEN_SOCKETS = Number(values['open-loop-sockets']);
+const FRACTIONS = [0.25, 0.5, 0.9] as const;
+if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
+
+const { config } = benchConfig({ WORKER_CONCURRENCY: String(CONCURRENCY), RATE_LIMIT_MAX: '0' });
+const distBench = (file: string) => fileURLToPath(new URL(file, import.meta.url));
+const PRODUCER_JS = distBench('../bin/producer.js');
+const WORKER_JS = distBench('../bin/worker.js');
+const BARE_JS = distBench('./pipeline-bare.js');
+
+const log = (line: string) => process.stdout.write(`${line}\n`);
+const progress = (line: string) => log(`  · ${line}`);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const rate = (n: number, seconds: number) => n / seconds;
+const f0 = (n: number) => (Number.isFinite(n) ? fmt(n, 0) : '—');
+const f1 = (n: number) => (Number.isFinite(n) ? fmt(n, 1) : '—');
+const f2 = (n: number) => (Number.isFinite(n) ? fmt(n, 2) : '—');
+
+/** Environment of every process of the run. */
+const baseEnv: Record<string, string> = {
+  DATABASE_URL: config.DATABASE_URL,
+  REDIS_URL: config.REDIS_URL,
+  HOST: '127.0.0.1',
+  LOG_LEVEL: 'silent',
+  QUEUE_PREFIX: config.QUEUE_PREFIX,
+  EVENTS_STREAM: config.EVENTS_STREAM,
+  BOOTSTRAP_ADMIN_TOKEN: config.BOOTSTRAP_ADMIN_TOKEN!,
+  RATE_LIMIT_MAX: '0',
+  WORKER_CONCURRENCY: String(CONCURRENCY),
+};
+
+// ---------------------------------------------------------------- run state and cleanup
+
+let db: Db | undefined;
+let redis: Redis | undefined;
+let watch: EventWatch | undefined;
+const queues: Queue[] = [];
+const children = new Set<Child>();
+let cleaning: Promise<void> | undefined;
+
+function cleanup(): Promise<void> {
+  cleaning ??= (async () => {
+    await Promise.allSettled([...children].map((child) => child.stop(8000)));
+    killAllChildren();
+    await watch?.stop().catch(() => {});
+    for (const queue of queues) await queue.close().catch(() => {});
+    await db?.destroy().catch(() => {});
+    if (redis) {
+      try {
+        let cursor = '0';
+        let removed = 0;
+        do {
+          const [next, keys] = await redis.scan(cursor, 'MATCH', `${config.QUEUE_PREFIX}:*`, 'COUNT', 1000);
+          cursor = next;
+          if (keys.length) removed += await redis.unlink(...keys);
+        } while (cursor !== '0');
+        await redis.unlink(config.EVENTS_STREAM);
+        progress(`removed ${removed} Redis keys under ${config.QUEUE_PREFIX}:`);
+      } catch (error) {
+        log(`cleanup: Redis keys under ${config.QUEUE_PREFIX}: not removed: ${(error as Error).message}`);
+      }
+      redis.disconnect();
+    }
+    await dropDatabase(config).then(
+      () => progress(`dropped database ${new URL(config.DATABASE_URL).pathname.slice(1)}`),
+      (error: Error) => log(`cleanup: database not dropped: ${error.message}`),
+    );
+  })();
+  return cleaning;
+}
+
+process.on('exit', killAllChildren);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    log(`\n${signal}: cleaning up`);
+    void cleanup().finally(() => process.exit(130));
+  });
+}
+
+function track(child: Child): Child {
+  children.add(child);
+  child.process.once('exit', () => children.delete(child));
+  return child;
+}
+
+// ---------------------------------------------------------------- CPU accounting per phase
+
+interface CpuSnap {
+  self: number;
+  children: Map<string, number>;
+  writes: Map<string, number>;
+  postgres: Map<number, number>;
+  redis: number;
+  machine: { busy: number; total: number };
+}
+
+async function redisCpu(): Promise<number> {
+  const info = await redis!.info('cpu');
+  const value = (key: string) => Number(new RegExp(`^${key}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+  return value('used_cpu_sys') + value('used_cpu_user');
+}
+
+async function snapCpu(): Promise<CpuSnap> {
+  const backends = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and application_name <> 'bench-pipeline'`.execute(db!);
+  const usage = process.cpuUsage();
+  return {
+    self: (usage.user + usage.system) / 1e6,
+    children: new Map([...children].map((c) => [c.name, cpuSeconds(c.pid)])),
+    writes: new Map([...children].map((c) => [c.name, writeSyscalls(c.pid)])),
+    postgres: new Map(backends.rows.map((r) => [r.pid, cpuSeconds(r.pid)])),
+    redis: await redisCpu().catch(() => Number.NaN),
+    machine: machineCpuSeconds(),
+  };
+}
+
+interface CpuUse {
+  parts: [string, number][];
+  /** Write system calls of each child process during the phase. */
+  writes: [string, number][];
+  machineBusy: number;
+  machineTotal: number;
+}
+
+async function cpuSince(before: CpuSnap): Promise<CpuUse> {
+  const after = await snapCpu();
+  const parts: [string, number][] = [['bench', after.self - before.self]];
+  for (const [name, seconds] of after.children) parts.push([name, seconds - (before.children.get(name) ?? 0)]);
+  const writes: [string, number][] = [];
+  for (const [name, count] of after.writes) writes.push([name, count - (before.writes.get(name) ?? 0)]);
+  let pg = 0;
+  for (const [pid, seconds] of after.postgres) pg += seconds - (before.postgres.get(pid) ?? 0);
+  parts.push(['postgres', pg], ['redis(all)', after.redis - before.redis]);
+  return { parts, writes, machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total };
+}
+
+function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
+  // Processes that were idle during the phase are left out.
+  const busy = use.parts.filter(([name, s]) => name === 'postgres' || s >= Math.max(0.05, 0.01 * use.machineTotal));
+  const parts = busy.map(([name, s]) => `${name} ${f1(s)}`).join(', ');
+  const servers = busy.filter(([n]) => n !== 'bench' && n !== 'redis(all)');
+  const perOp = perOps && perOps.ops > 0 ? `; cpu ms per ${perOps.what}: ${servers.map(([n, s]) => `${n} ${f2((s * 1000) / perOps.ops)}`).join(', ')}` : '';
+  const writes = use.writes.filter(([, n]) => n >= 100);
+  const perOpWrites = perOps && perOps.ops > 0 && writes.length ? `; socket writes per ${perOps.what}: ${writes.map(([n, w]) => `${n} ${f1(w / perOps.ops)}`).join(', ')}` : '';
+  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}`;
+}
+
+// ---------------------------------------------------------------- helpers
+
+async function api<T>(base: string, method: string, path: string, token: string, body?: unknown): Promise<T> {
+  const response = await fetch(`${base}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${path} answered ${response.status}: ${text}`);
+  return JSON.parse(text) as T;
+}
+
+function statuses(result: LoadResult): string {
+  return Object.entries(result.statuses)
+    .map(([status, n]) => `${status}×${n}`)
+    .join(' ');
+}
+
+/** Non-expected answers of a load, as a line to report, or ''. */
+function anomalies(result: LoadResult, expected: string): string {
+  const bad = Object.entries(result.statuses).filter(([status]) => status !== expected);
+  if (bad.length === 0) return '';
+  return `UNEXPECTED ANSWERS: ${bad.map(([s, n]) => `${s}×${n}`).join(' ')}; first: ${result.firstUnexpected ?? '?'}`;
+}
+
+async function pendingCommands(): Promise<number> {
+  const r = await sql<{ n: string }>`select count(*) as n from commands where state in ('queued', 'running')`.execute(db!);
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+async function commandStates(): Promise<Record<string, number>> {
+  const r = await sql<{ state: string; n: string }>`select state, count(*) as n from commands group by state`.execute(db!);
+  return Object.fromEntries(r.rows.map((row) => [row.state, Number(row.n)]));
+}
+
+/** Waits until no command is queued or running; returns the seconds it took. */
+async function drainService(timeoutS: number): Promise<number> {
+  const start = performance.now();
+  while ((await pendingCommands()) > 0) {
+    worker?.assertAlive();
+    if (performance.now() - start > timeoutS * 1000) throw new Error(`commands still pending after ${timeoutS} s: ${JSON.stringify(await commandStates())}`);
+    await sleep(200);
+  }
+  return (performance.now() - start) / 1000;
+}
+
+let worker: Child | undefined;
+
+// ---------------------------------------------------------------- the run
+
+interface Report {
+  bareAccept?: LoadResult;
+  bareAcceptCpu?: CpuUse;
+  bareDrain?: { jobs: number; seconds: number; failed: number; cpu: CpuUse };
+  accept?: LoadResult;
+  acceptCpu?: CpuUse;
+  drain?: { jobs: number; seconds: number; done: number; cpu: CpuUse; timedOut: boolean };
+  sustained?: { load: LoadResult; completed: number; cpu: CpuUse; backlogDrainS: number };
+  maxRate?: number;
+  latency: LatencyRow[];
+  bareVerify?: LoadResult;
+  bareVerifyCpu?: CpuUse;
+  verify?: LoadResult;
+  verifyCpu?: CpuUse;
+}
+
+interface LatencyRow {
+  fraction: number;
+  rate: number;
+  sent: number;
+  accepted: number;
+  statuses: Record<string, number>;
+  firstUnexpected?: string;
+  acceptedPerS: number;
+  completedPerS: number;
+  p50: number;
+  p99: number;
+  max: number;
+  missing: number;
+  failed: number;
+  http50: number;
+  http99: number;
+  lag99: number;
+  segments: { name: string; p50: number; p99: number }[];
+  cpu: CpuUse;
+}
+
+const report: Report = { latency: [] };
+let exitCode = 0;
+const runStart = performance.now();
+
+try {
+  log(
+    `bench:pipeline  duration=${D}s connections=${C} WORKER_CONCURRENCY=${CONCURRENCY} tokens=${TOKENS} warmup=${WARMUP}s ` +
+      `(node ${process.version}, ${os.cpus().length} cpus, load avg ${os.loadavg().map((l) => fmt(l, 2)).join(' ')})`,
+  );
+
+  // ---- setup: database, tokens, Redis, events reader
+  let t = performance.now();
+  await migrateToLatest(config.DATABASE_URL);
+  db = createDb(config.DATABASE_URL, { max: 3, applicationName: 'bench-pipeline' });
+  redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'bench-pipeline' });
+  await insertCollection(db, 'svc');
+  await insertCollection(db, 'bare');
+  await sql`
+    insert into vault_tokens (collection, token_id, object_id, tags)
+    select 'svc', 'tok-' || g, 'obj-' || g, array['bench'] from generate_series(1, ${TOKENS}::int) as g`.execute(db);
+  await sql`create table bench_accept (id uuid primary key, body jsonb not null, created_at timestamptz not null default now())`.execute(db);
+  await sql`vacuum analyze vault_tokens`.execute(db);
+  watch = new EventWatch(config.REDIS_URL, config.EVENTS_STREAM);
+  progress(`database ${new URL(config.DATABASE_URL).pathname.slice(1)} migrated, ${TOKENS} single tokens seeded in ${f1((performance.now() - t) / 1000)} s`);
+
+  // ---- the producer (the worker starts later) and the bare HTTP baseline, each its own process
+  const producerPort = await freePort();
+  const producer = track(spawnNode('producer', PRODUCER_JS, { ...baseEnv, PORT: String(producerPort) }));
+  const producerUrl = new URL(`http://127.0.0.1:${producerPort}`);
+  await waitForHttp(producer, `${producerUrl.origin}/readyz`);
+  const bareHttpPort = await freePort();
+  const bareHttp = track(forkNode('bare-http', BARE_JS, { ...baseEnv, BARE_MODE: 'http', PORT: String(bareHttpPort) }));
+  await nextMessage(bareHttp, 'ready', 30_000);
+  const bareUrl = new URL(`http://127.0.0.1:${bareHttpPort}`);
+
+  const admin = config.BOOTSTRAP_ADMIN_TOKEN!;
+  const issue = async (id: string, kind: string, caps: string[], temporary: boolean) => {
+    await api(producerUrl.origin, 'POST', '/v1/subjects', admin, { id, kind, capabilities: caps });
+    const body = temporary ? { temporary: true, ttl_seconds: 4 * 3600 } : { temporary: false, name: 'bench' };
+    return (await api<{ token: string }>(producerUrl.origin, 'POST', `/v1/subjects/${id}/tokens`, admin, body)).token;
+  };
+  const writerToken = await issue('bench-writer', 'service', ['tokens:write'], false);
+  const gatewayToken = await issue('bench-gateway', 'service', ['tokens:verify'], false);
+  const userToken = await issue('bench-user', 'user', [], true);
+  progress(`producer (pid ${producer.pid}) ready on ${producerUrl.origin}; bare HTTP baseline (pid ${bareHttp.pid}) on ${bareUrl.origin}; subjects and access tokens issued`);
+
+  // One token per command, never reused.
+  let nextToken = 1;
+  const commandBody = (tokenId: string) => JSON.stringify({ type: 'tokens.delete', collection: 'svc', token_ids: [tokenId], reason: 'AppFunctionality' });
+  const serviceCommand = (): RequestSpec => {
+    const n = nextToken++;
+    if (n > TOKENS) throw new Error(`out of seeded tokens (${TOKENS}): raise --tokens`);
+    return { method: 'POST', path: '/v1/commands', headers: { authorization: `Bearer ${writerToken}`, 'content-type': 'application/json' }, body: commandBody(`tok-${n}`) };
+  };
+  let bareN = 0;
+  const bareCommand = (): RequestSpec => ({
+    method: 'POST',
+    path: '/bare/commands',
+    headers: { authorization: `Bearer ${writerToken}`, 'content-type': 'application/json' },
+    body: commandBody(`tok-b${++bareN}`),
+  });
+
+  // ---- (a1) bare durable accept
+  await closedLoop(bareUrl, C, WARMUP, bareCommand, (s) => s === 202);
+  let cpu = await snapCpu();
+  report.bareAccept = await closedLoop(bareUrl, C, D, bareCommand, (s) => s === 202);
+  report.bareAcceptCpu = await cpuSince(cpu);
+  progress(`(a) bare accept: ${f0(rate(report.bareAccept.ok, D))} req/s  [${statuses(report.bareAccept)}]`);
+
+  // ---- (b1) service accept, worker stopped: the commands pile up in Postgres and the queue
+  await closedLoop(producerUrl, C, WARMUP, serviceCommand, (s) => s === 202);
+  cpu = await snapCpu();
+  report.accept = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
+  report.acceptCpu = await cpuSince(cpu);
+  producer.assertAlive();
+  progress(`(b) service accept (worker stopped): ${f0(rate(report.accept.ok, D))} req/s  [${statuses(report.accept)}]`);
+  const states = await commandStates();
+  const N = states.queued ?? 0;
+  if (N === 0) throw new Error(`no command was accepted: ${JSON.stringify(states)}; first unexpected answer: ${report.accept.firstUnexpected}`);
+
+  // ---- (a2) bare worker draining as many jobs as the service has queued
+  t = performance.now();
+  await sql`
+    insert into vault_tokens (collection, token_id, object_id, tags)
+    select 'bare', 'tok-' || g, 'obj-' || g, array['bench'] from generate_series(1, ${N}::int) as g`.execute(db);
+  await sql`analyze vault_tokens`.execute(db);
+  const bareQueue = new Queue(BARE_EXEC_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
+  queues.push(bareQueue);
+  await bareQueue.pause();
+  for (let start = 1; start <= N; start += 1000) {
+    const jobs = [];
+    for (let g = start; g < Math.min(N + 1, start + 1000); g++) {
+      const id = crypto.randomUUID();
+      jobs.push({ name: COMMAND_JOB_NAME, data: { command_id: id, collection: 'bare', token_id: `tok-${g}` }, opts: { ...COMMAND_JOB_OPTIONS, jobId: id } });
+    }
+    await bareQueue.addBulk(jobs);
+  }
+  const bareWorker = track(forkNode('bare-worker', BARE_JS, { ...baseEnv, BARE_MODE: 'worker', BARE_JOBS: String(N) }));
+  await nextMessage(bareWorker, 'ready', 30_000);
+  progress(`pre-filled the bare queue with ${N} jobs (and ${N} tokens) in ${f1((performance.now() - t) / 1000)} s`);
+  cpu = await snapCpu();
+  t = performance.now();
+  await bareQueue.resume();
+  const drained = await nextMessage<{ type: string; completed: number; failed: number; firstError?: string }>(bareWorker, 'drained', DRAIN_TIMEOUT_S * 1000);
+  const bareSeconds = (performance.now() - t) / 1000;
+  report.bareDrain = { jobs: N, seconds: bareSeconds, failed: drained.failed, cpu: await cpuSince(cpu) };
+  if (drained.failed > 0) log(`  !! bare worker: ${drained.failed} jobs failed; first error: ${drained.firstError}`);
+  progress(`(a) bare worker: ${N} jobs in ${f2(bareSeconds)} s = ${f0(rate(N, bareSeconds))} jobs/s`);
+  await bareWorker.stop();
+
+  // ---- (b2) service worker draining the N commands accepted above
+  const commandQueue = new Queue(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
+  queues.push(commandQueue);
+  await commandQueue.pause();
+  const metricsPort = await freePort();
+  worker = track(spawnNode('worker', WORKER_JS, { ...baseEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
+  await waitForHttp(worker, `http://127.0.0.1:${metricsPort}/metrics`);
+  const before = watch.succeeded.size + watch.failed.size;
+  cpu = await snapCpu();
+  t = performance.now();
+  await commandQueue.resume();
+  let timedOut = false;
+  while (watch.succeeded.size + watch.failed.size - before < N) {
+    worker.assertAlive();
+    if (performance.now() - t > DRAIN_TIMEOUT_S * 1000) {
+      timedOut = true;
+      break;
+    }
+    await sleep(20);
+  }
+  const drainSeconds = (performance.now() - t) / 1000;
+  const done = watch.succeeded.size + watch.failed.size - before;
+  report.drain = { jobs: N, seconds: drainSeconds, done, cpu: await cpuSince(cpu), timedOut };
+  progress(`(b) service worker (pid ${worker.pid}): ${done} of ${N} commands → command.succeeded/failed event in ${f2(drainSeconds)} s = ${f0(rate(done, drainSeconds))} /s${timedOut ? ' (TIMED OUT)' : ''}`);
+  await drainService(DRAIN_TIMEOUT_S);
+  const afterDrain = await commandStates();
+  if (afterDrain.failed) log(`  !! ${afterDrain.failed} commands failed: ${JSON.stringify((await sql`select error, count(*) from commands where state = 'failed' group by error`.execute(db)).rows)}`);
+
+  // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate
+  cpu = await snapCpu();
+  const windowStart = performance.now();
+  const load = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
+  const windowEnd = windowStart + D * 1000;
+  const sustainedCpu = await cpuSince(cpu);
+  let completedInWindow = 0;
+  for (const at of watch.succeeded.values()) if (at >= windowStart && at <= windowEnd) completedInWindow++;
+  const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
+  report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
+  const maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
+  report.maxRate = maxRate;
+  progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
+
+  // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
+  for (const fraction of FRACTIONS) {
+    const target = Math.max(1, fraction * maxRate);
+    cpu = await snapCpu();
+    const started = performance.now();
+    const requests = await openLoop(producerUrl, target, D, OPEN_SOCKETS, serviceCommand);
+    const rowCpu = await cpuSince(cpu);
+    const accepted = requests.filter((r) => r.status === 202).map((r) => ({ ...r, jobId: (JSON.parse(r.body) as { job_id: string }).job_id }));
+    await watch.waitFor(
+      accepted.map((r) => r.jobId),
+      30_000,
+    );
+    const latencies: number[] = [];
+    let missing = 0;
+    let failed = 0;
+    let completed = 0;
+    for (const r of accepted) {
+      const at = watch.succeeded.get(r.jobId);
+      if (at === undefined) {
+        if (watch.failed.has(r.jobId)) failed++;
+        else missing++;
+        latencies.push(Number.POSITIVE_INFINITY);
+        continue;
+      }
+      latencies.push(at - r.sentAt);
+      if (at <= started + D * 1000) completed++;
+    }
+    // Where the time goes, per command: the producer's and the worker's timestamps in Postgres
+    // (same machine clock as performance.timeOrigin + performance.now()).
+    const stamps = await sql<{ id: string; created: number; started: number; finished: number }>`
+      select id, extract(epoch from created_at) * 1000 as created, extract(epoch from started_at) * 1000 as started,
+             extract(epoch from finished_at) * 1000 as finished
+      from commands where id = any(${accepted.map((r) => r.jobId)}::uuid[])`.execute(db);
+    const byId = new Map(stamps.rows.map((row) => [row.id, row]));
+    const seg = { front: [] as number[], pickup: [] as number[], run: [] as number[], commit: [] as number[] };
+    for (const r of accepted) {
+      const row = byId.get(r.jobId);
+      const at = watch.succeeded.get(r.jobId);
+      if (!row || at === undefined) continue;
+      const sentEpoch = performance.timeOrigin + r.sentAt;
+      const eventEpoch = performance.timeOrigin + at;
+      seg.front.push(Number(row.created) - sentEpoch);
+      seg.pickup.push(Number(row.started) - Number(row.created));
+      seg.run.push(Number(row.finished) - Number(row.started));
+      seg.commit.push(eventEpoch - Number(row.finished));
+    }
+    const http = accepted.map((r) => r.answeredAt - r.sentAt);
+    const statusCounts: Record<string, number> = {};
+    for (const r of requests) statusCounts[String(r.status)] = (statusCounts[String(r.status)] ?? 0) + 1;
+    const unexpected = requests.find((r) => r.status !== 202);
+    const row: LatencyRow = {
+      fraction,
+      rate: target,
+      sent: requests.length,
+      accepted: accepted.length,
+      statuses: statusCounts,
+      ...(unexpected ? { firstUnexpected: `${unexpected.status} ${unexpected.body.slice(0, 300)}` } : {}),
+      acceptedPerS: rate(accepted.filter((r) => r.answeredAt <= started + D * 1000).length, D),
+      completedPerS: rate(completed, D),
+      p50: percentile(latencies, 0.5),
+      p99: percentile(latencies, 0.99),
+      max: percentile(latencies, 1),
+      missing,
+      failed,
+      http50: percentile(http, 0.5),
+      http99: percentile(http, 0.99),
+      lag99: percentile(
+        requests.map((r) => r.sentAt - r.dueAt),
+        0.99,
+      ),
+      segments: [
+        { name: 'send → command row (auth, validation, INSERT start)', p50: percentile(seg.front, 0.5), p99: percentile(seg.front, 0.99) },
+        { name: 'command row → worker picks it up (commit, queue.add, BullMQ)', p50: percentile(seg.pickup, 0.5), p99: percentile(seg.pickup, 0.99) },
+        { name: 'picked up → final transaction begins', p50: percentile(seg.run, 0.5), p99: percentile(seg.run, 0.99) },
+        { name: 'final transaction begins → event read (tx, relay, XADD, XREAD)', p50: percentile(seg.commit, 0.5), p99: percentile(seg.commit, 0.99) },
+      ],
+      cpu: rowCpu,
+    };
+    report.latency.push(row);
+    progress(
+      `(b) open loop at ${fmt(fraction * 100, 0)}% = ${f0(target)}/s: request → event p50 ${f1(row.p50)} ms, p99 ${f1(row.p99)} ms; ` +
+        `accepted ${f0(row.acceptedPerS)}/s, completed ${f0(row.completedPerS)}/s${missing ? `, ${missing} events MISSING after 30 s` : ''}`,
+    );
+    await drainService(DRAIN_TIMEOUT_S);
+  }
+  await worker.stop();
+  worker = undefined;
+
+  // ---- (c) verify against a bare route running the same SELECT
+  const verifySpec = (): RequestSpec => ({ method: 'GET', path: '/v1/auth/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
+  const bareVerifySpec = (): RequestSpec => ({ method: 'GET', path: '/bare/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
+  await closedLoop(bareUrl, C, WARMUP, bareVerifySpec, (s) => s === 200);
+  cpu = await snapCpu();
+  report.bareVerify = await closedLoop(bareUrl, C, D, bareVerifySpec, (s) => s === 200);
+  report.bareVerifyCpu = await cpuSince(cpu);
+  progress(`(c) bare verify: ${f0(rate(report.bareVerify.ok, D))} req/s [${statuses(report.bareVerify)}]`);
+  await closedLoop(producerUrl, C, WARMUP, verifySpec, (s) => s === 200);
+  cpu = await snapCpu();
+  report.verify = await closedLoop(producerUrl, C, D, verifySpec, (s) => s === 200);
+  report.verifyCpu = await cpuSince(cpu);
+  progress(`(c) service verify: ${f0(rate(report.verify.ok, D))} req/s [${statuses(report.verify)}]`);
+  producer.assertAlive();
+} catch (error) {
+  exitCode = 1;
+  log(`\nbench:pipeline FAILED: ${(error as Error).stack ?? String(error)}`);
+} finally {
+  printReport();
+  await cleanup();
+  log(`total run time ${f0((performance.now() - runStart) / 1000)} s`);
+}
+process.exit(exitCode);
+
+// ---------------------------------------------------------------- the report
+
+function printReport(): void {
+  const r = report;
+  const lat = (result: LoadResult) => `p50 ${f1(percentile(result.latencies, 0.5))} ms, p99 ${f1(percentile(result.latencies, 0.99))} ms`;
+  const verdicts: string[] = [];
+  const verdict = (name: string, value: number, target: number, op: '≥' | '≤', unit = '') => {
+    const met = Number.isFinite(value) && (op === '≥' ? value >= target : value <= target);
+    verdicts.push(`    ${name.padEnd(52)} ${(f2(value) + unit).padStart(10)}   target ${op} ${target}${unit}   ${met ? 'met' : 'NOT MET'}`);
+  };
+
+  log('\n================ bench:pipeline report ================');
+  log(`machine: ${os.cpus().length} cpus, load avg now ${os.loadavg().map((l) => fmt(l, 2)).join(' ')} (shared: absolute figures are noisy, ratios matter)`);
+  log(`settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}`);
+
+  log('\n(a) baselines');
+  if (r.bareAccept) {
+    log(`    durable accept, bare Fastify POST (INSERT + queue.add):   ${f0(rate(r.bareAccept.ok, D))} req/s   (${lat(r.bareAccept)})`);
+    log(`        ${cpuLine(r.bareAcceptCpu!, { ops: r.bareAccept.ok, what: 'request' })}`);
+    const bad = anomalies(r.bareAccept, '202');
+    if (bad) log(`        ${bad}`);
+  }
+  if (r.bareDrain) {
+    log(`    execution, bare BullMQ worker (BEGIN; DELETE 1; COMMIT):  ${f0(rate(r.bareDrain.jobs, r.bareDrain.seconds))} jobs/s   (${r.bareDrain.jobs} pre-filled jobs drained in ${f2(r.bareDrain.seconds)} s${r.bareDrain.failed ? `, ${r.bareDrain.failed} FAILED` : ''})`);
+    log(`        ${cpuLine(r.bareDrain.cpu, { ops: r.bareDrain.jobs, what: 'job' })}`);
+  }
+
+  log('\n(b) the service (producer and worker: separate processes)');
+  if (r.accept) {
+    log(`    accepted/s, POST /v1/commands, worker stopped:          ${f0(rate(r.accept.ok, D))} req/s   (${lat(r.accept)})`);
+    log(`        ${cpuLine(r.acceptCpu!, { ops: r.accept.ok, what: 'request' })}`);
+    const bad = anomalies(r.accept, '202');
+    if (bad) log(`        ${bad}`);
+  }
+  if (r.drain) {
+    log(
+      `    completed/s, worker draining the accepted commands:     ${f0(rate(r.drain.done, r.drain.seconds))} cmds/s   (${r.drain.done} of ${r.drain.jobs} → terminal event in ${f2(r.drain.seconds)} s${r.drain.timedOut ? ', TIMED OUT' : ''})`,
+    );
+    log(`        ${cpuLine(r.drain.cpu, { ops: r.drain.done, what: 'command' })}`);
+  }
+  if (r.sustained) {
+    const s = r.sustained;
+    log(`    sustained, both running, closed loop (${C} connections):  accepted ${f0(rate(s.load.ok, D))}/s, completed ${f0(rate(s.completed, D))}/s   (HTTP ${lat(s.load)}; backlog drained ${f1(s.backlogDrainS)} s after)`);
+    log(`        ${cpuLine(s.cpu, { ops: s.completed, what: 'completed command' })}`);
+    const bad = anomalies(s.load, '202');
+    if (bad) log(`        ${bad}`);
+    log(`    maximum rate (min of sustained accepted/s and completed/s): ${f0(r.maxRate!)}/s`);
+  }
+  if (r.latency.length) {
+    log('    request → command.succeeded event on the stream, open loop (fixed rate):');
+    log('        % of max   rate/s   accepted/s  completed/s   p50 ms   p99 ms   max ms   HTTP 202 p50/p99 ms   generator lag p99 ms');
+    for (const row of r.latency) {
+      log(
+        `        ${`${fmt(row.fraction * 100, 0)}%`.padStart(8)} ${f0(row.rate).padStart(8)} ${f0(row.acceptedPerS).padStart(11)} ${f0(row.completedPerS).padStart(12)} ` +
+          `${f1(row.p50).padStart(8)} ${f1(row.p99).padStart(8)} ${f1(row.max).padStart(8)}   ${`${f1(row.http50)} / ${f1(row.http99)}`.padStart(19)}   ${f1(row.lag99).padStart(20)}`,
+      );
+      if (row.missing || row.failed || row.accepted !== row.sent) {
+        log(`            !! sent ${row.sent}, 202 ${row.accepted} [${Object.entries(row.statuses).map(([s, n]) => `${s}×${n}`).join(' ')}], failed ${row.failed}, events missing ${row.missing}${row.firstUnexpected ? `; first: ${row.firstUnexpected}` : ''}`);
+      }
+    }
+    log('    where the time goes (p50 / p99 ms per command, from Postgres timestamps; same clock):');
+    for (const row of r.latency) {
+      log(`        at ${fmt(row.fraction * 100, 0)}%: ${row.segments.map((s) => `${s.name.split(' (')[0]} ${f1(s.p50)} / ${f1(s.p99)}`).join('; ')}`);
+      log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
+    }
+    log(`        (segments: ${r.latency[0]!.segments.map((s) => s.name).join('; ')})`);
+  }
+
+  log('\n(c) verify');
+  if (r.bareVerify) {
+    log(`    bare route, the same SELECT once (no caller auth):      ${f0(rate(r.bareVerify.ok, D))} req/s   (${lat(r.bareVerify)})`);
+    log(`        ${cpuLine(r.bareVerifyCpu!, { ops: r.bareVerify.ok, what: 'request' })}`);
+    const bad = anomalies(r.bareVerify, '200');
+    if (bad) log(`        ${bad}`);
+  }
+  if (r.verify) {
+    log(`    GET /v1/auth/verify (gateway credential + X-Subject-Token): ${f0(rate(r.verify.ok, D))} req/s   (${lat(r.verify)})`);
+    log(`        ${cpuLine(r.verifyCpu!, { ops: r.verify.ok, what: 'request' })}`);
+    const bad = anomalies(r.verify, '200');
+    if (bad) log(`        ${bad}`);
+  }
+
+  log('\nratios (service / baseline)');
+  if (r.drain && r.bareDrain) verdict('completed/s ÷ bare worker jobs/s', rate(r.drain.done, r.drain.seconds) / rate(r.bareDrain.jobs, r.bareDrain.seconds), 0.5, '≥');
+  if (r.accept && r.bareAccept) verdict('accepted/s ÷ bare durable accept', r.accept.ok / r.bareAccept.ok, 0.7, '≥');
+  const half = r.latency.find((row) => row.fraction === 0.5);
+  if (half) verdict('request → event p99 at 50% of the maximum rate', half.p99, 50, '≤', ' ms');
+  if (r.verify && r.bareVerify) verdict('verify req/s ÷ bare SELECT route', r.verify.ok / r.bareVerify.ok, 0.7, '≥');
+  if (r.verify && r.bareVerify) {
+    const p = (x: LoadResult) => percentile(x.latencies, 0.99);
+    verdicts.push(`    ${'verify p99 ÷ bare p99 (figure, no target)'.padEnd(52)} ${f2(p(r.verify) / p(r.bareVerify)).padStart(10)}`);
+  }
+  if (r.sustained && r.bareAccept) verdicts.push(`    ${'sustained accepted/s ÷ bare durable accept (figure)'.padEnd(52)} ${f2(r.sustained.load.ok / r.bareAccept.ok).padStart(10)}`);
+  if (r.sustained && r.bareDrain) verdicts.push(`    ${'sustained completed/s ÷ bare worker (figure)'.padEnd(52)} ${f2(rate(r.sustained.completed, D) / rate(r.bareDrain.jobs, r.bareDrain.seconds)).padStart(10)}`);
+  for (const line of verdicts) log(line);
+  log('=======================================================');
+}

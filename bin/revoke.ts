@@ -1,0 +1,235 @@
+#!/usr/bin/env node
+import { randomUUID } from 'node:crypto';
+import { parseArgs } from 'node:util';
+import cliProgress from 'cli-progress';
+import { Redis } from 'ioredis';
+import { type CommandInput, DEFAULT_EVENTS_STREAM, EVENT_FIELD, type JobView } from '../contracts/index.js';
+import { RevocationApiError, RevocationClient } from '../client/revocation-client.js';
+
+const usage = `revoke: incident CLI of the revocation service
+
+Usage:
+  revoke delete --collection C [--tag T]... [--token-id ID]... [--object-id ID]... [--tenant-id T] [--archived] --reason R [--adhoc-reason TEXT]
+  revoke rotate --collection C --token-id ID... --reason R [--adhoc-reason TEXT]
+  revoke revoke-all (--user ID | --provider ID)
+  revoke revoke-token --token-id ID
+  revoke status JOB_ID
+  revoke events [--follow] [--from STREAM_ID]
+
+Options:
+  --url URL               service address (env REVOCATION_URL, default http://127.0.0.1:8080)
+  --token SECRET          access token (env REVOCATION_TOKEN)
+  --json                  print JSON (one job view, or one event per line) instead of a progress bar
+  --no-wait               submit and print the job ID without following it
+  --idempotency-key KEY   make the submission safe to repeat (default: a new key each run)
+  --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379)
+  --stream NAME           for events (env EVENTS_STREAM, default ${DEFAULT_EVENTS_STREAM})
+Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
+
+Exit status: 0 succeeded, 1 the job failed, 2 bad usage, 3 the service refused or is unreachable.`;
+
+function parseArguments() {
+  try {
+    return parseArgs({
+      allowPositionals: true,
+      options: {
+        url: { type: 'string' },
+        token: { type: 'string' },
+        json: { type: 'boolean', default: false },
+        'no-wait': { type: 'boolean', default: false },
+        'idempotency-key': { type: 'string' },
+        collection: { type: 'string' },
+        tag: { type: 'string', multiple: true },
+        'token-id': { type: 'string', multiple: true },
+        'object-id': { type: 'string', multiple: true },
+        'tenant-id': { type: 'string' },
+        archived: { type: 'boolean', default: false },
+        reason: { type: 'string' },
+        'adhoc-reason': { type: 'string' },
+        'custom-audit': { type: 'string' },
+        user: { type: 'string' },
+        provider: { type: 'string' },
+        follow: { type: 'boolean', default: false },
+        from: { type: 'string' },
+        'redis-url': { type: 'string' },
+        stream: { type: 'string' },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (error) {
+    return usageError((error as Error).message);
+  }
+}
+const { values, positionals } = parseArguments();
+
+
+function usageError(message: string): never {
+  process.stderr.write(`revoke: ${message}\n\n${usage}\n`);
+  process.exit(2);
+}
+
+const list = (items: string[] | undefined) => {
+  const all = (items ?? []).flatMap((i) => i.split(',')).map((i) => i.trim()).filter(Boolean);
+  return all.length > 0 ? all : undefined;
+};
+
+const reasonFields = () => ({
+  ...(values.reason !== undefined && { reason: values.reason }),
+  ...(values['adhoc-reason'] !== undefined && { adhoc_reason: values['adhoc-reason'] }),
+  ...(values['custom-audit'] !== undefined && { custom_audit: values['custom-audit'] }),
+});
+
+/** The command the arguments describe. */
+function commandFromArgs(verb: string): CommandInput {
+  switch (verb) {
+    case 'delete': {
+      if (!values.collection) usageError('delete needs --collection');
+      const token_ids = list(values['token-id']);
+      const object_ids = list(values['object-id']);
+      const tags = list(values.tag);
+      if (!token_ids && !object_ids && !tags) usageError('delete needs at least one of --tag, --token-id, --object-id');
+      return {
+        type: 'tokens.delete',
+        collection: values.collection,
+        archived: values.archived ?? false,
+        ...(token_ids && { token_ids }),
+        ...(object_ids && { object_ids }),
+        ...(tags && { tags }),
+        ...(values['tenant-id'] !== undefined && { tenant_id: values['tenant-id'] }),
+        ...reasonFields(),
+      };
+    }
+    case 'rotate': {
+      const token_ids = list(values['token-id']);
+      if (!values.collection || !token_ids) usageError('rotate needs --collection and --token-id');
+      return { type: 'tokens.rotate', collection: values.collection, token_ids, ...reasonFields() };
+    }
+    case 'revoke-all': {
+      if (Boolean(values.user) === Boolean(values.provider)) usageError('revoke-all needs exactly one of --user or --provider');
+      const subject = values.user ? { kind: 'user' as const, id: values.user } : { kind: 'provider' as const, id: values.provider! };
+      return { type: 'temporary_tokens.revoke_all', subject, ...reasonFields() };
+    }
+    case 'revoke-token': {
+      const [tokenId] = list(values['token-id']) ?? [];
+      if (!tokenId) usageError('revoke-token needs --token-id');
+      return { type: 'access_token.revoke', token_id: tokenId, ...reasonFields() };
+    }
+    default:
+      usageError(`unknown command ${JSON.stringify(verb)}`);
+  }
+}
+
+function client(): RevocationClient {
+  const token = values.token ?? process.env.REVOCATION_TOKEN;
+  if (!token) usageError('no access token: pass --token or set REVOCATION_TOKEN');
+  return new RevocationClient({ baseUrl: values.url ?? process.env.REVOCATION_URL ?? 'http://127.0.0.1:8080', token, source: 'cli' });
+}
+
+function summary(job: JobView): string {
+  if (job.state === 'failed') return `job ${job.job_id} failed: ${job.error?.error_code} ${job.error?.message}${job.error && Object.keys(job.error.context).length ? ` ${JSON.stringify(job.error.context)}` : ''}`;
+  const result = job.result ?? {};
+  if (job.type === 'tokens.delete') return `job ${job.job_id} succeeded: deleted ${String(result.deleted)} tokens`;
+  if (job.type === 'tokens.rotate') return `job ${job.job_id} succeeded: rotated ${Object.keys((result.mapping as object) ?? {}).length} tokens\n${JSON.stringify(result.mapping, null, 2)}`;
+  return `job ${job.job_id} succeeded: ${JSON.stringify(result)}`;
+}
+
+/** Follows a job to its end with a progress bar (processed of total, rate, ETA). */
+async function follow(api: RevocationClient, jobId: string): Promise<JobView> {
+  if (values.json) return api.waitForJob(jobId, { pollMs: 250, maxPollMs: 1000 });
+  const bar = new cliProgress.SingleBar(
+    { format: ' {bar} {percentage}% | {value}/{total} | {rate}/s | ETA {eta_formatted} | {state}', hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000, etaBuffer: 20 },
+    cliProgress.Presets.shades_classic,
+  );
+  const started = Date.now();
+  let shown = false;
+  try {
+    return await api.waitForJob(jobId, {
+      pollMs: 250,
+      maxPollMs: 500,
+      onUpdate: (job) => {
+        const total = job.progress?.total ?? 1;
+        const processed = job.progress?.processed ?? (job.state === 'succeeded' ? total : 0);
+        const rate = Math.round(processed / Math.max(0.001, (Date.now() - started) / 1000));
+        if (!shown) bar.start(Math.max(total, 1), processed, { rate, state: job.state });
+        shown = true;
+        bar.setTotal(Math.max(total, 1));
+        bar.update(processed, { rate, state: job.state });
+      },
+    });
+  } finally {
+    if (shown) bar.stop();
+  }
+}
+
+async function events(): Promise<void> {
+  const redis = new Redis(values['redis-url'] ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
+  const stream = values.stream ?? process.env.EVENTS_STREAM ?? DEFAULT_EVENTS_STREAM;
+  let last = values.from ?? (values.follow ? '$' : '0');
+  let stopping = false;
+  process.on('SIGINT', () => {
+    stopping = true;
+    redis.disconnect();
+  });
+  try {
+    for (;;) {
+      const reply = values.follow
+        ? await redis.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', stream, last)
+        : await redis.xread('COUNT', 500, 'STREAMS', stream, last);
+      const entries = reply?.[0]?.[1] ?? [];
+      for (const [id, fields] of entries) {
+        last = id;
+        const raw = fields[fields.indexOf(EVENT_FIELD) + 1] ?? '{}';
+        if (values.json) process.stdout.write(`${raw}\n`);
+        else {
+          const e = JSON.parse(raw) as { type: string; job_id: string; occurred_at: string; data: Record<string, unknown> };
+          const detail = Array.isArray(e.data.token_ids) ? `${e.data.token_ids.length} token IDs` : JSON.stringify(e.data).slice(0, 160);
+          process.stdout.write(`${id}  ${e.occurred_at}  ${e.type.padEnd(24)} job ${e.job_id}  ${detail}\n`);
+        }
+      }
+      if (!values.follow && entries.length === 0) break;
+    }
+  } catch (error) {
+    if (!stopping) throw error;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function main(): Promise<number> {
+  const [verb, arg] = positionals;
+  if (values.help || !verb) {
+    process.stdout.write(`${usage}\n`);
+    return verb || values.help ? 0 : 2;
+  }
+  if (verb === 'events') {
+    await events();
+    return 0;
+  }
+  if (!['status', 'delete', 'rotate', 'revoke-all', 'revoke-token'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
+  const api = client();
+  if (verb === 'status') {
+    if (!arg) usageError('status needs a job ID');
+    const job = values.follow ? await follow(api, arg) : await api.job(arg);
+    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${job.state === 'succeeded' || job.state === 'failed' ? summary(job) : `job ${job.job_id} ${job.state}${job.progress ? `: ${job.progress.processed}/${job.progress.total}` : ''}`}\n`);
+    return job.state === 'failed' ? 1 : 0;
+  }
+  const command = commandFromArgs(verb);
+  const submitted = await api.submit(command, { idempotencyKey: values['idempotency-key'] ?? randomUUID() });
+  if (values['no-wait']) {
+    process.stdout.write(values.json ? `${JSON.stringify(submitted)}\n` : `accepted job ${submitted.job_id}\n`);
+    return 0;
+  }
+  if (!values.json) process.stderr.write(`accepted job ${submitted.job_id}\n`);
+  const job = await follow(api, submitted.job_id);
+  process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${summary(job)}\n`);
+  return job.state === 'succeeded' ? 0 : 1;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof RevocationApiError) process.stderr.write(`revoke: the service answered ${error.message}\n`);
+    else process.stderr.write(`revoke: ${(error as Error).message}\n`);
+    process.exit(3);
+  },
+);

@@ -1,0 +1,15 @@
+import { serveMetrics } from '../worker/metrics.js';
+import { startWorker } from '../worker/runtime.js';
+import { configOrExit, createLogger } from './runtime.js';
+import { closeOnSignal } from './signals.js';
+
+/** `npm run worker`: a worker with the outbox relay and the reconciler (run `npm run migrate` first). */
+const config = configOrExit();
+const logger = createLogger(config, 'revocation-worker');
+const worker = await startWorker(config, logger);
+const metrics = config.METRICS_PORT ? await serveMetrics(config.METRICS_PORT, config.HOST) : undefined;
+logger.info({ concurrency: config.WORKER_CONCURRENCY, metrics_port: config.METRICS_PORT ?? null }, 'worker ready');
+closeOnSignal(logger, async () => {
+  metrics?.close();
+  await worker.close();
+});

@@ -1,0 +1,112 @@
+import { type CommandInput, JobView, MAX_PREFER_WAIT_SECONDS, terminalStates } from '../contracts/index.js';
+
+export interface ClientOptions {
+  /** e.g. http://127.0.0.1:8080 */
+  baseUrl: string;
+  /** An access token (the secret). */
+  token: string;
+  /** Recorded as the audit `source` of commands: 'client' (default) or 'cli'. */
+  source?: 'client' | 'cli';
+  fetch?: typeof fetch;
+}
+
+/** An answer that was not a success; `body` holds the service's error envelope. */
+export class RevocationApiError extends Error {
+  constructor(readonly status: number, readonly body: unknown) {
+    const envelope = body as { error_code?: string; message?: string } | undefined;
+    super(envelope?.message ? `${status} ${envelope.error_code ?? ''}: ${envelope.message}` : `HTTP ${status}`);
+    this.name = 'RevocationApiError';
+  }
+
+  get errorCode(): string | undefined {
+    return (this.body as { error_code?: string } | undefined)?.error_code;
+  }
+}
+
+export interface SubmitOptions {
+  /** Makes the submission safe to retry: the same key and command give the same job. */
+  idempotencyKey?: string;
+  /** Seconds the service may hold the request for the job to end (`Prefer: wait`), ≤ 30. */
+  waitSeconds?: number;
+}
+
+export interface WaitOptions {
+  timeoutMs?: number;
+  /** Called with each polled view (progress, state). */
+  onUpdate?: (job: JobView) => void;
+  /** First poll interval; doubles up to maxPollMs. */
+  pollMs?: number;
+  maxPollMs?: number;
+}
+
+/**
+ * A typed client of the revocation service for other services: submit any command, read and
+ * wait for jobs. Every answer is validated against the contracts.
+ */
+export class RevocationClient {
+  private readonly fetch: typeof fetch;
+
+  constructor(private readonly options: ClientOptions) {
+    this.fetch = options.fetch ?? globalThis.fetch;
+  }
+
+  private async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: unknown; headers: Headers }> {
+    const response = await this.fetch(new URL(path, this.options.baseUrl), {
+      method,
+      headers: {
+        authorization: `Bearer ${this.options.token}`,
+        'x-request-source': this.options.source ?? 'client',
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...headers,
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    const text = await response.text();
+    let parsed: unknown = undefined;
+    try {
+      parsed = text ? JSON.parse(text) : undefined;
+    } catch {
+      parsed = text;
+    }
+    if (response.status >= 400) throw new RevocationApiError(response.status, parsed);
+    return { status: response.status, body: parsed, headers: response.headers };
+  }
+
+  /** Submits a command (`POST /v1/commands`). Returns its job view; throws RevocationApiError on 4xx/5xx. */
+  async submit(command: CommandInput, options: SubmitOptions = {}): Promise<JobView & { replayed: boolean }> {
+    const headers: Record<string, string> = {};
+    if (options.idempotencyKey) headers['idempotency-key'] = options.idempotencyKey;
+    if (options.waitSeconds !== undefined) headers.prefer = `wait=${Math.min(MAX_PREFER_WAIT_SECONDS, Math.max(0, Math.floor(options.waitSeconds)))}`;
+    const answer = await this.request('POST', '/v1/commands', command, headers);
+    return { ...JobView.parse(answer.body), replayed: answer.headers.get('idempotent-replayed') === 'true' };
+  }
+
+  /** The job's current view (`GET /v1/jobs/{id}`). */
+  async job(id: string): Promise<JobView> {
+    return JobView.parse((await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`)).body);
+  }
+
+  /**
+   * Polls the job with backoff until it succeeds or fails; returns the final view. Throws on
+   * timeout (the job goes on running: poll again later).
+   */
+  async waitForJob(id: string, options: WaitOptions = {}): Promise<JobView> {
+    const deadline = Date.now() + (options.timeoutMs ?? 10 * 60_000);
+    let delay = options.pollMs ?? 100;
+    for (;;) {
+      const job = await this.job(id);
+      options.onUpdate?.(job);
+      if (terminalStates.includes(job.state)) return job;
+      if (Date.now() + delay > deadline) throw new Error(`job ${id} did not end in time (state ${job.state})`);
+      await new Promise((resolve) => setTimeout(resolve, delay));
+      delay = Math.min(options.maxPollMs ?? 2000, delay * 2);
+    }
+  }
+
+  /** Submits, then waits for the job to end: `Prefer: wait` first, polling after that. */
+  async run(command: CommandInput, options: SubmitOptions & WaitOptions = {}): Promise<JobView> {
+    const job = await this.submit(command, { ...options, waitSeconds: options.waitSeconds ?? 10 });
+    if (terminalStates.includes(job.state)) return job;
+    return this.waitForJob(job.job_id, options);
+  }
+}

@@ -1,0 +1,106 @@
+import { z } from 'zod';
+import { AccessReason, CollectionName, Identifier, MAX_TOKEN_IDS, ObjectId, SubjectKind, Tag, TenantId, TokenId } from './common.js';
+
+/**
+ * Who asked, for which tenants, and why. Fixed when the command is accepted; copied into every
+ * audit row and event of the command. `tenant_ids: null` means the caller is not tenant-scoped.
+ */
+export const AuditContext = z.object({
+  actor: z.object({ id: z.string(), kind: SubjectKind }),
+  tenant_ids: z.array(z.string()).nullable(),
+  reason: AccessReason.nullable(),
+  adhoc_reason: z.string().nullable(),
+  custom_audit: z.string().nullable(),
+  request_id: z.string().nullable(),
+  source: z.enum(['http', 'cli', 'client', 'system']),
+});
+export type AuditContext = z.infer<typeof AuditContext>;
+
+const list = <T extends z.ZodType>(item: T) => z.array(item).min(1).max(MAX_TOKEN_IDS);
+
+export const TokensDeleteCommand = z.strictObject({
+  type: z.literal('tokens.delete'),
+  collection: CollectionName,
+  token_ids: list(TokenId).optional(),
+  object_ids: list(ObjectId).optional(),
+  tags: z.array(Tag).min(1).max(10).optional(),
+  tenant_id: TenantId.optional(),
+  archived: z.boolean().default(false),
+});
+
+export const TokensRotateCommand = z.strictObject({
+  type: z.literal('tokens.rotate'),
+  collection: CollectionName,
+  token_ids: list(TokenId),
+});
+
+export const AccessTokenRevokeCommand = z.strictObject({
+  type: z.literal('access_token.revoke'),
+  token_id: Identifier,
+});
+
+export const RevocableSubjectKind = z.enum(['user', 'provider']);
+
+export const TemporaryTokensRevokeAllCommand = z.strictObject({
+  type: z.literal('temporary_tokens.revoke_all'),
+  subject: z.strictObject({ kind: RevocableSubjectKind, id: Identifier }),
+});
+
+const commandMembers = [
+  TokensDeleteCommand,
+  TokensRotateCommand,
+  AccessTokenRevokeCommand,
+  TemporaryTokensRevokeAllCommand,
+] as const;
+
+/** Every revocation is one of these; `type` is the tag a `switch` is checked against. */
+export const Command = z.discriminatedUnion('type', commandMembers).superRefine(requireDeleteCriterion);
+export type Command = z.infer<typeof Command>;
+export type CommandType = Command['type'];
+export type CommandOf<T extends CommandType> = Extract<Command, { type: T }>;
+export const commandTypes = commandMembers.map((m) => m.shape.type.value) as CommandType[];
+
+/** Commands on vault tokens carry an access reason (SPEC §3, Reasons). */
+export const vaultCommandTypes: readonly CommandType[] = ['tokens.delete', 'tokens.rotate'];
+
+function requireDeleteCriterion(command: { type: string; token_ids?: unknown; object_ids?: unknown; tags?: unknown }, ctx: z.RefinementCtx): void {
+  if (command.type === 'tokens.delete' && !command.token_ids && !command.object_ids && !command.tags) {
+    ctx.addIssue({ code: 'custom', message: 'at least one of token_ids, object_ids or tags is required', path: ['token_ids'] });
+  }
+}
+
+const auditFields = {
+  reason: z.string().optional(),
+  adhoc_reason: z.string().min(1).max(1000).optional(),
+  custom_audit: z.string().max(4000).optional(),
+};
+
+/** Body of `POST /v1/commands`: a command, flat, with its access reason fields. */
+export const CommandRequest = z
+  .discriminatedUnion('type', [
+    TokensDeleteCommand.extend(auditFields),
+    TokensRotateCommand.extend(auditFields),
+    AccessTokenRevokeCommand.extend(auditFields),
+    TemporaryTokensRevokeAllCommand.extend(auditFields),
+  ])
+  .superRefine(requireDeleteCriterion);
+export type CommandRequest = z.infer<typeof CommandRequest>;
+/** What a client sends: defaults (such as `archived: false`) may be left out. */
+export type CommandInput = z.input<typeof CommandRequest>;
+
+/** Results, one per command type, stored on the job. */
+export const TokensDeleteResult = z.object({ deleted: z.number().int() });
+export const TokensRotateResult = z.object({ mapping: z.record(z.string(), z.string()) });
+export const AccessTokenRevokeResult = z.object({ token_id: z.string() });
+export const TemporaryTokensRevokeAllResult = z.object({
+  subject: z.object({ kind: RevocableSubjectKind, id: z.string() }),
+  generation: z.number().int(),
+});
+
+export interface CommandResults {
+  'tokens.delete': z.infer<typeof TokensDeleteResult>;
+  'tokens.rotate': z.infer<typeof TokensRotateResult>;
+  'access_token.revoke': z.infer<typeof AccessTokenRevokeResult>;
+  'temporary_tokens.revoke_all': z.infer<typeof TemporaryTokensRevokeAllResult>;
+}
+export type CommandResult = CommandResults[CommandType];

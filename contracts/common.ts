@@ -1,0 +1,58 @@
+import { z } from 'zod';
+
+/** Capabilities of SPEC §2. The bootstrap admin holds every one. */
+export const capabilities = [
+  'tokens:write',
+  'tokens:tokenize',
+  'tokens:read',
+  'tokens:manage',
+  'security_admin',
+  'tokens:verify',
+  'subjects:admin',
+] as const;
+export const Capability = z.enum(capabilities);
+export type Capability = z.infer<typeof Capability>;
+
+export const SubjectKind = z.enum(['user', 'provider', 'service']);
+export type SubjectKind = z.infer<typeof SubjectKind>;
+
+/** Access reasons of the Piiano Vault API. */
+export const AccessReason = z.enum([
+  'AppFunctionality',
+  'Analytics',
+  'Notifications',
+  'Marketing',
+  'ThirdPartyMarketing',
+  'FraudPreventionSecurityAndCompliance',
+  'AccountManagement',
+  'Maintenance',
+  'DataSubjectRequest',
+  'Other',
+]);
+export type AccessReason = z.infer<typeof AccessReason>;
+
+/** Identifiers chosen by callers: printable, no separators that our list syntax uses. */
+export const Identifier = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[A-Za-z0-9._:@-]+$/, 'may contain only letters, digits and . _ : @ -');
+
+/** Collection names follow Piiano's rule: a letter, then letters, digits and underscores. */
+export const CollectionName = z
+  .string()
+  .min(1)
+  .max(64)
+  .regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'must start with a letter and contain only letters, digits and _');
+
+export const TenantId = Identifier;
+export const Tag = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space');
+export const TokenId = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space');
+export const ObjectId = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space');
+
+export const MAX_TOKEN_IDS = 10_000;
+export const MAX_TAGS_PER_TOKEN = 10;
+/** A temporary access token lives at most 7 days. */
+export const MAX_TEMPORARY_TTL_SECONDS = 7 * 24 * 3600;
+
+export const IsoDate = z.iso.datetime({ offset: true });

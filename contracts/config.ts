@@ -1,0 +1,67 @@
+import { z } from 'zod';
+import { DEFAULT_EVENTS_STREAM, DEFAULT_QUEUE_PREFIX } from './queue.js';
+
+const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const url = (protocols: RegExp) => z.string().refine((v) => URL.canParse(v) && protocols.test(new URL(v).protocol), 'must be a URL');
+
+/** Every setting of SPEC §9, with defaults that work against a local Postgres and Redis. */
+export const ConfigSchema = z.object({
+  DATABASE_URL: url(/^postgres(ql)?:$/).default('postgres://postgres:postgres@127.0.0.1:5432/revocation'),
+  REDIS_URL: url(/^rediss?:$/).default('redis://127.0.0.1:6379'),
+  HOST: z.string().min(1).default('127.0.0.1'),
+  PORT: int(0, 65535).default(8080),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  QUEUE_PREFIX: z
+    .string()
+    .min(1)
+    .regex(/^[^\s:]+$|^\{[^\s{}]+\}$/, 'must be a word without spaces or colons, or a Redis Cluster hash tag like {revocation}')
+    .default(DEFAULT_QUEUE_PREFIX),
+  WORKER_CONCURRENCY: int(1, 1000).default(8),
+  DELETE_BATCH_SIZE: int(1, 100_000).default(5000),
+  EVENTS_STREAM: z.string().min(1).default(DEFAULT_EVENTS_STREAM),
+  EVENTS_STREAM_MAXLEN: int(1000, 1_000_000_000).default(1_000_000),
+  BOOTSTRAP_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  FORCE_ACCESS_REASON: bool.default(true),
+  /** Requests per subject per window, shared by all producers through Redis; 0 turns it off. */
+  RATE_LIMIT_MAX: int(0, 10_000_000).default(60_000),
+  RATE_LIMIT_WINDOW_SECONDS: int(1, 3600).default(60),
+  /** A worker run alone (`npm run worker`) serves GET /metrics on this port when set. */
+  METRICS_PORT: int(1, 65535).optional(),
+  /** How often the sweeper deletes dead access tokens (revoked by generation, or expired). */
+  SWEEPER_INTERVAL_SECONDS: int(1, 86_400).default(60),
+  /** Dead tokens are kept this long, so verify can still answer `revoked` or `expired`. */
+  SWEEPER_GRACE_SECONDS: int(0, 30 * 86_400).default(3600),
+});
+export type Config = z.infer<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  constructor(readonly issues: string[]) {
+    super(`Invalid configuration:\n${issues.map((i) => `  - ${i}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/**
+ * Reads the configuration from `env` (empty strings count as unset). Throws ConfigError naming
+ * every wrong variable; never returns a partial configuration.
+ */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const input: Record<string, string> = {};
+  for (const key of Object.keys(ConfigSchema.shape)) {
+    const value = env[key];
+    if (value !== undefined && value !== '') input[key] = value;
+  }
+  const parsed = ConfigSchema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}${describeValue(i.path, input)}`));
+}
+
+const secretKeys = new Set(['BOOTSTRAP_ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL']);
+
+function describeValue(path: PropertyKey[], input: Record<string, string>): string {
+  const key = String(path[0]);
+  // Never echo a value that may hold a secret (a password in a URL, the admin token).
+  if (secretKeys.has(key) || !(key in input)) return '';
+  return ` (got ${JSON.stringify(input[key])})`;
+}

@@ -1,0 +1,54 @@
+import { z } from 'zod';
+import { AuditContext, RevocableSubjectKind } from './commands.js';
+import { IsoDate } from './common.js';
+import { JobError } from './jobs.js';
+
+/** Event IDs per tokens.deleted event (SPEC §8). */
+export const MAX_TOKEN_IDS_PER_EVENT = 1000;
+
+const Batch = z.object({ index: z.number().int(), last: z.boolean() });
+
+export const EventData = {
+  'tokens.deleted': z.object({ collection: z.string(), token_ids: z.array(z.string()), batch: Batch }),
+  'tokens.rotated': z.object({ collection: z.string(), mapping: z.record(z.string(), z.string()), batch: Batch }),
+  'access_token.revoked': z.object({
+    token_id: z.string(),
+    subject: z.object({ id: z.string(), kind: z.string(), domain_id: z.string() }),
+  }),
+  'temporary_tokens.revoked': z.object({
+    subject: z.object({ kind: RevocableSubjectKind, id: z.string() }),
+    generation: z.number().int(),
+  }),
+  'command.succeeded': z.object({ command_type: z.string(), result: z.record(z.string(), z.unknown()) }),
+  'command.failed': z.object({ command_type: z.string(), error: JobError }),
+} as const;
+
+export type EventType = keyof typeof EventData;
+export const eventTypes = Object.keys(EventData) as EventType[];
+
+const envelope = <T extends EventType>(type: T) =>
+  z.object({
+    event_id: z.uuid(),
+    schema_version: z.literal(1),
+    type: z.literal(type),
+    occurred_at: IsoDate,
+    job_id: z.uuid(),
+    tenant_ids: z.array(z.string()).nullable(),
+    audit: AuditContext.omit({ tenant_ids: true }),
+    data: EventData[type],
+  });
+
+/** The JSON held by the `event` field of each stream entry. */
+export const RevocationEvent = z.discriminatedUnion('type', [
+  envelope('tokens.deleted'),
+  envelope('tokens.rotated'),
+  envelope('access_token.revoked'),
+  envelope('temporary_tokens.revoked'),
+  envelope('command.succeeded'),
+  envelope('command.failed'),
+]);
+export type RevocationEvent = z.infer<typeof RevocationEvent>;
+export type EventOf<T extends EventType> = Extract<RevocationEvent, { type: T }>;
+
+/** What a handler asks to publish; the outbox adds the envelope. */
+export type EventDraft = { [T in EventType]: { type: T; data: z.infer<(typeof EventData)[T]> } }[EventType];

@@ -1,0 +1,26 @@
+/** Names shared by producer, worker and clients. */
+export const COMMAND_QUEUE = 'commands';
+export const DEFAULT_QUEUE_PREFIX = 'revocation';
+export const DEFAULT_EVENTS_STREAM = 'revocation:events';
+/** Stream entries keep their JSON in this field. */
+export const EVENT_FIELD = 'event';
+
+/** What a BullMQ job carries: only the command ID; the command itself lives in Postgres. */
+export interface CommandJobData {
+  command_id: string;
+}
+
+/**
+ * Options of every command job. Attempts and backoff are BullMQ's retry of a transient fault
+ * (database unreachable, conflicts beyond the transaction runner's retries); business failures
+ * end the job at once. Finished jobs are trimmed: the command row in Postgres is the record.
+ */
+export const COMMAND_JOB_OPTIONS = {
+  attempts: 5,
+  backoff: { type: 'exponential', delay: 500 },
+  removeOnComplete: { age: 3600, count: 10_000 },
+  removeOnFail: { age: 24 * 3600, count: 10_000 },
+} as const;
+
+/** BullMQ job name of a command job. */
+export const COMMAND_JOB_NAME = 'command';

@@ -1,0 +1,28 @@
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import type { Database, Db } from './database.js';
+
+// int8 (counts, identity keys) arrive as strings; we keep them that way and convert where a
+// number is wanted. timestamptz arrives as Date.
+
+export interface CreateDbOptions {
+  /** Pool size. Each process keeps at most this many connections. */
+  max?: number;
+  /** Name shown in pg_stat_activity, to tell producer, worker and tests apart. */
+  applicationName?: string;
+  /** How long to wait for a connection before failing (default 5 s). */
+  connectionTimeoutMillis?: number;
+}
+
+/** A Kysely instance over a pg Pool. `db.destroy()` ends the pool. */
+export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db {
+  const pool = new pg.Pool({
+    connectionString: databaseUrl,
+    max: options.max ?? 10,
+    application_name: options.applicationName ?? 'revocation',
+    connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
+  });
+  // An idle client that loses its connection must not crash the process; the pool replaces it.
+  pool.on('error', () => {});
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+}

@@ -1,0 +1,7 @@
+import type { Migration } from 'kysely';
+import * as m0001 from './0001-initial.js';
+
+/** Every migration, in order. Add new ones here; names sort in application order. */
+export const migrations: Record<string, Migration> = {
+  '0001-initial': m0001,
+};

@@ -1,0 +1,111 @@
+import { sql } from 'kysely';
+import type { AccessTokenRow, NewAccessToken } from '../access-token.table.js';
+import type { Executor } from '../database.js';
+import type { SubjectRow } from '../subject.table.js';
+
+export interface AccessTokenWithSubject {
+  token: AccessTokenRow;
+  subject: SubjectRow;
+}
+
+/** Inserts an access token (secret already hashed). Returns the row. */
+export async function insertAccessToken(db: Executor, token: NewAccessToken): Promise<AccessTokenRow> {
+  return db.insertInto('access_tokens').values(token).returningAll().executeTakeFirstOrThrow();
+}
+
+/**
+ * Creates or replaces the access token with this ID (used for the bootstrap admin, whose secret
+ * comes from configuration). Returns the row.
+ */
+export async function upsertAccessToken(db: Executor, token: NewAccessToken): Promise<AccessTokenRow> {
+  return db
+    .insertInto('access_tokens')
+    .values(token)
+    .onConflict((oc) =>
+      oc.column('id').doUpdateSet((eb) => ({
+        secret_hash: eb.ref('excluded.secret_hash'),
+        subject_id: eb.ref('excluded.subject_id'),
+      })),
+    )
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+/** Takes a secret's hash; returns the token and its subject, or undefined. Index: secret_hash. */
+export async function findAccessTokenByHash(db: Executor, secretHash: Buffer): Promise<AccessTokenWithSubject | undefined> {
+  return findOne(db, 'access_tokens.secret_hash', secretHash);
+}
+
+/** Takes a token ID; returns the token and its subject, or undefined. */
+export async function findAccessTokenById(db: Executor, id: string): Promise<AccessTokenWithSubject | undefined> {
+  return findOne(db, 'access_tokens.id', id);
+}
+
+async function findOne(db: Executor, column: 'access_tokens.id' | 'access_tokens.secret_hash', value: string | Buffer): Promise<AccessTokenWithSubject | undefined> {
+  const row = await db
+    .selectFrom('access_tokens')
+    .innerJoin('subjects', 'subjects.id', 'access_tokens.subject_id')
+    .selectAll('access_tokens')
+    .select([
+      'subjects.kind as s_kind',
+      'subjects.domain_id as s_domain_id',
+      'subjects.capabilities as s_capabilities',
+      'subjects.tenant_ids as s_tenant_ids',
+      'subjects.collections as s_collections',
+      'subjects.temporary_generation as s_temporary_generation',
+      'subjects.created_at as s_created_at',
+      'subjects.updated_at as s_updated_at',
+    ])
+    .where(column, '=', value as never)
+    .executeTakeFirst();
+  if (!row) return undefined;
+  const { s_kind, s_domain_id, s_capabilities, s_tenant_ids, s_collections, s_temporary_generation, s_created_at, s_updated_at, ...token } = row;
+  return {
+    token,
+    subject: {
+      id: token.subject_id,
+      kind: s_kind,
+      domain_id: s_domain_id,
+      capabilities: s_capabilities,
+      tenant_ids: s_tenant_ids,
+      collections: s_collections,
+      temporary_generation: s_temporary_generation,
+      created_at: s_created_at,
+      updated_at: s_updated_at,
+    },
+  };
+}
+
+/** Deletes the access token, expired or not. Returns the deleted row, or undefined. */
+export async function deleteAccessToken(db: Executor, id: string): Promise<AccessTokenRow | undefined> {
+  return db.deleteFrom('access_tokens').where('id', '=', id).returningAll().executeTakeFirst();
+}
+
+/**
+ * Deletes at most `limit` temporary tokens issued under a generation older than their
+ * subject's, once the subject's last bump is older than `graceSeconds`. Rows another
+ * transaction holds are skipped, so a sweep never waits on (or blocks) a revocation.
+ * Returns how many it deleted.
+ */
+export async function sweepRevokedTemporaryTokens(db: Executor, graceSeconds: number, limit: number): Promise<number> {
+  const result = await sql`
+    delete from access_tokens where id in (
+      select t.id from access_tokens t
+      join subjects s on s.id = t.subject_id
+      where t.temporary and t.generation < s.temporary_generation
+        and s.updated_at < now() - make_interval(secs => ${graceSeconds})
+      limit ${limit}
+      for update of t skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
+/** Deletes at most `limit` tokens expired more than `graceSeconds` ago (skipping locked rows). */
+export async function sweepExpiredAccessTokens(db: Executor, graceSeconds: number, limit: number): Promise<number> {
+  const result = await sql`
+    delete from access_tokens where id in (
+      select id from access_tokens
+      where expires_at < now() - make_interval(secs => ${graceSeconds})
+      limit ${limit}
+      for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}

@@ -1,0 +1,84 @@
+import { AccessReason, AppError, type Capability } from '../contracts/index.js';
+import type { AccessTokenRow } from '../db/access-token.table.js';
+import type { SubjectRow } from '../db/subject.table.js';
+import type { TenantScope } from '../db/repositories/tenant-scope.js';
+
+/** The authenticated caller of a request. */
+export interface Caller {
+  subject: SubjectRow;
+  /** The access token the caller presented (its public ID, never the secret). */
+  tokenId: string;
+}
+
+/** Whether an access token still authenticates (SPEC §1): not expired, not of an old generation. */
+export function accessTokenState(token: AccessTokenRow, subject: SubjectRow, now = new Date()): 'valid' | 'revoked' | 'expired' {
+  if (token.temporary && (token.generation ?? -1) < subject.temporary_generation) return 'revoked';
+  if (token.expires_at !== null && token.expires_at.getTime() <= now.getTime()) return 'expired';
+  return 'valid';
+}
+
+/** Throws PV1007 unless the caller holds the capability. */
+export function requireCapability(caller: Caller, capability: Capability): void {
+  if (!caller.subject.capabilities.includes(capability)) {
+    throw new AppError('PV1007', { username: caller.subject.id, capability });
+  }
+}
+
+/** Throws PV1007 unless the collection is inside the caller's collection scope. */
+export function requireCollection(caller: Caller, collection: string): void {
+  const allowed = caller.subject.collections;
+  if (allowed !== null && !allowed.includes(collection)) {
+    throw new AppError('PV1007', { username: caller.subject.id, collection }, 'The collection is outside the caller scope.');
+  }
+}
+
+/**
+ * The tenant scope of a request (SPEC §2): `X-Tenant-Id` (comma-separated, may repeat) narrows
+ * the subject's scope; naming a tenant outside it is PV1006. Returns null for "all tenants".
+ */
+export function tenantScope(subject: SubjectRow, header: string | string[] | undefined): TenantScope {
+  const named = (Array.isArray(header) ? header : header === undefined ? [] : [header])
+    .flatMap((h) => h.split(','))
+    .map((t) => t.trim())
+    .filter((t) => t.length > 0);
+  if (named.length === 0) return subject.tenant_ids;
+  for (const tenant of named) {
+    if (tenant.length > 200) throw new AppError('PV1002', { header: 'X-Tenant-Id' }, 'A tenant ID is longer than 200 characters.');
+  }
+  const allowed = subject.tenant_ids;
+  const outside = allowed === null ? [] : named.filter((t) => !allowed.includes(t));
+  if (outside.length > 0) throw new AppError('PV1006', { tenant_ids: outside.join(',') });
+  return [...new Set(named)];
+}
+
+export interface ReasonFields {
+  reason?: string | undefined;
+  adhoc_reason?: string | undefined;
+  custom_audit?: string | undefined;
+}
+
+export interface ResolvedReason {
+  reason: AccessReason;
+  adhoc_reason: string | null;
+  custom_audit: string | null;
+}
+
+/**
+ * Checks the access reason of a vault-token request (SPEC §3, Reasons): required unless
+ * `forceReason` is false (then AppFunctionality); `Other` requires `adhoc_reason`.
+ */
+export function resolveReason(fields: ReasonFields, forceReason: boolean): ResolvedReason {
+  let reason: AccessReason;
+  if (fields.reason === undefined || fields.reason === '') {
+    if (forceReason) throw new AppError('PV1001', { reason: null });
+    reason = 'AppFunctionality';
+  } else {
+    const parsed = AccessReason.safeParse(fields.reason);
+    if (!parsed.success) {
+      throw new AppError('PV1002', { reason: fields.reason }, `reason must be one of ${AccessReason.options.join(', ')}.`);
+    }
+    reason = parsed.data;
+  }
+  if (reason === 'Other' && !fields.adhoc_reason) throw new AppError('PV1003', { reason });
+  return { reason, adhoc_reason: fields.adhoc_reason ?? null, custom_audit: fields.custom_audit ?? null };
+}

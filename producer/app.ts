@@ -1,0 +1,111 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { AppError, type Config } from '../contracts/index.js';
+import type { Db } from '../db/database.js';
+import type { RouteFamily } from './plugins/error-envelopes.js';
+import { installAuthentication } from './plugins/authenticate.js';
+import { installErrorHandling } from './plugins/error-handler.js';
+import { registerMetrics } from './plugins/metrics.js';
+import { registerOpenApi } from './plugins/openapi.js';
+import { registerQueueDashboard } from './plugins/queue-dashboard.js';
+import { registerRateLimit } from './plugins/rate-limit.js';
+import fastifyHelmet from '@fastify/helmet';
+import type { CommandBus } from './services/commands.service.js';
+import type { JobWaiter } from './services/job-waiter.js';
+import { auditRoutes } from './routes/audit.routes.js';
+import { collectionRoutes } from './routes/collections.routes.js';
+import { commandRoutes } from './routes/commands.routes.js';
+import { keystoneRoutes } from './routes/keystone.routes.js';
+import { onezoneRoutes } from './routes/onezone.routes.js';
+import { vaultRevocationRoutes } from './routes/vault-revocations.routes.js';
+import { type HealthAdvisor, healthRoutes, type HealthProbe } from './routes/health.routes.js';
+import { subjectRoutes } from './routes/subjects.routes.js';
+import { vaultTokenRoutes } from './routes/vault-tokens.routes.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Set when the server is shutting down: new requests get 503 with Retry-After. */
+    draining: boolean;
+  }
+  interface FastifyContextConfig {
+    /** Which seed's error envelope this route answers in. */
+    family?: RouteFamily;
+    /** No credential needed (health checks). */
+    public?: boolean;
+  }
+}
+
+/** What the app is built from; the caller owns each and closes it (server.ts does). */
+export interface AppDeps {
+  config: Config;
+  db: Db;
+  logger: Logger;
+  /** Records and enqueues commands. */
+  bus: CommandBus;
+  /** Waits for jobs to end (`Prefer: wait`). */
+  waiter: JobWaiter;
+  /** Readiness probes beyond Postgres (Redis, …), by name. */
+  probes?: Record<string, HealthProbe>;
+  /** Settings warnings shown by /readyz. */
+  advisors?: HealthAdvisor[];
+  /** Shared counters of the rate limiter; no limiting without it. */
+  rateLimitRedis?: Redis;
+}
+
+export type App = FastifyInstance;
+
+/** Largest request body: 10,000 tokenize items with ten tags each fit. */
+export const BODY_LIMIT = 8 * 1024 * 1024;
+
+/**
+ * Builds the HTTP app without listening, so tests drive it with `app.inject`. Routes
+ * authenticate, validate, record and answer; rules live in handlers, SQL in repositories.
+ */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: deps.logger as FastifyBaseLogger,
+    // draining requests get our own 503 (see the onRequest hook), in the route's envelope
+    return503OnClosing: false,
+    bodyLimit: BODY_LIMIT,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : crypto.randomUUID();
+    },
+    requestIdHeader: false,
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.addHook('onSend', async (request, reply) => {
+    reply.header('x-request-id', request.id);
+  });
+  installErrorHandling(app);
+  app.decorate('draining', false);
+  app.addHook('onRequest', async () => {
+    if (app.draining) throw new AppError('PV1010', {}, 'The service is shutting down; retry on another instance.', { 'retry-after': '2', connection: 'close' });
+  });
+  installAuthentication(app, deps.db);
+  // Documentation is public; it is registered before the routes so it sees them all.
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/docs')) route.config = { ...route.config, public: true, family: 'native' };
+  });
+  // Security headers; the Swagger UI and dashboard pages need their inline scripts and styles.
+  await app.register(fastifyHelmet, { contentSecurityPolicy: false, crossOriginEmbedderPolicy: false });
+  if (deps.rateLimitRedis) {
+    await registerRateLimit(app, { max: deps.config.RATE_LIMIT_MAX, windowSeconds: deps.config.RATE_LIMIT_WINDOW_SECONDS, redis: deps.rateLimitRedis, prefix: deps.config.QUEUE_PREFIX });
+  }
+  await registerOpenApi(app);
+  registerMetrics(app);
+  await registerQueueDashboard(app, deps.bus.queue);
+
+  const typed = app.withTypeProvider<ZodTypeProvider>();
+  await typed.register(async (scope) => {
+    const routes = scope.withTypeProvider<ZodTypeProvider>();
+    for (const register of [healthRoutes, collectionRoutes, subjectRoutes, vaultTokenRoutes, vaultRevocationRoutes, keystoneRoutes, onezoneRoutes, commandRoutes, auditRoutes]) {
+      register(routes, deps);
+    }
+  });
+  return app;
+}

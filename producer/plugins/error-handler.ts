@@ -1,0 +1,57 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { AppError, errorRegistry } from '../../contracts/index.js';
+import { familyOfUrl, renderers, type RenderableError } from './error-envelopes.js';
+
+/** pg and network error codes that mean "the database is out of reach": answer 503, not 500. */
+const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE', '57P01', '57P02', '57P03', '53300']);
+
+/**
+ * Normalises anything thrown into a registry error, like graphile-worker's coerceError:
+ * AppError as is; schema validation → PV1002 naming each bad field; Fastify's own 4xx → the
+ * matching code; an unreachable database → PV1010 with Retry-After; anything else → PV1000.
+ */
+export function toAppError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  const e = error as FastifyError & { code?: string; validationContext?: string };
+  if (hasZodFastifySchemaValidationErrors(e)) {
+    const where = e.validationContext ?? 'request';
+    const problems = e.validation.map((v) => {
+      const path = v.instancePath.replace(/^\//, '').replace(/\//g, '.');
+      return path ? `${path}: ${v.message}` : `${v.message}`;
+    });
+    return new AppError('PV1002', { [where]: problems }, `Invalid ${where}: ${problems.join('; ')}`);
+  }
+  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new AppError('PV1004', {});
+  if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new AppError('PV1012', {});
+  if (e.code === 'FST_ERR_RATE_LIMIT' || e.statusCode === 429) return new AppError('PV1011', {});
+  if (e.code && unavailableCodes.has(e.code)) return unavailable();
+  if (typeof e.message === 'string' && /timeout exceeded when trying to connect|Connection terminated/i.test(e.message)) return unavailable();
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
+    return new AppError('PV1002', {}, e.message || errorRegistry.PV1002.message);
+  }
+  return new AppError('PV1000', {});
+}
+
+function unavailable(): AppError {
+  return new AppError('PV1010', {}, 'The database is unavailable; retry later.', { 'retry-after': '5' });
+}
+
+/** Sends `error` in the envelope of the route's family. */
+export function sendError(request: FastifyRequest, reply: FastifyReply, error: AppError): FastifyReply {
+  const family = request.routeOptions.config?.family ?? familyOfUrl(request.url);
+  const renderable: RenderableError = { code: error.code, message: error.message, context: error.context };
+  for (const [name, value] of Object.entries(error.headers)) reply.header(name, value);
+  return reply.code(error.status).type('application/json').send(renderers[family](renderable));
+}
+
+/** Installs the error and not-found handlers: every error leaves in its family's envelope. */
+export function installErrorHandling(app: FastifyInstance): void {
+  app.setErrorHandler((error, request, reply) => {
+    const appError = toAppError(error);
+    if (appError.code === 'PV1000') request.log.error({ err: error }, 'unhandled error');
+    else if (appError.code === 'PV1010') request.log.warn({ err: error }, 'dependency unavailable');
+    return sendError(request, reply, appError);
+  });
+  app.setNotFoundHandler((request, reply) => sendError(request, reply, new AppError('PV1008', { method: request.method, url: request.url.split('?')[0] ?? '' })));
+}

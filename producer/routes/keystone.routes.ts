@@ -1,0 +1,33 @@
+import { AppError, JobView, NoContent } from '../../contracts/index.js';
+import { findAccessTokenByHash } from '../../db/repositories/access-token.repository.js';
+import type { AppDeps } from '../app.js';
+import { accept, type DoneRenderer, storedError } from '../intake.js';
+import { hashSecret } from '../secrets.js';
+import { prepareCommand } from '../services/command-intake.service.js';
+import type { ZodApp } from '../types.js';
+
+/** 202 with the job; 204 when done within Prefer: wait; 200 for an Idempotency-Key replay. */
+const revokeResponses = { 200: JobView, 202: JobView, 204: NoContent };
+
+const noContent: DoneRenderer = (row, reply) => {
+  if (row.state !== 'succeeded') throw storedError(row);
+  return reply.code(204).send();
+};
+
+/**
+ * Keystone's `DELETE /v3/auth/tokens`: the token named by its secret in X-Subject-Token becomes
+ * an `access_token.revoke` command holding only the token's public ID. The secret never
+ * enters the queue, the database in clear, or a log.
+ */
+export function keystoneRoutes(app: ZodApp, deps: AppDeps): void {
+  app.delete('/v3/auth/tokens', { config: { family: 'keystone' }, schema: { response: revokeResponses } }, async (request, reply) => {
+    const secret = request.headers['x-subject-token'];
+    if (typeof secret !== 'string' || secret.trim() === '' || secret.length > 512) {
+      throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to delete.');
+    }
+    const target = await findAccessTokenByHash(deps.db, hashSecret(secret.trim()));
+    if (!target) throw new AppError('PV3006', {}, 'The subject token could not be found.');
+    const { command, audit } = await prepareCommand(deps, request, { type: 'access_token.revoke', token_id: target.token.id });
+    return accept(deps, request, reply, command, audit, noContent);
+  });
+}

@@ -1,0 +1,47 @@
+import { z } from 'zod';
+import { AppError, Identifier, JobView, NoContent } from '../../contracts/index.js';
+import { findSubject } from '../../db/repositories/subject.repository.js';
+import type { AppDeps } from '../app.js';
+import { accept, type DoneRenderer, storedError } from '../intake.js';
+import { prepareCommand } from '../services/command-intake.service.js';
+import { authorizeProvider, authorizeUserTemporaryTokens } from '../services/revocation-rules.js';
+import type { ZodApp } from '../types.js';
+
+const UserParams = z.strictObject({ id: Identifier });
+const Generation = z.object({ generation: z.number().int() });
+
+/** 202 with the job; 204 when done within Prefer: wait; 200 for an Idempotency-Key replay. */
+const revokeResponses = { 200: JobView, 202: JobView, 204: NoContent };
+
+const noContent: DoneRenderer = (row, reply) => {
+  if (row.state !== 'succeeded') throw storedError(row);
+  return reply.code(204).send();
+};
+
+/** Onezone's "revoke all temporary tokens" of a user or of the calling provider (SPEC §6). */
+export function onezoneRoutes(app: ZodApp, deps: AppDeps): void {
+  const options = { config: { family: 'onezone' as const } };
+
+  app.delete('/api/v3/onezone/users/:id/tokens/temporary', { ...options, schema: { params: UserParams, response: revokeResponses } }, async (request, reply) => {
+    const { command, audit } = await prepareCommand(deps, request, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: request.params.id } });
+    return accept(deps, request, reply, command, audit, noContent);
+  });
+
+  app.delete('/api/v3/onezone/provider/tokens/temporary', { ...options, schema: { response: revokeResponses } }, async (request, reply) => {
+    authorizeProvider(request.caller);
+    const { command, audit } = await prepareCommand(deps, request, { type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id: request.caller.subject.id } });
+    return accept(deps, request, reply, command, audit, noContent);
+  });
+
+  app.get('/api/v3/onezone/users/:id/tokens/temporary', { ...options, schema: { params: UserParams, response: { 200: Generation } } }, async (request) => {
+    authorizeUserTemporaryTokens(request.caller, request.params.id);
+    const subject = await findSubject(deps.db, request.params.id);
+    if (!subject || subject.kind !== 'user') throw new AppError('PV3003', { subject_id: request.params.id });
+    return { generation: subject.temporary_generation };
+  });
+
+  app.get('/api/v3/onezone/provider/tokens/temporary', { ...options, schema: { response: { 200: Generation } } }, async (request) => {
+    authorizeProvider(request.caller);
+    return { generation: request.caller.subject.temporary_generation };
+  });
+}

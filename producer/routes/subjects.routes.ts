@@ -1,0 +1,40 @@
+import {
+  AppError,
+  CreateSubjectBody,
+  IssueAccessTokenBody,
+  IssuedAccessToken,
+  SubjectIdParams,
+  SubjectView,
+  VerifiedAccessToken,
+} from '../../contracts/index.js';
+import { requireCapability } from '../access.js';
+import type { AppDeps } from '../app.js';
+import { createSubject, issueAccessToken, verifyAccessToken } from '../services/subjects.service.js';
+import type { ZodApp } from '../types.js';
+
+/** Subjects, access tokens and verification (SPEC §6, native routes). */
+export function subjectRoutes(app: ZodApp, deps: AppDeps): void {
+  app.post('/v1/subjects', { config: { family: 'native' }, schema: { body: CreateSubjectBody, response: { 201: SubjectView } } }, async (request, reply) => {
+    requireCapability(request.caller, 'subjects:admin');
+    return reply.code(201).send(await createSubject(deps.db, request.body));
+  });
+
+  app.post(
+    '/v1/subjects/:id/tokens',
+    { config: { family: 'native' }, schema: { params: SubjectIdParams, body: IssueAccessTokenBody, response: { 201: IssuedAccessToken } } },
+    async (request, reply) => {
+      reply.header('cache-control', 'no-store');
+      return reply.code(201).send(await issueAccessToken(deps.db, request.caller, request.params.id, request.body));
+    },
+  );
+
+  app.get('/v1/auth/verify', { config: { family: 'native' }, schema: { response: { 200: VerifiedAccessToken } } }, async (request) => {
+    const secret = request.headers['x-subject-token'];
+    if (typeof secret !== 'string' || secret.trim() === '' || secret.length > 512) {
+      throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the access token to verify.');
+    }
+    const outcome = await verifyAccessToken(deps.db, request.caller, secret.trim());
+    if (!outcome.ok) throw new AppError('PV3006', { reason: outcome.reason }, `The access token is ${outcome.reason.replace('_', ' ')}.`);
+    return outcome.token;
+  });
+}

@@ -1,0 +1,65 @@
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
+import { createDb } from '../db/create-db.js';
+import { type App, buildApp } from './app.js';
+import { JobWaiter } from './services/job-waiter.js';
+import { ensureBootstrapAdmin } from './services/subjects.service.js';
+
+/** Warnings about Redis settings that can lose queued jobs. Empty when CONFIG is not allowed. */
+export async function redisWarnings(redis: Redis): Promise<string[]> {
+  const reply = (await redis.config('GET', 'maxmemory-policy').catch(() => [])) as string[];
+  const policy = reply[1];
+  return policy && policy !== 'noeviction' ? [`redis maxmemory-policy is ${policy}; use noeviction so queued jobs are never evicted`] : [];
+}
+
+export interface RunningProducer {
+  app: App;
+  /** The address it listens on, e.g. http://127.0.0.1:8080. */
+  url: string;
+  /** Stops accepting (503 while in-flight requests finish), then closes every connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Starts the HTTP producer: connects Postgres and Redis, makes the bootstrap admin, listens.
+ * The producer's Redis connection fails fast when Redis is down (no offline queue), so a
+ * request never hangs on it: the command is committed and the reconciler enqueues it later.
+ */
+export async function startProducer(config: Config, logger: Logger): Promise<RunningProducer> {
+  // A short connect timeout: with Postgres unreachable, requests answer 503 quickly.
+  const db = createDb(config.DATABASE_URL, { max: 10, applicationName: 'revocation-producer', connectionTimeoutMillis: 1500 });
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: 'revocation-producer' });
+  redis.on('error', (error) => logger.debug({ err: error }, 'producer redis error'));
+  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
+  queue.on('error', (error) => logger.debug({ err: error }, 'producer queue error'));
+  const waiter = new JobWaiter(config.DATABASE_URL, db, logger);
+  await waiter.start();
+  if (config.BOOTSTRAP_ADMIN_TOKEN) await ensureBootstrapAdmin(db, config.BOOTSTRAP_ADMIN_TOKEN);
+  else logger.warn('BOOTSTRAP_ADMIN_TOKEN is not set: no admin credential was created');
+
+  const app = await buildApp({
+    config,
+    db,
+    logger,
+    bus: { db, queue, logger },
+    waiter,
+    probes: { redis: () => redis.ping() },
+    advisors: [() => redisWarnings(redis)],
+    rateLimitRedis: redis,
+  });
+  const url = await app.listen({ host: config.HOST, port: config.PORT });
+  return {
+    app,
+    url,
+    async close() {
+      app.draining = true;
+      await app.close();
+      await waiter.close();
+      await queue.close().catch(() => {});
+      redis.disconnect();
+      await db.destroy();
+    },
+  };
+}

@@ -1,0 +1,96 @@
+import pg from 'pg';
+import type { Logger } from 'pino';
+import { terminalStates } from '../../contracts/index.js';
+import type { CommandRow } from '../../db/command.table.js';
+import type { Db } from '../../db/database.js';
+import { COMMAND_CHANNEL, findCommand } from '../../db/repositories/command.repository.js';
+
+/** Longest sleep between reads when no notification comes (LISTEN connection lost, say). */
+const POLL_MS = 1000;
+
+/**
+ * Waits for commands to end, for `Prefer: wait=N`. Workers NOTIFY when a command's terminal
+ * state commits; this LISTENs on one connection and wakes the waiters of that command. Reads
+ * come from Postgres, so a lost notification only costs latency, never a wrong answer.
+ */
+export class JobWaiter {
+  private client: pg.Client | undefined;
+  private readonly waiters = new Map<string, Set<() => void>>();
+  private closed = false;
+
+  constructor(
+    private readonly databaseUrl: string,
+    private readonly db: Db,
+    private readonly logger: Logger,
+  ) {}
+
+  /** Connects the LISTEN connection; on loss it reconnects in the background. Never throws. */
+  async start(): Promise<void> {
+    if (this.closed) return;
+    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: 'revocation-waiter' });
+    client.on('notification', (message) => {
+      const [kind, id] = (message.payload ?? '').split(':');
+      if (kind === 'done' && id) this.wake(id);
+    });
+    client.on('error', () => this.reconnect(client));
+    client.on('end', () => this.reconnect(client));
+    try {
+      await client.connect();
+      await client.query(`listen ${COMMAND_CHANNEL}`);
+      this.client = client;
+    } catch (error) {
+      this.logger.warn({ err: error }, 'job waiter could not LISTEN; falling back to polling');
+      this.reconnect(client);
+    }
+  }
+
+  private reconnect(client: pg.Client): void {
+    if (this.client === client) this.client = undefined;
+    client.removeAllListeners();
+    client.on('error', () => {});
+    void client.end().catch(() => {});
+    if (!this.closed) setTimeout(() => void this.start(), 1000).unref();
+  }
+
+  private wake(id: string): void {
+    for (const resolve of this.waiters.get(id) ?? []) resolve();
+  }
+
+  /** Resolves with the command once it is terminal, or with its latest row after `timeoutMs`. */
+  async wait(id: string, timeoutMs: number): Promise<CommandRow | undefined> {
+    const deadline = Date.now() + timeoutMs;
+    let row = await findCommand(this.db, id);
+    while (row && !terminalStates.includes(row.state) && Date.now() < deadline) {
+      await this.signal(id, Math.min(POLL_MS, deadline - Date.now()));
+      row = await findCommand(this.db, id);
+    }
+    return row;
+  }
+
+  private signal(id: string, ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const set = this.waiters.get(id) ?? new Set();
+      this.waiters.set(id, set);
+      const done = () => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0) this.waiters.delete(id);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const id of [...this.waiters.keys()]) this.wake(id);
+    const client = this.client;
+    this.client = undefined;
+    if (client) {
+      client.removeAllListeners();
+      client.on('error', () => {});
+      await client.end().catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,137 @@
+import { randomUUID } from 'node:crypto';
+import {
+  AppError,
+  type CreateSubjectBody,
+  type IssueAccessTokenBody,
+  type IssuedAccessToken,
+  type SubjectView,
+  type VerifiedAccessToken,
+  type VerifyReason,
+  capabilities,
+} from '../../contracts/index.js';
+import type { Db } from '../../db/database.js';
+import type { SubjectRow } from '../../db/subject.table.js';
+import { findAccessTokenByHash, insertAccessToken, upsertAccessToken } from '../../db/repositories/access-token.repository.js';
+import { findSubject, insertSubject, upsertSubject } from '../../db/repositories/subject.repository.js';
+import { accessTokenState, type Caller } from '../access.js';
+import { hashSecret, newSecret, sameHash } from '../secrets.js';
+
+/** Temporary tokens live an hour unless `ttl_seconds` says otherwise (at most 7 days). */
+export const DEFAULT_TEMPORARY_TTL_SECONDS = 3600;
+export const BOOTSTRAP_ADMIN_ID = 'admin';
+export const BOOTSTRAP_ADMIN_TOKEN_ID = 'bootstrap-admin';
+
+export function subjectView(s: SubjectRow): SubjectView {
+  return {
+    id: s.id,
+    kind: s.kind,
+    domain_id: s.domain_id,
+    capabilities: s.capabilities,
+    tenant_ids: s.tenant_ids,
+    collections: s.collections,
+    temporary_generation: s.temporary_generation,
+  };
+}
+
+/** Creates a subject; PV3004 if the ID is taken. The ID is a new UUID when not given. */
+export async function createSubject(db: Db, body: CreateSubjectBody): Promise<SubjectView> {
+  const id = body.id ?? randomUUID();
+  const row = await insertSubject(db, {
+    id,
+    kind: body.kind,
+    domain_id: body.domain_id,
+    capabilities: [...new Set(body.capabilities)],
+    tenant_ids: body.tenant_ids ? [...new Set(body.tenant_ids)] : null,
+    collections: body.collections ? [...new Set(body.collections)] : null,
+  });
+  if (!row) throw new AppError('PV3004', { subject_id: id });
+  return subjectView(row);
+}
+
+/**
+ * Issues an access token to `subjectId`. Allowed to `subjects:admin`, and to the subject itself
+ * for a temporary token. A temporary token carries the subject's current generation. Returns
+ * the secret once; only its hash is stored.
+ */
+export async function issueAccessToken(db: Db, caller: Caller, subjectId: string, body: IssueAccessTokenBody): Promise<IssuedAccessToken> {
+  const isAdmin = caller.subject.capabilities.includes('subjects:admin');
+  const isSelf = caller.subject.id === subjectId;
+  if (!isAdmin && !(isSelf && body.temporary)) {
+    throw new AppError('PV1007', { username: caller.subject.id, capability: 'subjects:admin' });
+  }
+  const subject = await findSubject(db, subjectId);
+  if (!subject) throw new AppError('PV3003', { subject_id: subjectId });
+  const secret = newSecret();
+  const expiresAt = body.temporary ? new Date(Date.now() + (body.ttl_seconds ?? DEFAULT_TEMPORARY_TTL_SECONDS) * 1000) : null;
+  const row = await insertAccessToken(db, {
+    id: randomUUID(),
+    subject_id: subject.id,
+    secret_hash: hashSecret(secret),
+    name: body.name ?? null,
+    temporary: body.temporary,
+    generation: body.temporary ? subject.temporary_generation : null,
+    expires_at: expiresAt,
+  });
+  return {
+    token_id: row.id,
+    token: secret,
+    temporary: row.temporary,
+    generation: row.generation,
+    expires_at: row.expires_at?.toISOString() ?? null,
+  };
+}
+
+export type VerifyOutcome = { ok: true; token: VerifiedAccessToken } | { ok: false; reason: VerifyReason };
+
+/**
+ * Verifies someone's access token. Callers without `tokens:verify` may verify only their own
+ * subject's tokens; for any other secret they get PV1007, whether or not it exists.
+ */
+export async function verifyAccessToken(db: Db, caller: Caller, secret: string): Promise<VerifyOutcome> {
+  const hash = hashSecret(secret);
+  const found = await findAccessTokenByHash(db, hash);
+  const mayVerifyAny = caller.subject.capabilities.includes('tokens:verify');
+  if (!mayVerifyAny && found?.subject.id !== caller.subject.id) {
+    throw new AppError('PV1007', { username: caller.subject.id, capability: 'tokens:verify' });
+  }
+  if (!found || !sameHash(found.token.secret_hash, hash)) return { ok: false, reason: 'not_found' };
+  const state = accessTokenState(found.token, found.subject);
+  if (state !== 'valid') return { ok: false, reason: state };
+  const { token, subject } = found;
+  return {
+    ok: true,
+    token: {
+      token_id: token.id,
+      subject: { id: subject.id, kind: subject.kind, domain_id: subject.domain_id },
+      temporary: token.temporary,
+      generation: token.generation,
+      expires_at: token.expires_at?.toISOString() ?? null,
+    },
+  };
+}
+
+/**
+ * Creates or updates the bootstrap admin (every capability, all tenants and collections) and
+ * makes `secret` its named access token, replacing any earlier bootstrap secret.
+ */
+export async function ensureBootstrapAdmin(db: Db, secret: string): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    await upsertSubject(trx, {
+      id: BOOTSTRAP_ADMIN_ID,
+      kind: 'service',
+      domain_id: 'default',
+      capabilities: [...capabilities],
+      tenant_ids: null,
+      collections: null,
+    });
+    await upsertAccessToken(trx, {
+      id: BOOTSTRAP_ADMIN_TOKEN_ID,
+      subject_id: BOOTSTRAP_ADMIN_ID,
+      secret_hash: hashSecret(secret),
+      name: 'bootstrap admin',
+      temporary: false,
+      generation: null,
+      expires_at: null,
+    });
+  });
+}

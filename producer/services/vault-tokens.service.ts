@@ -1,0 +1,82 @@
+import { randomUUID } from 'node:crypto';
+import { AppError, type QueryTokensBody, type TokenizeItem, type VaultTokenView } from '../../contracts/index.js';
+import type { Db } from '../../db/database.js';
+import type { NewVaultToken } from '../../db/vault-token.table.js';
+import { collectionExists } from '../../db/repositories/collection.repository.js';
+import type { TenantScope } from '../../db/repositories/tenant-scope.js';
+import { countVaultTokens, insertVaultTokens, queryVaultTokens } from '../../db/repositories/vault-token.repository.js';
+
+/** A query answers at most this many tokens. */
+export const MAX_QUERY_RESULTS = 10_000;
+
+/** Throws PV3001 unless the collection exists. */
+export async function requireCollectionExists(db: Db, collection: string): Promise<void> {
+  if (!(await collectionExists(db, collection))) throw new AppError('PV3001', { collection });
+}
+
+/**
+ * The tenant a new token belongs to: the item's, which must be in scope (PV1006); or, when the
+ * item names none, the caller's only tenant; a caller with several tenants must name one.
+ */
+function tenantOf(item: TokenizeItem, scope: TenantScope, index: number): string | null {
+  if (item.tenant_id !== undefined) {
+    if (scope !== null && !scope.includes(item.tenant_id)) throw new AppError('PV1006', { tenant_ids: item.tenant_id });
+    return item.tenant_id;
+  }
+  if (scope === null) return null;
+  if (scope.length === 1) return scope[0]!;
+  throw new AppError('PV1002', { index: String(index) }, `Item ${index}: tenant_id is required when the caller acts for several tenants.`);
+}
+
+/**
+ * Creates vault tokens, all or none, and returns their token IDs in input order. IDs are new
+ * UUIDs unless given; a given ID already used in the collection and tenant is PV3007.
+ * `expirationSecs` -1 or absent: the tokens never expire.
+ */
+export async function tokenize(db: Db, collection: string, scope: TenantScope, items: TokenizeItem[], expirationSecs: number | undefined): Promise<{ token_id: string }[]> {
+  await requireCollectionExists(db, collection);
+  const expiresAt = expirationSecs === undefined || expirationSecs === -1 ? null : new Date(Date.now() + expirationSecs * 1000);
+  const rows: NewVaultToken[] = items.map((item, index) => ({
+    collection,
+    token_id: item.token_id ?? randomUUID(),
+    object_id: item.object.id,
+    tenant_id: tenantOf(item, scope, index),
+    tags: [...new Set(item.tags ?? [])],
+    expires_at: expiresAt,
+    archived_at: null,
+  }));
+  const seen = new Set<string>();
+  for (const row of rows) {
+    const key = `${row.tenant_id ?? ''}\u0000${row.token_id}`;
+    if (seen.has(key)) throw new AppError('PV1002', { token_id: row.token_id }, `token_id ${row.token_id} appears twice in the request.`);
+    seen.add(key);
+  }
+  const { conflicts } = await db.transaction().execute(async (trx) => {
+    const outcome = await insertVaultTokens(trx, rows);
+    if (outcome.conflicts.length > 0) throw new AppError('PV3007', { token_ids: outcome.conflicts.join(',') });
+    return outcome;
+  });
+  void conflicts;
+  return rows.map((r) => ({ token_id: r.token_id }));
+}
+
+/** Tokens matching every criterion, visible in `scope`; active ones unless `archived`. */
+export async function searchTokens(db: Db, collection: string, scope: TenantScope, body: QueryTokensBody, archived: boolean): Promise<VaultTokenView[]> {
+  await requireCollectionExists(db, collection);
+  const rows = await queryVaultTokens(db, collection, scope, { ...body, archived }, MAX_QUERY_RESULTS);
+  return rows.map((r) => ({
+    token_id: r.token_id,
+    object_id: r.object_id,
+    tenant_id: r.tenant_id,
+    tags: r.tags,
+    expires_at: r.expires_at?.toISOString() ?? null,
+    archived: r.archived,
+    created_at: r.created_at.toISOString(),
+  }));
+}
+
+/** `{ active, archived }` counts of the tokens visible in `scope`. */
+export async function countTokens(db: Db, collection: string, scope: TenantScope): Promise<{ active: number; archived: number }> {
+  await requireCollectionExists(db, collection);
+  return countVaultTokens(db, collection, scope);
+}

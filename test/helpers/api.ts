@@ -1,0 +1,77 @@
+import type { LightMyRequestResponse } from 'fastify';
+import type { Stack } from './stack.js';
+
+type Method = 'GET' | 'POST' | 'DELETE';
+
+/** Calls the producer in-process; returns status, headers and the parsed JSON body. */
+export async function call(stack: Stack, method: Method, url: string, options: { headers?: Record<string, string>; body?: unknown } = {}) {
+  const response: LightMyRequestResponse = await stack.producer.app.inject({
+    method,
+    url,
+    headers: { ...(options.body !== undefined ? { 'content-type': 'application/json' } : {}), ...options.headers },
+    ...(options.body !== undefined ? { payload: JSON.stringify(options.body) } : {}),
+  });
+  const text = response.body;
+  let json: any = undefined;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = text;
+  }
+  return { status: response.statusCode, headers: response.headers, body: json };
+}
+
+export function bearer(token: string): Record<string, string> {
+  return { authorization: `Bearer ${token}` };
+}
+
+export interface SubjectSpec {
+  id?: string;
+  kind: 'user' | 'provider' | 'service';
+  domain_id?: string;
+  capabilities?: string[];
+  tenant_ids?: string[] | null;
+  collections?: string[] | null;
+}
+
+/** Creates a subject with the admin credential and issues it a named token; returns its secret. */
+export async function subjectWithToken(stack: Stack, spec: SubjectSpec, token: { temporary: boolean; ttl_seconds?: number } = { temporary: false }) {
+  const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: spec });
+  if (created.status !== 201) throw new Error(`subject: ${created.status} ${JSON.stringify(created.body)}`);
+  const issued = await call(stack, 'POST', `/v1/subjects/${created.body.id}/tokens`, { headers: stack.admin, body: token });
+  if (issued.status !== 201) throw new Error(`token: ${issued.status} ${JSON.stringify(issued.body)}`);
+  return { subject: created.body, token: issued.body.token as string, tokenId: issued.body.token_id as string, headers: bearer(issued.body.token) };
+}
+
+export async function createCollection(stack: Stack, name: string): Promise<void> {
+  const r = await call(stack, 'POST', '/v1/collections', { headers: stack.admin, body: { name } });
+  if (r.status !== 201) throw new Error(`collection: ${r.status} ${JSON.stringify(r.body)}`);
+}
+
+/** Tokenizes items into a collection as the admin (or `headers`); returns the token IDs. */
+export async function tokenize(stack: Stack, collection: string, items: unknown[], headers: Record<string, string> = stack.admin, query = ''): Promise<string[]> {
+  const r = await call(stack, 'POST', `/api/pvlt/1.0/data/collections/${collection}/tokens?reason=AppFunctionality${query}`, { headers, body: items });
+  if (r.status !== 200) throw new Error(`tokenize: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.map((t: { token_id: string }) => t.token_id);
+}
+
+/** Polls the job until it ends (or `timeoutMs`); returns its last view. */
+export async function waitForJob(stack: Stack, jobId: string, headers: Record<string, string> = stack.admin, timeoutMs = 15_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await call(stack, 'GET', `/v1/jobs/${jobId}`, { headers });
+    if (r.body?.state === 'succeeded' || r.body?.state === 'failed' || Date.now() > deadline) return r.body;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
+
+/** Waits until `predicate` holds for the stack's events, or fails after `timeoutMs`. */
+export async function waitForEvents(stack: Stack, predicate: (events: Awaited<ReturnType<Stack['events']>>) => boolean, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const events = await stack.events();
+    if (predicate(events)) return events;
+    if (Date.now() > deadline) throw new Error(`events did not arrive; have ${events.length}: ${events.map((e) => e.type).join(', ')}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

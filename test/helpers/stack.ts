@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { type Config, EVENT_FIELD, loadConfig, RevocationEvent } from '../../contracts/index.js';
+import { type RunningProducer, startProducer } from '../../producer/server.js';
+import { type RunningWorker, startWorker } from '../../worker/runtime.js';
+import { createTestDatabase, type TestDatabase } from './database.js';
+import { deleteKeys, TEST_REDIS_URL } from './redis.js';
+
+export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+export interface Stack {
+  config: Config;
+  database: TestDatabase;
+  producer: RunningProducer;
+  /** Started unless `{ worker: false }`. */
+  worker: RunningWorker | undefined;
+  /** A Redis connection for reading the stream and the queue. */
+  redis: Redis;
+  admin: Record<string, string>;
+  /** Every event on this stack's stream so far, parsed and validated against the contract. */
+  events(): Promise<RevocationEvent[]>;
+  startWorker(): Promise<RunningWorker>;
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  worker?: boolean;
+  env?: Record<string, string>;
+}
+
+/**
+ * A producer and (by default) a worker, as `npm start` runs them, on a database, queue prefix
+ * and event stream of their own. `close()` stops both and removes the database and the keys.
+ */
+export async function startStack(options: StackOptions = {}): Promise<Stack> {
+  const database = await createTestDatabase();
+  const id = randomBytes(6).toString('hex');
+  const config = loadConfig({
+    DATABASE_URL: database.url,
+    REDIS_URL: TEST_REDIS_URL,
+    PORT: '0',
+    LOG_LEVEL: 'silent',
+    QUEUE_PREFIX: `test-${id}`,
+    EVENTS_STREAM: `test-${id}:events`,
+    WORKER_CONCURRENCY: '4',
+    BOOTSTRAP_ADMIN_TOKEN: ADMIN_TOKEN,
+    RATE_LIMIT_MAX: '0', // tests that are about rate limits turn it on
+    ...options.env,
+  });
+  const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+  const producer = await startProducer(config, logger);
+  const workers: RunningWorker[] = [];
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1 });
+  const stack: Stack = {
+    config,
+    database,
+    producer,
+    worker: undefined,
+    redis,
+    admin: { authorization: `Bearer ${ADMIN_TOKEN}` },
+    async events() {
+      const entries = await redis.xrange(config.EVENTS_STREAM, '-', '+');
+      return entries.map(([, fields]) => RevocationEvent.parse(JSON.parse(fields[fields.indexOf(EVENT_FIELD) + 1] ?? 'null')));
+    },
+    async startWorker() {
+      const worker = await startWorker(config, logger);
+      workers.push(worker);
+      return worker;
+    },
+    async close() {
+      await producer.close();
+      for (const worker of workers) await worker.close();
+      redis.disconnect();
+      await deleteKeys(config.REDIS_URL, config.QUEUE_PREFIX, [config.EVENTS_STREAM]);
+      await database.drop();
+    },
+  };
+  if (options.worker !== false) stack.worker = await stack.startWorker();
+  return stack;
+}

@@ -1,0 +1,278 @@
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
+import type { Db } from '../../db/database.js';
+import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
+import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
+import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { killChildren, spawnWorker } from '../helpers/processes.js';
+import { type Stack, startStack } from '../helpers/stack.js';
+
+/**
+ * SPEC §4.5, breach scale: a delete matching many tokens runs in bounded batches, each its own
+ * transaction with its audit row and events; killed -9 in the middle, it resumes after the
+ * last committed batch on another worker, and the count carries over.
+ */
+
+const BATCH = 500;
+
+/** Counts the `step:<id>` notifications the executor sends when a batch commits. */
+class StepLog {
+  private readonly seen = new Map<string, number>();
+  private readonly waiters = new Set<{ id: string; n: number; resolve: () => void }>();
+
+  constructor(client: pg.Client) {
+    client.on('notification', (message) => {
+      const [kind, id] = (message.payload ?? '').split(':');
+      if (kind !== 'step' || !id) return;
+      const count = (this.seen.get(id) ?? 0) + 1;
+      this.seen.set(id, count);
+      for (const waiter of this.waiters) if (waiter.id === id && count >= waiter.n) waiter.resolve();
+    });
+  }
+
+  /** Resolves once `n` batches of command `id` have committed (at once if they have). */
+  steps(id: string, n: number, timeoutMs = 30_000): Promise<void> {
+    if ((this.seen.get(id) ?? 0) >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(waiter);
+        reject(new Error(`command ${id}: ${this.seen.get(id) ?? 0} of ${n} batches committed in ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = {
+        id,
+        n,
+        resolve: () => {
+          clearTimeout(timer);
+          this.waiters.delete(waiter);
+          resolve();
+        },
+      };
+      this.waiters.add(waiter);
+    });
+  }
+}
+
+async function listen(url: string): Promise<{ client: pg.Client; log: StepLog }> {
+  const client = new pg.Client({ connectionString: url, application_name: 'breach-resume-listener' });
+  await client.connect();
+  const log = new StepLog(client);
+  await client.query(`listen ${COMMAND_CHANNEL}`);
+  return { client, log };
+}
+
+async function tokenIds(db: Db, collection: string, tag: string | null): Promise<string[]> {
+  let q = db.selectFrom('vault_tokens').select('token_id').where('collection', '=', collection);
+  if (tag !== null) q = q.where('tags', '@>', sql<string[]>`array[${tag}]::text[]`);
+  return (await q.execute()).map((r) => r.token_id);
+}
+
+async function countTagged(db: Db, collection: string, tag: string): Promise<number> {
+  const row = await db
+    .selectFrom('vault_tokens')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('collection', '=', collection)
+    .where('tags', '@>', sql<string[]>`array[${tag}]::text[]`)
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+async function deletedEventsInOutbox(db: Db, commandId: string) {
+  const rows = await db.selectFrom('outbox').select('event').where('command_id', '=', commandId).orderBy('id').execute();
+  return rows.map((r) => r.event);
+}
+
+type DeletedData = { collection: string; token_ids: string[]; batch: { index: number; last: boolean } };
+
+/** Every ID exactly once: returns the IDs that appear more than once. */
+function duplicates(ids: readonly string[]): string[] {
+  const seen = new Set<string>();
+  const twice = new Set<string>();
+  for (const id of ids) (seen.has(id) ? twice : seen).add(id);
+  return [...twice];
+}
+
+function sorted(ids: Iterable<string>): string[] {
+  return [...ids].sort();
+}
+
+describe('a bulk delete whose worker process is killed -9 in the middle', () => {
+  const collection = 'breach';
+  const tag = 'breach-1';
+  const total = 60_000;
+  let stack: Stack;
+  let listener: Awaited<ReturnType<typeof listen>>;
+  let connection: Redis;
+  let queue: Queue<CommandJobData>;
+  let tagged: string[];
+  let untagged: string[];
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false, env: { DELETE_BATCH_SIZE: String(BATCH) } });
+    await createCollection(stack, collection);
+    const n = await seedVaultTokens(stack.database.db, { collection, count: total, tag, tagRatio: 0.5, tenantId: null, objectPrefix: 'obj-' });
+    expect(n).toBe(total / 2);
+    const all = new Set(await tokenIds(stack.database.db, collection, null));
+    tagged = await tokenIds(stack.database.db, collection, tag);
+    for (const id of tagged) all.delete(id);
+    untagged = [...all];
+    listener = await listen(stack.database.url);
+    connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
+    queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
+  });
+
+  afterAll(async () => {
+    await killChildren();
+    await listener?.client.end();
+    await queue?.close().catch(() => {});
+    connection?.disconnect();
+    await stack?.close();
+  });
+
+  it('resumes after the last committed batch on another worker: every tagged token deleted once, counted once, announced once', async () => {
+    expect(tagged).toHaveLength(total / 2);
+    expect(untagged).toHaveLength(total / 2);
+    const db = stack.database.db;
+
+    // a worker process, then the breach delete by tag
+    const first = await spawnWorker(stack.config);
+    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${collection}/tokens?tags=${tag}&reason=FraudPreventionSecurityAndCompliance`, { headers: stack.admin });
+    expect(accepted.status).toBe(202);
+    const id = accepted.body.job_id as string;
+
+    // kill -9 once ten batches have committed
+    await listener.log.steps(id, 10);
+    const exit = await first.kill();
+    expect(exit.signal).toBe('SIGKILL');
+
+    // mid-way: not terminal, progress strictly between 0 and the total, and the database agrees
+    const midway = (await call(stack, 'GET', `/v1/jobs/${id}`, { headers: stack.admin })).body;
+    expect(midway.state).toBe('running');
+    expect(midway.result).toBeNull();
+    const processed = midway.progress.processed as number;
+    expect(midway.progress.total).toBe(total / 2);
+    expect(processed).toBeGreaterThanOrEqual(10 * BATCH);
+    expect(processed).toBeLessThan(total / 2);
+    expect(processed % BATCH).toBe(0);
+    expect(await countTagged(db, collection, tag)).toBe(total / 2 - processed);
+    expect(await countTagged(db, collection, 'bulk')).toBe(total / 2);
+    const committedSoFar = (await deletedEventsInOutbox(db, id)).filter((e) => e.type === 'tokens.deleted');
+    expect(committedSoFar.flatMap((e) => (e.data as DeletedData).token_ids)).toHaveLength(processed);
+    expect((await deletedEventsInOutbox(db, id)).some((e) => e.type === 'command.succeeded' || e.type === 'command.failed')).toBe(false);
+
+    // the dead worker's BullMQ job is still 'active' under a lock that would expire on its own
+    // (lockDuration 30 s); expire it now, drop the stalled job, and let a reconciler re-enqueue it
+    const lockKey = `${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}:lock`;
+    const stalled = await queue.getJob(id);
+    expect(await stalled?.getState()).toBe('active');
+    expect(await stack.redis.pttl(lockKey)).toBeGreaterThan(0);
+    await stack.redis.del(lockKey);
+    await stalled!.remove();
+    expect(await queue.getJob(id)).toBeUndefined();
+    const second = await stack.startWorker();
+    for (let round = 0; !(await queue.getJob(id)); round++) {
+      if (round > 100) throw new Error('the reconciler did not re-enqueue the unfinished command');
+      await second.reconciler.reconcileOnce();
+      if (!(await queue.getJob(id))) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+
+    const done = await waitForJob(stack, id, stack.admin, 40_000);
+    expect(done).toMatchObject({ state: 'succeeded', result: { deleted: total / 2 }, progress: { processed: total / 2, total: total / 2 }, error: null });
+    expect(done.attempts).toBeGreaterThanOrEqual(2);
+
+    // effect: every tagged token gone, every other one kept
+    expect(await countTagged(db, collection, tag)).toBe(0);
+    expect(sorted(await tokenIds(db, collection, null))).toEqual(sorted(untagged));
+
+    // audit: one row per batch, each deleted token in exactly one of them
+    const audit = await db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).orderBy('id').execute();
+    expect(new Set(audit.map((r) => r.action))).toEqual(new Set(['tokens.deleted']));
+    expect(audit).toHaveLength(total / 2 / BATCH);
+    const audited = audit.flatMap((r) => r.data.token_ids as string[]);
+    expect(duplicates(audited)).toEqual([]);
+    expect(sorted(audited)).toEqual(sorted(tagged));
+
+    // outbox: each token ID in exactly one committed event; batch indexes 0..n-1, one last
+    const outbox = await deletedEventsInOutbox(db, id);
+    const deletedEvents = outbox.filter((e) => e.type === 'tokens.deleted').map((e) => e.data as DeletedData);
+    const announced = deletedEvents.flatMap((d) => d.token_ids);
+    expect(duplicates(announced)).toEqual([]);
+    expect(sorted(announced)).toEqual(sorted(tagged));
+    const indexes = deletedEvents.map((d) => d.batch.index).sort((a, b) => a - b);
+    expect(indexes).toEqual(Array.from({ length: deletedEvents.length }, (_, i) => i));
+    const last = deletedEvents.filter((d) => d.batch.last);
+    expect(last).toHaveLength(1);
+    expect(last[0]?.batch.index).toBe(deletedEvents.length - 1);
+    expect(outbox.filter((e) => e.type === 'command.succeeded').map((e) => e.data)).toEqual([{ command_type: 'tokens.delete', result: { deleted: total / 2 } }]);
+
+    // stream: at least once, so deduplicated by event_id it is exactly the outbox
+    const events = await waitForEvents(stack, (es) => es.some((e) => e.job_id === id && e.type === 'command.succeeded'), 20_000);
+    const unique = new Map(events.filter((e) => e.job_id === id).map((e) => [e.event_id, e]));
+    const streamed = [...unique.values()].filter((e) => e.type === 'tokens.deleted').flatMap((e) => (e.data as DeletedData).token_ids);
+    expect(duplicates(streamed)).toEqual([]);
+    expect(sorted(streamed)).toEqual(sorted(tagged));
+  }, 60_000);
+});
+
+describe('matching tokens created after a bulk delete was accepted', () => {
+  const collection = 'leak';
+  const tag = 'leak-1';
+  const seeded = 10_000;
+  let stack: Stack;
+  let listener: Awaited<ReturnType<typeof listen>>;
+  let holder: pg.Client;
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false, env: { DELETE_BATCH_SIZE: String(BATCH) } });
+    await createCollection(stack, collection);
+    await seedVaultTokens(stack.database.db, { collection, count: 2 * seeded, tag, tagRatio: 0.5, tenantId: null, objectPrefix: 'obj-' });
+    listener = await listen(stack.database.url);
+    holder = new pg.Client({ connectionString: stack.database.url, application_name: 'breach-resume-holder' });
+    await holder.connect();
+  });
+
+  afterAll(async () => {
+    await holder?.end();
+    await listener?.client.end();
+    await stack?.close();
+  });
+
+  it('are deleted too, whether created before the first batch or between two batches', async () => {
+    const db = stack.database.db;
+    const accepted = await call(stack, 'POST', '/v1/commands', {
+      headers: stack.admin,
+      body: { type: 'tokens.delete', collection, tags: [tag], reason: 'FraudPreventionSecurityAndCompliance' },
+    });
+    expect(accepted.status).toBe(202);
+    const id = accepted.body.job_id as string;
+
+    // accepted, not started yet (no worker): five more matching tokens
+    const early = await tokenize(stack, collection, Array.from({ length: 5 }, (_, i) => ({ object: { id: `early-${i}` }, tags: [tag] })));
+
+    // start a worker; once a batch has committed, hold the command row so the next batch waits
+    await stack.startWorker();
+    await listener.log.steps(id, 1);
+    await holder.query('begin');
+    const locked = await holder.query<{ progress: { processed: number; total: number } }>('select progress from commands where id = $1 for update', [id]);
+    const progress = locked.rows[0]!.progress;
+    // enough left that the delete cannot end in the batch already waiting for the row
+    expect(progress.total - progress.processed).toBeGreaterThan(2 * BATCH);
+
+    // while it runs: five more matching tokens, committed between two batches
+    const late = await tokenize(stack, collection, Array.from({ length: 5 }, (_, i) => ({ object: { id: `late-${i}` }, tags: [tag] })));
+    await holder.query('commit');
+
+    const done = await waitForJob(stack, id, stack.admin, 30_000);
+    const deleted = seeded + early.length + late.length;
+    expect(done).toMatchObject({ state: 'succeeded', result: { deleted }, progress: { processed: deleted, total: deleted } });
+    expect(await countTagged(db, collection, tag)).toBe(0);
+    expect(await db.selectFrom('vault_tokens').select('token_id').where('token_id', 'in', [...early, ...late]).execute()).toEqual([]);
+    expect(await countTagged(db, collection, 'bulk')).toBe(seeded);
+    const audited = (await db.selectFrom('audit_log').select('data').where('command_id', '=', id).execute()).flatMap((r) => r.data.token_ids as string[]);
+    expect(audited).toHaveLength(deleted);
+    expect(audited).toEqual(expect.arrayContaining([...early, ...late]));
+  }, 60_000);
+});

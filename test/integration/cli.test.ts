@@ -1,0 +1,232 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { JobView, RevocationEvent } from '../../contracts/index.js';
+import type { Db } from '../../db/database.js';
+import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { killChildren, runCli, runSeed } from '../helpers/processes.js';
+import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
+
+/**
+ * bin/revoke.ts, the incident CLI, against a running producer and worker, and bin/seed.ts
+ * against the stack's database. Exit status: 0 succeeded, 1 the job failed, 2 bad usage,
+ * 3 the service refused or is unreachable.
+ */
+
+const REASON = ['--reason', 'FraudPreventionSecurityAndCompliance'];
+
+async function tokenIds(db: Db, collection: string, tag?: string): Promise<string[]> {
+  let q = db.selectFrom('vault_tokens').select('token_id').where('collection', '=', collection);
+  if (tag !== undefined) q = q.where('tags', '@>', sql<string[]>`array[${tag}]::text[]`);
+  return (await q.execute()).map((r) => r.token_id).sort();
+}
+
+async function commandCount(db: Db): Promise<number> {
+  const row = await db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** The single JSON document a `--json` run printed. */
+function jobOf(stdout: string): JobView {
+  const lines = stdout.trim().split('\n');
+  expect(lines).toHaveLength(1);
+  return JobView.parse(JSON.parse(lines[0]!));
+}
+
+// every test spawns node processes; on a loaded machine each takes seconds to start
+describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
+  const collection = 'cli';
+  let stack: Stack;
+  let env: Record<string, string>;
+
+  beforeAll(async () => {
+    stack = await startStack();
+    await createCollection(stack, collection);
+    env = { REVOCATION_URL: stack.producer.url, REVOCATION_TOKEN: ADMIN_TOKEN };
+  });
+  afterAll(async () => {
+    await killChildren();
+    await stack?.close();
+  });
+
+  const revoke = (args: string[], extra: Record<string, string> = {}) => runCli(args, { env: { ...env, ...extra } });
+
+  it('delete --json exits 0 and prints the succeeded job with the number deleted', async () => {
+    const doomed = await tokenize(stack, collection, [
+      { object: { id: 'j1' }, tags: ['leak-json'] },
+      { object: { id: 'j2' }, tags: ['leak-json', 'eu'] },
+      { object: { id: 'j3' }, tags: ['leak-json'] },
+    ]);
+    const [bystander] = await tokenize(stack, collection, [{ object: { id: 'j4' }, tags: ['other'] }]);
+
+    const run = await revoke(['delete', '--collection', collection, '--tag', 'leak-json', ...REASON, '--json']);
+
+    expect(run.code).toBe(0);
+    expect(run.stderr).not.toContain('accepted job');
+    const job = jobOf(run.stdout);
+    expect(job).toMatchObject({ type: 'tokens.delete', state: 'succeeded', result: { deleted: 3 }, progress: { processed: 3, total: 3 }, error: null });
+    expect(await tokenIds(stack.database.db, collection, 'leak-json')).toEqual([]);
+    expect(await stack.database.db.selectFrom('vault_tokens').select('token_id').where('token_id', 'in', [...doomed, bystander!]).execute()).toEqual([{ token_id: bystander }]);
+    const row = await stack.database.db.selectFrom('commands').select(['audit', 'idempotency_key']).where('id', '=', job.job_id).executeTakeFirstOrThrow();
+    expect(row.audit).toMatchObject({ source: 'cli', reason: 'FraudPreventionSecurityAndCompliance', actor: { id: 'admin' } });
+    expect(row.idempotency_key).toEqual(expect.any(String));
+  });
+
+  it('delete that matches nothing exits 1 and prints the failed job with PV3009', async () => {
+    const run = await revoke(['delete', '--collection', collection, '--tag', 'never-tagged', ...REASON, '--json']);
+
+    expect(run.code).toBe(1);
+    expect(jobOf(run.stdout)).toMatchObject({ state: 'failed', result: null, error: { error_code: 'PV3009' } });
+  });
+
+  it('delete without any criterion is bad usage: exit 2, the usage on stderr, nothing submitted', async () => {
+    const before = await commandCount(stack.database.db);
+
+    const run = await revoke(['delete', '--collection', collection, ...REASON, '--json']);
+
+    expect(run.code).toBe(2);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toContain('delete needs at least one of --tag, --token-id, --object-id');
+    expect(run.stderr).toContain('Usage:');
+    expect(await commandCount(stack.database.db)).toBe(before);
+  });
+
+  it('an unknown option is bad usage: exit 2 with the usage, not a crash', async () => {
+    const run = await revoke(['delete', '--collection', collection, '--tag', 'x', '--bogus', ...REASON]);
+
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('Usage:');
+  });
+
+  it('a wrong access token exits 3 with the service answer on stderr; nothing is submitted', async () => {
+    const before = await commandCount(stack.database.db);
+
+    const run = await revoke(['delete', '--collection', collection, '--tag', 'leak-json', ...REASON, '--json'], { REVOCATION_TOKEN: 'not-the-admin-token-0123456789' });
+
+    expect(run.code).toBe(3);
+    expect(run.stdout).toBe('');
+    expect(run.stderr).toMatch(/revoke: the service answered 401 PV1005/);
+    expect(await commandCount(stack.database.db)).toBe(before);
+  });
+
+  it('an unreachable service exits 3', async () => {
+    const run = await revoke(['status', '00000000-0000-4000-8000-000000000000', '--json'], { REVOCATION_URL: 'http://127.0.0.1:1' });
+
+    expect(run.code).toBe(3);
+    expect(run.stderr).toMatch(/^revoke: /);
+  });
+
+  it('delete --no-wait prints the accepted job; status --json prints the job as GET /v1/jobs does', async () => {
+    await tokenize(stack, collection, [{ object: { id: 's1' }, tags: ['leak-status'] }, { object: { id: 's2' }, tags: ['leak-status'] }]);
+
+    const submitted = await revoke(['delete', '--collection', collection, '--tag', 'leak-status', ...REASON, '--json', '--no-wait']);
+    expect(submitted.code).toBe(0);
+    const accepted = jobOf(submitted.stdout);
+    expect(accepted.type).toBe('tokens.delete');
+    const done = await waitForJob(stack, accepted.job_id);
+    expect(done.state).toBe('succeeded');
+
+    const status = await revoke(['status', accepted.job_id, '--json']);
+
+    expect(status.code).toBe(0);
+    const job = jobOf(status.stdout);
+    expect(job).toEqual(JobView.parse(done));
+    expect(job).toMatchObject({ job_id: accepted.job_id, state: 'succeeded', result: { deleted: 2 } });
+  });
+
+  it('revoke-all --user --json exits 0 with the new generation', async () => {
+    const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
+    expect(created.status).toBe(201);
+    const user = created.body.id as string;
+
+    const run = await revoke(['revoke-all', '--user', user, '--json']);
+
+    expect(run.code).toBe(0);
+    expect(jobOf(run.stdout)).toMatchObject({ type: 'temporary_tokens.revoke_all', state: 'succeeded', result: { subject: { kind: 'user', id: user }, generation: 1 } });
+    const generation = await call(stack, 'GET', `/api/v3/onezone/users/${user}/tokens/temporary`, { headers: stack.admin });
+    expect(generation.body).toEqual({ generation: 1 });
+  });
+
+  it('events --json prints every event of the stream, one JSON document per line', async () => {
+    await tokenize(stack, collection, [{ object: { id: 'e1' }, tags: ['leak-events'] }]);
+    const deleted = await revoke(['delete', '--collection', collection, '--tag', 'leak-events', ...REASON, '--json']);
+    expect(deleted.code).toBe(0);
+    const jobId = jobOf(deleted.stdout).job_id;
+    const published = await waitForEvents(stack, (es) => es.some((e) => e.job_id === jobId && e.type === 'command.succeeded'));
+
+    const run = await revoke(['events', '--json', '--stream', stack.config.EVENTS_STREAM, '--redis-url', stack.config.REDIS_URL]);
+
+    expect(run.code).toBe(0);
+    const lines = run.stdout.trim().split('\n');
+    const events = lines.map((line) => RevocationEvent.parse(JSON.parse(line)));
+    expect(events.map((e) => e.event_id)).toEqual(published.map((e) => e.event_id));
+    expect(events.filter((e) => e.job_id === jobId).map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
+    expect(events.find((e) => e.job_id === jobId && e.type === 'tokens.deleted')?.audit).toMatchObject({ source: 'cli', reason: 'FraudPreventionSecurityAndCompliance' });
+  });
+
+  it('without --json, delete shows a progress bar and ends with "succeeded: deleted N tokens"', async () => {
+    await tokenize(stack, collection, [{ object: { id: 'p1' }, tags: ['leak-bar'] }, { object: { id: 'p2' }, tags: ['leak-bar'] }]);
+
+    const run = await revoke(['delete', '--collection', collection, '--tag', 'leak-bar', ...REASON]);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^job [0-9a-f-]{36} succeeded: deleted 2 tokens\n$/);
+    expect(run.stderr).toMatch(/accepted job [0-9a-f-]{36}/);
+    expect(run.stderr).toMatch(/100% \| 2\/2 \| \d+\/s \| ETA .* \| succeeded/);
+    expect(await tokenIds(stack.database.db, collection, 'leak-bar')).toEqual([]);
+  });
+});
+
+describe('the seed script', { timeout: 60_000 }, () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+  });
+  afterAll(async () => {
+    await killChildren();
+    await stack?.close();
+  });
+
+  const seed = (args: string[]) => runSeed(args, { env: { DATABASE_URL: stack.config.DATABASE_URL } });
+
+  it('seeds 1,000 tokens into a new collection with every 10th tagged', async () => {
+    const run = await seed(['--collection', 'seeded', '--tokens', '1000', '--tag', 't', '--tag-ratio', '0.1']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/^seeded 1000 tokens in seeded \(100 tagged t\) in [\d.]+ s\n$/);
+    const db = stack.database.db;
+    expect(await db.selectFrom('collections').select('name').where('name', '=', 'seeded').execute()).toEqual([{ name: 'seeded' }]);
+    expect(await tokenIds(db, 'seeded')).toHaveLength(1000);
+    expect(await tokenIds(db, 'seeded', 't')).toHaveLength(100);
+    const count = await call(stack, 'GET', '/api/pvlt/1.0/data/collections/seeded/count/tokens?reason=AppFunctionality', { headers: stack.admin });
+    expect(count.body).toEqual({ active: 1000, archived: 0 });
+  });
+
+  it('rejects bad arguments with exit 2 and the usage, and seeds nothing', async () => {
+    const runs = await Promise.all([
+      seed(['--tokens', '1000']),
+      seed(['--collection', 'bad', '--tokens=-5']),
+      seed(['--collection', 'bad', '--tokens', '1.5']),
+      seed(['--collection', 'bad', '--tokens', '10', '--tag-ratio', '2']),
+      seed(['--temporary-tokens', '10']),
+      seed([]),
+    ]);
+
+    for (const run of runs) {
+      expect(run.code).toBe(2);
+      expect(run.stderr).toMatch(/^seed: /);
+      expect(run.stderr).toContain('Options:');
+    }
+    expect(await stack.database.db.selectFrom('collections').select('name').where('name', '=', 'bad').execute()).toEqual([]);
+  });
+
+  it('an unknown option or an option without its value is bad usage: exit 2 with the usage, not a crash', async () => {
+    const runs = await Promise.all([seed(['--collection', 'bad', '--tokens']), seed(['--collection', 'bad', '--tokens', '10', '--bogus'])]);
+
+    for (const run of runs) {
+      expect(run.code).toBe(2);
+      expect(run.stderr).toContain('Options:');
+    }
+    expect(await stack.database.db.selectFrom('collections').select('name').where('name', '=', 'bad').execute()).toEqual([]);
+  });
+});

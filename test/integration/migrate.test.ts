@@ -1,0 +1,89 @@
+import pg from 'pg';
+import { afterAll, describe, expect, it } from 'vitest';
+import { migrateToLatest } from '../../db/migrate.js';
+import { databaseUrl, dropDatabase, TEST_SERVER_URL, uniqueName } from '../helpers/database.js';
+
+const TABLES = ['access_tokens', 'audit_log', 'collections', 'commands', 'outbox', 'subjects', 'vault_tokens'];
+
+/** Every database this file creates; all are dropped at the end. */
+const created: string[] = [];
+
+function freshName(): string {
+  const name = uniqueName('rev_migrate');
+  created.push(name);
+  return name;
+}
+
+async function withClient<T>(url: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+async function databaseExists(name: string): Promise<boolean> {
+  return withClient(TEST_SERVER_URL, async (c) => (await c.query('select 1 from pg_database where datname = $1', [name])).rowCount === 1);
+}
+
+/** Our tables in the public schema, sorted; a table created twice would show twice. */
+async function publicTables(name: string): Promise<string[]> {
+  return withClient(databaseUrl(name), async (c) => {
+    const r = await c.query<{ table_name: string }>(
+      `select table_name from information_schema.tables where table_schema = 'public' and table_name = any($1) order by table_name`,
+      [TABLES],
+    );
+    return r.rows.map((row) => row.table_name);
+  });
+}
+
+async function appliedMigrations(name: string): Promise<string[]> {
+  return withClient(databaseUrl(name), async (c) => (await c.query<{ name: string }>('select name from kysely_migration order by name')).rows.map((r) => r.name));
+}
+
+describe('migrateToLatest', () => {
+  afterAll(async () => {
+    for (const name of created) await dropDatabase(name);
+  });
+
+  it('creates a database that does not exist yet and applies 0001-initial', async () => {
+    const name = freshName();
+    expect(await databaseExists(name)).toBe(false);
+    const { results } = await migrateToLatest(databaseUrl(name));
+    expect(results).toEqual([expect.objectContaining({ migrationName: '0001-initial', status: 'Success' })]);
+    expect(await databaseExists(name)).toBe(true);
+    expect(await publicTables(name)).toEqual(TABLES);
+    expect(await appliedMigrations(name)).toEqual(['0001-initial']);
+  });
+
+  it('applies nothing when run again on an up-to-date database', async () => {
+    const name = freshName();
+    await migrateToLatest(databaseUrl(name));
+    const again = await migrateToLatest(databaseUrl(name));
+    expect(again.error).toBeUndefined();
+    expect(again.results ?? []).toEqual([]);
+    expect(await appliedMigrations(name)).toEqual(['0001-initial']);
+    expect(await publicTables(name)).toEqual(TABLES);
+  });
+
+  it('lets two concurrent runs on a fresh database both succeed, applying the schema once', async () => {
+    const name = freshName();
+    const url = databaseUrl(name);
+    const [a, b] = await Promise.all([migrateToLatest(url), migrateToLatest(url)]);
+    const applied = [...(a.results ?? []), ...(b.results ?? [])].filter((r) => r.status === 'Success').map((r) => r.migrationName);
+    expect(applied).toEqual(['0001-initial']);
+    expect(await publicTables(name)).toEqual(TABLES);
+    expect(await appliedMigrations(name)).toEqual(['0001-initial']);
+  });
+
+  it('leaves a working schema: the audit log refuses updates', async () => {
+    const name = freshName();
+    await migrateToLatest(databaseUrl(name));
+    await withClient(databaseUrl(name), async (c) => {
+      await c.query(`insert into audit_log (action, actor_id, actor_kind, source, data) values ('test', 'me', 'service', 'http', '{}')`);
+      await expect(c.query(`update audit_log set action = 'changed'`)).rejects.toThrow(/append-only/);
+    });
+  });
+});

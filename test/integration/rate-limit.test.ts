@@ -1,0 +1,59 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomUUID } from 'node:crypto';
+import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
+import { insertSubject } from '../../db/repositories/subject.repository.js';
+import { hashSecret, newSecret } from '../../producer/secrets.js';
+import { bearer, call } from '../helpers/api.js';
+import { type Stack, startStack } from '../helpers/stack.js';
+
+describe('per-subject rate limiting and security headers', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ worker: false, env: { RATE_LIMIT_MAX: '3', RATE_LIMIT_WINDOW_SECONDS: '60' } });
+  });
+  afterAll(() => stack?.close());
+
+  /** A user and its named token, written straight to the database: the admin's calls count too. */
+  async function user(id: string, capabilities: ('tokens:read')[] = []) {
+    await insertSubject(stack.database.db, { id, kind: 'user', domain_id: 'default', capabilities, tenant_ids: null, collections: null });
+    const secret = newSecret();
+    await insertAccessToken(stack.database.db, { id: randomUUID(), subject_id: id, secret_hash: hashSecret(secret), name: null, temporary: false, generation: null, expires_at: null });
+    return { headers: bearer(secret) };
+  }
+
+  it("answers 429 PV1011 with Retry-After once a subject's budget is spent, in the route's envelope", async () => {
+    const busy = await user('busy', ['tokens:read']);
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await call(stack, 'GET', '/api/v3/onezone/users/busy/tokens/temporary', { headers: busy.headers })).status);
+    expect(statuses).toEqual([200, 200, 200]);
+    const limited = await call(stack, 'GET', '/api/v3/onezone/users/busy/tokens/temporary', { headers: busy.headers });
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
+    expect(limited.body.error.id).toBe('rateLimited');
+    const piiano = await call(stack, 'GET', '/api/pvlt/1.0/data/collections/none/count/tokens?reason=AppFunctionality', { headers: busy.headers });
+    expect(piiano.status).toBe(429);
+    expect(piiano.body).toMatchObject({ error_code: 'PV1011', context: { limit: 3, window_seconds: 60 } });
+  });
+
+  it('counts each subject on its own', async () => {
+    const a = await user('calm-a');
+    const b = await user('calm-b');
+    for (let i = 0; i < 4; i++) await call(stack, 'GET', '/api/v3/onezone/users/calm-a/tokens/temporary', { headers: a.headers });
+    expect((await call(stack, 'GET', '/api/v3/onezone/users/calm-a/tokens/temporary', { headers: a.headers })).status).toBe(429);
+    expect((await call(stack, 'GET', '/api/v3/onezone/users/calm-b/tokens/temporary', { headers: b.headers })).status).toBe(200);
+  });
+
+  it('never limits the health checks', async () => {
+    for (let i = 0; i < 6; i++) {
+      expect((await call(stack, 'GET', '/healthz')).status).toBe(200);
+      expect((await call(stack, 'GET', '/readyz')).status).toBe(200);
+    }
+  });
+
+  it('sends security headers', async () => {
+    const r = await call(stack, 'GET', '/healthz');
+    expect(r.headers['x-content-type-options']).toBe('nosniff');
+    expect(r.headers['x-frame-options']).toBe('SAMEORIGIN');
+    expect(r.headers['strict-transport-security']).toBeDefined();
+  });
+});

@@ -1,0 +1,237 @@
+import { type KyselyPlugin, type PluginTransformQueryArgs, type PluginTransformResultArgs, type QueryResult, type RootOperationNode, type UnknownRow, sql } from 'kysely';
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Db } from '../../db/database.js';
+import { seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
+import { BOOTSTRAP_ADMIN_ID } from '../../producer/services/subjects.service.js';
+import { Sweeper } from '../../worker/sweeper.js';
+import { call } from '../helpers/api.js';
+import { type Stack, startStack } from '../helpers/stack.js';
+
+/**
+ * The sweeper (worker/sweeper.ts) reclaims dead access tokens: temporary tokens revoked by a
+ * generation bump, once the bump is older than the grace, and tokens expired longer than the
+ * grace. Live tokens, named tokens, and anything dead for less than the grace stay (so verify
+ * can still say why a token is refused). It works in small batches and skips rows another
+ * transaction holds, so it never waits on a revocation.
+ */
+
+const HOUR = 3600;
+const silent = pino({ level: 'silent' });
+
+/** Records how many rows each DELETE statement run through it removed. */
+class AffectedRows implements KyselyPlugin {
+  readonly deletes: number[] = [];
+
+  transformQuery(args: PluginTransformQueryArgs): RootOperationNode {
+    return args.node;
+  }
+
+  async transformResult(args: PluginTransformResultArgs): Promise<QueryResult<UnknownRow>> {
+    if (args.result.numAffectedRows !== undefined) this.deletes.push(Number(args.result.numAffectedRows));
+    return args.result;
+  }
+}
+
+/** `promise`, or a rejection naming what hung if it has not settled after `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([promise, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(what)), ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe('the access-token sweeper', () => {
+  let stack: Stack;
+  let db: Db;
+
+  beforeAll(async () => {
+    // the stack's own sweeper stays out of the way: these tests call sweepOnce themselves
+    stack = await startStack({ env: { SWEEPER_INTERVAL_SECONDS: '86400' } });
+    db = stack.database.db;
+  });
+  afterAll(() => stack?.close());
+
+  // the sweeper looks at the whole table: each test starts with no subject but the admin
+  beforeEach(async () => {
+    await db.deleteFrom('subjects').where('id', '<>', BOOTSTRAP_ADMIN_ID).execute();
+  });
+
+  const sweeper = (graceSeconds: number, batchSize?: number, on: Db = db) => new Sweeper(on, silent, { intervalMs: 60_000, graceSeconds, ...(batchSize !== undefined && { batchSize }) });
+
+  async function user(): Promise<string> {
+    const r = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
+    if (r.status !== 201) throw new Error(`subject: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body.id as string;
+  }
+
+  /** Issues an access token over HTTP; returns its ID and secret. */
+  async function issue(subjectId: string, body: { temporary: boolean; ttl_seconds?: number; name?: string }): Promise<{ id: string; secret: string }> {
+    const r = await call(stack, 'POST', `/v1/subjects/${subjectId}/tokens`, { headers: stack.admin, body });
+    if (r.status !== 201) throw new Error(`token: ${r.status} ${JSON.stringify(r.body)}`);
+    return { id: r.body.token_id as string, secret: r.body.token as string };
+  }
+
+  const temporary = (subjectId: string) => issue(subjectId, { temporary: true, ttl_seconds: 2 * HOUR });
+  const named = (subjectId: string) => issue(subjectId, { temporary: false, name: 'kept' });
+
+  /** Revokes every temporary token of the user (Onezone route, synchronous). */
+  async function revokeAll(subjectId: string): Promise<void> {
+    const r = await call(stack, 'DELETE', `/api/v3/onezone/users/${subjectId}/tokens/temporary`, { headers: { ...stack.admin, prefer: 'wait=10' } });
+    if (r.status !== 204) throw new Error(`revoke-all: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+
+  /** As if the subject's last generation bump had happened `seconds` ago. */
+  async function bumpedAgo(subjectId: string, seconds: number): Promise<void> {
+    await sql`update subjects set updated_at = now() - make_interval(secs => ${seconds}) where id = ${subjectId}`.execute(db);
+  }
+
+  /** As if the token had expired `seconds` ago. */
+  async function expiredAgo(tokenId: string, seconds: number): Promise<void> {
+    await sql`update access_tokens set expires_at = now() - make_interval(secs => ${seconds}) where id = ${tokenId}`.execute(db);
+  }
+
+  async function present(ids: string[]): Promise<string[]> {
+    if (ids.length === 0) return [];
+    const rows = await db.selectFrom('access_tokens').select('id').where('id', 'in', ids).execute();
+    return rows.map((r) => r.id).sort();
+  }
+
+  async function tokensOf(subjectId: string): Promise<number> {
+    const row = await db.selectFrom('access_tokens').select((eb) => eb.fn.countAll<string>().as('n')).where('subject_id', '=', subjectId).executeTakeFirstOrThrow();
+    return Number(row.n);
+  }
+
+  function verify(secret: string) {
+    return call(stack, 'GET', '/v1/auth/verify', { headers: { ...stack.admin, 'x-subject-token': secret } });
+  }
+
+  it('deletes temporary tokens of older generations once the bump is older than the grace; keeps the current generation and named tokens', async () => {
+    const alice = await user();
+    const revoked = await Promise.all([temporary(alice), temporary(alice), temporary(alice)]);
+    const name = await named(alice);
+    await revokeAll(alice);
+    const current = await Promise.all([temporary(alice), temporary(alice)]);
+    await bumpedAgo(alice, 2 * HOUR);
+
+    expect(await sweeper(HOUR).sweepOnce()).toBe(revoked.length);
+
+    expect(await present(revoked.map((t) => t.id))).toEqual([]);
+    expect(await present([...current, name].map((t) => t.id))).toEqual([...current, name].map((t) => t.id).sort());
+    for (const t of [...current, name]) expect((await verify(t.secret)).status).toBe(200);
+    const gone = await verify(revoked[0]!.secret);
+    expect(gone.status).toBe(404);
+    expect(gone.body.context).toEqual({ reason: 'not_found' });
+  });
+
+  it('with a grace of an hour deletes nothing just revoked or just expired: verify still answers revoked or expired', async () => {
+    const bob = await user();
+    const revoked = await Promise.all([temporary(bob), temporary(bob), temporary(bob)]);
+    const name = await named(bob);
+    await revokeAll(bob);
+    const expired = await temporary(bob);
+    await expiredAgo(expired.id, 600);
+
+    expect(await sweeper(HOUR).sweepOnce()).toBe(0);
+
+    expect(await tokensOf(bob)).toBe(5);
+    for (const t of revoked) {
+      const r = await verify(t.secret);
+      expect(r.status).toBe(404);
+      expect(r.body).toMatchObject({ error_code: 'PV3006', context: { reason: 'revoked' } });
+    }
+    const r = await verify(expired.secret);
+    expect(r.status).toBe(404);
+    expect(r.body).toMatchObject({ error_code: 'PV3006', context: { reason: 'expired' } });
+    expect((await verify(name.secret)).status).toBe(200);
+  });
+
+  it('deletes tokens expired longer than the grace and keeps the ones expired more recently or still valid', async () => {
+    const carol = await user();
+    const [old1, old2, recent, valid] = await Promise.all([temporary(carol), temporary(carol), temporary(carol), temporary(carol)]);
+    const name = await named(carol);
+    await expiredAgo(old1!.id, 2 * HOUR);
+    await expiredAgo(old2!.id, HOUR + 60);
+    await expiredAgo(recent!.id, HOUR - 60);
+
+    expect(await sweeper(HOUR).sweepOnce()).toBe(2);
+
+    expect(await present([old1!.id, old2!.id])).toEqual([]);
+    expect(await present([recent!.id, valid!.id, name.id])).toEqual([recent!.id, valid!.id, name.id].sort());
+    expect((await verify(recent!.secret)).body.context).toEqual({ reason: 'expired' });
+    expect((await verify(valid!.secret)).status).toBe(200);
+  });
+
+  it('with no grace deletes what was revoked a moment ago', async () => {
+    const dave = await user();
+    const revoked = await Promise.all([temporary(dave), temporary(dave)]);
+    await revokeAll(dave);
+    const current = await temporary(dave);
+
+    expect(await sweeper(0).sweepOnce()).toBe(2);
+
+    expect(await present(revoked.map((t) => t.id))).toEqual([]);
+    expect(await present([current.id])).toEqual([current.id]);
+  });
+
+  it('works through a thousand revoked tokens in statements of at most batchSize rows', async () => {
+    const erin = await user();
+    await seedTemporaryAccessTokens(db, erin, 1000, 2 * HOUR);
+    await revokeAll(erin);
+    const kept = await temporary(erin);
+    await bumpedAgo(erin, 2 * HOUR);
+    const observer = new AffectedRows();
+
+    const deleted = await sweeper(HOUR, 100, db.withPlugin(observer)).sweepOnce();
+
+    expect(deleted).toBe(1000);
+    expect(await tokensOf(erin)).toBe(1);
+    expect(await present([kept.id])).toEqual([kept.id]);
+    expect(observer.deletes.every((n) => n <= 100)).toBe(true);
+    expect(observer.deletes.filter((n) => n > 0)).toHaveLength(10);
+    expect(observer.deletes.reduce((a, b) => a + b, 0)).toBe(1000);
+  });
+
+  it('sweeps while a revoke-all on the same subject is in flight, skipping the rows it holds, and does not block it', async () => {
+    const frank = await user();
+    await seedTemporaryAccessTokens(db, frank, 200, 2 * HOUR);
+    await revokeAll(frank);
+    await bumpedAgo(frank, 2 * HOUR);
+
+    // a second revoke-all, not committed: it holds the subject row and 50 of its tokens
+    const inFlight = new pg.Client({ connectionString: stack.database.url, application_name: 'sweeper-test-revoke-all' });
+    await inFlight.connect();
+    let held: string[];
+    try {
+      await inFlight.query('begin');
+      await inFlight.query("set local lock_timeout = '5s'");
+      await inFlight.query('update subjects set temporary_generation = temporary_generation + 1, updated_at = now() where id = $1', [frank]);
+      held = (await inFlight.query<{ id: string }>('select id from access_tokens where subject_id = $1 order by id limit 50 for update', [frank])).rows.map((r) => r.id).sort();
+      expect(held).toHaveLength(50);
+
+      const deleted = await within(15_000, sweeper(HOUR, 30).sweepOnce(), 'sweepOnce waited on the revoke-all in flight');
+
+      expect(deleted).toBe(150);
+      expect(await present(held)).toEqual(held);
+      expect(await tokensOf(frank)).toBe(50);
+      // the revoke-all goes on and commits: the sweep left it nothing to wait for
+      await inFlight.query('update access_tokens set expires_at = expires_at where id = any($1)', [held]);
+      await inFlight.query('commit');
+    } catch (error) {
+      await inFlight.query('rollback').catch(() => {});
+      throw error;
+    } finally {
+      await inFlight.end();
+    }
+    const after = await call(stack, 'GET', `/api/v3/onezone/users/${frank}/tokens/temporary`, { headers: stack.admin });
+    expect(after.body).toEqual({ generation: 2 });
+
+    // once that bump is past the grace too, the rows it held go as well
+    await bumpedAgo(frank, 2 * HOUR);
+    expect(await sweeper(HOUR, 30).sweepOnce()).toBe(50);
+    expect(await tokensOf(frank)).toBe(0);
+  });
+});

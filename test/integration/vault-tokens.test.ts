@@ -1,0 +1,309 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VaultTokenView } from '../../contracts/index.js';
+import { call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { type Stack, startStack } from '../helpers/stack.js';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
+
+/** A collection name of its own for each test (letters, digits and _). */
+let counter = 0;
+const collectionName = () => `vt_${randomBytes(3).toString('hex')}_${++counter}`;
+
+const base = (collection: string) => `/api/pvlt/1.0/data/collections/${collection}`;
+
+describe('tokenize, query and count', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack();
+  });
+  afterAll(() => stack?.close());
+
+  async function newCollection(): Promise<string> {
+    const name = collectionName();
+    await createCollection(stack, name);
+    return name;
+  }
+
+  function query(collection: string, body: unknown, headers: Record<string, string> = stack.admin, extra = '') {
+    return call(stack, 'POST', `${base(collection)}/query/tokens?reason=AppFunctionality${extra}`, { headers, body });
+  }
+
+  function count(collection: string, headers: Record<string, string> = stack.admin) {
+    return call(stack, 'GET', `${base(collection)}/count/tokens?reason=AppFunctionality`, { headers });
+  }
+
+  describe('round trip', () => {
+    it('returns the token IDs in input order and finds the tokens by tag, object ID and token ID', async () => {
+      const c = await newCollection();
+      const ids = await tokenize(stack, c, [
+        { object: { id: 'obj-1' }, tags: ['red', 'big'] },
+        { object: { id: 'obj-2' }, tags: ['red'] },
+        { object: { id: 'obj-3' } },
+      ]);
+      expect(ids).toHaveLength(3);
+      expect(new Set(ids).size).toBe(3);
+
+      const red = await query(c, { tags: ['red'] });
+      expect(red.status).toBe(200);
+      expect(red.body.map((t: VaultTokenView) => t.token_id).sort()).toEqual([ids[0], ids[1]].sort());
+      for (const view of red.body) VaultTokenView.parse(view);
+
+      const redAndBig = await query(c, { tags: ['red', 'big'] });
+      expect(redAndBig.body).toEqual([
+        expect.objectContaining({ token_id: ids[0], object_id: 'obj-1', tags: expect.arrayContaining(['red', 'big']), tenant_id: null, expires_at: null, archived: false }),
+      ]);
+
+      const byObject = await query(c, { object_ids: ['obj-3'] });
+      expect(byObject.body).toEqual([expect.objectContaining({ token_id: ids[2], object_id: 'obj-3', tags: [] })]);
+
+      const byId = await query(c, { token_ids: [ids[1]] });
+      expect(byId.body).toEqual([expect.objectContaining({ token_id: ids[1], object_id: 'obj-2' })]);
+
+      const allCriteria = await query(c, { token_ids: [ids[0], ids[1]], object_ids: ['obj-2'], tags: ['red'] });
+      expect(allCriteria.body.map((t: VaultTokenView) => t.token_id)).toEqual([ids[1]]);
+
+      expect((await count(c)).body).toEqual({ active: 3, archived: 0 });
+    });
+
+    it('keeps a user-supplied token_id', async () => {
+      const c = await newCollection();
+      const ids = await tokenize(stack, c, [{ object: { id: 'o1' }, token_id: 'my-token-1' }, { object: { id: 'o2' } }]);
+      expect(ids[0]).toBe('my-token-1');
+      expect(ids[1]).not.toBe('my-token-1');
+      const found = await query(c, { token_ids: ['my-token-1'] });
+      expect(found.body).toEqual([expect.objectContaining({ token_id: 'my-token-1', object_id: 'o1' })]);
+    });
+
+    it('answers an empty list when nothing matches', async () => {
+      const c = await newCollection();
+      await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['a'] }]);
+      const r = await query(c, { tags: ['missing'] });
+      expect(r).toMatchObject({ status: 200, body: [] });
+    });
+
+    it('counts an empty collection as zero', async () => {
+      const c = await newCollection();
+      expect(await count(c)).toMatchObject({ status: 200, body: { active: 0, archived: 0 } });
+    });
+  });
+
+  describe('tenants', () => {
+    it('hides tokens of tenant A from a subject scoped to tenant B, while an unscoped admin sees all', async () => {
+      const c = await newCollection();
+      const [a1, a2, b1] = await tokenize(stack, c, [
+        { object: { id: 'shared' }, tags: ['t'], tenant_id: 'tenant-a' },
+        { object: { id: 'a-only' }, tags: ['t'], tenant_id: 'tenant-a' },
+        { object: { id: 'shared' }, tags: ['t'], tenant_id: 'tenant-b' },
+      ]);
+      const untenanted = await tokenize(stack, c, [{ object: { id: 'shared' }, tags: ['t'] }]);
+      const readerB = await subjectWithToken(stack, { id: uid('reader-b'), kind: 'service', capabilities: ['tokens:read'], tenant_ids: ['tenant-b'] });
+
+      const asB = await query(c, { tags: ['t'] }, readerB.headers);
+      expect(asB.status).toBe(200);
+      expect(asB.body.map((t: VaultTokenView) => t.token_id)).toEqual([b1]);
+      expect(asB.body[0].tenant_id).toBe('tenant-b');
+      expect((await query(c, { token_ids: [a1!, a2!] }, readerB.headers)).body).toEqual([]);
+      expect((await query(c, { object_ids: ['a-only'] }, readerB.headers)).body).toEqual([]);
+      expect((await count(c, readerB.headers)).body).toEqual({ active: 1, archived: 0 });
+
+      const asAdmin = await query(c, { tags: ['t'] });
+      expect(asAdmin.body.map((t: VaultTokenView) => t.token_id).sort()).toEqual([a1, a2, b1, untenanted[0]].sort());
+      expect((await count(c)).body).toEqual({ active: 4, archived: 0 });
+
+      const adminNarrowedToA = await call(stack, 'GET', `${base(c)}/count/tokens?reason=AppFunctionality`, { headers: { ...stack.admin, 'x-tenant-id': 'tenant-a' } });
+      expect(adminNarrowedToA.body).toEqual({ active: 2, archived: 0 });
+    });
+
+    it('puts a tenant-scoped caller’s tokens in its own tenant and refuses another tenant', async () => {
+      const c = await newCollection();
+      const writer = await subjectWithToken(stack, { id: uid('writer'), kind: 'service', capabilities: ['tokens:tokenize', 'tokens:read'], tenant_ids: ['tenant-w'] });
+      const [id] = await tokenize(stack, c, [{ object: { id: 'o1' } }], writer.headers);
+      expect((await query(c, { token_ids: [id!] })).body).toEqual([expect.objectContaining({ tenant_id: 'tenant-w' })]);
+      const other = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, { headers: writer.headers, body: [{ object: { id: 'o2' }, tenant_id: 'tenant-x' }] });
+      expect(other.status).toBe(403);
+      expect(other.body.error_code).toBe('PV1006');
+      expect((await count(c)).body).toEqual({ active: 1, archived: 0 });
+    });
+  });
+
+  describe('archived tokens', () => {
+    it('shows only active tokens by default, archived ones with options=archived, and counts both', async () => {
+      const c = await newCollection();
+      const [expiring] = await tokenize(stack, c, [{ object: { id: 'old' }, tags: ['x'] }], stack.admin, '&expiration_secs=1');
+      const [lasting] = await tokenize(stack, c, [{ object: { id: 'new' }, tags: ['x'] }]);
+      await sleep(1200);
+
+      const active = await query(c, { tags: ['x'] });
+      expect(active.body).toEqual([expect.objectContaining({ token_id: lasting, archived: false })]);
+
+      const archived = await query(c, { tags: ['x'] }, stack.admin, '&options=archived');
+      expect(archived.status).toBe(200);
+      expect(archived.body).toEqual([expect.objectContaining({ token_id: expiring, archived: true, expires_at: expect.any(String) })]);
+
+      expect((await count(c)).body).toEqual({ active: 1, archived: 1 });
+    });
+  });
+
+  describe('access reason', () => {
+    it('is required: no reason is 400 PV1001 and nothing is created', async () => {
+      const c = await newCollection();
+      const tok = await call(stack, 'POST', `${base(c)}/tokens`, { headers: stack.admin, body: [{ object: { id: 'o1' } }] });
+      expect(tok.status).toBe(400);
+      expect(tok.body.error_code).toBe('PV1001');
+      const q = await call(stack, 'POST', `${base(c)}/query/tokens`, { headers: stack.admin, body: { tags: ['x'] } });
+      expect(q.status).toBe(400);
+      expect(q.body.error_code).toBe('PV1001');
+      const n = await call(stack, 'GET', `${base(c)}/count/tokens`, { headers: stack.admin });
+      expect(n.status).toBe(400);
+      expect(n.body.error_code).toBe('PV1001');
+      expect((await count(c)).body).toEqual({ active: 0, archived: 0 });
+    });
+
+    it('requires adhoc_reason with reason=Other', async () => {
+      const c = await newCollection();
+      const bare = await call(stack, 'POST', `${base(c)}/tokens?reason=Other`, { headers: stack.admin, body: [{ object: { id: 'o1' } }] });
+      expect(bare.status).toBe(400);
+      expect(bare.body.error_code).toBe('PV1003');
+      expect((await count(c)).body).toEqual({ active: 0, archived: 0 });
+      const withAdhoc = await call(stack, 'POST', `${base(c)}/tokens?reason=Other&adhoc_reason=incident-42`, { headers: stack.admin, body: [{ object: { id: 'o1' } }] });
+      expect(withAdhoc.status).toBe(200);
+    });
+
+    it('rejects an unknown reason with 400', async () => {
+      const c = await newCollection();
+      const r = await call(stack, 'GET', `${base(c)}/count/tokens?reason=BecauseICan`, { headers: stack.admin });
+      expect(r.status).toBe(400);
+      expect(r.body.error_code).toBe('PV1002');
+      expect(r.body.message).toContain('reason');
+    });
+  });
+
+  describe('errors', () => {
+    it('answers 404 PV3001 for an unknown collection on tokenize, query and count', async () => {
+      const missing = 'no_such_collection';
+      const tok = await call(stack, 'POST', `${base(missing)}/tokens?reason=AppFunctionality`, { headers: stack.admin, body: [{ object: { id: 'o1' } }] });
+      expect(tok.status).toBe(404);
+      expect(tok.body).toMatchObject({ error_code: 'PV3001' });
+      expect((await query(missing, { tags: ['x'] })).body.error_code).toBe('PV3001');
+      const n = await count(missing);
+      expect(n.status).toBe(404);
+      expect(n.body.error_code).toBe('PV3001');
+    });
+
+    it('refuses a user-supplied token_id already used in the same tenant with 409 PV3007, inserting none of the batch', async () => {
+      const c = await newCollection();
+      await tokenize(stack, c, [{ object: { id: 'o1' }, token_id: 'dup', tenant_id: 'ten-1' }]);
+      const r = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, {
+        headers: stack.admin,
+        body: [
+          { object: { id: 'o2' }, token_id: 'fresh-1', tenant_id: 'ten-1' },
+          { object: { id: 'o3' }, token_id: 'dup', tenant_id: 'ten-1' },
+          { object: { id: 'o4' }, tenant_id: 'ten-1' },
+        ],
+      });
+      expect(r.status).toBe(409);
+      expect(r.body.error_code).toBe('PV3007');
+      expect(JSON.stringify(r.body.context)).toContain('dup');
+      expect((await query(c, { token_ids: ['fresh-1'] })).body).toEqual([]);
+      expect((await query(c, { object_ids: ['o1', 'o2', 'o3', 'o4'] })).body).toEqual([expect.objectContaining({ token_id: 'dup', object_id: 'o1' })]);
+      expect((await count(c)).body).toEqual({ active: 1, archived: 0 });
+    });
+
+    it('refuses a token_id used without a tenant when tokenizing again without a tenant', async () => {
+      const c = await newCollection();
+      await tokenize(stack, c, [{ object: { id: 'o1' }, token_id: 'plain' }]);
+      const r = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, { headers: stack.admin, body: [{ object: { id: 'o2' }, token_id: 'plain' }] });
+      expect(r.status).toBe(409);
+      expect(r.body.error_code).toBe('PV3007');
+      expect((await count(c)).body).toEqual({ active: 1, archived: 0 });
+    });
+
+    it('allows the same token_id in another tenant', async () => {
+      const c = await newCollection();
+      await tokenize(stack, c, [{ object: { id: 'o1' }, token_id: 'same', tenant_id: 'ten-1' }]);
+      const ids = await tokenize(stack, c, [{ object: { id: 'o2' }, token_id: 'same', tenant_id: 'ten-2' }]);
+      expect(ids).toEqual(['same']);
+      const found = await query(c, { token_ids: ['same'] });
+      expect(found.body.map((t: VaultTokenView) => t.tenant_id).sort()).toEqual(['ten-1', 'ten-2']);
+    });
+
+    it('rejects a body that is not an array with 400 PV1002', async () => {
+      const c = await newCollection();
+      const r = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, { headers: stack.admin, body: { object: { id: 'o1' } } });
+      expect(r.status).toBe(400);
+      expect(r.body.error_code).toBe('PV1002');
+      expect(r.body.message).toMatch(/body/i);
+    });
+
+    it('rejects wrong types with 400 PV1002 and a message naming the field', async () => {
+      const c = await newCollection();
+      const r = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, { headers: stack.admin, body: [{ object: { id: 42 } }] });
+      expect(r.status).toBe(400);
+      expect(r.body.error_code).toBe('PV1002');
+      expect(r.body.message).toContain('object.id');
+      const tags = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, { headers: stack.admin, body: [{ object: { id: 'o' }, tags: 'red' }] });
+      expect(tags.status).toBe(400);
+      expect(tags.body.message).toContain('tags');
+      expect((await count(c)).body).toEqual({ active: 0, archived: 0 });
+    });
+
+    it('rejects a token with 11 tags with 400 PV1002 naming tags', async () => {
+      const c = await newCollection();
+      const tags = Array.from({ length: 11 }, (_, i) => `tag${i}`);
+      const r = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, { headers: stack.admin, body: [{ object: { id: 'o1' }, tags }] });
+      expect(r.status).toBe(400);
+      expect(r.body.error_code).toBe('PV1002');
+      expect(r.body.message).toContain('tags');
+      expect((await count(c)).body).toEqual({ active: 0, archived: 0 });
+      const ten = await tokenize(stack, c, [{ object: { id: 'o1' }, tags: tags.slice(0, 10) }]);
+      expect(ten).toHaveLength(1);
+    });
+
+    it('rejects an empty tokenize batch with 400', async () => {
+      const c = await newCollection();
+      const r = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, { headers: stack.admin, body: [] });
+      expect(r.status).toBe(400);
+      expect(r.body.error_code).toBe('PV1002');
+    });
+
+    it('rejects a query with no criteria with 400', async () => {
+      const c = await newCollection();
+      await tokenize(stack, c, [{ object: { id: 'o1' } }]);
+      const r = await query(c, {});
+      expect(r.status).toBe(400);
+      expect(r.body.error_code).toBe('PV1002');
+      expect(r.body.message).toMatch(/token_ids|object_ids|tags/);
+    });
+  });
+});
+
+describe('tokenize with FORCE_ACCESS_REASON=false', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack({ env: { FORCE_ACCESS_REASON: 'false' } });
+  });
+  afterAll(() => stack?.close());
+
+  it('lets requests without a reason through', async () => {
+    const c = collectionName();
+    await createCollection(stack, c);
+    const tok = await call(stack, 'POST', `${base(c)}/tokens`, { headers: stack.admin, body: [{ object: { id: 'o1' }, tags: ['x'] }] });
+    expect(tok.status).toBe(200);
+    const q = await call(stack, 'POST', `${base(c)}/query/tokens`, { headers: stack.admin, body: { tags: ['x'] } });
+    expect(q.status).toBe(200);
+    expect(q.body).toEqual([expect.objectContaining({ token_id: tok.body[0].token_id })]);
+    const n = await call(stack, 'GET', `${base(c)}/count/tokens`, { headers: stack.admin });
+    expect(n).toMatchObject({ status: 200, body: { active: 1, archived: 0 } });
+  });
+
+  it('still rejects an unknown reason', async () => {
+    const c = collectionName();
+    await createCollection(stack, c);
+    const r = await call(stack, 'GET', `${base(c)}/count/tokens?reason=Whatever`, { headers: stack.admin });
+    expect(r.status).toBe(400);
+  });
+});

@@ -1,0 +1,43 @@
+import type { AuditContext, CommandOf, CommandResults, CommandType, EventDraft, JobProgress } from '../../contracts/index.js';
+import type { Trx } from '../../db/database.js';
+import type { AuditEntry } from '../../db/repositories/audit-log.repository.js';
+
+/** What a handler step is given: an open transaction (the executor owns it) and the command. */
+export interface StepContext<T extends CommandType> {
+  trx: Trx;
+  commandId: string;
+  command: CommandOf<T>;
+  audit: AuditContext;
+  /** Where the previous committed step stopped; null on the first step. */
+  checkpoint: Record<string, unknown> | null;
+  progress: JobProgress | null;
+  settings: HandlerSettings;
+}
+
+export interface HandlerSettings {
+  deleteBatchSize: number;
+}
+
+interface StepEffects {
+  /** Events to publish (the executor wraps them in the envelope of SPEC §8). */
+  events: EventDraft[];
+  /** Audit rows, committed with the effect. */
+  audit: AuditEntry[];
+}
+
+/**
+ * One step's outcome. A step that is not done commits its effect with its checkpoint and
+ * progress, and the executor runs the next step in a new transaction. A done step commits the
+ * effect and the command's terminal state together.
+ */
+export type StepOutcome<T extends CommandType> =
+  | (StepEffects & { done: false; checkpoint: Record<string, unknown>; progress: JobProgress })
+  | (StepEffects & { done: true; result: CommandResults[T]; progress?: JobProgress });
+
+/**
+ * The rule of one command type. `step` runs inside a transaction it does not own and must not
+ * commit or open one; it throws AppError for a business failure (nothing it did is kept).
+ */
+export interface CommandHandler<T extends CommandType> {
+  step(ctx: StepContext<T>): Promise<StepOutcome<T>>;
+}

@@ -1,0 +1,76 @@
+import { createServer, type Server } from 'node:http';
+import type { Queue } from 'bullmq';
+import client from 'prom-client';
+import type { Db } from '../db/database.js';
+import { outboxLagSeconds } from '../db/repositories/outbox.repository.js';
+
+/** What the gauges read when scraped: the latest worker started in this process. */
+let source: { db: Db; queue: Queue } | undefined;
+
+export function setMetricsSource(db: Db, queue: Queue): void {
+  source = { db, queue };
+}
+
+export const commandsFinished = new client.Counter({
+  name: 'revocation_commands_total',
+  help: 'Commands that ended, by type and outcome (succeeded, failed).',
+  labelNames: ['type', 'outcome'] as const,
+});
+
+export const jobDuration = new client.Histogram({
+  name: 'revocation_job_duration_seconds',
+  help: 'Time from a job attempt start to the command ending, by command type.',
+  labelNames: ['type'] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+});
+
+export const transactionRetries = new client.Counter({
+  name: 'revocation_transaction_retries_total',
+  help: 'Transactions run again after a conflict, by SQLSTATE.',
+  labelNames: ['sqlstate'] as const,
+});
+
+export const reconcilerRequeued = new client.Counter({
+  name: 'revocation_reconciler_requeued_total',
+  help: 'Unfinished commands the reconciler enqueued again.',
+});
+
+export const eventsPublished = new client.Counter({
+  name: 'revocation_events_published_total',
+  help: 'Outbox events the relay added to the Redis Stream.',
+});
+
+new client.Gauge({
+  name: 'revocation_outbox_lag_seconds',
+  help: 'Age of the oldest event not yet published (0 when none waits).',
+  async collect() {
+    this.set(source ? await outboxLagSeconds(source.db).catch(() => 0) : 0);
+  },
+});
+
+const queueStates = ['waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'] as const;
+new client.Gauge({
+  name: 'revocation_queue_jobs',
+  help: 'BullMQ jobs of the command queue, by state.',
+  labelNames: ['state'] as const,
+  async collect() {
+    if (!source) return;
+    const counts = await source.queue.getJobCounts(...queueStates).catch(() => undefined);
+    for (const state of queueStates) this.set({ state }, counts?.[state] ?? 0);
+  },
+});
+
+/** A bare /metrics server for a worker running without the producer. */
+export function serveMetrics(port: number, host: string): Promise<Server> {
+  const server = createServer((request, response) => {
+    if (request.url !== '/metrics') {
+      response.writeHead(404).end();
+      return;
+    }
+    client.register.metrics().then(
+      (text) => response.writeHead(200, { 'content-type': client.register.contentType }).end(text),
+      () => response.writeHead(500).end(),
+    );
+  });
+  return new Promise((resolve) => server.listen(port, host, () => resolve(server)));
+}

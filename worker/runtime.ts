@@ -1,0 +1,84 @@
+import { Queue } from 'bullmq';
+import type { Logger } from 'pino';
+import { Redis } from 'ioredis';
+import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
+import { createDb } from '../db/create-db.js';
+import { startCommandWorker } from './command-worker.js';
+import { commandsFinished, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
+import { OutboxRelay } from './outbox-relay.js';
+import { Reconciler } from './reconciler.js';
+import { Sweeper } from './sweeper.js';
+
+export interface WorkerStats {
+  /** Transactions retried after a conflict, by SQLSTATE. */
+  conflictRetries: Record<string, number>;
+}
+
+export interface RunningWorker {
+  stats: WorkerStats;
+  relay: OutboxRelay;
+  reconciler: Reconciler;
+  sweeper: Sweeper;
+  /** Lets active jobs finish (or releases them), flushes the outbox, closes connections. */
+  close(): Promise<void>;
+}
+
+/** Starts a BullMQ worker, the outbox relay and the reconciler, sharing one pool. */
+export async function startWorker(config: Config, logger: Logger): Promise<RunningWorker> {
+  const db = createDb(config.DATABASE_URL, { max: Math.min(50, config.WORKER_CONCURRENCY + 4), applicationName: 'revocation-worker' });
+  const workerRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-worker' });
+  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-relay' });
+  for (const r of [workerRedis, redis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));
+  await warnOnEvictionPolicy(redis, logger);
+
+  const relay = new OutboxRelay(db, redis, logger, { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN });
+  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
+  const reconciler = new Reconciler(db, queue, logger, { intervalMs: 15_000, graceMs: 2_000 });
+  const stats: WorkerStats = { conflictRetries: {} };
+  const onConflictRetry = (sqlState: string) => {
+    stats.conflictRetries[sqlState] = (stats.conflictRetries[sqlState] ?? 0) + 1;
+    transactionRetries.inc({ sqlstate: sqlState });
+  };
+  const onFinished = (type: string, outcome: string, seconds: number) => {
+    commandsFinished.inc({ type, outcome });
+    jobDuration.observe({ type }, seconds);
+  };
+  setMetricsSource(db, queue);
+  const worker = startCommandWorker(
+    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onCommitted: () => relay.kick(), onConflictRetry, onFinished },
+    { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY },
+  );
+  const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS });
+  relay.start();
+  reconciler.start();
+  sweeper.start();
+  return {
+    stats,
+    relay,
+    reconciler,
+    sweeper,
+    async close() {
+      await worker.close();
+      await reconciler.stop();
+      await sweeper.stop();
+      await relay.stop();
+      await queue.close().catch(() => {});
+      workerRedis.disconnect();
+      redis.disconnect();
+      await db.destroy();
+    },
+  };
+}
+
+/** BullMQ loses jobs if Redis evicts keys: say so loudly. */
+async function warnOnEvictionPolicy(redis: Redis, logger: Logger): Promise<void> {
+  try {
+    const reply = (await redis.config('GET', 'maxmemory-policy')) as string[];
+    const policy = reply[1];
+    if (policy && policy !== 'noeviction') {
+      logger.warn({ policy }, 'Redis maxmemory-policy is not noeviction: under memory pressure Redis may evict queued jobs (the reconciler re-enqueues them from Postgres, at a delay)');
+    }
+  } catch {
+    // CONFIG may be disabled (managed Redis): nothing to check
+  }
+}
