@@ -22,7 +22,11 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
     application_name: options.applicationName ?? 'revocation',
     connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
   });
-  // An idle client that loses its connection must not crash the process; the pool replaces it.
+  // A client that loses its connection must not crash the process. The pool's 'error' covers
+  // idle clients; a checked-out client between queries (inside a transaction that awaits Redis,
+  // say) emits 'error' on itself, so every client gets a listener too. Its next query then fails
+  // like any other (the caller's retry handles it) and the pool drops it on release.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }

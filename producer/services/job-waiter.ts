@@ -7,6 +7,8 @@ import { COMMAND_CHANNEL, findCommand } from '../../db/repositories/command.repo
 
 /** Longest sleep between reads when no notification comes (LISTEN connection lost, say). */
 const POLL_MS = 1000;
+/** A Postgres that accepts and never answers must not hold start-up: give up, poll, retry. */
+const CONNECT_TIMEOUT_MS = 1500;
 
 /**
  * Waits for commands to end, for `Prefer: wait=N`. Workers NOTIFY when a command's terminal
@@ -27,7 +29,7 @@ export class JobWaiter {
   /** Connects the LISTEN connection; on loss it reconnects in the background. Never throws. */
   async start(): Promise<void> {
     if (this.closed) return;
-    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: 'revocation-waiter' });
+    const client = new pg.Client({ connectionString: this.databaseUrl, application_name: 'revocation-waiter', connectionTimeoutMillis: CONNECT_TIMEOUT_MS });
     client.on('notification', (message) => {
       const [kind, id] = (message.payload ?? '').split(':');
       if (kind === 'done' && id) this.wake(id);
