@@ -1,7 +1,7 @@
 import pino, { type Logger } from 'pino';
 import { type Config, ConfigError, loadConfig } from '../contracts/index.js';
 
-/** Header values that hold secrets; pino replaces them wherever they appear in a log line. */
+/** Values that hold secrets (credential headers); pino replaces them wherever they appear in a log line. */
 export const redactedPaths = [
   'req.headers.authorization',
   'req.headers["x-auth-token"]',
@@ -9,6 +9,9 @@ export const redactedPaths = [
   'headers.authorization',
   'headers["x-auth-token"]',
   'headers["x-subject-token"]',
+  // Fastify logs a request it cannot parse (header too large, bad header byte) at trace level
+  // with Node's `err.rawPacket`: the raw request bytes, credentials included.
+  'err.rawPacket',
 ];
 
 /** JSON lines, or readable lines (pino-pretty) when stdout is a terminal. */

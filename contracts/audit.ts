@@ -1,12 +1,19 @@
 import { z } from 'zod';
 import { CollectionName, IsoDate } from './common.js';
 
+/** Entry ids are Postgres bigints: a larger number would fail in the database, not as a 400. */
+const MAX_BIGINT = 9223372036854775807n;
+
 export const AuditQuery = z.strictObject({
   job_id: z.uuid({ message: 'must be a UUID' }).optional(),
   collection: CollectionName.optional(),
   since: IsoDate.optional(),
   /** Entries with a larger id than this (the previous page's next_after_id). */
-  after_id: z.string().regex(/^\d{1,19}$/, 'must be an entry id').optional(),
+  after_id: z
+    .string()
+    .regex(/^\d{1,19}$/, 'must be an entry id')
+    .refine((v) => !/^\d{1,19}$/.test(v) || BigInt(v) <= MAX_BIGINT, 'must be an entry id (at most 9223372036854775807)')
+    .optional(),
   limit: z.coerce.number().int().min(1).max(1000).default(100),
 });
 export type AuditQuery = z.infer<typeof AuditQuery>;

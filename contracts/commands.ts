@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { AccessReason, CollectionName, Identifier, MAX_TOKEN_IDS, ObjectId, SubjectKind, Tag, TenantId, TokenId } from './common.js';
+import { AccessReason, CollectionName, Identifier, MAX_TOKEN_IDS, ObjectId, StoredText, SubjectKind, Tag, TenantId, TokenId } from './common.js';
 
 /**
  * Who asked, for which tenants, and why. Fixed when the command is accepted; copied into every
@@ -71,8 +71,8 @@ function requireDeleteCriterion(command: { type: string; token_ids?: unknown; ob
 
 const auditFields = {
   reason: z.string().optional(),
-  adhoc_reason: z.string().min(1).max(1000).optional(),
-  custom_audit: z.string().max(4000).optional(),
+  adhoc_reason: StoredText.min(1).max(1000).optional(),
+  custom_audit: StoredText.max(4000).optional(),
 };
 
 /** Body of `POST /v1/commands`: a command, flat, with its access reason fields. */

@@ -45,10 +45,26 @@ export const CollectionName = z
   .max(64)
   .regex(/^[A-Za-z][A-Za-z0-9_]*$/, 'must start with a letter and contain only letters, digits and _');
 
+/** A NUL character, or a UTF-16 surrogate without its other half. */
+const UNSTORABLE = /\0|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * Whether Postgres can store the string as sent: text and jsonb refuse NUL (an error, hence a
+ * 500, if it got that far), jsonb refuses unpaired surrogates and text silently turns them
+ * into U+FFFD. Every caller-chosen string that is stored must pass this (bad input is a 400).
+ */
+export function isStorableText(value: string): boolean {
+  return !UNSTORABLE.test(value);
+}
+const STORABLE_MESSAGE = 'may not contain NUL characters or unpaired surrogates';
+
+/** Free text that is stored (names, ad-hoc reasons, custom audit). */
+export const StoredText = z.string().refine(isStorableText, STORABLE_MESSAGE);
+
 export const TenantId = Identifier;
-export const Tag = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space');
-export const TokenId = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space');
-export const ObjectId = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space');
+export const Tag = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space').refine(isStorableText, STORABLE_MESSAGE);
+export const TokenId = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space').refine(isStorableText, STORABLE_MESSAGE);
+export const ObjectId = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space').refine(isStorableText, STORABLE_MESSAGE);
 
 export const MAX_TOKEN_IDS = 10_000;
 export const MAX_TAGS_PER_TOKEN = 10;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { Capability, CollectionName, Identifier, IsoDate, MAX_TEMPORARY_TTL_SECONDS, SubjectKind, TenantId } from './common.js';
+import { Capability, CollectionName, Identifier, IsoDate, MAX_TEMPORARY_TTL_SECONDS, StoredText, SubjectKind, TenantId } from './common.js';
 
 export const CreateSubjectBody = z.strictObject({
   id: Identifier.optional(),
@@ -28,7 +28,7 @@ export const IssueAccessTokenBody = z
   .strictObject({
     temporary: z.boolean(),
     ttl_seconds: z.number().int().min(1).max(MAX_TEMPORARY_TTL_SECONDS).optional(),
-    name: z.string().min(1).max(200).optional(),
+    name: StoredText.min(1).max(200).optional(),
   })
   .refine((b) => b.temporary || b.ttl_seconds === undefined, {
     message: 'ttl_seconds applies to temporary tokens only; named tokens live until deleted',

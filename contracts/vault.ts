@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CollectionName, IsoDate, MAX_TAGS_PER_TOKEN, MAX_TOKEN_IDS, ObjectId, Tag, TenantId, TokenId } from './common.js';
+import { CollectionName, IsoDate, MAX_TAGS_PER_TOKEN, MAX_TOKEN_IDS, ObjectId, StoredText, Tag, TenantId, TokenId } from './common.js';
 
 /**
  * A list parameter: comma-separated values, repeated keys, or both (`?tags=a,b&tags=c`).
@@ -22,8 +22,8 @@ export const CollectionParams = z.strictObject({ collection: CollectionName });
 /** Access-reason fields shared by every vault-token route (SPEC §3, Reasons). */
 export const ReasonQuery = {
   reason: z.string().max(100).optional(),
-  adhoc_reason: z.string().min(1).max(1000).optional(),
-  custom_audit: z.string().max(4000).optional(),
+  adhoc_reason: StoredText.min(1).max(1000).optional(),
+  custom_audit: StoredText.max(4000).optional(),
   reload_cache: BooleanParam.optional(),
 };
 

@@ -6,7 +6,7 @@ import { AppError, type Config } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
 import type { RouteFamily } from './plugins/error-envelopes.js';
 import { installAuthentication } from './plugins/authenticate.js';
-import { installErrorHandling } from './plugins/error-handler.js';
+import { installErrorHandling, sendError, toAppError } from './plugins/error-handler.js';
 import { registerMetrics } from './plugins/metrics.js';
 import { registerOpenApi } from './plugins/openapi.js';
 import { registerQueueDashboard } from './plugins/queue-dashboard.js';
@@ -75,11 +75,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
     requestIdHeader: false,
     routerOptions: { ignoreTrailingSlash: true, maxParamLength: 500 },
+    // Errors the router raises before any route matches — a path that is not valid
+    // percent-encoded UTF-8 (FST_ERR_BAD_URL), a parameter over maxParamLength
+    // (FST_ERR_MAX_PARAM_LENGTH) — in the URL's family envelope (400 PV1002), not Fastify's body.
+    frameworkErrors: (error, request, reply) => sendError(request, reply, toAppError(error)),
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.addHook('onSend', async (request, reply) => {
     reply.header('x-request-id', request.id);
+    // draining: the answers to requests still in flight close their keep-alive connection, or
+    // the client's open connection would hold the shutdown until keepAliveTimeout (72 s)
+    if (app.draining) reply.header('connection', 'close');
   });
   installErrorHandling(app);
   app.decorate('draining', false);

@@ -18,7 +18,11 @@ export interface RunningProducer {
   app: App;
   /** The address it listens on, e.g. http://127.0.0.1:8080. */
   url: string;
-  /** Stops accepting (503 while in-flight requests finish), then closes every connection. */
+  /**
+   * Stops accepting (new connections refused; requests arriving on open ones get 503 PV1010),
+   * lets in-flight requests finish (a `Prefer: wait` answers 202 at once), then closes every
+   * connection.
+   */
   close(): Promise<void>;
 }
 
@@ -55,6 +59,7 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
     url,
     async close() {
       app.draining = true;
+      waiter.drain();
       await app.close();
       await waiter.close();
       await queue.close().catch(() => {});

@@ -11,9 +11,7 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { appendAudit } from '../db/repositories/audit-log.repository.js';
-import { COMMAND_CHANNEL, finishCommand, lockCommand, markRunning, notify, saveCheckpoint } from '../db/repositories/command.repository.js';
-import { insertOutboxEvents } from '../db/repositories/outbox.repository.js';
+import { commitStep, lockCommand, markRunning } from '../db/repositories/command.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -38,10 +36,19 @@ export interface ExecuteOptions {
   /** BullMQ will not retry after this attempt: a conflict now ends the command with PV3218. */
   finalAttempt: boolean;
   onProgress?: (progress: JobProgress) => void | Promise<void>;
+  /**
+   * Aborted when the process shuts down: a command of several steps (a bulk delete) stops after
+   * the step in progress commits, and executeCommand throws CommandReleased; the next delivery
+   * resumes from that step's checkpoint. A one-step command is not affected.
+   */
+  stop?: AbortSignal;
 }
 
 /** Thrown when the job names a command that is not in Postgres: nothing to do, ever. */
 export class CommandNotFound extends Error {}
+
+/** Thrown between two committed steps when `stop` is aborted: the command is unfinished, not failed. */
+export class CommandReleased extends Error {}
 
 function storedOutcome(row: CommandRow): ExecutionOutcome {
   return row.state === 'succeeded' ? { state: 'succeeded', result: row.result ?? {} } : { state: 'failed', error: row.error ?? { error_code: 'PV1000', message: 'failed', context: {} } };
@@ -73,6 +80,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
     return outcome;
   };
 
+  let steps = 0;
   for (;;) {
     let step: { row: CommandRow; outcome?: StepOutcome<CommandType> };
     try {
@@ -86,8 +94,12 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
     }
     if (!step.outcome) return storedOutcome(step.row);
     deps.onCommitted?.();
-    if (step.outcome.progress) await options.onProgress?.(step.outcome.progress);
+    // BullMQ progress is for commands of several steps; one that ended in its first step (most
+    // do) skips the Redis round trip: its job completes now anyway.
+    steps++;
+    if (step.outcome.progress && !(step.outcome.done && steps === 1)) await options.onProgress?.(step.outcome.progress);
     if (step.outcome.done) return finished({ state: 'succeeded', result: step.outcome.result as Record<string, unknown> });
+    if (options.stop?.aborted) throw new CommandReleased(`command ${commandId} released at shutdown after a committed step`);
   }
 }
 
@@ -101,11 +113,15 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, command: Comman
   const outcome = await handler.step(context);
   const drafts: EventDraft[] = [...outcome.events];
   if (outcome.done) drafts.push({ type: 'command.succeeded', data: { command_type: command.type, result: outcome.result as Record<string, unknown> } });
-  await appendAudit(trx, id, audit, outcome.audit);
-  await insertOutboxEvents(trx, id, toEvents(id, audit, drafts));
-  if (outcome.done) await finishCommand(trx, id, { state: 'succeeded', result: outcome.result as Record<string, unknown>, ...(outcome.progress ? { progress: outcome.progress } : {}) });
-  else await saveCheckpoint(trx, id, outcome.progress, outcome.checkpoint);
-  await notify(trx, COMMAND_CHANNEL, `${outcome.done ? 'done' : 'step'}:${id}`);
+  await commitStep(trx, {
+    id,
+    audit,
+    entries: outcome.audit,
+    events: toEvents(id, audit, drafts),
+    end: outcome.done
+      ? { state: 'succeeded', result: outcome.result as Record<string, unknown>, ...(outcome.progress ? { progress: outcome.progress } : {}) }
+      : { state: 'running', progress: outcome.progress, checkpoint: outcome.checkpoint },
+  });
   return { row, outcome };
 }
 
@@ -117,10 +133,13 @@ async function recordFailure(deps: ExecutorDeps, id: string, audit: AuditContext
     const row = await lockCommand(trx, id);
     if (!row) throw new CommandNotFound(`command ${id} is not in the database`);
     if (isTerminal(row)) return storedOutcome(row);
-    await finishCommand(trx, id, { state: 'failed', error });
-    await appendAudit(trx, id, audit, [{ action: 'command.failed', collection, data: { command_type: type, error } }]);
-    await insertOutboxEvents(trx, id, toEvents(id, audit, [{ type: 'command.failed', data: { command_type: type, error } }]));
-    await notify(trx, COMMAND_CHANNEL, `done:${id}`);
+    await commitStep(trx, {
+      id,
+      audit,
+      entries: [{ action: 'command.failed', collection, data: { command_type: type, error } }],
+      events: toEvents(id, audit, [{ type: 'command.failed', data: { command_type: type, error } }]),
+      end: { state: 'failed', error },
+    });
     return { state: 'failed', error };
   }, deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry);
   deps.onCommitted?.();

@@ -1,32 +1,45 @@
-import { type Job, UnrecoverableError, Worker } from 'bullmq';
+import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { COMMAND_QUEUE, type CommandJobData } from '../contracts/index.js';
-import { CommandNotFound, type ExecutionOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';
+import { CommandNotFound, CommandReleased, type ExecutionOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';
 
 export interface CommandWorkerOptions {
   connection: Redis;
   prefix: string;
   concurrency: number;
+  /** Aborted at shutdown: multi-step commands are released after their current step (see below). */
+  stop?: AbortSignal;
 }
 
 /**
  * The BullMQ processor: runs the command to its end. Business failures are recorded by the
  * executor and end the job at once (UnrecoverableError: no retry); transient faults throw, and
  * BullMQ retries with backoff. We MUST NOT finish a job before its command's outcome committed.
+ *
+ * At shutdown (`stop` aborted) a command of several steps stops after the step in progress
+ * commits and its job goes back to the head of the wait list (no attempt used, no lock left
+ * behind): another worker resumes it at once from the committed checkpoint.
  */
-export function commandProcessor(deps: ExecutorDeps) {
-  return async (job: Job<CommandJobData>): Promise<ExecutionOutcome> => {
+export function commandProcessor(deps: ExecutorDeps, stop?: AbortSignal) {
+  return async (job: Job<CommandJobData>, token?: string): Promise<ExecutionOutcome> => {
     const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     const logger = deps.logger.child({ job_id: job.data.command_id, attempt: job.attemptsMade + 1 });
     try {
       const outcome = await executeCommand({ ...deps, logger }, job.data.command_id, {
         finalAttempt,
         onProgress: (progress) => job.updateProgress(progress).catch(() => {}),
+        ...(stop ? { stop } : {}),
       });
       if (outcome.state === 'failed') throw new UnrecoverableError(`${outcome.error.error_code}: ${outcome.error.message}`);
       return outcome;
     } catch (error) {
+      if (error instanceof CommandReleased) {
+        // if this fails (lock lost), the job fails this attempt: BullMQ or the reconciler runs it again
+        await job.moveToWait(token);
+        logger.info('shutting down: job released after its last committed step; another worker resumes it');
+        throw new WaitingError();
+      }
       if (error instanceof CommandNotFound) throw new UnrecoverableError(error.message);
       if (!(error instanceof UnrecoverableError)) logger.warn({ err: error, final_attempt: finalAttempt }, 'command attempt failed; BullMQ will retry');
       throw error;
@@ -34,9 +47,12 @@ export function commandProcessor(deps: ExecutorDeps) {
   };
 }
 
-/** Starts a BullMQ worker on the command queue. Close it with `worker.close()` (it drains). */
+/**
+ * Starts a BullMQ worker on the command queue. Close it with `worker.close()` (it waits for the
+ * active jobs), after aborting `options.stop` so that long commands are released, not finished.
+ */
 export function startCommandWorker(deps: ExecutorDeps, options: CommandWorkerOptions): Worker<CommandJobData, ExecutionOutcome> {
-  const worker = new Worker<CommandJobData, ExecutionOutcome>(COMMAND_QUEUE, commandProcessor(deps), {
+  const worker = new Worker<CommandJobData, ExecutionOutcome>(COMMAND_QUEUE, commandProcessor(deps, options.stop), {
     connection: options.connection,
     prefix: options.prefix,
     concurrency: options.concurrency,

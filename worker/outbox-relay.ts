@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
-import { listUnpublished, markPublished, tryClaimRelay } from '../db/repositories/outbox.repository.js';
+import { claimUnpublished, markPublished } from '../db/repositories/outbox.repository.js';
 import { eventsPublished } from './metrics.js';
 
 export interface RelayOptions {
@@ -74,8 +74,7 @@ export class OutboxRelay {
   private async publishBatch(): Promise<number> {
     const limit = this.options.batchSize ?? 500;
     return this.db.transaction().execute(async (trx) => {
-      if (!(await tryClaimRelay(trx))) return 0;
-      const rows = await listUnpublished(trx, limit);
+      const rows = await claimUnpublished(trx, limit);
       if (rows.length === 0) return 0;
       const pipeline = this.redis.pipeline();
       for (const row of rows) {

@@ -19,7 +19,11 @@ export interface RunningWorker {
   relay: OutboxRelay;
   reconciler: Reconciler;
   sweeper: Sweeper;
-  /** Lets active jobs finish (or releases them), flushes the outbox, closes connections. */
+  /**
+   * Stops taking jobs; lets active one-step jobs finish and releases multi-step ones (a bulk
+   * delete) after their current batch commits, back to the wait list for another worker;
+   * then publishes what the outbox holds and closes connections.
+   */
   close(): Promise<void>;
 }
 
@@ -44,9 +48,12 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
     jobDuration.observe({ type }, seconds);
   };
   setMetricsSource(db, queue);
+  // aborted by close(): a bulk delete stops after its current batch and is released, so a
+  // shutdown waits for one transaction per active job, not for the rest of a breach
+  const shutdown = new AbortController();
   const worker = startCommandWorker(
     { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onCommitted: () => relay.kick(), onConflictRetry, onFinished },
-    { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY },
+    { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },
   );
   const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS });
   relay.start();
@@ -58,6 +65,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
     reconciler,
     sweeper,
     async close() {
+      shutdown.abort();
       await worker.close();
       await reconciler.stop();
       await sweeper.stop();

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import type { AuditContext } from '../../contracts/index.js';
-import type { AuditLogRow } from '../audit-log.table.js';
+import type { AuditLogRow, NewAuditLog } from '../audit-log.table.js';
 import type { Executor } from '../database.js';
 
 export interface AuditEntry {
@@ -9,28 +9,22 @@ export interface AuditEntry {
   data: Record<string, unknown>;
 }
 
-/** Appends audit rows for a command, in the caller's transaction. The table is append-only. */
-export async function appendAudit(trx: Executor, commandId: string | null, audit: AuditContext, entries: readonly AuditEntry[]): Promise<void> {
-  if (entries.length === 0) return;
-  await trx
-    .insertInto('audit_log')
-    .values(
-      entries.map((e) => ({
-        command_id: commandId,
-        action: e.action,
-        actor_id: audit.actor.id,
-        actor_kind: audit.actor.kind,
-        tenant_ids: audit.tenant_ids ? [...audit.tenant_ids] : null,
-        reason: audit.reason,
-        adhoc_reason: audit.adhoc_reason,
-        custom_audit: audit.custom_audit,
-        request_id: audit.request_id,
-        source: audit.source,
-        collection: e.collection,
-        data: JSON.stringify(e.data),
-      })),
-    )
-    .execute();
+/** The audit_log rows of `entries`, each carrying the command's audit context. */
+export function auditRows(commandId: string | null, audit: AuditContext, entries: readonly AuditEntry[]): NewAuditLog[] {
+  return entries.map((e) => ({
+    command_id: commandId,
+    action: e.action,
+    actor_id: audit.actor.id,
+    actor_kind: audit.actor.kind,
+    tenant_ids: audit.tenant_ids ? [...audit.tenant_ids] : null,
+    reason: audit.reason,
+    adhoc_reason: audit.adhoc_reason,
+    custom_audit: audit.custom_audit,
+    request_id: audit.request_id,
+    source: audit.source,
+    collection: e.collection,
+    data: JSON.stringify(e.data),
+  }));
 }
 
 export interface AuditFilter {

@@ -1,7 +1,9 @@
-import { sql } from 'kysely';
-import type { JobProgress, JobState, StoredError } from '../../contracts/index.js';
+import { type QueryCreator, sql } from 'kysely';
+import type { AuditContext, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
-import type { Executor } from '../database.js';
+import type { Database, Executor } from '../database.js';
+import { type AuditEntry, auditRows } from './audit-log.repository.js';
+import { outboxRows } from './outbox.repository.js';
 
 /**
  * Inserts a command. With an idempotency key already used by the same submitter, inserts
@@ -50,31 +52,50 @@ export async function markRunning(db: Executor, id: string): Promise<CommandRow 
   return updated ?? findCommand(db, id);
 }
 
-/** Saves a batched command's progress and resume point (same transaction as the batch). */
-export async function saveCheckpoint(trx: Executor, id: string, progress: JobProgress | null, checkpoint: Record<string, unknown>): Promise<void> {
-  await trx
-    .updateTable('commands')
-    .set({ progress: progress === null ? null : JSON.stringify(progress), checkpoint: JSON.stringify(checkpoint) })
-    .where('id', '=', id)
-    .execute();
+/** How a step leaves the command: ended (succeeded or failed), or checkpointed for the next step. */
+export type StepEnd =
+  | { state: Extract<JobState, 'succeeded'>; result: Record<string, unknown>; progress?: JobProgress | null }
+  | { state: Extract<JobState, 'failed'>; error: StoredError }
+  | { state: Extract<JobState, 'running'>; progress: JobProgress | null; checkpoint: Record<string, unknown> };
+
+export interface StepRecord {
+  id: string;
+  audit: AuditContext;
+  entries: readonly AuditEntry[];
+  events: readonly RevocationEvent[];
+  end: StepEnd;
 }
 
-/** Ends the command: succeeded with a result, or failed with an error. */
-export async function finishCommand(
-  trx: Executor,
-  id: string,
-  outcome: { state: Extract<JobState, 'succeeded'>; result: Record<string, unknown>; progress?: JobProgress | null } | { state: Extract<JobState, 'failed'>; error: StoredError },
-): Promise<void> {
-  await trx
+/**
+ * Writes what a command step leaves behind, in the caller's transaction and in ONE statement:
+ * its audit rows and outbox events (data-modifying CTEs), the command's terminal state or
+ * checkpoint, and a NOTIFY on COMMAND_CHANNEL (`done:<id>` or `step:<id>`, delivered at commit).
+ * One round trip instead of four: the worker's cost per command is mostly round trips.
+ */
+export async function commitStep(trx: Executor, step: StepRecord): Promise<void> {
+  const { id, end } = step;
+  const audit = auditRows(id, step.audit, step.entries);
+  const outbox = outboxRows(id, step.events);
+  let writer: QueryCreator<Database> = trx;
+  if (audit.length > 0) writer = writer.with('audit_rows', (qc) => qc.insertInto('audit_log').values(audit)) as unknown as QueryCreator<Database>;
+  if (outbox.length > 0) writer = writer.with('outbox_rows', (qc) => qc.insertInto('outbox').values(outbox)) as unknown as QueryCreator<Database>;
+  const json = (value: unknown) => (value === null ? null : JSON.stringify(value));
+  const set =
+    end.state === 'running'
+      ? { progress: json(end.progress), checkpoint: JSON.stringify(end.checkpoint) }
+      : {
+          state: end.state,
+          result: end.state === 'succeeded' ? JSON.stringify(end.result) : null,
+          error: end.state === 'failed' ? JSON.stringify(end.error) : null,
+          ...(end.state === 'succeeded' && end.progress !== undefined ? { progress: json(end.progress) } : {}),
+          finished_at: sql<Date>`now()`,
+        };
+  const payload = `${end.state === 'running' ? 'step' : 'done'}:${id}`;
+  await writer
     .updateTable('commands')
-    .set({
-      state: outcome.state,
-      result: outcome.state === 'succeeded' ? JSON.stringify(outcome.result) : null,
-      error: outcome.state === 'failed' ? JSON.stringify(outcome.error) : null,
-      ...(outcome.state === 'succeeded' && outcome.progress !== undefined ? { progress: outcome.progress === null ? null : JSON.stringify(outcome.progress) } : {}),
-      finished_at: sql`now()`,
-    })
+    .set(set)
     .where('id', '=', id)
+    .returning(sql<string>`pg_notify(${COMMAND_CHANNEL}, ${payload})`.as('notified'))
     .execute();
 }
 
@@ -92,8 +113,3 @@ export async function listUnfinishedCommands(db: Executor, olderThan: Date, limi
 
 /** The channel a transaction NOTIFYs with `done:<id>` or `step:<id>` when it commits a command step. */
 export const COMMAND_CHANNEL = 'revocation_commands';
-
-/** Sends NOTIFY on `channel` with `payload`; delivered when the transaction commits. */
-export async function notify(trx: Executor, channel: string, payload: string): Promise<void> {
-  await sql`select pg_notify(${channel}, ${payload})`.execute(trx);
-}

@@ -1,31 +1,32 @@
 import { sql } from 'kysely';
 import type { RevocationEvent } from '../../contracts/index.js';
 import type { Executor } from '../database.js';
+import type { NewOutboxRow } from '../outbox.table.js';
 
-/** Appends events for the relay, in the caller's transaction (the transactional outbox). */
-export async function insertOutboxEvents(trx: Executor, commandId: string, events: readonly RevocationEvent[]): Promise<void> {
-  if (events.length === 0) return;
-  await trx
-    .insertInto('outbox')
-    .values(events.map((event) => ({ event_id: event.event_id, command_id: commandId, event: JSON.stringify(event) })))
-    .execute();
+/** The outbox rows of `events`, in order (their ids give the stream order per command). */
+export function outboxRows(commandId: string, events: readonly RevocationEvent[]): NewOutboxRow[] {
+  return events.map((event) => ({ event_id: event.event_id, command_id: commandId, event: JSON.stringify(event) }));
 }
 
 /** Any number works as long as every relay uses the same one. */
-const RELAY_LOCK_KEY = 0x72656c61; // "rela"
+export const RELAY_LOCK_KEY = 0x72656c61; // "rela"
 
 /**
- * Claims the relay for this transaction: only one relay publishes at a time, so events reach
- * the stream in commit order. Returns false if another relay holds it.
+ * Claims the relay for this transaction and reads the oldest unpublished events, at most
+ * `limit`, in commit order, in one round trip. Only one relay publishes at a time (a
+ * transaction-level advisory lock), so events reach the stream in order; when another relay
+ * holds the lock, returns none. Index: outbox_unpublished.
  */
-export async function tryClaimRelay(trx: Executor): Promise<boolean> {
-  const { rows } = await sql<{ ok: boolean }>`select pg_try_advisory_xact_lock(${RELAY_LOCK_KEY}) as ok`.execute(trx);
-  return rows[0]?.ok === true;
-}
-
-/** The oldest unpublished events, at most `limit`, in commit order. Index: outbox_unpublished. */
-export async function listUnpublished(trx: Executor, limit: number): Promise<{ id: string; event: RevocationEvent }[]> {
-  return trx.selectFrom('outbox').select(['id', 'event']).where('published_at', 'is', null).orderBy('id').limit(limit).execute();
+export async function claimUnpublished(trx: Executor, limit: number): Promise<{ id: string; event: RevocationEvent }[]> {
+  return trx
+    .with((cte) => cte('relay').materialized(), (qc) => qc.selectNoFrom(sql<boolean>`pg_try_advisory_xact_lock(${RELAY_LOCK_KEY})`.as('ok')))
+    .selectFrom('outbox')
+    .select(['id', 'event'])
+    .where('published_at', 'is', null)
+    .where(sql<boolean>`(select ok from relay)`)
+    .orderBy('id')
+    .limit(limit)
+    .execute();
 }
 
 /** Marks events published. */

@@ -89,11 +89,12 @@ export async function deleteVaultTokenBatch(trx: Executor, collection: string, s
 }
 
 /** Counts matching tokens (the total of a batched delete). */
-export async function countMatchingVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria): Promise<number> {
+export async function countMatchingVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId?: string): Promise<number> {
   const row = await db
     .selectFrom('vault_tokens')
     .select((eb) => eb.fn.countAll<string>().as('n'))
     .where((eb) => matching(eb, collection, scope, criteria))
+    .$if(afterId !== undefined, (qb) => qb.where('id', '>', afterId!))
     .executeTakeFirstOrThrow();
   return Number(row.n);
 }

@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { findAccessTokenByHash } from '../../db/repositories/access-token.repository.js';
-import { accessTokenState, type Caller, requireCapability } from '../access.js';
+import { accessTokenState, type Caller, requireCapability, tenantScope } from '../access.js';
 import { hashSecret, sameHash } from '../secrets.js';
 import { sendError, toAppError } from './error-handler.js';
 import { DASHBOARD_PATH } from './queue-dashboard.js';
@@ -73,7 +73,9 @@ export async function authenticateSecret(db: Db, secret: string): Promise<Caller
 
 /**
  * Authenticates every request whose route is not marked `config: { public: true }`. Browser
- * paths (the dashboard) answer 401 with a Basic challenge and need `subjects:admin`.
+ * paths (the dashboard) answer 401 with a Basic challenge and need `subjects:admin`. On every
+ * authenticated route, an `X-Tenant-Id` naming a tenant outside the caller's scope is 403
+ * PV1006 (SPEC §2), whether or not the route reads tenants.
  */
 export function installAuthentication(app: FastifyInstance, db: Db): void {
   app.decorateRequest('caller', null as unknown as Caller);
@@ -81,12 +83,14 @@ export function installAuthentication(app: FastifyInstance, db: Db): void {
     if (request.routeOptions.config?.public || request.is404) return;
     if (!isBrowserRoute(request)) {
       request.caller = await authenticateSecret(db, presentedSecret(request));
+      tenantScope(request.caller.subject, request.headers['x-tenant-id']);
       return;
     }
     // The dashboard's plugin has an error handler of its own: answer here, in our envelope.
     try {
       request.caller = await authenticateSecret(db, presentedSecret(request));
       requireCapability(request.caller, 'subjects:admin');
+      tenantScope(request.caller.subject, request.headers['x-tenant-id']);
     } catch (error) {
       const appError = toAppError(error);
       if (appError.code === 'PV1005') reply.header('www-authenticate', 'Basic realm="revocation admin", charset="UTF-8"');

@@ -19,6 +19,7 @@ export class JobWaiter {
   private client: pg.Client | undefined;
   private readonly waiters = new Map<string, Set<() => void>>();
   private closed = false;
+  private draining = false;
 
   constructor(
     private readonly databaseUrl: string,
@@ -62,7 +63,7 @@ export class JobWaiter {
   async wait(id: string, timeoutMs: number): Promise<CommandRow | undefined> {
     const deadline = Date.now() + timeoutMs;
     let row = await findCommand(this.db, id);
-    while (row && !terminalStates.includes(row.state) && Date.now() < deadline) {
+    while (row && !terminalStates.includes(row.state) && Date.now() < deadline && !this.draining) {
       await this.signal(id, Math.min(POLL_MS, deadline - Date.now()));
       row = await findCommand(this.db, id);
     }
@@ -84,8 +85,19 @@ export class JobWaiter {
     });
   }
 
+  /**
+   * The producer is shutting down: every wait ends now with the command's current row (the
+   * route answers 202 with the job, which the client polls), and later waits return at once,
+   * so `Prefer: wait` requests do not hold the drain for up to 30 s.
+   */
+  drain(): void {
+    this.draining = true;
+    for (const id of [...this.waiters.keys()]) this.wake(id);
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    this.draining = true;
     for (const id of [...this.waiters.keys()]) this.wake(id);
     const client = this.client;
     this.client = undefined;

@@ -9,9 +9,20 @@ import { countVaultTokens, insertVaultTokens, queryVaultTokens } from '../../db/
 /** A query answers at most this many tokens. */
 export const MAX_QUERY_RESULTS = 10_000;
 
+/**
+ * Collections known to exist, per database handle. Collections are never deleted (no route or
+ * repository removes one), so a name once found stays valid: every token route after the first
+ * skips a round trip. Names not found are not remembered (the collection may be created next).
+ */
+const knownCollections = new WeakMap<Db, Set<string>>();
+
 /** Throws PV3001 unless the collection exists. */
 export async function requireCollectionExists(db: Db, collection: string): Promise<void> {
+  let known = knownCollections.get(db);
+  if (known?.has(collection)) return;
   if (!(await collectionExists(db, collection))) throw new AppError('PV3001', { collection });
+  if (!known) knownCollections.set(db, (known = new Set()));
+  if (known.size < 10_000) known.add(collection);
 }
 
 /**

@@ -5,7 +5,8 @@ import { Redis } from 'ioredis';
 import { COMMAND_QUEUE, type Config, ConfigSchema } from '../../contracts/index.js';
 
 /**
- * Child processes for tests: worker processes (`bin/worker.ts`) that a test can kill -9, and
+ * Child processes for tests: worker, producer and service processes (`bin/worker.ts`,
+ * `bin/producer.ts`, `bin/start.ts`) that a test can signal (SIGTERM, SIGINT) or kill -9, and
  * one-shot CLI runs (`bin/revoke.ts`, `bin/seed.ts`) with their output and exit status.
  *
  * Every child is tracked in this module; `killChildren()` (call it in afterAll) SIGKILLs the
@@ -109,6 +110,78 @@ export interface WorkerProcess {
   running(): boolean;
   /** kill -9: no drain, no cleanup, BullMQ lock left behind. Resolves once it is gone. */
   kill(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Sends a signal (SIGTERM, SIGINT) to the process; no-op once it has exited. */
+  signal(signal: NodeJS.Signals): void;
+  /** The `msg` of every JSON log line so far, in order. */
+  messages(): string[];
+  /** Resolves once a log line with this `msg` has been written (at once if it has). */
+  waitForLog(msg: string, timeoutMs?: number): Promise<void>;
+}
+
+/**
+ * Reads a child's output: JSON log lines are parsed as they come (`onLine` sees each one), and
+ * the handle can wait for a log message. The child must already be tracked.
+ */
+function watch(child: ChildProcess, onLine: (entry: Record<string, unknown>) => void = () => {}): WorkerProcess {
+  let out = '';
+  let err = '';
+  let pending = '';
+  const messages: string[] = [];
+  const listeners = new Set<() => void>();
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    out += chunk;
+    pending += chunk;
+    const lines = pending.split('\n');
+    pending = lines.pop() ?? '';
+    for (const line of lines) {
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        if (typeof entry.msg !== 'string') continue;
+        messages.push(entry.msg);
+        onLine(entry);
+      } catch {
+        // not a log line
+      }
+    }
+    for (const listener of listeners) listener();
+  });
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    err += chunk;
+  });
+  const exited = exitOf(child);
+  const waitForLog = (msg: string, ms = 30_000) =>
+    new Promise<void>((resolve, reject) => {
+      const check = () => {
+        if (messages.includes(msg)) done(resolve);
+        else if (!isRunning(child)) done(() => reject(new Error(`process exited (${child.exitCode ?? child.signalCode}) before logging '${msg}'\nstdout: ${out}\nstderr: ${err}`)));
+      };
+      const done = (then: () => void) => {
+        clearTimeout(timer);
+        listeners.delete(check);
+        child.off('exit', check);
+        then();
+      };
+      const timer = setTimeout(() => done(() => reject(new Error(`process did not log '${msg}' in ${ms} ms\nstdout: ${out}\nstderr: ${err}`))), ms);
+      listeners.add(check);
+      child.on('exit', check);
+      check();
+    });
+  return {
+    pid: child.pid!,
+    stdout: () => out,
+    stderr: () => err,
+    exited,
+    running: () => isRunning(child),
+    async kill() {
+      if (isRunning(child)) child.kill('SIGKILL');
+      return exited;
+    },
+    signal(signal) {
+      if (isRunning(child)) child.kill(signal);
+    },
+    messages: () => [...messages],
+    waitForLog,
+  };
 }
 
 export interface SpawnWorkerOptions {
@@ -132,46 +205,16 @@ export async function spawnWorker(config: Config, options: SpawnWorkerOptions = 
   const before = logsReady ? 0 : await connectedWorkers(config);
 
   const child = spawnScript('bin/worker.ts', [], workerEnv(config, logLevel, options.env));
-  let out = '';
-  let err = '';
-  let pending = '';
-  let sawReady = false;
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    out += chunk;
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      try {
-        if ((JSON.parse(line) as { msg?: unknown }).msg === 'worker ready') sawReady = true;
-      } catch {
-        // not a log line
-      }
-    }
-  });
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
-    err += chunk;
-  });
-  const exited = exitOf(child);
-  const handle: WorkerProcess = {
-    pid: child.pid!,
-    stdout: () => out,
-    stderr: () => err,
-    exited,
-    running: () => isRunning(child),
-    async kill() {
-      if (isRunning(child)) child.kill('SIGKILL');
-      return exited;
-    },
-  };
+  const handle = watch(child);
+  const sawReady = () => handle.messages().includes('worker ready');
 
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (!handle.running()) throw new Error(`worker process exited before it was ready (${JSON.stringify(await exited)})\nstdout: ${out}\nstderr: ${err}`);
-    if (logsReady ? sawReady : (await connectedWorkers(config)) > before) return handle;
+    if (!handle.running()) throw new Error(`worker process exited before it was ready (${JSON.stringify(await handle.exited)})\nstdout: ${handle.stdout()}\nstderr: ${handle.stderr()}`);
+    if (logsReady ? sawReady() : (await connectedWorkers(config)) > before) return handle;
     if (Date.now() > deadline) {
       await handle.kill();
-      throw new Error(`worker process not ready after ${timeoutMs} ms\nstdout: ${out}\nstderr: ${err}`);
+      throw new Error(`worker process not ready after ${timeoutMs} ms\nstdout: ${handle.stdout()}\nstderr: ${handle.stderr()}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -238,14 +281,42 @@ export function runSeed(args: readonly string[], options: RunOptions = {}): Prom
 }
 
 export interface ServiceProcess extends WorkerProcess {
-  /** The producer's address, from its `revocation service ready` log line. */
+  /** The producer's address, from its ready log line (`revocation service ready`, `producer ready`). */
   url: string;
-  /** Sends a signal (SIGTERM, SIGINT) to the process. */
-  signal(signal: NodeJS.Signals): void;
-  /** The `msg` of every JSON log line so far, in order. */
-  messages(): string[];
-  /** Resolves once a log line with this `msg` has been written (at once if it has). */
-  waitForLog(msg: string, timeoutMs?: number): Promise<void>;
+}
+
+/**
+ * Spawns `script` and waits until it is ready: at `info` or more verbose, its ready log line
+ * (which carries the producer's `url`); at quieter levels, `GET /healthz` answering 200 on
+ * HOST:PORT of `env` (PORT must then be a fixed port).
+ */
+async function spawnListening(script: string, env: Record<string, string | undefined>, readyMsg: string, timeoutMs: number): Promise<ServiceProcess> {
+  const settings: Record<string, string | undefined> = { LOG_LEVEL: 'info', ...env };
+  const child = spawnScript(script, [], settings);
+  let url = '';
+  const handle = watch(child, (entry) => {
+    if (entry.msg === readyMsg && typeof entry.url === 'string') url = entry.url;
+  });
+  try {
+    if (verbose.includes(settings.LOG_LEVEL as LogLevel)) {
+      await handle.waitForLog(readyMsg, timeoutMs);
+    } else {
+      if (!settings.PORT || settings.PORT === '0') throw new Error('a quiet producer needs a fixed PORT to be probed');
+      url = `http://${settings.HOST ?? '127.0.0.1'}:${settings.PORT}`;
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        if (!handle.running()) throw new Error(`${script} exited before it was ready (${JSON.stringify(await handle.exited)})\nstdout: ${handle.stdout()}\nstderr: ${handle.stderr()}`);
+        const status = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then((r) => r.status, () => 0);
+        if (status === 200) break;
+        if (Date.now() > deadline) throw new Error(`${script} not ready after ${timeoutMs} ms\nstdout: ${handle.stdout()}\nstderr: ${handle.stderr()}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  } catch (error) {
+    await handle.kill();
+    throw error;
+  }
+  return Object.assign(handle, { url });
 }
 
 /**
@@ -254,77 +325,34 @@ export interface ServiceProcess extends WorkerProcess {
  * `info`: readiness is read from the `revocation service ready` log line), and waits until it
  * is ready. PORT should be a free port (or 0).
  */
-export async function spawnService(env: Record<string, string | undefined>, options: { readyTimeoutMs?: number } = {}): Promise<ServiceProcess> {
-  const timeoutMs = options.readyTimeoutMs ?? 30_000;
-  const child = spawnScript('bin/start.ts', [], { LOG_LEVEL: 'info', ...env });
-  let out = '';
-  let err = '';
-  let pending = '';
-  let url = '';
-  const messages: string[] = [];
-  const listeners = new Set<() => void>();
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
-    out += chunk;
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      try {
-        const entry = JSON.parse(line) as { msg?: unknown; url?: unknown };
-        if (typeof entry.msg !== 'string') continue;
-        messages.push(entry.msg);
-        if (entry.msg === 'revocation service ready' && typeof entry.url === 'string') url = entry.url;
-      } catch {
-        // not a log line
-      }
-    }
-    for (const listener of listeners) listener();
-  });
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
-    err += chunk;
-  });
-  const exited = exitOf(child);
-  const waitForLog = (msg: string, ms = 30_000) =>
-    new Promise<void>((resolve, reject) => {
-      const check = () => {
-        if (messages.includes(msg)) done(resolve);
-        else if (!isRunning(child)) done(() => reject(new Error(`service exited (${child.exitCode ?? child.signalCode}) before logging '${msg}'\nstdout: ${out}\nstderr: ${err}`)));
-      };
-      const done = (then: () => void) => {
-        clearTimeout(timer);
-        listeners.delete(check);
-        child.off('exit', check);
-        then();
-      };
-      const timer = setTimeout(() => done(() => reject(new Error(`service did not log '${msg}' in ${ms} ms\nstdout: ${out}\nstderr: ${err}`))), ms);
-      listeners.add(check);
-      child.on('exit', check);
-      check();
-    });
-  const handle: ServiceProcess = {
-    pid: child.pid!,
-    get url() {
-      return url;
-    },
-    stdout: () => out,
-    stderr: () => err,
-    exited,
-    running: () => isRunning(child),
-    async kill() {
-      if (isRunning(child)) child.kill('SIGKILL');
-      return exited;
-    },
-    signal(signal) {
-      if (isRunning(child)) child.kill(signal);
-    },
-    messages: () => [...messages],
-    waitForLog,
+export function spawnService(env: Record<string, string | undefined>, options: { readyTimeoutMs?: number } = {}): Promise<ServiceProcess> {
+  return spawnListening('bin/start.ts', env, 'revocation service ready', options.readyTimeoutMs ?? 30_000);
+}
+
+/**
+ * The environment of a producer process for this configuration: the same database, Redis,
+ * queue prefix, stream and settings as the stack (BOOTSTRAP_ADMIN_TOKEN included), listening
+ * on `port` (a free one: see `freePort` in redis-server.ts).
+ */
+export function producerEnv(config: Config, port: number, logLevel: LogLevel = 'info', overrides: Record<string, string> = {}): Record<string, string | undefined> {
+  return {
+    ...workerEnv(config, logLevel),
+    HOST: '127.0.0.1',
+    PORT: String(port),
+    BOOTSTRAP_ADMIN_TOKEN: config.BOOTSTRAP_ADMIN_TOKEN,
+    FORCE_ACCESS_REASON: String(config.FORCE_ACCESS_REASON),
+    RATE_LIMIT_MAX: String(config.RATE_LIMIT_MAX),
+    RATE_LIMIT_WINDOW_SECONDS: String(config.RATE_LIMIT_WINDOW_SECONDS),
+    ...overrides,
   };
-  try {
-    await waitForLog('revocation service ready', timeoutMs);
-  } catch (error) {
-    await handle.kill();
-    throw error;
-  }
-  return handle;
+}
+
+/**
+ * Starts `node --import tsx bin/producer.ts` (the HTTP producer alone, as `npm run producer`
+ * runs it; the database must be migrated) with exactly this environment (see `producerEnv`;
+ * LOG_LEVEL defaults to `info`: readiness is read from the `producer ready` log line; quieter,
+ * from `GET /healthz`), and waits until it listens.
+ */
+export function spawnProducer(env: Record<string, string | undefined>, options: { readyTimeoutMs?: number } = {}): Promise<ServiceProcess> {
+  return spawnListening('bin/producer.ts', env, 'producer ready', options.readyTimeoutMs ?? 30_000);
 }

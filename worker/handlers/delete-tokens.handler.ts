@@ -25,14 +25,22 @@ export const deleteTokensHandler: CommandHandler<'tokens.delete'> = {
       archived: command.archived,
     };
     const scope = audit.tenant_ids;
-    const state: DeleteCheckpoint = checkpoint
-      ? DeleteCheckpoint.parse(checkpoint)
-      : { after_id: '0', deleted: 0, event_index: 0, total: await countMatchingVaultTokens(trx, command.collection, scope, criteria) };
+    const state: DeleteCheckpoint = checkpoint ? DeleteCheckpoint.parse(checkpoint) : { after_id: '0', deleted: 0, event_index: 0, total: 0 };
 
     const batch = await deleteVaultTokenBatch(trx, command.collection, scope, criteria, state.after_id, settings.deleteBatchSize);
     const lastKey = batch.at(-1)?.id ?? state.after_id;
-    const more = batch.length === settings.deleteBatchSize && (await hasMatchingVaultTokenAfter(trx, command.collection, scope, criteria, lastKey));
     const deleted = state.deleted + batch.length;
+    let more = false;
+    if (batch.length === settings.deleteBatchSize) {
+      // A full batch: on the first step, count what is left (the total for progress, once);
+      // later, an index probe for the next match is enough.
+      if (checkpoint) more = await hasMatchingVaultTokenAfter(trx, command.collection, scope, criteria, lastKey);
+      else {
+        const left = await countMatchingVaultTokens(trx, command.collection, scope, criteria, lastKey);
+        state.total = batch.length + left;
+        more = left > 0;
+      }
+    } else if (!checkpoint) state.total = batch.length; // done in one step, as most deletes are
     if (deleted === 0) throw new AppError('PV3009', {});
 
     const tokenIds = batch.map((t) => t.token_id);

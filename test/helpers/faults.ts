@@ -1,0 +1,332 @@
+import { Socket } from 'node:net';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { sql } from 'kysely';
+import pg from 'pg';
+import { expect } from 'vitest';
+import { COMMAND_QUEUE, type CommandJobData, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
+import type { Db } from '../../db/database.js';
+import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
+
+/**
+ * Shared pieces of the fault-injection tests (worker and producer processes killed or signalled):
+ * bounded concurrency, waiting for commands to end, the exactly-once checks, a listener for the
+ * executor's per-step notifications, and a raw HTTP/1.1 connection (keep-alive, pipelining) for
+ * talking to a draining producer.
+ */
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Runs `fn` over `items`, at most `n` at a time; results in input order. */
+export async function bounded<T, R>(items: readonly T[], n: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(n, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        results[i] = await fn(items[i] as T, i);
+      }
+    }),
+  );
+  return results;
+}
+
+/** How many of these commands are in one of these states. */
+export async function countInStates(db: Db, ids: readonly string[], states: readonly ('queued' | 'running' | 'succeeded' | 'failed')[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const row = await db
+    .selectFrom('commands')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('id', 'in', [...ids])
+    .where('state', 'in', [...states])
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** Waits until every one of these commands is terminal in Postgres; returns how long it took. */
+export async function waitForTerminal(db: Db, ids: readonly string[], timeoutMs: number): Promise<number> {
+  const started = Date.now();
+  for (;;) {
+    const n = await countInStates(db, ids, ['succeeded', 'failed']);
+    if (n === ids.length) return Date.now() - started;
+    if (Date.now() - started > timeoutMs) throw new Error(`${n} of ${ids.length} commands terminal after ${timeoutMs} ms`);
+    await sleep(100);
+  }
+}
+
+export async function tokenIdsOf(db: Db, collection: string, tag?: string): Promise<string[]> {
+  let q = db.selectFrom('vault_tokens').select('token_id').where('collection', '=', collection);
+  if (tag !== undefined) q = q.where('tags', '@>', sql<string[]>`array[${tag}]::text[]`);
+  return (await q.execute()).map((r) => r.token_id).sort();
+}
+
+/** The values that occur more than once. */
+export function duplicates(values: readonly string[]): string[] {
+  const seen = new Set<string>();
+  const twice = new Set<string>();
+  for (const v of values) (seen.has(v) ? twice : seen).add(v);
+  return [...twice];
+}
+
+/** How many times each value occurs. */
+export function tally(values: readonly (string | null)[]): Map<string | null, number> {
+  const counts = new Map<string | null, number>();
+  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
+  return counts;
+}
+
+/**
+ * The exactly-once checks for single-token deletes: each command succeeded with `{ deleted: 1 }`,
+ * has one `tokens.deleted` audit row naming its token, one `tokens.deleted` and one
+ * `command.succeeded` outbox event; exactly the named tokens are gone (`kept` is what is left).
+ */
+export async function expectDeletedOnce(db: Db, collection: string, jobs: readonly { id: string; token: string }[], kept: readonly string[]): Promise<void> {
+  const ids = jobs.map((j) => j.id);
+  const rows = await db.selectFrom('commands').select(['id', 'state', 'result', 'error']).where('id', 'in', ids).execute();
+  const notSucceeded = rows.filter((r) => r.state !== 'succeeded' || (r.result as { deleted?: number } | null)?.deleted !== 1);
+  expect(notSucceeded.map((r) => `${r.id} ${r.state} ${JSON.stringify(r.result ?? r.error)}`)).toEqual([]);
+  expect(rows).toHaveLength(jobs.length);
+
+  expect(await tokenIdsOf(db, collection)).toEqual([...kept].sort());
+
+  const audit = await db.selectFrom('audit_log').select(['command_id', 'action', 'data']).where('command_id', 'in', ids).execute();
+  expect(audit.filter((r) => r.action !== 'tokens.deleted')).toEqual([]);
+  const auditedFor = new Map<string, string[][]>();
+  for (const r of audit) auditedFor.set(r.command_id as string, [...(auditedFor.get(r.command_id as string) ?? []), r.data.token_ids as string[]]);
+  const badAudit = jobs.filter((j) => JSON.stringify(auditedFor.get(j.id)) !== JSON.stringify([[j.token]]));
+  expect(badAudit.map((j) => `${j.id}: ${JSON.stringify(auditedFor.get(j.id))}`)).toEqual([]);
+
+  const outbox = await db.selectFrom('outbox').select(['command_id', 'event']).where('command_id', 'in', ids).execute();
+  const succeeded = tally(outbox.filter((r) => r.event.type === 'command.succeeded').map((r) => r.command_id));
+  const deleted = tally(outbox.filter((r) => r.event.type === 'tokens.deleted').map((r) => r.command_id));
+  expect(jobs.filter((j) => succeeded.get(j.id) !== 1 || deleted.get(j.id) !== 1).map((j) => j.id)).toEqual([]);
+  expect(outbox).toHaveLength(2 * jobs.length);
+}
+
+/** A BullMQ Queue handle on the command queue of this Redis and prefix. */
+export function commandQueue(url: string, prefix: string): { queue: Queue<CommandJobData>; close(): Promise<void> } {
+  const connection = new Redis(url, { maxRetriesPerRequest: null });
+  connection.on('error', () => {});
+  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix });
+  return {
+    queue,
+    async close() {
+      await queue.close().catch(() => {});
+      connection.disconnect();
+    },
+  };
+}
+
+/** Every event on the stream (a fresh connection), parsed against the contract. */
+export async function streamEvents(url: string, stream: string): Promise<RevocationEvent[]> {
+  const redis = new Redis(url, { maxRetriesPerRequest: 3 });
+  redis.on('error', () => {});
+  try {
+    const entries = await redis.xrange(stream, '-', '+');
+    return entries.map(([, fields]) => RevocationEvent.parse(JSON.parse(fields[fields.indexOf(EVENT_FIELD) + 1] ?? 'null')));
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Backends of this database with this application name that wait on a lock. */
+export async function backendsWaitingOnLocks(db: Db, database: string, applicationName: string): Promise<number> {
+  const { rows } = await sql<{ n: string }>`
+    select count(*) as n from pg_stat_activity
+    where datname = ${database} and application_name = ${applicationName} and wait_event_type = 'Lock'`.execute(db);
+  return Number(rows[0]?.n ?? 0);
+}
+
+/** Counts the `step:<id>` notifications the executor sends when a batch of a command commits. */
+export class StepLog {
+  private readonly seen = new Map<string, number>();
+  private readonly waiters = new Set<{ id: string; n: number; resolve: () => void }>();
+
+  private constructor(readonly client: pg.Client) {
+    client.on('notification', (message) => {
+      const [kind, id] = (message.payload ?? '').split(':');
+      if (kind !== 'step' || !id) return;
+      const count = (this.seen.get(id) ?? 0) + 1;
+      this.seen.set(id, count);
+      for (const waiter of this.waiters) if (waiter.id === id && count >= waiter.n) waiter.resolve();
+    });
+  }
+
+  /** LISTENs on the command channel of this database. Close with `close()`. */
+  static async listen(url: string): Promise<StepLog> {
+    const client = new pg.Client({ connectionString: url, application_name: 'fault-test-listener' });
+    await client.connect();
+    const log = new StepLog(client);
+    await client.query(`listen ${COMMAND_CHANNEL}`);
+    return log;
+  }
+
+  /** Resolves once `n` batches of command `id` have committed (at once if they have). */
+  steps(id: string, n: number, timeoutMs = 30_000): Promise<void> {
+    if ((this.seen.get(id) ?? 0) >= n) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters.delete(waiter);
+        reject(new Error(`command ${id}: ${this.seen.get(id) ?? 0} of ${n} batches committed in ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = {
+        id,
+        n,
+        resolve: () => {
+          clearTimeout(timer);
+          this.waiters.delete(waiter);
+          resolve();
+        },
+      };
+      this.waiters.add(waiter);
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.client.end().catch(() => {});
+  }
+}
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  body: any;
+}
+
+/**
+ * One HTTP/1.1 keep-alive connection on a raw socket, so a test decides exactly which requests
+ * travel on which connection: a request sent while an earlier one is still unanswered is
+ * pipelined behind it (the server reads it at once and answers in order). Responses must carry
+ * Content-Length (Fastify's JSON answers do).
+ */
+export class RawConnection {
+  private buffer = Buffer.alloc(0);
+  private readonly responses: RawResponse[] = [];
+  private readonly listeners = new Set<() => void>();
+  private ended = false;
+  private failure: Error | undefined;
+
+  private constructor(private readonly socket: Socket) {
+    socket.on('data', (chunk: Buffer) => {
+      this.buffer = Buffer.concat([this.buffer, chunk]);
+      this.parse();
+      this.notify();
+    });
+    socket.on('error', (error) => {
+      this.failure = error;
+      this.notify();
+    });
+    socket.on('close', () => {
+      this.ended = true;
+      this.notify();
+    });
+  }
+
+  /** Connects; rejects with the socket error (ECONNREFUSED, …). */
+  static open(port: number): Promise<RawConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = new Socket();
+      const onError = (error: Error) => reject(error);
+      socket.once('error', onError);
+      socket.connect(port, '127.0.0.1', () => {
+        socket.off('error', onError);
+        resolve(new RawConnection(socket));
+      });
+    });
+  }
+
+  /** The bytes of one request (JSON body if given). */
+  static request(method: string, path: string, headers: Record<string, string>, body?: unknown): string {
+    const payload = body === undefined ? '' : JSON.stringify(body);
+    const lines = [`${method} ${path} HTTP/1.1`, 'host: 127.0.0.1', 'connection: keep-alive'];
+    for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
+    if (body !== undefined) lines.push('content-type: application/json', `content-length: ${Buffer.byteLength(payload)}`);
+    return `${lines.join('\r\n')}\r\n\r\n${payload}`;
+  }
+
+  /** Writes one request; does not wait for the answer. */
+  send(method: string, path: string, headers: Record<string, string>, body?: unknown): void {
+    this.write(RawConnection.request(method, path, headers, body));
+  }
+
+  /** Writes raw bytes (part of a request, say). */
+  write(text: string): void {
+    this.socket.write(text);
+  }
+
+  /** Responses received so far. */
+  received(): number {
+    return this.responses.length;
+  }
+
+  /** Resolves with the n-th response (0-based) of this connection; rejects if it closes first. */
+  response(n: number, timeoutMs = 30_000): Promise<RawResponse> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const r = this.responses[n];
+        if (r) return done(() => resolve(r));
+        if (this.ended || this.failure) return done(() => reject(this.failure ?? new Error(`connection closed after ${this.responses.length} responses`)));
+      };
+      const done = (then: () => void) => {
+        clearTimeout(timer);
+        this.listeners.delete(check);
+        then();
+      };
+      const timer = setTimeout(() => done(() => reject(new Error(`no response #${n} in ${timeoutMs} ms`))), timeoutMs);
+      this.listeners.add(check);
+      check();
+    });
+  }
+
+  /** Resolves once the server has closed the connection. */
+  closed(timeoutMs = 30_000): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        if (this.ended) done(resolve);
+      };
+      const done = (then: () => void) => {
+        clearTimeout(timer);
+        this.listeners.delete(check);
+        then();
+      };
+      const timer = setTimeout(() => done(() => reject(new Error(`connection still open after ${timeoutMs} ms`))), timeoutMs);
+      this.listeners.add(check);
+      check();
+    });
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  private notify(): void {
+    for (const listener of [...this.listeners]) listener();
+  }
+
+  private parse(): void {
+    for (;;) {
+      const end = this.buffer.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const head = this.buffer.subarray(0, end).toString('latin1').split('\r\n');
+      const status = Number(head[0]?.split(' ')[1]);
+      const headers: Record<string, string> = {};
+      for (const line of head.slice(1)) {
+        const i = line.indexOf(':');
+        headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+      }
+      if (headers['transfer-encoding']) throw new Error(`RawConnection does not read ${headers['transfer-encoding']} bodies`);
+      const length = Number(headers['content-length'] ?? 0);
+      if (this.buffer.length < end + 4 + length) return;
+      const text = this.buffer.subarray(end + 4, end + 4 + length).toString('utf8');
+      this.buffer = this.buffer.subarray(end + 4 + length);
+      let body: unknown = text;
+      try {
+        body = text ? JSON.parse(text) : undefined;
+      } catch {
+        // not JSON
+      }
+      this.responses.push({ status, headers, body });
+    }
+  }
+}

@@ -1,0 +1,86 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AuditContext, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
+import { outboxRows, RELAY_LOCK_KEY } from '../../db/repositories/outbox.repository.js';
+import { toEvents } from '../../worker/event-envelope.js';
+import { OutboxRelay } from '../../worker/outbox-relay.js';
+import { type Stack, startStack } from '../helpers/stack.js';
+
+/**
+ * The relay on its own (no worker running): one relay at a time publishes (a transaction-level
+ * advisory lock, taken in the same statement that reads the batch), in outbox order, and marks
+ * what it published.
+ */
+describe('the outbox relay', () => {
+  let stack: Stack;
+  const audit: AuditContext = {
+    actor: { id: 'admin', kind: 'service' },
+    tenant_ids: null,
+    reason: 'AppFunctionality',
+    adhoc_reason: null,
+    custom_audit: null,
+    request_id: 'req-1',
+    source: 'http',
+  };
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  const relay = () => new OutboxRelay(stack.database.db, stack.redis, pino({ level: 'silent' }), { stream: stack.config.EVENTS_STREAM, maxLen: 10_000, batchSize: 4 });
+
+  async function commitEvents(n: number): Promise<string[]> {
+    const commandId = randomUUID();
+    const events = toEvents(commandId, audit, Array.from({ length: n }, (_, i) => ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: i === n - 1 } } })));
+    await stack.database.db.insertInto('outbox').values(outboxRows(commandId, events)).execute();
+    return events.map((e) => e.event_id);
+  }
+
+  async function streamed(): Promise<string[]> {
+    const entries = await stack.redis.xrange(stack.config.EVENTS_STREAM, '-', '+');
+    return entries.map(([, fields]) => RevocationEvent.parse(JSON.parse(fields[fields.indexOf(EVENT_FIELD) + 1]!)).event_id);
+  }
+
+  it('publishes nothing while another relay holds the lock, then everything, in order, once', async () => {
+    const ids = await commitEvents(10);
+    const holder = new pg.Client({ connectionString: stack.database.url });
+    await holder.connect();
+    try {
+      await holder.query('begin');
+      await holder.query('select pg_advisory_xact_lock($1)', [RELAY_LOCK_KEY]);
+      expect(await relay().publishPending()).toBe(0);
+      expect(await streamed()).toEqual([]);
+      const waiting = await stack.database.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute();
+      expect(waiting).toHaveLength(10);
+    } finally {
+      await holder.query('rollback').catch(() => {});
+      await holder.end();
+    }
+
+    // batches of 4: 4 + 4 + 2
+    expect(await relay().publishPending()).toBe(10);
+    expect(await streamed()).toEqual(ids);
+    expect(await stack.database.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute()).toEqual([]);
+    // nothing left: a second round publishes nothing more
+    expect(await relay().publishPending()).toBe(0);
+    expect(await streamed()).toHaveLength(10);
+  });
+
+  it('two relays racing publish each event once', async () => {
+    const before = (await streamed()).length;
+    const ids = await commitEvents(40);
+    const [a, b] = [relay(), relay()];
+    let published = 0;
+    for (let round = 0; round < 50 && published < 40; round++) {
+      const [x, y] = await Promise.all([a.publishPending(), b.publishPending()]);
+      published += x + y;
+    }
+    expect(published).toBe(40);
+    expect((await streamed()).slice(before)).toEqual(ids);
+  });
+});
