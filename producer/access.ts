@@ -1,5 +1,6 @@
 import { AccessReason, AppError, type Capability } from '../contracts/index.js';
 import type { AccessTokenRow } from '../db/access-token.table.js';
+import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
 import type { SubjectRow } from '../db/subject.table.js';
 import type { TenantScope } from '../db/repositories/tenant-scope.js';
 
@@ -81,4 +82,12 @@ export function resolveReason(fields: ReasonFields, forceReason: boolean): Resol
   }
   if (reason === 'Other' && !fields.adhoc_reason) throw new AppError('PV1003', { reason });
   return { reason, adhoc_reason: fields.adhoc_reason ?? null, custom_audit: fields.custom_audit ?? null };
+}
+
+/** The access token an X-Subject-Token header names, looked up with the caller's credential. */
+export interface SubjectTokenLookup {
+  /** The header's secret, trimmed. */
+  secret: string;
+  /** The token it names and its subject, or undefined when no token has that secret. */
+  found: AccessTokenWithSubject | undefined;
 }

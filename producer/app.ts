@@ -34,6 +34,8 @@ declare module 'fastify' {
     family?: RouteFamily;
     /** No credential needed (health checks). */
     public?: boolean;
+    /** Look up the X-Subject-Token with the caller's credential (request.subjectToken). */
+    subjectToken?: boolean;
   }
 }
 

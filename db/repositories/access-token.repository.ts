@@ -33,16 +33,26 @@ export async function upsertAccessToken(db: Executor, token: NewAccessToken): Pr
 
 /** Takes a secret's hash; returns the token and its subject, or undefined. Index: secret_hash. */
 export async function findAccessTokenByHash(db: Executor, secretHash: Buffer): Promise<AccessTokenWithSubject | undefined> {
-  return findOne(db, 'access_tokens.secret_hash', secretHash);
+  return (await findAccessTokensByHashes(db, [secretHash]))[0];
+}
+
+/**
+ * Takes several secrets' hashes; returns the tokens found, with their subjects, in one round
+ * trip (a caller's credential and the X-Subject-Token it asks about). Index: secret_hash.
+ */
+export async function findAccessTokensByHashes(db: Executor, secretHashes: readonly Buffer[]): Promise<AccessTokenWithSubject[]> {
+  const rows = await withSubject(db).where('access_tokens.secret_hash', 'in', [...secretHashes]).execute();
+  return rows.map(split);
 }
 
 /** Takes a token ID; returns the token and its subject, or undefined. */
 export async function findAccessTokenById(db: Executor, id: string): Promise<AccessTokenWithSubject | undefined> {
-  return findOne(db, 'access_tokens.id', id);
+  const row = await withSubject(db).where('access_tokens.id', '=', id).executeTakeFirst();
+  return row ? split(row) : undefined;
 }
 
-async function findOne(db: Executor, column: 'access_tokens.id' | 'access_tokens.secret_hash', value: string | Buffer): Promise<AccessTokenWithSubject | undefined> {
-  const row = await db
+function withSubject(db: Executor) {
+  return db
     .selectFrom('access_tokens')
     .innerJoin('subjects', 'subjects.id', 'access_tokens.subject_id')
     .selectAll('access_tokens')
@@ -55,10 +65,12 @@ async function findOne(db: Executor, column: 'access_tokens.id' | 'access_tokens
       'subjects.temporary_generation as s_temporary_generation',
       'subjects.created_at as s_created_at',
       'subjects.updated_at as s_updated_at',
-    ])
-    .where(column, '=', value as never)
-    .executeTakeFirst();
-  if (!row) return undefined;
+    ]);
+}
+
+type JoinedRow = Awaited<ReturnType<ReturnType<typeof withSubject>['executeTakeFirstOrThrow']>>;
+
+function split(row: JoinedRow): AccessTokenWithSubject {
   const { s_kind, s_domain_id, s_capabilities, s_tenant_ids, s_collections, s_temporary_generation, s_created_at, s_updated_at, ...token } = row;
   return {
     token,

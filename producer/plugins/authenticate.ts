@@ -1,8 +1,8 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
-import { findAccessTokenByHash } from '../../db/repositories/access-token.repository.js';
-import { accessTokenState, type Caller, requireCapability, tenantScope } from '../access.js';
+import { findAccessTokensByHashes } from '../../db/repositories/access-token.repository.js';
+import { accessTokenState, type Caller, requireCapability, type SubjectTokenLookup, tenantScope } from '../access.js';
 import { hashSecret, sameHash } from '../secrets.js';
 import { sendError, toAppError } from './error-handler.js';
 import { DASHBOARD_PATH } from './queue-dashboard.js';
@@ -11,7 +11,20 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The authenticated caller; set on every route not marked `public`. */
     caller: Caller;
+    /**
+     * On routes marked `config: { subjectToken: true }`: the access token that X-Subject-Token
+     * names, looked up with the caller's credential in the same round trip. Undefined when the
+     * header is absent or unusable (the route answers that).
+     */
+    subjectToken: SubjectTokenLookup | undefined;
   }
+}
+
+/** The X-Subject-Token header's secret, trimmed, or undefined when absent, blank or too long. */
+export function subjectTokenSecret(request: FastifyRequest): string | undefined {
+  const secret = request.headers['x-subject-token'];
+  if (typeof secret !== 'string' || secret.trim() === '' || secret.length > MAX_SECRET_LENGTH) return undefined;
+  return secret.trim();
 }
 
 const MAX_SECRET_LENGTH = 512;
@@ -60,15 +73,20 @@ function checkLength(secret: string): string {
 
 /**
  * Resolves a secret to the caller it authenticates. Throws PV1005 for an unknown, expired or
- * revoked token: the answer does not tell which, to give an attacker nothing.
+ * revoked token: the answer does not tell which, to give an attacker nothing. With
+ * `subjectSecret`, also looks that token up, in the same query.
  */
-export async function authenticateSecret(db: Db, secret: string): Promise<Caller> {
+export async function authenticateSecret(db: Db, secret: string, subjectSecret?: string): Promise<{ caller: Caller; subjectToken?: SubjectTokenLookup }> {
   const hash = hashSecret(secret);
-  const found = await findAccessTokenByHash(db, hash);
-  if (!found || !sameHash(found.token.secret_hash, hash) || accessTokenState(found.token, found.subject) !== 'valid') {
+  const subjectHash = subjectSecret === undefined ? undefined : hashSecret(subjectSecret);
+  const rows = await findAccessTokensByHashes(db, subjectHash ? [hash, subjectHash] : [hash]);
+  const found = rows.find((r) => sameHash(r.token.secret_hash, hash));
+  if (!found || accessTokenState(found.token, found.subject) !== 'valid') {
     throw new AppError('PV1005', {});
   }
-  return { subject: found.subject, tokenId: found.token.id };
+  const caller = { subject: found.subject, tokenId: found.token.id };
+  if (subjectSecret === undefined || !subjectHash) return { caller };
+  return { caller, subjectToken: { secret: subjectSecret, found: rows.find((r) => sameHash(r.token.secret_hash, subjectHash)) } };
 }
 
 /**
@@ -79,16 +97,20 @@ export async function authenticateSecret(db: Db, secret: string): Promise<Caller
  */
 export function installAuthentication(app: FastifyInstance, db: Db): void {
   app.decorateRequest('caller', null as unknown as Caller);
+  app.decorateRequest('subjectToken', undefined);
   app.addHook('onRequest', async (request, reply) => {
     if (request.routeOptions.config?.public || request.is404) return;
     if (!isBrowserRoute(request)) {
-      request.caller = await authenticateSecret(db, presentedSecret(request));
+      const subjectSecret = request.routeOptions.config?.subjectToken ? subjectTokenSecret(request) : undefined;
+      const { caller, subjectToken } = await authenticateSecret(db, presentedSecret(request), subjectSecret);
+      request.caller = caller;
+      request.subjectToken = subjectToken;
       tenantScope(request.caller.subject, request.headers['x-tenant-id']);
       return;
     }
     // The dashboard's plugin has an error handler of its own: answer here, in our envelope.
     try {
-      request.caller = await authenticateSecret(db, presentedSecret(request));
+      request.caller = (await authenticateSecret(db, presentedSecret(request))).caller;
       requireCapability(request.caller, 'subjects:admin');
       tenantScope(request.caller.subject, request.headers['x-tenant-id']);
     } catch (error) {

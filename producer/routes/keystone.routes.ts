@@ -1,8 +1,6 @@
 import { AppError, JobView, NoContent } from '../../contracts/index.js';
-import { findAccessTokenByHash } from '../../db/repositories/access-token.repository.js';
 import type { AppDeps } from '../app.js';
 import { accept, type DoneRenderer, storedError } from '../intake.js';
-import { hashSecret } from '../secrets.js';
 import { prepareCommand } from '../services/command-intake.service.js';
 import type { ZodApp } from '../types.js';
 
@@ -20,12 +18,10 @@ const noContent: DoneRenderer = (row, reply) => {
  * enters the queue, the database in clear, or a log.
  */
 export function keystoneRoutes(app: ZodApp, deps: AppDeps): void {
-  app.delete('/v3/auth/tokens', { config: { family: 'keystone' }, schema: { response: revokeResponses } }, async (request, reply) => {
-    const secret = request.headers['x-subject-token'];
-    if (typeof secret !== 'string' || secret.trim() === '' || secret.length > 512) {
-      throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to delete.');
-    }
-    const target = await findAccessTokenByHash(deps.db, hashSecret(secret.trim()));
+  app.delete('/v3/auth/tokens', { config: { family: 'keystone', subjectToken: true }, schema: { response: revokeResponses } }, async (request, reply) => {
+    const lookup = request.subjectToken;
+    if (!lookup) throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to delete.');
+    const target = lookup.found;
     if (!target) throw new AppError('PV3006', {}, 'The subject token could not be found.');
     const { command, audit } = await prepareCommand(deps, request, { type: 'access_token.revoke', token_id: target.token.id });
     return accept(deps, request, reply, command, audit, noContent);

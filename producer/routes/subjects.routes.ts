@@ -28,12 +28,10 @@ export function subjectRoutes(app: ZodApp, deps: AppDeps): void {
     },
   );
 
-  app.get('/v1/auth/verify', { config: { family: 'native' }, schema: { response: { 200: VerifiedAccessToken } } }, async (request) => {
-    const secret = request.headers['x-subject-token'];
-    if (typeof secret !== 'string' || secret.trim() === '' || secret.length > 512) {
-      throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the access token to verify.');
-    }
-    const outcome = await verifyAccessToken(deps.db, request.caller, secret.trim());
+  app.get('/v1/auth/verify', { config: { family: 'native', subjectToken: true }, schema: { response: { 200: VerifiedAccessToken } } }, async (request) => {
+    const lookup = request.subjectToken;
+    if (!lookup) throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the access token to verify.');
+    const outcome = verifyAccessToken(request.caller, lookup);
     if (!outcome.ok) throw new AppError('PV3006', { reason: outcome.reason }, `The access token is ${outcome.reason.replace('_', ' ')}.`);
     return outcome.token;
   });

@@ -11,10 +11,10 @@ import {
 } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import type { SubjectRow } from '../../db/subject.table.js';
-import { findAccessTokenByHash, insertAccessToken, upsertAccessToken } from '../../db/repositories/access-token.repository.js';
+import { insertAccessToken, upsertAccessToken } from '../../db/repositories/access-token.repository.js';
 import { findSubject, insertSubject, upsertSubject } from '../../db/repositories/subject.repository.js';
-import { accessTokenState, type Caller } from '../access.js';
-import { hashSecret, newSecret, sameHash } from '../secrets.js';
+import { accessTokenState, type Caller, type SubjectTokenLookup } from '../access.js';
+import { hashSecret, newSecret } from '../secrets.js';
 
 /** Temporary tokens live an hour unless `ttl_seconds` says otherwise (at most 7 days). */
 export const DEFAULT_TEMPORARY_TTL_SECONDS = 3600;
@@ -85,16 +85,16 @@ export type VerifyOutcome = { ok: true; token: VerifiedAccessToken } | { ok: fal
 
 /**
  * Verifies someone's access token. Callers without `tokens:verify` may verify only their own
- * subject's tokens; for any other secret they get PV1007, whether or not it exists.
+ * subject's tokens; for any other secret they get PV1007, whether or not it exists. The token
+ * was looked up with the caller's credential (routes marked `subjectToken`).
  */
-export async function verifyAccessToken(db: Db, caller: Caller, secret: string): Promise<VerifyOutcome> {
-  const hash = hashSecret(secret);
-  const found = await findAccessTokenByHash(db, hash);
+export function verifyAccessToken(caller: Caller, lookup: SubjectTokenLookup): VerifyOutcome {
+  const { found } = lookup;
   const mayVerifyAny = caller.subject.capabilities.includes('tokens:verify');
   if (!mayVerifyAny && found?.subject.id !== caller.subject.id) {
     throw new AppError('PV1007', { username: caller.subject.id, capability: 'tokens:verify' });
   }
-  if (!found || !sameHash(found.token.secret_hash, hash)) return { ok: false, reason: 'not_found' };
+  if (!found) return { ok: false, reason: 'not_found' };
   const state = accessTokenState(found.token, found.subject);
   if (state !== 'valid') return { ok: false, reason: state };
   const { token, subject } = found;
