@@ -7,6 +7,7 @@ import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { type RunningProducer, startProducer } from '../../producer/server.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
+import { bounded, countInStates, duplicates, sleep, tokenIdsOf } from '../helpers/faults.js';
 import { killChildren, runScript } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
@@ -18,32 +19,6 @@ import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
  * envelope, quickly (SPEC §7). Redis is one of the test's own.
  */
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-async function bounded<T, R>(items: readonly T[], n: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        results[i] = await fn(items[i] as T, i);
-      }
-    }),
-  );
-  return results;
-}
-
-async function countWhere(db: Db, ids: readonly string[], states: readonly string[]): Promise<number> {
-  const row = await db
-    .selectFrom('commands')
-    .select((eb) => eb.fn.countAll<string>().as('n'))
-    .where('id', 'in', [...ids])
-    .where('state', 'in', [...states] as ('queued' | 'running' | 'succeeded' | 'failed')[])
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
-}
-
 /** Terminates the backends of `applicationNames` on this database only; returns how many. */
 async function terminateBackends(db: Db, database: string, applicationNames: readonly string[]): Promise<number> {
   const { rows } = await sql<{ n: string }>`
@@ -51,17 +26,6 @@ async function terminateBackends(db: Db, database: string, applicationNames: rea
     from pg_stat_activity
     where datname = ${database} and application_name in (${sql.join([...applicationNames])}) and pid <> pg_backend_pid()`.execute(db);
   return Number(rows[0]?.n ?? 0);
-}
-
-async function tokenIdsOf(db: Db, collection: string): Promise<string[]> {
-  return (await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', collection).execute()).map((r) => r.token_id).sort();
-}
-
-function duplicates(ids: readonly string[]): string[] {
-  const seen = new Set<string>();
-  const twice = new Set<string>();
-  for (const id of ids) (seen.has(id) ? twice : seen).add(id);
-  return [...twice];
 }
 
 describe('Postgres connections cut while jobs run', () => {
@@ -113,15 +77,15 @@ describe('Postgres connections cut while jobs run', () => {
       terminated += await terminateBackends(db, stack.database.name, ['revocation-worker']);
       await sleep(150);
       retried = Number((await db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).where('attempts', '>', 1).executeTakeFirstOrThrow()).n);
-      if ((rounds >= 5 && retried >= 3) || (await countWhere(db, all, ['succeeded', 'failed'])) === all.length) break;
+      if ((rounds >= 5 && retried >= 3) || (await countInStates(db, all, ['succeeded', 'failed'])) === all.length) break;
     }
     console.info(`pg_terminate_backend: ${terminated} worker backends in ${rounds + 1} rounds; ${retried} commands retried`);
     expect(terminated).toBeGreaterThan(0);
 
     // BullMQ retries with backoff (and the reconciler re-enqueues a job whose attempts ran out)
     const deadline = Date.now() + 100_000;
-    while ((await countWhere(db, all, ['succeeded', 'failed'])) < all.length) {
-      if (Date.now() > deadline) throw new Error(`${await countWhere(db, all, ['succeeded', 'failed'])} of ${all.length} commands ended`);
+    while ((await countInStates(db, all, ['succeeded', 'failed'])) < all.length) {
+      if (Date.now() > deadline) throw new Error(`${await countInStates(db, all, ['succeeded', 'failed'])} of ${all.length} commands ended`);
       await sleep(200);
     }
     expect(retried).toBeGreaterThan(0);

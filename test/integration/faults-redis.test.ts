@@ -1,11 +1,8 @@
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_QUEUE, type CommandJobData, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
-import type { Db } from '../../db/database.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
+import { bounded, commandQueue, expectDeletedOnce, sleep, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -19,78 +16,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
 /** The reconciler leaves commands younger than this to the producer's own enqueue (runtime.ts). */
 const RECONCILER_GRACE_MS = 2_000;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Runs `fn` over `items`, at most `n` at a time; results in input order. */
-async function bounded<T, R>(items: readonly T[], n: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(n, items.length) }, async () => {
-      while (next < items.length) {
-        const i = next++;
-        results[i] = await fn(items[i] as T, i);
-      }
-    }),
-  );
-  return results;
-}
-
-/** Waits until every one of these commands is terminal in Postgres; returns how long it took. */
-async function waitForTerminal(db: Db, ids: readonly string[], timeoutMs: number): Promise<number> {
-  const started = Date.now();
-  for (;;) {
-    const row = await db
-      .selectFrom('commands')
-      .select((eb) => eb.fn.countAll<string>().as('n'))
-      .where('id', 'in', [...ids])
-      .where('state', 'in', ['succeeded', 'failed'])
-      .executeTakeFirstOrThrow();
-    if (Number(row.n) === ids.length) return Date.now() - started;
-    if (Date.now() - started > timeoutMs) throw new Error(`${Number(row.n)} of ${ids.length} commands terminal after ${timeoutMs} ms`);
-    await sleep(100);
-  }
-}
-
-async function remainingTokenIds(db: Db, collection: string): Promise<string[]> {
-  return (await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', collection).execute()).map((r) => r.token_id).sort();
-}
-
-/** How many times each value occurs. */
-function tally(values: readonly string[]): Map<string, number> {
-  const counts = new Map<string, number>();
-  for (const v of values) counts.set(v, (counts.get(v) ?? 0) + 1);
-  return counts;
-}
-
-/**
- * The exactly-once checks for single-token deletes: each command succeeded with `{ deleted: 1 }`,
- * has one `tokens.deleted` audit row naming its token, one `tokens.deleted` and one
- * `command.succeeded` outbox event; exactly the named tokens are gone.
- */
-async function expectDeletedOnce(db: Db, collection: string, jobs: readonly { id: string; token: string }[], kept: readonly string[]): Promise<void> {
-  const ids = jobs.map((j) => j.id);
-  const rows = await db.selectFrom('commands').select(['id', 'state', 'result', 'error']).where('id', 'in', ids).execute();
-  const notSucceeded = rows.filter((r) => r.state !== 'succeeded' || (r.result as { deleted?: number } | null)?.deleted !== 1);
-  expect(notSucceeded.map((r) => `${r.id} ${r.state} ${JSON.stringify(r.result ?? r.error)}`)).toEqual([]);
-  expect(rows).toHaveLength(jobs.length);
-
-  expect(await remainingTokenIds(db, collection)).toEqual([...kept].sort());
-
-  const audit = await db.selectFrom('audit_log').select(['command_id', 'action', 'data']).where('command_id', 'in', ids).execute();
-  expect(audit.filter((r) => r.action !== 'tokens.deleted')).toEqual([]);
-  const auditedFor = new Map<string, string[][]>();
-  for (const r of audit) auditedFor.set(r.command_id as string, [...(auditedFor.get(r.command_id as string) ?? []), r.data.token_ids as string[]]);
-  const badAudit = jobs.filter((j) => JSON.stringify(auditedFor.get(j.id)) !== JSON.stringify([[j.token]]));
-  expect(badAudit.map((j) => `${j.id}: ${JSON.stringify(auditedFor.get(j.id))}`)).toEqual([]);
-
-  const outbox = await db.selectFrom('outbox').select(['command_id', 'event']).where('command_id', 'in', ids).execute();
-  const succeeded = tally(outbox.filter((r) => r.event.type === 'command.succeeded').map((r) => r.command_id));
-  const deleted = tally(outbox.filter((r) => r.event.type === 'tokens.deleted').map((r) => r.command_id));
-  expect(jobs.filter((j) => succeeded.get(j.id) !== 1 || deleted.get(j.id) !== 1).map((j) => j.id)).toEqual([]);
-  expect(outbox).toHaveLength(2 * jobs.length);
-}
-
 /** Submits one `tokens.delete` by token ID per token, 20 in flight; every answer must be 202. */
 async function submitSingleDeletes(stack: Stack, collection: string, tokens: readonly string[]): Promise<{ id: string; token: string }[]> {
   return bounded(tokens, 20, async (token) => {
@@ -98,31 +23,6 @@ async function submitSingleDeletes(stack: Stack, collection: string, tokens: rea
     if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
     return { id: r.body.job_id as string, token };
   });
-}
-
-function commandQueue(url: string, prefix: string): { queue: Queue<CommandJobData>; close(): Promise<void> } {
-  const connection = new Redis(url, { maxRetriesPerRequest: null });
-  connection.on('error', () => {});
-  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix });
-  return {
-    queue,
-    async close() {
-      await queue.close().catch(() => {});
-      connection.disconnect();
-    },
-  };
-}
-
-/** Reads the stack's stream (a fresh connection: the stack's own may still be reconnecting). */
-async function streamEvents(url: string, stream: string): Promise<RevocationEvent[]> {
-  const redis = new Redis(url, { maxRetriesPerRequest: 3 });
-  redis.on('error', () => {});
-  try {
-    const entries = await redis.xrange(stream, '-', '+');
-    return entries.map(([, fields]) => RevocationEvent.parse(JSON.parse(fields[fields.indexOf(EVENT_FIELD) + 1] ?? 'null')));
-  } finally {
-    redis.disconnect();
-  }
 }
 
 describe('faults of a Redis of our own', () => {
@@ -239,7 +139,7 @@ describe('faults of a Redis of our own', () => {
     expect(done.filter((r) => r.state !== 'succeeded')).toEqual([]);
     const renamed = done.filter((r) => r.type === 'tokens.rotate').flatMap((r) => Object.entries((r.result as { mapping: Record<string, string> }).mapping));
     expect(renamed.map(([old]) => old).sort()).toEqual([...toRotate].sort());
-    expect(await remainingTokenIds(db, collection)).toEqual([...untouched, ...renamed.map(([, fresh]) => fresh)].sort());
+    expect(await tokenIdsOf(db, collection)).toEqual([...untouched, ...renamed.map(([, fresh]) => fresh)].sort());
     const terminalEvents = await db.selectFrom('outbox').select('command_id').where('command_id', 'in', ids).where((eb) => eb(eb.ref('event', '->>').key('type'), 'in', ['command.succeeded', 'command.failed'])).execute();
     expect(terminalEvents.map((r) => r.command_id).sort()).toEqual([...ids].sort());
   });
