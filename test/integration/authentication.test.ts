@@ -1,8 +1,7 @@
-import { request as httpRequest } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorRegistry } from '../../contracts/index.js';
-import { bearer, call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { bearer, call, createCollection, rawRequest, subjectWithToken, tokenize } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
@@ -13,20 +12,6 @@ const COUNT = `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=
 
 /** Piiano's envelope for PV1005. */
 const piiano401 = { error_code: 'PV1005', message: expect.any(String), context: expect.any(Object) };
-
-/** GET over a real socket, so a header can be sent more than once. */
-function rawGet(stack: Stack, path: string, headers: Record<string, string | string[]>): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(new URL(path, stack.producer.url), { method: 'GET', headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
 
 describe('authentication and authorization', () => {
   let stack: Stack;
@@ -184,9 +169,9 @@ describe('authentication and authorization', () => {
       expect(single).toMatchObject({ status: 200, body: { active: 1, archived: 0 } });
       const commaSeparated = await call(stack, 'GET', path, { headers: { ...reader.headers, 'x-tenant-id': 'n-1, n-3' } });
       expect(commaSeparated).toMatchObject({ status: 200, body: { active: 2, archived: 0 } });
-      const repeated = await rawGet(stack, path, { ...reader.headers, 'x-tenant-id': ['n-1', 'n-2'] });
+      const repeated = await rawRequest(stack, 'GET', path, { ...reader.headers, 'x-tenant-id': ['n-1', 'n-2'] });
       expect(repeated).toMatchObject({ status: 200, body: { active: 2, archived: 0 } });
-      const repeatedOutside = await rawGet(stack, path, { ...reader.headers, 'x-tenant-id': ['n-1', 'elsewhere'] });
+      const repeatedOutside = await rawRequest(stack, 'GET', path, { ...reader.headers, 'x-tenant-id': ['n-1', 'elsewhere'] });
       expect(repeatedOutside.status).toBe(403);
       expect(repeatedOutside.body.error_code).toBe('PV1006');
     });

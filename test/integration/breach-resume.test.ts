@@ -5,9 +5,9 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
-import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { StepLog, tokenIdsOf } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -18,57 +18,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
  */
 
 const BATCH = 1_000;
-
-/** Counts the `step:<id>` notifications the executor sends when a batch commits. */
-class StepLog {
-  private readonly seen = new Map<string, number>();
-  private readonly waiters = new Set<{ id: string; n: number; resolve: () => void }>();
-
-  constructor(client: pg.Client) {
-    client.on('notification', (message) => {
-      const [kind, id] = (message.payload ?? '').split(':');
-      if (kind !== 'step' || !id) return;
-      const count = (this.seen.get(id) ?? 0) + 1;
-      this.seen.set(id, count);
-      for (const waiter of this.waiters) if (waiter.id === id && count >= waiter.n) waiter.resolve();
-    });
-  }
-
-  /** Resolves once `n` batches of command `id` have committed (at once if they have). */
-  steps(id: string, n: number, timeoutMs = 30_000): Promise<void> {
-    if ((this.seen.get(id) ?? 0) >= n) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.waiters.delete(waiter);
-        reject(new Error(`command ${id}: ${this.seen.get(id) ?? 0} of ${n} batches committed in ${timeoutMs} ms`));
-      }, timeoutMs);
-      const waiter = {
-        id,
-        n,
-        resolve: () => {
-          clearTimeout(timer);
-          this.waiters.delete(waiter);
-          resolve();
-        },
-      };
-      this.waiters.add(waiter);
-    });
-  }
-}
-
-async function listen(url: string): Promise<{ client: pg.Client; log: StepLog }> {
-  const client = new pg.Client({ connectionString: url, application_name: 'breach-resume-listener' });
-  await client.connect();
-  const log = new StepLog(client);
-  await client.query(`listen ${COMMAND_CHANNEL}`);
-  return { client, log };
-}
-
-async function tokenIds(db: Db, collection: string, tag: string | null): Promise<string[]> {
-  let q = db.selectFrom('vault_tokens').select('token_id').where('collection', '=', collection);
-  if (tag !== null) q = q.where('tags', '@>', sql<string[]>`array[${tag}]::text[]`);
-  return (await q.execute()).map((r) => r.token_id);
-}
 
 async function countTagged(db: Db, collection: string, tag: string): Promise<number> {
   const row = await db
@@ -104,7 +53,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
   const tag = 'breach-1';
   const total = 200_000; // half of them tagged: a breach of 100,000 tokens, 100 batches
   let stack: Stack;
-  let listener: Awaited<ReturnType<typeof listen>>;
+  let steps: StepLog;
   let connection: Redis;
   let queue: Queue<CommandJobData>;
   let tagged: string[];
@@ -115,18 +64,18 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     await createCollection(stack, collection);
     const n = await seedVaultTokens(stack.database.db, { collection, count: total, tag, tagRatio: 0.5, tenantId: null, objectPrefix: 'obj-' });
     expect(n).toBe(total / 2);
-    const all = new Set(await tokenIds(stack.database.db, collection, null));
-    tagged = await tokenIds(stack.database.db, collection, tag);
+    const all = new Set(await tokenIdsOf(stack.database.db, collection));
+    tagged = await tokenIdsOf(stack.database.db, collection, tag);
     for (const id of tagged) all.delete(id);
     untagged = [...all];
-    listener = await listen(stack.database.url);
+    steps = await StepLog.listen(stack.database.url);
     connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
     queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
   });
 
   afterAll(async () => {
     await killChildren();
-    await listener?.client.end();
+    await steps?.close();
     await queue?.close().catch(() => {});
     connection?.disconnect();
     await stack?.close();
@@ -144,7 +93,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     const id = accepted.body.job_id as string;
 
     // kill -9 once ten batches have committed
-    await listener.log.steps(id, 10);
+    await steps.steps(id, 10);
     const exit = await first.kill();
     expect(exit.signal).toBe('SIGKILL');
 
@@ -185,7 +134,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
 
     // effect: every tagged token gone, every other one kept
     expect(await countTagged(db, collection, tag)).toBe(0);
-    expect(sorted(await tokenIds(db, collection, null))).toEqual(sorted(untagged));
+    expect(sorted(await tokenIdsOf(db, collection))).toEqual(sorted(untagged));
 
     // audit: one row per batch, each deleted token in exactly one of them
     const audit = await db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).orderBy('id').execute();
@@ -222,21 +171,21 @@ describe('matching tokens created after a bulk delete was accepted', () => {
   const tag = 'leak-1';
   const seeded = 10_000;
   let stack: Stack;
-  let listener: Awaited<ReturnType<typeof listen>>;
+  let steps: StepLog;
   let holder: pg.Client;
 
   beforeAll(async () => {
     stack = await startStack({ worker: false, env: { DELETE_BATCH_SIZE: String(BATCH) } });
     await createCollection(stack, collection);
     await seedVaultTokens(stack.database.db, { collection, count: 2 * seeded, tag, tagRatio: 0.5, tenantId: null, objectPrefix: 'obj-' });
-    listener = await listen(stack.database.url);
+    steps = await StepLog.listen(stack.database.url);
     holder = new pg.Client({ connectionString: stack.database.url, application_name: 'breach-resume-holder' });
     await holder.connect();
   });
 
   afterAll(async () => {
     await holder?.end();
-    await listener?.client.end();
+    await steps?.close();
     await stack?.close();
   });
 
@@ -254,7 +203,7 @@ describe('matching tokens created after a bulk delete was accepted', () => {
 
     // start a worker; once a batch has committed, hold the command row so the next batch waits
     await stack.startWorker();
-    await listener.log.steps(id, 1);
+    await steps.steps(id, 1);
     await holder.query('begin');
     const locked = await holder.query<{ progress: { processed: number; total: number } }>('select progress from commands where id = $1 for update', [id]);
     const progress = locked.rows[0]!.progress;

@@ -3,6 +3,7 @@ import type { Db } from '../../db/database.js';
 import type { RunningWorker } from '../../worker/runtime.js';
 import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
+import { prng } from '../helpers/prng.js';
 
 /**
  * SPEC §4.4: commands on overlapping tokens, run by several worker processes at once, give a
@@ -15,18 +16,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
  */
 
 const BUSINESS_ERRORS = new Set(['PV3087', 'PV3009']);
-
-/** A small seeded PRNG, so a failing run can be told apart and replayed from its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function sample<T>(items: readonly T[], n: number, random: () => number): T[] {
   const copy = [...items];

@@ -10,6 +10,7 @@ import { insertAccessToken } from '../../db/repositories/access-token.repository
 import { BODY_LIMIT } from '../../producer/app.js';
 import { hashSecret } from '../../producer/secrets.js';
 import { createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { servedRoutes } from '../helpers/routes.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -267,22 +268,9 @@ interface RouteEntry {
   url: string;
 }
 
-/**
- * Every route of the app, read from `printRoutes` (a radix tree: each line a fragment of the
- * path and the methods of the route that ends there), each checked with `findRoute`.
- */
+/** Every route of the app (its route tree), each checked with `findRoute`. */
 function appRoutes(stack: Stack): RouteEntry[] {
-  const tree = stack.producer.app.printRoutes({ commonPrefix: true });
-  const path: string[] = [];
-  const routes: RouteEntry[] = [];
-  for (const line of tree.split('\n')) {
-    const m = /^((?:│ {3}| {4})*)[├└]── (.+?)(?: \(([A-Z, ]+)\))?$/.exec(line);
-    if (!m) continue;
-    const depth = m[1]!.length / 4;
-    path.length = depth;
-    path.push(m[2]!);
-    for (const method of m[3]?.split(', ') ?? []) routes.push({ method, url: path.join('') });
-  }
+  const routes: RouteEntry[] = servedRoutes(stack.producer.app, true).map((r) => ({ method: r.method, url: r.path }));
   for (const route of routes) {
     if (!stack.producer.app.findRoute({ method: route.method as 'GET', url: route.url })) throw new Error(`printRoutes parsed into a route the app does not have: ${route.method} ${route.url}`);
   }

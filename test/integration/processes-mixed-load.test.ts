@@ -5,6 +5,7 @@ import { backendsWaitingOnLocks, bounded, duplicates, sleep, tokenIdsOf, waitFor
 import { killChildren, producerEnv, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { type Stack, startStack } from '../helpers/stack.js';
+import { prng } from '../helpers/prng.js';
 
 /**
  * SPEC §4.4, concurrency, with real processes: two worker processes and the producer take 5,000
@@ -22,18 +23,6 @@ const COMMANDS = 5_000;
 const IN_FLIGHT = 24;
 
 type Spec = { type: 'tokens.delete'; token_ids: string[] } | { type: 'tokens.delete'; tags: [string] } | { type: 'tokens.rotate'; token_ids: string[] };
-
-/** mulberry32: a seeded PRNG, so a failing run can be replayed with its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Sum of a counter's samples in a Prometheus text exposition. */
 function counterTotal(text: string, name: string): number {

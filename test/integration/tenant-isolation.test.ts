@@ -1,7 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { call, createCollection, rawRequest, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -415,20 +414,6 @@ describe('tenant isolation', () => {
   });
 
   describe('X-Tenant-Id tricks by a subject scoped to tenant A', () => {
-    /** Over a real socket, so a header can repeat or keep its spelling. */
-    function raw(method: string, path: string, headers: Record<string, string | string[]>): Promise<{ status: number; body: any }> {
-      return new Promise((resolve, reject) => {
-        const req = httpRequest(new URL(path, stack.producer.url), { method, headers }, (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => (text += chunk));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
-        });
-        req.on('error', reject);
-        req.end();
-      });
-    }
-
     /** One request per route a tenant-A caller could aim at B's tokens, jobs or audit. */
     function everyRoute(w: World, ownJob: string): { name: string; method: 'GET' | 'POST' | 'DELETE'; path: string; body?: unknown }[] {
       return [
@@ -474,13 +459,13 @@ describe('tenant isolation', () => {
       for (const route of everyRoute(w, job).filter((r) => r.body === undefined)) {
         const tricks: Record<string, string | string[]>[] = [{ 'x-tenant-id': [A, B] }, { 'x-tenant-id': [B, A] }, { 'X-TENANT-ID': B }, { 'X-Tenant-Id': [A, B.toUpperCase()] }];
         for (const tenantHeaders of tricks) {
-          const r = await raw(route.method, route.path, { ...onlyA, ...tenantHeaders, ...WAIT });
+          const r = await rawRequest(stack, route.method, route.path, { ...onlyA, ...tenantHeaders, ...WAIT });
           expect(r.status, `${route.name} with ${JSON.stringify(tenantHeaders)}`).toBe(403);
           expect(r.body?.error_code, `${route.name} with ${JSON.stringify(tenantHeaders)}`).toBe('PV1006');
         }
       }
       // repeating one's own tenant is fine and still sees only A
-      const repeatedOwn = await raw('GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': [A, A] });
+      const repeatedOwn = await rawRequest(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': [A, A] });
       expect(repeatedOwn).toEqual({ status: 200, body: { active: 2, archived: 0 } });
       expect(await aTokenIds(w)).toEqual(aBefore);
       await expectUntouched(w, before);
@@ -495,7 +480,7 @@ describe('tenant isolation', () => {
         const query = await call(stack, 'POST', url(w.collection, `query/tokens?${REASON}`), { headers: { ...onlyA, 'x-tenant-id': blank }, body: { token_ids: [w.b.tagged, w.dupId] } });
         expect(query.body.map((t: { tenant_id: string }) => t.tenant_id), `'${blank}'`).toEqual([A]);
       }
-      const repeatedBlank = await raw('GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': ['', ' '] });
+      const repeatedBlank = await rawRequest(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': ['', ' '] });
       expect(repeatedBlank).toEqual({ status: 200, body: { active: 3, archived: 0 } });
 
       const del = await call(stack, 'DELETE', url(w.collection, `tokens?tags=shared&${REASON}`), { headers: { ...onlyA, 'x-tenant-id': '', ...WAIT } });
