@@ -147,13 +147,16 @@ async function follow(api: RevocationClient, jobId: string): Promise<JobView> {
       pollMs: 250,
       maxPollMs: 500,
       onUpdate: (job) => {
-        const total = job.progress?.total ?? 1;
-        const processed = job.progress?.processed ?? (job.state === 'succeeded' ? total : 0);
+        const processed = job.progress?.processed ?? (job.state === 'succeeded' ? 1 : 0);
+        // a long delete's total is counted beside its first batches: null until then
+        const counting = job.progress !== null && job.progress.total === null;
+        const total = Math.max(job.progress?.total ?? processed, 1);
+        const state = counting ? `${job.state}, counting the total` : job.state;
         const rate = Math.round(processed / Math.max(0.001, (Date.now() - started) / 1000));
-        if (!shown) bar.start(Math.max(total, 1), processed, { rate, state: job.state });
+        if (!shown) bar.start(total, processed, { rate, state });
         shown = true;
-        bar.setTotal(Math.max(total, 1));
-        bar.update(processed, { rate, state: job.state });
+        bar.setTotal(total);
+        bar.update(processed, { rate, state });
       },
     });
   } finally {
@@ -210,7 +213,7 @@ async function main(): Promise<number> {
   if (verb === 'status') {
     if (!arg) usageError('status needs a job ID');
     const job = values.follow ? await follow(api, arg) : await api.job(arg);
-    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${job.state === 'succeeded' || job.state === 'failed' ? summary(job) : `job ${job.job_id} ${job.state}${job.progress ? `: ${job.progress.processed}/${job.progress.total}` : ''}`}\n`);
+    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${job.state === 'succeeded' || job.state === 'failed' ? summary(job) : `job ${job.job_id} ${job.state}${job.progress ? `: ${job.progress.processed}/${job.progress.total ?? '?'}` : ''}`}\n`);
     return job.state === 'failed' ? 1 : 0;
   }
   const command = commandFromArgs(verb);

@@ -6,7 +6,8 @@ export const JobState = z.enum(['queued', 'running', 'succeeded', 'failed']);
 export type JobState = z.infer<typeof JobState>;
 export const terminalStates: readonly JobState[] = ['succeeded', 'failed'];
 
-export const JobProgress = z.object({ processed: z.number().int(), total: z.number().int() });
+/** `total` is null while a long command's total is still being counted (it runs beside the first steps). */
+export const JobProgress = z.object({ processed: z.number().int(), total: z.number().int().nullable() });
 export type JobProgress = z.infer<typeof JobProgress>;
 
 export const JobError = z.object({

@@ -1,3 +1,4 @@
+import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import {
   AppError,
@@ -11,7 +12,7 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { commitStep, lockCommand, markRunning } from '../db/repositories/command.repository.js';
+import { commitStep, findCommand, lockCommand, markRunning } from '../db/repositories/command.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -80,11 +81,14 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
     return outcome;
   };
 
+  const handler = handlers[command.type] as CommandHandler<CommandType>;
   let steps = 0;
+  let total: number | null = null;
+  let counting = false;
   for (;;) {
     let step: { row: CommandRow; outcome?: StepOutcome<CommandType> };
     try {
-      step = await runTransaction(deps.db, (trx) => runStep(deps, trx, commandId, command, audit), deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry);
+      step = await runTransaction(deps.db, (trx) => runStep(deps, trx, commandId, command, audit, total), deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry);
     } catch (error) {
       if (error instanceof AppError) return finished(await recordFailure(deps, commandId, audit, command, error.toJSON()));
       if (error instanceof ConflictRetriesExhausted && options.finalAttempt) {
@@ -97,19 +101,46 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
     // BullMQ progress is for commands of several steps; one that ended in its first step (most
     // do) skips the Redis round trip: its job completes now anyway.
     steps++;
-    if (step.outcome.progress && !(step.outcome.done && steps === 1)) await options.onProgress?.(step.outcome.progress);
+    // not awaited: BullMQ progress is informational (the command row holds the truth), and the
+    // next step need not wait for Redis; updates go out in order on one connection
+    if (step.outcome.progress && !(step.outcome.done && steps === 1)) void options.onProgress?.(step.outcome.progress);
     if (step.outcome.done) return finished({ state: 'succeeded', result: step.outcome.result as Record<string, unknown> });
+    if (handler.countRemaining && !counting && step.outcome.progress.total === null) {
+      counting = true;
+      countTotal(deps, commandId, handler, command, audit).then(
+        (counted) => (total = counted),
+        (error: unknown) => deps.logger.warn({ err: error }, 'could not count the total for progress; it stays unknown'),
+      );
+    }
     if (options.stop?.aborted) throw new CommandReleased(`command ${commandId} released at shutdown after a committed step`);
   }
 }
 
+/**
+ * The total of a command of many steps: what its committed steps processed plus what the handler
+ * counts as left, both read in one snapshot (so a step committing meanwhile is counted once).
+ */
+async function countTotal(deps: ExecutorDeps, id: string, handler: CommandHandler<CommandType>, command: Command, audit: AuditContext): Promise<number> {
+  return deps.db
+    .transaction()
+    .setIsolationLevel('repeatable read')
+    .setAccessMode('read only')
+    .execute(async (trx) => {
+      // one core for the count: parallel workers would take the CPU the steps need
+      await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
+      const row = await findCommand(trx, id);
+      const left = await handler.countRemaining!(trx, command, audit);
+      return (row?.progress?.processed ?? 0) + left;
+    });
+}
+
 /** One transaction: lock, step, write effects; returns the locked row and the step's outcome. */
-async function runStep(deps: ExecutorDeps, trx: Trx, id: string, command: Command, audit: AuditContext): Promise<{ row: CommandRow; outcome?: StepOutcome<CommandType> }> {
+async function runStep(deps: ExecutorDeps, trx: Trx, id: string, command: Command, audit: AuditContext, total: number | null): Promise<{ row: CommandRow; outcome?: StepOutcome<CommandType> }> {
   const row = await lockCommand(trx, id);
   if (!row) throw new CommandNotFound(`command ${id} is not in the database`);
   if (isTerminal(row)) return { row };
   const handler = handlers[command.type] as CommandHandler<CommandType>;
-  const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, settings: deps.settings };
+  const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
   const outcome = await handler.step(context);
   const drafts: EventDraft[] = [...outcome.events];
   if (outcome.done) drafts.push({ type: 'command.succeeded', data: { command_type: command.type, result: outcome.result as Record<string, unknown> } });

@@ -1,7 +1,9 @@
 import type { Migration } from 'kysely';
 import * as m0001 from './0001-initial.js';
+import * as m0002 from './0002-uncompressed-id-lists.js';
 
 /** Every migration, in order. Add new ones here; names sort in application order. */
 export const migrations: Record<string, Migration> = {
   '0001-initial': m0001,
+  '0002-uncompressed-id-lists': m0002,
 };

@@ -15,18 +15,24 @@ export const RELAY_LOCK_KEY = 0x72656c61; // "rela"
  * Claims the relay for this transaction and reads the oldest unpublished events, at most
  * `limit`, in commit order, in one round trip. Only one relay publishes at a time (a
  * transaction-level advisory lock), so events reach the stream in order; when another relay
- * holds the lock, returns none. Index: outbox_unpublished.
+ * holds the lock, returns none. Index: outbox_unpublished. Each event comes as its JSON text,
+ * ready for the stream (the relay never needs to parse what it only forwards).
  */
-export async function claimUnpublished(trx: Executor, limit: number): Promise<{ id: string; event: RevocationEvent }[]> {
+export async function claimUnpublished(trx: Executor, limit: number): Promise<{ id: string; event: string }[]> {
   return trx
     .with((cte) => cte('relay').materialized(), (qc) => qc.selectNoFrom(sql<boolean>`pg_try_advisory_xact_lock(${RELAY_LOCK_KEY})`.as('ok')))
     .selectFrom('outbox')
-    .select(['id', 'event'])
+    .select(['id', sql<string>`event::text`.as('event')])
     .where('published_at', 'is', null)
     .where(sql<boolean>`(select ok from relay)`)
     .orderBy('id')
     .limit(limit)
     .execute();
+}
+
+/** Lets this transaction's commit return before its WAL is flushed (`synchronous_commit = off`, this transaction only). */
+export async function relaxCommit(trx: Executor): Promise<void> {
+  await sql`set local synchronous_commit = off`.execute(trx);
 }
 
 /** Marks events published. */

@@ -1,5 +1,7 @@
 import { type ExpressionBuilder, sql } from 'kysely';
 import type { Database, Executor } from '../database.js';
+import type { EventOf } from '../../contracts/index.js';
+import type { NewAuditLog } from '../audit-log.table.js';
 import type { NewVaultToken, VaultTokenRow } from '../vault-token.table.js';
 import { inTenantScope, isArchived, type TenantScope } from './tenant-scope.js';
 
@@ -66,13 +68,40 @@ export async function countVaultTokens(db: Executor, collection: string, scope: 
   return { active: Number(row.active), archived: Number(row.archived) };
 }
 
+/** What a delete batch records with its effect; the statement fills in the deleted token IDs. */
+export interface DeletionRecord {
+  /** The batch's audit row; the statement sets its data to `{ token_ids, batch: { index, size } }`. */
+  audit: NewAuditLog;
+  /**
+   * The envelope of the batch's `tokens.deleted` events: each event gets a fresh event_id, its
+   * slice of the token IDs (`idsPerEvent` at most) and `batch: { index, last }`.
+   */
+  event: EventOf<'tokens.deleted'>;
+  /** The batch index of the first event (and of the audit row). */
+  eventIndex: number;
+  idsPerEvent: number;
+}
+
+export interface DeletedBatch {
+  deleted: number;
+  /** The highest key deleted (where the next batch starts); null when none was. */
+  lastId: string | null;
+  /** Whether a matching token with a higher key is left (asked only of a full batch). */
+  more: boolean;
+  /** Events written. */
+  events: number;
+}
+
 /**
- * Deletes, in one statement, at most `limit` matching tokens with `id > afterId`, lowest IDs
- * first. Returns the deleted rows' keys and token IDs, in key order. The rows are addressed by
- * ctid (a TID scan, no second index lookup per row); under REPEATABLE READ a row a concurrent
- * transaction changed since the snapshot raises 40001, and the caller retries.
+ * Deletes, in ONE statement, at most `limit` matching tokens with `id > afterId`, lowest keys
+ * first, and writes what the batch leaves behind: its audit row and its `tokens.deleted` outbox
+ * events, token IDs in key order. The IDs never leave Postgres (a breach batch is thousands of
+ * them; shipping them to the worker and back was most of a batch's cost). The rows are addressed
+ * by ctid (a TID scan, no second index lookup per row); under REPEATABLE READ a row a concurrent
+ * transaction changed since the snapshot raises 40001, and the caller retries. After a full
+ * batch, an index probe tells whether more match, so the last event says `last: true`.
  */
-export async function deleteVaultTokenBatch(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number): Promise<{ id: string; token_id: string }[]> {
+export async function deleteVaultTokenBatch(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number, record: DeletionRecord): Promise<DeletedBatch> {
   const candidates = trx
     .selectFrom('vault_tokens')
     .select(sql`ctid`.as('ctid'))
@@ -80,21 +109,54 @@ export async function deleteVaultTokenBatch(trx: Executor, collection: string, s
     .where('id', '>', afterId)
     .orderBy('id')
     .limit(limit);
-  const rows = await trx
-    .deleteFrom('vault_tokens')
-    .where(sql`ctid`, '=', sql`any(array(${candidates}))`)
-    .returning(['id', 'token_id'])
-    .execute();
-  return rows.sort((a, b) => compareKeys(a.id, b.id));
+  const next = trx
+    .selectFrom('vault_tokens')
+    .select('id')
+    .where((e) => matching(e, collection, scope, criteria))
+    .where('id', '>', sql<string>`(select last_id from batch)`)
+    .orderBy('id') // walk the key from the last deleted one, stop at the first match (not EXISTS: that drops the order, and scans)
+    .limit(1);
+  const { data: _data, ...auditRow } = record.audit;
+  const auditColumns = Object.keys(auditRow);
+  const per = record.idsPerEvent;
+  const template = JSON.stringify(record.event);
+  const result = await sql<{ deleted: number; last_id: string | null; more: boolean; events: number }>`
+    with deleted as (
+      delete from vault_tokens where ctid = any(array(${candidates})) returning id, token_id
+    ), batch as (
+      select count(*)::int as n, max(id) as last_id, array_agg(token_id order by id) as ids from deleted
+    ), more as (
+      select case when b.n = ${limit}::int then ${next} is not null else false end as more from batch b
+    ), audit_row as (
+      insert into audit_log (${sql.join(auditColumns.map((c) => sql.ref(c)))}, data)
+      select ${sql.join(auditColumns.map((c) => sql.ref(`r.${c}`)))},
+             jsonb_build_object('token_ids', to_jsonb(b.ids), 'batch', jsonb_build_object('index', ${record.eventIndex}::int, 'size', b.n))
+      from jsonb_populate_record(null::audit_log, ${JSON.stringify(auditRow)}::jsonb) as r, batch b
+      where b.n > 0
+    ), parts as (
+      select p, gen_random_uuid() as event_id from batch b, generate_series(0, (b.n - 1) / ${per}::int) as p where b.n > 0
+    ), events as (
+      insert into outbox (event_id, command_id, event)
+      select parts.event_id, ${record.audit.command_id}::uuid,
+             ${template}::jsonb || jsonb_build_object(
+               'event_id', parts.event_id,
+               'data', (${template}::jsonb -> 'data') || jsonb_build_object(
+                 'token_ids', to_jsonb(b.ids[parts.p * ${per}::int + 1 : (parts.p + 1) * ${per}::int]),
+                 'batch', jsonb_build_object('index', ${record.eventIndex}::int + parts.p, 'last', not m.more and parts.p = (b.n - 1) / ${per}::int)))
+      from parts, batch b, more m
+      order by parts.p
+    )
+    select b.n as deleted, b.last_id::text as last_id, m.more, (select count(*)::int from parts) as events from batch b, more m`.execute(trx);
+  const row = result.rows[0]!;
+  return { deleted: row.deleted, lastId: row.last_id, more: row.more, events: row.events };
 }
 
-/** Counts matching tokens (the total of a batched delete). */
-export async function countMatchingVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId?: string): Promise<number> {
+/** Counts matching tokens (what a batched delete has left). */
+export async function countMatchingVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria): Promise<number> {
   const row = await db
     .selectFrom('vault_tokens')
     .select((eb) => eb.fn.countAll<string>().as('n'))
     .where((eb) => matching(eb, collection, scope, criteria))
-    .$if(afterId !== undefined, (qb) => qb.where('id', '>', afterId!))
     .executeTakeFirstOrThrow();
   return Number(row.n);
 }
@@ -121,22 +183,4 @@ export async function renameVaultTokens(trx: Executor, collection: string, renam
     from unnest(${renames.map((r) => r.id)}::bigint[], ${renames.map((r) => r.token_id)}::text[]) as r(id, token_id)
     where t.collection = ${collection} and t.id = r.id`.execute(trx);
   return Number(result.numAffectedRows ?? 0);
-}
-
-/** Orders bigint keys held as strings. */
-export function compareKeys(a: string, b: string): number {
-  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
-}
-
-/** Whether any matching token with `id > afterId` remains. */
-export async function hasMatchingVaultTokenAfter(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string): Promise<boolean> {
-  const row = await db
-    .selectFrom('vault_tokens')
-    .select('id')
-    .where((eb) => matching(eb, collection, scope, criteria))
-    .where('id', '>', afterId)
-    .orderBy('id') // walk the key from afterId and stop at the first match (no ordering: a seq scan)
-    .limit(1)
-    .executeTakeFirst();
-  return row !== undefined;
 }

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_QUEUE } from '../../contracts/index.js';
+import { COMMAND_QUEUE, type JobProgress } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
@@ -55,7 +55,7 @@ async function commandsOf(db: Db, collection: string) {
   return db.selectFrom('commands').select(['id', 'state', 'progress', 'attempts']).where(sql<string>`payload->>'collection'`, '=', collection).execute();
 }
 
-async function progressOf(db: Db, id: string): Promise<{ processed: number; total: number }> {
+async function progressOf(db: Db, id: string): Promise<JobProgress> {
   const row = await db.selectFrom('commands').select('progress').where('id', '=', id).executeTakeFirstOrThrow();
   return row.progress ?? { processed: 0, total: 0 };
 }

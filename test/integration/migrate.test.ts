@@ -1,8 +1,11 @@
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { migrateToLatest } from '../../db/migrate.js';
+import { migrations } from '../../db/migrations/index.js';
 import { databaseUrl, dropDatabase, TEST_SERVER_URL, uniqueName } from '../helpers/database.js';
 
+/** Every migration, in the order they apply. */
+const ALL = Object.keys(migrations).sort();
 const TABLES = ['access_tokens', 'audit_log', 'collections', 'commands', 'outbox', 'subjects', 'vault_tokens'];
 
 /** Every database this file creates; all are dropped at the end. */
@@ -48,14 +51,20 @@ describe('migrateToLatest', () => {
     for (const name of created) await dropDatabase(name);
   });
 
-  it('creates a database that does not exist yet and applies 0001-initial', async () => {
+  it('creates a database that does not exist yet and applies every migration in order', async () => {
     const name = freshName();
     expect(await databaseExists(name)).toBe(false);
     const { results } = await migrateToLatest(databaseUrl(name));
-    expect(results).toEqual([expect.objectContaining({ migrationName: '0001-initial', status: 'Success' })]);
+    expect(results).toEqual(ALL.map((migrationName) => expect.objectContaining({ migrationName, status: 'Success' })));
     expect(await databaseExists(name)).toBe(true);
     expect(await publicTables(name)).toEqual(TABLES);
-    expect(await appliedMigrations(name)).toEqual(['0001-initial']);
+    expect(await appliedMigrations(name)).toEqual(ALL);
+    // the ID lists of audit rows and events are stored uncompressed (0002)
+    const storage = await withClient(databaseUrl(name), async (c) =>
+      (await c.query<{ attname: string; attstorage: string }>(
+        "select attname, attstorage from pg_attribute where (attrelid, attname) in (('audit_log'::regclass, 'data'), ('outbox'::regclass, 'event')) order by attname",
+      )).rows);
+    expect(storage).toEqual([{ attname: 'data', attstorage: 'e' }, { attname: 'event', attstorage: 'e' }]);
   });
 
   it('applies nothing when run again on an up-to-date database', async () => {
@@ -64,7 +73,7 @@ describe('migrateToLatest', () => {
     const again = await migrateToLatest(databaseUrl(name));
     expect(again.error).toBeUndefined();
     expect(again.results ?? []).toEqual([]);
-    expect(await appliedMigrations(name)).toEqual(['0001-initial']);
+    expect(await appliedMigrations(name)).toEqual(ALL);
     expect(await publicTables(name)).toEqual(TABLES);
   });
 
@@ -73,9 +82,9 @@ describe('migrateToLatest', () => {
     const url = databaseUrl(name);
     const [a, b] = await Promise.all([migrateToLatest(url), migrateToLatest(url)]);
     const applied = [...(a.results ?? []), ...(b.results ?? [])].filter((r) => r.status === 'Success').map((r) => r.migrationName);
-    expect(applied).toEqual(['0001-initial']);
+    expect(applied).toEqual(ALL);
     expect(await publicTables(name)).toEqual(TABLES);
-    expect(await appliedMigrations(name)).toEqual(['0001-initial']);
+    expect(await appliedMigrations(name)).toEqual(ALL);
   });
 
   it('leaves a working schema: the audit log refuses updates', async () => {

@@ -1,5 +1,5 @@
 import type { AuditContext, CommandOf, CommandResults, CommandType, EventDraft, JobProgress } from '../../contracts/index.js';
-import type { Trx } from '../../db/database.js';
+import type { Executor, Trx } from '../../db/database.js';
 import type { AuditEntry } from '../../db/repositories/audit-log.repository.js';
 
 /** What a handler step is given: an open transaction (the executor owns it) and the command. */
@@ -11,6 +11,8 @@ export interface StepContext<T extends CommandType> {
   /** Where the previous committed step stopped; null on the first step. */
   checkpoint: Record<string, unknown> | null;
   progress: JobProgress | null;
+  /** The total counted by `countRemaining` (processed + left), once that count has returned; else null. */
+  total: number | null;
   settings: HandlerSettings;
 }
 
@@ -40,4 +42,10 @@ export type StepOutcome<T extends CommandType> =
  */
 export interface CommandHandler<T extends CommandType> {
   step(ctx: StepContext<T>): Promise<StepOutcome<T>>;
+  /**
+   * For a command of many steps (optional): counts the work left after the committed steps, for
+   * the progress total. The executor runs it on a connection of its own, in the snapshot where it
+   * reads the steps' progress, while the next steps run, so a long count never delays the work.
+   */
+  countRemaining?(db: Executor, command: CommandOf<T>, audit: AuditContext): Promise<number>;
 }
