@@ -1,6 +1,7 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Database, Db } from './database.js';
+import { usePreparedStatements } from './prepared.js';
 
 // int8 (counts, identity keys) arrive as strings; we keep them that way and convert where a
 // number is wanted. timestamptz arrives as Date.
@@ -27,6 +28,9 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
   // say) emits 'error' on itself, so every client gets a listener too. Its next query then fails
   // like any other (the caller's retry handles it) and the pool drops it on release.
   pool.on('error', () => {});
-  pool.on('connect', (client) => client.on('error', () => {}));
+  pool.on('connect', (client) => {
+    client.on('error', () => {});
+    usePreparedStatements(client);
+  });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }

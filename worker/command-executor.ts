@@ -12,7 +12,7 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { commitStep, findCommand, lockCommand, markRunning } from '../db/repositories/command.repository.js';
+import { commitStep, findCommand, lockCommand, startCommand } from '../db/repositories/command.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -70,44 +70,41 @@ function isTerminal(row: CommandRow): boolean {
  * command stays non-terminal and a later attempt resumes it from its last committed step.
  */
 export async function executeCommand(deps: ExecutorDeps, commandId: string, options: ExecuteOptions): Promise<ExecutionOutcome> {
-  const started = await markRunning(deps.db, commandId);
-  if (!started) throw new CommandNotFound(`command ${commandId} is not in the database`);
-  if (isTerminal(started)) return storedOutcome(started);
-  const command = Command.parse(started.payload);
-  const audit = AuditContext.parse(started.audit);
   const startedAt = process.hrtime.bigint();
+  // the command as stored, parsed by the first step (which also counts this delivery's attempt)
+  let parsed: Parsed | undefined;
   const finished = (outcome: ExecutionOutcome): ExecutionOutcome => {
-    deps.onFinished?.(command.type, outcome.state, Number(process.hrtime.bigint() - startedAt) / 1e9);
+    if (parsed) deps.onFinished?.(parsed.command.type, outcome.state, Number(process.hrtime.bigint() - startedAt) / 1e9);
     return outcome;
   };
-
-  const handler = handlers[command.type] as CommandHandler<CommandType>;
   let steps = 0;
   let total: number | null = null;
   let counting = false;
   for (;;) {
-    let step: { row: CommandRow; outcome?: StepOutcome<CommandType> };
+    let step: StepResult;
     try {
-      step = await runTransaction(deps.db, (trx) => runStep(deps, trx, commandId, command, audit, total), deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry);
+      step = await runTransaction(
+        deps.db,
+        (trx) => runStep(deps, trx, commandId, steps === 0, parsed, total, (p) => (parsed = p)),
+        deps.retryPolicy ?? defaultRetryPolicy,
+        deps.onConflictRetry,
+      );
     } catch (error) {
-      if (error instanceof AppError) return finished(await recordFailure(deps, commandId, audit, command, error.toJSON()));
-      if (error instanceof ConflictRetriesExhausted && options.finalAttempt) {
-        return finished(await recordFailure(deps, commandId, audit, command, new AppError('PV3218', { sqlstate: error.sqlState }).toJSON()));
-      }
+      const fail = (stored: StoredError) => recordFailure(deps, commandId, steps === 0, stored);
+      if (error instanceof AppError) return finished(await fail(error.toJSON()));
+      if (error instanceof ConflictRetriesExhausted && options.finalAttempt) return finished(await fail(new AppError('PV3218', { sqlstate: error.sqlState }).toJSON()));
       throw error;
     }
-    if (!step.outcome) return storedOutcome(step.row);
+    if (!step.outcome || !parsed) return storedOutcome(step.row);
     deps.onCommitted?.();
-    // BullMQ progress is for commands of several steps; one that ended in its first step (most
-    // do) skips the Redis round trip: its job completes now anyway.
     steps++;
     // not awaited: BullMQ progress is informational (the command row holds the truth), and the
     // next step need not wait for Redis; updates go out in order on one connection
     if (step.outcome.progress && !(step.outcome.done && steps === 1)) void options.onProgress?.(step.outcome.progress);
     if (step.outcome.done) return finished({ state: 'succeeded', result: step.outcome.result as Record<string, unknown> });
-    if (handler.countRemaining && !counting && step.outcome.progress.total === null) {
+    if (parsed.handler.countRemaining && !counting && step.outcome.progress.total === null) {
       counting = true;
-      countTotal(deps, commandId, handler, command, audit).then(
+      countTotal(deps, commandId, parsed).then(
         (counted) => (total = counted),
         (error: unknown) => deps.logger.warn({ err: error }, 'could not count the total for progress; it stays unknown'),
       );
@@ -116,11 +113,27 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
   }
 }
 
+interface Parsed {
+  command: Command;
+  audit: AuditContext;
+  handler: CommandHandler<CommandType>;
+}
+
+interface StepResult {
+  row: CommandRow;
+  outcome?: StepOutcome<CommandType>;
+}
+
+function parseRow(row: CommandRow): Parsed {
+  const command = Command.parse(row.payload);
+  return { command, audit: AuditContext.parse(row.audit), handler: handlers[command.type] as CommandHandler<CommandType> };
+}
+
 /**
  * The total of a command of many steps: what its committed steps processed plus what the handler
  * counts as left, both read in one snapshot (so a step committing meanwhile is counted once).
  */
-async function countTotal(deps: ExecutorDeps, id: string, handler: CommandHandler<CommandType>, command: Command, audit: AuditContext): Promise<number> {
+async function countTotal(deps: ExecutorDeps, id: string, { command, audit, handler }: Parsed): Promise<number> {
   return deps.db
     .transaction()
     .setIsolationLevel('repeatable read')
@@ -134,12 +147,26 @@ async function countTotal(deps: ExecutorDeps, id: string, handler: CommandHandle
     });
 }
 
-/** One transaction: lock, step, write effects; returns the locked row and the step's outcome. */
-async function runStep(deps: ExecutorDeps, trx: Trx, id: string, command: Command, audit: AuditContext, total: number | null): Promise<{ row: CommandRow; outcome?: StepOutcome<CommandType> }> {
-  const row = await lockCommand(trx, id);
-  if (!row) throw new CommandNotFound(`command ${id} is not in the database`);
-  if (isTerminal(row)) return { row };
-  const handler = handlers[command.type] as CommandHandler<CommandType>;
+/**
+ * Locks the command row: the first step of a delivery also marks it running and counts the
+ * attempt (startCommand), in the same statement. Returns the row, or undefined when the command
+ * is terminal (with the terminal row) — throws CommandNotFound when it does not exist.
+ */
+async function lockForStep(trx: Trx, id: string, first: boolean): Promise<{ row: CommandRow; live: boolean }> {
+  const row = first ? await startCommand(trx, id) : await lockCommand(trx, id);
+  if (row && !isTerminal(row)) return { row, live: true };
+  const stored = row ?? (await findCommand(trx, id));
+  if (!stored) throw new CommandNotFound(`command ${id} is not in the database`);
+  return { row: stored, live: false };
+}
+
+/** One transaction: lock (and start, on the first step), step, write effects; returns the locked row and the step's outcome. */
+async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
+  const { row, live } = await lockForStep(trx, id, first);
+  if (!live) return { row };
+  const parsed = known ?? parseRow(row);
+  remember(parsed);
+  const { command, audit, handler } = parsed;
   const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
   const outcome = await handler.step(context);
   const drafts: EventDraft[] = [...outcome.events];
@@ -156,14 +183,18 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, command: Comman
   return { row, outcome };
 }
 
-/** Ends the command failed: error, audit row and `command.failed` event in one transaction. */
-async function recordFailure(deps: ExecutorDeps, id: string, audit: AuditContext, command: Command, error: StoredError): Promise<ExecutionOutcome> {
-  const { type } = command;
-  const collection = 'collection' in command ? command.collection : null;
+/**
+ * Ends the command failed: error, audit row and `command.failed` event in one transaction. When
+ * no step of this delivery committed, its attempt is counted here (the step that would have
+ * counted it rolled back).
+ */
+async function recordFailure(deps: ExecutorDeps, id: string, countAttempt: boolean, error: StoredError): Promise<ExecutionOutcome> {
   const outcome = await runTransaction(deps.db, async (trx): Promise<ExecutionOutcome> => {
-    const row = await lockCommand(trx, id);
-    if (!row) throw new CommandNotFound(`command ${id} is not in the database`);
-    if (isTerminal(row)) return storedOutcome(row);
+    const { row, live } = await lockForStep(trx, id, countAttempt);
+    if (!live) return storedOutcome(row);
+    const { command, audit } = parseRow(row);
+    const type = command.type;
+    const collection = 'collection' in command ? command.collection : null;
     await commitStep(trx, {
       id,
       audit,

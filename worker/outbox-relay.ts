@@ -2,7 +2,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
-import { claimUnpublished, markPublished, relaxCommit } from '../db/repositories/outbox.repository.js';
+import { claimUnpublished, markPublished } from '../db/repositories/outbox.repository.js';
 import { eventsPublished } from './metrics.js';
 
 export interface RelayOptions {
@@ -83,9 +83,6 @@ export class OutboxRelay {
       const results = await pipeline.exec();
       const failed = results?.find(([error]) => error);
       if (!results || failed) throw failed?.[0] ?? new Error('XADD pipeline returned nothing');
-      // no need to wait for the WAL flush: if this commit is lost in a crash, the batch is
-      // published again, which at-least-once delivery allows (consumers dedupe on event_id)
-      await relaxCommit(trx);
       await markPublished(trx, rows.map((r) => r.id));
       this.published += rows.length;
       eventsPublished.inc(rows.length);

@@ -2,6 +2,7 @@ import { type QueryCreator, sql } from 'kysely';
 import type { AuditContext, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
 import type { Database, Executor } from '../database.js';
+import { executePrepared } from '../prepared.js';
 import { type AuditEntry, auditRows } from './audit-log.repository.js';
 import { outboxRows } from './outbox.repository.js';
 
@@ -11,12 +12,15 @@ import { outboxRows } from './outbox.repository.js';
  * one key wait on each other's unique-index entry, so exactly one command is created.
  */
 export async function insertCommand(db: Executor, command: NewCommand): Promise<{ inserted: boolean; row: CommandRow }> {
-  const inserted = await db
-    .insertInto('commands')
-    .values(command)
-    .onConflict((oc) => oc.columns(['submitter_id', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
-    .returningAll()
-    .executeTakeFirst();
+  const [inserted] = await executePrepared(
+    db,
+    db
+      .insertInto('commands')
+      .values({ ...command, idempotency_key: command.idempotency_key ?? null })
+      .onConflict((oc) => oc.columns(['submitter_id', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
+      .returningAll()
+      .compile(),
+  );
   if (inserted) return { inserted: true, row: inserted };
   const existing = await db
     .selectFrom('commands')
@@ -29,27 +33,34 @@ export async function insertCommand(db: Executor, command: NewCommand): Promise<
 
 /** Takes a command ID; returns the command or undefined. */
 export async function findCommand(db: Executor, id: string): Promise<CommandRow | undefined> {
-  return db.selectFrom('commands').selectAll().where('id', '=', id).executeTakeFirst();
+  const [row] = await executePrepared(db, db.selectFrom('commands').selectAll().where('id', '=', id).compile());
+  return row;
 }
 
 /** Locks the command row for the rest of the transaction; returns it or undefined. */
 export async function lockCommand(trx: Executor, id: string): Promise<CommandRow | undefined> {
-  return trx.selectFrom('commands').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+  const [row] = await executePrepared(trx, trx.selectFrom('commands').selectAll().where('id', '=', id).forUpdate().compile());
+  return row;
 }
 
 /**
- * Marks a delivery of the command: state running, attempts + 1, started_at on the first one.
- * Returns the row after the update; a terminal command is returned unchanged.
+ * Starts a delivery of the command in the caller's transaction: state running, attempts + 1,
+ * started_at on the first one, and the row locked for the rest of the transaction (the first
+ * step's lock; the attempt counts when that step commits). Returns the row after the update, or
+ * undefined when the command is terminal or missing (tell them apart with findCommand).
  */
-export async function markRunning(db: Executor, id: string): Promise<CommandRow | undefined> {
-  const updated = await db
-    .updateTable('commands')
-    .set((eb) => ({ state: 'running', attempts: eb('attempts', '+', 1), started_at: sql`coalesce(started_at, now())` }))
-    .where('id', '=', id)
-    .where('state', 'in', ['queued', 'running'])
-    .returningAll()
-    .executeTakeFirst();
-  return updated ?? findCommand(db, id);
+export async function startCommand(trx: Executor, id: string): Promise<CommandRow | undefined> {
+  const [updated] = await executePrepared(
+    trx,
+    trx
+      .updateTable('commands')
+      .set((eb) => ({ state: 'running', attempts: eb('attempts', '+', 1), started_at: sql`coalesce(started_at, now())` }))
+      .where('id', '=', id)
+      .where('state', 'in', ['queued', 'running'])
+      .returningAll()
+      .compile(),
+  );
+  return updated;
 }
 
 /** How a step leaves the command: ended (succeeded or failed), or checkpointed for the next step. */
@@ -91,12 +102,15 @@ export async function commitStep(trx: Executor, step: StepRecord): Promise<void>
           finished_at: sql<Date>`now()`,
         };
   const payload = `${end.state === 'running' ? 'step' : 'done'}:${id}`;
-  await writer
-    .updateTable('commands')
-    .set(set)
-    .where('id', '=', id)
-    .returning(sql<string>`pg_notify(${COMMAND_CHANNEL}, ${payload})`.as('notified'))
-    .execute();
+  await executePrepared(
+    trx,
+    writer
+      .updateTable('commands')
+      .set(set)
+      .where('id', '=', id)
+      .returning(sql<string>`pg_notify(${COMMAND_CHANNEL}, ${payload})`.as('notified'))
+      .compile(),
+  );
 }
 
 /** Non-terminal commands accepted before `olderThan`, oldest first (the reconciler's list). */

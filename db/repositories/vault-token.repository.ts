@@ -3,6 +3,7 @@ import type { Database, Executor } from '../database.js';
 import type { EventOf } from '../../contracts/index.js';
 import type { NewAuditLog } from '../audit-log.table.js';
 import type { NewVaultToken, VaultTokenRow } from '../vault-token.table.js';
+import { executePrepared } from '../prepared.js';
 import { inTenantScope, isArchived, type TenantScope } from './tenant-scope.js';
 
 /** Criteria a token must match, all of them (tags: the token has every listed tag). */
@@ -68,6 +69,41 @@ export async function countVaultTokens(db: Executor, collection: string, scope: 
   return { active: Number(row.active), archived: Number(row.archived) };
 }
 
+/**
+ * Criteria that name their tokens (token IDs or object IDs, nothing wider): they match few
+ * tokens, through a unique or object index whatever the values, so their statements are prepared.
+ */
+export function isListed(criteria: TokenCriteria): boolean {
+  return !criteria.tags && criteria.tenant_id === undefined && (criteria.token_ids !== undefined || criteria.object_ids !== undefined);
+}
+
+/**
+ * Deletes at most `limit` tokens matching listed criteria (see isListed) with `id > afterId`,
+ * lowest keys first, in one prepared statement; returns their keys and token IDs in key order
+ * (the caller writes the audit row and events: a list is short). Rows are addressed by ctid;
+ * under REPEATABLE READ a row changed since the snapshot raises 40001 and the caller retries.
+ */
+export async function deleteVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number): Promise<{ id: string; token_id: string }[]> {
+  const candidates = trx
+    .selectFrom('vault_tokens')
+    .select(sql`ctid`.as('ctid'))
+    .where((e) => matching(e, collection, scope, criteria))
+    .where('id', '>', afterId)
+    .orderBy('id')
+    .limit(limit);
+  const rows = await executePrepared(trx, trx.deleteFrom('vault_tokens').where(sql`ctid`, '=', sql`any(array(${candidates}))`).returning(['id', 'token_id']).compile());
+  return rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/** Whether a token matching listed criteria (see isListed) with `id > afterId` remains. */
+export async function hasListedVaultTokenAfter(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string): Promise<boolean> {
+  const rows = await executePrepared(
+    db,
+    db.selectFrom('vault_tokens').select('id').where((eb) => matching(eb, collection, scope, criteria)).where('id', '>', afterId).orderBy('id').limit(1).compile(),
+  );
+  return rows.length > 0;
+}
+
 /** What a delete batch records with its effect; the statement fills in the deleted token IDs. */
 export interface DeletionRecord {
   /** The batch's audit row; the statement sets its data to `{ token_ids, batch: { index, size } }`. */
@@ -100,8 +136,9 @@ export interface DeletedBatch {
  * by ctid (a TID scan, no second index lookup per row); under REPEATABLE READ a row a concurrent
  * transaction changed since the snapshot raises 40001, and the caller retries. After a full
  * batch, an index probe tells whether more match, so the last event says `last: true`.
+ * For criteria that may match many tokens (tags, a tenant); see deleteVaultTokens for lists.
  */
-export async function deleteVaultTokenBatch(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number, record: DeletionRecord): Promise<DeletedBatch> {
+export async function deleteAndRecordVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number, record: DeletionRecord): Promise<DeletedBatch> {
   const candidates = trx
     .selectFrom('vault_tokens')
     .select(sql`ctid`.as('ctid'))
@@ -120,7 +157,7 @@ export async function deleteVaultTokenBatch(trx: Executor, collection: string, s
   const auditColumns = Object.keys(auditRow);
   const per = record.idsPerEvent;
   const template = JSON.stringify(record.event);
-  const result = await sql<{ deleted: number; last_id: string | null; more: boolean; events: number }>`
+  const statement = sql<{ deleted: number; last_id: string | null; more: boolean; events: number }>`
     with deleted as (
       delete from vault_tokens where ctid = any(array(${candidates})) returning id, token_id
     ), batch as (
@@ -133,21 +170,21 @@ export async function deleteVaultTokenBatch(trx: Executor, collection: string, s
              jsonb_build_object('token_ids', to_jsonb(b.ids), 'batch', jsonb_build_object('index', ${record.eventIndex}::int, 'size', b.n))
       from jsonb_populate_record(null::audit_log, ${JSON.stringify(auditRow)}::jsonb) as r, batch b
       where b.n > 0
-    ), parts as (
-      select p, gen_random_uuid() as event_id from batch b, generate_series(0, (b.n - 1) / ${per}::int) as p where b.n > 0
     ), events as (
+      -- one event per slice of idsPerEvent IDs, in slice order (a function scan, inserted as read)
       insert into outbox (event_id, command_id, event)
-      select parts.event_id, ${record.audit.command_id}::uuid,
+      select e.id, ${record.audit.command_id}::uuid,
              ${template}::jsonb || jsonb_build_object(
-               'event_id', parts.event_id,
+               'event_id', e.id,
                'data', (${template}::jsonb -> 'data') || jsonb_build_object(
-                 'token_ids', to_jsonb(b.ids[parts.p * ${per}::int + 1 : (parts.p + 1) * ${per}::int]),
-                 'batch', jsonb_build_object('index', ${record.eventIndex}::int + parts.p, 'last', not m.more and parts.p = (b.n - 1) / ${per}::int)))
-      from parts, batch b, more m
-      order by parts.p
+                 'token_ids', to_jsonb(((select ids from batch))[e.p * ${per}::int + 1 : (e.p + 1) * ${per}::int]),
+                 'batch', jsonb_build_object('index', ${record.eventIndex}::int + e.p, 'last', not (select more from more) and e.p = (select (n - 1) / ${per}::int from batch))))
+      from (select p, gen_random_uuid() as id
+            from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int else -1 end from batch)) as p) as e
     )
-    select b.n as deleted, b.last_id::text as last_id, m.more, (select count(*)::int from parts) as events from batch b, more m`.execute(trx);
-  const row = result.rows[0]!;
+    select b.n as deleted, b.last_id::text as last_id, m.more, (b.n + ${per}::int - 1) / ${per}::int as events from batch b, more m`;
+  const [row] = (await statement.execute(trx)).rows;
+  if (!row) throw new Error('the batch statement returned no row');
   return { deleted: row.deleted, lastId: row.last_id, more: row.more, events: row.events };
 }
 

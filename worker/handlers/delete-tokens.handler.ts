@@ -1,7 +1,9 @@
 import { z } from 'zod';
-import { AppError, type CommandOf, type EventOf, MAX_TOKEN_IDS_PER_EVENT } from '../../contracts/index.js';
+import { AppError, type CommandOf, type EventDraft, type EventOf, MAX_TOKEN_IDS_PER_EVENT } from '../../contracts/index.js';
+import type { AuditEntry } from '../../db/repositories/audit-log.repository.js';
 import { auditRows } from '../../db/repositories/audit-log.repository.js';
-import { countMatchingVaultTokens, deleteVaultTokenBatch, type TokenCriteria } from '../../db/repositories/vault-token.repository.js';
+import { countMatchingVaultTokens, type DeletedBatch, deleteAndRecordVaultTokens, deleteVaultTokens, hasListedVaultTokenAfter, isListed, type TokenCriteria } from '../../db/repositories/vault-token.repository.js';
+import { chunk } from '../chunk.js';
 import { toEvents } from '../event-envelope.js';
 import type { CommandHandler } from './handler.js';
 
@@ -18,25 +20,44 @@ function criteriaOf(command: CommandOf<'tokens.delete'>): TokenCriteria {
  * scope, in batches of `deleteBatchSize` by ascending key; each batch is one step (its own
  * transaction with its audit row, events and checkpoint), so a crash resumes after the last
  * committed batch. A rotate renames a token but keeps its key, so none is missed. Nothing
- * matched at all: PV3009. The batch statement writes the batch's audit row and events itself
- * (the token IDs stay in Postgres); the total for progress is counted beside the batches.
+ * matched at all: PV3009. Named tokens (a list of token or object IDs) come back to the worker,
+ * which writes their audit row and events; for tags or a tenant the batch statement writes them
+ * itself and the IDs stay in Postgres. The total for progress is counted beside the batches.
  */
 export const deleteTokensHandler: CommandHandler<'tokens.delete'> = {
   async step({ trx, commandId, command, audit, checkpoint, total, settings }) {
     const state: DeleteCheckpoint = checkpoint ? DeleteCheckpoint.parse(checkpoint) : { after_id: '0', deleted: 0, event_index: 0, total: null };
     const { collection } = command;
-    const batch = await deleteVaultTokenBatch(trx, collection, audit.tenant_ids, criteriaOf(command), state.after_id, settings.deleteBatchSize, {
-      audit: auditRows(commandId, audit, [{ action: 'tokens.deleted', collection, data: {} }])[0]!,
-      event: toEvents(commandId, audit, [{ type: 'tokens.deleted', data: { collection, token_ids: [], batch: { index: 0, last: false } } }])[0] as EventOf<'tokens.deleted'>,
-      eventIndex: state.event_index,
-      idsPerEvent: MAX_TOKEN_IDS_PER_EVENT,
-    });
+    const criteria = criteriaOf(command);
+    const size = settings.deleteBatchSize;
+    let batch: DeletedBatch;
+    let events: EventDraft[] = [];
+    let auditEntries: AuditEntry[] = [];
+    if (isListed(criteria)) {
+      // named tokens: few IDs, so they come back and the executor writes the audit row and events
+      const rows = await deleteVaultTokens(trx, collection, audit.tenant_ids, criteria, state.after_id, size);
+      const lastId = rows.at(-1)?.id ?? null;
+      const more = rows.length === size && (await hasListedVaultTokenAfter(trx, collection, audit.tenant_ids, criteria, lastId!));
+      const tokenIds = rows.map((r) => r.token_id);
+      const parts = chunk(tokenIds, MAX_TOKEN_IDS_PER_EVENT);
+      events = parts.map((ids, i) => ({ type: 'tokens.deleted', data: { collection, token_ids: ids, batch: { index: state.event_index + i, last: !more && i === parts.length - 1 } } }));
+      if (rows.length > 0) auditEntries = [{ action: 'tokens.deleted', collection, data: { token_ids: tokenIds, batch: { index: state.event_index, size: rows.length } } }];
+      batch = { deleted: rows.length, lastId, more, events: parts.length };
+    } else {
+      // tags or a tenant, up to millions: one statement deletes and records, the IDs stay in Postgres
+      batch = await deleteAndRecordVaultTokens(trx, collection, audit.tenant_ids, criteria, state.after_id, size, {
+        audit: auditRows(commandId, audit, [{ action: 'tokens.deleted', collection, data: {} }])[0]!,
+        event: toEvents(commandId, audit, [{ type: 'tokens.deleted', data: { collection, token_ids: [], batch: { index: 0, last: false } } }])[0] as EventOf<'tokens.deleted'>,
+        eventIndex: state.event_index,
+        idsPerEvent: MAX_TOKEN_IDS_PER_EVENT,
+      });
+    }
     const deleted = state.deleted + batch.deleted;
     if (deleted === 0) throw new AppError('PV3009', {});
     const known = state.total ?? total;
-    if (!batch.more) return { done: true, result: { deleted }, progress: { processed: deleted, total: Math.max(known ?? deleted, deleted) }, events: [], audit: [] };
+    if (!batch.more) return { done: true, result: { deleted }, progress: { processed: deleted, total: Math.max(known ?? deleted, deleted) }, events, audit: auditEntries };
     const next: DeleteCheckpoint = { after_id: batch.lastId ?? state.after_id, deleted, event_index: state.event_index + batch.events, total: known };
-    return { done: false, checkpoint: next, progress: { processed: deleted, total: known === null ? null : Math.max(known, deleted) }, events: [], audit: [] };
+    return { done: false, checkpoint: next, progress: { processed: deleted, total: known === null ? null : Math.max(known, deleted) }, events, audit: auditEntries };
   },
 
   async countRemaining(db, command, audit) {
