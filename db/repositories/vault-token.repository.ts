@@ -69,6 +69,17 @@ export async function countVaultTokens(db: Executor, collection: string, scope: 
   return { active: Number(row.active), archived: Number(row.archived) };
 }
 
+/** The row addresses of the next `limit` matching tokens above `afterId`: a walk of the primary key from the checkpoint. */
+function batchCandidates(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number) {
+  return trx
+    .selectFrom('vault_tokens')
+    .select(sql`ctid`.as('ctid'))
+    .where((e) => matching(e, collection, scope, criteria))
+    .where('id', '>', afterId)
+    .orderBy('id')
+    .limit(limit);
+}
+
 /**
  * Criteria that name their tokens (token IDs or object IDs, nothing wider): they match few
  * tokens, through a unique or object index whatever the values, so their statements are prepared.
@@ -84,13 +95,7 @@ export function isListed(criteria: TokenCriteria): boolean {
  * under REPEATABLE READ a row changed since the snapshot raises 40001 and the caller retries.
  */
 export async function deleteVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number): Promise<{ id: string; token_id: string }[]> {
-  const candidates = trx
-    .selectFrom('vault_tokens')
-    .select(sql`ctid`.as('ctid'))
-    .where((e) => matching(e, collection, scope, criteria))
-    .where('id', '>', afterId)
-    .orderBy('id')
-    .limit(limit);
+  const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
   const rows = await executePrepared(trx, trx.deleteFrom('vault_tokens').where(sql`ctid`, '=', sql`any(array(${candidates}))`).returning(['id', 'token_id']).compile());
   return rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
 }
@@ -139,13 +144,7 @@ export interface DeletedBatch {
  * For criteria that may match many tokens (tags, a tenant); see deleteVaultTokens for lists.
  */
 export async function deleteAndRecordVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number, record: DeletionRecord): Promise<DeletedBatch> {
-  const candidates = trx
-    .selectFrom('vault_tokens')
-    .select(sql`ctid`.as('ctid'))
-    .where((e) => matching(e, collection, scope, criteria))
-    .where('id', '>', afterId)
-    .orderBy('id')
-    .limit(limit);
+  const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
   const next = trx
     .selectFrom('vault_tokens')
     .select('id')
