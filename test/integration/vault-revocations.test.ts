@@ -88,6 +88,9 @@ describe('Piiano delete and rotate tokens', () => {
       expect(accepted.status).toBe(202);
       const job = await waitForJob(stack, accepted.body.job_id, writer);
       expect(job).toMatchObject({ state: 'failed', result: null, error: { error_code: 'PV3009', message: expect.any(String), context: expect.any(Object) } });
+      // the failed first attempt is counted (its step rolled back; the failure recorded it)
+      expect(job.attempts).toBe(1);
+      expect(job.started_at).not.toBeNull();
     });
 
     it('deletes only tokens matching token_ids AND tags', async () => {
