@@ -1,4 +1,3 @@
-import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import {
   AppError,
@@ -12,7 +11,7 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { commitStep, findCommand, lockCommand, startCommand } from '../db/repositories/command.repository.js';
+import { commitStep, findCommand, lockCommand, startCommand, useOneCore } from '../db/repositories/command.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -139,8 +138,7 @@ async function countTotal(deps: ExecutorDeps, id: string, { command, audit, hand
     .setIsolationLevel('repeatable read')
     .setAccessMode('read only')
     .execute(async (trx) => {
-      // one core for the count: parallel workers would take the CPU the steps need
-      await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
+      await useOneCore(trx); // parallel workers would take the CPU the steps need
       const row = await findCommand(trx, id);
       const left = await handler.countRemaining!(trx, command, audit);
       return (row?.progress?.processed ?? 0) + left;
@@ -149,8 +147,8 @@ async function countTotal(deps: ExecutorDeps, id: string, { command, audit, hand
 
 /**
  * Locks the command row: the first step of a delivery also marks it running and counts the
- * attempt (startCommand), in the same statement. Returns the row, or undefined when the command
- * is terminal (with the terminal row) — throws CommandNotFound when it does not exist.
+ * attempt (startCommand), in the same statement. Returns the locked row (`live`), or the stored
+ * row of a terminal command (not live); throws CommandNotFound when the command does not exist.
  */
 async function lockForStep(trx: Trx, id: string, first: boolean): Promise<{ row: CommandRow; live: boolean }> {
   const row = first ? await startCommand(trx, id) : await lockCommand(trx, id);

@@ -63,6 +63,11 @@ export async function startCommand(trx: Executor, id: string): Promise<CommandRo
   return updated;
 }
 
+/** Keeps the rest of the transaction on one core (no parallel workers): for background work beside a command's steps. */
+export async function useOneCore(trx: Executor): Promise<void> {
+  await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
+}
+
 /** How a step leaves the command: ended (succeeded or failed), or checkpointed for the next step. */
 export type StepEnd =
   | { state: Extract<JobState, 'succeeded'>; result: Record<string, unknown>; progress?: JobProgress | null }

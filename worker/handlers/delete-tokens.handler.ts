@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { AppError, type CommandOf, type EventDraft, type EventOf, MAX_TOKEN_IDS_PER_EVENT } from '../../contracts/index.js';
+import { AppError, type AuditContext, type CommandOf, type EventDraft, type EventOf, MAX_TOKEN_IDS_PER_EVENT } from '../../contracts/index.js';
+import type { Trx } from '../../db/database.js';
 import type { AuditEntry } from '../../db/repositories/audit-log.repository.js';
 import { auditRows } from '../../db/repositories/audit-log.repository.js';
 import { countMatchingVaultTokens, type DeletedBatch, deleteAndRecordVaultTokens, deleteVaultTokens, hasListedVaultTokenAfter, isListed, type TokenCriteria } from '../../db/repositories/vault-token.repository.js';
@@ -15,6 +16,36 @@ function criteriaOf(command: CommandOf<'tokens.delete'>): TokenCriteria {
   return { token_ids: command.token_ids, object_ids: command.object_ids, tags: command.tags, tenant_id: command.tenant_id, archived: command.archived };
 }
 
+interface BatchEffects {
+  batch: DeletedBatch;
+  /** Events and audit rows for the executor to write (none when the statement wrote them). */
+  events: EventDraft[];
+  audit: AuditEntry[];
+}
+
+/** Named tokens (token or object IDs): few IDs, so they come back and the executor writes their audit row and events. */
+async function deleteNamed(trx: Trx, collection: string, audit: AuditContext, criteria: TokenCriteria, state: DeleteCheckpoint, size: number): Promise<BatchEffects> {
+  const rows = await deleteVaultTokens(trx, collection, audit.tenant_ids, criteria, state.after_id, size);
+  const lastId = rows.at(-1)?.id ?? null;
+  const more = lastId !== null && rows.length === size && (await hasListedVaultTokenAfter(trx, collection, audit.tenant_ids, criteria, lastId));
+  const tokenIds = rows.map((r) => r.token_id);
+  const parts = chunk(tokenIds, MAX_TOKEN_IDS_PER_EVENT);
+  const events: EventDraft[] = parts.map((ids, i) => ({ type: 'tokens.deleted', data: { collection, token_ids: ids, batch: { index: state.event_index + i, last: !more && i === parts.length - 1 } } }));
+  const entries: AuditEntry[] = rows.length > 0 ? [{ action: 'tokens.deleted', collection, data: { token_ids: tokenIds, batch: { index: state.event_index, size: rows.length } } }] : [];
+  return { batch: { deleted: rows.length, lastId, more, events: parts.length }, events, audit: entries };
+}
+
+/** Tags or a tenant, up to millions: one statement deletes the batch and writes its audit row and events; the IDs stay in Postgres. */
+async function deleteMatching(trx: Trx, commandId: string, collection: string, audit: AuditContext, criteria: TokenCriteria, state: DeleteCheckpoint, size: number): Promise<BatchEffects> {
+  const batch = await deleteAndRecordVaultTokens(trx, collection, audit.tenant_ids, criteria, state.after_id, size, {
+    audit: auditRows(commandId, audit, [{ action: 'tokens.deleted', collection, data: {} }])[0]!,
+    event: toEvents(commandId, audit, [{ type: 'tokens.deleted', data: { collection, token_ids: [], batch: { index: 0, last: false } } }])[0] as EventOf<'tokens.deleted'>,
+    eventIndex: state.event_index,
+    idsPerEvent: MAX_TOKEN_IDS_PER_EVENT,
+  });
+  return { batch, events: [], audit: [] };
+}
+
 /**
  * `tokens.delete`: deletes the tokens that match every criterion, inside the command's tenant
  * scope, in batches of `deleteBatchSize` by ascending key; each batch is one step (its own
@@ -27,31 +58,10 @@ function criteriaOf(command: CommandOf<'tokens.delete'>): TokenCriteria {
 export const deleteTokensHandler: CommandHandler<'tokens.delete'> = {
   async step({ trx, commandId, command, audit, checkpoint, total, settings }) {
     const state: DeleteCheckpoint = checkpoint ? DeleteCheckpoint.parse(checkpoint) : { after_id: '0', deleted: 0, event_index: 0, total: null };
-    const { collection } = command;
     const criteria = criteriaOf(command);
-    const size = settings.deleteBatchSize;
-    let batch: DeletedBatch;
-    let events: EventDraft[] = [];
-    let auditEntries: AuditEntry[] = [];
-    if (isListed(criteria)) {
-      // named tokens: few IDs, so they come back and the executor writes the audit row and events
-      const rows = await deleteVaultTokens(trx, collection, audit.tenant_ids, criteria, state.after_id, size);
-      const lastId = rows.at(-1)?.id ?? null;
-      const more = rows.length === size && (await hasListedVaultTokenAfter(trx, collection, audit.tenant_ids, criteria, lastId!));
-      const tokenIds = rows.map((r) => r.token_id);
-      const parts = chunk(tokenIds, MAX_TOKEN_IDS_PER_EVENT);
-      events = parts.map((ids, i) => ({ type: 'tokens.deleted', data: { collection, token_ids: ids, batch: { index: state.event_index + i, last: !more && i === parts.length - 1 } } }));
-      if (rows.length > 0) auditEntries = [{ action: 'tokens.deleted', collection, data: { token_ids: tokenIds, batch: { index: state.event_index, size: rows.length } } }];
-      batch = { deleted: rows.length, lastId, more, events: parts.length };
-    } else {
-      // tags or a tenant, up to millions: one statement deletes and records, the IDs stay in Postgres
-      batch = await deleteAndRecordVaultTokens(trx, collection, audit.tenant_ids, criteria, state.after_id, size, {
-        audit: auditRows(commandId, audit, [{ action: 'tokens.deleted', collection, data: {} }])[0]!,
-        event: toEvents(commandId, audit, [{ type: 'tokens.deleted', data: { collection, token_ids: [], batch: { index: 0, last: false } } }])[0] as EventOf<'tokens.deleted'>,
-        eventIndex: state.event_index,
-        idsPerEvent: MAX_TOKEN_IDS_PER_EVENT,
-      });
-    }
+    const { batch, events, audit: auditEntries } = isListed(criteria)
+      ? await deleteNamed(trx, command.collection, audit, criteria, state, settings.deleteBatchSize)
+      : await deleteMatching(trx, commandId, command.collection, audit, criteria, state, settings.deleteBatchSize);
     const deleted = state.deleted + batch.deleted;
     if (deleted === 0) throw new AppError('PV3009', {});
     const known = state.total ?? total;
