@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { AccessTokenRow, NewAccessToken } from '../access-token.table.js';
 import type { Executor } from '../database.js';
+import { executePrepared } from '../prepared.js';
 import type { SubjectRow } from '../subject.table.js';
 
 export interface AccessTokenWithSubject {
@@ -41,7 +42,8 @@ export async function findAccessTokenByHash(db: Executor, secretHash: Buffer): P
  * trip (a caller's credential and the X-Subject-Token it asks about). Index: secret_hash.
  */
 export async function findAccessTokensByHashes(db: Executor, secretHashes: readonly Buffer[]): Promise<AccessTokenWithSubject[]> {
-  const rows = await withSubject(db).where('access_tokens.secret_hash', 'in', [...secretHashes]).execute();
+  // every authenticated request runs this: prepared (one or two hashes, two shapes)
+  const rows = await executePrepared(db, withSubject(db).where('access_tokens.secret_hash', 'in', [...secretHashes]).compile());
   return rows.map(split);
 }
 
