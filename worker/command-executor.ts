@@ -11,7 +11,7 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { commitStep, findCommand, lockCommand, startCommand, useOneCore } from '../db/repositories/command.repository.js';
+import { commitStep, findCommand, lockCommand, useOneCore } from '../db/repositories/command.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -146,21 +146,21 @@ async function countTotal(deps: ExecutorDeps, id: string, { command, audit, hand
 }
 
 /**
- * Locks the command row: the first step of a delivery also marks it running and counts the
- * attempt (startCommand), in the same statement. Returns the locked row (`live`), or the stored
- * row of a terminal command (not live); throws CommandNotFound when the command does not exist.
+ * Locks the command row for the step. Returns the locked row (`live`), or the stored row of a
+ * terminal command (not live); throws CommandNotFound when the command does not exist.
  */
-async function lockForStep(trx: Trx, id: string, first: boolean): Promise<{ row: CommandRow; live: boolean }> {
-  const row = first ? await startCommand(trx, id) : await lockCommand(trx, id);
-  if (row && !isTerminal(row)) return { row, live: true };
-  const stored = row ?? (await findCommand(trx, id));
-  if (!stored) throw new CommandNotFound(`command ${id} is not in the database`);
-  return { row: stored, live: false };
+async function lockForStep(trx: Trx, id: string): Promise<{ row: CommandRow; live: boolean }> {
+  const row = await lockCommand(trx, id);
+  if (!row) throw new CommandNotFound(`command ${id} is not in the database`);
+  return { row, live: !isTerminal(row) };
 }
 
-/** One transaction: lock (and start, on the first step), step, write effects; returns the locked row and the step's outcome. */
+/**
+ * One transaction: lock, step, write effects; the first step of a delivery also counts its
+ * attempt, in the same UPDATE as its state. Returns the locked row and the step's outcome.
+ */
 async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
-  const { row, live } = await lockForStep(trx, id, first);
+  const { row, live } = await lockForStep(trx, id);
   if (!live) return { row };
   const parsed = known ?? parseRow(row);
   remember(parsed);
@@ -171,6 +171,7 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
   if (outcome.done) drafts.push({ type: 'command.succeeded', data: { command_type: command.type, result: outcome.result as Record<string, unknown> } });
   await commitStep(trx, {
     id,
+    start: first,
     audit,
     entries: outcome.audit,
     events: toEvents(id, audit, drafts),
@@ -188,13 +189,14 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
  */
 async function recordFailure(deps: ExecutorDeps, id: string, countAttempt: boolean, error: StoredError): Promise<ExecutionOutcome> {
   const outcome = await runTransaction(deps.db, async (trx): Promise<ExecutionOutcome> => {
-    const { row, live } = await lockForStep(trx, id, countAttempt);
+    const { row, live } = await lockForStep(trx, id);
     if (!live) return storedOutcome(row);
     const { command, audit } = parseRow(row);
     const type = command.type;
     const collection = 'collection' in command ? command.collection : null;
     await commitStep(trx, {
       id,
+      start: countAttempt,
       audit,
       entries: [{ action: 'command.failed', collection, data: { command_type: type, error } }],
       events: toEvents(id, audit, [{ type: 'command.failed', data: { command_type: type, error } }]),

@@ -43,26 +43,6 @@ export async function lockCommand(trx: Executor, id: string): Promise<CommandRow
   return row;
 }
 
-/**
- * Starts a delivery of the command in the caller's transaction: state running, attempts + 1,
- * started_at on the first one, and the row locked for the rest of the transaction (the first
- * step's lock; the attempt counts when that step commits). Returns the row after the update, or
- * undefined when the command is terminal or missing (tell them apart with findCommand).
- */
-export async function startCommand(trx: Executor, id: string): Promise<CommandRow | undefined> {
-  const [updated] = await executePrepared(
-    trx,
-    trx
-      .updateTable('commands')
-      .set((eb) => ({ state: 'running', attempts: eb('attempts', '+', 1), started_at: sql`coalesce(started_at, now())` }))
-      .where('id', '=', id)
-      .where('state', 'in', ['queued', 'running'])
-      .returningAll()
-      .compile(),
-  );
-  return updated;
-}
-
 /** Keeps the rest of the transaction on one core (no parallel workers): for background work beside a command's steps. */
 export async function useOneCore(trx: Executor): Promise<void> {
   await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
@@ -76,6 +56,8 @@ export type StepEnd =
 
 export interface StepRecord {
   id: string;
+  /** The first step of a delivery: count the attempt (attempts + 1, started_at on the first one). */
+  start: boolean;
   audit: AuditContext;
   entries: readonly AuditEntry[];
   events: readonly RevocationEvent[];
@@ -96,10 +78,12 @@ export async function commitStep(trx: Executor, step: StepRecord): Promise<void>
   if (audit.length > 0) writer = writer.with('audit_rows', (qc) => qc.insertInto('audit_log').values(audit)) as unknown as QueryCreator<Database>;
   if (outbox.length > 0) writer = writer.with('outbox_rows', (qc) => qc.insertInto('outbox').values(outbox)) as unknown as QueryCreator<Database>;
   const json = (value: unknown) => (value === null ? null : JSON.stringify(value));
+  const started = step.start ? { attempts: sql<number>`attempts + 1`, started_at: sql<Date>`coalesce(started_at, now())` } : {};
   const set =
     end.state === 'running'
-      ? { progress: json(end.progress), checkpoint: JSON.stringify(end.checkpoint) }
+      ? { ...started, state: 'running' as const, progress: json(end.progress), checkpoint: JSON.stringify(end.checkpoint) }
       : {
+          ...started,
           state: end.state,
           result: end.state === 'succeeded' ? JSON.stringify(end.result) : null,
           error: end.state === 'failed' ? JSON.stringify(end.error) : null,
