@@ -18,7 +18,7 @@ export const ConfigSchema = z.object({
     .regex(/^[^\s:]+$|^\{[^\s{}]+\}$/, 'must be a word without spaces or colons, or a Redis Cluster hash tag like {revocation}')
     .default(DEFAULT_QUEUE_PREFIX),
   WORKER_CONCURRENCY: int(1, 1000).default(8),
-  DELETE_BATCH_SIZE: int(1, 100_000).default(10_000),
+  DELETE_BATCH_SIZE: int(1, 100_000).default(20_000),
   EVENTS_STREAM: z.string().min(1).default(DEFAULT_EVENTS_STREAM),
   EVENTS_STREAM_MAXLEN: int(1000, 1_000_000_000).default(1_000_000),
   BOOTSTRAP_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
