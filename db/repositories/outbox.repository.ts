@@ -16,9 +16,9 @@ export const RELAY_LOCK_KEY = 0x72656c61; // "rela"
  * Claims the relay for this transaction and reads the oldest unpublished events, at most
  * `limit`, in commit order, in one round trip. Only one relay publishes at a time (a
  * transaction-level advisory lock), so events reach the stream in order; when another relay
- * holds the lock, returns none. The transaction commits without waiting for the WAL flush.
- * Index: outbox_unpublished. Each event comes as its JSON text,
- * ready for the stream (the relay never needs to parse what it only forwards).
+ * holds the lock, returns none. The transaction commits without waiting for the WAL flush. Each
+ * event comes as its JSON text, ready for the stream (the relay never parses what it only
+ * forwards). Index: outbox_unpublished.
  */
 export async function claimUnpublished(trx: Executor, limit: number): Promise<{ id: string; event: string }[]> {
   return executePrepared(

@@ -1,4 +1,4 @@
-import { type ExpressionBuilder, sql } from 'kysely';
+import { type ExpressionBuilder, type RawBuilder, sql } from 'kysely';
 import type { Database, Executor } from '../database.js';
 import type { EventOf } from '../../contracts/index.js';
 import type { NewAuditLog } from '../audit-log.table.js';
@@ -97,16 +97,24 @@ export function isListed(criteria: TokenCriteria): boolean {
 export async function deleteVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number): Promise<{ id: string; token_id: string }[]> {
   const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
   const rows = await executePrepared(trx, trx.deleteFrom('vault_tokens').where(sql`ctid`, '=', sql`any(array(${candidates}))`).returning(['id', 'token_id']).compile());
-  return rows.sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return rows.sort((a, b) => compareKeys(a.id, b.id));
 }
 
 /** Whether a token matching listed criteria (see isListed) with `id > afterId` remains. */
 export async function hasListedVaultTokenAfter(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string): Promise<boolean> {
-  const rows = await executePrepared(
-    db,
-    db.selectFrom('vault_tokens').select('id').where((eb) => matching(eb, collection, scope, criteria)).where('id', '>', afterId).orderBy('id').limit(1).compile(),
-  );
+  const rows = await executePrepared(db, firstMatchAfter(db, collection, scope, criteria, afterId).compile());
   return rows.length > 0;
+}
+
+/** The key of the first matching token above `afterId`: a walk of the primary key that stops at the first match. */
+function firstMatchAfter(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string | RawBuilder<string>) {
+  return db
+    .selectFrom('vault_tokens')
+    .select('id')
+    .where((eb) => matching(eb, collection, scope, criteria))
+    .where('id', '>', afterId)
+    .orderBy('id')
+    .limit(1);
 }
 
 /** What a delete batch records with its effect; the statement fills in the deleted token IDs. */
@@ -145,13 +153,8 @@ export interface DeletedBatch {
  */
 export async function deleteAndRecordVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number, record: DeletionRecord): Promise<DeletedBatch> {
   const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
-  const next = trx
-    .selectFrom('vault_tokens')
-    .select('id')
-    .where((e) => matching(e, collection, scope, criteria))
-    .where('id', '>', sql<string>`(select last_id from batch)`)
-    .orderBy('id') // walk the key from the last deleted one, stop at the first match (not EXISTS: that drops the order, and scans)
-    .limit(1);
+  // after the last deleted key (a scalar subquery, not EXISTS: EXISTS drops the order, and scans)
+  const next = firstMatchAfter(trx, collection, scope, criteria, sql<string>`(select last_id from batch)`);
   const { data: _data, ...auditRow } = record.audit;
   const auditColumns = Object.keys(auditRow);
   const per = record.idsPerEvent;
@@ -219,4 +222,9 @@ export async function renameVaultTokens(trx: Executor, collection: string, renam
     from unnest(${renames.map((r) => r.id)}::bigint[], ${renames.map((r) => r.token_id)}::text[]) as r(id, token_id)
     where t.collection = ${collection} and t.id = r.id`.execute(trx);
   return Number(result.numAffectedRows ?? 0);
+}
+
+/** Orders bigint keys held as strings. */
+export function compareKeys(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }

@@ -1,8 +1,7 @@
 import { z } from 'zod';
 import { AppError, type AuditContext, type CommandOf, type EventDraft, type EventOf, MAX_TOKEN_IDS_PER_EVENT } from '../../contracts/index.js';
 import type { Trx } from '../../db/database.js';
-import type { AuditEntry } from '../../db/repositories/audit-log.repository.js';
-import { auditRows } from '../../db/repositories/audit-log.repository.js';
+import { type AuditEntry, auditRows } from '../../db/repositories/audit-log.repository.js';
 import { countMatchingVaultTokens, type DeletedBatch, deleteAndRecordVaultTokens, deleteVaultTokens, hasListedVaultTokenAfter, isListed, type TokenCriteria } from '../../db/repositories/vault-token.repository.js';
 import { chunk } from '../chunk.js';
 import { toEvents } from '../event-envelope.js';
