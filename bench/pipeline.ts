@@ -11,7 +11,7 @@
  *       25%, 50% and 90% of that sustained rate, from an open-loop generator.
  *   (c) GET /v1/auth/verify against a bare route running the same SELECT.
  * Every delete command names a token of its own, so none fails with PV3009.
- * Usage: npm run bench:pipeline [-- --duration 10 --connections 32 --worker-concurrency 16 --tokens 200000 --profile /tmp/prof]
+ * Usage: npm run bench:pipeline [-- --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick]
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -51,11 +51,13 @@ const { values } = parseArgs({
   options: {
     duration: { type: 'string', default: '10' },
     connections: { type: 'string', default: '32' },
-    'worker-concurrency': { type: 'string', default: '16' },
+    'worker-concurrency': { type: 'string', default: '64' },
     tokens: { type: 'string', default: '200000' },
     warmup: { type: 'string', default: '2' },
     'drain-timeout': { type: 'string', default: '120' },
     'open-loop-sockets': { type: 'string', default: '256' },
+    /** Accept and drain phases only (the two throughput ratios), for iterating on an optimisation. */
+    quick: { type: 'boolean', default: false },
     /** Writes a V8 CPU profile of every child process (producer, worker, baselines) to this directory. */
     profile: { type: 'string' },
   },
@@ -68,6 +70,7 @@ const WARMUP = Number(values.warmup);
 const DRAIN_TIMEOUT_S = Number(values['drain-timeout']);
 const OPEN_SOCKETS = Number(values['open-loop-sockets']);
 const FRACTIONS = [0.25, 0.5, 0.9] as const;
+const QUICK = values.quick;
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
 
 const { config } = benchConfig({ WORKER_CONCURRENCY: String(CONCURRENCY), RATE_LIMIT_MAX: '0' });
@@ -438,122 +441,125 @@ try {
   const afterDrain = await commandStates();
   if (afterDrain.failed) log(`  !! ${afterDrain.failed} commands failed: ${JSON.stringify((await sql`select error, count(*) from commands where state = 'failed' group by error`.execute(db)).rows)}`);
 
-  // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate
-  cpu = await snapCpu();
-  const windowStart = performance.now();
-  const load = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
-  const windowEnd = windowStart + D * 1000;
-  const sustainedCpu = await cpuSince(cpu);
-  let completedInWindow = 0;
-  for (const at of watch.succeeded.values()) if (at >= windowStart && at <= windowEnd) completedInWindow++;
-  const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
-  report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
-  const maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
-  report.maxRate = maxRate;
-  progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
-
-  // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
-  for (const fraction of FRACTIONS) {
-    const target = Math.max(1, fraction * maxRate);
+  if (QUICK) await worker.stop();
+  else {
+    // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate
     cpu = await snapCpu();
-    const started = performance.now();
-    const requests = await openLoop(producerUrl, target, D, OPEN_SOCKETS, serviceCommand);
-    const rowCpu = await cpuSince(cpu);
-    const accepted = requests.filter((r) => r.status === 202).map((r) => ({ ...r, jobId: (JSON.parse(r.body) as { job_id: string }).job_id }));
-    await watch.waitFor(
-      accepted.map((r) => r.jobId),
-      30_000,
-    );
-    const latencies: number[] = [];
-    let missing = 0;
-    let failed = 0;
-    let completed = 0;
-    for (const r of accepted) {
-      const at = watch.succeeded.get(r.jobId);
-      if (at === undefined) {
-        if (watch.failed.has(r.jobId)) failed++;
-        else missing++;
-        latencies.push(Number.POSITIVE_INFINITY);
-        continue;
-      }
-      latencies.push(at - r.sentAt);
-      if (at <= started + D * 1000) completed++;
-    }
-    // Where the time goes, per command: the producer's and the worker's timestamps in Postgres
-    // (same machine clock as performance.timeOrigin + performance.now()).
-    const stamps = await sql<{ id: string; created: number; started: number; finished: number }>`
-      select id, extract(epoch from created_at) * 1000 as created, extract(epoch from started_at) * 1000 as started,
-             extract(epoch from finished_at) * 1000 as finished
-      from commands where id = any(${accepted.map((r) => r.jobId)}::uuid[])`.execute(db);
-    const byId = new Map(stamps.rows.map((row) => [row.id, row]));
-    const seg = { front: [] as number[], pickup: [] as number[], run: [] as number[], commit: [] as number[] };
-    for (const r of accepted) {
-      const row = byId.get(r.jobId);
-      const at = watch.succeeded.get(r.jobId);
-      if (!row || at === undefined) continue;
-      const sentEpoch = performance.timeOrigin + r.sentAt;
-      const eventEpoch = performance.timeOrigin + at;
-      seg.front.push(Number(row.created) - sentEpoch);
-      seg.pickup.push(Number(row.started) - Number(row.created));
-      seg.run.push(Number(row.finished) - Number(row.started));
-      seg.commit.push(eventEpoch - Number(row.finished));
-    }
-    const http = accepted.map((r) => r.answeredAt - r.sentAt);
-    const statusCounts: Record<string, number> = {};
-    for (const r of requests) statusCounts[String(r.status)] = (statusCounts[String(r.status)] ?? 0) + 1;
-    const unexpected = requests.find((r) => r.status !== 202);
-    const row: LatencyRow = {
-      fraction,
-      rate: target,
-      sent: requests.length,
-      accepted: accepted.length,
-      statuses: statusCounts,
-      ...(unexpected ? { firstUnexpected: `${unexpected.status} ${unexpected.body.slice(0, 300)}` } : {}),
-      acceptedPerS: rate(accepted.filter((r) => r.answeredAt <= started + D * 1000).length, D),
-      completedPerS: rate(completed, D),
-      p50: percentile(latencies, 0.5),
-      p99: percentile(latencies, 0.99),
-      max: percentile(latencies, 1),
-      missing,
-      failed,
-      http50: percentile(http, 0.5),
-      http99: percentile(http, 0.99),
-      lag99: percentile(
-        requests.map((r) => r.sentAt - r.dueAt),
-        0.99,
-      ),
-      segments: [
-        { name: 'send → command row (auth, validation, INSERT start)', p50: percentile(seg.front, 0.5), p99: percentile(seg.front, 0.99) },
-        { name: 'command row → worker picks it up (commit, queue.add, BullMQ)', p50: percentile(seg.pickup, 0.5), p99: percentile(seg.pickup, 0.99) },
-        { name: 'picked up → final transaction begins', p50: percentile(seg.run, 0.5), p99: percentile(seg.run, 0.99) },
-        { name: 'final transaction begins → event read (tx, relay, XADD, XREAD)', p50: percentile(seg.commit, 0.5), p99: percentile(seg.commit, 0.99) },
-      ],
-      cpu: rowCpu,
-    };
-    report.latency.push(row);
-    progress(
-      `(b) open loop at ${fmt(fraction * 100, 0)}% = ${f0(target)}/s: request → event p50 ${f1(row.p50)} ms, p99 ${f1(row.p99)} ms; ` +
-        `accepted ${f0(row.acceptedPerS)}/s, completed ${f0(row.completedPerS)}/s${missing ? `, ${missing} events MISSING after 30 s` : ''}`,
-    );
-    await drainService(DRAIN_TIMEOUT_S);
-  }
-  await worker.stop();
-  worker = undefined;
+    const windowStart = performance.now();
+    const load = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
+    const windowEnd = windowStart + D * 1000;
+    const sustainedCpu = await cpuSince(cpu);
+    let completedInWindow = 0;
+    for (const at of watch.succeeded.values()) if (at >= windowStart && at <= windowEnd) completedInWindow++;
+    const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
+    report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
+    const maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
+    report.maxRate = maxRate;
+    progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
 
-  // ---- (c) verify against a bare route running the same SELECT
-  const verifySpec = (): RequestSpec => ({ method: 'GET', path: '/v1/auth/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
-  const bareVerifySpec = (): RequestSpec => ({ method: 'GET', path: '/bare/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
-  await closedLoop(bareUrl, C, WARMUP, bareVerifySpec, (s) => s === 200);
-  cpu = await snapCpu();
-  report.bareVerify = await closedLoop(bareUrl, C, D, bareVerifySpec, (s) => s === 200);
-  report.bareVerifyCpu = await cpuSince(cpu);
-  progress(`(c) bare verify: ${f0(rate(report.bareVerify.ok, D))} req/s [${statuses(report.bareVerify)}]`);
-  await closedLoop(producerUrl, C, WARMUP, verifySpec, (s) => s === 200);
-  cpu = await snapCpu();
-  report.verify = await closedLoop(producerUrl, C, D, verifySpec, (s) => s === 200);
-  report.verifyCpu = await cpuSince(cpu);
-  progress(`(c) service verify: ${f0(rate(report.verify.ok, D))} req/s [${statuses(report.verify)}]`);
-  producer.assertAlive();
+    // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
+    for (const fraction of FRACTIONS) {
+      const target = Math.max(1, fraction * maxRate);
+      cpu = await snapCpu();
+      const started = performance.now();
+      const requests = await openLoop(producerUrl, target, D, OPEN_SOCKETS, serviceCommand);
+      const rowCpu = await cpuSince(cpu);
+      const accepted = requests.filter((r) => r.status === 202).map((r) => ({ ...r, jobId: (JSON.parse(r.body) as { job_id: string }).job_id }));
+      await watch.waitFor(
+        accepted.map((r) => r.jobId),
+        30_000,
+      );
+      const latencies: number[] = [];
+      let missing = 0;
+      let failed = 0;
+      let completed = 0;
+      for (const r of accepted) {
+        const at = watch.succeeded.get(r.jobId);
+        if (at === undefined) {
+          if (watch.failed.has(r.jobId)) failed++;
+          else missing++;
+          latencies.push(Number.POSITIVE_INFINITY);
+          continue;
+        }
+        latencies.push(at - r.sentAt);
+        if (at <= started + D * 1000) completed++;
+      }
+      // Where the time goes, per command: the producer's and the worker's timestamps in Postgres
+      // (same machine clock as performance.timeOrigin + performance.now()).
+      const stamps = await sql<{ id: string; created: number; started: number; finished: number }>`
+        select id, extract(epoch from created_at) * 1000 as created, extract(epoch from started_at) * 1000 as started,
+               extract(epoch from finished_at) * 1000 as finished
+        from commands where id = any(${accepted.map((r) => r.jobId)}::uuid[])`.execute(db);
+      const byId = new Map(stamps.rows.map((row) => [row.id, row]));
+      const seg = { front: [] as number[], pickup: [] as number[], run: [] as number[], commit: [] as number[] };
+      for (const r of accepted) {
+        const row = byId.get(r.jobId);
+        const at = watch.succeeded.get(r.jobId);
+        if (!row || at === undefined) continue;
+        const sentEpoch = performance.timeOrigin + r.sentAt;
+        const eventEpoch = performance.timeOrigin + at;
+        seg.front.push(Number(row.created) - sentEpoch);
+        seg.pickup.push(Number(row.started) - Number(row.created));
+        seg.run.push(Number(row.finished) - Number(row.started));
+        seg.commit.push(eventEpoch - Number(row.finished));
+      }
+      const http = accepted.map((r) => r.answeredAt - r.sentAt);
+      const statusCounts: Record<string, number> = {};
+      for (const r of requests) statusCounts[String(r.status)] = (statusCounts[String(r.status)] ?? 0) + 1;
+      const unexpected = requests.find((r) => r.status !== 202);
+      const row: LatencyRow = {
+        fraction,
+        rate: target,
+        sent: requests.length,
+        accepted: accepted.length,
+        statuses: statusCounts,
+        ...(unexpected ? { firstUnexpected: `${unexpected.status} ${unexpected.body.slice(0, 300)}` } : {}),
+        acceptedPerS: rate(accepted.filter((r) => r.answeredAt <= started + D * 1000).length, D),
+        completedPerS: rate(completed, D),
+        p50: percentile(latencies, 0.5),
+        p99: percentile(latencies, 0.99),
+        max: percentile(latencies, 1),
+        missing,
+        failed,
+        http50: percentile(http, 0.5),
+        http99: percentile(http, 0.99),
+        lag99: percentile(
+          requests.map((r) => r.sentAt - r.dueAt),
+          0.99,
+        ),
+        segments: [
+          { name: 'send → command row (auth, validation, INSERT start)', p50: percentile(seg.front, 0.5), p99: percentile(seg.front, 0.99) },
+          { name: 'command row → worker picks it up (commit, queue.add, BullMQ)', p50: percentile(seg.pickup, 0.5), p99: percentile(seg.pickup, 0.99) },
+          { name: 'picked up → final transaction begins', p50: percentile(seg.run, 0.5), p99: percentile(seg.run, 0.99) },
+          { name: 'final transaction begins → event read (tx, relay, XADD, XREAD)', p50: percentile(seg.commit, 0.5), p99: percentile(seg.commit, 0.99) },
+        ],
+        cpu: rowCpu,
+      };
+      report.latency.push(row);
+      progress(
+        `(b) open loop at ${fmt(fraction * 100, 0)}% = ${f0(target)}/s: request → event p50 ${f1(row.p50)} ms, p99 ${f1(row.p99)} ms; ` +
+          `accepted ${f0(row.acceptedPerS)}/s, completed ${f0(row.completedPerS)}/s${missing ? `, ${missing} events MISSING after 30 s` : ''}`,
+      );
+      await drainService(DRAIN_TIMEOUT_S);
+    }
+    await worker.stop();
+    worker = undefined;
+
+    // ---- (c) verify against a bare route running the same SELECT
+    const verifySpec = (): RequestSpec => ({ method: 'GET', path: '/v1/auth/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
+    const bareVerifySpec = (): RequestSpec => ({ method: 'GET', path: '/bare/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
+    await closedLoop(bareUrl, C, WARMUP, bareVerifySpec, (s) => s === 200);
+    cpu = await snapCpu();
+    report.bareVerify = await closedLoop(bareUrl, C, D, bareVerifySpec, (s) => s === 200);
+    report.bareVerifyCpu = await cpuSince(cpu);
+    progress(`(c) bare verify: ${f0(rate(report.bareVerify.ok, D))} req/s [${statuses(report.bareVerify)}]`);
+    await closedLoop(producerUrl, C, WARMUP, verifySpec, (s) => s === 200);
+    cpu = await snapCpu();
+    report.verify = await closedLoop(producerUrl, C, D, verifySpec, (s) => s === 200);
+    report.verifyCpu = await cpuSince(cpu);
+    progress(`(c) service verify: ${f0(rate(report.verify.ok, D))} req/s [${statuses(report.verify)}]`);
+    producer.assertAlive();
+  }
 } catch (error) {
   exitCode = 1;
   log(`\nbench:pipeline FAILED: ${(error as Error).stack ?? String(error)}`);

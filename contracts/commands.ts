@@ -58,6 +58,27 @@ export const Command = z.discriminatedUnion('type', commandMembers).superRefine(
 export type Command = z.infer<typeof Command>;
 export type CommandType = Command['type'];
 export type CommandOf<T extends CommandType> = Extract<Command, { type: T }>;
+
+/** A delete or rotate naming at most this many tokens is short (see isShortCommand). */
+export const SHORT_COMMAND_TOKENS = 100;
+
+/**
+ * Short: one quick transaction over a few rows — a delete or rotate of at most
+ * SHORT_COMMAND_TOKENS named tokens, or a revoke. The producer says so in the job
+ * (CommandJobData.short) and a worker may run it in a transaction shared with other short
+ * commands (group commit); a delete by tags or tenant is long (batches of its own).
+ */
+export function isShortCommand(command: Command): boolean {
+  switch (command.type) {
+    case 'tokens.delete':
+      return !command.tags && command.tenant_id === undefined && (command.token_ids?.length ?? 0) + (command.object_ids?.length ?? 0) <= SHORT_COMMAND_TOKENS;
+    case 'tokens.rotate':
+      return command.token_ids.length <= SHORT_COMMAND_TOKENS;
+    case 'access_token.revoke':
+    case 'temporary_tokens.revoke_all':
+      return true;
+  }
+}
 export const commandTypes = commandMembers.map((m) => m.shape.type.value) as CommandType[];
 
 /** Commands on vault tokens carry an access reason (SPEC §3, Reasons). */

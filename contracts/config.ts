@@ -17,7 +17,12 @@ export const ConfigSchema = z.object({
     .min(1)
     .regex(/^[^\s:]+$|^\{[^\s{}]+\}$/, 'must be a word without spaces or colons, or a Redis Cluster hash tag like {revocation}')
     .default(DEFAULT_QUEUE_PREFIX),
-  WORKER_CONCURRENCY: int(1, 1000).default(8),
+  /** Jobs a worker process runs at once; short commands delivered together share transactions (below). */
+  WORKER_CONCURRENCY: int(1, 1000).default(64),
+  /** Group commit: at most this many short command steps per shared transaction; 1 turns it off. */
+  GROUP_COMMIT_MAX: int(1, 1000).default(32),
+  /** Group commit: transactions a worker process runs at once for short commands. */
+  GROUP_COMMIT_LANES: int(1, 64).default(2),
   DELETE_BATCH_SIZE: int(1, 100_000).default(20_000),
   EVENTS_STREAM: z.string().min(1).default(DEFAULT_EVENTS_STREAM),
   EVENTS_STREAM_MAXLEN: int(1000, 1_000_000_000).default(1_000_000),

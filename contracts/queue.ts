@@ -5,9 +5,15 @@ export const DEFAULT_EVENTS_STREAM = 'revocation:events';
 /** Stream entries keep their JSON in this field. */
 export const EVENT_FIELD = 'event';
 
-/** What a BullMQ job carries: only the command ID; the command itself lives in Postgres. */
+/** What a BullMQ job carries: the command ID (the command itself lives in Postgres) and a hint. */
 export interface CommandJobData {
   command_id: string;
+  /**
+   * The command is short (isShortCommand): the worker may run it in a shared transaction. Absent
+   * (a job the reconciler enqueued again, say): the worker runs it alone. Only a hint: the worker
+   * checks the stored command again before it shares a transaction.
+   */
+  short?: boolean;
 }
 
 /**

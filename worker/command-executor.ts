@@ -4,6 +4,7 @@ import {
   AuditContext,
   Command,
   type CommandType,
+  isShortCommand,
   type EventDraft,
   type JobProgress,
   type StoredError,
@@ -11,10 +12,11 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { commitStep, findCommand, lockCommand, useOneCore } from '../db/repositories/command.repository.js';
+import { commitStep, findCommand, lockCommand, type StepRecord, useOneCore } from '../db/repositories/command.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
+import { RunAlone, type SharedTurn, type StepGroup } from './step-group.js';
 import { ConflictRetriesExhausted, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
 
 export type ExecutionOutcome = { state: 'succeeded'; result: Record<string, unknown> } | { state: 'failed'; error: StoredError };
@@ -30,6 +32,12 @@ export interface ExecutorDeps {
   onConflictRetry?: (sqlState: string) => void;
   /** Called when this execution ended the command (not for a redelivery of an ended one). */
   onFinished?: (type: CommandType, state: 'succeeded' | 'failed', seconds: number) => void;
+  /**
+   * Group commit (see StepGroup): the first step of a command the job says is short shares a
+   * transaction with those of short commands delivered meanwhile. Without it, every step has a
+   * transaction of its own.
+   */
+  group?: StepGroup;
 }
 
 export interface ExecuteOptions {
@@ -42,6 +50,8 @@ export interface ExecuteOptions {
    * resumes from that step's checkpoint. A one-step command is not affected.
    */
   stop?: AbortSignal;
+  /** The job says the command is short (CommandJobData.short): its step may join a group. */
+  short?: boolean;
 }
 
 /** Thrown when the job names a command that is not in Postgres: nothing to do, ever. */
@@ -81,13 +91,10 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
   let counting = false;
   for (;;) {
     let step: StepResult;
+    const first = steps === 0;
+    const fn = (trx: Trx, turn?: SharedTurn) => runStep(deps, trx, commandId, first, turn, parsed, total, (p) => (parsed = p));
     try {
-      step = await runTransaction(
-        deps.db,
-        (trx) => runStep(deps, trx, commandId, steps === 0, parsed, total, (p) => (parsed = p)),
-        deps.retryPolicy ?? defaultRetryPolicy,
-        deps.onConflictRetry,
-      );
+      step = await (first && options.short && deps.group ? deps.group.run(commandId, fn) : runTransaction(deps.db, (trx) => fn(trx), deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry));
     } catch (error) {
       const fail = (stored: StoredError) => recordFailure(deps, commandId, steps === 0, stored);
       if (error instanceof AppError) return finished(await fail(error.toJSON()));
@@ -146,30 +153,34 @@ async function countTotal(deps: ExecutorDeps, id: string, { command, audit, hand
 }
 
 /**
- * Locks the command row for the step. Returns the locked row (`live`), or the stored row of a
- * terminal command (not live); throws CommandNotFound when the command does not exist.
+ * Locks the command row for the step (or takes the row a group locked). Returns the locked row
+ * (`live`), or the stored row of a terminal command (not live); throws CommandNotFound when the
+ * command does not exist.
  */
-async function lockForStep(trx: Trx, id: string): Promise<{ row: CommandRow; live: boolean }> {
-  const row = await lockCommand(trx, id);
+async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ row: CommandRow; live: boolean }> {
+  const row = turn ? turn.row : await lockCommand(trx, id);
   if (!row) throw new CommandNotFound(`command ${id} is not in the database`);
   return { row, live: !isTerminal(row) };
 }
 
 /**
- * One transaction: lock, step, write effects; the first step of a delivery also counts its
- * attempt, in the same UPDATE as its state. Returns the locked row and the step's outcome.
+ * One transaction (or, with a `turn`, one turn in a group's transaction): lock, step, write
+ * effects; the first step of a delivery also counts its attempt, in the same UPDATE as its
+ * state. Returns the locked row and the step's outcome. In a group, a command that is not short
+ * throws RunAlone before its step writes anything, and the group writes the step's records.
  */
-async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
-  const { row, live } = await lockForStep(trx, id);
+async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, turn: SharedTurn | undefined, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
+  const { row, live } = await lockForStep(trx, id, turn);
   if (!live) return { row };
   const parsed = known ?? parseRow(row);
   remember(parsed);
   const { command, audit, handler } = parsed;
+  if (turn && !isShortCommand(command)) throw new RunAlone(); // the job's hint was wrong
   const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
   const outcome = await handler.step(context);
   const drafts: EventDraft[] = [...outcome.events];
   if (outcome.done) drafts.push({ type: 'command.succeeded', data: { command_type: command.type, result: outcome.result as Record<string, unknown> } });
-  await commitStep(trx, {
+  const record: StepRecord = {
     id,
     start: first,
     audit,
@@ -178,7 +189,9 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
     end: outcome.done
       ? { state: 'succeeded', result: outcome.result as Record<string, unknown>, ...(outcome.progress ? { progress: outcome.progress } : {}) }
       : { state: 'running', progress: outcome.progress, checkpoint: outcome.checkpoint },
-  });
+  };
+  if (turn) turn.write(record);
+  else await commitStep(trx, record);
   return { row, outcome };
 }
 

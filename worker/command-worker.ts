@@ -28,6 +28,7 @@ export function commandProcessor(deps: ExecutorDeps, stop?: AbortSignal) {
     try {
       const outcome = await executeCommand({ ...deps, logger }, job.data.command_id, {
         finalAttempt,
+        short: job.data.short === true,
         onProgress: (progress) => job.updateProgress(progress).catch(() => {}),
         ...(stop ? { stop } : {}),
       });

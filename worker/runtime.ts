@@ -8,6 +8,7 @@ import { commandsFinished, jobDuration, setMetricsSource, transactionRetries } f
 import { OutboxRelay } from './outbox-relay.js';
 import { Reconciler } from './reconciler.js';
 import { Sweeper } from './sweeper.js';
+import { StepGroup } from './step-group.js';
 
 export interface WorkerStats {
   /** Transactions retried after a conflict, by SQLSTATE. */
@@ -29,6 +30,7 @@ export interface RunningWorker {
 
 /** Starts a BullMQ worker, the outbox relay and the reconciler, sharing one pool. */
 export async function startWorker(config: Config, logger: Logger): Promise<RunningWorker> {
+  // jobs waiting for a group hold no connection: a short command needs one only while alone
   const db = createDb(config.DATABASE_URL, { max: Math.min(50, config.WORKER_CONCURRENCY + 4), applicationName: 'revocation-worker' });
   const workerRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-worker' });
   const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-relay' });
@@ -51,8 +53,10 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // aborted by close(): a bulk delete stops after its current batch and is released, so a
   // shutdown waits for one transaction per active job, not for the rest of a breach
   const shutdown = new AbortController();
+  // short commands delivered together share a transaction (one commit for the group)
+  const group = config.GROUP_COMMIT_MAX > 1 ? new StepGroup(db, { lanes: config.GROUP_COMMIT_LANES, maxSize: config.GROUP_COMMIT_MAX, onConflictRetry }) : undefined;
   const worker = startCommandWorker(
-    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onCommitted: () => relay.kick(), onConflictRetry, onFinished },
+    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onCommitted: () => relay.kick(), onConflictRetry, onFinished, ...(group ? { group } : {}) },
     { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },
   );
   const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS });

@@ -1,4 +1,4 @@
-import { type QueryCreator, sql } from 'kysely';
+import { sql } from 'kysely';
 import type { AuditContext, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
 import type { Database, Executor } from '../database.js';
@@ -43,6 +43,15 @@ export async function lockCommand(trx: Executor, id: string): Promise<CommandRow
   return row;
 }
 
+/**
+ * Locks the command rows for the rest of the transaction, in key order (two transactions locking
+ * overlapping sets cannot deadlock on them); returns those that exist, by ID.
+ */
+export async function lockCommands(trx: Executor, ids: readonly string[]): Promise<Map<string, CommandRow>> {
+  const rows = await executePrepared(trx, trx.selectFrom('commands').selectAll().where('id', '=', sql<string>`any(${[...ids]}::uuid[])`).orderBy('id').forUpdate().compile());
+  return new Map(rows.map((row) => [row.id, row]));
+}
+
 /** Keeps the rest of the transaction on one core (no parallel workers): for background work beside a command's steps. */
 export async function useOneCore(trx: Executor): Promise<void> {
   await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
@@ -65,41 +74,59 @@ export interface StepRecord {
 }
 
 /**
- * Writes what a command step leaves behind, in the caller's transaction and in ONE statement:
- * its audit rows and outbox events (data-modifying CTEs), the command's terminal state or
- * checkpoint, and a NOTIFY on COMMAND_CHANNEL (`done:<id>` or `step:<id>`, delivered at commit).
- * One round trip instead of four: the worker's cost per command is mostly round trips.
+ * Writes what command steps leave behind, in the caller's transaction and in ONE prepared
+ * statement however many steps: their audit rows and outbox events (data-modifying CTEs, in the
+ * order given, so each command's events keep their order), each command's terminal state or
+ * checkpoint (and, on the first step of a delivery, its attempt), and a NOTIFY on
+ * COMMAND_CHANNEL per command (`done:<id>` or `step:<id>`, delivered at commit). The rows travel
+ * as three JSON arrays, so the statement has one shape for one step or thirty.
+ * The steps MUST name distinct commands.
  */
-export async function commitStep(trx: Executor, step: StepRecord): Promise<void> {
-  const { id, end } = step;
-  const audit = auditRows(id, step.audit, step.entries);
-  const outbox = outboxRows(id, step.events);
-  let writer: QueryCreator<Database> = trx;
-  if (audit.length > 0) writer = writer.with('audit_rows', (qc) => qc.insertInto('audit_log').values(audit)) as unknown as QueryCreator<Database>;
-  if (outbox.length > 0) writer = writer.with('outbox_rows', (qc) => qc.insertInto('outbox').values(outbox)) as unknown as QueryCreator<Database>;
-  const json = (value: unknown) => (value === null ? null : JSON.stringify(value));
-  const started = step.start ? { attempts: sql<number>`attempts + 1`, started_at: sql<Date>`coalesce(started_at, now())` } : {};
-  const set =
-    end.state === 'running'
-      ? { ...started, state: 'running' as const, progress: json(end.progress), checkpoint: JSON.stringify(end.checkpoint) }
-      : {
-          ...started,
-          state: end.state,
-          result: end.state === 'succeeded' ? JSON.stringify(end.result) : null,
-          error: end.state === 'failed' ? JSON.stringify(end.error) : null,
-          ...(end.state === 'succeeded' && end.progress !== undefined ? { progress: json(end.progress) } : {}),
-          finished_at: sql<Date>`now()`,
-        };
-  const payload = `${end.state === 'running' ? 'step' : 'done'}:${id}`;
+export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): Promise<void> {
+  const audit = steps.flatMap((step) => auditRows(step.id, step.audit, step.entries));
+  const outbox = steps.flatMap((step) => outboxRows(step.id, step.events));
+  const commands = steps.map(({ id, start, end }) => ({
+    id,
+    start,
+    state: end.state,
+    progress_set: end.state === 'running' || (end.state === 'succeeded' && end.progress !== undefined),
+    progress: end.state === 'failed' ? null : (end.progress ?? null),
+    checkpoint: end.state === 'running' ? end.checkpoint : null,
+    result: end.state === 'succeeded' ? end.result : null,
+    error: end.state === 'failed' ? end.error : null,
+  }));
   await executePrepared(
     trx,
-    writer
-      .updateTable('commands')
-      .set(set)
-      .where('id', '=', id)
-      .returning(sql<string>`pg_notify(${COMMAND_CHANNEL}, ${payload})`.as('notified'))
-      .compile(),
+    sql`
+      with audit_rows as (
+        insert into audit_log (command_id, action, actor_id, actor_kind, tenant_ids, reason, adhoc_reason, custom_audit, request_id, source, collection, data)
+        select command_id, action, actor_id, actor_kind, tenant_ids, reason, adhoc_reason, custom_audit, request_id, source, collection, data::jsonb
+        from jsonb_to_recordset(${JSON.stringify(audit)}::jsonb) as r (command_id uuid, action text, actor_id text, actor_kind text, tenant_ids text[],
+          reason text, adhoc_reason text, custom_audit text, request_id text, source text, collection text, data text)
+      ), outbox_rows as (
+        insert into outbox (event_id, command_id, event)
+        select event_id, command_id, event::jsonb
+        from jsonb_to_recordset(${JSON.stringify(outbox)}::jsonb) as o (event_id uuid, command_id uuid, event text)
+      )
+      update commands c set
+        attempts = c.attempts + case when v.start then 1 else 0 end,
+        started_at = case when v.start then coalesce(c.started_at, now()) else c.started_at end,
+        state = v.state,
+        progress = case when v.progress_set then v.progress else c.progress end,
+        checkpoint = case when v.state = 'running' then v.checkpoint else c.checkpoint end,
+        result = case when v.state = 'running' then c.result else v.result end,
+        error = case when v.state = 'running' then c.error else v.error end,
+        finished_at = case when v.state = 'running' then c.finished_at else now() end
+      from jsonb_to_recordset(${JSON.stringify(commands)}::jsonb) as v (id uuid, start boolean, state text, progress_set boolean, progress jsonb,
+        checkpoint jsonb, result jsonb, error jsonb)
+      where c.id = v.id
+      returning pg_notify(${COMMAND_CHANNEL}, case when v.state = 'running' then 'step:' else 'done:' end || c.id)`.compile(trx),
   );
+}
+
+/** One step's writes (see commitSteps). */
+export async function commitStep(trx: Executor, step: StepRecord): Promise<void> {
+  await commitSteps(trx, [step]);
 }
 
 /** Non-terminal commands accepted before `olderThan`, oldest first (the reconciler's list). */

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, type JobView } from '../../contracts/index.js';
+import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, isShortCommand, type JobView } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
 import { findCommand, insertCommand } from '../../db/repositories/command.repository.js';
@@ -59,15 +59,16 @@ export async function submitCommand(bus: CommandBus, submission: Submission): Pr
   if (!inserted && row.payload_hash !== hash) {
     throw new AppError('PV3010', { idempotency_key: submission.idempotencyKey ?? '', job_id: row.id });
   }
-  if (row.state === 'queued' || row.state === 'running') await enqueue(bus, row.id);
+  if (row.state === 'queued' || row.state === 'running') await enqueue(bus, { command_id: row.id, short: isShortCommand(submission.command) });
   return { row, replayed: !inserted };
 }
 
-async function enqueue(bus: CommandBus, id: string): Promise<void> {
+async function enqueue(bus: CommandBus, job: CommandJobData): Promise<void> {
+  const id = job.command_id;
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
-      bus.queue.add(COMMAND_JOB_NAME, { command_id: id }, { ...COMMAND_JOB_OPTIONS, jobId: id }),
+      bus.queue.add(COMMAND_JOB_NAME, job, { ...COMMAND_JOB_OPTIONS, jobId: id }),
       new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`enqueue timed out after ${ENQUEUE_TIMEOUT_MS} ms`)), ENQUEUE_TIMEOUT_MS))),
     ]);
   } catch (error) {

@@ -145,7 +145,8 @@ describe('faults of a Redis of our own', () => {
   });
 
   it('events committed while Redis is down wait in the outbox and are published in order per command when it is back', { timeout: 60_000 }, async () => {
-    const stack = await newStack({ env: { WORKER_CONCURRENCY: '4' } });
+    // one transaction per command (no group commit): the test counts the transactions it holds
+    const stack = await newStack({ env: { WORKER_CONCURRENCY: '4', GROUP_COMMIT_MAX: '1' } });
     const db = stack.database.db;
     const collection = 'outbox_wait';
     await createCollection(stack, collection);

@@ -1,0 +1,238 @@
+import { Queue } from 'bullmq';
+import { sql } from 'kysely';
+import pg from 'pg';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
+import { createDb } from '../../db/create-db.js';
+import type { Db } from '../../db/database.js';
+import { type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
+import { StepGroup } from '../../worker/step-group.js';
+import { call, createCollection, tokenize } from '../helpers/api.js';
+import { type Stack, startStack } from '../helpers/stack.js';
+
+/**
+ * Group commit (worker/step-group.ts): the first steps of short commands delivered together run
+ * in one shared transaction. Each command must keep what it has alone: its own effect, audit
+ * rows, events and state, committed together; its own failure; a conflict retried; a long
+ * command running in transactions of its own.
+ */
+
+const silent = pino({ level: 'silent' });
+
+async function submit(stack: Stack, body: Record<string, unknown>): Promise<string> {
+  const r = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body });
+  if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.job_id as string;
+}
+
+const deleteOne = (collection: string, tokenId: string) => ({ type: 'tokens.delete', collection, token_ids: [tokenId], reason: 'AppFunctionality' });
+
+describe('group commit of short command steps', () => {
+  let stack: Stack;
+  let db: Db;
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+    db = createDb(stack.database.url, { max: 8, applicationName: 'group-commit-test' });
+  });
+  afterAll(async () => {
+    await db?.destroy();
+    await stack?.close();
+  });
+
+  /** Runs the commands at once (each as a job saying it is short) through one group with a single lane: all but the first wait and group. */
+  async function runTogether(ids: string[], options: { maxSize?: number; deleteBatchSize?: number } = {}) {
+    const retries: string[] = [];
+    const group = new StepGroup(db, { lanes: 1, maxSize: options.maxSize ?? 32, onConflictRetry: (state) => retries.push(state) });
+    const deps = { db, logger: silent, settings: { deleteBatchSize: options.deleteBatchSize ?? 100 }, group, onConflictRetry: (state: string) => retries.push(state) };
+    const outcomes = await Promise.all(ids.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true })));
+    return { outcomes, group, retries };
+  }
+
+  async function commandsOf(ids: string[]) {
+    // xmin: the transaction that wrote the row last (rows one transaction wrote share it)
+    const rows = await db.selectFrom('commands').select(['id', 'state', 'attempts', 'result', 'error', sql<string>`xmin::text`.as('xmin')]).where('id', 'in', ids).execute();
+    return new Map(rows.map((r) => [r.id, r]));
+  }
+
+  async function eventsOf(id: string) {
+    const rows = await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute();
+    return rows.map((r) => r.event as unknown as { type: string; data: Record<string, unknown> });
+  }
+
+  async function auditOf(id: string) {
+    return db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).orderBy('id').execute();
+  }
+
+  it('commits short commands delivered together in shared transactions, each with its own effect, audit rows and events', async () => {
+    await createCollection(stack, 'grouped');
+    const tokens = await tokenize(
+      stack,
+      'grouped',
+      Array.from({ length: 12 }, (_, i) => ({ object: { id: `g${i}` } })),
+    );
+    const ids: string[] = [];
+    for (const token of tokens) ids.push(await submit(stack, deleteOne('grouped', token)));
+
+    const { outcomes, group } = await runTogether(ids, { maxSize: 8 });
+
+    expect(outcomes).toEqual(ids.map(() => ({ state: 'succeeded', result: { deleted: 1 } })));
+    // the first ran alone, the rest waited and shared transactions of at most 8
+    expect(group.stats.groups).toBeGreaterThanOrEqual(2);
+    expect(group.stats.steps).toBe(11);
+    const rows = await commandsOf(ids);
+    const transactions = new Set([...rows.values()].map((r) => r.xmin));
+    expect(transactions.size).toBeLessThan(ids.length);
+    expect(transactions.size).toBeGreaterThanOrEqual(3);
+    for (const [i, id] of ids.entries()) {
+      expect(rows.get(id)).toMatchObject({ state: 'succeeded', attempts: 1, result: { deleted: 1 }, error: null });
+      const events = await eventsOf(id);
+      expect(events.map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
+      expect(events[0]!.data).toMatchObject({ collection: 'grouped', token_ids: [tokens[i]], batch: { index: 0, last: true } });
+      const audit = await auditOf(id);
+      expect(audit.map((r) => r.action)).toEqual(['tokens.deleted']);
+      expect(audit[0]!.data).toMatchObject({ token_ids: [tokens[i]] });
+    }
+    const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'grouped').execute();
+    expect(left).toEqual([]);
+  });
+
+  it('fails a command of a group alone, with nothing of it kept, and commits the others', async () => {
+    await createCollection(stack, 'one_fails');
+    const tokens = await tokenize(
+      stack,
+      'one_fails',
+      Array.from({ length: 6 }, (_, i) => ({ object: { id: `f${i}` } })),
+    );
+    const ids: string[] = [];
+    for (const token of tokens.slice(0, 3)) ids.push(await submit(stack, deleteOne('one_fails', token)));
+    const missing = await submit(stack, deleteOne('one_fails', 'no-such-token'));
+    ids.push(missing);
+    // a rotate naming a real token and a missing one: all or nothing (PV3087)
+    const halfRotate = await submit(stack, { type: 'tokens.rotate', collection: 'one_fails', token_ids: [tokens[3], 'also-missing'], reason: 'AppFunctionality' });
+    ids.push(halfRotate);
+    for (const token of tokens.slice(4)) ids.push(await submit(stack, deleteOne('one_fails', token)));
+
+    const { outcomes } = await runTogether(ids);
+
+    const byId = new Map(ids.map((id, i) => [id, outcomes[i]!]));
+    expect(byId.get(missing)).toMatchObject({ state: 'failed', error: { error_code: 'PV3009' } });
+    expect(byId.get(halfRotate)).toMatchObject({ state: 'failed', error: { error_code: 'PV3087' } });
+    const rows = await commandsOf(ids);
+    for (const id of ids.filter((id) => id !== missing && id !== halfRotate)) {
+      expect(byId.get(id)).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+      expect(rows.get(id)).toMatchObject({ state: 'succeeded', attempts: 1 });
+      expect((await eventsOf(id)).map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
+    }
+    for (const id of [missing, halfRotate]) {
+      expect(rows.get(id)).toMatchObject({ state: 'failed', attempts: 1 });
+      expect((await eventsOf(id)).map((e) => e.type)).toEqual(['command.failed']);
+      expect((await auditOf(id)).map((r) => r.action)).toEqual(['command.failed']);
+    }
+    // the failed rotate renamed nothing: its real token keeps its ID
+    const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'one_fails').execute();
+    expect(left.map((r) => r.token_id)).toEqual([tokens[3]]);
+  });
+
+  it('runs a long command (a delete by tag) alone, in its batches, even when its job says it is short', async () => {
+    await createCollection(stack, 'mixed');
+    const tagged = await tokenize(
+      stack,
+      'mixed',
+      Array.from({ length: 5 }, (_, i) => ({ object: { id: `t${i}` }, tags: ['long'] })),
+    );
+    const single = await tokenize(
+      stack,
+      'mixed',
+      Array.from({ length: 4 }, (_, i) => ({ object: { id: `s${i}` } })),
+    );
+    const ids = [await submit(stack, deleteOne('mixed', single[0]!))];
+    const long = await submit(stack, { type: 'tokens.delete', collection: 'mixed', tags: ['long'], reason: 'AppFunctionality' });
+    ids.push(long);
+    for (const token of single.slice(1)) ids.push(await submit(stack, deleteOne('mixed', token)));
+
+    const { outcomes } = await runTogether(ids, { deleteBatchSize: 2 });
+
+    expect(outcomes[1]).toEqual({ state: 'succeeded', result: { deleted: 5 } } satisfies ExecutionOutcome);
+    for (const i of [0, 2, 3, 4]) expect(outcomes[i]).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+    // three batches of at most 2, each its own transaction with its audit row
+    const audit = await auditOf(long);
+    expect(audit.map((r) => r.action)).toEqual(['tokens.deleted', 'tokens.deleted', 'tokens.deleted']);
+    const rows = await commandsOf(ids);
+    expect(rows.get(long)).toMatchObject({ state: 'succeeded', attempts: 1 });
+    const events = await eventsOf(long);
+    expect(events.map((e) => e.type)).toEqual(['tokens.deleted', 'tokens.deleted', 'tokens.deleted', 'command.succeeded']);
+    expect(events.flatMap((e) => (e.data.token_ids as string[] | undefined) ?? []).sort()).toEqual([...tagged].sort());
+  });
+
+  it('retries a step that conflicts with a concurrent update alone, and commits the group', async () => {
+    await createCollection(stack, 'conflict');
+    const tokens = await tokenize(
+      stack,
+      'conflict',
+      Array.from({ length: 5 }, (_, i) => ({ object: { id: `c${i}` } })),
+    );
+    const ids: string[] = [];
+    for (const token of tokens) ids.push(await submit(stack, deleteOne('conflict', token)));
+    // another transaction holds an update of the third token until the group waits on it
+    const blocker = new pg.Client({ connectionString: stack.database.url });
+    await blocker.connect();
+    try {
+      await blocker.query('begin');
+      await blocker.query(`update vault_tokens set tags = array['touched'] where collection = 'conflict' and token_id = $1`, [tokens[2]]);
+      const running = runTogether(ids);
+      for (let i = 0; ; i++) {
+        const { rows } = await blocker.query<{ n: number }>(`select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid) where not l.granted and a.datname = current_database()`);
+        if (rows[0]!.n > 0) break;
+        if (i > 500) throw new Error('the group never waited for the blocked row');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await blocker.query('commit');
+      const { outcomes, retries } = await running;
+
+      expect(outcomes).toEqual(ids.map(() => ({ state: 'succeeded', result: { deleted: 1 } })));
+      expect(retries).toContain('40001');
+    } finally {
+      await blocker.end();
+    }
+    const rows = await commandsOf(ids);
+    for (const id of ids) {
+      expect(rows.get(id)).toMatchObject({ state: 'succeeded', attempts: 1 });
+      expect((await eventsOf(id)).map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
+      expect((await auditOf(id)).map((r) => r.action)).toEqual(['tokens.deleted']);
+    }
+  });
+
+  it('runs a command delivered twice at once in two turns: one effect, the same outcome twice', async () => {
+    await createCollection(stack, 'twice');
+    const tokens = await tokenize(
+      stack,
+      'twice',
+      Array.from({ length: 4 }, (_, i) => ({ object: { id: `w${i}` } })),
+    );
+    const ids: string[] = [];
+    for (const token of tokens) ids.push(await submit(stack, deleteOne('twice', token)));
+    const twice = ids[2]!;
+
+    const { outcomes } = await runTogether([...ids, twice, twice]);
+
+    expect(outcomes).toEqual([...ids, twice, twice].map(() => ({ state: 'succeeded', result: { deleted: 1 } })));
+    expect((await eventsOf(twice)).map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
+    expect((await auditOf(twice)).map((r) => r.action)).toEqual(['tokens.deleted']);
+    expect((await commandsOf([twice])).get(twice)).toMatchObject({ state: 'succeeded', attempts: 1 });
+  });
+
+  it('the producer marks the jobs of short commands short, and only those', async () => {
+    await createCollection(stack, 'hints');
+    const [token] = await tokenize(stack, 'hints', [{ object: { id: 'h0' } }]);
+    const shortId = await submit(stack, deleteOne('hints', token!));
+    const longId = await submit(stack, { type: 'tokens.delete', collection: 'hints', tags: ['any'], reason: 'AppFunctionality' });
+    const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
+    try {
+      expect((await queue.getJob(shortId))?.data).toEqual({ command_id: shortId, short: true });
+      expect((await queue.getJob(longId))?.data).toEqual({ command_id: longId, short: false });
+    } finally {
+      await queue.close();
+    }
+  });
+});
