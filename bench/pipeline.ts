@@ -11,7 +11,7 @@
  *       25%, 50% and 90% of that sustained rate, from an open-loop generator.
  *   (c) GET /v1/auth/verify against a bare route running the same SELECT.
  * Every delete command names a token of its own, so none fails with PV3009.
- * Usage: npm run bench:pipeline [-- --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick]
+ * Usage: npm run bench:pipeline [-- --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300]
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -56,6 +56,8 @@ const { values } = parseArgs({
     warmup: { type: 'string', default: '2' },
     'drain-timeout': { type: 'string', default: '120' },
     'open-loop-sockets': { type: 'string', default: '256' },
+    /** Open-loop rates (commands/s, comma-separated) to add to the fractions of the maximum: compares builds at the same load. */
+    rates: { type: 'string' },
     /** Accept and drain phases only (the two throughput ratios), for iterating on an optimisation. */
     quick: { type: 'boolean', default: false },
     /** Writes a V8 CPU profile of every child process (producer, worker, baselines) to this directory. */
@@ -70,6 +72,7 @@ const WARMUP = Number(values.warmup);
 const DRAIN_TIMEOUT_S = Number(values['drain-timeout']);
 const OPEN_SOCKETS = Number(values['open-loop-sockets']);
 const FRACTIONS = [0.25, 0.5, 0.9] as const;
+const FIXED_RATES = values.rates ? values.rates.split(',').map(Number) : [];
 const QUICK = values.quick;
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
 
@@ -458,8 +461,8 @@ try {
     progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
 
     // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
-    for (const fraction of FRACTIONS) {
-      const target = Math.max(1, fraction * maxRate);
+    for (const [fraction, fixed] of [...FRACTIONS.map((f) => [f, undefined] as const), ...FIXED_RATES.map((r) => [r / maxRate, r] as const)]) {
+      const target = Math.max(1, fixed ?? fraction * maxRate);
       cpu = await snapCpu();
       const started = performance.now();
       const requests = await openLoop(producerUrl, target, D, OPEN_SOCKETS, serviceCommand);

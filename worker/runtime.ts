@@ -37,7 +37,10 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   for (const r of [workerRedis, redis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));
   await warnOnEvictionPolicy(redis, logger);
 
-  const relay = new OutboxRelay(db, redis, logger, { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN });
+  // the relay's own connection: it holds the relay lock while leading, and LISTENs there for the
+  // commits of every worker process
+  const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker', onNotification: () => relay.kick() });
+  const relay: OutboxRelay = new OutboxRelay(db, relaySession, redis, logger, { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN });
   const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
   const reconciler = new Reconciler(db, queue, logger, { intervalMs: 15_000, graceMs: 2_000 });
   const stats: WorkerStats = { conflictRetries: {} };

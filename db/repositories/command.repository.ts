@@ -141,5 +141,10 @@ export async function listUnfinishedCommands(db: Executor, olderThan: Date, limi
     .execute();
 }
 
+/** Subscribes this session (the connection) to COMMAND_CHANNEL: every commit of a command step notifies it. */
+export async function listenForCommits(db: Executor): Promise<void> {
+  await sql`listen ${sql.id(COMMAND_CHANNEL)}`.execute(db);
+}
+
 /** The channel a transaction NOTIFYs with `done:<id>` or `step:<id>` when it commits a command step. */
 export const COMMAND_CHANNEL = 'revocation_commands';

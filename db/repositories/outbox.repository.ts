@@ -13,41 +13,42 @@ export function outboxRows(commandId: string, events: readonly RevocationEvent[]
 export const RELAY_LOCK_KEY = 0x72656c61; // "rela"
 
 /**
- * Claims the relay for this transaction and reads the oldest unpublished events, at most
- * `limit`, in commit order, in one round trip. Only one relay publishes at a time (a
- * transaction-level advisory lock), so events reach the stream in order; when another relay
- * holds the lock, returns none. The transaction commits without waiting for the WAL flush. Each
- * event comes as its JSON text, ready for the stream (the relay never parses what it only
- * forwards). Index: outbox_unpublished.
+ * Takes the relay lock for this session (the connection), if free: one relay at a time
+ * publishes, so events reach the stream in outbox order. Returns whether it was taken. The lock
+ * is held until releaseRelayLock or the end of the session (a crashed relay's goes with it).
  */
-export async function claimUnpublished(trx: Executor, limit: number): Promise<{ id: string; event: string }[]> {
-  return executePrepared(
-    trx,
-    trx
-      .with(
-        (cte) => cte('relay').materialized(),
-        (qc) =>
-          qc.selectNoFrom([
-            sql<boolean>`pg_try_advisory_xact_lock(${RELAY_LOCK_KEY})`.as('ok'),
-            // the relay's commit (its "published" marks) need not wait for the WAL flush: a mark
-            // lost in a crash only republishes, which at-least-once allows (consumers dedupe)
-            sql<string>`set_config('synchronous_commit', 'off', true)`.as('relaxed'),
-          ]),
-      )
-      .selectFrom('outbox')
-      .select(['id', sql<string>`event::text`.as('event')])
-      .where('published_at', 'is', null)
-      .where(sql<boolean>`(select ok from relay)`)
-      .orderBy('id')
-      .limit(limit)
-      .compile(),
-  );
+export async function tryRelayLock(db: Executor): Promise<boolean> {
+  const [row] = await executePrepared(db, sql<{ ok: boolean }>`select pg_try_advisory_lock(${RELAY_LOCK_KEY}) as ok`.compile(db));
+  return row?.ok === true;
 }
 
-/** Marks events published. */
-export async function markPublished(trx: Executor, ids: readonly string[]): Promise<void> {
-  if (ids.length === 0) return;
-  await executePrepared(trx, trx.updateTable('outbox').set({ published_at: sql`now()` }).where('id', '=', sql<string>`any(${[...ids]}::bigint[])`).compile());
+/** Releases the relay lock this session holds. */
+export async function releaseRelayLock(db: Executor): Promise<void> {
+  await sql`select pg_advisory_unlock(${RELAY_LOCK_KEY})`.execute(db);
+}
+
+/**
+ * For the holder of the relay lock, in ONE autocommit statement: marks `published` (what the
+ * relay just put on the stream) as published, and reads the oldest events still unpublished, at
+ * most `limit`, in outbox order, each as its JSON text ready for the stream (the relay never
+ * parses what it only forwards). The marks commit without waiting for the WAL flush: a mark lost
+ * in a crash only republishes, which at-least-once allows (consumers dedupe).
+ * Index: outbox_unpublished.
+ */
+export async function markAndClaim(db: Executor, published: readonly string[], limit: number): Promise<{ id: string; event: string }[]> {
+  return executePrepared(
+    db,
+    sql<{ id: string; event: string }>`
+      with marked as (
+        update outbox set published_at = now() where id = any(${[...published]}::bigint[])
+      ), relaxed as materialized (
+        select set_config('synchronous_commit', 'off', true) as setting
+      )
+      select id, event::text as event from outbox
+      where published_at is null and id <> all(${[...published]}::bigint[]) and (select setting from relaxed) is not null
+      order by id
+      limit ${limit}`.compile(db),
+  );
 }
 
 /** Seconds since the oldest unpublished event was committed (0 when none): the relay's lag. */

@@ -1,17 +1,19 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AuditContext, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
+import { createDb } from '../../db/create-db.js';
+import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
 import { outboxRows, RELAY_LOCK_KEY } from '../../db/repositories/outbox.repository.js';
 import { toEvents } from '../../worker/event-envelope.js';
 import { OutboxRelay } from '../../worker/outbox-relay.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
- * The relay on its own (no worker running): one relay at a time publishes (a transaction-level
- * advisory lock, taken in the same statement that reads the batch), in outbox order, and marks
- * what it published.
+ * The relay on its own (no worker running): one relay at a time publishes (the relay lock, an
+ * advisory lock), in outbox order, and marks what it published.
  */
 describe('the outbox relay', () => {
   let stack: Stack;
@@ -32,7 +34,8 @@ describe('the outbox relay', () => {
     await stack?.close();
   });
 
-  const relay = () => new OutboxRelay(stack.database.db, stack.redis, pino({ level: 'silent' }), { stream: stack.config.EVENTS_STREAM, maxLen: 10_000, batchSize: 4 });
+  const relay = () =>
+    new OutboxRelay(stack.database.db, () => createDb(stack.database.url, { max: 1 }), stack.redis, pino({ level: 'silent' }), { stream: stack.config.EVENTS_STREAM, maxLen: 10_000, batchSize: 4 });
 
   async function commitEvents(n: number): Promise<string[]> {
     const commandId = randomUUID();
@@ -82,5 +85,66 @@ describe('the outbox relay', () => {
     }
     expect(published).toBe(40);
     expect((await streamed()).slice(before)).toEqual(ids);
+  });
+
+  describe('leading (started)', () => {
+    const started: OutboxRelay[] = [];
+    const leader = (name: string, pollIntervalMs: number) => {
+      const r = new OutboxRelay(stack.database.db, () => createDb(stack.database.url, { max: 1, applicationName: name, onNotification: () => r.kick() }), stack.redis, pino({ level: 'silent' }), {
+        stream: stack.config.EVENTS_STREAM,
+        maxLen: 10_000,
+        batchSize: 4,
+        pollIntervalMs,
+      });
+      started.push(r);
+      r.start();
+      return r;
+    };
+    const notifyCommit = () => sql`select pg_notify(${COMMAND_CHANNEL}, 'done:test')`.execute(stack.database.db);
+    const unpublished = async () => (await stack.database.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute()).length;
+    const leads = async (name: string) => {
+      const { rows } = await sql<{ n: number }>`
+        select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid)
+        where l.locktype = 'advisory' and l.objid = ${RELAY_LOCK_KEY} and l.granted and a.application_name = ${name}`.execute(stack.database.db);
+      return rows[0]!.n === 1;
+    };
+
+    afterEach(async () => {
+      for (const r of started.splice(0)) await r.stop();
+    });
+
+    it('publishes on the commit notification of any process, while no other relay can publish', async () => {
+      const a = leader('relay-a', 60_000); // no polling during the test: only notifications wake it
+      await expect.poll(() => leads('relay-a'), { timeout: 5_000 }).toBe(true);
+      const before = (await streamed()).length;
+      const ids = await commitEvents(6);
+      expect(await relay().publishPending()).toBe(0); // it leads: another relay publishes nothing
+      await notifyCommit();
+      await expect.poll(async () => (await streamed()).slice(before), { timeout: 5_000 }).toEqual(ids);
+      await expect.poll(unpublished, { timeout: 5_000 }).toBe(0);
+      expect(a.published).toBe(6);
+
+      await a.stop(); // lets the lead go
+      expect(await leads('relay-a')).toBe(false);
+      const more = await commitEvents(2);
+      expect(await relay().publishPending()).toBe(2);
+      expect((await streamed()).slice(before)).toEqual([...ids, ...more]);
+    });
+
+    it("another relay takes over within its poll interval when the leader's connection dies, and each event goes out once", async () => {
+      leader('relay-first', 200);
+      await expect.poll(() => leads('relay-first'), { timeout: 5_000 }).toBe(true);
+      leader('relay-second', 200);
+      const before = (await streamed()).length;
+      await sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'relay-first'`.execute(stack.database.db);
+      const ids = await commitEvents(9);
+      await notifyCommit();
+      await expect.poll(async () => (await streamed()).slice(before), { timeout: 10_000 }).toEqual(ids);
+      await expect.poll(unpublished, { timeout: 5_000 }).toBe(0);
+      // the old leader comes back as a follower: still once each
+      const later = await commitEvents(3);
+      await notifyCommit();
+      await expect.poll(async () => (await streamed()).slice(before), { timeout: 10_000 }).toEqual([...ids, ...later]);
+    });
   });
 });
