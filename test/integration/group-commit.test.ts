@@ -40,6 +40,25 @@ describe('group commit of short command steps', () => {
     await stack?.close();
   });
 
+  const collections = new Set<string>();
+  /** `n` new tokens in `collection` (created on first use), tagged with `tags` if given; returns their token IDs. */
+  async function collectionWith(collection: string, n: number, tags?: string[]): Promise<string[]> {
+    if (!collections.has(collection)) await createCollection(stack, collection);
+    collections.add(collection);
+    return tokenize(
+      stack,
+      collection,
+      Array.from({ length: n }, (_, i) => ({ object: { id: `${collection}-${tags ? 'tagged-' : ''}${i}` }, ...(tags ? { tags } : {}) })),
+    );
+  }
+
+  /** Submits one single-token delete per token; returns the job IDs in order. */
+  async function deleteEach(collection: string, tokens: readonly string[]): Promise<string[]> {
+    const ids: string[] = [];
+    for (const token of tokens) ids.push(await submit(stack, deleteOne(collection, token)));
+    return ids;
+  }
+
   /** Runs the commands at once (each as a job saying it is short) through one group with a single lane: all but the first wait and group. */
   async function runTogether(ids: string[], options: { maxSize?: number; deleteBatchSize?: number } = {}) {
     const retries: string[] = [];
@@ -65,14 +84,8 @@ describe('group commit of short command steps', () => {
   }
 
   it('commits short commands delivered together in shared transactions, each with its own effect, audit rows and events', async () => {
-    await createCollection(stack, 'grouped');
-    const tokens = await tokenize(
-      stack,
-      'grouped',
-      Array.from({ length: 12 }, (_, i) => ({ object: { id: `g${i}` } })),
-    );
-    const ids: string[] = [];
-    for (const token of tokens) ids.push(await submit(stack, deleteOne('grouped', token)));
+    const tokens = await collectionWith('grouped', 12);
+    const ids = await deleteEach('grouped', tokens);
 
     const { outcomes, group } = await runTogether(ids, { maxSize: 8 });
 
@@ -98,20 +111,14 @@ describe('group commit of short command steps', () => {
   });
 
   it('fails a command of a group alone, with nothing of it kept, and commits the others', async () => {
-    await createCollection(stack, 'one_fails');
-    const tokens = await tokenize(
-      stack,
-      'one_fails',
-      Array.from({ length: 6 }, (_, i) => ({ object: { id: `f${i}` } })),
-    );
-    const ids: string[] = [];
-    for (const token of tokens.slice(0, 3)) ids.push(await submit(stack, deleteOne('one_fails', token)));
+    const tokens = await collectionWith('one_fails', 6);
+    const ids = await deleteEach('one_fails', tokens.slice(0, 3));
     const missing = await submit(stack, deleteOne('one_fails', 'no-such-token'));
     ids.push(missing);
     // a rotate naming a real token and a missing one: all or nothing (PV3087)
     const halfRotate = await submit(stack, { type: 'tokens.rotate', collection: 'one_fails', token_ids: [tokens[3], 'also-missing'], reason: 'AppFunctionality' });
     ids.push(halfRotate);
-    for (const token of tokens.slice(4)) ids.push(await submit(stack, deleteOne('one_fails', token)));
+    ids.push(...(await deleteEach('one_fails', tokens.slice(4))));
 
     const { outcomes } = await runTogether(ids);
 
@@ -135,21 +142,12 @@ describe('group commit of short command steps', () => {
   });
 
   it('runs a long command (a delete by tag) alone, in its batches, even when its job says it is short', async () => {
-    await createCollection(stack, 'mixed');
-    const tagged = await tokenize(
-      stack,
-      'mixed',
-      Array.from({ length: 5 }, (_, i) => ({ object: { id: `t${i}` }, tags: ['long'] })),
-    );
-    const single = await tokenize(
-      stack,
-      'mixed',
-      Array.from({ length: 4 }, (_, i) => ({ object: { id: `s${i}` } })),
-    );
+    const tagged = await collectionWith('mixed', 5, ['long']);
+    const single = await collectionWith('mixed', 4);
     const ids = [await submit(stack, deleteOne('mixed', single[0]!))];
     const long = await submit(stack, { type: 'tokens.delete', collection: 'mixed', tags: ['long'], reason: 'AppFunctionality' });
     ids.push(long);
-    for (const token of single.slice(1)) ids.push(await submit(stack, deleteOne('mixed', token)));
+    ids.push(...(await deleteEach('mixed', single.slice(1))));
 
     const { outcomes } = await runTogether(ids, { deleteBatchSize: 2 });
 
@@ -166,14 +164,8 @@ describe('group commit of short command steps', () => {
   });
 
   it('retries a step that conflicts with a concurrent update alone, and commits the group', async () => {
-    await createCollection(stack, 'conflict');
-    const tokens = await tokenize(
-      stack,
-      'conflict',
-      Array.from({ length: 5 }, (_, i) => ({ object: { id: `c${i}` } })),
-    );
-    const ids: string[] = [];
-    for (const token of tokens) ids.push(await submit(stack, deleteOne('conflict', token)));
+    const tokens = await collectionWith('conflict', 5);
+    const ids = await deleteEach('conflict', tokens);
     // another transaction holds an update of the third token until the group waits on it
     const blocker = new pg.Client({ connectionString: stack.database.url });
     await blocker.connect();
@@ -204,14 +196,8 @@ describe('group commit of short command steps', () => {
   });
 
   it('runs a command delivered twice at once in two turns: one effect, the same outcome twice', async () => {
-    await createCollection(stack, 'twice');
-    const tokens = await tokenize(
-      stack,
-      'twice',
-      Array.from({ length: 4 }, (_, i) => ({ object: { id: `w${i}` } })),
-    );
-    const ids: string[] = [];
-    for (const token of tokens) ids.push(await submit(stack, deleteOne('twice', token)));
+    const tokens = await collectionWith('twice', 4);
+    const ids = await deleteEach('twice', tokens);
     const twice = ids[2]!;
 
     const { outcomes } = await runTogether([...ids, twice, twice]);
@@ -223,8 +209,7 @@ describe('group commit of short command steps', () => {
   });
 
   it('the producer marks the jobs of short commands short, and only those', async () => {
-    await createCollection(stack, 'hints');
-    const [token] = await tokenize(stack, 'hints', [{ object: { id: 'h0' } }]);
+    const [token] = await collectionWith('hints', 1);
     const shortId = await submit(stack, deleteOne('hints', token!));
     const longId = await submit(stack, { type: 'tokens.delete', collection: 'hints', tags: ['any'], reason: 'AppFunctionality' });
     const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
