@@ -96,7 +96,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
     try {
       step = await (first && options.short && deps.group ? deps.group.run(commandId, fn) : runTransaction(deps.db, (trx) => fn(trx), deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry));
     } catch (error) {
-      const fail = (stored: StoredError) => recordFailure(deps, commandId, steps === 0, stored);
+      const fail = (stored: StoredError) => recordFailure(deps, commandId, first, stored);
       if (error instanceof AppError) return finished(await fail(error.toJSON()));
       if (error instanceof ConflictRetriesExhausted && options.finalAttempt) return finished(await fail(new AppError('PV3218', { sqlstate: error.sqlState }).toJSON()));
       throw error;

@@ -101,16 +101,13 @@ export class StepGroup {
     return group;
   }
 
-  /** A step in a transaction of its own, with conflict retries: exactly as without a group. */
-  private alone(entry: Entry): void {
-    runTransaction(this.db, (trx) => entry.fn(trx), this.policy, this.options.onConflictRetry).then(entry.resolve, entry.reject);
+  /** A step in a transaction of its own, with conflict retries: exactly as without a group. Never rejects. */
+  private alone(entry: Entry): Promise<void> {
+    return runTransaction(this.db, (trx) => entry.fn(trx), this.policy, this.options.onConflictRetry).then(entry.resolve, entry.reject);
   }
 
   private async runGroup(group: Entry[]): Promise<void> {
-    if (group.length === 1) {
-      const [entry] = group as [Entry];
-      return runTransaction(this.db, (trx) => entry.fn(trx), this.policy, this.options.onConflictRetry).then(entry.resolve, entry.reject);
-    }
+    if (group.length === 1) return this.alone(group[0]!);
     const later: Entry[] = [];
     let failed: Entry | undefined;
     let results: Map<Entry, unknown>;
@@ -146,13 +143,13 @@ export class StepGroup {
       // (if the lock or the commit itself failed, every step runs alone)
       const rest = group.filter((entry) => entry !== failed && !later.includes(entry));
       if (failed) this.waiting.unshift(...rest);
-      for (const entry of failed ? [...later, failed] : [...later, ...rest]) this.alone(entry);
+      for (const entry of failed ? [...later, failed] : [...later, ...rest]) void this.alone(entry);
       return;
     }
     this.stats.groups++;
     this.stats.steps += results.size;
     for (const [entry, value] of results) entry.resolve(value);
     // not awaited: this lane goes on with the queue while they run, each on a connection of its own
-    for (const entry of later) this.alone(entry);
+    for (const entry of later) void this.alone(entry);
   }
 }
