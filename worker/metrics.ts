@@ -30,6 +30,12 @@ export const transactionRetries = new client.Counter({
   labelNames: ['sqlstate'] as const,
 });
 
+export const groupCommitSize = new client.Histogram({
+  name: 'revocation_group_commit_size',
+  help: 'Command steps committed per shared transaction (group commit); a step that ran alone is not counted.',
+  buckets: [2, 4, 8, 16, 32, 64],
+});
+
 export const reconcilerRequeued = new client.Counter({
   name: 'revocation_reconciler_requeued_total',
   help: 'Unfinished commands the reconciler enqueued again.',

@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
 import { startCommandWorker } from './command-worker.js';
-import { commandsFinished, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
+import { commandsFinished, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
 import { OutboxRelay } from './outbox-relay.js';
 import { Reconciler } from './reconciler.js';
 import { Sweeper } from './sweeper.js';
@@ -57,7 +57,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // shutdown waits for one transaction per active job, not for the rest of a breach
   const shutdown = new AbortController();
   // short commands delivered together share a transaction (one commit for the group)
-  const group = config.GROUP_COMMIT_MAX > 1 ? new StepGroup(db, { lanes: config.GROUP_COMMIT_LANES, maxSize: config.GROUP_COMMIT_MAX, onConflictRetry }) : undefined;
+  const group = config.GROUP_COMMIT_MAX > 1 ? new StepGroup(db, { lanes: config.GROUP_COMMIT_LANES, maxSize: config.GROUP_COMMIT_MAX, onConflictRetry, onGroupCommitted: (steps) => groupCommitSize.observe(steps) }) : undefined;
   const worker = startCommandWorker(
     { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onCommitted: () => relay.kick(), onConflictRetry, onFinished, ...(group ? { group } : {}) },
     { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },

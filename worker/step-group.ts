@@ -39,6 +39,8 @@ export interface StepGroupOptions {
   maxSize: number;
   retryPolicy?: RetryPolicy;
   onConflictRetry?: (sqlState: string) => void;
+  /** Called with the number of steps each shared transaction committed. */
+  onGroupCommitted?: (steps: number) => void;
 }
 
 /**
@@ -148,6 +150,7 @@ export class StepGroup {
     }
     this.stats.groups++;
     this.stats.steps += results.size;
+    this.options.onGroupCommitted?.(results.size);
     for (const [entry, value] of results) entry.resolve(value);
     // not awaited: this lane goes on with the queue while they run, each on a connection of its own
     for (const entry of later) void this.alone(entry);

@@ -97,6 +97,7 @@ describe('GET /metrics', () => {
     expect(types.get('revocation_events_published_total')).toBe('counter');
     expect(types.get('revocation_outbox_lag_seconds')).toBe('gauge');
     expect(types.get('revocation_queue_jobs')).toBe('gauge');
+    expect(types.get('revocation_group_commit_size')).toBe('histogram');
   });
 
   it('counts a succeeded delete: its command, its HTTP route template, its job duration and its events', async () => {
