@@ -24,6 +24,9 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
     max: options.max ?? 10,
     application_name: options.applicationName ?? 'revocation',
     connectionTimeoutMillis: options.connectionTimeoutMillis ?? 5000,
+    // TCP keepalive: a connection to a vanished server is noticed (and a relay leader's lock is
+    // given up) without waiting for the next query to time out
+    keepAlive: true,
   });
   // A client that loses its connection must not crash the process. The pool's 'error' covers
   // idle clients; a checked-out client between queries (inside a transaction that awaits Redis,
