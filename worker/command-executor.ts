@@ -12,7 +12,7 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { commitStep, findCommand, lockCommand, type StepRecord, useOneCore } from '../db/repositories/command.repository.js';
+import { commitStep, findCommand, lockCommands, type StepRecord, useOneCore } from '../db/repositories/command.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -158,7 +158,7 @@ async function countTotal(deps: ExecutorDeps, id: string, { command, audit, hand
  * command does not exist.
  */
 async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ row: CommandRow; live: boolean }> {
-  const row = turn ? turn.row : await lockCommand(trx, id);
+  const row = turn ? turn.row : (await lockCommands(trx, [id])).get(id);
   if (!row) throw new CommandNotFound(`command ${id} is not in the database`);
   return { row, live: !isTerminal(row) };
 }

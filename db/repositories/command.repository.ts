@@ -37,12 +37,6 @@ export async function findCommand(db: Executor, id: string): Promise<CommandRow 
   return row;
 }
 
-/** Locks the command row for the rest of the transaction; returns it or undefined. */
-export async function lockCommand(trx: Executor, id: string): Promise<CommandRow | undefined> {
-  const [row] = await executePrepared(trx, trx.selectFrom('commands').selectAll().where('id', '=', id).forUpdate().compile());
-  return row;
-}
-
 /**
  * Locks the command rows for the rest of the transaction, in key order (two transactions locking
  * overlapping sets cannot deadlock on them); returns those that exist, by ID.
