@@ -31,6 +31,8 @@ export const ConfigSchema = z.object({
   /** Requests per subject per window, shared by all producers through Redis; 0 turns it off. */
   RATE_LIMIT_MAX: int(0, 10_000_000).default(60_000),
   RATE_LIMIT_WINDOW_SECONDS: int(1, 3600).default(60),
+  /** Callers kept by each producer for its command routes (re-checked by the statement that records the command); 0 turns it off. */
+  CREDENTIAL_CACHE_MAX: int(0, 1_000_000).default(10_000),
   /** A worker run alone (`npm run worker`) serves GET /metrics on this port when set. */
   METRICS_PORT: int(1, 65535).optional(),
   /** How often the sweeper deletes dead access tokens (revoked by generation, or expired). */

@@ -4,11 +4,26 @@ import type { AccessTokenWithSubject } from '../db/repositories/access-token.rep
 import type { SubjectRow } from '../db/subject.table.js';
 import type { TenantScope } from '../db/repositories/tenant-scope.js';
 
-/** The authenticated caller of a request. */
+/**
+ * The authenticated caller of a request: its subject and the access token it presented (the
+ * stored row: public ID and the secret's hash, never the secret). The same shape as the lookup,
+ * so a statement can re-check it (`credentialHolds`).
+ */
 export interface Caller {
   subject: SubjectRow;
-  /** The access token the caller presented (its public ID, never the secret). */
-  tokenId: string;
+  token: AccessTokenRow;
+}
+
+/**
+ * Thrown when a statement acting for the caller found that the credential no longer holds as
+ * read (revoked, expired, or its subject's authorization changed): the request is decided again
+ * on a fresh read of the credential (producer/plugins/authenticate.ts).
+ */
+export class StaleCredential extends Error {
+  constructor() {
+    super('The credential changed while the request was served.');
+    this.name = 'StaleCredential';
+  }
 }
 
 /** Whether an access token still authenticates (SPEC §1): not expired, not of an old generation. */

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { AppError, type Config } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
 import type { RouteFamily } from './plugins/error-envelopes.js';
-import { installAuthentication } from './plugins/authenticate.js';
+import { CredentialCache, installAuthentication } from './plugins/authenticate.js';
 import { installErrorHandling, sendError, toAppError } from './plugins/error-handler.js';
 import { registerMetrics } from './plugins/metrics.js';
 import { registerOpenApi } from './plugins/openapi.js';
@@ -36,6 +36,11 @@ declare module 'fastify' {
     public?: boolean;
     /** Look up the X-Subject-Token with the caller's credential (request.subjectToken). */
     subjectToken?: boolean;
+    /**
+     * The caller may come from the credential cache: the route records a command through
+     * submitCommand, whose statement re-checks the credential (plugins/authenticate.ts).
+     */
+    cachedCredential?: boolean;
   }
 }
 
@@ -90,12 +95,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // the client's open connection would hold the shutdown until keepAliveTimeout (72 s)
     if (app.draining) reply.header('connection', 'close');
   });
-  installErrorHandling(app);
   app.decorate('draining', false);
   app.addHook('onRequest', async () => {
     if (app.draining) throw new AppError('PV1010', {}, 'The service is shutting down; retry on another instance.', { 'retry-after': '2', connection: 'close' });
   });
-  installAuthentication(app, deps.db);
+  const { confirmCaller } = installAuthentication(app, deps.db, new CredentialCache(deps.config.CREDENTIAL_CACHE_MAX));
+  installErrorHandling(app, confirmCaller);
   // Documentation is public; it is registered before the routes so it sees them all.
   app.addHook('onRoute', (route) => {
     if (route.url.startsWith('/docs')) route.config = { ...route.config, public: true, family: 'native' };

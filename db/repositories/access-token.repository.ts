@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import type { AccessTokenRow, NewAccessToken } from '../access-token.table.js';
 import type { Executor } from '../database.js';
 import { executePrepared } from '../prepared.js';
@@ -45,6 +45,22 @@ export async function findAccessTokensByHashes(db: Executor, secretHashes: reado
   // every authenticated request runs this: prepared (one or two hashes, two shapes)
   const rows = await executePrepared(db, withSubject(db).where('access_tokens.secret_hash', 'in', [...secretHashes]).compile());
   return rows.map(split);
+}
+
+/**
+ * A condition for a statement that acts for a caller: true while the credential still
+ * authenticates (the token exists with this secret, has not expired, is not of an old
+ * generation) AND everything its authorization was decided on is as read (the subject's kind,
+ * domain, capabilities, tenants and collections). Evaluated in the statement's own snapshot, so
+ * what the statement does is done for a caller valid at that instant, however old the read.
+ */
+export function credentialHolds({ token, subject }: AccessTokenWithSubject): RawBuilder<boolean> {
+  return sql<boolean>`exists (
+    select 1 from access_tokens t inner join subjects s on s.id = t.subject_id
+    where t.id = ${token.id} and t.secret_hash = ${token.secret_hash} and s.id = ${subject.id}
+      and s.kind = ${subject.kind} and s.domain_id = ${subject.domain_id} and s.capabilities = ${subject.capabilities}::text[]
+      and s.tenant_ids is not distinct from ${subject.tenant_ids}::text[] and s.collections is not distinct from ${subject.collections}::text[]
+      and (not t.temporary or t.generation >= s.temporary_generation) and (t.expires_at is null or t.expires_at > now()))`;
 }
 
 /** Takes a token ID; returns the token and its subject, or undefined. */

@@ -2,33 +2,47 @@ import { sql } from 'kysely';
 import type { AuditContext, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
 import type { Database, Executor } from '../database.js';
+import { type AccessTokenWithSubject, credentialHolds } from './access-token.repository.js';
 import { executePrepared } from '../prepared.js';
 import { type AuditEntry, auditRows } from './audit-log.repository.js';
 import { outboxRows } from './outbox.repository.js';
 
 /**
- * Inserts a command. With an idempotency key already used by the same submitter, inserts
- * nothing and returns `{ inserted: false, row: <the earlier command> }`. Concurrent inserts with
- * one key wait on each other's unique-index entry, so exactly one command is created.
+ * Inserts a command on behalf of `credential`, in ONE statement that also checks the credential
+ * (credentialHolds): when it no longer holds, inserts nothing and returns `{ credentialHolds:
+ * false }`. With an idempotency key already used by the same submitter, inserts nothing and
+ * returns `{ inserted: false, row: <the earlier command> }`. Concurrent inserts with one key wait
+ * on each other's unique-index entry, so exactly one command is created.
  */
-export async function insertCommand(db: Executor, command: NewCommand): Promise<{ inserted: boolean; row: CommandRow }> {
-  const [inserted] = await executePrepared(
+export async function insertCommand(
+  db: Executor,
+  command: NewCommand,
+  credential: AccessTokenWithSubject,
+): Promise<{ credentialHolds: false } | { credentialHolds: true; inserted: boolean; row: CommandRow }> {
+  const c = { ...command, idempotency_key: command.idempotency_key ?? null };
+  const [result] = await executePrepared(
     db,
-    db
-      .insertInto('commands')
-      .values({ ...command, idempotency_key: command.idempotency_key ?? null })
-      .onConflict((oc) => oc.columns(['submitter_id', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
-      .returningAll()
-      .compile(),
+    sql<{ credential_holds: boolean } & Partial<CommandRow>>`
+      with guard as (select ${credentialHolds(credential)} as ok),
+      inserted as (
+        insert into commands (id, type, payload, payload_hash, submitter_id, idempotency_key, audit)
+        select ${c.id}::uuid, ${c.type}, ${c.payload}::jsonb, ${c.payload_hash}, ${c.submitter_id}, ${c.idempotency_key}, ${c.audit}::jsonb
+        from guard where ok
+        on conflict (submitter_id, idempotency_key) where idempotency_key is not null do nothing
+        returning *
+      )
+      select guard.ok as credential_holds, inserted.* from guard left join inserted on true`.compile(db),
   );
-  if (inserted) return { inserted: true, row: inserted };
+  if (!result?.credential_holds) return { credentialHolds: false };
+  const { credential_holds: _, ...row } = result;
+  if (row.id !== null && row.id !== undefined) return { credentialHolds: true, inserted: true, row: row as CommandRow };
   const existing = await db
     .selectFrom('commands')
     .selectAll()
     .where('submitter_id', '=', command.submitter_id)
     .where('idempotency_key', '=', command.idempotency_key ?? null)
     .executeTakeFirstOrThrow();
-  return { inserted: false, row: existing };
+  return { credentialHolds: true, inserted: false, row: existing };
 }
 
 /** Takes a command ID; returns the command or undefined. */

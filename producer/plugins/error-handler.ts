@@ -45,10 +45,15 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: A
   return reply.code(error.status).type('application/json').send(renderers[family](renderable));
 }
 
-/** Installs the error and not-found handlers: every error leaves in its family's envelope. */
-export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((error, request, reply) => {
-    const appError = toAppError(error);
+/**
+ * Installs the error and not-found handlers: every error leaves in its family's envelope.
+ * `confirmCaller` runs first (authenticate.ts): an error raised for a caller taken from the
+ * credential cache is answered 401 instead when the credential no longer authenticates.
+ */
+export function installErrorHandling(app: FastifyInstance, confirmCaller: (request: FastifyRequest) => Promise<void>): void {
+  app.setErrorHandler(async (error, request, reply) => {
+    let appError = toAppError(error);
+    if (appError.status !== 401) appError = await confirmCaller(request).then(() => appError, toAppError);
     if (appError.code === 'PV1000') request.log.error({ err: error }, 'unhandled error');
     else if (appError.code === 'PV1010') request.log.warn({ err: error }, 'dependency unavailable');
     return sendError(request, reply, appError);

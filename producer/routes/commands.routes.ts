@@ -10,7 +10,7 @@ const view: DoneRenderer = (row, reply) => reply.code(200).send(jobView(row));
 
 /** `POST /v1/commands` (any command) and `GET /v1/jobs/{id}` (SPEC §5, §6). */
 export function commandRoutes(app: ZodApp, deps: AppDeps): void {
-  app.post('/v1/commands', { config: { family: 'native' }, schema: { body: CommandRequest, response: { 200: JobView, 202: JobView } } }, async (request, reply) => {
+  app.post('/v1/commands', { config: { family: 'native', cachedCredential: true }, schema: { body: CommandRequest, response: { 200: JobView, 202: JobView } } }, async (request, reply) => {
     const { command, audit } = await prepareCommand(deps, request, request.body);
     return accept(deps, request, reply, command, audit, view);
   });

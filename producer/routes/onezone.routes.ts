@@ -21,13 +21,15 @@ const noContent: DoneRenderer = (row, reply) => {
 /** Onezone's "revoke all temporary tokens" of a user or of the calling provider (SPEC §6). */
 export function onezoneRoutes(app: ZodApp, deps: AppDeps): void {
   const options = { config: { family: 'onezone' as const } };
+  // the DELETEs record commands: their caller may come from the credential cache
+  const commandOptions = { config: { family: 'onezone' as const, cachedCredential: true } };
 
-  app.delete('/api/v3/onezone/users/:id/tokens/temporary', { ...options, schema: { params: UserParams, response: revokeResponses } }, async (request, reply) => {
+  app.delete('/api/v3/onezone/users/:id/tokens/temporary', { ...commandOptions, schema: { params: UserParams, response: revokeResponses } }, async (request, reply) => {
     const { command, audit } = await prepareCommand(deps, request, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: request.params.id } });
     return accept(deps, request, reply, command, audit, noContent);
   });
 
-  app.delete('/api/v3/onezone/provider/tokens/temporary', { ...options, schema: { response: revokeResponses } }, async (request, reply) => {
+  app.delete('/api/v3/onezone/provider/tokens/temporary', { ...commandOptions, schema: { response: revokeResponses } }, async (request, reply) => {
     authorizeProvider(request.caller);
     const { command, audit } = await prepareCommand(deps, request, { type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id: request.caller.subject.id } });
     return accept(deps, request, reply, command, audit, noContent);

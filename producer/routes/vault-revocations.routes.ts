@@ -28,7 +28,7 @@ const rotated: DoneRenderer = (row, reply) => {
 
 /** Piiano's delete and rotate, as `tokens.delete` and `tokens.rotate` commands (SPEC §6). */
 export function vaultRevocationRoutes(app: ZodApp, deps: AppDeps): void {
-  app.delete(`${base}/tokens`, { config: { family: 'piiano' }, schema: { params: CollectionParams, querystring: DeleteTokensQuery, response: deleteResponses } }, async (request, reply) => {
+  app.delete(`${base}/tokens`, { config: { family: 'piiano', cachedCredential: true }, schema: { params: CollectionParams, querystring: DeleteTokensQuery, response: deleteResponses } }, async (request, reply) => {
     const q = request.query;
     if (!q.token_ids && !q.object_ids && !q.tags) {
       throw new AppError('PV1002', { parameters: 'token_ids,object_ids,tags' }, 'At least one of token_ids, object_ids or tags is required.');
@@ -48,7 +48,7 @@ export function vaultRevocationRoutes(app: ZodApp, deps: AppDeps): void {
     return accept(deps, request, reply, command, audit, deleted);
   });
 
-  app.post(`${base}/rotate/tokens`, { config: { family: 'piiano' }, schema: { params: CollectionParams, querystring: RotateTokensQuery, response: rotateResponses } }, async (request, reply) => {
+  app.post(`${base}/rotate/tokens`, { config: { family: 'piiano', cachedCredential: true }, schema: { params: CollectionParams, querystring: RotateTokensQuery, response: rotateResponses } }, async (request, reply) => {
     const q = request.query;
     if (!q.token_ids) throw new AppError('PV1002', { parameters: 'token_ids' }, 'token_ids is required.');
     const { command, audit } = await prepareCommand(deps, request, {

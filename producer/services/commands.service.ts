@@ -5,7 +5,7 @@ import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JO
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
 import { findCommand, insertCommand } from '../../db/repositories/command.repository.js';
-import type { Caller } from '../access.js';
+import { type Caller, StaleCredential } from '../access.js';
 
 /** Longest wait for Redis to take a job before answering anyway (the reconciler enqueues it later). */
 const ENQUEUE_TIMEOUT_MS = 2000;
@@ -41,13 +41,15 @@ export function payloadHash(command: Command, audit: AuditContext): string {
 
 /**
  * Records the command durably, then enqueues it (job ID = command ID). Returns the command row
- * and whether it is an Idempotency-Key replay. Guarantees: the row is committed before this
+ * and whether it is an Idempotency-Key replay. The statement that records it re-checks the
+ * caller's credential; StaleCredential when it no longer holds (nothing recorded, nothing
+ * enqueued). Guarantees: the row is committed before this
  * returns (accepted means durable); a failed enqueue is logged, not thrown, since the
  * reconciler enqueues every unfinished command; a key reused with another command is PV3010.
  */
 export async function submitCommand(bus: CommandBus, submission: Submission): Promise<{ row: CommandRow; replayed: boolean }> {
   const hash = payloadHash(submission.command, submission.audit);
-  const { inserted, row } = await insertCommand(bus.db, {
+  const outcome = await insertCommand(bus.db, {
     id: randomUUID(),
     type: submission.command.type,
     payload: JSON.stringify(submission.command),
@@ -55,7 +57,9 @@ export async function submitCommand(bus: CommandBus, submission: Submission): Pr
     submitter_id: submission.caller.subject.id,
     idempotency_key: submission.idempotencyKey ?? null,
     audit: JSON.stringify(submission.audit),
-  });
+  }, submission.caller);
+  if (!outcome.credentialHolds) throw new StaleCredential();
+  const { inserted, row } = outcome;
   if (!inserted && row.payload_hash !== hash) {
     throw new AppError('PV3010', { idempotency_key: submission.idempotencyKey ?? '', job_id: row.id });
   }
