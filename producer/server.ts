@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
 import { type App, buildApp } from './app.js';
+import { CommandBus } from './services/commands.service.js';
 import { JobWaiter } from './services/job-waiter.js';
 import { ensureBootstrapAdmin } from './services/subjects.service.js';
 
@@ -47,7 +48,7 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
     config,
     db,
     logger,
-    bus: { db, queue, logger },
+    bus: new CommandBus(db, queue, logger),
     waiter,
     probes: { redis: () => redis.ping() },
     advisors: [() => redisWarnings(redis)],

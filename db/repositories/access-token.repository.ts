@@ -48,18 +48,42 @@ export async function findAccessTokensByHashes(db: Executor, secretHashes: reado
 }
 
 /**
- * A condition for a statement that acts for a caller: true while the credential still
- * authenticates (the token exists with this secret, has not expired, is not of an old
- * generation) AND everything its authorization was decided on is as read (the subject's kind,
- * domain, capabilities, tenants and collections). Evaluated in the statement's own snapshot, so
- * what the statement does is done for a caller valid at that instant, however old the read.
+ * What a statement acting for a caller re-checks of it (credentialHolds): the token and what its
+ * authorization was decided on, as a JSON record to send with the statement's rows.
  */
-export function credentialHolds({ token, subject }: AccessTokenWithSubject): RawBuilder<boolean> {
+export function credentialColumns({ token, subject }: AccessTokenWithSubject) {
+  return {
+    token_id: token.id,
+    secret_hash: token.secret_hash.toString('hex'),
+    subject_id: subject.id,
+    kind: subject.kind,
+    domain_id: subject.domain_id,
+    capabilities: subject.capabilities,
+    tenant_ids: subject.tenant_ids,
+    collections: subject.collections,
+  };
+}
+
+/** The SQL types of credentialColumns, for a `jsonb_to_recordset(...) as alias (...)` column list. */
+export const credentialColumnTypes = sql.raw(
+  'token_id text, secret_hash text, subject_id text, kind text, domain_id text, capabilities text[], tenant_ids text[], collections text[]',
+);
+
+/**
+ * A condition for a statement that acts for callers, on a row `alias` holding credentialColumns:
+ * true while that credential still authenticates (the token exists with this secret, has not
+ * expired, is not of an old generation) AND everything its authorization was decided on is as
+ * read (the subject's kind, domain, capabilities, tenants and collections). Evaluated in the
+ * statement's own snapshot, so what the statement does is done for a caller valid at that
+ * instant, however old the read.
+ */
+export function credentialHolds(alias: string): RawBuilder<boolean> {
+  const c = sql.table(alias);
   return sql<boolean>`exists (
     select 1 from access_tokens t inner join subjects s on s.id = t.subject_id
-    where t.id = ${token.id} and t.secret_hash = ${token.secret_hash} and s.id = ${subject.id}
-      and s.kind = ${subject.kind} and s.domain_id = ${subject.domain_id} and s.capabilities = ${subject.capabilities}::text[]
-      and s.tenant_ids is not distinct from ${subject.tenant_ids}::text[] and s.collections is not distinct from ${subject.collections}::text[]
+    where t.id = ${c}.token_id and t.secret_hash = decode(${c}.secret_hash, 'hex') and s.id = ${c}.subject_id
+      and s.kind = ${c}.kind and s.domain_id = ${c}.domain_id and s.capabilities = ${c}.capabilities
+      and s.tenant_ids is not distinct from ${c}.tenant_ids and s.collections is not distinct from ${c}.collections
       and (not t.temporary or t.generation >= s.temporary_generation) and (t.expires_at is null or t.expires_at > now()))`;
 }
 

@@ -1,48 +1,78 @@
 import { sql } from 'kysely';
-import type { AuditContext, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
+import type { AuditContext, Command, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
 import type { Database, Executor } from '../database.js';
-import { type AccessTokenWithSubject, credentialHolds } from './access-token.repository.js';
+import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
 import { executePrepared } from '../prepared.js';
 import { type AuditEntry, auditRows } from './audit-log.repository.js';
 import { outboxRows } from './outbox.repository.js';
 
+/** A command to record, and the credential it is recorded for. */
+export interface CommandRecord {
+  command: Omit<NewCommand, 'payload' | 'audit'> & { payload: Command; audit: AuditContext };
+  credential: AccessTokenWithSubject;
+}
+
+/** What recording a command came to (insertCommands). */
+export type RecordOutcome = { credentialHolds: false } | { credentialHolds: true; inserted: boolean; row: CommandRow };
+
 /**
- * Inserts a command on behalf of `credential`, in ONE statement that also checks the credential
- * (credentialHolds): when it no longer holds, inserts nothing and returns `{ credentialHolds:
- * false }`. With an idempotency key already used by the same submitter, inserts nothing and
- * returns `{ inserted: false, row: <the earlier command> }`. Concurrent inserts with one key wait
- * on each other's unique-index entry, so exactly one command is created.
+ * Records commands, each on behalf of its credential, in ONE statement however many (the rows
+ * travel as one JSON array): each row is inserted only if its credential still holds
+ * (credentialHolds, in the statement's own snapshot); otherwise `{ credentialHolds: false }` and
+ * nothing. A row whose idempotency key its submitter already used (or uses earlier in the same
+ * call) is not inserted: `{ inserted: false, row: <that command> }`. Concurrent inserts with one
+ * key wait on each other's unique-index entry, so exactly one command is created; rows go in in
+ * key order, so two calls never wait on each other both ways. Outcomes in input order.
  */
-export async function insertCommand(
-  db: Executor,
-  command: NewCommand,
-  credential: AccessTokenWithSubject,
-): Promise<{ credentialHolds: false } | { credentialHolds: true; inserted: boolean; row: CommandRow }> {
-  const c = { ...command, idempotency_key: command.idempotency_key ?? null };
-  const [result] = await executePrepared(
+export async function insertCommands(db: Executor, records: readonly CommandRecord[]): Promise<RecordOutcome[]> {
+  const input = records.map(({ command: c, credential }, ord) => ({
+    ord,
+    id: c.id,
+    type: c.type,
+    payload: c.payload,
+    payload_hash: c.payload_hash,
+    submitter_id: c.submitter_id,
+    idempotency_key: c.idempotency_key ?? null,
+    audit: c.audit,
+    ...credentialColumns(credential),
+  }));
+  const rows = await executePrepared(
     db,
-    sql<{ credential_holds: boolean } & Partial<CommandRow>>`
-      with guard as (select ${credentialHolds(credential)} as ok),
-      inserted as (
+    sql<{ ord: number; credential_holds: boolean } & Partial<CommandRow>>`
+      with input as (
+        select * from jsonb_to_recordset(${JSON.stringify(input)}::jsonb) as i (ord int, id uuid, type text, payload jsonb, payload_hash text,
+          submitter_id text, idempotency_key text, audit jsonb, ${credentialColumnTypes})
+      ), checked as (
+        select i.*, ${credentialHolds('i')} as ok from input i
+      ), inserted as (
         insert into commands (id, type, payload, payload_hash, submitter_id, idempotency_key, audit)
-        select ${c.id}::uuid, ${c.type}, ${c.payload}::jsonb, ${c.payload_hash}, ${c.submitter_id}, ${c.idempotency_key}, ${c.audit}::jsonb
-        from guard where ok
+        select id, type, payload, payload_hash, submitter_id, idempotency_key, audit from checked where ok order by submitter_id, idempotency_key, ord
         on conflict (submitter_id, idempotency_key) where idempotency_key is not null do nothing
         returning *
       )
-      select guard.ok as credential_holds, inserted.* from guard left join inserted on true`.compile(db),
+      select c.ord, c.ok as credential_holds, inserted.* from checked c left join inserted on inserted.id = c.id order by c.ord`.compile(db),
   );
-  if (!result?.credential_holds) return { credentialHolds: false };
-  const { credential_holds: _, ...row } = result;
-  if (row.id !== null && row.id !== undefined) return { credentialHolds: true, inserted: true, row: row as CommandRow };
-  const existing = await db
-    .selectFrom('commands')
-    .selectAll()
-    .where('submitter_id', '=', command.submitter_id)
-    .where('idempotency_key', '=', command.idempotency_key ?? null)
-    .executeTakeFirstOrThrow();
-  return { credentialHolds: true, inserted: false, row: existing };
+  const outcomes: RecordOutcome[] = rows.map(({ ord: _, credential_holds, ...row }) =>
+    !credential_holds ? { credentialHolds: false } : { credentialHolds: true, inserted: row.id != null, row: row as CommandRow },
+  );
+  const replays = outcomes.flatMap((o, i) => (o.credentialHolds && !o.inserted ? [records[i]!.command] : []));
+  if (replays.length > 0) {
+    const earlier = await db
+      .selectFrom('commands')
+      .selectAll()
+      .where((eb) => eb.or(replays.map((c) => eb.and([eb('submitter_id', '=', c.submitter_id), eb('idempotency_key', '=', c.idempotency_key ?? null)]))))
+      .execute();
+    const byKey = new Map(earlier.map((row) => [`${row.submitter_id}\u0000${row.idempotency_key}`, row]));
+    outcomes.forEach((o, i) => {
+      if (!o.credentialHolds || o.inserted) return;
+      const c = records[i]!.command;
+      const row = byKey.get(`${c.submitter_id}\u0000${c.idempotency_key}`);
+      if (!row) throw new Error(`command ${c.id}: neither inserted nor found under its idempotency key`);
+      o.row = row;
+    });
+  }
+  return outcomes;
 }
 
 /** Takes a command ID; returns the command or undefined. */

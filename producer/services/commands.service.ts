@@ -1,19 +1,66 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
+import DataLoader from 'dataloader';
 import type { Logger } from 'pino';
 import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, isShortCommand, type JobView } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
-import { findCommand, insertCommand } from '../../db/repositories/command.repository.js';
+import { type CommandRecord, findCommand, insertCommands, type RecordOutcome } from '../../db/repositories/command.repository.js';
 import { type Caller, StaleCredential } from '../access.js';
 
 /** Longest wait for Redis to take a job before answering anyway (the reconciler enqueues it later). */
 const ENQUEUE_TIMEOUT_MS = 2000;
 
-export interface CommandBus {
-  db: Db;
-  queue: Queue<CommandJobData>;
-  logger: Logger;
+/** Most commands one statement records, and most jobs one Redis round trip adds. */
+export const MAX_RECORD_BATCH = 64;
+
+/**
+ * Records commands and enqueues their jobs. Commands submitted in the same turn of the event
+ * loop are recorded by ONE statement (insertCommands) and their jobs added in ONE Redis round
+ * trip (Queue.addBulk): under load one INSERT and one commit serve many requests, each still
+ * answered only once its own row is committed. Nothing waits for company: a batch leaves at the
+ * end of the turn it was started in (DataLoader, scheduled by setImmediate). If a batch fails as
+ * a whole, each of its items is tried alone, so one bad item fails alone.
+ */
+export class CommandBus {
+  readonly #records: DataLoader<CommandRecord, RecordOutcome>;
+  readonly #jobs: DataLoader<CommandJobData, void>;
+
+  constructor(
+    readonly db: Db,
+    readonly queue: Queue<CommandJobData>,
+    readonly logger: Logger,
+  ) {
+    const options = { cache: false, maxBatchSize: MAX_RECORD_BATCH, batchScheduleFn: (callback: () => void) => setImmediate(callback) };
+    this.#records = new DataLoader((records) => eachAloneOnFailure(records, (batch) => insertCommands(db, batch)), options);
+    this.#jobs = new DataLoader(
+      (jobs) => eachAloneOnFailure(jobs, async (batch) => {
+        await queue.addBulk(batch.map((job) => ({ name: COMMAND_JOB_NAME, data: job, opts: { ...COMMAND_JOB_OPTIONS, jobId: job.command_id } })));
+        return batch.map(() => undefined);
+      }),
+      options,
+    );
+  }
+
+  /** Records a command for `credential` (see insertCommands); resolves once its row is committed. */
+  record(record: CommandRecord): Promise<RecordOutcome> {
+    return this.#records.load(record);
+  }
+
+  /** Adds the command's job (job ID = command ID; adding it again changes nothing). */
+  addJob(job: CommandJobData): Promise<void> {
+    return this.#jobs.load(job);
+  }
+}
+
+/** Runs `run` on the whole batch; if that throws, on each item alone (errors become that item's result). */
+async function eachAloneOnFailure<I, O>(items: readonly I[], run: (batch: readonly I[]) => Promise<O[]>): Promise<(O | Error)[]> {
+  try {
+    return await run(items);
+  } catch (error) {
+    if (items.length === 1) return [error instanceof Error ? error : new Error(String(error))];
+    return Promise.all(items.map((item) => run([item]).then((results) => results[0] as O, (e: unknown) => (e instanceof Error ? e : new Error(String(e))))));
+  }
 }
 
 export interface Submission {
@@ -42,22 +89,25 @@ export function payloadHash(command: Command, audit: AuditContext): string {
 /**
  * Records the command durably, then enqueues it (job ID = command ID). Returns the command row
  * and whether it is an Idempotency-Key replay. The statement that records it re-checks the
- * caller's credential; StaleCredential when it no longer holds (nothing recorded, nothing
- * enqueued). Guarantees: the row is committed before this
- * returns (accepted means durable); a failed enqueue is logged, not thrown, since the
- * reconciler enqueues every unfinished command; a key reused with another command is PV3010.
+ * caller's credential: StaleCredential when it no longer holds (nothing recorded, nothing
+ * enqueued). Guarantees: the row is committed before this returns (accepted means durable); a
+ * failed enqueue is logged, not thrown, since the reconciler enqueues every unfinished command;
+ * a key reused with another command is PV3010.
  */
 export async function submitCommand(bus: CommandBus, submission: Submission): Promise<{ row: CommandRow; replayed: boolean }> {
   const hash = payloadHash(submission.command, submission.audit);
-  const outcome = await insertCommand(bus.db, {
-    id: randomUUID(),
-    type: submission.command.type,
-    payload: JSON.stringify(submission.command),
-    payload_hash: hash,
-    submitter_id: submission.caller.subject.id,
-    idempotency_key: submission.idempotencyKey ?? null,
-    audit: JSON.stringify(submission.audit),
-  }, submission.caller);
+  const outcome = await bus.record({
+    command: {
+      id: randomUUID(),
+      type: submission.command.type,
+      payload: submission.command,
+      payload_hash: hash,
+      submitter_id: submission.caller.subject.id,
+      idempotency_key: submission.idempotencyKey ?? null,
+      audit: submission.audit,
+    },
+    credential: submission.caller,
+  });
   if (!outcome.credentialHolds) throw new StaleCredential();
   const { inserted, row } = outcome;
   if (!inserted && row.payload_hash !== hash) {
@@ -72,7 +122,7 @@ async function enqueue(bus: CommandBus, job: CommandJobData): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([
-      bus.queue.add(COMMAND_JOB_NAME, job, { ...COMMAND_JOB_OPTIONS, jobId: id }),
+      bus.addJob(job),
       new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`enqueue timed out after ${ENQUEUE_TIMEOUT_MS} ms`)), ENQUEUE_TIMEOUT_MS))),
     ]);
   } catch (error) {

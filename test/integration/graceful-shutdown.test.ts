@@ -106,13 +106,16 @@ describe('graceful shutdown of producer and worker processes', () => {
       waiting.send('POST', '/v1/commands', { ...admin, prefer: 'wait=30' }, deleteOne(collection, tokens[0]!));
       await expect.poll(async () => (await commandsOf(db, collection)).length, { timeout: 10_000, interval: 20 }).toBe(1);
 
-      // three requests in flight: the commands table is held, so each waits on its INSERT
+      // three requests in flight: the commands table is held, so each waits on its INSERT (sent
+      // one after another, so that each is its own INSERT rather than one batch of three)
       await holder.query('begin');
       await holder.query('lock table commands in exclusive mode');
       const inFlight = await Promise.all([1, 2, 3].map(() => RawConnection.open(port)));
       connections.push(...inFlight);
-      inFlight.forEach((c, i) => c.send('POST', '/v1/commands', admin, deleteOne(collection, tokens[i + 1]!)));
-      await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-producer'), { timeout: 10_000, interval: 20 }).toBe(3);
+      for (const [i, c] of inFlight.entries()) {
+        c.send('POST', '/v1/commands', admin, deleteOne(collection, tokens[i + 1]!));
+        await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-producer'), { timeout: 10_000, interval: 20 }).toBe(i + 1);
+      }
 
       // a request that is arriving, its headers half sent, on a connection of its own
       const arriving = await RawConnection.open(port);

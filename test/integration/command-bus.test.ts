@@ -1,0 +1,106 @@
+import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { sql } from 'kysely';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AuditContext, type Command, COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
+import { type AccessTokenWithSubject, findAccessTokensByHashes } from '../../db/repositories/access-token.repository.js';
+import type { CommandRecord } from '../../db/repositories/command.repository.js';
+import { upsertSubject } from '../../db/repositories/subject.repository.js';
+import { hashSecret } from '../../producer/secrets.js';
+import { CommandBus } from '../../producer/services/commands.service.js';
+import { subjectWithToken } from '../helpers/api.js';
+import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
+
+/**
+ * The producer's CommandBus records the commands submitted in one turn of the event loop with
+ * ONE statement and adds their jobs in ONE Redis round trip. Each command must keep what it has
+ * alone: its own credential check, its own idempotency key, its own failure.
+ */
+describe('CommandBus: commands submitted together', () => {
+  let stack: Stack;
+  let redis: Redis;
+  let queue: Queue<CommandJobData>;
+  let bus: CommandBus;
+  let admin: AccessTokenWithSubject;
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+    redis = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: 1 });
+    queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: stack.config.QUEUE_PREFIX });
+    bus = new CommandBus(stack.database.db, queue, pino({ level: 'silent' }));
+    admin = await credentialOf(ADMIN_TOKEN);
+  });
+  afterAll(async () => {
+    await queue?.close();
+    redis?.disconnect();
+    await stack?.close();
+  });
+
+  async function credentialOf(secret: string): Promise<AccessTokenWithSubject> {
+    const [found] = await findAccessTokensByHashes(stack.database.db, [hashSecret(secret)]);
+    if (!found) throw new Error('no such credential');
+    return found;
+  }
+  const audit: AuditContext = { actor: { id: 'admin', kind: 'service' }, tenant_ids: null, reason: null, adhoc_reason: null, custom_audit: null, request_id: 'req-1', source: 'http' };
+  function record(credential: AccessTokenWithSubject, overrides: Partial<CommandRecord['command']> = {}): CommandRecord {
+    const payload: Command = { type: 'tokens.delete', collection: 'bus', archived: false, token_ids: [randomUUID()] };
+    return {
+      command: { id: randomUUID(), type: payload.type, payload, payload_hash: 'h', submitter_id: credential.subject.id, idempotency_key: null, audit, ...overrides },
+      credential,
+    };
+  }
+  const transactionsOf = async (ids: string[]) =>
+    Number((await sql<{ n: string }>`select count(distinct xmin::text) as n from commands where id = any(${ids}::uuid[])`.execute(stack.database.db)).rows[0]!.n);
+
+  it('records commands submitted in one turn in one transaction, each with its own row', async () => {
+    const records = Array.from({ length: 10 }, () => record(admin));
+    const outcomes = await Promise.all(records.map((r) => bus.record(r)));
+    outcomes.forEach((o, i) => {
+      expect(o).toMatchObject({ credentialHolds: true, inserted: true, row: { id: records[i]!.command.id, state: 'queued', payload: records[i]!.command.payload, audit } });
+    });
+    expect(await transactionsOf(records.map((r) => r.command.id))).toBe(1);
+  });
+
+  it('records nothing for the one credential that no longer holds, and the others', async () => {
+    const other = await subjectWithToken(stack, { id: `bus-${randomUUID().slice(0, 8)}`, kind: 'service', capabilities: ['tokens:write'] });
+    const stale = await credentialOf(other.token);
+    await upsertSubject(stack.database.db, { id: stale.subject.id, kind: 'service', domain_id: 'default', capabilities: ['tokens:read'] });
+    const records = [record(admin), record(stale), record(admin)];
+    const outcomes = await Promise.all(records.map((r) => bus.record(r)));
+    expect(outcomes.map((o) => o.credentialHolds)).toEqual([true, false, true]);
+    const stored = await sql<{ id: string }>`select id from commands where id = any(${records.map((r) => r.command.id)}::uuid[])`.execute(stack.database.db);
+    expect(stored.rows.map((r) => r.id).sort()).toEqual([records[0]!.command.id, records[2]!.command.id].sort());
+  });
+
+  it('gives one idempotency key used twice in one batch one command', async () => {
+    const key = `key-${randomUUID()}`;
+    const [first, second] = [record(admin, { idempotency_key: key }), record(admin, { idempotency_key: key })];
+    const outcomes = await Promise.all([bus.record(first), bus.record(second)]);
+    expect(outcomes.map((o) => o.credentialHolds && o.inserted)).toEqual([true, false]);
+    const ids = outcomes.map((o) => (o.credentialHolds ? o.row.id : undefined));
+    expect(ids).toEqual([first.command.id, first.command.id]);
+  });
+
+  it('fails only the item that breaks the batch; the others are recorded', async () => {
+    const [taken] = await Promise.all([bus.record(record(admin))]);
+    const takenId = taken!.credentialHolds ? taken!.row.id : '';
+    const records = [record(admin), record(admin, { id: takenId }), record(admin)];
+    const settled = await Promise.allSettled(records.map((r) => bus.record(r)));
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect(String((settled[1] as PromiseRejectedResult).reason)).toMatch(/duplicate key/);
+    expect(await transactionsOf([records[0]!.command.id, records[2]!.command.id])).toBe(2);
+  });
+
+  it('adds the jobs of one turn in one round trip, each with its command ID', async () => {
+    const ids = Array.from({ length: 20 }, () => randomUUID());
+    const addBulk = queue.addBulk.bind(queue);
+    const batches: number[] = [];
+    queue.addBulk = (jobs) => (batches.push(jobs.length), addBulk(jobs));
+    await Promise.all(ids.map((id) => bus.addJob({ command_id: id, short: true })));
+    expect(batches).toEqual([20]);
+    const jobs = await Promise.all(ids.map((id) => queue.getJob(id)));
+    expect(jobs.map((job) => job?.data)).toEqual(ids.map((id) => ({ command_id: id, short: true })));
+  });
+});
