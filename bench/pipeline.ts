@@ -11,7 +11,7 @@
  *       25%, 50% and 90% of that sustained rate, from an open-loop generator.
  *   (c) GET /v1/auth/verify against a bare route running the same SELECT.
  * Every delete command names a token of its own, so none fails with PV3009.
- * Usage: npm run bench:pipeline [-- --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300]
+ * Usage: npm run bench:pipeline [-- --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300 --fractions 0.25,0.5,0.9]
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -58,6 +58,8 @@ const { values } = parseArgs({
     'open-loop-sockets': { type: 'string', default: '256' },
     /** Open-loop rates (commands/s, comma-separated) to add to the fractions of the maximum: compares builds at the same load. */
     rates: { type: 'string' },
+    /** Fractions of the maximum rate to measure latency at (comma-separated; '' for none, with --rates). */
+    fractions: { type: 'string', default: '0.25,0.5,0.9' },
     /** Accept and drain phases only (the two throughput ratios), for iterating on an optimisation. */
     quick: { type: 'boolean', default: false },
     /** Writes a V8 CPU profile of every child process (producer, worker, baselines) to this directory. */
@@ -71,7 +73,7 @@ const TOKENS = Number(values.tokens);
 const WARMUP = Number(values.warmup);
 const DRAIN_TIMEOUT_S = Number(values['drain-timeout']);
 const OPEN_SOCKETS = Number(values['open-loop-sockets']);
-const FRACTIONS = [0.25, 0.5, 0.9] as const;
+const FRACTIONS = values.fractions.split(',').filter((f) => f.trim() !== '').map(Number);
 const FIXED_RATES = values.rates ? values.rates.split(',').map(Number) : [];
 const QUICK = values.quick;
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
