@@ -20,7 +20,7 @@ export interface RelayOptions {
  *
  * One relay leads at a time: it holds the relay lock (a session-level advisory lock) on a
  * connection of its own, LISTENs there for the NOTIFY of every command commit (of any worker
- * process), and is also woken directly by its own process's commits. A round is two round
+ * process, its own included). A round is two round
  * trips: one statement marks the batch just put on the stream and reads the next, and one XADD
  * pipeline (MAXLEN ~) publishes it. A relay that does not lead tries to every poll interval, so
  * another process takes over within about a second when the leader's process or connection dies

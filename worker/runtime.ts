@@ -40,7 +40,8 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   await warnOnEvictionPolicy(redis, logger);
 
   // the relay's own connection: it holds the relay lock while leading, and LISTENs there for the
-  // commits of every worker process
+  // commits of every worker process, this one's included (a direct kick on each local commit as
+  // well would only add a round that finds nothing: the NOTIFY of that commit wakes it already)
   const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker', onNotification: () => relay.kick() });
   const relay: OutboxRelay = new OutboxRelay(db, relaySession, redis, logger, { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN });
   const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
@@ -61,7 +62,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // short commands delivered together share a transaction (one commit for the group)
   const group = config.GROUP_COMMIT_MAX > 1 ? new StepGroup(db, { lanes: config.GROUP_COMMIT_LANES, maxSize: config.GROUP_COMMIT_MAX, onConflictRetry, onGroupCommitted: (steps) => groupCommitSize.observe(steps) }) : undefined;
   const worker = startCommandWorker(
-    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onCommitted: () => relay.kick(), onConflictRetry, onFinished, ...(group ? { group } : {}) },
+    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onFinished, ...(group ? { group } : {}) },
     { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },
   );
   const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS });
