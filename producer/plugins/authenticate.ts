@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
 import { AppError } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
-import { findAccessTokensByHashes } from '../../db/repositories/access-token.repository.js';
+import { credentialColumns, findAccessTokensByHashes } from '../../db/repositories/access-token.repository.js';
 import { accessTokenState, type Caller, requireCapability, StaleCredential, type SubjectTokenLookup, tenantScope } from '../access.js';
 import { hashSecret, sameHash } from '../secrets.js';
 import { sendError, toAppError } from './error-handler.js';
@@ -92,18 +92,12 @@ async function authenticateHash(db: Db, hash: Buffer, subjectSecret?: string): P
   return { caller, subjectToken: { secret: subjectSecret, found: rows.find((r) => sameHash(r.token.secret_hash, subjectHash)) } };
 }
 
-/** Whether two reads of a caller would decide a request alike (what credentialHolds compares). */
+/**
+ * Whether two reads of a caller would decide a request alike: what the statement that records a
+ * command re-checks of it (credentialColumns, compared by credentialHolds) is the same.
+ */
 function sameAuthorization(a: Caller, b: Caller): boolean {
-  const same = (x: readonly string[] | null, y: readonly string[] | null) => (x === null || y === null ? x === y : x.length === y.length && x.every((v, i) => v === y[i]));
-  return (
-    a.token.id === b.token.id &&
-    a.subject.id === b.subject.id &&
-    a.subject.kind === b.subject.kind &&
-    a.subject.domain_id === b.subject.domain_id &&
-    same(a.subject.capabilities, b.subject.capabilities) &&
-    same(a.subject.tenant_ids, b.subject.tenant_ids) &&
-    same(a.subject.collections, b.subject.collections)
-  );
+  return JSON.stringify(credentialColumns(a)) === JSON.stringify(credentialColumns(b));
 }
 
 /**
