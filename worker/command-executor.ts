@@ -13,6 +13,7 @@ import {
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
 import { commitStep, findCommand, lockCommands, type StepRecord, useOneCore } from '../db/repositories/command.repository.js';
+import { type OutboxEvent, unpublishedEventsOf } from '../db/repositories/outbox.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -26,8 +27,12 @@ export interface ExecutorDeps {
   logger: Logger;
   settings: HandlerSettings;
   retryPolicy?: RetryPolicy;
-  /** Called after each commit that wrote outbox rows (the relay publishes them). */
-  onCommitted?: () => void;
+  /**
+   * Called after each commit of a step run alone, or of a failure, with the outbox rows it wrote
+   * (the EventPublisher puts them on the stream; a group hands over its own). Without it, the
+   * relay publishes them after its grace period.
+   */
+  onCommitted?: (events: readonly OutboxEvent[]) => void;
   /** Called when a transaction is retried after a conflict. */
   onConflictRetry?: (sqlState: string) => void;
   /** Called when this execution ended the command (not for a redelivery of an ended one). */
@@ -102,7 +107,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
       throw error;
     }
     if (!step.outcome || !parsed) return storedOutcome(step.row);
-    deps.onCommitted?.();
+    if (step.events.length > 0) deps.onCommitted?.(step.events);
     steps++;
     // not awaited: BullMQ progress is informational (the command row holds the truth), and the
     // next step need not wait for Redis; updates go out in order on one connection
@@ -128,6 +133,8 @@ interface Parsed {
 interface StepResult {
   row: CommandRow;
   outcome?: StepOutcome<CommandType>;
+  /** The outbox rows to publish once the step commits (none in a group: the group publishes). */
+  events: OutboxEvent[];
 }
 
 function parseRow(row: CommandRow): Parsed {
@@ -166,16 +173,23 @@ async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ r
 /**
  * One transaction (or, with a `turn`, one turn in a group's transaction): lock, step, write
  * effects; the first step of a delivery also counts its attempt, in the same UPDATE as its
- * state. Returns the locked row and the step's outcome. In a group, a command that is not short
- * throws RunAlone before its step writes anything, and the group writes the step's records.
+ * state. Returns the locked row, the step's outcome and the outbox rows to publish. In a group,
+ * a command that is not short (or is resumed) throws RunAlone before its step writes anything,
+ * and the group writes the step's records.
+ *
+ * A delivery that resumes a command (an earlier one committed steps: state running) first takes
+ * the command's events still unpublished: the process that committed them may have died before
+ * putting them on the stream, and they must go out before this delivery's own.
  */
 async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, turn: SharedTurn | undefined, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
   const { row, live } = await lockForStep(trx, id, turn);
-  if (!live) return { row };
+  if (!live) return { row, events: [] };
   const parsed = known ?? parseRow(row);
   remember(parsed);
   const { command, audit, handler } = parsed;
-  if (turn && !isShortCommand(command)) throw new RunAlone(); // the job's hint was wrong
+  const resumed = first && row.state === 'running';
+  if (turn && (resumed || !isShortCommand(command))) throw new RunAlone(); // the job's hint was wrong
+  const earlier = resumed ? await unpublishedEventsOf(trx, id) : [];
   const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
   const outcome = await handler.step(context);
   const drafts: EventDraft[] = [...outcome.events];
@@ -186,13 +200,16 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
     audit,
     entries: outcome.audit,
     events: toEvents(id, audit, drafts),
+    ...(outcome.outbox ? { written: outcome.outbox } : {}),
     end: outcome.done
       ? { state: 'succeeded', result: outcome.result as Record<string, unknown>, ...(outcome.progress ? { progress: outcome.progress } : {}) }
       : { state: 'running', progress: outcome.progress, checkpoint: outcome.checkpoint },
   };
-  if (turn) turn.write(record);
-  else await commitStep(trx, record);
-  return { row, outcome };
+  if (turn) {
+    turn.write(record);
+    return { row, outcome, events: [] };
+  }
+  return { row, outcome, events: [...earlier, ...(await commitStep(trx, record))] };
 }
 
 /**
@@ -201,13 +218,17 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
  * counted it rolled back).
  */
 async function recordFailure(deps: ExecutorDeps, id: string, countAttempt: boolean, error: StoredError): Promise<ExecutionOutcome> {
+  let events: OutboxEvent[] = [];
   const outcome = await runTransaction(deps.db, async (trx): Promise<ExecutionOutcome> => {
+    events = [];
     const { row, live } = await lockForStep(trx, id);
     if (!live) return storedOutcome(row);
     const { command, audit } = parseRow(row);
     const type = command.type;
     const collection = 'collection' in command ? command.collection : null;
-    await commitStep(trx, {
+    // steps of an earlier delivery may have left events unpublished (see runStep)
+    const earlier = row.state === 'running' ? await unpublishedEventsOf(trx, id) : [];
+    const written = await commitStep(trx, {
       id,
       start: countAttempt,
       audit,
@@ -215,9 +236,10 @@ async function recordFailure(deps: ExecutorDeps, id: string, countAttempt: boole
       events: toEvents(id, audit, [{ type: 'command.failed', data: { command_type: type, error } }]),
       end: { state: 'failed', error },
     });
+    events = [...earlier, ...written];
     return { state: 'failed', error };
   }, deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry);
-  deps.onCommitted?.();
+  if (events.length > 0) deps.onCommitted?.(events);
   deps.logger.info({ error_code: error.error_code }, 'command failed');
   return outcome;
 }

@@ -1,36 +1,43 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db, Executor } from '../db/database.js';
-import { listenForCommits } from '../db/repositories/command.repository.js';
 import { markAndClaim, releaseRelayLock, tryRelayLock } from '../db/repositories/outbox.repository.js';
+import { appendToStream, type StreamOptions } from './event-publisher.js';
 import { eventsPublished } from './metrics.js';
 
-export interface RelayOptions {
-  stream: string;
-  maxLen: number;
+const DEFAULT_GRACE_MS = 5000;
+
+export interface RelayOptions extends StreamOptions {
   /** Events per round trip. */
   batchSize?: number;
-  /** How often a relay that does not lead tries to, and a leader looks without being woken. */
+  /** How often a relay that does not lead tries to, and the leader looks for what is left. */
   pollIntervalMs?: number;
+  /**
+   * The leader publishes only events written at least this long ago: younger ones are the
+   * committing worker's to publish (EventPublisher), and it marks them within a few
+   * milliseconds. publishPending takes every event, whatever its age.
+   */
+  graceMs?: number;
 }
 
 /**
- * Publishes committed outbox rows to the Redis Stream, at least once, in outbox order.
+ * Publishes, at least once and in outbox order, the committed outbox rows that no worker put on
+ * the stream: normally each worker publishes its own events right after its commit
+ * (EventPublisher) and the relay finds nothing; the relay is there for the events of a worker
+ * that died between its commit and its XADD, or that could not reach Redis for longer than the
+ * grace period.
  *
  * One relay leads at a time: it holds the relay lock (a session-level advisory lock) on a
- * connection of its own, LISTENs there for the NOTIFY of every command commit (of any worker
- * process, its own included). A round is two round
- * trips: one statement marks the batch just put on the stream and reads the next, and one XADD
- * pipeline (MAXLEN ~) publishes it. A relay that does not lead tries to every poll interval, so
- * another process takes over within about a second when the leader's process or connection dies
- * (its lock goes with its session). If Redis fails, nothing is marked and the batch is read again
- * (after a backoff, on a fresh connection); if a mark is lost after the XADD, the batch is
- * published twice (consumers dedupe on event_id).
+ * connection of its own and looks every poll interval. A round is two round trips: one statement
+ * marks the batch just put on the stream and reads the next, and one XADD pipeline (MAXLEN ~)
+ * publishes it. A relay that does not lead tries to every poll interval, so another process takes
+ * over within about a second when the leader's process or connection dies (its lock goes with
+ * its session). If Redis fails, nothing is marked and the batch is read again (after a backoff,
+ * on a fresh connection); if a mark is lost after the XADD, the batch is published twice
+ * (consumers dedupe on event_id).
  */
 export class OutboxRelay {
   private running = false;
-  private kicked = false;
   private leading = false;
   /** The leader's connection (a pool of one), kept while leading or trying to lead. */
   private session: Db | undefined;
@@ -39,10 +46,7 @@ export class OutboxRelay {
   private failures = 0;
   published = 0;
 
-  /**
-   * `db` serves one-off publishPending calls; `connect` opens the relay's own connection (a pool
-   * of one whose notifications reach `kick`).
-   */
+  /** `db` serves one-off publishPending calls; `connect` opens the relay's own connection (a pool of one). */
   constructor(
     private readonly db: Db,
     private readonly connect: () => Db,
@@ -58,49 +62,47 @@ export class OutboxRelay {
     this.loop = this.run();
   }
 
-  /** Asks the leader for a round now (a commit wrote events). Ignored by a relay that does not lead. */
-  kick(): void {
-    this.kicked = true;
-    if (this.leading) this.wake?.();
-  }
-
-  /** Publishes what is pending, lets the lead go, then stops. */
+  /**
+   * Publishes what is left past the grace period, lets the lead go, then stops. (Younger events
+   * belong to the publishers of live workers; this process's own were published before: see
+   * RunningWorker.close.)
+   */
   async stop(): Promise<void> {
     if (!this.running) return;
     this.running = false;
     this.wake?.();
     await this.loop;
-    await this.publishPending().catch((error) => this.logger.warn({ err: error }, 'outbox flush on stop failed'));
+    await this.publishPending(this.options.graceMs ?? DEFAULT_GRACE_MS).catch((error) => this.logger.warn({ err: error }, 'outbox flush on stop failed'));
   }
 
   /**
    * One-off: takes the relay lock on a connection of `db` if it is free, publishes every pending
-   * event, and releases it. Returns how many it published; 0 also when another relay leads.
+   * event written at least `minAgeMs` ago (by default all), and releases it. Returns how many it
+   * published; 0 also when another relay leads.
    */
-  async publishPending(): Promise<number> {
+  async publishPending(minAgeMs = 0): Promise<number> {
     return this.db.connection().execute(async (connection) => {
       if (!(await tryRelayLock(connection))) return 0;
       try {
-        return await this.publishAll(connection);
+        return await this.publishAll(connection, minAgeMs);
       } finally {
         await releaseRelayLock(connection).catch(() => {});
       }
     });
   }
 
-  /** For the holder of the relay lock: rounds until nothing is left. Returns how many it published. */
-  private async publishAll(db: Executor): Promise<number> {
+  /**
+   * For the holder of the relay lock: rounds until nothing at least `minAgeMs` old is left.
+   * Returns how many it published.
+   */
+  private async publishAll(db: Executor, minAgeMs: number): Promise<number> {
     const limit = this.options.batchSize ?? 500;
     let total = 0;
     let published: string[] = [];
     for (;;) {
-      const rows = await markAndClaim(db, published, limit);
+      const rows = await markAndClaim(db, published, limit, minAgeMs);
       if (rows.length === 0) return total;
-      const pipeline = this.redis.pipeline();
-      for (const row of rows) pipeline.xadd(this.options.stream, 'MAXLEN', '~', String(this.options.maxLen), '*', EVENT_FIELD, row.event);
-      const results = await pipeline.exec();
-      const failed = results?.find(([error]) => error);
-      if (!results || failed) throw failed?.[0] ?? new Error('XADD pipeline returned nothing');
+      await appendToStream(this.redis, this.options, rows.map((r) => r.event));
       published = rows.map((r) => r.id);
       total += rows.length;
       this.published += rows.length;
@@ -113,12 +115,11 @@ export class OutboxRelay {
     if (this.leading) return true;
     this.session ??= this.connect();
     if (!(await tryRelayLock(this.session))) return false;
-    await listenForCommits(this.session);
     this.leading = true;
     return true;
   }
 
-  /** Closes the relay's own connection: its lock and its LISTEN end with the session. */
+  /** Closes the relay's own connection: its lock ends with the session. */
   private async dropSession(): Promise<void> {
     const session = this.session;
     this.session = undefined;
@@ -128,10 +129,10 @@ export class OutboxRelay {
 
   private async run(): Promise<void> {
     const poll = this.options.pollIntervalMs ?? 1000;
+    const grace = this.options.graceMs ?? DEFAULT_GRACE_MS;
     while (this.running) {
-      this.kicked = false;
       try {
-        if (await this.lead()) await this.publishAll(this.session!);
+        if (await this.lead()) await this.publishAll(this.session!, grace);
         this.failures = 0;
       } catch (error) {
         this.failures++;
@@ -139,7 +140,6 @@ export class OutboxRelay {
         await this.dropSession();
       }
       if (!this.running) break;
-      if (this.kicked && this.leading && this.failures === 0) continue;
       const delay = this.failures === 0 ? poll : Math.min(5000, 100 * 2 ** Math.min(this.failures, 6));
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, delay);
@@ -151,7 +151,7 @@ export class OutboxRelay {
       this.wake = undefined;
     }
     // stopping: a leader publishes what is left, then lets the lead go
-    if (this.leading) await this.publishAll(this.session!).catch((error) => this.logger.warn({ err: error }, 'outbox flush on stop failed'));
+    if (this.leading) await this.publishAll(this.session!, grace).catch((error) => this.logger.warn({ err: error }, 'outbox flush on stop failed'));
     await this.dropSession();
   }
 }

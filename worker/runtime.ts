@@ -5,6 +5,8 @@ import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/in
 import { createDb } from '../db/create-db.js';
 import { startCommandWorker } from './command-worker.js';
 import { commandsFinished, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
+import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
+import { EventPublisher } from './event-publisher.js';
 import { OutboxRelay } from './outbox-relay.js';
 import { Reconciler } from './reconciler.js';
 import { Sweeper } from './sweeper.js';
@@ -17,13 +19,14 @@ export interface WorkerStats {
 
 export interface RunningWorker {
   stats: WorkerStats;
+  publisher: EventPublisher;
   relay: OutboxRelay;
   reconciler: Reconciler;
   sweeper: Sweeper;
   /**
    * Stops taking jobs; lets active one-step jobs finish and releases multi-step ones (a bulk
    * delete) after their current batch commits, back to the wait list for another worker;
-   * then publishes what the outbox holds and closes connections.
+   * then puts the events it committed on the stream, and closes connections.
    */
   close(): Promise<void>;
 }
@@ -39,11 +42,14 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   for (const r of [workerRedis, redis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));
   await warnOnEvictionPolicy(redis, logger);
 
-  // the relay's own connection: it holds the relay lock while leading, and LISTENs there for the
-  // commits of every worker process, this one's included (a direct kick on each local commit as
-  // well would only add a round that finds nothing: the NOTIFY of that commit wakes it already)
-  const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker', onNotification: () => relay.kick() });
-  const relay: OutboxRelay = new OutboxRelay(db, relaySession, redis, logger, { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN });
+  // events go on the stream from the process that committed them, right after the commit; the
+  // relay (one leader among the worker processes, on a connection of its own that holds the relay
+  // lock) publishes only what a worker left behind (it died between its commit and its XADD)
+  const stream = { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN };
+  const publisher = new EventPublisher(db, redis, logger, stream);
+  const onCommitted = (events: readonly OutboxEvent[]) => publisher.publish(events);
+  const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker' });
+  const relay = new OutboxRelay(db, relaySession, redis, logger, stream);
   const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
   const reconciler = new Reconciler(db, queue, logger, { intervalMs: 15_000, graceMs: 2_000 });
   const stats: WorkerStats = { conflictRetries: {} };
@@ -60,9 +66,9 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // shutdown waits for one transaction per active job, not for the rest of a breach
   const shutdown = new AbortController();
   // short commands delivered together share a transaction (one commit for the group)
-  const group = config.GROUP_COMMIT_MAX > 1 ? new StepGroup(db, { lanes: config.GROUP_COMMIT_LANES, maxSize: config.GROUP_COMMIT_MAX, onConflictRetry, onGroupCommitted: (steps) => groupCommitSize.observe(steps) }) : undefined;
+  const group = config.GROUP_COMMIT_MAX > 1 ? new StepGroup(db, { lanes: config.GROUP_COMMIT_LANES, maxSize: config.GROUP_COMMIT_MAX, onConflictRetry, onCommitted, onGroupCommitted: (steps) => groupCommitSize.observe(steps) }) : undefined;
   const worker = startCommandWorker(
-    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onFinished, ...(group ? { group } : {}) },
+    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onFinished, onCommitted, ...(group ? { group } : {}) },
     { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },
   );
   const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS });
@@ -71,6 +77,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   sweeper.start();
   return {
     stats,
+    publisher,
     relay,
     reconciler,
     sweeper,
@@ -79,6 +86,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
       await worker.close();
       await reconciler.stop();
       await sweeper.stop();
+      await publisher.close();
       await relay.stop();
       await queue.close().catch(() => {});
       workerRedis.disconnect();

@@ -1,6 +1,7 @@
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
 import { commitSteps, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
+import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { conflictState, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
 
 /**
@@ -41,6 +42,8 @@ export interface StepGroupOptions {
   onConflictRetry?: (sqlState: string) => void;
   /** Called with the number of steps each shared transaction committed. */
   onGroupCommitted?: (steps: number) => void;
+  /** Called after each shared commit with the outbox rows it wrote (the EventPublisher puts them on the stream). */
+  onCommitted?: (events: readonly OutboxEvent[]) => void;
 }
 
 /**
@@ -113,6 +116,7 @@ export class StepGroup {
     const later: Entry[] = [];
     let failed: Entry | undefined;
     let results: Map<Entry, unknown>;
+    let events: OutboxEvent[] = [];
     try {
       results = await this.db
         .transaction()
@@ -135,7 +139,7 @@ export class StepGroup {
               later.push(entry);
             }
           }
-          if (records.length > 0) await commitSteps(trx, records);
+          events = records.length > 0 ? await commitSteps(trx, records) : [];
           return done;
         });
     } catch (error) {
@@ -151,6 +155,7 @@ export class StepGroup {
     this.stats.groups++;
     this.stats.steps += results.size;
     this.options.onGroupCommitted?.(results.size);
+    if (events.length > 0) this.options.onCommitted?.(events);
     for (const [entry, value] of results) entry.resolve(value);
     // not awaited: this lane goes on with the queue while they run, each on a connection of its own
     for (const entry of later) void this.alone(entry);

@@ -5,7 +5,7 @@ import type { Database, Executor } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
 import { executePrepared } from '../prepared.js';
 import { type AuditEntry, auditRows } from './audit-log.repository.js';
-import { outboxRows } from './outbox.repository.js';
+import { type OutboxEvent, outboxRows } from './outbox.repository.js';
 
 /** A command to record, and the credential it is recorded for. */
 export interface CommandRecord {
@@ -108,6 +108,8 @@ export interface StepRecord {
   audit: AuditContext;
   entries: readonly AuditEntry[];
   events: readonly RevocationEvent[];
+  /** Outbox rows the step's effect wrote already: they come before `events` in what commitSteps returns. */
+  written?: readonly OutboxEvent[];
   end: StepEnd;
 }
 
@@ -118,9 +120,11 @@ export interface StepRecord {
  * checkpoint (and, on the first step of a delivery, its attempt), and a NOTIFY on
  * COMMAND_CHANNEL per command (`done:<id>` or `step:<id>`, delivered at commit). The rows travel
  * as three JSON arrays, so the statement has one shape for one step or thirty.
- * The steps MUST name distinct commands.
+ * The steps MUST name distinct commands. Returns each step's outbox rows in order (its `written`
+ * ones first), each with its JSON text: once the transaction commits, the worker puts them on the
+ * stream (EventPublisher).
  */
-export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): Promise<void> {
+export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): Promise<OutboxEvent[]> {
   const audit = steps.flatMap((step) => auditRows(step.id, step.audit, step.entries));
   const outbox = steps.flatMap((step) => outboxRows(step.id, step.events));
   const commands = steps.map(({ id, start, end }) => ({
@@ -133,9 +137,9 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
     result: end.state === 'succeeded' ? end.result : null,
     error: end.state === 'failed' ? end.error : null,
   }));
-  await executePrepared(
+  const written = await executePrepared(
     trx,
-    sql`
+    sql<{ id: string; event_id: string; steps: number }>`
       with audit_rows as (
         insert into audit_log (command_id, action, actor_id, actor_kind, tenant_ids, reason, adhoc_reason, custom_audit, request_id, source, collection, data)
         select command_id, action, actor_id, actor_kind, tenant_ids, reason, adhoc_reason, custom_audit, request_id, source, collection, data::jsonb
@@ -145,26 +149,32 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
         insert into outbox (event_id, command_id, event)
         select event_id, command_id, event::jsonb
         from jsonb_to_recordset(${JSON.stringify(outbox)}::jsonb) as o (event_id uuid, command_id uuid, event text)
+        returning id, event_id
+      ), updated as (
+        update commands c set
+          attempts = c.attempts + case when v.start then 1 else 0 end,
+          started_at = case when v.start then coalesce(c.started_at, now()) else c.started_at end,
+          state = v.state,
+          progress = case when v.progress_set then v.progress else c.progress end,
+          checkpoint = case when v.state = 'running' then v.checkpoint else c.checkpoint end,
+          result = case when v.state = 'running' then c.result else v.result end,
+          error = case when v.state = 'running' then c.error else v.error end,
+          finished_at = case when v.state = 'running' then c.finished_at else now() end
+        from jsonb_to_recordset(${JSON.stringify(commands)}::jsonb) as v (id uuid, start boolean, state text, progress_set boolean, progress jsonb,
+          checkpoint jsonb, result jsonb, error jsonb)
+        where c.id = v.id
+        returning pg_notify(${COMMAND_CHANNEL}, case when v.state = 'running' then 'step:' else 'done:' end || c.id)
       )
-      update commands c set
-        attempts = c.attempts + case when v.start then 1 else 0 end,
-        started_at = case when v.start then coalesce(c.started_at, now()) else c.started_at end,
-        state = v.state,
-        progress = case when v.progress_set then v.progress else c.progress end,
-        checkpoint = case when v.state = 'running' then v.checkpoint else c.checkpoint end,
-        result = case when v.state = 'running' then c.result else v.result end,
-        error = case when v.state = 'running' then c.error else v.error end,
-        finished_at = case when v.state = 'running' then c.finished_at else now() end
-      from jsonb_to_recordset(${JSON.stringify(commands)}::jsonb) as v (id uuid, start boolean, state text, progress_set boolean, progress jsonb,
-        checkpoint jsonb, result jsonb, error jsonb)
-      where c.id = v.id
-      returning pg_notify(${COMMAND_CHANNEL}, case when v.state = 'running' then 'step:' else 'done:' end || c.id)`.compile(trx),
+      select id::text as id, event_id::text as event_id, (select count(*) from updated)::int as steps from outbox_rows`.compile(trx),
   );
+  const idOf = new Map(written.map((row) => [row.event_id, row.id]));
+  const textOf = new Map(outbox.map((row) => [row.event_id, row.event as string]));
+  return steps.flatMap((step) => [...(step.written ?? []), ...step.events.map(({ event_id }) => ({ id: idOf.get(event_id)!, event: textOf.get(event_id)! }))]);
 }
 
 /** One step's writes (see commitSteps). */
-export async function commitStep(trx: Executor, step: StepRecord): Promise<void> {
-  await commitSteps(trx, [step]);
+export async function commitStep(trx: Executor, step: StepRecord): Promise<OutboxEvent[]> {
+  return commitSteps(trx, [step]);
 }
 
 /** Non-terminal commands accepted before `olderThan`, oldest first (the reconciler's list). */
@@ -177,11 +187,6 @@ export async function listUnfinishedCommands(db: Executor, olderThan: Date, limi
     .orderBy('created_at')
     .limit(limit)
     .execute();
-}
-
-/** Subscribes this session (the connection) to COMMAND_CHANNEL: every commit of a command step notifies it. */
-export async function listenForCommits(db: Executor): Promise<void> {
-  await sql`listen ${sql.id(COMMAND_CHANNEL)}`.execute(db);
 }
 
 /** The channel a transaction NOTIFYs with `done:<id>` or `step:<id>` when it commits a command step. */

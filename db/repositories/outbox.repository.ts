@@ -9,6 +9,12 @@ export function outboxRows(commandId: string, events: readonly RevocationEvent[]
   return events.map((event) => ({ event_id: event.event_id, command_id: commandId, event: JSON.stringify(event) }));
 }
 
+/** A committed outbox row as it goes on the stream: its outbox id (to mark it) and its JSON text. */
+export interface OutboxEvent {
+  id: string;
+  event: string;
+}
+
 /** Any number works as long as every relay uses the same one. */
 export const RELAY_LOCK_KEY = 0x72656c61; // "rela"
 
@@ -29,16 +35,16 @@ export async function releaseRelayLock(db: Executor): Promise<void> {
 
 /**
  * For the holder of the relay lock, in ONE autocommit statement: marks `published` (what the
- * relay just put on the stream) as published, and reads the oldest events still unpublished, at
- * most `limit`, in outbox order, each as its JSON text ready for the stream (the relay never
- * parses what it only forwards). The marks commit without waiting for the WAL flush: a mark lost
- * in a crash only republishes, which at-least-once allows (consumers dedupe).
- * Index: outbox_unpublished.
+ * relay just put on the stream) as published, and reads the oldest events still unpublished that
+ * were written at least `minAgeMs` ago, at most `limit`, in outbox order, each as its JSON text
+ * ready for the stream (the relay never parses what it only forwards). The marks commit without
+ * waiting for the WAL flush: a mark lost in a crash only republishes, which at-least-once allows
+ * (consumers dedupe). Index: outbox_unpublished.
  */
-export async function markAndClaim(db: Executor, published: readonly string[], limit: number): Promise<{ id: string; event: string }[]> {
+export async function markAndClaim(db: Executor, published: readonly string[], limit: number, minAgeMs = 0): Promise<OutboxEvent[]> {
   return executePrepared(
     db,
-    sql<{ id: string; event: string }>`
+    sql<OutboxEvent>`
       with marked as (
         update outbox set published_at = now() where id = any(${[...published]}::bigint[])
       ), relaxed as materialized (
@@ -46,8 +52,37 @@ export async function markAndClaim(db: Executor, published: readonly string[], l
       )
       select id, event::text as event from outbox
       where published_at is null and id <> all(${[...published]}::bigint[]) and (select setting from relaxed) is not null
+        and created_at <= now() - ${minAgeMs} * interval '1 millisecond'
       order by id
       limit ${limit}`.compile(db),
+  );
+}
+
+/**
+ * Marks events the worker that committed them put on the stream itself (EventPublisher), in one
+ * autocommit statement that does not wait for the WAL flush (a lost mark only republishes).
+ */
+export async function markPublished(db: Executor, ids: readonly string[]): Promise<void> {
+  await executePrepared(
+    db,
+    sql`
+      with relaxed as materialized (
+        select set_config('synchronous_commit', 'off', true) as setting
+      )
+      update outbox set published_at = now()
+      where id = any(${[...ids]}::bigint[]) and published_at is null and (select setting from relaxed) is not null`.compile(db),
+  );
+}
+
+/**
+ * The events of one command still unpublished, in outbox order: what an earlier delivery of a
+ * command resumed now may have committed without putting it on the stream (its process died).
+ * Index: outbox_unpublished (the unpublished rows are few).
+ */
+export async function unpublishedEventsOf(db: Executor, commandId: string): Promise<OutboxEvent[]> {
+  return executePrepared(
+    db,
+    sql<OutboxEvent>`select id, event::text as event from outbox where published_at is null and command_id = ${commandId} order by id`.compile(db),
   );
 }
 

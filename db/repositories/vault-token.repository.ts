@@ -4,6 +4,7 @@ import type { EventOf } from '../../contracts/index.js';
 import type { NewAuditLog } from '../audit-log.table.js';
 import type { NewVaultToken, VaultTokenRow } from '../vault-token.table.js';
 import { executePrepared } from '../prepared.js';
+import type { OutboxEvent } from './outbox.repository.js';
 import { inTenantScope, isArchived, type TenantScope } from './tenant-scope.js';
 
 /** Criteria a token must match, all of them (tags: the token has every listed tag). */
@@ -139,13 +140,16 @@ export interface DeletedBatch {
   more: boolean;
   /** Events written. */
   events: number;
+  /** The outbox rows written, in order, for the worker to publish once the step commits. */
+  outbox: OutboxEvent[];
 }
 
 /**
  * Deletes, in ONE statement, at most `limit` matching tokens with `id > afterId`, lowest keys
  * first, and writes what the batch leaves behind: its audit row and its `tokens.deleted` outbox
- * events, token IDs in key order. The IDs never leave Postgres (a breach batch is thousands of
- * them; shipping them to the worker and back was most of a batch's cost). The rows are addressed
+ * events, token IDs in key order. The IDs are not shipped to the worker and back (a breach batch
+ * is thousands of them, and that was most of a batch's cost); only the finished events come back,
+ * to be put on the stream. The rows are addressed
  * by ctid (a TID scan, no second index lookup per row); under REPEATABLE READ a row a concurrent
  * transaction changed since the snapshot raises 40001, and the caller retries. After a full
  * batch, an index probe tells whether more match, so the last event says `last: true`.
@@ -159,7 +163,7 @@ export async function deleteAndRecordVaultTokens(trx: Executor, collection: stri
   const auditColumns = Object.keys(auditRow);
   const per = record.idsPerEvent;
   const template = JSON.stringify(record.event);
-  const statement = sql<{ deleted: number; last_id: string | null; more: boolean; events: number }>`
+  const statement = sql<{ deleted: number; last_id: string | null; more: boolean; events: number; outbox_ids: string[]; outbox_events: string[] }>`
     with deleted as (
       delete from vault_tokens where ctid = any(array(${candidates})) returning id, token_id
     ), batch as (
@@ -183,11 +187,16 @@ export async function deleteAndRecordVaultTokens(trx: Executor, collection: stri
                  'batch', jsonb_build_object('index', ${record.eventIndex}::int + e.p, 'last', not (select more from more) and e.p = (select (n - 1) / ${per}::int from batch))))
       from (select p, gen_random_uuid() as id
             from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int else -1 end from batch)) as p) as e
+      returning id, event
     )
-    select b.n as deleted, b.last_id::text as last_id, m.more, (b.n + ${per}::int - 1) / ${per}::int as events from batch b, more m`;
+    select b.n as deleted, b.last_id::text as last_id, m.more, (b.n + ${per}::int - 1) / ${per}::int as events,
+           (select coalesce(array_agg(id::text order by id), '{}') from events) as outbox_ids,
+           (select coalesce(array_agg(event::text order by id), '{}') from events) as outbox_events
+    from batch b, more m`;
   const [row] = (await statement.execute(trx)).rows;
   if (!row) throw new Error('the batch statement returned no row');
-  return { deleted: row.deleted, lastId: row.last_id, more: row.more, events: row.events };
+  const outbox = row.outbox_ids.map((id, i) => ({ id, event: row.outbox_events[i]! }));
+  return { deleted: row.deleted, lastId: row.last_id, more: row.more, events: row.events, outbox };
 }
 
 /** Counts matching tokens (what a batched delete has left). */

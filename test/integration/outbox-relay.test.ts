@@ -5,7 +5,6 @@ import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type AuditContext, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
-import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
 import { outboxRows, RELAY_LOCK_KEY } from '../../db/repositories/outbox.repository.js';
 import { toEvents } from '../../worker/event-envelope.js';
 import { OutboxRelay } from '../../worker/outbox-relay.js';
@@ -13,7 +12,8 @@ import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
  * The relay on its own (no worker running): one relay at a time publishes (the relay lock, an
- * advisory lock), in outbox order, and marks what it published.
+ * advisory lock), in outbox order, and marks what it published; a leading relay publishes only
+ * what the committing worker's publisher left past the grace period.
  */
 describe('the outbox relay', () => {
   let stack: Stack;
@@ -37,10 +37,15 @@ describe('the outbox relay', () => {
   const relay = () =>
     new OutboxRelay(stack.database.db, () => createDb(stack.database.url, { max: 1 }), stack.redis, pino({ level: 'silent' }), { stream: stack.config.EVENTS_STREAM, maxLen: 10_000, batchSize: 4 });
 
-  async function commitEvents(n: number): Promise<string[]> {
+  /** Commits `n` events of one command, as written `ageMs` ago (as if no publisher had put them on the stream since). */
+  async function commitEvents(n: number, ageMs = 0): Promise<string[]> {
     const commandId = randomUUID();
     const events = toEvents(commandId, audit, Array.from({ length: n }, (_, i) => ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: i === n - 1 } } })));
-    await stack.database.db.insertInto('outbox').values(outboxRows(commandId, events)).execute();
+    const createdAt = new Date(Date.now() - ageMs);
+    await stack.database.db
+      .insertInto('outbox')
+      .values(outboxRows(commandId, events).map((row) => ({ ...row, created_at: createdAt })))
+      .execute();
     return events.map((e) => e.event_id);
   }
 
@@ -89,18 +94,19 @@ describe('the outbox relay', () => {
 
   describe('leading (started)', () => {
     const started: OutboxRelay[] = [];
+    const GRACE_MS = 60_000;
     const leader = (name: string, pollIntervalMs: number) => {
-      const r = new OutboxRelay(stack.database.db, () => createDb(stack.database.url, { max: 1, applicationName: name, onNotification: () => r.kick() }), stack.redis, pino({ level: 'silent' }), {
+      const r = new OutboxRelay(stack.database.db, () => createDb(stack.database.url, { max: 1, applicationName: name }), stack.redis, pino({ level: 'silent' }), {
         stream: stack.config.EVENTS_STREAM,
         maxLen: 10_000,
         batchSize: 4,
         pollIntervalMs,
+        graceMs: GRACE_MS,
       });
       started.push(r);
       r.start();
       return r;
     };
-    const notifyCommit = () => sql`select pg_notify(${COMMAND_CHANNEL}, 'done:test')`.execute(stack.database.db);
     const unpublished = async () => (await stack.database.db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute()).length;
     const leads = async (name: string) => {
       const { rows } = await sql<{ n: number }>`
@@ -113,22 +119,23 @@ describe('the outbox relay', () => {
       for (const r of started.splice(0)) await r.stop();
     });
 
-    it('publishes on the commit notification of any process, while no other relay can publish', async () => {
-      const a = leader('relay-a', 60_000); // no polling during the test: only notifications wake it
+    it('publishes, each poll interval, the events left unpublished past its grace period, and only those, while no other relay can publish', async () => {
+      const a = leader('relay-a', 100);
       await expect.poll(() => leads('relay-a'), { timeout: 5_000 }).toBe(true);
       const before = (await streamed()).length;
-      const ids = await commitEvents(6);
+      const fresh = await commitEvents(3); // a live worker's publisher is putting these on the stream
+      const left = await commitEvents(6, 2 * GRACE_MS); // a worker died before publishing these
       expect(await relay().publishPending()).toBe(0); // it leads: another relay publishes nothing
-      await notifyCommit();
-      await expect.poll(async () => (await streamed()).slice(before), { timeout: 5_000 }).toEqual(ids);
-      await expect.poll(unpublished, { timeout: 5_000 }).toBe(0);
+      await expect.poll(async () => (await streamed()).slice(before), { timeout: 5_000 }).toEqual(left);
+      await expect.poll(unpublished, { timeout: 5_000 }).toBe(3);
       expect(a.published).toBe(6);
 
-      await a.stop(); // lets the lead go
+      await a.stop(); // lets the lead go, and leaves the fresh events alone at its last round too
       expect(await leads('relay-a')).toBe(false);
+      expect(await unpublished()).toBe(3);
       const more = await commitEvents(2);
-      expect(await relay().publishPending()).toBe(2);
-      expect((await streamed()).slice(before)).toEqual([...ids, ...more]);
+      expect(await relay().publishPending()).toBe(5); // a one-off call takes every event
+      expect((await streamed()).slice(before)).toEqual([...left, ...fresh, ...more]);
     });
 
     it("another relay takes over within its poll interval when the leader's connection dies, and each event goes out once", async () => {
@@ -137,13 +144,11 @@ describe('the outbox relay', () => {
       leader('relay-second', 200);
       const before = (await streamed()).length;
       await sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'relay-first'`.execute(stack.database.db);
-      const ids = await commitEvents(9);
-      await notifyCommit();
+      const ids = await commitEvents(9, 2 * GRACE_MS);
       await expect.poll(async () => (await streamed()).slice(before), { timeout: 10_000 }).toEqual(ids);
       await expect.poll(unpublished, { timeout: 5_000 }).toBe(0);
       // the old leader comes back as a follower: still once each
-      const later = await commitEvents(3);
-      await notifyCommit();
+      const later = await commitEvents(3, 2 * GRACE_MS);
       await expect.poll(async () => (await streamed()).slice(before), { timeout: 10_000 }).toEqual([...ids, ...later]);
     });
   });

@@ -31,7 +31,7 @@ async function deleteNamed(trx: Trx, collection: string, audit: AuditContext, cr
   const parts = chunk(tokenIds, MAX_TOKEN_IDS_PER_EVENT);
   const events: EventDraft[] = parts.map((ids, i) => ({ type: 'tokens.deleted', data: { collection, token_ids: ids, batch: { index: state.event_index + i, last: !more && i === parts.length - 1 } } }));
   const entries: AuditEntry[] = rows.length > 0 ? [{ action: 'tokens.deleted', collection, data: { token_ids: tokenIds, batch: { index: state.event_index, size: rows.length } } }] : [];
-  return { batch: { deleted: rows.length, lastId, more, events: parts.length }, events, audit: entries };
+  return { batch: { deleted: rows.length, lastId, more, events: parts.length, outbox: [] }, events, audit: entries };
 }
 
 /** Tags or a tenant, up to millions: one statement deletes the batch and writes its audit row and events; the IDs stay in Postgres. */
@@ -64,9 +64,10 @@ export const deleteTokensHandler: CommandHandler<'tokens.delete'> = {
     const deleted = state.deleted + batch.deleted;
     if (deleted === 0) throw new AppError('PV3009', {});
     const known = state.total ?? total;
-    if (!batch.more) return { done: true, result: { deleted }, progress: { processed: deleted, total: Math.max(known ?? deleted, deleted) }, events, audit: auditEntries };
+    const effects = { events, audit: auditEntries, outbox: batch.outbox };
+    if (!batch.more) return { done: true, result: { deleted }, progress: { processed: deleted, total: Math.max(known ?? deleted, deleted) }, ...effects };
     const next: DeleteCheckpoint = { after_id: batch.lastId ?? state.after_id, deleted, event_index: state.event_index + batch.events, total: known };
-    return { done: false, checkpoint: next, progress: { processed: deleted, total: known === null ? null : Math.max(known, deleted) }, events, audit: auditEntries };
+    return { done: false, checkpoint: next, progress: { processed: deleted, total: known === null ? null : Math.max(known, deleted) }, ...effects };
   },
 
   async countRemaining(db, command, audit) {

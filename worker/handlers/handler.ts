@@ -1,6 +1,7 @@
 import type { AuditContext, CommandOf, CommandResults, CommandType, EventDraft, JobProgress } from '../../contracts/index.js';
 import type { Executor, Trx } from '../../db/database.js';
 import type { AuditEntry } from '../../db/repositories/audit-log.repository.js';
+import type { OutboxEvent } from '../../db/repositories/outbox.repository.js';
 
 /** What a handler step is given: an open transaction (the executor owns it) and the command. */
 export interface StepContext<T extends CommandType> {
@@ -25,6 +26,8 @@ interface StepEffects {
   events: EventDraft[];
   /** Audit rows, committed with the effect. */
   audit: AuditEntry[];
+  /** Outbox rows the step's own statements wrote (a breach batch writes its events in Postgres): published before `events`. */
+  outbox?: OutboxEvent[];
 }
 
 /**

@@ -1,0 +1,174 @@
+import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type AuditContext, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
+import { type OutboxEvent, outboxRows } from '../../db/repositories/outbox.repository.js';
+import { CommandReleased, executeCommand } from '../../worker/command-executor.js';
+import { toEvents } from '../../worker/event-envelope.js';
+import { EventPublisher } from '../../worker/event-publisher.js';
+import { call, createCollection, tokenize, waitForEvents } from '../helpers/api.js';
+import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { type Stack, startStack } from '../helpers/stack.js';
+
+/**
+ * EventPublisher (worker/event-publisher.ts): a worker puts the events it commits on the stream
+ * itself, right after the commit, in order, and marks them; the relay only takes what is left
+ * past its grace period. Nothing overtakes an event that could not be published, and a delivery
+ * that resumes a command publishes what an earlier delivery left behind before its own events.
+ */
+
+const silent = pino({ level: 'silent' });
+const audit: AuditContext = { actor: { id: 'admin', kind: 'service' }, tenant_ids: null, reason: 'AppFunctionality', adhoc_reason: null, custom_audit: null, request_id: 'req-1', source: 'http' };
+
+function eventIdsOf(entries: [string, string[]][]): string[] {
+  return entries.map(([, fields]) => RevocationEvent.parse(JSON.parse(fields[fields.indexOf(EVENT_FIELD) + 1]!)).event_id);
+}
+
+async function submit(stack: Stack, body: Record<string, unknown>): Promise<string> {
+  const r = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body });
+  if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.job_id as string;
+}
+
+describe('a worker publishing its own events', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack();
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it('puts every event it commits on the stream and marks it; the relay publishes none of them', async () => {
+    await createCollection(stack, 'own');
+    const tokens = await tokenize(stack, 'own', Array.from({ length: 6 }, (_, i) => ({ object: { id: `own-${i}` }, tags: i < 3 ? ['own-tag'] : [] })));
+    const jobs = [
+      await submit(stack, { type: 'tokens.delete', collection: 'own', token_ids: [tokens[3]], reason: 'AppFunctionality' }),
+      await submit(stack, { type: 'tokens.delete', collection: 'own', tags: ['own-tag'], reason: 'AppFunctionality' }), // events written by the batch statement
+      await submit(stack, { type: 'tokens.rotate', collection: 'own', token_ids: [tokens[4]], reason: 'AppFunctionality' }),
+      await submit(stack, { type: 'tokens.delete', collection: 'own', token_ids: ['no-such-token'], reason: 'AppFunctionality' }), // fails
+    ];
+    const events = await waitForEvents(stack, (es) => jobs.every((id) => es.some((e) => e.job_id === id && (e.type === 'command.succeeded' || e.type === 'command.failed'))));
+    const ofJobs = events.filter((e) => jobs.includes(e.job_id));
+    expect(ofJobs.map((e) => e.type).sort()).toEqual(['command.failed', 'command.succeeded', 'command.succeeded', 'command.succeeded', 'tokens.deleted', 'tokens.deleted', 'tokens.rotated'].sort());
+    const db = stack.database.db;
+    await expect.poll(async () => (await db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute()).length, { timeout: 5_000 }).toBe(0);
+    const outbox = await db.selectFrom('outbox').select(['event_id']).where('command_id', 'in', jobs).orderBy('id').execute();
+    // each once on the stream, in outbox order per command
+    const streamed = ofJobs.map((e) => e.event_id);
+    expect(new Set(streamed).size).toBe(streamed.length);
+    expect(streamed.sort()).toEqual(outbox.map((r) => r.event_id).sort());
+    expect(stack.worker!.publisher.published).toBeGreaterThanOrEqual(7);
+    expect(stack.worker!.relay.published).toBe(0);
+  });
+});
+
+describe('EventPublisher', () => {
+  let stack: Stack;
+  let own: OwnRedis;
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+    own = await startOwnRedis();
+  });
+  afterAll(async () => {
+    await stopOwnRedisServers();
+    await stack?.close();
+  });
+
+  /** Commits `n` events of a new command to the outbox; returns them as the publisher is handed them. */
+  async function committed(n: number): Promise<OutboxEvent[]> {
+    const commandId = randomUUID();
+    const events = toEvents(commandId, audit, Array.from({ length: n }, (_, i) => ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: i === n - 1 } } })));
+    const rows = await stack.database.db.insertInto('outbox').values(outboxRows(commandId, events)).returning(['id', 'event_id']).execute();
+    return rows.map((row, i) => ({ id: row.id, event: JSON.stringify(events[i]) }));
+  }
+
+  const unpublished = async (events: OutboxEvent[]) =>
+    (
+      await stack.database.db
+        .selectFrom('outbox')
+        .select('id')
+        .where('id', 'in', events.map((e) => e.id))
+        .where('published_at', 'is', null)
+        .execute()
+    ).length;
+
+  it('retries a pipeline Redis refused before anything handed over after it, and marks events only once they are on the stream', async () => {
+    const redis = new Redis(own.url, { maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => 50 });
+    redis.on('error', () => {});
+    const stream = `own-${randomUUID()}`;
+    const publisher = new EventPublisher(stack.database.db, redis, silent, { stream, maxLen: 1000, markDelayMs: 10 });
+    try {
+      await own.stop();
+      const first = await committed(3);
+      const second = await committed(2);
+      publisher.publish(first);
+      publisher.publish(second);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // a few refused tries
+      expect(publisher.published).toBe(0);
+      expect(await unpublished([...first, ...second])).toBe(5);
+
+      await own.start();
+      await expect.poll(() => publisher.published, { timeout: 10_000 }).toBe(5);
+      const reader = new Redis(own.url);
+      try {
+        const ids = eventIdsOf((await reader.xrange(stream, '-', '+')) as [string, string[]][]);
+        const expected = [...first, ...second].map((e) => (JSON.parse(e.event) as { event_id: string }).event_id);
+        expect(ids).toEqual(expected);
+      } finally {
+        reader.disconnect();
+      }
+      await expect.poll(() => unpublished([...first, ...second]), { timeout: 5_000 }).toBe(0);
+    } finally {
+      await publisher.close();
+      redis.disconnect();
+    }
+  });
+
+  it('gives up at close, within its timeout, what Redis still refuses: the events stay unpublished for the relay', async () => {
+    const redis = new Redis(own.url, { maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => 50 });
+    redis.on('error', () => {});
+    const publisher = new EventPublisher(stack.database.db, redis, silent, { stream: `own-${randomUUID()}`, maxLen: 1000, closeTimeoutMs: 500 });
+    try {
+      await own.stop();
+      const events = await committed(2);
+      publisher.publish(events);
+      const started = Date.now();
+      await publisher.close();
+      expect(Date.now() - started).toBeLessThan(5_000);
+      expect(await unpublished(events)).toBe(2);
+      publisher.publish(await committed(1)); // after close: left to the relay
+      expect(publisher.published).toBe(0);
+    } finally {
+      redis.disconnect();
+      await own.start();
+    }
+  });
+
+  it('a delivery that resumes a command publishes the events an earlier delivery left unpublished first, in order', async () => {
+    await createCollection(stack, 'resume');
+    await tokenize(stack, 'resume', Array.from({ length: 6 }, (_, i) => ({ object: { id: `resume-${i}` }, tags: ['resume-tag'] })));
+    const id = await submit(stack, { type: 'tokens.delete', collection: 'resume', tags: ['resume-tag'], reason: 'AppFunctionality' });
+    const db = stack.database.db;
+    const settings = { deleteBatchSize: 2 };
+
+    // the first delivery commits one batch and "dies" before publishing it (no publisher)
+    const stop = new AbortController();
+    stop.abort();
+    await expect(executeCommand({ db, logger: silent, settings }, id, { finalAttempt: false, stop: stop.signal })).rejects.toBeInstanceOf(CommandReleased);
+    const left = await db.selectFrom('outbox').select('event_id').where('command_id', '=', id).where('published_at', 'is', null).orderBy('id').execute();
+    expect(left).toHaveLength(1);
+
+    // the next delivery hands over that event before its own
+    const handed: OutboxEvent[] = [];
+    const outcome = await executeCommand({ db, logger: silent, settings, onCommitted: (events) => handed.push(...events) }, id, { finalAttempt: false });
+    expect(outcome).toMatchObject({ state: 'succeeded', result: { deleted: 6 } });
+    const parsed = handed.map((e) => RevocationEvent.parse(JSON.parse(e.event)));
+    expect(parsed[0]!.event_id).toBe(left[0]!.event_id);
+    expect(parsed.map((e) => e.type)).toEqual(['tokens.deleted', 'tokens.deleted', 'tokens.deleted', 'command.succeeded']);
+    expect(parsed.slice(0, 3).map((e) => (e.data as { batch: { index: number } }).batch.index)).toEqual([0, 1, 2]);
+    const outbox = await db.selectFrom('outbox').select(['id', 'event_id']).where('command_id', '=', id).orderBy('id').execute();
+    expect(handed.map((e) => e.id)).toEqual(outbox.map((r) => r.id));
+  });
+});

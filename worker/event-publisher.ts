@@ -1,0 +1,123 @@
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { EVENT_FIELD } from '../contracts/index.js';
+import type { Db } from '../db/database.js';
+import { markPublished, type OutboxEvent } from '../db/repositories/outbox.repository.js';
+import { eventsPublished } from './metrics.js';
+
+export interface StreamOptions {
+  stream: string;
+  maxLen: number;
+}
+
+/** Appends `events` (JSON texts) to the stream in one round trip (a pipeline of XADD MAXLEN ~), in order. */
+export async function appendToStream(redis: Redis, { stream, maxLen }: StreamOptions, events: readonly string[]): Promise<void> {
+  const pipeline = redis.pipeline();
+  for (const event of events) pipeline.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, event);
+  const results = await pipeline.exec();
+  const failed = results?.find(([error]) => error);
+  if (!results || failed) throw failed?.[0] ?? new Error('XADD pipeline returned nothing');
+}
+
+export interface EventPublisherOptions extends StreamOptions {
+  /** Events per XADD pipeline, at most. */
+  batchSize?: number;
+  /** Published events are marked in Postgres in one statement per this many milliseconds (or per batchSize events). */
+  markDelayMs?: number;
+  /** close() waits this long, at most, for events still going out (Redis unreachable): the relay publishes the rest. */
+  closeTimeoutMs?: number;
+}
+
+/**
+ * Puts the events a worker's transaction just committed on the stream at once, from the process
+ * that committed them: the outbox relay (OutboxRelay) only publishes what is left unpublished for
+ * longer than its grace period (this process died between its commit and its XADD, or Redis was
+ * unreachable for that long). An event reaches the stream one round trip after its commit, with
+ * no NOTIFY to wake a relay and no query to find it; the marks that tell the relay it is done go
+ * in batches, off the event's path.
+ *
+ * Events go out in the order they were handed over, one pipeline at a time (what arrives while
+ * one is in flight goes in the next): a command's steps run one after another in one process, so
+ * its events keep their order. A pipeline that fails is tried again (with backoff) before
+ * anything handed over after it, so nothing overtakes an event that failed. At least once: an
+ * event whose mark was lost (crash, Postgres unreachable) is published again by the relay, and
+ * consumers dedupe on event_id.
+ */
+export class EventPublisher {
+  private readonly waiting: OutboxEvent[] = [];
+  private sending: Promise<void> | undefined;
+  private toMark: string[] = [];
+  private markTimer: NodeJS.Timeout | undefined;
+  private marking: Promise<void> = Promise.resolve();
+  private closed = false;
+  private failures = 0;
+  /** Events this publisher put on the stream. */
+  published = 0;
+
+  constructor(
+    private readonly db: Db,
+    private readonly redis: Redis,
+    private readonly logger: Logger,
+    private readonly options: EventPublisherOptions,
+  ) {}
+
+  /** Hands over events just committed (in outbox order); returns at once. After close(), they are left to the relay. */
+  publish(events: readonly OutboxEvent[]): void {
+    if (this.closed || events.length === 0) return;
+    this.waiting.push(...events);
+    this.sending ??= this.send();
+  }
+
+  /**
+   * Stops taking events; waits until those handed over are on the stream and marked. A pipeline
+   * still failing at close is given up (the relay publishes those events).
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.closeTimeoutMs ?? 5000)));
+    await Promise.race([this.sending, timeout]);
+    clearTimeout(timer);
+    this.flushMarks();
+    await this.marking;
+  }
+
+  private async send(): Promise<void> {
+    const size = this.options.batchSize ?? 500;
+    while (this.waiting.length > 0) {
+      const batch = this.waiting.slice(0, size);
+      try {
+        await appendToStream(this.redis, this.options, batch.map((e) => e.event));
+      } catch (error) {
+        this.failures++;
+        if (this.failures === 1 || this.failures % 30 === 0) this.logger.warn({ err: error, failures: this.failures }, 'could not put committed events on the stream; retrying (the relay publishes them if this process stops)');
+        if (this.closed) {
+          this.waiting.length = 0;
+          break;
+        }
+        await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 50 * 2 ** Math.min(this.failures, 7))));
+        continue;
+      }
+      this.failures = 0;
+      this.waiting.splice(0, batch.length);
+      this.published += batch.length;
+      eventsPublished.inc(batch.length);
+      this.toMark.push(...batch.map((e) => e.id));
+      if (this.toMark.length >= size) this.flushMarks();
+      else this.markTimer ??= setTimeout(() => this.flushMarks(), this.options.markDelayMs ?? 50);
+    }
+    this.sending = undefined;
+  }
+
+  /** Marks what was published so far, after the marks before it (one statement at a time). */
+  private flushMarks(): void {
+    clearTimeout(this.markTimer);
+    this.markTimer = undefined;
+    if (this.toMark.length === 0) return;
+    const ids = this.toMark;
+    this.toMark = [];
+    this.marking = this.marking.then(() =>
+      markPublished(this.db, ids).catch((error: unknown) => this.logger.warn({ err: error, events: ids.length }, 'could not mark published events; the relay will publish them again')),
+    );
+  }
+}
