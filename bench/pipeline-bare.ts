@@ -4,17 +4,22 @@
  *   BARE_MODE=http    a bare Fastify app: POST /bare/commands INSERTs one row and calls queue.add
  *                     (the limit of durable acceptance); GET /bare/verify runs the access-token
  *                     SELECT of GET /v1/auth/verify (access_tokens join subjects by secret_hash).
+ *                     POST /bare/pipeline does the same on the bare pipeline queue, for the bare
+ *                     worker to run.
  *   BARE_MODE=worker  a bare BullMQ worker whose processor runs BEGIN; DELETE one vault token;
  *                     COMMIT (the limit of execution); reports when BARE_JOBS jobs have ended.
- * Environment: DATABASE_URL, REDIS_URL, QUEUE_PREFIX, PORT, WORKER_CONCURRENCY, BARE_JOBS.
+ *                     With BARE_EVENTS_STREAM it then XADDs a command.succeeded event there: with
+ *                     /bare/pipeline, the floor of request → event latency on this machine.
+ * Environment: DATABASE_URL, REDIS_URL, QUEUE_PREFIX, PORT, WORKER_CONCURRENCY, BARE_JOBS,
+ * BARE_QUEUE (default the execution queue), BARE_EVENTS_STREAM.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import Fastify from 'fastify';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS } from '../contracts/index.js';
-import { BARE_ACCEPT_QUEUE, BARE_EXEC_QUEUE } from './pipeline-kit.js';
+import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, EVENT_FIELD } from '../contracts/index.js';
+import { BARE_ACCEPT_QUEUE, BARE_EXEC_QUEUE, BARE_PIPELINE_QUEUE } from './pipeline-kit.js';
 
 const env = (name: string): string => {
   const value = process.env[name];
@@ -45,6 +50,15 @@ if (env('BARE_MODE') === 'http') {
     return reply.code(202).send({ job_id: id, state: 'queued' });
   });
 
+  const pipelineQueue = new Queue(BARE_PIPELINE_QUEUE, { connection: redis, prefix });
+  app.post('/bare/pipeline', async (request, reply) => {
+    const id = randomUUID();
+    const body = request.body as { collection: string; token_ids: string[] };
+    await pool.query('insert into bench_accept (id, body) values ($1, $2)', [id, JSON.stringify(body)]);
+    await pipelineQueue.add(COMMAND_JOB_NAME, { command_id: id, collection: body.collection, token_id: body.token_ids[0] }, { ...COMMAND_JOB_OPTIONS, jobId: id });
+    return reply.code(202).send({ job_id: id, state: 'queued' });
+  });
+
   app.get('/bare/verify', async (request, reply) => {
     const secret = request.headers['x-subject-token'];
     if (typeof secret !== 'string') return reply.code(400).send({ error: 'X-Subject-Token' });
@@ -69,7 +83,7 @@ if (env('BARE_MODE') === 'http') {
   });
 
   const url = await app.listen({ host: '127.0.0.1', port: Number(env('PORT')) });
-  closers.push(() => app.close(), () => queue.close(), async () => redis.disconnect(), () => pool.end());
+  closers.push(() => app.close(), () => queue.close(), () => pipelineQueue.close(), async () => redis.disconnect(), () => pool.end());
   tell({ type: 'ready', url });
 } else {
   // Same pool sizing as the service worker (worker/runtime.ts).
@@ -77,11 +91,13 @@ if (env('BARE_MODE') === 'http') {
   const expected = Number(env('BARE_JOBS'));
   const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: Math.min(50, concurrency + 4), application_name: 'bench-bare-worker' });
   const connection = new Redis(env('REDIS_URL'), { maxRetriesPerRequest: null, connectionName: 'bench-bare-worker' });
+  const stream = process.env.BARE_EVENTS_STREAM;
+  const events = stream ? new Redis(env('REDIS_URL'), { maxRetriesPerRequest: null, connectionName: 'bench-bare-events' }) : undefined;
   let completed = 0;
   let failed = 0;
   let firstError: string | undefined;
   const worker = new Worker<{ command_id: string; collection: string; token_id: string }>(
-    BARE_EXEC_QUEUE,
+    process.env.BARE_QUEUE ?? BARE_EXEC_QUEUE,
     async (job) => {
       const client = await pool.connect();
       try {
@@ -89,6 +105,7 @@ if (env('BARE_MODE') === 'http') {
         const result = await client.query('delete from vault_tokens where collection = $1 and token_id = $2 and tenant_id is null', [job.data.collection, job.data.token_id]);
         await client.query('commit');
         if (result.rowCount !== 1) throw new Error(`token ${job.data.token_id} not found`);
+        if (events) await events.xadd(stream!, 'MAXLEN', '~', '100000', '*', EVENT_FIELD, JSON.stringify({ type: 'command.succeeded', job_id: job.data.command_id }));
       } catch (error) {
         await client.query('rollback').catch(() => {});
         throw error;
@@ -114,6 +131,6 @@ if (env('BARE_MODE') === 'http') {
     firstError ??= error.message;
   });
   await worker.waitUntilReady();
-  closers.push(() => worker.close(), async () => connection.disconnect(), () => pool.end());
+  closers.push(() => worker.close(), async () => connection.disconnect(), async () => events?.disconnect(), () => pool.end());
   tell({ type: 'ready' });
 }

@@ -4,7 +4,7 @@
  * Everything talks to 127.0.0.1 only.
  */
 import { type ChildProcess, fork, spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -14,6 +14,8 @@ import { EVENT_FIELD } from '../contracts/index.js';
 /** Queue names of the baselines (under the run's QUEUE_PREFIX, so the cleanup finds them). */
 export const BARE_ACCEPT_QUEUE = 'bare-accept';
 export const BARE_EXEC_QUEUE = 'bare-exec';
+/** The bare pipeline (POST /bare/pipeline → bare worker → XADD): the floor of request → event latency. */
+export const BARE_PIPELINE_QUEUE = 'bare-pipeline';
 
 // ---------------------------------------------------------------- statistics
 
@@ -142,6 +144,8 @@ export async function openLoop(base: URL, rate: number, seconds: number, maxSock
   const inFlight: Promise<void>[] = [];
   const start = performance.now();
   await new Promise<void>((resolve) => {
+    // each tick sends what is due and sleeps until the next is due (a 1 ms interval would wake
+    // the generator 1,000 times a second whatever the rate: CPU the system under test needs)
     const tick = () => {
       const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
       while (requests.length < due) {
@@ -162,12 +166,9 @@ export async function openLoop(base: URL, rate: number, seconds: number, maxSock
           ),
         );
       }
-      if (requests.length >= total) {
-        clearInterval(timer);
-        resolve();
-      }
+      if (requests.length >= total) return resolve();
+      setTimeout(tick, Math.max(0, start + (requests.length * 1000) / rate - performance.now()));
     };
-    const timer = setInterval(tick, 1);
     tick();
   });
   await Promise.all(inFlight);
@@ -387,6 +388,25 @@ export function cpuSeconds(pid: number): number {
 export function writeSyscalls(pid: number): number {
   try {
     return Number(/^syscw:\s*(\d+)/m.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1] ?? Number.NaN);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * Context switches of a process so far, every thread summed (/proc/<pid>/task/<tid>/status,
+ * voluntary and not): each is a wake-up or a preemption. On this virtual machine a wake-up costs
+ * far more than the work most of them do, so per operation this says what a design costs at
+ * moderate load better than its CPU time at full load. NaN when unknown.
+ */
+export function contextSwitches(pid: number): number {
+  try {
+    let total = 0;
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      total += Number(/^voluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1] ?? 0) + Number(/^nonvoluntary_ctxt_switches:\s*(\d+)/m.exec(status)?.[1] ?? 0);
+    }
+    return total;
   } catch {
     return Number.NaN;
   }

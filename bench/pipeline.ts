@@ -27,10 +27,12 @@ import { migrateToLatest } from '../db/migrate.js';
 import { insertCollection } from '../db/repositories/collection.repository.js';
 import {
   BARE_EXEC_QUEUE,
+  BARE_PIPELINE_QUEUE,
   type Child,
   childNodeFlags,
   EventWatch,
   closedLoop,
+  contextSwitches,
   cpuSeconds,
   forkNode,
   freePort,
@@ -165,10 +167,15 @@ interface CpuSnap {
   self: number;
   children: Map<string, number>;
   writes: Map<string, number>;
+  /** Context switches: each child, the database's Postgres backends (by pid), Redis. */
+  switches: Map<string, number>;
+  postgresSwitches: Map<number, number>;
   postgres: Map<number, number>;
   redis: number;
   machine: { busy: number; total: number };
 }
+
+let redisPid: number | undefined;
 
 async function redisCpu(): Promise<number> {
   const info = await redis!.info('cpu');
@@ -178,11 +185,17 @@ async function redisCpu(): Promise<number> {
 
 async function snapCpu(): Promise<CpuSnap> {
   const backends = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and application_name <> 'bench-pipeline'`.execute(db!);
+  redisPid ??= Number(/^process_id:(\d+)/m.exec(await redis!.info('server'))?.[1] ?? Number.NaN);
   const usage = process.cpuUsage();
+  const switches = new Map([...children].map((c) => [c.name, contextSwitches(c.pid)]));
+  switches.set('bench', contextSwitches(process.pid));
+  switches.set('redis', contextSwitches(redisPid));
   return {
     self: (usage.user + usage.system) / 1e6,
     children: new Map([...children].map((c) => [c.name, cpuSeconds(c.pid)])),
     writes: new Map([...children].map((c) => [c.name, writeSyscalls(c.pid)])),
+    switches,
+    postgresSwitches: new Map(backends.rows.map((r) => [r.pid, contextSwitches(r.pid)])),
     postgres: new Map(backends.rows.map((r) => [r.pid, cpuSeconds(r.pid)])),
     redis: await redisCpu().catch(() => Number.NaN),
     machine: machineCpuSeconds(),
@@ -193,6 +206,8 @@ interface CpuUse {
   parts: [string, number][];
   /** Write system calls of each child process during the phase. */
   writes: [string, number][];
+  /** Context switches during the phase, by process (postgres: the database's backends summed). */
+  switches: [string, number][];
   machineBusy: number;
   machineTotal: number;
 }
@@ -206,7 +221,12 @@ async function cpuSince(before: CpuSnap): Promise<CpuUse> {
   let pg = 0;
   for (const [pid, seconds] of after.postgres) pg += seconds - (before.postgres.get(pid) ?? 0);
   parts.push(['postgres', pg], ['redis(all)', after.redis - before.redis]);
-  return { parts, writes, machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total };
+  const switches: [string, number][] = [];
+  for (const [name, count] of after.switches) switches.push([name, count - (before.switches.get(name) ?? 0)]);
+  let pgSwitches = 0;
+  for (const [pid, count] of after.postgresSwitches) if (Number.isFinite(count)) pgSwitches += count - (before.postgresSwitches.get(pid) ?? 0);
+  switches.push(['postgres', pgSwitches]);
+  return { parts, writes, switches, machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total };
 }
 
 function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
@@ -217,7 +237,12 @@ function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
   const perOp = perOps && perOps.ops > 0 ? `; cpu ms per ${perOps.what}: ${servers.map(([n, s]) => `${n} ${f2((s * 1000) / perOps.ops)}`).join(', ')}` : '';
   const writes = use.writes.filter(([, n]) => n >= 100);
   const perOpWrites = perOps && perOps.ops > 0 && writes.length ? `; socket writes per ${perOps.what}: ${writes.map(([n, w]) => `${n} ${f1(w / perOps.ops)}`).join(', ')}` : '';
-  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}`;
+  const switches = use.switches.filter(([, n]) => Number.isFinite(n) && n >= 100);
+  const perOpSwitches =
+    perOps && perOps.ops > 0 && switches.length
+      ? `; context switches per ${perOps.what}: ${switches.map(([n, w]) => `${n} ${f1(w / perOps.ops)}`).join(', ')} (all ${f1(switches.reduce((a, [, w]) => a + w, 0) / perOps.ops)})`
+      : '';
+  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}`;
 }
 
 // ---------------------------------------------------------------- helpers
@@ -281,6 +306,8 @@ interface Report {
   sustained?: { load: LoadResult; completed: number; cpu: CpuUse; backlogDrainS: number };
   maxRate?: number;
   latency: LatencyRow[];
+  /** The bare pipeline at the same rates: POST /bare/pipeline → bare worker → XADD. */
+  bareLatency: BareLatencyRow[];
   bareVerify?: LoadResult;
   bareVerifyCpu?: CpuUse;
   verify?: LoadResult;
@@ -308,7 +335,17 @@ interface LatencyRow {
   cpu: CpuUse;
 }
 
-const report: Report = { latency: [] };
+interface BareLatencyRow {
+  rate: number;
+  accepted: number;
+  p50: number;
+  p99: number;
+  max: number;
+  missing: number;
+  cpu: CpuUse;
+}
+
+const report: Report = { latency: [], bareLatency: [] };
 let exitCode = 0;
 const runStart = performance.now();
 
@@ -465,6 +502,8 @@ try {
     // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
     for (const [fraction, fixed] of [...FRACTIONS.map((f) => [f, undefined] as const), ...FIXED_RATES.map((r) => [r / maxRate, r] as const)]) {
       const target = Math.max(1, fixed ?? fraction * maxRate);
+      // steady state: the same rate for the warm-up time first, straight into the measured window
+      await openLoop(producerUrl, target, WARMUP, OPEN_SOCKETS, serviceCommand);
       cpu = await snapCpu();
       const started = performance.now();
       const requests = await openLoop(producerUrl, target, D, OPEN_SOCKETS, serviceCommand);
@@ -549,6 +588,50 @@ try {
     }
     await worker.stop();
     worker = undefined;
+
+    // ---- (a3) the bare pipeline at the same rates: the floor of request → event latency here
+    const rates = report.latency.map((row) => row.rate);
+    const bareTokens = Math.ceil(rates.reduce((a, b) => a + b, 0) * (D + WARMUP) * 1.2) + 100;
+    await sql`
+      insert into vault_tokens (collection, token_id, object_id, tags)
+      select 'bare', 'tok-p' || g, 'obj-p' || g, array['bench'] from generate_series(1, ${bareTokens}::int) as g`.execute(db);
+    await sql`analyze vault_tokens`.execute(db);
+    const barePipeline = track(forkNode('bare-worker', BARE_JS, { ...baseEnv, BARE_MODE: 'worker', BARE_JOBS: '-1', BARE_QUEUE: BARE_PIPELINE_QUEUE, BARE_EVENTS_STREAM: config.EVENTS_STREAM }));
+    await nextMessage(barePipeline, 'ready', 30_000);
+    let pipelineN = 0;
+    const barePipelineCommand = (): RequestSpec => ({
+      method: 'POST',
+      path: '/bare/pipeline',
+      headers: { authorization: `Bearer ${writerToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ type: 'tokens.delete', collection: 'bare', token_ids: [`tok-p${++pipelineN}`], reason: 'AppFunctionality' }),
+    });
+    for (const target of rates) {
+      await openLoop(bareUrl, target, WARMUP, OPEN_SOCKETS, barePipelineCommand); // warm-up, as for the service
+      const cpuBefore = await snapCpu();
+      const requests = await openLoop(bareUrl, target, D, OPEN_SOCKETS, barePipelineCommand);
+      const rowCpu = await cpuSince(cpuBefore);
+      const accepted = requests.filter((r) => r.status === 202).map((r) => ({ ...r, jobId: (JSON.parse(r.body) as { job_id: string }).job_id }));
+      await watch.waitFor(
+        accepted.map((r) => r.jobId),
+        30_000,
+      );
+      const latencies = accepted.map((r) => {
+        const at = watch!.succeeded.get(r.jobId);
+        return at === undefined ? Number.POSITIVE_INFINITY : at - r.sentAt;
+      });
+      const row: BareLatencyRow = {
+        rate: target,
+        accepted: accepted.length,
+        p50: percentile(latencies, 0.5),
+        p99: percentile(latencies, 0.99),
+        max: percentile(latencies, 1),
+        missing: latencies.filter((l) => !Number.isFinite(l)).length,
+        cpu: rowCpu,
+      };
+      report.bareLatency.push(row);
+      progress(`(a) bare pipeline, open loop at ${f0(target)}/s: request → event p50 ${f1(row.p50)} ms, p99 ${f1(row.p99)} ms${row.missing ? `, ${row.missing} events MISSING` : ''}`);
+    }
+    await barePipeline.stop();
 
     // ---- (c) verify against a bare route running the same SELECT
     const verifySpec = (): RequestSpec => ({ method: 'GET', path: '/v1/auth/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
@@ -641,6 +724,18 @@ function printReport(): void {
       log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
     }
     log(`        (segments: ${r.latency[0]!.segments.map((s) => s.name).join('; ')})`);
+  }
+  if (r.bareLatency.length) {
+    log('    the bare pipeline at the same rates (POST /bare/pipeline: INSERT + queue.add → bare worker: BEGIN; DELETE 1; COMMIT; XADD):');
+    log('          rate/s   p50 ms   p99 ms   max ms   service p99 ÷ bare p99');
+    for (const row of r.bareLatency) {
+      const service = r.latency.find((l) => l.rate === row.rate);
+      log(
+        `        ${f0(row.rate).padStart(8)} ${f1(row.p50).padStart(8)} ${f1(row.p99).padStart(8)} ${f1(row.max).padStart(8)}   ${(service ? f2(service.p99 / row.p99) : '—').padStart(22)}` +
+          `${row.missing ? `   !! ${row.missing} events missing` : ''}`,
+      );
+      log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
+    }
   }
 
   log('\n(c) verify');
