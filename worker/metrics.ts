@@ -43,7 +43,7 @@ export const reconcilerRequeued = new client.Counter({
 
 export const eventsPublished = new client.Counter({
   name: 'revocation_events_published_total',
-  help: 'Outbox events the relay added to the Redis Stream.',
+  help: 'Outbox events added to the Redis Stream (by the worker that committed them, or by the outbox relay).',
 });
 
 new client.Gauge({

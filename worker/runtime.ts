@@ -31,7 +31,7 @@ export interface RunningWorker {
   close(): Promise<void>;
 }
 
-/** Starts a BullMQ worker, the outbox relay and the reconciler, sharing one pool. */
+/** Starts a BullMQ worker, its event publisher, the outbox relay, the reconciler and the sweeper, sharing one pool. */
 export async function startWorker(config: Config, logger: Logger): Promise<RunningWorker> {
   // Jobs waiting for a group hold no connection, so the pool need not grow with the concurrency:
   // the lanes, up to 16 commands running alone (bulk deletes, each with its progress count at
