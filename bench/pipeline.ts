@@ -294,6 +294,26 @@ async function drainService(timeoutS: number): Promise<number> {
 
 let worker: Child | undefined;
 
+/**
+ * One open-loop row at `target` requests/s: the same rate for the warm-up time first (steady
+ * state), straight into the measured window; then waits (30 s at most) for the terminal event
+ * of every accepted command. Returns the requests, the accepted ones with their job IDs, when
+ * the window started, and the CPU used in it.
+ */
+async function openLoopRow(url: URL, target: number, next: () => RequestSpec) {
+  await openLoop(url, target, WARMUP, OPEN_SOCKETS, next);
+  const before = await snapCpu();
+  const started = performance.now();
+  const requests = await openLoop(url, target, D, OPEN_SOCKETS, next);
+  const cpu = await cpuSince(before);
+  const accepted = requests.filter((r) => r.status === 202).map((r) => ({ ...r, jobId: (JSON.parse(r.body) as { job_id: string }).job_id }));
+  await watch!.waitFor(
+    accepted.map((r) => r.jobId),
+    30_000,
+  );
+  return { started, requests, accepted, cpu };
+}
+
 // ---------------------------------------------------------------- the run
 
 interface Report {
@@ -502,17 +522,7 @@ try {
     // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
     for (const [fraction, fixed] of [...FRACTIONS.map((f) => [f, undefined] as const), ...FIXED_RATES.map((r) => [r / maxRate, r] as const)]) {
       const target = Math.max(1, fixed ?? fraction * maxRate);
-      // steady state: the same rate for the warm-up time first, straight into the measured window
-      await openLoop(producerUrl, target, WARMUP, OPEN_SOCKETS, serviceCommand);
-      cpu = await snapCpu();
-      const started = performance.now();
-      const requests = await openLoop(producerUrl, target, D, OPEN_SOCKETS, serviceCommand);
-      const rowCpu = await cpuSince(cpu);
-      const accepted = requests.filter((r) => r.status === 202).map((r) => ({ ...r, jobId: (JSON.parse(r.body) as { job_id: string }).job_id }));
-      await watch.waitFor(
-        accepted.map((r) => r.jobId),
-        30_000,
-      );
+      const { started, requests, accepted, cpu: rowCpu } = await openLoopRow(producerUrl, target, serviceCommand);
       const latencies: number[] = [];
       let missing = 0;
       let failed = 0;
@@ -606,15 +616,7 @@ try {
       body: JSON.stringify({ type: 'tokens.delete', collection: 'bare', token_ids: [`tok-p${++pipelineN}`], reason: 'AppFunctionality' }),
     });
     for (const target of rates) {
-      await openLoop(bareUrl, target, WARMUP, OPEN_SOCKETS, barePipelineCommand); // warm-up, as for the service
-      const cpuBefore = await snapCpu();
-      const requests = await openLoop(bareUrl, target, D, OPEN_SOCKETS, barePipelineCommand);
-      const rowCpu = await cpuSince(cpuBefore);
-      const accepted = requests.filter((r) => r.status === 202).map((r) => ({ ...r, jobId: (JSON.parse(r.body) as { job_id: string }).job_id }));
-      await watch.waitFor(
-        accepted.map((r) => r.jobId),
-        30_000,
-      );
+      const { accepted, cpu: rowCpu } = await openLoopRow(bareUrl, target, barePipelineCommand);
       const latencies = accepted.map((r) => {
         const at = watch!.succeeded.get(r.jobId);
         return at === undefined ? Number.POSITIVE_INFINITY : at - r.sentAt;
