@@ -13,8 +13,6 @@ export interface CreateDbOptions {
   applicationName?: string;
   /** How long to wait for a connection before failing (default 5 s). */
   connectionTimeoutMillis?: number;
-  /** Called with the channel of every NOTIFY a connection of this pool LISTENs to. */
-  onNotification?: (channel: string, payload: string | undefined) => void;
 }
 
 /** A Kysely instance over a pg Pool. `db.destroy()` ends the pool. */
@@ -35,8 +33,6 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
   pool.on('error', () => {});
   pool.on('connect', (client) => {
     client.on('error', () => {});
-    const { onNotification } = options;
-    if (onNotification) client.on('notification', (message) => onNotification(message.channel, message.payload));
     usePreparedStatements(client);
   });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
