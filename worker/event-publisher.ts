@@ -26,6 +26,11 @@ export interface EventPublisherOptions extends StreamOptions {
   markDelayMs?: number;
   /** close() waits this long, at most, for events still going out (Redis unreachable): the relay publishes the rest. */
   closeTimeoutMs?: number;
+  /**
+   * Events waiting to go out, at most (Redis unreachable while a breach delete goes on committing
+   * batches): beyond it, events are left to the relay instead of piling up in memory.
+   */
+  maxWaiting?: number;
 }
 
 /**
@@ -39,8 +44,11 @@ export interface EventPublisherOptions extends StreamOptions {
  * Events go out in the order they were handed over, one pipeline at a time (what arrives while
  * one is in flight goes in the next): a command's steps run one after another in one process, so
  * its events keep their order. A pipeline that fails is tried again (with backoff) before
- * anything handed over after it, so nothing overtakes an event that failed. At least once: an
- * event whose mark was lost (crash, Postgres unreachable) is published again by the relay, and
+ * anything handed over after it, so nothing overtakes an event that failed. Events it cannot
+ * take (the queue is full, or the publisher closed) stay unpublished in the outbox for the relay,
+ * and so do the later events of their command, until its terminal one: the relay publishes in
+ * outbox order, so a command's events still reach the stream in order. At least once: an event
+ * whose mark was lost (crash, Postgres unreachable) is published again by the relay, and
  * consumers dedupe on event_id.
  */
 export class EventPublisher {
@@ -51,6 +59,10 @@ export class EventPublisher {
   private marking: Promise<void> = Promise.resolve();
   private closed = false;
   private failures = 0;
+  /** Commands whose events are left to the relay until their terminal one (see leave). */
+  private readonly relayed = new Set<string>();
+  /** Whether leaving events to the relay was logged since the last pipeline went out. */
+  private leaving = false;
   /** Events this publisher put on the stream. */
   published = 0;
 
@@ -63,9 +75,23 @@ export class EventPublisher {
 
   /** Hands over events just committed (in outbox order); returns at once. After close(), they are left to the relay. */
   publish(events: readonly OutboxEvent[]): void {
-    if (this.closed || events.length === 0) return;
-    this.waiting.push(...events);
-    this.sending ??= this.send();
+    const max = this.options.maxWaiting ?? 10_000;
+    for (const event of events) {
+      if (this.closed || this.relayed.has(event.commandId) || this.waiting.length >= max) this.leave(event);
+      else this.waiting.push(event);
+    }
+    if (this.waiting.length > 0) this.sending ??= this.send();
+  }
+
+  /**
+   * Leaves an event to the relay (it stays unpublished in the outbox), and with it the rest of
+   * its command's events: publishing a later one now would put it on the stream before this one.
+   */
+  private leave(event: OutboxEvent): void {
+    if (!this.closed && !this.leaving) this.logger.warn({ waiting: this.waiting.length }, 'too many events waiting for Redis: leaving events to the outbox relay');
+    this.leaving = true;
+    if (event.terminal) this.relayed.delete(event.commandId);
+    else this.relayed.add(event.commandId);
   }
 
   /**
@@ -92,13 +118,14 @@ export class EventPublisher {
         this.failures++;
         if (this.failures === 1 || this.failures % 30 === 0) this.logger.warn({ err: error, failures: this.failures }, 'could not put committed events on the stream; retrying (the relay publishes them if this process stops)');
         if (this.closed) {
-          this.waiting.length = 0;
+          for (const event of this.waiting.splice(0)) this.leave(event);
           break;
         }
         await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 50 * 2 ** Math.min(this.failures, 7))));
         continue;
       }
       this.failures = 0;
+      this.leaving = false;
       this.waiting.splice(0, batch.length);
       this.published += batch.length;
       eventsPublished.inc(batch.length);

@@ -169,7 +169,10 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
   );
   const idOf = new Map(written.map((row) => [row.event_id, row.id]));
   const textOf = new Map(outbox.map((row) => [row.event_id, row.event as string]));
-  return steps.flatMap((step) => [...(step.written ?? []), ...step.events.map(({ event_id }) => ({ id: idOf.get(event_id)!, event: textOf.get(event_id)! }))]);
+  return steps.flatMap((step) => [
+    ...(step.written ?? []),
+    ...step.events.map(({ event_id, type }) => ({ id: idOf.get(event_id)!, event: textOf.get(event_id)!, commandId: step.id, terminal: type === 'command.succeeded' || type === 'command.failed' })),
+  ]);
 }
 
 /** One step's writes (see commitSteps). */

@@ -13,7 +13,13 @@ export function outboxRows(commandId: string, events: readonly RevocationEvent[]
 export interface OutboxEvent {
   id: string;
   event: string;
+  commandId: string;
+  /** The command's last event (`command.succeeded` or `command.failed`). */
+  terminal: boolean;
 }
+
+/** The columns of an outbox row read as an OutboxEvent. */
+const asOutboxEvent = sql`id, event::text as event, command_id::text as "commandId", event->>'type' in ('command.succeeded', 'command.failed') as terminal`;
 
 /** Any number works as long as every relay uses the same one. */
 export const RELAY_LOCK_KEY = 0x72656c61; // "rela"
@@ -50,7 +56,7 @@ export async function markAndClaim(db: Executor, published: readonly string[], l
       ), relaxed as materialized (
         select set_config('synchronous_commit', 'off', true) as setting
       )
-      select id, event::text as event from outbox
+      select ${asOutboxEvent} from outbox
       where published_at is null and id <> all(${[...published]}::bigint[]) and (select setting from relaxed) is not null
         and created_at <= now() - ${minAgeMs} * interval '1 millisecond'
       order by id
@@ -82,7 +88,7 @@ export async function markPublished(db: Executor, ids: readonly string[]): Promi
 export async function unpublishedEventsOf(db: Executor, commandId: string): Promise<OutboxEvent[]> {
   return executePrepared(
     db,
-    sql<OutboxEvent>`select id, event::text as event from outbox where published_at is null and command_id = ${commandId} order by id`.compile(db),
+    sql<OutboxEvent>`select ${asOutboxEvent} from outbox where published_at is null and command_id = ${commandId} order by id`.compile(db),
   );
 }
 

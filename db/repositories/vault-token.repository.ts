@@ -195,7 +195,7 @@ export async function deleteAndRecordVaultTokens(trx: Executor, collection: stri
     from batch b, more m`;
   const [row] = (await statement.execute(trx)).rows;
   if (!row) throw new Error('the batch statement returned no row');
-  const outbox = row.outbox_ids.map((id, i) => ({ id, event: row.outbox_events[i]! }));
+  const outbox = row.outbox_ids.map((id, i) => ({ id, event: row.outbox_events[i]!, commandId: record.event.job_id, terminal: false }));
   return { deleted: row.deleted, lastId: row.last_id, more: row.more, events: row.events, outbox };
 }
 

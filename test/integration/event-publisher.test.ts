@@ -7,6 +7,8 @@ import { type OutboxEvent, outboxRows } from '../../db/repositories/outbox.repos
 import { CommandReleased, executeCommand } from '../../worker/command-executor.js';
 import { toEvents } from '../../worker/event-envelope.js';
 import { EventPublisher } from '../../worker/event-publisher.js';
+import { OutboxRelay } from '../../worker/outbox-relay.js';
+import { createDb } from '../../db/create-db.js';
 import { call, createCollection, tokenize, waitForEvents } from '../helpers/api.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -76,13 +78,22 @@ describe('EventPublisher', () => {
     await stack?.close();
   });
 
-  /** Commits `n` events of a new command to the outbox; returns them as the publisher is handed them. */
-  async function committed(n: number): Promise<OutboxEvent[]> {
-    const commandId = randomUUID();
-    const events = toEvents(commandId, audit, Array.from({ length: n }, (_, i) => ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: i === n - 1 } } })));
+  /**
+   * Commits `n` events of a command (a new one unless given) to the outbox, the last one its
+   * command.succeeded if `terminal`; returns them as the publisher is handed them.
+   */
+  async function committed(n: number, { commandId = randomUUID() as string, terminal = false } = {}): Promise<OutboxEvent[]> {
+    const drafts = Array.from({ length: n }, (_, i) =>
+      terminal && i === n - 1
+        ? ({ type: 'command.succeeded' as const, data: { command_type: 'tokens.delete' as const, result: { deleted: n - 1 } } })
+        : ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: false } } }),
+    );
+    const events = toEvents(commandId, audit, drafts);
     const rows = await stack.database.db.insertInto('outbox').values(outboxRows(commandId, events)).returning(['id', 'event_id']).execute();
-    return rows.map((row, i) => ({ id: row.id, event: JSON.stringify(events[i]) }));
+    return rows.map((row, i) => ({ id: row.id, event: JSON.stringify(events[i]), commandId, terminal: terminal && i === n - 1 }));
   }
+
+  const eventIdOf = (e: OutboxEvent) => (JSON.parse(e.event) as { event_id: string }).event_id;
 
   const unpublished = async (events: OutboxEvent[]) =>
     (
@@ -114,7 +125,7 @@ describe('EventPublisher', () => {
       const reader = new Redis(own.url);
       try {
         const ids = eventIdsOf((await reader.xrange(stream, '-', '+')) as [string, string[]][]);
-        const expected = [...first, ...second].map((e) => (JSON.parse(e.event) as { event_id: string }).event_id);
+        const expected = [...first, ...second].map(eventIdOf);
         expect(ids).toEqual(expected);
       } finally {
         reader.disconnect();
@@ -143,6 +154,49 @@ describe('EventPublisher', () => {
     } finally {
       redis.disconnect();
       await own.start();
+    }
+  });
+
+  it('leaves events beyond its queue to the relay, and the rest of their command with them, so each command stays in order on the stream', async () => {
+    const redis = new Redis(own.url, { maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => 50 });
+    redis.on('error', () => {});
+    const stream = `own-${randomUUID()}`;
+    const publisher = new EventPublisher(stack.database.db, redis, silent, { stream, maxLen: 1000, markDelayMs: 10, maxWaiting: 3 });
+    try {
+      await own.stop();
+      const a = await committed(3);
+      const b = await committed(2);
+      publisher.publish(a.slice(0, 2)); // waiting: a0 a1
+      publisher.publish(b); // b0 waits (3: full), b1 is left to the relay, and B with it
+      publisher.publish(a.slice(2)); // full: a2 left, and A with it
+      await own.start();
+      await expect.poll(() => publisher.published, { timeout: 10_000 }).toBe(3);
+      const bEnd = await committed(1, { commandId: b[0]!.commandId, terminal: true });
+      const aEnd = await committed(1, { commandId: a[0]!.commandId, terminal: true });
+      const c = await committed(2);
+      publisher.publish(bEnd); // B is the relay's until its end
+      publisher.publish(aEnd);
+      publisher.publish(c); // a command never left to the relay goes out at once
+      await expect.poll(() => publisher.published, { timeout: 10_000 }).toBe(5);
+      const left = [a[2]!, aEnd[0]!, b[1]!, bEnd[0]!];
+      await expect.poll(() => unpublished([...a, ...b, ...c, ...aEnd, ...bEnd]), { timeout: 5_000 }).toBe(left.length);
+
+      // the relay publishes what was left, in outbox order
+      const relay = new OutboxRelay(stack.database.db, () => createDb(stack.database.url, { max: 1 }), redis, silent, { stream, maxLen: 1000 });
+      expect(await relay.publishPending()).toBeGreaterThanOrEqual(left.length);
+      const reader = new Redis(own.url);
+      try {
+        const ids = eventIdsOf((await reader.xrange(stream, '-', '+')) as [string, string[]][]);
+        for (const events of [[...a, ...aEnd], [...b, ...bEnd], c]) {
+          const mine = new Set(events.map(eventIdOf));
+          expect(ids.filter((id) => mine.has(id))).toEqual(events.map(eventIdOf));
+        }
+      } finally {
+        reader.disconnect();
+      }
+    } finally {
+      await publisher.close();
+      redis.disconnect();
     }
   });
 
