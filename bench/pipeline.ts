@@ -11,7 +11,7 @@
  *       25%, 50% and 90% of that sustained rate, from an open-loop generator.
  *   (c) GET /v1/auth/verify against a bare route running the same SELECT.
  * Every delete command names a token of its own, so none fails with PV3009.
- * Usage: npm run bench:pipeline [-- --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300 --fractions 0.25,0.5,0.9]
+ * Usage: npm run bench:pipeline [-- --latency-only --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300 --fractions 0.25,0.5,0.9]
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -62,6 +62,8 @@ const { values } = parseArgs({
     rates: { type: 'string' },
     /** Fractions of the maximum rate to measure latency at (comma-separated; '' for none, with --rates). */
     fractions: { type: 'string', default: '0.25,0.5,0.9' },
+    /** Only the open-loop rows at --rates, for the service and the bare pipeline: compares builds at equal load, fast. */
+    'latency-only': { type: 'boolean', default: false },
     /** Accept and drain phases only (the two throughput ratios), for iterating on an optimisation. */
     quick: { type: 'boolean', default: false },
     /** Writes a V8 CPU profile of every child process (producer, worker, baselines) to this directory. */
@@ -78,6 +80,8 @@ const OPEN_SOCKETS = Number(values['open-loop-sockets']);
 const FRACTIONS = values.fractions.split(',').filter((f) => f.trim() !== '').map(Number);
 const FIXED_RATES = values.rates ? values.rates.split(',').map(Number) : [];
 const QUICK = values.quick;
+const LATENCY_ONLY = values['latency-only'];
+if (LATENCY_ONLY && (QUICK || FIXED_RATES.length === 0)) throw new Error('--latency-only needs --rates, and not --quick');
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
 
 const { config } = benchConfig({ WORKER_CONCURRENCY: String(CONCURRENCY), RATE_LIMIT_MAX: '0' });
@@ -387,6 +391,8 @@ try {
     select 'svc', 'tok-' || g, 'obj-' || g, array['bench'] from generate_series(1, ${TOKENS}::int) as g`.execute(db);
   await sql`create table bench_accept (id uuid primary key, body jsonb not null, created_at timestamptz not null default now())`.execute(db);
   await sql`vacuum analyze vault_tokens`.execute(db);
+  // the seeding's dirty pages written now, not by a checkpoint in the middle of a measured phase
+  await sql`checkpoint`.execute(db);
   watch = new EventWatch(config.REDIS_URL, config.EVENTS_STREAM);
   progress(`database ${new URL(config.DATABASE_URL).pathname.slice(1)} migrated, ${TOKENS} single tokens seeded in ${f1((performance.now() - t) / 1000)} s`);
 
@@ -427,9 +433,12 @@ try {
     body: commandBody(`tok-b${++bareN}`),
   });
 
+  let cpu = await snapCpu();
+  let maxRate = Number.NaN;
+  if (!LATENCY_ONLY) {
   // ---- (a1) bare durable accept
   await closedLoop(bareUrl, C, WARMUP, bareCommand, (s) => s === 202);
-  let cpu = await snapCpu();
+  cpu = await snapCpu();
   report.bareAccept = await closedLoop(bareUrl, C, D, bareCommand, (s) => s === 202);
   report.bareAcceptCpu = await cpuSince(cpu);
   progress(`(a) bare accept: ${f0(rate(report.bareAccept.ok, D))} req/s  [${statuses(report.bareAccept)}]`);
@@ -503,8 +512,22 @@ try {
   const afterDrain = await commandStates();
   if (afterDrain.failed) log(`  !! ${afterDrain.failed} commands failed: ${JSON.stringify((await sql`select error, count(*) from commands where state = 'failed' group by error`.execute(db)).rows)}`);
 
-  if (QUICK) await worker.stop();
+  } else {
+    // --latency-only: the open-loop rows at --rates, for the service and the bare pipeline, nothing
+    // else. The full run's earlier phases leave ~100,000 commands behind; so does this, before the
+    // worker prepares its statements (a plan made on an empty table would not be the one measured).
+    await sql`
+      insert into commands (id, type, payload, payload_hash, submitter_id, audit, state, attempts, result, started_at, finished_at)
+      select gen_random_uuid(), 'tokens.delete', '{}', '', 'bench-history', '{}', 'succeeded', 1, '{"deleted":1}', now(), now()
+      from generate_series(1, 100000)`.execute(db);
+    await sql`analyze commands`.execute(db);
+    const metricsPort = await freePort();
+    worker = track(spawnNode('worker', WORKER_JS, { ...baseEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
+    await waitForHttp(worker, `http://127.0.0.1:${metricsPort}/metrics`);
+  }
+  if (QUICK) await worker!.stop();
   else {
+    if (!LATENCY_ONLY) {
     // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate
     cpu = await snapCpu();
     const windowStart = performance.now();
@@ -515,12 +538,13 @@ try {
     for (const at of watch.succeeded.values()) if (at >= windowStart && at <= windowEnd) completedInWindow++;
     const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
     report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
-    const maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
+    maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
     report.maxRate = maxRate;
     progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
+    }
 
     // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
-    for (const [fraction, fixed] of [...FRACTIONS.map((f) => [f, undefined] as const), ...FIXED_RATES.map((r) => [r / maxRate, r] as const)]) {
+    for (const [fraction, fixed] of [...(LATENCY_ONLY ? [] : FRACTIONS).map((f) => [f, undefined] as const), ...FIXED_RATES.map((r) => [r / maxRate, r] as const)]) {
       const target = Math.max(1, fixed ?? fraction * maxRate);
       const { started, requests, accepted, cpu: rowCpu } = await openLoopRow(producerUrl, target, serviceCommand);
       const latencies: number[] = [];
@@ -635,6 +659,7 @@ try {
     }
     await barePipeline.stop();
 
+    if (!LATENCY_ONLY) {
     // ---- (c) verify against a bare route running the same SELECT
     const verifySpec = (): RequestSpec => ({ method: 'GET', path: '/v1/auth/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
     const bareVerifySpec = (): RequestSpec => ({ method: 'GET', path: '/bare/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
@@ -649,6 +674,7 @@ try {
     report.verifyCpu = await cpuSince(cpu);
     progress(`(c) service verify: ${f0(rate(report.verify.ok, D))} req/s [${statuses(report.verify)}]`);
     producer.assertAlive();
+    }
   }
 } catch (error) {
   exitCode = 1;
