@@ -191,7 +191,7 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
   if (turn && (resumed || !isShortCommand(command))) throw new RunAlone(); // the job's hint was wrong
   const earlier = resumed ? await unpublishedEventsOf(trx, id) : [];
   const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
-  const outcome = await handler.step(context);
+  const outcome = await (turn ? turn.step(handler, context) : handler.step(context));
   const drafts: EventDraft[] = [...outcome.events];
   if (outcome.done) drafts.push({ type: 'command.succeeded', data: { command_type: command.type, result: outcome.result as Record<string, unknown> } });
   const record: StepRecord = {

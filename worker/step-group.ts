@@ -1,7 +1,9 @@
+import type { CommandType } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
 import { commitSteps, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
+import type { CommandHandler, StepContext, StepOutcome } from './handlers/handler.js';
 import { conflictState, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
 
 /**
@@ -15,12 +17,33 @@ export class RunAlone extends Error {
   }
 }
 
-/** What a step running in a group's transaction gets instead of locking and writing itself. */
+/**
+ * What a step running in a group's transaction gets instead of locking and writing itself. The
+ * steps of a group run side by side up to `step`, so a step MUST make no query before it.
+ */
 export interface SharedTurn {
   /** Its command row, locked by the group (undefined: no such command). */
   row: CommandRow | undefined;
+  /**
+   * Runs the handler's step: once every step of the group has come this far, those of one
+   * handler with `stepMany` run in one call, the others one by one, in group order.
+   */
+  step<T extends CommandType>(handler: CommandHandler<T>, context: StepContext<T>): Promise<StepOutcome<T>>;
   /** Hands over the step's writes: the group writes every step's in one statement before COMMIT. */
   write(record: StepRecord): void;
+}
+
+/** A step of a group that did not run because another step of the group failed first: it goes back to the queue. */
+class GroupAborted extends Error {}
+
+/** A handler step a turn asked for, and how to answer it. */
+interface StepCall {
+  /** The step's place in its group. */
+  order: number;
+  handler: CommandHandler<CommandType>;
+  context: StepContext<CommandType>;
+  resolve: (outcome: StepOutcome<CommandType>) => void;
+  reject: (error: unknown) => void;
 }
 
 /** A command step: alone (`turn` undefined) it locks and writes itself; in a group it uses the turn. */
@@ -48,16 +71,19 @@ export interface StepGroupOptions {
 
 /**
  * Group commit for command steps. Steps submitted while every lane is busy wait, and the next
- * free lane runs them one after another in ONE REPEATABLE READ transaction: one statement locks
- * all their command rows, each step applies its effect, one statement writes all their audit
- * rows, events and states, and one COMMIT (one WAL flush) ends them all. Alone, a one-row command
- * costs five round trips and a commit; in a group of n, one round trip plus 4/n. When the worker
- * is not busy a step finds a lane free and runs at once, alone: a group never waits for company.
+ * free lane runs them in ONE REPEATABLE READ transaction: one statement locks all their command
+ * rows, the steps apply their effects (those of a handler with `stepMany`, such as deletes of
+ * named tokens, in one statement; the others one after another, in group order), one statement
+ * writes all their audit rows, events and states, and one COMMIT (one WAL flush) ends them all.
+ * Alone, a one-row command costs five round trips and a commit; a group of n deletes, five in
+ * all. When the worker is not busy a step finds a lane free and runs at once, alone: a group
+ * never waits for company.
  *
  * Each step keeps the guarantees it has alone: its effect and its writes commit together or not
  * at all, and nothing another step does is committed by its failure. When a step of a group
  * throws (a business failure, a conflict, a fault) the group rolls back; that step runs alone
- * (its own retries, its own error) and the others go back to the head of the queue.
+ * (its own retries, its own error) and the others go back to the head of the queue. The result
+ * is that of running the steps one after another in some order.
  */
 export class StepGroup {
   private readonly waiting: Entry[] = [];
@@ -114,7 +140,7 @@ export class StepGroup {
   private async runGroup(group: Entry[]): Promise<void> {
     if (group.length === 1) return this.alone(group[0]!);
     const later: Entry[] = [];
-    let failed: Entry | undefined;
+    const failed: Entry[] = [];
     let results: Map<Entry, unknown>;
     let events: OutboxEvent[] = [];
     try {
@@ -126,30 +152,57 @@ export class StepGroup {
             trx,
             group.map((entry) => entry.commandId),
           );
-          const records: StepRecord[] = [];
+          const records = new Map<Entry, StepRecord>();
+          const calls: StepCall[] = [];
+          // every step runs up to its handler call (or its end); then the calls run together
+          let waiting = group.length;
+          let allThere!: () => void;
+          const there = new Promise<void>((resolve) => (allThere = resolve));
+          const settled = group.map((entry, order) => {
+            let arrived = false;
+            const arrive = () => {
+              if (!arrived && (arrived = true) && --waiting === 0) allThere();
+            };
+            const turn: SharedTurn = {
+              row: rows.get(entry.commandId),
+              step: (handler, context) =>
+                new Promise((resolve, reject) => {
+                  calls.push({ order, handler, context, resolve, reject } as unknown as StepCall);
+                  arrive();
+                }),
+              write: (record) => records.set(entry, record),
+            };
+            return entry.fn(trx, turn).then(
+              (value) => ({ entry, ok: true as const, value }),
+              (error: unknown) => ({ entry, ok: false as const, error }),
+            ).finally(arrive);
+          });
+          await there;
+          await runCalls(trx, calls);
           const done = new Map<Entry, unknown>();
-          for (const entry of group) {
-            try {
-              done.set(entry, await entry.fn(trx, { row: rows.get(entry.commandId), write: (record) => records.push(record) }));
-            } catch (error) {
-              if (!(error instanceof RunAlone)) {
-                failed = entry;
-                throw error;
-              }
-              later.push(entry);
+          let failure: unknown;
+          for (const outcome of await Promise.all(settled)) {
+            if (outcome.ok) done.set(outcome.entry, outcome.value);
+            else if (outcome.error instanceof RunAlone) later.push(outcome.entry);
+            else if (!(outcome.error instanceof GroupAborted)) {
+              failed.push(outcome.entry);
+              failure ??= outcome.error;
             }
           }
-          events = records.length > 0 ? await commitSteps(trx, records) : [];
+          if (failure !== undefined) throw failure;
+          if (done.size + later.length < group.length) throw new GroupAborted('a step of the group did not run');
+          const written = group.flatMap((entry) => (records.has(entry) ? [records.get(entry)!] : []));
+          events = written.length > 0 ? await commitSteps(trx, written) : [];
           return done;
         });
     } catch (error) {
       const conflict = conflictState(error);
       if (conflict) this.options.onConflictRetry?.(conflict);
-      // rolled back: the step that failed runs alone, the others go back to the head of the queue
+      // rolled back: the steps that failed run alone, the others go back to the head of the queue
       // (if the lock or the commit itself failed, every step runs alone)
-      const rest = group.filter((entry) => entry !== failed && !later.includes(entry));
-      if (failed) this.waiting.unshift(...rest);
-      for (const entry of failed ? [...later, failed] : [...later, ...rest]) void this.alone(entry);
+      const rest = group.filter((entry) => !failed.includes(entry) && !later.includes(entry));
+      if (failed.length > 0) this.waiting.unshift(...rest);
+      for (const entry of failed.length > 0 ? [...later, ...failed] : [...later, ...rest]) void this.alone(entry);
       return;
     }
     this.stats.groups++;
@@ -159,5 +212,46 @@ export class StepGroup {
     for (const [entry, value] of results) entry.resolve(value);
     // not awaited: this lane goes on with the queue while they run, each on a connection of its own
     for (const entry of later) void this.alone(entry);
+  }
+}
+
+/**
+ * Runs the handler calls of a group's steps in the shared transaction: those of one handler with
+ * `stepMany` in one call, the others one by one, in group order. After the first call that
+ * fails, the rest are not run (GroupAborted): the group rolls back.
+ */
+async function runCalls(trx: Trx, arrived: readonly StepCall[]): Promise<void> {
+  const calls = [...arrived].sort((a, b) => a.order - b.order);
+  const batched = new Map<CommandHandler<CommandType>, StepCall[]>();
+  for (const call of calls) if (call.handler.stepMany) batched.set(call.handler, [...(batched.get(call.handler) ?? []), call]);
+  const units: StepCall[][] = [];
+  for (const call of calls) {
+    const together = batched.get(call.handler);
+    if (together && together.length > 1) {
+      if (together[0] === call) units.push(together);
+    } else units.push([call]);
+  }
+  let aborted: unknown;
+  for (const unit of units) {
+    if (aborted !== undefined) {
+      for (const call of unit) call.reject(new GroupAborted('an earlier step of the group failed'));
+      continue;
+    }
+    try {
+      if (unit.length === 1) unit[0]!.resolve(await unit[0]!.handler.step(unit[0]!.context));
+      else {
+        const outcomes = await unit[0]!.handler.stepMany!(trx, unit.map((call) => call.context));
+        unit.forEach((call, i) => {
+          const outcome = outcomes[i]!;
+          if (outcome instanceof Error) {
+            call.reject(outcome);
+            if (!(outcome instanceof RunAlone)) aborted = outcome;
+          } else call.resolve(outcome);
+        });
+      }
+    } catch (error) {
+      aborted = error;
+      for (const call of unit) call.reject(error);
+    }
   }
 }

@@ -101,6 +101,61 @@ export async function deleteVaultTokens(trx: Executor, collection: string, scope
   return rows.sort((a, b) => compareKeys(a.id, b.id));
 }
 
+/** One of the listed deletes that deleteListedVaultTokensTogether runs in one statement. */
+export interface ListedDelete {
+  collection: string;
+  scope: TenantScope;
+  /** Listed criteria (see isListed): token IDs and/or object IDs, active or archived. */
+  criteria: TokenCriteria;
+}
+
+/**
+ * Runs several listed deletes (see isListed) in ONE prepared statement, with the result of running
+ * them one after another in the order given: a token that several of them match is deleted by the
+ * first. A delete matching more than `limit` tokens is left out whole (it needs batches of its
+ * own) and deletes nothing: 'too many'. Returns, per delete in order, the keys and token IDs it
+ * deleted in key order, or 'too many'. Under REPEATABLE READ a row changed since the snapshot
+ * raises 40001 (nothing of the statement is kept), and the caller retries.
+ */
+export async function deleteListedVaultTokensTogether(trx: Executor, deletes: readonly ListedDelete[], limit: number): Promise<({ id: string; token_id: string }[] | 'too many')[]> {
+  const input = deletes.map(({ collection, scope, criteria }, ord) => ({
+    ord,
+    collection,
+    token_ids: criteria.token_ids ?? null,
+    object_ids: criteria.object_ids ?? null,
+    scope,
+    archived: criteria.archived,
+  }));
+  // the rules of matching(), written for a row of `req`; token IDs first, object IDs when only those are listed
+  const where = sql`vault_tokens.collection = r.collection and (r.scope is null or vault_tokens.tenant_id = any(r.scope)) and ${isArchived} = r.archived`;
+  const [row] = await executePrepared(
+    trx,
+    sql<{ too_many: number[]; deleted: [number, string, string][] }>`
+      with req as (
+        select * from jsonb_to_recordset(${JSON.stringify(input)}::jsonb) as r (ord int, collection text, token_ids text[], object_ids text[], scope text[], archived boolean)
+      ), hits as (
+        select r.ord, r.collection, vault_tokens.id from req r join vault_tokens on vault_tokens.token_id = any(r.token_ids) and ${where}
+        where r.token_ids is not null and (r.object_ids is null or vault_tokens.object_id = any(r.object_ids))
+        union all
+        select r.ord, r.collection, vault_tokens.id from req r join vault_tokens on vault_tokens.object_id = any(r.object_ids) and ${where}
+        where r.token_ids is null
+      ), too_many as (
+        select ord from hits group by ord having count(*) > ${limit}::int
+      ), owners as (
+        select collection, id, min(ord) as ord from hits where ord not in (select ord from too_many) group by collection, id
+      ), deleted as (
+        delete from vault_tokens using owners where vault_tokens.collection = owners.collection and vault_tokens.id = owners.id returning owners.ord, vault_tokens.id, vault_tokens.token_id
+      )
+      select (select coalesce(json_agg(ord), '[]') from too_many) as too_many,
+             (select coalesce(json_agg(json_build_array(ord, id::text, token_id) order by ord, id), '[]') from deleted) as deleted`.compile(trx),
+  );
+  if (!row) throw new Error('the listed delete statement returned no row');
+  const out: ({ id: string; token_id: string }[] | 'too many')[] = deletes.map(() => []);
+  for (const ord of row.too_many) out[ord] = 'too many';
+  for (const [ord, id, token_id] of row.deleted) (out[ord] as { id: string; token_id: string }[]).push({ id, token_id });
+  return out;
+}
+
 /** Whether a token matching listed criteria (see isListed) with `id > afterId` remains. */
 export async function hasListedVaultTokenAfter(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string): Promise<boolean> {
   const rows = await executePrepared(db, firstMatchAfter(db, collection, scope, criteria, afterId).compile());

@@ -2,11 +2,12 @@ import { Queue } from 'bullmq';
 import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
 import type { Db } from '../../db/database.js';
 import { type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
+import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { StepGroup } from '../../worker/step-group.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -20,8 +21,8 @@ import { type Stack, startStack } from '../helpers/stack.js';
 
 const silent = pino({ level: 'silent' });
 
-async function submit(stack: Stack, body: Record<string, unknown>): Promise<string> {
-  const r = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body });
+async function submit(stack: Stack, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<string> {
+  const r = await call(stack, 'POST', '/v1/commands', { headers: { ...stack.admin, ...headers }, body });
   if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body.job_id as string;
 }
@@ -206,6 +207,129 @@ describe('group commit of short command steps', () => {
     expect((await eventsOf(twice)).map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
     expect((await auditOf(twice)).map((r) => r.action)).toEqual(['tokens.deleted']);
     expect((await commandsOf([twice])).get(twice)).toMatchObject({ state: 'succeeded', attempts: 1 });
+  });
+
+  const deleteSome = (collection: string, tokenIds: readonly (string | undefined)[]) => ({ type: 'tokens.delete', collection, token_ids: tokenIds, reason: 'AppFunctionality' });
+
+  it('deletes the named tokens of a group in one statement, as if the deletes ran one after another in group order', async () => {
+    const [filler, x, y, z, w] = await collectionWith('together', 5);
+    // the filler runs alone (the lane is free); the three others wait and share one group
+    const ids = [await submit(stack, deleteOne('together', filler!))];
+    ids.push(await submit(stack, deleteSome('together', [x, y])));
+    ids.push(await submit(stack, deleteSome('together', [y, z])));
+    ids.push(await submit(stack, deleteSome('together', [w, 'no-such-token'])));
+    const many = vi.spyOn(deleteTokensHandler, 'stepMany');
+    try {
+      const { outcomes, group } = await runTogether(ids);
+
+      expect(outcomes).toEqual([1, 2, 1, 1].map((deleted) => ({ state: 'succeeded', result: { deleted } })));
+      expect(group.stats).toEqual({ groups: 1, steps: 3 });
+      expect(many).toHaveBeenCalledTimes(1);
+      expect(many.mock.calls[0]![1].map((context) => context.commandId)).toEqual(ids.slice(1));
+    } finally {
+      many.mockRestore();
+    }
+    // y went to the first delete that named it; each event and audit row names what its command deleted
+    const deletedBy = async (id: string) => ({
+      events: (await eventsOf(id)).filter((e) => e.type === 'tokens.deleted').flatMap((e) => e.data.token_ids as string[]),
+      audit: (await auditOf(id)).flatMap((r) => (r.data as { token_ids: string[] }).token_ids),
+    });
+    expect(await deletedBy(ids[1]!)).toEqual({ events: [x, y], audit: [x, y] }); // in key order
+    expect(await deletedBy(ids[2]!)).toEqual({ events: [z], audit: [z] });
+    expect(await deletedBy(ids[3]!)).toEqual({ events: [w], audit: [w] });
+    expect(await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'together').execute()).toEqual([]);
+  });
+
+  it('two deletes of a group naming the same tokens: one deletes them all, the other finds none (never a share each)', async () => {
+    const [filler, x, y] = await collectionWith('same_tokens', 3);
+    const ids = [await submit(stack, deleteOne('same_tokens', filler!))];
+    const first = await submit(stack, deleteSome('same_tokens', [x, y]));
+    const second = await submit(stack, deleteSome('same_tokens', [y, x]));
+
+    const { outcomes } = await runTogether([...ids, first, second]);
+
+    const both = [outcomes[1], outcomes[2]];
+    expect(both).toContainEqual({ state: 'succeeded', result: { deleted: 2 } });
+    expect(both).toContainEqual(expect.objectContaining({ state: 'failed', error: expect.objectContaining({ error_code: 'PV3009' }) }));
+  });
+
+  it('a delete and a rotate of the same token in one group: the result of one of the two orders', async () => {
+    const [filler, x] = await collectionWith('delete_rotate', 2);
+    const ids = [await submit(stack, deleteOne('delete_rotate', filler!))];
+    const remove = await submit(stack, deleteOne('delete_rotate', x!));
+    const rotate = await submit(stack, { type: 'tokens.rotate', collection: 'delete_rotate', token_ids: [x], reason: 'AppFunctionality' });
+
+    const { outcomes } = await runTogether([...ids, remove, rotate]);
+
+    const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'delete_rotate').execute();
+    if (outcomes[1]!.state === 'succeeded') {
+      // delete first: the rotate finds its token gone
+      expect(outcomes[1]).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+      expect(outcomes[2]).toMatchObject({ state: 'failed', error: { error_code: 'PV3087' } });
+      expect(left).toEqual([]);
+    } else {
+      // rotate first: the delete finds the old ID gone
+      expect(outcomes[1]).toMatchObject({ state: 'failed', error: { error_code: 'PV3009' } });
+      expect(outcomes[2]).toMatchObject({ state: 'succeeded' });
+      expect(left).toHaveLength(1);
+    }
+  });
+
+  it('keeps each grouped delete inside its own tenant scope, criteria and state', async () => {
+    await createCollection(stack, 'scoped_group');
+    const [filler, t1, t2, byObject, archived] = await tokenize(stack, 'scoped_group', [
+      { object: { id: 'filler' } },
+      { object: { id: 'o1' }, tenant_id: 't1' },
+      { object: { id: 'o2' }, tenant_id: 't2' },
+      { object: { id: 'shared-object' } },
+      { object: { id: 'o4' } },
+    ]);
+    await db.updateTable('vault_tokens').set({ archived_at: new Date() }).where('collection', '=', 'scoped_group').where('token_id', '=', archived!).execute();
+    const ids = [await submit(stack, deleteOne('scoped_group', filler!))];
+    // scope t1: the t2 token is as if it did not exist
+    const scoped = await submit(stack, deleteSome('scoped_group', [t1, t2]), { 'x-tenant-id': 't1' });
+    const objects = await submit(stack, { type: 'tokens.delete', collection: 'scoped_group', object_ids: ['shared-object'], reason: 'AppFunctionality' });
+    // active tokens only: the archived one is not deleted, so this one matches nothing
+    const activeOnly = await submit(stack, deleteOne('scoped_group', archived!));
+    const archivedOnly = await submit(stack, { ...deleteOne('scoped_group', archived!), archived: true });
+
+    const many = vi.spyOn(deleteTokensHandler, 'stepMany');
+    try {
+      const { outcomes } = await runTogether([...ids, scoped, objects, activeOnly, archivedOnly]);
+
+      expect(many).toHaveBeenCalled();
+      expect(outcomes.slice(1)).toEqual([
+        { state: 'succeeded', result: { deleted: 1 } },
+        { state: 'succeeded', result: { deleted: 1 } },
+        expect.objectContaining({ state: 'failed', error: expect.objectContaining({ error_code: 'PV3009' }) }),
+        { state: 'succeeded', result: { deleted: 1 } },
+      ]);
+    } finally {
+      many.mockRestore();
+    }
+    expect((await eventsOf(scoped)).find((e) => e.type === 'tokens.deleted')!.data.token_ids).toEqual([t1]);
+    expect((await eventsOf(objects)).find((e) => e.type === 'tokens.deleted')!.data.token_ids).toEqual([byObject]);
+    const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'scoped_group').execute();
+    expect(left.map((r) => r.token_id)).toEqual([t2]);
+  });
+
+  it('a grouped delete matching more than a batch leaves the group and deletes in batches of its own', async () => {
+    const [filler, ...named] = await collectionWith('over_batch', 7);
+    const ids = [await submit(stack, deleteOne('over_batch', filler!))];
+    const big = await submit(stack, deleteSome('over_batch', named.slice(0, 3)));
+    const small = await submit(stack, deleteSome('over_batch', named.slice(3, 5)));
+
+    const { outcomes } = await runTogether([...ids, big, small], { deleteBatchSize: 2 });
+
+    expect(outcomes.slice(1)).toEqual([
+      { state: 'succeeded', result: { deleted: 3 } },
+      { state: 'succeeded', result: { deleted: 2 } },
+    ]);
+    expect((await auditOf(big)).map((r) => r.action)).toEqual(['tokens.deleted', 'tokens.deleted']);
+    expect((await eventsOf(big)).map((e) => e.type)).toEqual(['tokens.deleted', 'tokens.deleted', 'command.succeeded']);
+    expect((await auditOf(small)).map((r) => r.action)).toEqual(['tokens.deleted']);
+    const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'over_batch').execute();
+    expect(left.map((r) => r.token_id)).toEqual([named[5]]);
   });
 
   it('the producer marks the jobs of short commands short, and only those', async () => {

@@ -51,4 +51,13 @@ export interface CommandHandler<T extends CommandType> {
    * reads the steps' progress, while the next steps run, so a long count never delays the work.
    */
   countRemaining?(db: Executor, command: CommandOf<T>, audit: AuditContext): Promise<number>;
+  /**
+   * For short commands (optional): the steps of several commands of this type in a group's
+   * transaction with fewer statements than one `step` each (see StepGroup), with the result of
+   * running them one after another in the order given. Returns per context, in order, its outcome
+   * or its error: an AppError (its business failure) or RunAlone (it needs a transaction of its
+   * own); a context that gets an error had no effect. Throws only when the statement itself
+   * failed (a conflict, a fault): then nothing of any of them is kept.
+   */
+  stepMany?(trx: Trx, contexts: readonly StepContext<T>[]): Promise<(StepOutcome<T> | Error)[]>;
 }
