@@ -26,6 +26,30 @@ export function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
 }
 
+/**
+ * Where the slowest 1 % of requests (latency ≥ p99) were sent: how many of the `windowMs` windows
+ * of the measured phase hold them, out of all, and how many the worst window holds. A p99 made by
+ * one stall (a checkpoint, a pause, a backlog draining) sits in a few windows; one made by steady
+ * queueing spreads over most of them.
+ */
+export function tailWindows(sentAt: readonly number[], latencies: readonly number[], start: number, seconds: number, windowMs = 250): { slow: number; windows: number; of: number; worst: number } {
+  const p99 = percentile([...latencies], 0.99);
+  const counts = new Map<number, number>();
+  let slow = 0;
+  latencies.forEach((latency, i) => {
+    if (!(latency >= p99)) return;
+    slow++;
+    const window = Math.floor((sentAt[i]! - start) / windowMs);
+    counts.set(window, (counts.get(window) ?? 0) + 1);
+  });
+  return { slow, windows: counts.size, of: Math.ceil((seconds * 1000) / windowMs), worst: Math.max(0, ...counts.values()) };
+}
+
+/** tailWindows as a short phrase. */
+export function tailPhrase(t: { slow: number; windows: number; of: number; worst: number }): string {
+  return `${t.slow} slowest in ${t.windows} of ${t.of} windows (worst ${t.worst})`;
+}
+
 // ---------------------------------------------------------------- HTTP load
 
 export interface RequestSpec {

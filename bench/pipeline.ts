@@ -44,6 +44,8 @@ import {
   percentile,
   type RequestSpec,
   spawnNode,
+  tailPhrase,
+  tailWindows,
   waitForHttp,
   writeSyscalls,
 } from './pipeline-kit.js';
@@ -356,6 +358,7 @@ interface LatencyRow {
   http99: number;
   lag99: number;
   segments: { name: string; p50: number; p99: number }[];
+  tail: ReturnType<typeof tailWindows>;
   cpu: CpuUse;
 }
 
@@ -366,6 +369,7 @@ interface BareLatencyRow {
   p99: number;
   max: number;
   missing: number;
+  tail: ReturnType<typeof tailWindows>;
   cpu: CpuUse;
 }
 
@@ -605,6 +609,12 @@ try {
           requests.map((r) => r.sentAt - r.dueAt),
           0.99,
         ),
+        tail: tailWindows(
+          accepted.map((r) => r.sentAt),
+          latencies,
+          started,
+          D,
+        ),
         segments: [
           { name: 'send → command row (auth, validation, INSERT start)', p50: percentile(seg.front, 0.5), p99: percentile(seg.front, 0.99) },
           { name: 'command row → worker picks it up (commit, queue.add, BullMQ)', p50: percentile(seg.pickup, 0.5), p99: percentile(seg.pickup, 0.99) },
@@ -640,7 +650,7 @@ try {
       body: JSON.stringify({ type: 'tokens.delete', collection: 'bare', token_ids: [`tok-p${++pipelineN}`], reason: 'AppFunctionality' }),
     });
     for (const target of rates) {
-      const { accepted, cpu: rowCpu } = await openLoopRow(bareUrl, target, barePipelineCommand);
+      const { started, accepted, cpu: rowCpu } = await openLoopRow(bareUrl, target, barePipelineCommand);
       const latencies = accepted.map((r) => {
         const at = watch!.succeeded.get(r.jobId);
         return at === undefined ? Number.POSITIVE_INFINITY : at - r.sentAt;
@@ -652,6 +662,12 @@ try {
         p99: percentile(latencies, 0.99),
         max: percentile(latencies, 1),
         missing: latencies.filter((l) => !Number.isFinite(l)).length,
+        tail: tailWindows(
+          accepted.map((r) => r.sentAt),
+          latencies,
+          started,
+          D,
+        ),
         cpu: rowCpu,
       };
       report.bareLatency.push(row);
@@ -749,9 +765,11 @@ function printReport(): void {
     log('    where the time goes (p50 / p99 ms per command, from Postgres timestamps; same clock):');
     for (const row of r.latency) {
       log(`        at ${fmt(row.fraction * 100, 0)}%: ${row.segments.map((s) => `${s.name.split(' (')[0]} ${f1(s.p50)} / ${f1(s.p99)}`).join('; ')}`);
+      log(`            p99 tail: ${tailPhrase(row.tail)} of 250 ms`);
       log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
     }
     log(`        (segments: ${r.latency[0]!.segments.map((s) => s.name).join('; ')})`);
+    log('        (p99 tail: the requests at or over the p99, by the 250 ms window they were sent in: a stall fills a few windows, steady queueing most)');
   }
   if (r.bareLatency.length) {
     log('    the bare pipeline at the same rates (POST /bare/pipeline: INSERT + queue.add → bare worker: BEGIN; DELETE 1; COMMIT; XADD):');
@@ -762,6 +780,7 @@ function printReport(): void {
         `        ${f0(row.rate).padStart(8)} ${f1(row.p50).padStart(8)} ${f1(row.p99).padStart(8)} ${f1(row.max).padStart(8)}   ${(service ? f2(service.p99 / row.p99) : '—').padStart(22)}` +
           `${row.missing ? `   !! ${row.missing} events missing` : ''}`,
       );
+      log(`            p99 tail: ${tailPhrase(row.tail)} of 250 ms`);
       log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
     }
   }
