@@ -23,6 +23,8 @@ export const ConfigSchema = z.object({
   GROUP_COMMIT_MAX: int(1, 1000).default(32),
   /** Group commit: transactions a worker process runs at once for short commands. */
   GROUP_COMMIT_LANES: int(1, 64).default(2),
+  /** Group commit: lanes beyond the first open for a step that has waited this long (ms); 0 opens them at once. */
+  GROUP_COMMIT_SPARE_LANE_MS: int(0, 10_000).default(20),
   DELETE_BATCH_SIZE: int(1, 100_000).default(20_000),
   EVENTS_STREAM: z.string().min(1).default(DEFAULT_EVENTS_STREAM),
   EVENTS_STREAM_MAXLEN: int(1000, 1_000_000_000).default(1_000_000),

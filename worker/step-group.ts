@@ -51,14 +51,22 @@ export type StepFn<T> = (trx: Trx, turn?: SharedTurn) => Promise<T>;
 
 interface Entry {
   commandId: string;
+  /** When it was submitted (performance.now()). */
+  since: number;
   fn: StepFn<unknown>;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
 
 export interface StepGroupOptions {
-  /** Transactions in flight at once, each on a connection of its own. */
+  /** Transactions in flight at once, at most, each on a connection of its own. */
   lanes: number;
+  /**
+   * Lanes beyond the first open only for a step that has waited this long (default 20 ms): a
+   * lane stuck behind a lock or a long group, or more work than one lane keeps up with. Below
+   * that, steps wait for the one lane and share its next transaction. 0: every lane at once.
+   */
+  spareLaneAfterMs?: number;
   /** Steps per shared transaction, at most. */
   maxSize: number;
   retryPolicy?: RetryPolicy;
@@ -70,14 +78,16 @@ export interface StepGroupOptions {
 }
 
 /**
- * Group commit for command steps. Steps submitted while every lane is busy wait, and the next
- * free lane runs them in ONE REPEATABLE READ transaction: one statement locks all their command
+ * Group commit for command steps. Steps submitted while a lane is busy wait, and the next free
+ * lane runs them in ONE REPEATABLE READ transaction: one statement locks all their command
  * rows, the steps apply their effects (those of a handler with `stepMany`, such as deletes of
  * named tokens, in one statement; the others one after another, in group order), one statement
  * writes all their audit rows, events and states, and one COMMIT (one WAL flush) ends them all.
  * Alone, a one-row command costs five round trips and a commit; a group of n deletes, five in
  * all. When the worker is not busy a step finds a lane free and runs at once, alone: a group
- * never waits for company.
+ * never waits for company. One lane serves moderate load (its groups grow with the load, and
+ * fewer transactions cost less); the others open for steps that have waited spareLaneAfterMs,
+ * so one lane stuck behind a lock does not hold every short command.
  *
  * Each step keeps the guarantees it has alone: its effect and its writes commit together or not
  * at all, and nothing another step does is committed by its failure. When a step of a group
@@ -88,9 +98,10 @@ export interface StepGroupOptions {
 export class StepGroup {
   private readonly waiting: Entry[] = [];
   private busyLanes = 0;
+  private spareTimer: NodeJS.Timeout | undefined;
   private readonly policy: RetryPolicy;
-  /** Shared transactions committed, and the steps they committed. */
-  readonly stats = { groups: 0, steps: 0 };
+  /** Shared transactions committed, the steps they committed, and the most lanes busy at once. */
+  readonly stats = { groups: 0, steps: 0, maxLanes: 0 };
 
   constructor(
     private readonly db: Db,
@@ -102,15 +113,32 @@ export class StepGroup {
   /** Runs the step of `commandId`, alone or in a group; resolves with its result once it committed. */
   run<T>(commandId: string, fn: StepFn<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.waiting.push({ commandId, fn, resolve: resolve as (value: unknown) => void, reject });
-      if (this.busyLanes < this.options.lanes) void this.lane();
+      this.waiting.push({ commandId, since: performance.now(), fn, resolve: resolve as (value: unknown) => void, reject });
+      this.openLane();
     });
+  }
+
+  /** Opens a lane for the waiting steps: the first at once, the others once the oldest step has waited spareLaneAfterMs. */
+  private openLane(): void {
+    const oldest = this.waiting[0];
+    if (!oldest || this.busyLanes >= this.options.lanes) return;
+    const after = this.options.spareLaneAfterMs ?? 20;
+    const waited = performance.now() - oldest.since;
+    if (this.busyLanes === 0 || waited >= after) void this.lane();
+    else this.spareTimer ??= setTimeout(() => {
+      this.spareTimer = undefined;
+      this.openLane();
+    }, after - waited).unref();
   }
 
   private async lane(): Promise<void> {
     this.busyLanes++;
+    this.stats.maxLanes = Math.max(this.stats.maxLanes, this.busyLanes);
     try {
-      while (this.waiting.length > 0) await this.runGroup(this.take());
+      while (this.waiting.length > 0) {
+        await this.runGroup(this.take());
+        this.openLane();
+      }
     } finally {
       this.busyLanes--;
     }

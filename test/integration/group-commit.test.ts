@@ -223,7 +223,7 @@ describe('group commit of short command steps', () => {
       const { outcomes, group } = await runTogether(ids);
 
       expect(outcomes).toEqual([1, 2, 1, 1].map((deleted) => ({ state: 'succeeded', result: { deleted } })));
-      expect(group.stats).toEqual({ groups: 1, steps: 3 });
+      expect(group.stats).toMatchObject({ groups: 1, steps: 3 });
       expect(many).toHaveBeenCalledTimes(1);
       expect(many.mock.calls[0]![1].map((context) => context.commandId)).toEqual(ids.slice(1));
     } finally {
@@ -330,6 +330,42 @@ describe('group commit of short command steps', () => {
     expect((await auditOf(small)).map((r) => r.action)).toEqual(['tokens.deleted']);
     const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'over_batch').execute();
     expect(left.map((r) => r.token_id)).toEqual([named[5]]);
+  });
+
+  it.each([
+    { spareLaneAfterMs: 50, opens: true },
+    { spareLaneAfterMs: 60_000, opens: false },
+  ])('a second lane opens for steps that waited $spareLaneAfterMs ms behind a lane stuck on a lock: $opens', async ({ spareLaneAfterMs, opens }) => {
+    const collection = `spare_lane_${opens}`;
+    const [stuck, ...others] = await collectionWith(collection, 4);
+    const stuckId = await submit(stack, deleteOne(collection, stuck!));
+    const otherIds = await deleteEach(collection, others);
+    const group = new StepGroup(db, { lanes: 2, spareLaneAfterMs, maxSize: 32 });
+    const deps = { db, logger: silent, settings: { deleteBatchSize: 100 }, group };
+    const blocker = new pg.Client({ connectionString: stack.database.url });
+    await blocker.connect();
+    try {
+      await blocker.query('begin');
+      await blocker.query(`update vault_tokens set tags = array['held'] where collection = $1 and token_id = $2`, [collection, stuck]);
+      // the first lane takes the stuck delete and waits on the row lock
+      const first = executeCommand(deps, stuckId, { finalAttempt: false, short: true });
+      for (let i = 0; ; i++) {
+        const { rows } = await blocker.query<{ n: number }>(`select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid) where not l.granted and a.datname = current_database()`);
+        if (rows[0]!.n > 0) break;
+        if (i > 500) throw new Error('the first lane never waited for the held row');
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      const rest = Promise.all(otherIds.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true })));
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      const states = [...(await commandsOf(otherIds)).values()].map((r) => r.state);
+      expect(states).toEqual(otherIds.map(() => (opens ? 'succeeded' : 'queued')));
+      expect(group.stats.maxLanes).toBe(opens ? 2 : 1);
+      await blocker.query('commit');
+      expect(await first).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+      expect(await rest).toEqual(otherIds.map(() => ({ state: 'succeeded', result: { deleted: 1 } })));
+    } finally {
+      await blocker.end();
+    }
   });
 
   it('the producer marks the jobs of short commands short, and only those', async () => {
