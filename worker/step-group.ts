@@ -180,36 +180,10 @@ export class StepGroup {
             trx,
             group.map((entry) => entry.commandId),
           );
-          const records = new Map<Entry, StepRecord>();
-          const calls: StepCall[] = [];
-          // every step runs up to its handler call (or its end); then the calls run together
-          let waiting = group.length;
-          let allThere!: () => void;
-          const there = new Promise<void>((resolve) => (allThere = resolve));
-          const settled = group.map((entry, order) => {
-            let arrived = false;
-            const arrive = () => {
-              if (!arrived && (arrived = true) && --waiting === 0) allThere();
-            };
-            const turn: SharedTurn = {
-              row: rows.get(entry.commandId),
-              step: (handler, context) =>
-                new Promise((resolve, reject) => {
-                  calls.push({ order, handler, context, resolve, reject } as unknown as StepCall);
-                  arrive();
-                }),
-              write: (record) => records.set(entry, record),
-            };
-            return entry.fn(trx, turn).then(
-              (value) => ({ entry, ok: true as const, value }),
-              (error: unknown) => ({ entry, ok: false as const, error }),
-            ).finally(arrive);
-          });
-          await there;
-          await runCalls(trx, calls);
+          const { settled, records } = await runTurns(trx, group, rows);
           const done = new Map<Entry, unknown>();
           let failure: unknown;
-          for (const outcome of await Promise.all(settled)) {
+          for (const outcome of settled) {
             if (outcome.ok) done.set(outcome.entry, outcome.value);
             else if (outcome.error instanceof RunAlone) later.push(outcome.entry);
             else if (!(outcome.error instanceof GroupAborted)) {
@@ -243,6 +217,49 @@ export class StepGroup {
   }
 }
 
+/** How a step of a group ended, up to its commit. */
+type Settled = { entry: Entry; ok: true; value: unknown } | { entry: Entry; ok: false; error: unknown };
+
+/**
+ * Runs the steps of a group side by side in `trx`, each up to its handler call (or its end), then
+ * the calls together (runCalls), then each to its end. Resolves with how each ended, in group
+ * order, and the records they handed over; never rejects.
+ */
+async function runTurns(trx: Trx, group: readonly Entry[], rows: Map<string, CommandRow>): Promise<{ settled: Settled[]; records: Map<Entry, StepRecord> }> {
+  const records = new Map<Entry, StepRecord>();
+  const calls: StepCall[] = [];
+  let waiting = group.length;
+  let allThere!: () => void;
+  const there = new Promise<void>((resolve) => (allThere = resolve));
+  const settled = group.map((entry, order) => {
+    let arrived = false;
+    const arrive = () => {
+      if (arrived) return;
+      arrived = true;
+      if (--waiting === 0) allThere();
+    };
+    const turn: SharedTurn = {
+      row: rows.get(entry.commandId),
+      step: (handler, context) =>
+        new Promise((resolve, reject) => {
+          calls.push({ order, handler, context, resolve, reject } as unknown as StepCall);
+          arrive();
+        }),
+      write: (record) => records.set(entry, record),
+    };
+    return entry
+      .fn(trx, turn)
+      .then(
+        (value): Settled => ({ entry, ok: true, value }),
+        (error: unknown): Settled => ({ entry, ok: false, error }),
+      )
+      .finally(arrive);
+  });
+  await there;
+  await runCalls(trx, calls);
+  return { settled: await Promise.all(settled), records };
+}
+
 /**
  * Runs the handler calls of a group's steps in the shared transaction: those of one handler with
  * `stepMany` in one call, the others one by one, in group order. After the first call that
@@ -251,7 +268,12 @@ export class StepGroup {
 async function runCalls(trx: Trx, arrived: readonly StepCall[]): Promise<void> {
   const calls = [...arrived].sort((a, b) => a.order - b.order);
   const batched = new Map<CommandHandler<CommandType>, StepCall[]>();
-  for (const call of calls) if (call.handler.stepMany) batched.set(call.handler, [...(batched.get(call.handler) ?? []), call]);
+  for (const call of calls) {
+    if (!call.handler.stepMany) continue;
+    let together = batched.get(call.handler);
+    if (!together) batched.set(call.handler, (together = []));
+    together.push(call);
+  }
   const units: StepCall[][] = [];
   for (const call of calls) {
     const together = batched.get(call.handler);
