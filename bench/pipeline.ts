@@ -440,82 +440,81 @@ try {
   let cpu = await snapCpu();
   let maxRate = Number.NaN;
   if (!LATENCY_ONLY) {
-  // ---- (a1) bare durable accept
-  await closedLoop(bareUrl, C, WARMUP, bareCommand, (s) => s === 202);
-  cpu = await snapCpu();
-  report.bareAccept = await closedLoop(bareUrl, C, D, bareCommand, (s) => s === 202);
-  report.bareAcceptCpu = await cpuSince(cpu);
-  progress(`(a) bare accept: ${f0(rate(report.bareAccept.ok, D))} req/s  [${statuses(report.bareAccept)}]`);
+    // ---- (a1) bare durable accept
+    await closedLoop(bareUrl, C, WARMUP, bareCommand, (s) => s === 202);
+    cpu = await snapCpu();
+    report.bareAccept = await closedLoop(bareUrl, C, D, bareCommand, (s) => s === 202);
+    report.bareAcceptCpu = await cpuSince(cpu);
+    progress(`(a) bare accept: ${f0(rate(report.bareAccept.ok, D))} req/s  [${statuses(report.bareAccept)}]`);
 
-  // ---- (b1) service accept, worker stopped: the commands pile up in Postgres and the queue
-  await closedLoop(producerUrl, C, WARMUP, serviceCommand, (s) => s === 202);
-  cpu = await snapCpu();
-  report.accept = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
-  report.acceptCpu = await cpuSince(cpu);
-  producer.assertAlive();
-  progress(`(b) service accept (worker stopped): ${f0(rate(report.accept.ok, D))} req/s  [${statuses(report.accept)}]`);
-  const states = await commandStates();
-  const N = states.queued ?? 0;
-  if (N === 0) throw new Error(`no command was accepted: ${JSON.stringify(states)}; first unexpected answer: ${report.accept.firstUnexpected}`);
+    // ---- (b1) service accept, worker stopped: the commands pile up in Postgres and the queue
+    await closedLoop(producerUrl, C, WARMUP, serviceCommand, (s) => s === 202);
+    cpu = await snapCpu();
+    report.accept = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
+    report.acceptCpu = await cpuSince(cpu);
+    producer.assertAlive();
+    progress(`(b) service accept (worker stopped): ${f0(rate(report.accept.ok, D))} req/s  [${statuses(report.accept)}]`);
+    const states = await commandStates();
+    const N = states.queued ?? 0;
+    if (N === 0) throw new Error(`no command was accepted: ${JSON.stringify(states)}; first unexpected answer: ${report.accept.firstUnexpected}`);
 
-  // ---- (a2) bare worker draining as many jobs as the service has queued
-  t = performance.now();
-  await sql`
-    insert into vault_tokens (collection, token_id, object_id, tags)
-    select 'bare', 'tok-' || g, 'obj-' || g, array['bench'] from generate_series(1, ${N}::int) as g`.execute(db);
-  await sql`analyze vault_tokens`.execute(db);
-  const bareQueue = new Queue(BARE_EXEC_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
-  queues.push(bareQueue);
-  await bareQueue.pause();
-  for (let start = 1; start <= N; start += 1000) {
-    const jobs = [];
-    for (let g = start; g < Math.min(N + 1, start + 1000); g++) {
-      const id = crypto.randomUUID();
-      jobs.push({ name: COMMAND_JOB_NAME, data: { command_id: id, collection: 'bare', token_id: `tok-${g}` }, opts: { ...COMMAND_JOB_OPTIONS, jobId: id } });
+    // ---- (a2) bare worker draining as many jobs as the service has queued
+    t = performance.now();
+    await sql`
+      insert into vault_tokens (collection, token_id, object_id, tags)
+      select 'bare', 'tok-' || g, 'obj-' || g, array['bench'] from generate_series(1, ${N}::int) as g`.execute(db);
+    await sql`analyze vault_tokens`.execute(db);
+    const bareQueue = new Queue(BARE_EXEC_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
+    queues.push(bareQueue);
+    await bareQueue.pause();
+    for (let start = 1; start <= N; start += 1000) {
+      const jobs = [];
+      for (let g = start; g < Math.min(N + 1, start + 1000); g++) {
+        const id = crypto.randomUUID();
+        jobs.push({ name: COMMAND_JOB_NAME, data: { command_id: id, collection: 'bare', token_id: `tok-${g}` }, opts: { ...COMMAND_JOB_OPTIONS, jobId: id } });
+      }
+      await bareQueue.addBulk(jobs);
     }
-    await bareQueue.addBulk(jobs);
-  }
-  const bareWorker = track(forkNode('bare-worker', BARE_JS, { ...baseEnv, BARE_MODE: 'worker', BARE_JOBS: String(N) }));
-  await nextMessage(bareWorker, 'ready', 30_000);
-  progress(`pre-filled the bare queue with ${N} jobs (and ${N} tokens) in ${f1((performance.now() - t) / 1000)} s`);
-  cpu = await snapCpu();
-  t = performance.now();
-  await bareQueue.resume();
-  const drained = await nextMessage<{ type: string; completed: number; failed: number; firstError?: string }>(bareWorker, 'drained', DRAIN_TIMEOUT_S * 1000);
-  const bareSeconds = (performance.now() - t) / 1000;
-  report.bareDrain = { jobs: N, seconds: bareSeconds, failed: drained.failed, cpu: await cpuSince(cpu) };
-  if (drained.failed > 0) log(`  !! bare worker: ${drained.failed} jobs failed; first error: ${drained.firstError}`);
-  progress(`(a) bare worker: ${N} jobs in ${f2(bareSeconds)} s = ${f0(rate(N, bareSeconds))} jobs/s`);
-  await bareWorker.stop();
+    const bareWorker = track(forkNode('bare-worker', BARE_JS, { ...baseEnv, BARE_MODE: 'worker', BARE_JOBS: String(N) }));
+    await nextMessage(bareWorker, 'ready', 30_000);
+    progress(`pre-filled the bare queue with ${N} jobs (and ${N} tokens) in ${f1((performance.now() - t) / 1000)} s`);
+    cpu = await snapCpu();
+    t = performance.now();
+    await bareQueue.resume();
+    const drained = await nextMessage<{ type: string; completed: number; failed: number; firstError?: string }>(bareWorker, 'drained', DRAIN_TIMEOUT_S * 1000);
+    const bareSeconds = (performance.now() - t) / 1000;
+    report.bareDrain = { jobs: N, seconds: bareSeconds, failed: drained.failed, cpu: await cpuSince(cpu) };
+    if (drained.failed > 0) log(`  !! bare worker: ${drained.failed} jobs failed; first error: ${drained.firstError}`);
+    progress(`(a) bare worker: ${N} jobs in ${f2(bareSeconds)} s = ${f0(rate(N, bareSeconds))} jobs/s`);
+    await bareWorker.stop();
 
-  // ---- (b2) service worker draining the N commands accepted above
-  const commandQueue = new Queue(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
-  queues.push(commandQueue);
-  await commandQueue.pause();
-  const metricsPort = await freePort();
-  worker = track(spawnNode('worker', WORKER_JS, { ...baseEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
-  await waitForHttp(worker, `http://127.0.0.1:${metricsPort}/metrics`);
-  const before = watch.succeeded.size + watch.failed.size;
-  cpu = await snapCpu();
-  t = performance.now();
-  await commandQueue.resume();
-  let timedOut = false;
-  while (watch.succeeded.size + watch.failed.size - before < N) {
-    worker.assertAlive();
-    if (performance.now() - t > DRAIN_TIMEOUT_S * 1000) {
-      timedOut = true;
-      break;
+    // ---- (b2) service worker draining the N commands accepted above
+    const commandQueue = new Queue(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
+    queues.push(commandQueue);
+    await commandQueue.pause();
+    const metricsPort = await freePort();
+    worker = track(spawnNode('worker', WORKER_JS, { ...baseEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
+    await waitForHttp(worker, `http://127.0.0.1:${metricsPort}/metrics`);
+    const before = watch.succeeded.size + watch.failed.size;
+    cpu = await snapCpu();
+    t = performance.now();
+    await commandQueue.resume();
+    let timedOut = false;
+    while (watch.succeeded.size + watch.failed.size - before < N) {
+      worker.assertAlive();
+      if (performance.now() - t > DRAIN_TIMEOUT_S * 1000) {
+        timedOut = true;
+        break;
+      }
+      await sleep(20);
     }
-    await sleep(20);
-  }
-  const drainSeconds = (performance.now() - t) / 1000;
-  const done = watch.succeeded.size + watch.failed.size - before;
-  report.drain = { jobs: N, seconds: drainSeconds, done, cpu: await cpuSince(cpu), timedOut };
-  progress(`(b) service worker (pid ${worker.pid}): ${done} of ${N} commands → command.succeeded/failed event in ${f2(drainSeconds)} s = ${f0(rate(done, drainSeconds))} /s${timedOut ? ' (TIMED OUT)' : ''}`);
-  await drainService(DRAIN_TIMEOUT_S);
-  const afterDrain = await commandStates();
-  if (afterDrain.failed) log(`  !! ${afterDrain.failed} commands failed: ${JSON.stringify((await sql`select error, count(*) from commands where state = 'failed' group by error`.execute(db)).rows)}`);
-
+    const drainSeconds = (performance.now() - t) / 1000;
+    const done = watch.succeeded.size + watch.failed.size - before;
+    report.drain = { jobs: N, seconds: drainSeconds, done, cpu: await cpuSince(cpu), timedOut };
+    progress(`(b) service worker (pid ${worker.pid}): ${done} of ${N} commands → command.succeeded/failed event in ${f2(drainSeconds)} s = ${f0(rate(done, drainSeconds))} /s${timedOut ? ' (TIMED OUT)' : ''}`);
+    await drainService(DRAIN_TIMEOUT_S);
+    const afterDrain = await commandStates();
+    if (afterDrain.failed) log(`  !! ${afterDrain.failed} commands failed: ${JSON.stringify((await sql`select error, count(*) from commands where state = 'failed' group by error`.execute(db)).rows)}`);
   } else {
     // --latency-only: the open-loop rows at --rates, for the service and the bare pipeline, nothing
     // else. The full run's earlier phases leave ~100,000 commands behind; so does this, before the
@@ -532,19 +531,19 @@ try {
   if (QUICK) await worker!.stop();
   else {
     if (!LATENCY_ONLY) {
-    // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate
-    cpu = await snapCpu();
-    const windowStart = performance.now();
-    const load = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
-    const windowEnd = windowStart + D * 1000;
-    const sustainedCpu = await cpuSince(cpu);
-    let completedInWindow = 0;
-    for (const at of watch.succeeded.values()) if (at >= windowStart && at <= windowEnd) completedInWindow++;
-    const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
-    report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
-    maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
-    report.maxRate = maxRate;
-    progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
+      // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate
+      cpu = await snapCpu();
+      const windowStart = performance.now();
+      const load = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
+      const windowEnd = windowStart + D * 1000;
+      const sustainedCpu = await cpuSince(cpu);
+      let completedInWindow = 0;
+      for (const at of watch.succeeded.values()) if (at >= windowStart && at <= windowEnd) completedInWindow++;
+      const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
+      report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
+      maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
+      report.maxRate = maxRate;
+      progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
     }
 
     // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
@@ -676,20 +675,20 @@ try {
     await barePipeline.stop();
 
     if (!LATENCY_ONLY) {
-    // ---- (c) verify against a bare route running the same SELECT
-    const verifySpec = (): RequestSpec => ({ method: 'GET', path: '/v1/auth/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
-    const bareVerifySpec = (): RequestSpec => ({ method: 'GET', path: '/bare/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
-    await closedLoop(bareUrl, C, WARMUP, bareVerifySpec, (s) => s === 200);
-    cpu = await snapCpu();
-    report.bareVerify = await closedLoop(bareUrl, C, D, bareVerifySpec, (s) => s === 200);
-    report.bareVerifyCpu = await cpuSince(cpu);
-    progress(`(c) bare verify: ${f0(rate(report.bareVerify.ok, D))} req/s [${statuses(report.bareVerify)}]`);
-    await closedLoop(producerUrl, C, WARMUP, verifySpec, (s) => s === 200);
-    cpu = await snapCpu();
-    report.verify = await closedLoop(producerUrl, C, D, verifySpec, (s) => s === 200);
-    report.verifyCpu = await cpuSince(cpu);
-    progress(`(c) service verify: ${f0(rate(report.verify.ok, D))} req/s [${statuses(report.verify)}]`);
-    producer.assertAlive();
+      // ---- (c) verify against a bare route running the same SELECT
+      const verifySpec = (): RequestSpec => ({ method: 'GET', path: '/v1/auth/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
+      const bareVerifySpec = (): RequestSpec => ({ method: 'GET', path: '/bare/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
+      await closedLoop(bareUrl, C, WARMUP, bareVerifySpec, (s) => s === 200);
+      cpu = await snapCpu();
+      report.bareVerify = await closedLoop(bareUrl, C, D, bareVerifySpec, (s) => s === 200);
+      report.bareVerifyCpu = await cpuSince(cpu);
+      progress(`(c) bare verify: ${f0(rate(report.bareVerify.ok, D))} req/s [${statuses(report.bareVerify)}]`);
+      await closedLoop(producerUrl, C, WARMUP, verifySpec, (s) => s === 200);
+      cpu = await snapCpu();
+      report.verify = await closedLoop(producerUrl, C, D, verifySpec, (s) => s === 200);
+      report.verifyCpu = await cpuSince(cpu);
+      progress(`(c) service verify: ${f0(rate(report.verify.ok, D))} req/s [${statuses(report.verify)}]`);
+      producer.assertAlive();
     }
   }
 } catch (error) {
