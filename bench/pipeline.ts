@@ -99,6 +99,8 @@ const rate = (n: number, seconds: number) => n / seconds;
 const f0 = (n: number) => (Number.isFinite(n) ? fmt(n, 0) : '—');
 const f1 = (n: number) => (Number.isFinite(n) ? fmt(n, 1) : '—');
 const f2 = (n: number) => (Number.isFinite(n) ? fmt(n, 2) : '—');
+/** A fraction of the maximum rate as a percentage ('—' when no maximum was measured: --latency-only). */
+const pct = (fraction: number) => (Number.isFinite(fraction) ? `${fmt(fraction * 100, 0)}%` : '—');
 
 /** Environment of every process of the run. */
 const baseEnv: Record<string, string> = {
@@ -624,7 +626,7 @@ try {
       };
       report.latency.push(row);
       progress(
-        `(b) open loop at ${fmt(fraction * 100, 0)}% = ${f0(target)}/s: request → event p50 ${f1(row.p50)} ms, p99 ${f1(row.p99)} ms; ` +
+        `(b) open loop at ${pct(fraction)} = ${f0(target)}/s: request → event p50 ${f1(row.p50)} ms, p99 ${f1(row.p99)} ms; ` +
           `accepted ${f0(row.acceptedPerS)}/s, completed ${f0(row.completedPerS)}/s${missing ? `, ${missing} events MISSING after 30 s` : ''}`,
       );
       await drainService(DRAIN_TIMEOUT_S);
@@ -754,7 +756,7 @@ function printReport(): void {
     log('        % of max   rate/s   accepted/s  completed/s   p50 ms   p99 ms   max ms   HTTP 202 p50/p99 ms   generator lag p99 ms');
     for (const row of r.latency) {
       log(
-        `        ${`${fmt(row.fraction * 100, 0)}%`.padStart(8)} ${f0(row.rate).padStart(8)} ${f0(row.acceptedPerS).padStart(11)} ${f0(row.completedPerS).padStart(12)} ` +
+        `        ${pct(row.fraction).padStart(8)} ${f0(row.rate).padStart(8)} ${f0(row.acceptedPerS).padStart(11)} ${f0(row.completedPerS).padStart(12)} ` +
           `${f1(row.p50).padStart(8)} ${f1(row.p99).padStart(8)} ${f1(row.max).padStart(8)}   ${`${f1(row.http50)} / ${f1(row.http99)}`.padStart(19)}   ${f1(row.lag99).padStart(20)}`,
       );
       if (row.missing || row.failed || row.accepted !== row.sent) {
@@ -763,7 +765,7 @@ function printReport(): void {
     }
     log('    where the time goes (p50 / p99 ms per command, from Postgres timestamps; same clock):');
     for (const row of r.latency) {
-      log(`        at ${fmt(row.fraction * 100, 0)}%: ${row.segments.map((s) => `${s.name.split(' (')[0]} ${f1(s.p50)} / ${f1(s.p99)}`).join('; ')}`);
+      log(`        at ${pct(row.fraction)}: ${row.segments.map((s) => `${s.name.split(' (')[0]} ${f1(s.p50)} / ${f1(s.p99)}`).join('; ')}`);
       log(`            p99 tail: ${tailPhrase(row.tail)} of 250 ms`);
       log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
     }
