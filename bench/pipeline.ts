@@ -300,6 +300,14 @@ async function drainService(timeoutS: number): Promise<number> {
   return (performance.now() - start) / 1000;
 }
 
+/** A closed loop at full rate: WARMUP seconds, then D measured seconds and the CPU they used. */
+async function measuredClosedLoop(url: URL, next: () => RequestSpec, expected: number): Promise<{ load: LoadResult; cpu: CpuUse }> {
+  await closedLoop(url, C, WARMUP, next, (s) => s === expected);
+  const before = await snapCpu();
+  const load = await closedLoop(url, C, D, next, (s) => s === expected);
+  return { load, cpu: await cpuSince(before) };
+}
+
 let worker: Child | undefined;
 
 /**
@@ -443,17 +451,11 @@ try {
   let maxRate = Number.NaN;
   if (!LATENCY_ONLY) {
     // ---- (a1) bare durable accept
-    await closedLoop(bareUrl, C, WARMUP, bareCommand, (s) => s === 202);
-    cpu = await snapCpu();
-    report.bareAccept = await closedLoop(bareUrl, C, D, bareCommand, (s) => s === 202);
-    report.bareAcceptCpu = await cpuSince(cpu);
+    ({ load: report.bareAccept, cpu: report.bareAcceptCpu } = await measuredClosedLoop(bareUrl, bareCommand, 202));
     progress(`(a) bare accept: ${f0(rate(report.bareAccept.ok, D))} req/s  [${statuses(report.bareAccept)}]`);
 
     // ---- (b1) service accept, worker stopped: the commands pile up in Postgres and the queue
-    await closedLoop(producerUrl, C, WARMUP, serviceCommand, (s) => s === 202);
-    cpu = await snapCpu();
-    report.accept = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
-    report.acceptCpu = await cpuSince(cpu);
+    ({ load: report.accept, cpu: report.acceptCpu } = await measuredClosedLoop(producerUrl, serviceCommand, 202));
     producer.assertAlive();
     progress(`(b) service accept (worker stopped): ${f0(rate(report.accept.ok, D))} req/s  [${statuses(report.accept)}]`);
     const states = await commandStates();
@@ -680,15 +682,9 @@ try {
       // ---- (c) verify against a bare route running the same SELECT
       const verifySpec = (): RequestSpec => ({ method: 'GET', path: '/v1/auth/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
       const bareVerifySpec = (): RequestSpec => ({ method: 'GET', path: '/bare/verify', headers: { authorization: `Bearer ${gatewayToken}`, 'x-subject-token': userToken } });
-      await closedLoop(bareUrl, C, WARMUP, bareVerifySpec, (s) => s === 200);
-      cpu = await snapCpu();
-      report.bareVerify = await closedLoop(bareUrl, C, D, bareVerifySpec, (s) => s === 200);
-      report.bareVerifyCpu = await cpuSince(cpu);
+      ({ load: report.bareVerify, cpu: report.bareVerifyCpu } = await measuredClosedLoop(bareUrl, bareVerifySpec, 200));
       progress(`(c) bare verify: ${f0(rate(report.bareVerify.ok, D))} req/s [${statuses(report.bareVerify)}]`);
-      await closedLoop(producerUrl, C, WARMUP, verifySpec, (s) => s === 200);
-      cpu = await snapCpu();
-      report.verify = await closedLoop(producerUrl, C, D, verifySpec, (s) => s === 200);
-      report.verifyCpu = await cpuSince(cpu);
+      ({ load: report.verify, cpu: report.verifyCpu } = await measuredClosedLoop(producerUrl, verifySpec, 200));
       progress(`(c) service verify: ${f0(rate(report.verify.ok, D))} req/s [${statuses(report.verify)}]`);
       producer.assertAlive();
     }
