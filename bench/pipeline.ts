@@ -447,7 +447,7 @@ try {
     body: commandBody(`tok-b${++bareN}`),
   });
 
-  let cpu = await snapCpu();
+  let cpu: CpuSnap; // taken before each measured phase
   let maxRate = Number.NaN;
   if (!LATENCY_ONLY) {
     // ---- (a1) bare durable accept

@@ -95,9 +95,13 @@ export const deleteTokensHandler: CommandHandler<'tokens.delete'> = {
       if (!listed[i]) return new RunAlone();
       const rows = deleted[next++]!;
       if (rows === 'too many') return new RunAlone();
-      if (rows.length === 0) return new AppError('PV3009', {});
       const state = stateOf(null);
-      return outcomeOf(state, namedEffects(command.collection, rows, state, false), total);
+      try {
+        return outcomeOf(state, namedEffects(command.collection, rows, state, false), total);
+      } catch (error) {
+        if (error instanceof AppError) return error; // nothing matched: PV3009, this delete's own failure
+        throw error;
+      }
     });
   },
 
