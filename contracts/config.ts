@@ -37,10 +37,16 @@ export const ConfigSchema = z.object({
   CREDENTIAL_CACHE_MAX: int(0, 1_000_000).default(10_000),
   /** A worker run alone (`npm run worker`) serves GET /metrics on this port when set. */
   METRICS_PORT: int(1, 65535).optional(),
-  /** How often the sweeper deletes dead access tokens (revoked by generation, or expired). */
+  /** How often the sweeper deletes dead access tokens (revoked by generation, or expired) and published outbox events past their retention. */
   SWEEPER_INTERVAL_SECONDS: int(1, 86_400).default(60),
   /** Dead tokens are kept this long, so verify can still answer `revoked` or `expired`. */
   SWEEPER_GRACE_SECONDS: int(0, 30 * 86_400).default(3600),
+  /**
+   * Outbox events already on the stream are kept this long after they were published (to look at
+   * what went out), then the sweeper deletes them: the outbox would otherwise grow by every event
+   * ever published. Unpublished events are never deleted.
+   */
+  OUTBOX_RETENTION_SECONDS: int(0, 30 * 86_400).default(3600),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 

@@ -1,23 +1,29 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
 import { sweepExpiredAccessTokens, sweepRevokedTemporaryTokens } from '../db/repositories/access-token.repository.js';
+import { deletePublishedEvents } from '../db/repositories/outbox.repository.js';
 
 export interface SweeperOptions {
   intervalMs: number;
   graceSeconds: number;
   /** Rows per batch: each batch is its own short statement. */
   batchSize?: number;
+  /** Published outbox events older than this are deleted; undefined: the outbox is left alone. */
+  outboxRetentionSeconds?: number;
 }
 
 /**
- * Deletes dead access tokens in small batches: temporary tokens revoked by a generation bump
- * (they already fail authentication; this only reclaims space) and expired tokens. Revocation
- * never waits for it: rows held by other transactions are skipped.
+ * Deletes, in small batches, what nothing needs any more: dead access tokens (temporary tokens
+ * revoked by a generation bump, which already fail authentication, and expired tokens), and
+ * outbox events published longer ago than the retention (they are on the stream, and their
+ * facts in audit_log). Revocation never waits for it: rows held by other transactions are skipped.
  */
 export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<unknown> | undefined;
   swept = 0;
+  /** Outbox events deleted so far. */
+  prunedEvents = 0;
 
   constructor(
     private readonly db: Db,
@@ -27,8 +33,11 @@ export class Sweeper {
 
   start(): void {
     const tick = () => {
+      const warn = (error: unknown) => this.logger.warn({ err: error }, 'sweep failed; will try again');
       this.round = this.sweepOnce()
-        .catch((error) => this.logger.warn({ err: error }, 'sweep failed; will try again'))
+        .catch(warn)
+        .then(() => this.sweepOutboxOnce())
+        .catch(warn)
         .finally(() => {
           if (this.timer !== undefined) this.timer = setTimeout(tick, this.options.intervalMs);
         });
@@ -55,6 +64,26 @@ export class Sweeper {
     }
     if (total > 0) this.logger.info({ deleted: total }, 'swept dead access tokens');
     this.swept += total;
+    return total;
+  }
+
+  /**
+   * Deletes published outbox events past the retention, a batch at a time, until a batch finds
+   * none (see deletePublishedEvents). Returns how many it deleted; 0 without a retention.
+   */
+  async sweepOutboxOnce(): Promise<number> {
+    const retention = this.options.outboxRetentionSeconds;
+    if (retention === undefined) return 0;
+    const batch = this.options.batchSize ?? 1000;
+    let total = 0;
+    // a batch looks only at the `batch` oldest rows, so it may delete fewer while more are left
+    for (;;) {
+      const n = await deletePublishedEvents(this.db, retention, batch);
+      total += n;
+      if (n === 0) break;
+    }
+    if (total > 0) this.logger.info({ deleted: total }, 'deleted published outbox events past their retention');
+    this.prunedEvents += total;
     return total;
   }
 }

@@ -92,6 +92,24 @@ export async function unpublishedEventsOf(db: Executor, commandId: string): Prom
   );
 }
 
+/**
+ * Deletes at most `limit` of the oldest outbox rows that were published more than
+ * `retentionSeconds` ago (the sweeper's outbox round); returns how many. It looks only at the
+ * `limit` rows with the lowest IDs (the primary key's first entries), so a round costs the same
+ * however large the table: rows go in ID order, and published ones past the retention are at the
+ * front. Unpublished rows are never deleted (an old one among them is the relay's to publish),
+ * and rows another transaction holds are skipped.
+ */
+export async function deletePublishedEvents(db: Executor, retentionSeconds: number, limit: number): Promise<number> {
+  const result = await sql`
+    delete from outbox where id in (
+      select id from outbox
+      where id in (select id from outbox order by id limit ${limit})
+        and published_at < now() - make_interval(secs => ${retentionSeconds})
+      for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
+}
+
 /** Seconds since the oldest unpublished event was committed (0 when none): the relay's lag. */
 export async function outboxLagSeconds(db: Executor): Promise<number> {
   const row = await db

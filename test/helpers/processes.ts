@@ -94,6 +94,7 @@ export function workerEnv(config: Config, logLevel: LogLevel, overrides: Record<
     WORKER_CONCURRENCY: String(config.WORKER_CONCURRENCY),
     SWEEPER_INTERVAL_SECONDS: String(config.SWEEPER_INTERVAL_SECONDS),
     SWEEPER_GRACE_SECONDS: String(config.SWEEPER_GRACE_SECONDS),
+    OUTBOX_RETENTION_SECONDS: String(config.OUTBOX_RETENTION_SECONDS),
     LOG_LEVEL: logLevel,
     BOOTSTRAP_ADMIN_TOKEN: undefined,
     ...overrides,

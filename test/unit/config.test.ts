@@ -31,7 +31,7 @@ describe('loadConfig', () => {
     });
     expect(config.WORKER_CONCURRENCY).toBeGreaterThanOrEqual(1);
     expect(config.DELETE_BATCH_SIZE).toBeGreaterThanOrEqual(1);
-    expect(config).toMatchObject({ GROUP_COMMIT_MAX: 32, GROUP_COMMIT_LANES: 2, GROUP_COMMIT_SPARE_LANE_MS: 20, CREDENTIAL_CACHE_MAX: 10_000 });
+    expect(config).toMatchObject({ GROUP_COMMIT_MAX: 32, GROUP_COMMIT_LANES: 2, GROUP_COMMIT_SPARE_LANE_MS: 20, CREDENTIAL_CACHE_MAX: 10_000, OUTBOX_RETENTION_SECONDS: 3600 });
     expect(config.BOOTSTRAP_ADMIN_TOKEN).toBeUndefined();
   });
 
@@ -46,13 +46,14 @@ describe('loadConfig', () => {
       GROUP_COMMIT_MAX: '1',
       GROUP_COMMIT_SPARE_LANE_MS: '0',
       CREDENTIAL_CACHE_MAX: '0',
+      OUTBOX_RETENTION_SECONDS: '0',
       FORCE_ACCESS_REASON: 'false',
       LOG_LEVEL: 'debug',
       QUEUE_PREFIX: '{revocation}',
       DATABASE_URL: 'postgresql://u@db:5432/x',
       REDIS_URL: 'rediss://cache:6380',
     });
-    expect(config).toMatchObject({ PORT: 9090, WORKER_CONCURRENCY: 3, GROUP_COMMIT_MAX: 1, GROUP_COMMIT_SPARE_LANE_MS: 0, CREDENTIAL_CACHE_MAX: 0, FORCE_ACCESS_REASON: false, LOG_LEVEL: 'debug', QUEUE_PREFIX: '{revocation}' });
+    expect(config).toMatchObject({ PORT: 9090, WORKER_CONCURRENCY: 3, GROUP_COMMIT_MAX: 1, GROUP_COMMIT_SPARE_LANE_MS: 0, CREDENTIAL_CACHE_MAX: 0, OUTBOX_RETENTION_SECONDS: 0, FORCE_ACCESS_REASON: false, LOG_LEVEL: 'debug', QUEUE_PREFIX: '{revocation}' });
   });
 
   it.each([
@@ -66,6 +67,7 @@ describe('loadConfig', () => {
     ['GROUP_COMMIT_LANES', 'two'],
     ['GROUP_COMMIT_SPARE_LANE_MS', '-1'],
     ['CREDENTIAL_CACHE_MAX', '-1'],
+    ['OUTBOX_RETENTION_SECONDS', '1.5'],
     ['FORCE_ACCESS_REASON', 'maybe'],
     ['BOOTSTRAP_ADMIN_TOKEN', 'too-short'],
     ['QUEUE_PREFIX', 'has space'],
