@@ -1,6 +1,7 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Database, Db } from './database.js';
+import { pipelineTransactionBoundaries } from './pipelined.js';
 import { usePreparedStatements } from './prepared.js';
 
 // int8 (counts, identity keys) arrive as strings; we keep them that way and convert where a
@@ -13,6 +14,8 @@ export interface CreateDbOptions {
   applicationName?: string;
   /** How long to wait for a connection before failing (default 5 s). */
   connectionTimeoutMillis?: number;
+  /** pg's pipeline mode, for the two round trips per transaction it saves (see pipelineTransactionBoundaries). */
+  pipeline?: boolean;
 }
 
 /** A Kysely instance over a pg Pool. `db.destroy()` ends the pool. */
@@ -25,6 +28,7 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
     // TCP keepalive: a connection to a vanished server is noticed (and a relay leader's lock is
     // given up) without waiting for the next query to time out
     keepAlive: true,
+    pipeline: options.pipeline ?? false,
   });
   // A client that loses its connection must not crash the process. The pool's 'error' covers
   // idle clients; a checked-out client between queries (inside a transaction that awaits Redis,
@@ -34,6 +38,7 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
   pool.on('connect', (client) => {
     client.on('error', () => {});
     usePreparedStatements(client);
+    if (options.pipeline) pipelineTransactionBoundaries(client);
   });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }

@@ -36,7 +36,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // Jobs waiting for a group hold no connection, so the pool need not grow with the concurrency:
   // the lanes, up to 16 commands running alone (bulk deletes, each with its progress count at
   // times), the reconciler and the sweeper. More jobs than that wait for a connection.
-  const db = createDb(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY, 16) + config.GROUP_COMMIT_LANES + 2, applicationName: 'revocation-worker' });
+  const db = createDb(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY, 16) + config.GROUP_COMMIT_LANES + 2, applicationName: 'revocation-worker', pipeline: true });
   const workerRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-worker' });
   const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-relay' });
   for (const r of [workerRedis, redis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));

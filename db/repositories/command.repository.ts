@@ -3,6 +3,7 @@ import type { AuditContext, Command, JobProgress, JobState, RevocationEvent, Sto
 import type { CommandRow, NewCommand } from '../command.table.js';
 import type { Database, Executor } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
+import { LAST_IN_TRANSACTION } from '../pipelined.js';
 import { executePrepared } from '../prepared.js';
 import { type AuditEntry, auditRows } from './audit-log.repository.js';
 import { type OutboxEvent, outboxRows } from './outbox.repository.js';
@@ -120,7 +121,9 @@ export interface StepRecord {
  * checkpoint (and, on the first step of a delivery, its attempt), and a NOTIFY on
  * COMMAND_CHANNEL per command (`done:<id>` or `step:<id>`, delivered at commit). The rows travel
  * as three JSON arrays, so the statement has one shape for one step or thirty.
- * The steps MUST name distinct commands. Returns each step's outbox rows in order (its `written`
+ * The steps MUST name distinct commands, and the statement MUST be the last of its transaction
+ * (LAST_IN_TRANSACTION: on the worker's pool the COMMIT goes out right behind it, see
+ * db/pipelined.ts). Returns each step's outbox rows in order (its `written`
  * ones first), each with its JSON text: once the transaction commits, the worker puts them on the
  * stream (EventPublisher).
  */
@@ -139,7 +142,7 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
   }));
   const written = await executePrepared(
     trx,
-    sql<{ id: string; event_id: string; steps: number }>`
+    sql<{ id: string; event_id: string; steps: number }>`${sql.raw(LAST_IN_TRANSACTION)}
       with audit_rows as (
         insert into audit_log (command_id, action, actor_id, actor_kind, tenant_ids, reason, adhoc_reason, custom_audit, request_id, source, collection, data)
         select command_id, action, actor_id, actor_kind, tenant_ids, reason, adhoc_reason, custom_audit, request_id, source, collection, data::jsonb
