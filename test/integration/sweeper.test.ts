@@ -48,7 +48,7 @@ async function within<T>(ms: number, promise: Promise<T>, what: string): Promise
   }
 }
 
-describe('the access-token sweeper', () => {
+describe('the sweeper', () => {
   let stack: Stack;
   let db: Db;
 
@@ -238,103 +238,94 @@ describe('the access-token sweeper', () => {
     expect(await sweeper(HOUR, 30).sweepOnce()).toBe(50);
     expect(await tokensOf(frank)).toBe(0);
   });
-});
-
-/**
- * The outbox sweep: published events are kept OUTBOX_RETENTION_SECONDS after they were published,
- * then deleted, so the outbox holds what is still to go out plus a window of what went out,
- * instead of every event ever published. Unpublished events are never deleted, however old.
- */
-describe('the outbox sweep', () => {
-  let stack: Stack;
-  let db: Db;
-
-  beforeAll(async () => {
-    stack = await startStack({ env: { SWEEPER_INTERVAL_SECONDS: '86400' } });
-    db = stack.database.db;
-  });
-  afterAll(() => stack?.close());
-
-  // the sweep looks at the whole table: each test starts with an empty outbox
-  beforeEach(async () => {
-    await db.deleteFrom('outbox').execute();
-  });
-
-  const sweeper = (batchSize?: number, on: Db = db) => new Sweeper(on, silent, { intervalMs: 60_000, graceSeconds: HOUR, outboxRetentionSeconds: HOUR, ...(batchSize !== undefined && { batchSize }) });
 
   /**
-   * Writes `n` events of a new command to the outbox, published `publishedAgo` seconds ago
-   * (null: not published), created a minute before that; returns their outbox IDs.
+   * The outbox sweep: published events are kept OUTBOX_RETENTION_SECONDS after they were published,
+   * then deleted, so the outbox holds what is still to go out plus a window of what went out,
+   * instead of every event ever published. Unpublished events are never deleted, however old.
    */
-  async function events(n: number, publishedAgo: number | null): Promise<string[]> {
-    const commandId = randomUUID();
-    const drafts = Array.from({ length: n }, (_, i) => ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: i === n - 1 } } }));
-    const audit: AuditContext = { actor: { id: 'admin', kind: 'service' }, tenant_ids: null, reason: 'AppFunctionality', adhoc_reason: null, custom_audit: null, request_id: 'r', source: 'http' };
-    const ago = (publishedAgo ?? 0) + 60;
-    const rows = await db
-      .insertInto('outbox')
-      .values(outboxRows(commandId, toEvents(commandId, audit, drafts)).map((row) => ({ ...row, created_at: sql<Date>`now() - make_interval(secs => ${ago})`, published_at: publishedAgo === null ? null : sql<Date>`now() - make_interval(secs => ${publishedAgo})` })))
-      .returning('id')
-      .execute();
-    return rows.map((r) => r.id);
-  }
+  describe('the outbox sweep', () => {
+    // the sweep looks at the whole table: each test starts with an empty outbox
+    beforeEach(async () => {
+      await db.deleteFrom('outbox').execute();
+    });
 
-  async function left(): Promise<string[]> {
-    return (await db.selectFrom('outbox').select('id').orderBy('id').execute()).map((r) => r.id);
-  }
+    const sweeper = (batchSize?: number, on: Db = db) => new Sweeper(on, silent, { intervalMs: 60_000, graceSeconds: HOUR, outboxRetentionSeconds: HOUR, ...(batchSize !== undefined && { batchSize }) });
 
-  it('deletes events published longer ago than the retention; keeps those published since, and every unpublished one however old', async () => {
-    const oldUnpublished = await events(2, null);
-    const expired = await events(3, 2 * HOUR);
-    const recent = await events(2, HOUR - 60);
-    const expiredToo = await events(1, HOUR + 60);
-    const unpublished = await events(2, null);
-
-    expect(await sweeper().sweepOnce()).toBe(0); // the access-token rounds: nothing of theirs here
-    expect(await sweeper().sweepOutboxOnce()).toBe(4);
-
-    expect(await left()).toEqual([...oldUnpublished, ...recent, ...unpublished]);
-    expect(await left()).not.toEqual(expect.arrayContaining([...expired, ...expiredToo]));
-  });
-
-  it('works through the table in statements of at most batchSize rows, each looking at the oldest rows only, and stops when none is left to delete', async () => {
-    await events(250, 2 * HOUR);
-    const kept = await events(20, 60);
-    const observer = new AffectedRows();
-
-    const deleted = await sweeper(100, db.withPlugin(observer)).sweepOutboxOnce();
-
-    expect(deleted).toBe(250);
-    expect(await left()).toEqual(kept);
-    expect(observer.deletes).toEqual([100, 100, 50, 0]);
-  });
-
-  it('gets past unpublished events at the front of the outbox (fewer than a batch) to the published ones behind them', async () => {
-    const stuck = await events(30, null);
-    await events(150, 2 * HOUR);
-    const observer = new AffectedRows();
-
-    expect(await sweeper(100, db.withPlugin(observer)).sweepOutboxOnce()).toBe(150);
-
-    expect(await left()).toEqual(stuck);
-    expect(observer.deletes).toEqual([70, 70, 10, 0]);
-  });
-
-  it('a worker sweeps its outbox on the sweeper interval: a command’s events are on the stream, then gone from the outbox after the retention', async () => {
-    const own = await startStack({ env: { SWEEPER_INTERVAL_SECONDS: '1', OUTBOX_RETENTION_SECONDS: '0' } });
-    try {
-      await createCollection(own, 'swept');
-      const [token] = await tokenize(own, 'swept', [{ object: { id: 'o1' } }]);
-      const r = await call(own, 'DELETE', `/api/pvlt/1.0/data/collections/swept/tokens?token_ids=${token}&reason=AppFunctionality`, { headers: { ...own.admin, prefer: 'wait=10' } });
-      expect(r.status).toBe(200);
-      const jobId = String(r.headers.location).split('/').pop()!;
-      const onStream = await waitForEvents(own, (all) => all.some((e) => e.job_id === jobId && e.type === 'command.succeeded'));
-      expect(onStream.filter((e) => e.job_id === jobId).map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
-      await expect.poll(async () => (await own.database.db.selectFrom('outbox').select('id').where('command_id', '=', jobId).execute()).length, { timeout: 10_000, interval: 200 }).toBe(0);
-      // the facts stay in the audit log
-      expect((await own.database.db.selectFrom('audit_log').select('action').where('command_id', '=', jobId).execute()).map((a) => a.action)).toContain('tokens.deleted');
-    } finally {
-      await own.close();
+    /**
+     * Writes `n` events of a new command to the outbox, published `publishedAgo` seconds ago
+     * (null: not published), created a minute before that; returns their outbox IDs.
+     */
+    async function events(n: number, publishedAgo: number | null): Promise<string[]> {
+      const commandId = randomUUID();
+      const drafts = Array.from({ length: n }, (_, i) => ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: i === n - 1 } } }));
+      const audit: AuditContext = { actor: { id: 'admin', kind: 'service' }, tenant_ids: null, reason: 'AppFunctionality', adhoc_reason: null, custom_audit: null, request_id: 'r', source: 'http' };
+      const ago = (publishedAgo ?? 0) + 60;
+      const rows = await db
+        .insertInto('outbox')
+        .values(outboxRows(commandId, toEvents(commandId, audit, drafts)).map((row) => ({ ...row, created_at: sql<Date>`now() - make_interval(secs => ${ago})`, published_at: publishedAgo === null ? null : sql<Date>`now() - make_interval(secs => ${publishedAgo})` })))
+        .returning('id')
+        .execute();
+      return rows.map((r) => r.id);
     }
+
+    async function left(): Promise<string[]> {
+      return (await db.selectFrom('outbox').select('id').orderBy('id').execute()).map((r) => r.id);
+    }
+
+    it('deletes events published longer ago than the retention; keeps those published since, and every unpublished one however old', async () => {
+      const oldUnpublished = await events(2, null);
+      const expired = await events(3, 2 * HOUR);
+      const recent = await events(2, HOUR - 60);
+      const expiredToo = await events(1, HOUR + 60);
+      const unpublished = await events(2, null);
+
+      expect(await sweeper().sweepOnce()).toBe(0); // the access-token rounds: nothing of theirs here
+      expect(await sweeper().sweepOutboxOnce()).toBe(4);
+
+      expect(await left()).toEqual([...oldUnpublished, ...recent, ...unpublished]);
+      expect(await left()).not.toEqual(expect.arrayContaining([...expired, ...expiredToo]));
+    });
+
+    it('works through the table in statements of at most batchSize rows, each looking at the oldest rows only, and stops when none is left to delete', async () => {
+      await events(250, 2 * HOUR);
+      const kept = await events(20, 60);
+      const observer = new AffectedRows();
+
+      const deleted = await sweeper(100, db.withPlugin(observer)).sweepOutboxOnce();
+
+      expect(deleted).toBe(250);
+      expect(await left()).toEqual(kept);
+      expect(observer.deletes).toEqual([100, 100, 50, 0]);
+    });
+
+    it('gets past unpublished events at the front of the outbox (fewer than a batch) to the published ones behind them', async () => {
+      const stuck = await events(30, null);
+      await events(150, 2 * HOUR);
+      const observer = new AffectedRows();
+
+      expect(await sweeper(100, db.withPlugin(observer)).sweepOutboxOnce()).toBe(150);
+
+      expect(await left()).toEqual(stuck);
+      expect(observer.deletes).toEqual([70, 70, 10, 0]);
+    });
+
+    it('a worker sweeps its outbox on the sweeper interval: a command’s events are on the stream, then gone from the outbox after the retention', async () => {
+      const own = await startStack({ env: { SWEEPER_INTERVAL_SECONDS: '1', OUTBOX_RETENTION_SECONDS: '0' } });
+      try {
+        await createCollection(own, 'swept');
+        const [token] = await tokenize(own, 'swept', [{ object: { id: 'o1' } }]);
+        const r = await call(own, 'DELETE', `/api/pvlt/1.0/data/collections/swept/tokens?token_ids=${token}&reason=AppFunctionality`, { headers: { ...own.admin, prefer: 'wait=10' } });
+        expect(r.status).toBe(200);
+        const jobId = String(r.headers.location).split('/').pop()!;
+        const onStream = await waitForEvents(own, (all) => all.some((e) => e.job_id === jobId && e.type === 'command.succeeded'));
+        expect(onStream.filter((e) => e.job_id === jobId).map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
+        await expect.poll(async () => (await own.database.db.selectFrom('outbox').select('id').where('command_id', '=', jobId).execute()).length, { timeout: 10_000, interval: 200 }).toBe(0);
+        // the facts stay in the audit log
+        expect((await own.database.db.selectFrom('audit_log').select('action').where('command_id', '=', jobId).execute()).map((a) => a.action)).toContain('tokens.deleted');
+      } finally {
+        await own.close();
+      }
+    });
   });
 });
