@@ -32,7 +32,7 @@ function cpuOf(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** Runs `n` worker-shaped transactions on `db`, one after another; returns µs per transaction of wall time, client CPU and backend CPU. */
+/** Runs one worker-shaped transaction per command on `db`, one after another; returns µs per transaction of wall time, client CPU and backend CPU. */
 async function run(db: Db, commands: string[], tokens: string[]): Promise<{ wall: number; client: number; backend: number }> {
   const [backend] = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db)).rows;
   const backendBefore = cpuOf(backend!.pid);
