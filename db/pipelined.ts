@@ -1,8 +1,8 @@
 import type pg from 'pg';
 
 /**
- * A statement whose text begins with this mark is the last of its transaction: the COMMIT is
- * sent right behind it, without waiting for its answer (see pipelineTransactionBoundaries).
+ * A statement whose text carries this mark is the last of its transaction: the COMMIT is sent
+ * right behind it, without waiting for its answer (see pipelineTransactionBoundaries).
  */
 export const LAST_IN_TRANSACTION = '/* last in transaction */ ';
 

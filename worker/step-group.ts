@@ -83,9 +83,10 @@ export interface StepGroupOptions {
  * rows, the steps apply their effects (those of a handler with `stepMany`, such as deletes of
  * named tokens, in one statement; the others one after another, in group order), one statement
  * writes all their audit rows, events and states, and one COMMIT (one WAL flush) ends them all.
- * Alone, a one-row command costs five round trips and a commit; a group of n deletes, five in
- * all. When the worker is not busy a step finds a lane free and runs at once, alone: a group
- * never waits for company. One lane serves moderate load (its groups grow with the load, and
+ * Alone, a one-row command costs three round trips and a commit (BEGIN goes with the lock,
+ * COMMIT with the commit statement: db/pipelined.ts); a group of n deletes, three in all.
+ * When the worker is not busy a step finds a lane free and runs at once, alone: a group never
+ * waits for company. One lane serves moderate load (its groups grow with the load, and
  * fewer transactions cost less); the others open for steps that have waited spareLaneAfterMs,
  * so one lane stuck behind a lock does not hold every short command.
  *

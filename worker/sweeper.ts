@@ -22,8 +22,6 @@ export class Sweeper {
   private timer: NodeJS.Timeout | undefined;
   private round: Promise<unknown> | undefined;
   swept = 0;
-  /** Outbox events deleted so far. */
-  prunedEvents = 0;
 
   constructor(
     private readonly db: Db,
@@ -83,7 +81,6 @@ export class Sweeper {
       if (n === 0) break;
     }
     if (total > 0) this.logger.info({ deleted: total }, 'deleted published outbox events past their retention');
-    this.prunedEvents += total;
     return total;
   }
 }
