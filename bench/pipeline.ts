@@ -831,6 +831,10 @@ function printReport(): void {
   if (r.accept && r.bareAccept) verdict('accepted/s ÷ bare durable accept', r.accept.ok / r.bareAccept.ok, 0.7, '≥');
   const half = r.latency.find((row) => row.fraction === 0.5);
   if (half) verdict('request → event p99 at 50% of the maximum rate', half.p99, 50, '≤', ' ms');
+  // the same p99 against the bare pipeline's at that rate on this machine at this moment: the
+  // figure that measures the service rather than the machine (bench/RESULTS.md, session 9)
+  const bareHalf = half && r.bareLatency.find((row) => row.rate === half.rate);
+  if (half && bareHalf) verdicts.push(`    ${'  the same ÷ bare pipeline p99 at that rate (figure)'.padEnd(52)} ${f2(half.p99 / bareHalf.p99).padStart(10)}   (bare pipeline ${f1(bareHalf.p99)} ms)`);
   if (r.verify && r.bareVerify) verdict('verify req/s ÷ bare SELECT route', r.verify.ok / r.bareVerify.ok, 0.7, '≥');
   if (r.verify && r.bareVerify) {
     const p = (x: LoadResult) => percentile(x.latencies, 0.99);
