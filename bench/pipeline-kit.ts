@@ -163,41 +163,48 @@ export interface OpenLoopRequest {
  */
 export async function openLoop(base: URL, rate: number, seconds: number, maxSockets: number, next: (i: number) => RequestSpec): Promise<OpenLoopRequest[]> {
   const agent = keepAliveAgent(maxSockets);
-  const total = Math.max(1, Math.round(rate * seconds));
   const requests: OpenLoopRequest[] = [];
-  const inFlight: Promise<void>[] = [];
+  await atRate(rate, seconds, (i, dueAt) => {
+    const record: OpenLoopRequest = { dueAt, sentAt: performance.now(), answeredAt: Number.NaN, status: 'error', body: '' };
+    requests.push(record);
+    return send(agent, base, next(i)).then(
+      (answer) => {
+        record.answeredAt = performance.now();
+        record.status = answer.status;
+        record.body = answer.body;
+      },
+      (error: Error) => {
+        record.answeredAt = performance.now();
+        record.body = error.message;
+      },
+    );
+  });
+  agent.destroy();
+  return requests;
+}
+
+/**
+ * Calls `fire(i, dueAt)` `rate` times a second for `seconds` on a fixed schedule from now (`dueAt`:
+ * the performance.now() the i-th call was due), whatever its promises take, then waits for them
+ * all. Returns how many it fired.
+ */
+export async function atRate(rate: number, seconds: number, fire: (i: number, dueAt: number) => Promise<unknown>): Promise<number> {
+  const total = Math.max(1, Math.round(rate * seconds));
+  const inFlight: Promise<unknown>[] = [];
   const start = performance.now();
   await new Promise<void>((resolve) => {
-    // each tick sends what is due and sleeps until the next is due (a 1 ms interval would wake
+    // each tick fires what is due and sleeps until the next is due (a 1 ms interval would wake
     // the generator 1,000 times a second whatever the rate: CPU the system under test needs)
     const tick = () => {
       const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
-      while (requests.length < due) {
-        const i = requests.length;
-        const record: OpenLoopRequest = { dueAt: start + (i * 1000) / rate, sentAt: performance.now(), answeredAt: Number.NaN, status: 'error', body: '' };
-        requests.push(record);
-        inFlight.push(
-          send(agent, base, next(i)).then(
-            (answer) => {
-              record.answeredAt = performance.now();
-              record.status = answer.status;
-              record.body = answer.body;
-            },
-            (error: Error) => {
-              record.answeredAt = performance.now();
-              record.body = error.message;
-            },
-          ),
-        );
-      }
-      if (requests.length >= total) return resolve();
-      setTimeout(tick, Math.max(0, start + (requests.length * 1000) / rate - performance.now()));
+      while (inFlight.length < due) inFlight.push(fire(inFlight.length, start + (inFlight.length * 1000) / rate));
+      if (inFlight.length >= total) return resolve();
+      setTimeout(tick, Math.max(0, start + (inFlight.length * 1000) / rate - performance.now()));
     };
     tick();
   });
   await Promise.all(inFlight);
-  agent.destroy();
-  return requests;
+  return total;
 }
 
 // ---------------------------------------------------------------- events stream

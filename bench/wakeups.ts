@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import pg from 'pg';
-import { cpuSeconds, forkNode, killAllChildren, machineCpuSeconds, nextMessage } from './pipeline-kit.js';
+import { atRate, cpuSeconds, forkNode, killAllChildren, machineCpuSeconds, nextMessage } from './pipeline-kit.js';
 import { fmt } from './support.js';
 
 const BODY = JSON.stringify({ job_id: '0193e4c2-7a1b-7c3d-9e4f-1234567890ab', state: 'queued', type: 'tokens.delete', links: { self: '/v1/jobs/0193e4c2-7a1b-7c3d-9e4f-1234567890ab' } });
@@ -30,24 +30,6 @@ if (process.env.WAKEUPS_ROLE === 'http-server') {
   server.listen(0, '127.0.0.1', () => process.send?.({ type: 'ready', port: (server.address() as { port: number }).port }));
 } else {
   await main();
-}
-
-/** Runs `op` `rate` times a second for `seconds` on a fixed schedule, whatever its answers take. */
-async function atRate(rate: number, seconds: number, op: () => Promise<unknown>): Promise<number> {
-  const total = Math.round(rate * seconds);
-  const inFlight: Promise<unknown>[] = [];
-  const start = performance.now();
-  await new Promise<void>((resolve) => {
-    const tick = () => {
-      const due = Math.min(total, Math.floor(((performance.now() - start) * rate) / 1000) + 1);
-      while (inFlight.length < due) inFlight.push(op());
-      if (inFlight.length >= total) return resolve();
-      setTimeout(tick, Math.max(0, start + (inFlight.length * 1000) / rate - performance.now()));
-    };
-    tick();
-  });
-  await Promise.all(inFlight);
-  return total;
 }
 
 interface Hop {
