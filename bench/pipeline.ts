@@ -99,7 +99,7 @@ const rate = (n: number, seconds: number) => n / seconds;
 const f0 = (n: number) => (Number.isFinite(n) ? fmt(n, 0) : '—');
 const f1 = (n: number) => (Number.isFinite(n) ? fmt(n, 1) : '—');
 const f2 = (n: number) => (Number.isFinite(n) ? fmt(n, 2) : '—');
-/** A fraction of the maximum rate as a percentage ('—' when no maximum was measured: --latency-only). */
+/** A fraction as a percentage ('—' when not a number: e.g. a fraction of the maximum rate under --latency-only, which measures none). */
 const pct = (fraction: number) => (Number.isFinite(fraction) ? `${fmt(fraction * 100, 0)}%` : '—');
 
 /** Environment of every process of the run. */
@@ -192,25 +192,23 @@ interface RedisCommandTime {
 
 let redisPid: number | undefined;
 
-async function redisCpu(): Promise<number> {
-  const info = await redis!.info('cpu');
+/** Redis's CPU seconds so far and its script calls, from one INFO (sections cpu and commandstats). */
+async function redisCounters(): Promise<{ cpu: number; scripts: RedisCommandTime }> {
+  const info = await redis!.info('cpu', 'commandstats');
   const value = (key: string) => Number(new RegExp(`^${key}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
-  return value('used_cpu_sys') + value('used_cpu_user');
-}
-
-async function redisCommandTime(): Promise<RedisCommandTime> {
-  const time: RedisCommandTime = { scriptCalls: 0, scriptUs: 0 };
-  const info = await redis!.info('commandstats');
+  const scripts: RedisCommandTime = { scriptCalls: 0, scriptUs: 0 };
   for (const [, calls, us] of info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+),usec=(\d+)/gm)) {
-    time.scriptCalls += Number(calls);
-    time.scriptUs += Number(us);
+    scripts.scriptCalls += Number(calls);
+    scripts.scriptUs += Number(us);
   }
-  return time;
+  return { cpu: value('used_cpu_sys') + value('used_cpu_user'), scripts };
 }
 
 async function snapCpu(): Promise<CpuSnap> {
   const backends = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and application_name <> 'bench-pipeline'`.execute(db!);
   redisPid ??= Number(/^process_id:(\d+)/m.exec(await redis!.info('server'))?.[1] ?? Number.NaN);
+  // the awaits first, then every /proc counter at once
+  const redisNow = await redisCounters().catch(() => ({ cpu: Number.NaN, scripts: { scriptCalls: Number.NaN, scriptUs: Number.NaN } }));
   const usage = process.cpuUsage();
   const switches = new Map([...children].map((c) => [c.name, contextSwitches(c.pid)]));
   switches.set('bench', contextSwitches(process.pid));
@@ -222,8 +220,8 @@ async function snapCpu(): Promise<CpuSnap> {
     switches,
     postgresSwitches: new Map(backends.rows.map((r) => [r.pid, contextSwitches(r.pid)])),
     postgres: new Map(backends.rows.map((r) => [r.pid, cpuSeconds(r.pid)])),
-    redis: await redisCpu().catch(() => Number.NaN),
-    redisCommands: await redisCommandTime().catch(() => ({ scriptCalls: Number.NaN, scriptUs: Number.NaN })),
+    redis: redisNow.cpu,
+    redisCommands: redisNow.scripts,
     machine: machineCpuSeconds(),
   };
 }

@@ -8,7 +8,6 @@
  * Usage: npm run bench:transactions [-- --transactions 2000 --rounds 3]
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { sql } from 'kysely';
 import type { AuditContext } from '../contracts/index.js';
@@ -18,6 +17,7 @@ import { migrateToLatest } from '../db/migrate.js';
 import { insertCollection } from '../db/repositories/collection.repository.js';
 import { commitStep, lockCommands } from '../db/repositories/command.repository.js';
 import { toEvents } from '../worker/event-envelope.js';
+import { cpuSeconds } from './pipeline-kit.js';
 import { benchConfig, dropDatabase, fmt, median } from './support.js';
 
 const { values } = parseArgs({ options: { transactions: { type: 'string', default: '2000' }, rounds: { type: 'string', default: '3' } } });
@@ -26,16 +26,10 @@ const ROUNDS = Number(values.rounds);
 const { config } = benchConfig();
 const audit: AuditContext = { actor: { id: 'bench', kind: 'service' }, tenant_ids: null, reason: 'AppFunctionality', adhoc_reason: null, custom_audit: null, request_id: 'bench', source: 'http' };
 
-/** CPU seconds a process has used so far (Linux /proc; user + system). */
-function cpuOf(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
 /** Runs one worker-shaped transaction per command on `db`, one after another; returns µs per transaction of wall time, client CPU and backend CPU. */
 async function run(db: Db, commands: string[], tokens: string[]): Promise<{ wall: number; client: number; backend: number }> {
   const [backend] = (await sql<{ pid: number }>`select pg_backend_pid() as pid`.execute(db)).rows;
-  const backendBefore = cpuOf(backend!.pid);
+  const backendBefore = cpuSeconds(backend!.pid);
   const cpu = process.cpuUsage();
   const start = performance.now();
   for (let i = 0; i < commands.length; i++) {
@@ -62,7 +56,7 @@ async function run(db: Db, commands: string[], tokens: string[]): Promise<{ wall
   const wall = performance.now() - start;
   const used = process.cpuUsage(cpu);
   const n = commands.length;
-  return { wall: (wall * 1000) / n, client: (used.user + used.system) / n, backend: ((cpuOf(backend!.pid) - backendBefore) * 1e6) / n };
+  return { wall: (wall * 1000) / n, client: (used.user + used.system) / n, backend: ((cpuSeconds(backend!.pid) - backendBefore) * 1e6) / n };
 }
 
 await migrateToLatest(config.DATABASE_URL);
