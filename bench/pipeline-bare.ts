@@ -36,8 +36,9 @@ process.on('disconnect', () => process.exit(0)); // the bench went away
 const prefix = env('QUEUE_PREFIX');
 
 if (env('BARE_MODE') === 'http') {
-  // Same pool size and Redis options as the producer (producer/server.ts).
-  const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: 10, application_name: 'bench-bare-http' });
+  // Same pool size and Redis options as the producer (producer/server.ts); like every pool of the
+  // service's (db/create-db.ts), it keeps its idle connections.
+  const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: 10, application_name: 'bench-bare-http', idleTimeoutMillis: 0 });
   const redis = new Redis(env('REDIS_URL'), { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: 'bench-bare-http' });
   await new Promise((resolve) => redis.once('ready', resolve));
   const queue = new Queue(BARE_ACCEPT_QUEUE, { connection: redis, prefix });
@@ -89,7 +90,7 @@ if (env('BARE_MODE') === 'http') {
   // Same pool sizing as the service worker (worker/runtime.ts).
   const concurrency = Number(env('WORKER_CONCURRENCY'));
   const expected = Number(env('BARE_JOBS'));
-  const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: Math.min(50, concurrency + 4), application_name: 'bench-bare-worker' });
+  const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: Math.min(50, concurrency + 4), application_name: 'bench-bare-worker', idleTimeoutMillis: 0 });
   const connection = new Redis(env('REDIS_URL'), { maxRetriesPerRequest: null, connectionName: 'bench-bare-worker' });
   const stream = process.env.BARE_EVENTS_STREAM;
   const events = stream ? new Redis(env('REDIS_URL'), { maxRetriesPerRequest: null, connectionName: 'bench-bare-events' }) : undefined;

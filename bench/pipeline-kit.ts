@@ -32,7 +32,16 @@ export function percentile(values: number[], p: number): number {
  * one stall (a checkpoint, a pause, a backlog draining) sits in a few windows; one made by steady
  * queueing spreads over most of them.
  */
-export function tailWindows(sentAt: readonly number[], latencies: readonly number[], start: number, seconds: number, windowMs = 250): { slow: number; windows: number; of: number; worst: number } {
+export interface TailWindows {
+  slow: number;
+  windows: number;
+  of: number;
+  worst: number;
+  /** Wall-clock start (epoch ms) of the window holding the most of them: to match with a sampler's log. */
+  worstAt: number;
+}
+
+export function tailWindows(sentAt: readonly number[], latencies: readonly number[], start: number, seconds: number, windowMs = 250): TailWindows {
   const p99 = percentile([...latencies], 0.99);
   const counts = new Map<number, number>();
   let slow = 0;
@@ -42,12 +51,16 @@ export function tailWindows(sentAt: readonly number[], latencies: readonly numbe
     const window = Math.floor((sentAt[i]! - start) / windowMs);
     counts.set(window, (counts.get(window) ?? 0) + 1);
   });
-  return { slow, windows: counts.size, of: Math.ceil((seconds * 1000) / windowMs), worst: Math.max(0, ...counts.values()) };
+  let worst = 0;
+  let worstWindow = 0;
+  for (const [window, count] of counts) if (count > worst) [worst, worstWindow] = [count, window];
+  return { slow, windows: counts.size, of: Math.ceil((seconds * 1000) / windowMs), worst, worstAt: performance.timeOrigin + start + worstWindow * windowMs };
 }
 
 /** tailWindows as a short phrase. */
-export function tailPhrase(t: { slow: number; windows: number; of: number; worst: number }): string {
-  return `${t.slow} slowest in ${t.windows} of ${t.of} windows (worst ${t.worst})`;
+export function tailPhrase(t: TailWindows): string {
+  const at = new Date(t.worstAt).toISOString().slice(11, 23);
+  return `${t.slow} slowest in ${t.windows} of ${t.of} windows (worst ${t.worst}, sent from ${at} UTC)`;
 }
 
 // ---------------------------------------------------------------- HTTP load

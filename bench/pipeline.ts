@@ -181,6 +181,8 @@ interface CpuSnap {
   postgres: Map<number, number>;
   redis: number;
   redisCommands: RedisCommandTime;
+  /** Sessions ever opened on the bench database (pg_stat_database.sessions). */
+  sessions: number;
   machine: { busy: number; total: number };
 }
 
@@ -206,6 +208,7 @@ async function redisCounters(): Promise<{ cpu: number; scripts: RedisCommandTime
 
 async function snapCpu(): Promise<CpuSnap> {
   const backends = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and application_name <> 'bench-pipeline'`.execute(db!);
+  const sessions = await sql<{ sessions: string }>`select sessions from pg_stat_database where datname = current_database()`.execute(db!);
   redisPid ??= Number(/^process_id:(\d+)/m.exec(await redis!.info('server'))?.[1] ?? Number.NaN);
   // the awaits first, then every /proc counter at once
   const redisNow = await redisCounters().catch(() => ({ cpu: Number.NaN, scripts: { scriptCalls: Number.NaN, scriptUs: Number.NaN } }));
@@ -222,6 +225,7 @@ async function snapCpu(): Promise<CpuSnap> {
     postgres: new Map(backends.rows.map((r) => [r.pid, cpuSeconds(r.pid)])),
     redis: redisNow.cpu,
     redisCommands: redisNow.scripts,
+    sessions: Number(sessions.rows[0]?.sessions ?? Number.NaN),
     machine: machineCpuSeconds(),
   };
 }
@@ -234,6 +238,8 @@ interface CpuUse {
   switches: [string, number][];
   /** Redis's script calls (BullMQ's Lua) during the phase, and the microseconds Redis spent in them. */
   redisScripts: RedisCommandTime;
+  /** Postgres sessions opened during the phase (by anyone on the bench database): a connection opened mid-phase is a fork, a login and cold caches on some request's path. */
+  sessionsOpened: number;
   machineBusy: number;
   machineTotal: number;
 }
@@ -253,7 +259,7 @@ async function cpuSince(before: CpuSnap): Promise<CpuUse> {
   for (const [pid, count] of after.postgresSwitches) if (Number.isFinite(count)) pgSwitches += count - (before.postgresSwitches.get(pid) ?? 0);
   switches.push(['postgres', pgSwitches]);
   const redisScripts = { scriptCalls: after.redisCommands.scriptCalls - before.redisCommands.scriptCalls, scriptUs: after.redisCommands.scriptUs - before.redisCommands.scriptUs };
-  return { parts, writes, switches, redisScripts, machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total };
+  return { parts, writes, switches, redisScripts, sessionsOpened: after.sessions - before.sessions, machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total };
 }
 
 function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
@@ -278,7 +284,7 @@ function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
     perOps && perOps.ops > 0 && scriptCalls >= 100
       ? `; redis scripts per ${perOps.what}: ${f1(scriptCalls / perOps.ops)} calls, ${f0(scriptUs / scriptCalls)} µs each (script time ÷ Redis CPU ${pct(scriptUs / 1e6 / redisSeconds)})`
       : '';
-  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}${perOpScripts}`;
+  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}${perOpScripts}; Postgres sessions opened ${use.sessionsOpened}`;
 }
 
 // ---------------------------------------------------------------- helpers
