@@ -9,6 +9,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
+import pg from 'pg';
 import { EVENT_FIELD } from '../contracts/index.js';
 
 /** Queue names of the baselines (under the run's QUEUE_PREFIX, so the cleanup finds them). */
@@ -221,6 +222,70 @@ export async function atRate(rate: number, seconds: number, fire: (i: number, du
 }
 
 // ---------------------------------------------------------------- events stream
+
+/** What a WalWatch saw: its samples, how many found a statement stuck on the WAL for `stuckMs` or more, the longest and when. */
+export interface WalWaits {
+  samples: number;
+  stuck: number;
+  stuckMs: number;
+  longestMs: number;
+  /** Epoch ms of the sample that saw the longest. */
+  longestAt: number;
+}
+
+/**
+ * Samples pg_stat_activity every `intervalMs` on a connection of its own: how long the oldest
+ * running statement of the database that is waiting on the WAL (writing or flushing it, or
+ * making a new segment) has been running. Every commit waits for the WAL flush, so a disk
+ * stall holds them all, the service's and the baselines' alike; statements here take well under
+ * a millisecond, so a statement's age while it waits is about the time it has waited.
+ */
+export class WalWatch {
+  private readonly client: pg.Client;
+  private running = true;
+  private loop: Promise<void> | undefined;
+  private readonly seen: WalWaits;
+
+  private constructor(databaseUrl: string, stuckMs: number) {
+    this.client = new pg.Client({ connectionString: databaseUrl, application_name: 'bench-wal-watch' });
+    this.seen = { samples: 0, stuck: 0, stuckMs, longestMs: 0, longestAt: Number.NaN };
+  }
+
+  static async start(databaseUrl: string, intervalMs = 20, stuckMs = 10): Promise<WalWatch> {
+    const watch = new WalWatch(databaseUrl, stuckMs);
+    await watch.client.connect();
+    watch.loop = watch.sample(intervalMs);
+    return watch;
+  }
+
+  private async sample(intervalMs: number): Promise<void> {
+    while (this.running) {
+      const { rows } = await this.client.query<{ ms: number | null }>(
+        `select max(extract(epoch from clock_timestamp() - query_start) * 1000)::float8 as ms from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid() and state = 'active'
+           and wait_event in ('WALWrite', 'WALSync', 'WALInitWrite', 'WALInitSync')`,
+      );
+      const ms = rows[0]?.ms ?? 0;
+      this.seen.samples++;
+      if (ms >= this.seen.stuckMs) this.seen.stuck++;
+      if (ms > this.seen.longestMs) [this.seen.longestMs, this.seen.longestAt] = [ms, Date.now()];
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  }
+
+  async stop(): Promise<WalWaits> {
+    this.running = false;
+    await this.loop;
+    await this.client.end();
+    return { ...this.seen };
+  }
+}
+
+/** WalWaits as a short phrase. */
+export function walPhrase(w: WalWaits): string {
+  if (w.stuck === 0) return `no statement seen waiting on the WAL for ${w.stuckMs} ms or more (${w.samples} samples)`;
+  return `a statement waited on the WAL up to ${w.longestMs.toFixed(0)} ms (at ${new Date(w.longestAt).toISOString().slice(11, 23)} UTC); ${w.stuck} of ${w.samples} samples saw one ≥ ${w.stuckMs} ms`;
+}
 
 /**
  * Reads the events stream from its start on its own Redis connection (XREAD BLOCK) and notes

@@ -46,6 +46,9 @@ import {
   spawnNode,
   tailPhrase,
   tailWindows,
+  WalWatch,
+  type WalWaits,
+  walPhrase,
   waitForHttp,
   writeSyscalls,
 } from './pipeline-kit.js';
@@ -207,7 +210,7 @@ async function redisCounters(): Promise<{ cpu: number; scripts: RedisCommandTime
 }
 
 async function snapCpu(): Promise<CpuSnap> {
-  const backends = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and application_name <> 'bench-pipeline'`.execute(db!);
+  const backends = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and application_name not in ('bench-pipeline', 'bench-wal-watch')`.execute(db!);
   const sessions = await sql<{ sessions: string }>`select sessions from pg_stat_database where datname = current_database()`.execute(db!);
   redisPid ??= Number(/^process_id:(\d+)/m.exec(await redis!.info('server'))?.[1] ?? Number.NaN);
   // the awaits first, then every /proc counter at once
@@ -352,16 +355,18 @@ let worker: Child | undefined;
  */
 async function openLoopRow(url: URL, target: number, next: () => RequestSpec) {
   await openLoop(url, target, WARMUP, OPEN_SOCKETS, next);
+  const wal = await WalWatch.start(config.DATABASE_URL);
   const before = await snapCpu();
   const started = performance.now();
   const requests = await openLoop(url, target, D, OPEN_SOCKETS, next);
   const cpu = await cpuSince(before);
+  const walWaits = await wal.stop();
   const accepted = requests.filter((r) => r.status === 202).map((r) => ({ ...r, jobId: (JSON.parse(r.body) as { job_id: string }).job_id }));
   await watch!.waitFor(
     accepted.map((r) => r.jobId),
     30_000,
   );
-  return { started, requests, accepted, cpu };
+  return { started, requests, accepted, cpu, walWaits };
 }
 
 // ---------------------------------------------------------------- the run
@@ -403,6 +408,7 @@ interface LatencyRow {
   lag99: number;
   segments: { name: string; p50: number; p99: number }[];
   tail: ReturnType<typeof tailWindows>;
+  walWaits: WalWaits;
   cpu: CpuUse;
 }
 
@@ -414,6 +420,7 @@ interface BareLatencyRow {
   max: number;
   missing: number;
   tail: ReturnType<typeof tailWindows>;
+  walWaits: WalWaits;
   cpu: CpuUse;
 }
 
@@ -587,7 +594,7 @@ try {
     // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
     for (const [fraction, fixed] of [...(LATENCY_ONLY ? [] : FRACTIONS).map((f) => [f, undefined] as const), ...FIXED_RATES.map((r) => [r / maxRate, r] as const)]) {
       const target = Math.max(1, fixed ?? fraction * maxRate);
-      const { started, requests, accepted, cpu: rowCpu } = await openLoopRow(producerUrl, target, serviceCommand);
+      const { started, requests, accepted, cpu: rowCpu, walWaits } = await openLoopRow(producerUrl, target, serviceCommand);
       const latencies: number[] = [];
       let missing = 0;
       let failed = 0;
@@ -658,6 +665,7 @@ try {
           { name: 'picked up → final transaction begins', p50: percentile(seg.run, 0.5), p99: percentile(seg.run, 0.99) },
           { name: 'final transaction begins → event read (tx, relay, XADD, XREAD)', p50: percentile(seg.commit, 0.5), p99: percentile(seg.commit, 0.99) },
         ],
+        walWaits,
         cpu: rowCpu,
       };
       report.latency.push(row);
@@ -687,7 +695,7 @@ try {
       body: JSON.stringify({ type: 'tokens.delete', collection: 'bare', token_ids: [`tok-p${++pipelineN}`], reason: 'AppFunctionality' }),
     });
     for (const target of rates) {
-      const { started, accepted, cpu: rowCpu } = await openLoopRow(bareUrl, target, barePipelineCommand);
+      const { started, accepted, cpu: rowCpu, walWaits } = await openLoopRow(bareUrl, target, barePipelineCommand);
       const latencies = accepted.map((r) => {
         const at = watch!.succeeded.get(r.jobId);
         return at === undefined ? Number.POSITIVE_INFINITY : at - r.sentAt;
@@ -705,6 +713,7 @@ try {
           started,
           D,
         ),
+        walWaits,
         cpu: rowCpu,
       };
       report.bareLatency.push(row);
@@ -797,6 +806,7 @@ function printReport(): void {
     for (const row of r.latency) {
       log(`        at ${pct(row.fraction)}: ${row.segments.map((s) => `${s.name.split(' (')[0]} ${f1(s.p50)} / ${f1(s.p99)}`).join('; ')}`);
       log(`            p99 tail: ${tailPhrase(row.tail)} of 250 ms`);
+      log(`            WAL waits: ${walPhrase(row.walWaits)}`);
       log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
     }
     log(`        (segments: ${r.latency[0]!.segments.map((s) => s.name).join('; ')})`);
@@ -812,6 +822,7 @@ function printReport(): void {
           `${row.missing ? `   !! ${row.missing} events missing` : ''}`,
       );
       log(`            p99 tail: ${tailPhrase(row.tail)} of 250 ms`);
+      log(`            WAL waits: ${walPhrase(row.walWaits)}`);
       log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
     }
   }
