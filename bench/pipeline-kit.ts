@@ -221,7 +221,7 @@ export async function atRate(rate: number, seconds: number, fire: (i: number, du
   return total;
 }
 
-// ---------------------------------------------------------------- events stream
+// ---------------------------------------------------------------- Postgres's WAL
 
 /** What a WalWatch saw: its samples, how many found a statement stuck on the WAL for `stuckMs` or more, the longest and when. */
 export interface WalWaits {
@@ -286,6 +286,8 @@ export function walPhrase(w: WalWaits): string {
   if (w.stuck === 0) return `no statement seen waiting on the WAL for ${w.stuckMs} ms or more (${w.samples} samples)`;
   return `a statement waited on the WAL up to ${w.longestMs.toFixed(0)} ms (at ${new Date(w.longestAt).toISOString().slice(11, 23)} UTC); ${w.stuck} of ${w.samples} samples saw one ≥ ${w.stuckMs} ms`;
 }
+
+// ---------------------------------------------------------------- events stream
 
 /**
  * Reads the events stream from its start on its own Redis connection (XREAD BLOCK) and notes
