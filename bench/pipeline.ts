@@ -186,6 +186,8 @@ interface CpuSnap {
   redisCommands: RedisCommandTime;
   /** Sessions ever opened on the bench database (pg_stat_database.sessions). */
   sessions: number;
+  /** The service's backends now (not the benchmark's own), by pid: their application_name. */
+  backendApps: Map<number, string>;
   machine: { busy: number; total: number };
 }
 
@@ -210,8 +212,15 @@ async function redisCounters(): Promise<{ cpu: number; scripts: RedisCommandTime
 }
 
 async function snapCpu(): Promise<CpuSnap> {
-  const backends = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = current_database() and application_name not in ('bench-pipeline', 'bench-wal-watch')`.execute(db!);
-  const sessions = await sql<{ sessions: string }>`select sessions from pg_stat_database where datname = current_database()`.execute(db!);
+  // the service's backends (not the benchmark's own), and the sessions opened so far, in one round trip
+  const activity = await sql<{ pids: number[] | null; apps: string[] | null; sessions: string }>`
+    with mine as (
+      select pid, application_name from pg_stat_activity
+      where datname = current_database() and application_name not in ('bench-pipeline', 'bench-wal-watch'))
+    select (select sessions from pg_stat_database where datname = current_database()) as sessions,
+      (select array_agg(pid order by pid) from mine) as pids, (select array_agg(application_name order by pid) from mine) as apps`.execute(db!);
+  const backends = activity.rows[0]?.pids ?? [];
+  const apps = activity.rows[0]?.apps ?? [];
   redisPid ??= Number(/^process_id:(\d+)/m.exec(await redis!.info('server'))?.[1] ?? Number.NaN);
   // the awaits first, then every /proc counter at once
   const redisNow = await redisCounters().catch(() => ({ cpu: Number.NaN, scripts: { scriptCalls: Number.NaN, scriptUs: Number.NaN } }));
@@ -224,11 +233,12 @@ async function snapCpu(): Promise<CpuSnap> {
     children: new Map([...children].map((c) => [c.name, cpuSeconds(c.pid)])),
     writes: new Map([...children].map((c) => [c.name, writeSyscalls(c.pid)])),
     switches,
-    postgresSwitches: new Map(backends.rows.map((r) => [r.pid, contextSwitches(r.pid)])),
-    postgres: new Map(backends.rows.map((r) => [r.pid, cpuSeconds(r.pid)])),
+    postgresSwitches: new Map(backends.map((pid) => [pid, contextSwitches(pid)])),
+    postgres: new Map(backends.map((pid) => [pid, cpuSeconds(pid)])),
     redis: redisNow.cpu,
     redisCommands: redisNow.scripts,
-    sessions: Number(sessions.rows[0]?.sessions ?? Number.NaN),
+    sessions: Number(activity.rows[0]?.sessions ?? Number.NaN),
+    backendApps: new Map(backends.map((pid, i) => [pid, apps[i] ?? '?'])),
     machine: machineCpuSeconds(),
   };
 }
@@ -243,6 +253,8 @@ interface CpuUse {
   redisScripts: RedisCommandTime;
   /** Postgres sessions opened during the phase (by anyone on the bench database): a connection opened mid-phase is a fork, a login and cold caches on some request's path. */
   sessionsOpened: number;
+  /** Of those, the service's still open at the end, by application_name. */
+  sessionsOpenedBy: [string, number][];
   machineBusy: number;
   machineTotal: number;
 }
@@ -262,7 +274,9 @@ async function cpuSince(before: CpuSnap): Promise<CpuUse> {
   for (const [pid, count] of after.postgresSwitches) if (Number.isFinite(count)) pgSwitches += count - (before.postgresSwitches.get(pid) ?? 0);
   switches.push(['postgres', pgSwitches]);
   const redisScripts = { scriptCalls: after.redisCommands.scriptCalls - before.redisCommands.scriptCalls, scriptUs: after.redisCommands.scriptUs - before.redisCommands.scriptUs };
-  return { parts, writes, switches, redisScripts, sessionsOpened: after.sessions - before.sessions, machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total };
+  const openedBy = new Map<string, number>();
+  for (const [pid, app] of after.backendApps) if (!before.backendApps.has(pid)) openedBy.set(app, (openedBy.get(app) ?? 0) + 1);
+  return { parts, writes, switches, redisScripts, sessionsOpened: after.sessions - before.sessions, sessionsOpenedBy: [...openedBy], machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total };
 }
 
 function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
@@ -287,7 +301,7 @@ function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
     perOps && perOps.ops > 0 && scriptCalls >= 100
       ? `; redis scripts per ${perOps.what}: ${f1(scriptCalls / perOps.ops)} calls, ${f0(scriptUs / scriptCalls)} µs each (script time ÷ Redis CPU ${pct(scriptUs / 1e6 / redisSeconds)})`
       : '';
-  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}${perOpScripts}; Postgres sessions opened ${use.sessionsOpened}`;
+  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}${perOpScripts}; Postgres sessions opened ${use.sessionsOpened}${use.sessionsOpenedBy.length ? ` (${use.sessionsOpenedBy.map(([app, n]) => `${app} ${n}`).join(', ')})` : ''}`;
 }
 
 // ---------------------------------------------------------------- helpers
