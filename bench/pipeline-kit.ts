@@ -58,10 +58,14 @@ export function tailWindows(sentAt: readonly number[], latencies: readonly numbe
   return { slow, windows: counts.size, of: Math.ceil((seconds * 1000) / windowMs), worst, worstAt: performance.timeOrigin + start + worstWindow * windowMs };
 }
 
+/** An epoch-ms instant as a UTC clock time to the millisecond (14:05:09.250), to match with a sampler's log. */
+export function clockTime(epochMs: number): string {
+  return `${new Date(epochMs).toISOString().slice(11, 23)} UTC`;
+}
+
 /** tailWindows as a short phrase. */
 export function tailPhrase(t: TailWindows): string {
-  const at = new Date(t.worstAt).toISOString().slice(11, 23);
-  return `${t.slow} slowest in ${t.windows} of ${t.of} windows (worst ${t.worst}, sent from ${at} UTC)`;
+  return `${t.slow} slowest in ${t.windows} of ${t.of} windows (worst ${t.worst}, sent from ${clockTime(t.worstAt)})`;
 }
 
 // ---------------------------------------------------------------- HTTP load
@@ -284,7 +288,7 @@ export class WalWatch {
 /** WalWaits as a short phrase. */
 export function walPhrase(w: WalWaits): string {
   if (w.stuck === 0) return `no statement seen waiting on the WAL for ${w.stuckMs} ms or more (${w.samples} samples)`;
-  return `a statement waited on the WAL up to ${w.longestMs.toFixed(0)} ms (at ${new Date(w.longestAt).toISOString().slice(11, 23)} UTC); ${w.stuck} of ${w.samples} samples saw one ≥ ${w.stuckMs} ms`;
+  return `a statement waited on the WAL up to ${w.longestMs.toFixed(0)} ms (at ${clockTime(w.longestAt)}); ${w.stuck} of ${w.samples} samples saw one ≥ ${w.stuckMs} ms`;
 }
 
 // ---------------------------------------------------------------- events stream
