@@ -4,7 +4,10 @@
  * Everything talks to 127.0.0.1 only.
  */
 import { type ChildProcess, fork, spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { open, unlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -225,7 +228,7 @@ export async function atRate(rate: number, seconds: number, fire: (i: number, du
   return total;
 }
 
-// ---------------------------------------------------------------- Postgres's WAL
+// ---------------------------------------------------------------- Postgres's WAL and its disk
 
 /** What a WalWatch saw: its samples, how many found a statement stuck on the WAL for `stuckMs` or more, the longest and when. */
 export interface WalWaits {
@@ -289,6 +292,82 @@ export class WalWatch {
 export function walPhrase(w: WalWaits): string {
   if (w.stuck === 0) return `no statement seen waiting on the WAL for ${w.stuckMs} ms or more (${w.samples} samples)`;
   return `a statement waited on the WAL up to ${w.longestMs.toFixed(0)} ms (at ${clockTime(w.longestAt)}); ${w.stuck} of ${w.samples} samples saw one ≥ ${w.stuckMs} ms`;
+}
+
+/** What probeDisk measured: the time of each fdatasync, and the stalls among them. */
+export interface DiskProbe {
+  /** Where the probe wrote (a directory on the file system of Postgres's data directory). */
+  dir: string;
+  seconds: number;
+  syncs: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  /** fdatasync calls that took 20 ms or more, and 100 ms or more. */
+  over20: number;
+  over100: number;
+}
+
+/**
+ * The disk under Postgres, alone: writes 8 KiB and fdatasyncs it every `gapMs` for `seconds`, as a
+ * commit's WAL flush does, in a scratch file on the file system of Postgres's data directory
+ * (`os.tmpdir()` when it is on the same device). Every durable pipeline waits for this on each
+ * commit, so its stalls are the floor under any p99 measured the same day. Returns a reason
+ * instead when it cannot measure the right disk (Postgres on another host, or no scratch
+ * directory on its file system).
+ */
+export async function probeDisk(databaseUrl: string, seconds: number, gapMs = 5): Promise<DiskProbe | string> {
+  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'bench-disk-probe' });
+  await client.connect();
+  let dataDir: string;
+  try {
+    dataDir = (await client.query<{ data_directory: string }>('show data_directory')).rows[0]!.data_directory;
+  } catch (error) {
+    return `not measured: Postgres did not say where its data is (${(error as Error).message})`;
+  } finally {
+    await client.end();
+  }
+  const device = (path: string) => statSync(path, { throwIfNoEntry: false })?.dev;
+  const dataDevice = device(dataDir);
+  if (dataDevice === undefined) return `not measured: Postgres's data directory ${dataDir} is not on this machine`;
+  const dir = tmpdir();
+  if (device(dir) !== dataDevice) return `not measured: ${dir} is not on the file system of Postgres's data directory (${dataDir})`;
+  const file = join(dir, `bench-disk-probe-${process.pid}`);
+  const handle = await open(file, 'w');
+  const block = Buffer.alloc(8192, 120);
+  const times: number[] = [];
+  try {
+    const end = performance.now() + seconds * 1000;
+    for (let i = 0; performance.now() < end; i++) {
+      await handle.write(block, 0, block.length, (i % 1024) * block.length);
+      const t = performance.now();
+      await handle.datasync();
+      times.push(performance.now() - t);
+      await new Promise((resolve) => setTimeout(resolve, gapMs));
+    }
+  } finally {
+    await handle.close();
+    await unlink(file);
+  }
+  return {
+    dir,
+    seconds,
+    syncs: times.length,
+    p50: percentile(times, 0.5),
+    p99: percentile(times, 0.99),
+    p999: percentile(times, 0.999),
+    max: percentile(times, 1),
+    over20: times.filter((t) => t >= 20).length,
+    over100: times.filter((t) => t >= 100).length,
+  };
+}
+
+/** A DiskProbe as a short phrase. */
+export function diskPhrase(d: DiskProbe | string): string {
+  if (typeof d === 'string') return d;
+  const ms = (n: number) => n.toFixed(n < 10 ? 2 : 0);
+  return `fdatasync p50 ${ms(d.p50)}, p99 ${ms(d.p99)}, p99.9 ${ms(d.p999)}, max ${ms(d.max)} ms; ${d.over20} of ${d.syncs} took ≥ 20 ms, ${d.over100} ≥ 100 ms`;
 }
 
 // ---------------------------------------------------------------- events stream
@@ -371,6 +450,8 @@ export async function freePort(): Promise<number> {
 /** A child process we started: its output tail (for crash reports) and how it ended. */
 export class Child {
   private tail = '';
+  /** The process's GC pauses (with `--trace-gc`, which every child gets): when the line arrived (performance.now()) and how long the pause was. */
+  readonly gcPauses: { at: number; ms: number }[] = [];
   exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private readonly exitPromise: Promise<void>;
 
@@ -378,11 +459,23 @@ export class Child {
     readonly name: string,
     readonly process: ChildProcess,
   ) {
-    const keep = (chunk: Buffer) => {
-      this.tail = (this.tail + chunk.toString('utf8')).slice(-4000);
+    const keep = (text: string) => {
+      this.tail = (this.tail + text).slice(-4000);
     };
-    process.stdout?.on('data', keep);
-    process.stderr?.on('data', keep);
+    // stdout: GC lines (--trace-gc) are noted, not kept as output
+    let partial = '';
+    process.stdout?.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString('utf8')).split('\n');
+      partial = lines.pop() ?? '';
+      const at = performance.now();
+      for (const line of lines) {
+        const pause = gcPause(line);
+        if (pause === undefined) keep(`${line}\n`);
+        else this.gcPauses.push({ at, ms: pause });
+      }
+    });
+    process.stdout?.on('end', () => keep(partial));
+    process.stderr?.on('data', (chunk: Buffer) => keep(chunk.toString('utf8')));
     this.exitPromise = new Promise((resolve) =>
       process.once('exit', (code, signal) => {
         this.exited = { code, signal };
@@ -423,8 +516,29 @@ export function killAllChildren(): void {
   for (const child of live) child.process.kill('SIGKILL');
 }
 
-/** Extra node flags of every child (e.g. --cpu-prof); set by the bench from its options. */
-export const childNodeFlags: string[] = [];
+/**
+ * The pause of a `--trace-gc` line (`[pid:addr]  1234 ms: Scavenge 48.6 (68.3) -> 37.2 (69.8) MB,
+ * 10.16 / 0.30 ms ...`: the first figure after the sizes is the main thread's pause), or undefined.
+ */
+export function gcPause(line: string): number | undefined {
+  const match = /ms: (?:Scavenge|Mark-Compact|Mark-sweep|Minor Mark-Compact)\b[^,]*, ([\d.]+) \/ [\d.]+ ms/.exec(line);
+  return match ? Number(match[1]) : undefined;
+}
+
+/** GC pauses of a process in a phase: how many, their sum and the longest (ms). */
+export interface GcPauses {
+  count: number;
+  ms: number;
+  longest: number;
+}
+
+export function gcPausesBetween(child: Child, from: number, to: number): GcPauses {
+  const pauses = child.gcPauses.filter((p) => p.at >= from && p.at <= to);
+  return { count: pauses.length, ms: pauses.reduce((a, p) => a + p.ms, 0), longest: pauses.reduce((a, p) => Math.max(a, p.ms), 0) };
+}
+
+/** Node flags of every child: `--trace-gc` (its pauses are counted per phase), and what the bench's options add (e.g. --cpu-prof). */
+export const childNodeFlags: string[] = ['--trace-gc'];
 
 export function spawnNode(name: string, script: string, env: Record<string, string>): Child {
   const child = spawn(process.execPath, [...childNodeFlags, script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -34,14 +34,19 @@ import {
   closedLoop,
   contextSwitches,
   cpuSeconds,
+  type DiskProbe,
+  diskPhrase,
   forkNode,
   freePort,
+  type GcPauses,
+  gcPausesBetween,
   killAllChildren,
   type LoadResult,
   machineCpuSeconds,
   nextMessage,
   openLoop,
   percentile,
+  probeDisk,
   type RequestSpec,
   spawnNode,
   tailPhrase,
@@ -73,6 +78,10 @@ const { values } = parseArgs({
     quick: { type: 'boolean', default: false },
     /** Writes a V8 CPU profile of every child process (producer, worker, baselines) to this directory. */
     profile: { type: 'string' },
+    /** Extra node flags for every child process, service and baselines alike (space-separated), e.g. '--max-semi-space-size=64' to try a V8 setting. */
+    'node-flags': { type: 'string', default: '' },
+    /** Seconds of the disk probe before the measured phases (fdatasync every 5 ms beside Postgres's data; 0 for none). */
+    'disk-probe': { type: 'string', default: '10' },
   },
 });
 const D = Number(values.duration);
@@ -86,8 +95,10 @@ const FRACTIONS = values.fractions.split(',').filter((f) => f.trim() !== '').map
 const FIXED_RATES = values.rates ? values.rates.split(',').map(Number) : [];
 const QUICK = values.quick;
 const LATENCY_ONLY = values['latency-only'];
+const DISK_PROBE_S = Number(values['disk-probe']);
 if (LATENCY_ONLY && (QUICK || FIXED_RATES.length === 0)) throw new Error('--latency-only needs --rates, and not --quick');
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
+childNodeFlags.push(...values['node-flags'].split(' ').filter((flag) => flag !== ''));
 
 const { config } = benchConfig({ WORKER_CONCURRENCY: String(CONCURRENCY), RATE_LIMIT_MAX: '0' });
 const distBench = (file: string) => fileURLToPath(new URL(file, import.meta.url));
@@ -189,6 +200,8 @@ interface CpuSnap {
   /** The service's backends now (not the benchmark's own), by pid: their application_name. */
   backendApps: Map<number, string>;
   machine: { busy: number; total: number };
+  /** performance.now() when taken (to pick the children's GC pauses in between). */
+  at: number;
 }
 
 /** Redis's script calls so far (INFO commandstats: EVAL and EVALSHA, i.e. BullMQ's Lua), and the microseconds they took. */
@@ -240,6 +253,7 @@ async function snapCpu(): Promise<CpuSnap> {
     sessions: Number(activity.rows[0]?.sessions ?? Number.NaN),
     backendApps: new Map(backends.map((pid, i) => [pid, apps[i] ?? '?'])),
     machine: machineCpuSeconds(),
+    at: performance.now(),
   };
 }
 
@@ -257,6 +271,8 @@ interface CpuUse {
   sessionsOpenedBy: [string, number][];
   machineBusy: number;
   machineTotal: number;
+  /** Each child's GC pauses during the phase (those with any). */
+  gc: [string, GcPauses][];
 }
 
 async function cpuSince(before: CpuSnap): Promise<CpuUse> {
@@ -276,7 +292,8 @@ async function cpuSince(before: CpuSnap): Promise<CpuUse> {
   const redisScripts = { scriptCalls: after.redisCommands.scriptCalls - before.redisCommands.scriptCalls, scriptUs: after.redisCommands.scriptUs - before.redisCommands.scriptUs };
   const openedBy = new Map<string, number>();
   for (const [pid, app] of after.backendApps) if (!before.backendApps.has(pid)) openedBy.set(app, (openedBy.get(app) ?? 0) + 1);
-  return { parts, writes, switches, redisScripts, sessionsOpened: after.sessions - before.sessions, sessionsOpenedBy: [...openedBy], machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total };
+  const gc = [...children].map((c): [string, GcPauses] => [c.name, gcPausesBetween(c, before.at, after.at)]).filter(([, p]) => p.count > 0);
+  return { parts, writes, switches, redisScripts, sessionsOpened: after.sessions - before.sessions, sessionsOpenedBy: [...openedBy], machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total, gc };
 }
 
 function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
@@ -302,6 +319,12 @@ function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
       ? `; redis scripts per ${perOps.what}: ${f1(scriptCalls / perOps.ops)} calls, ${f0(scriptUs / scriptCalls)} µs each (script time ÷ Redis CPU ${pct(scriptUs / 1e6 / redisSeconds)})`
       : '';
   return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}${perOpScripts}; Postgres sessions opened ${use.sessionsOpened}${use.sessionsOpenedBy.length ? ` (${use.sessionsOpenedBy.map(([app, n]) => `${app} ${n}`).join(', ')})` : ''}`;
+}
+
+/** The GC pauses of a phase, by process: a pause stops everything queued in that process. */
+function gcPhrase(use: CpuUse): string {
+  if (use.gc.length === 0) return 'none';
+  return use.gc.map(([name, p]) => `${name} ${p.count} (${f0(p.ms)} ms in all, longest ${f1(p.longest)})`).join(', ');
 }
 
 // ---------------------------------------------------------------- helpers
@@ -386,6 +409,8 @@ async function openLoopRow(url: URL, target: number, next: () => RequestSpec) {
 // ---------------------------------------------------------------- the run
 
 interface Report {
+  /** The disk under Postgres, probed alone before the measured phases. */
+  disk?: DiskProbe | string;
   bareAccept?: LoadResult;
   bareAcceptCpu?: CpuUse;
   bareDrain?: { jobs: number; seconds: number; failed: number; cpu: CpuUse };
@@ -464,6 +489,12 @@ try {
   await sql`checkpoint`.execute(db);
   watch = new EventWatch(config.REDIS_URL, config.EVENTS_STREAM);
   progress(`database ${new URL(config.DATABASE_URL).pathname.slice(1)} migrated, ${TOKENS} single tokens seeded in ${f1((performance.now() - t) / 1000)} s`);
+
+  // ---- (a0) the disk under Postgres, with nothing else of the run going on: every commit waits on it
+  if (DISK_PROBE_S > 0) {
+    report.disk = await probeDisk(config.DATABASE_URL, DISK_PROBE_S);
+    progress(`(a0) the disk under Postgres, ${DISK_PROBE_S} s alone: ${diskPhrase(report.disk)}`);
+  }
 
   // ---- the producer (the worker starts later) and the bare HTTP baseline, each its own process
   const producerPort = await freePort();
@@ -769,7 +800,8 @@ function printReport(): void {
 
   log('\n================ bench:pipeline report ================');
   log(`machine: ${os.cpus().length} cpus, load avg now ${os.loadavg().map((l) => fmt(l, 2)).join(' ')} (shared: absolute figures are noisy, ratios matter)`);
-  log(`settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}`);
+  log(`settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}; node flags of every child: ${childNodeFlags.join(' ')}`);
+  if (r.disk) log(`disk under Postgres (8 KiB written and fdatasync'd every 5 ms for ${DISK_PROBE_S} s, before the phases, nothing else running): ${diskPhrase(r.disk)}`);
 
   log('\n(a) baselines');
   if (r.bareAccept) {
@@ -821,6 +853,7 @@ function printReport(): void {
       log(`        at ${pct(row.fraction)}: ${row.segments.map((s) => `${s.name.split(' (')[0]} ${f1(s.p50)} / ${f1(s.p99)}`).join('; ')}`);
       log(`            p99 tail: ${tailPhrase(row.tail)} of 250 ms`);
       log(`            WAL waits: ${walPhrase(row.walWaits)}`);
+      log(`            GC pauses: ${gcPhrase(row.cpu)}`);
       log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
     }
     log(`        (segments: ${r.latency[0]!.segments.map((s) => s.name).join('; ')})`);
@@ -837,6 +870,7 @@ function printReport(): void {
       );
       log(`            p99 tail: ${tailPhrase(row.tail)} of 250 ms`);
       log(`            WAL waits: ${walPhrase(row.walWaits)}`);
+      log(`            GC pauses: ${gcPhrase(row.cpu)}`);
       log(`            ${cpuLine(row.cpu, { ops: row.accepted, what: 'command' })}`);
     }
   }
