@@ -10,8 +10,14 @@ export interface StreamOptions {
   maxLen: number;
 }
 
-/** Appends `events` (JSON texts) to the stream in one round trip (a pipeline of XADD MAXLEN ~), in order. */
+/** Appends `events` (JSON texts) to the stream in one round trip (one XADD MAXLEN ~, or a pipeline of them), in order. */
 export async function appendToStream(redis: Redis, { stream, maxLen }: StreamOptions, events: readonly string[]): Promise<void> {
+  if (events.length === 0) return;
+  // one event: no pipeline (ioredis copies every script of the connection onto each: ~40 µs, 14 KB)
+  if (events.length === 1) {
+    await redis.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, events[0]!);
+    return;
+  }
   const pipeline = redis.pipeline();
   for (const event of events) pipeline.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, event);
   const results = await pipeline.exec();

@@ -35,7 +35,11 @@ export class CommandBus {
     this.#records = new DataLoader((records) => eachAloneOnFailure(records, (batch) => insertCommands(db, batch)), options);
     this.#jobs = new DataLoader(
       (jobs) => eachAloneOnFailure(jobs, async (batch) => {
-        await queue.addBulk(batch.map((job) => ({ name: COMMAND_JOB_NAME, data: job, opts: { ...COMMAND_JOB_OPTIONS, jobId: job.command_id } })));
+        const bulk = batch.map((job) => ({ name: COMMAND_JOB_NAME, data: job, opts: { ...COMMAND_JOB_OPTIONS, jobId: job.command_id } }));
+        // one job (the usual batch below saturation): Queue.add, without the ioredis pipeline that
+        // addBulk builds, which copies every script of the connection (BullMQ's 52): ~40 µs, 14 KB
+        if (bulk.length === 1) await queue.add(bulk[0]!.name, bulk[0]!.data, bulk[0]!.opts);
+        else await queue.addBulk(bulk);
         return batch.map(() => undefined);
       }),
       options,

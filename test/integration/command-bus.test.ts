@@ -3,8 +3,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AuditContext, type Command, COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished, vi } from 'vitest';
+import { type AuditContext, type Command, COMMAND_JOB_OPTIONS, COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
 import { type AccessTokenWithSubject, findAccessTokensByHashes } from '../../db/repositories/access-token.repository.js';
 import type { CommandRecord } from '../../db/repositories/command.repository.js';
 import { upsertSubject } from '../../db/repositories/subject.repository.js';
@@ -102,5 +102,32 @@ describe('CommandBus: commands submitted together', () => {
     expect(batches).toEqual([20]);
     const jobs = await Promise.all(ids.map((id) => queue.getJob(id)));
     expect(jobs.map((job) => job?.data)).toEqual(ids.map((id) => ({ command_id: id, short: true })));
+  });
+
+  it('adds a job submitted alone with Queue.add (no pipeline), with the same ID and options as in a batch', async () => {
+    const [alone, inBatch] = [randomUUID(), randomUUID()];
+    const add = vi.spyOn(queue, 'add');
+    const addBulk = vi.spyOn(queue, 'addBulk');
+    onTestFinished(() => {
+      add.mockRestore();
+      addBulk.mockRestore();
+    });
+    await bus.addJob({ command_id: alone, short: true });
+    await Promise.all([bus.addJob({ command_id: inBatch, short: false }), bus.addJob({ command_id: randomUUID(), short: true })]);
+    expect(add).toHaveBeenCalledTimes(1);
+    expect(addBulk.mock.calls.map(([jobs]) => jobs.length)).toEqual([2]);
+    const [one, other] = await Promise.all([queue.getJob(alone), queue.getJob(inBatch)]);
+    expect(one?.id).toBe(alone);
+    expect(one?.data).toEqual({ command_id: alone, short: true });
+    expect(one?.name).toBe(other?.name);
+    const { jobId: _a, ...optsAlone } = one!.opts;
+    const { jobId: _b, ...optsInBatch } = other!.opts;
+    expect(optsAlone).toEqual(optsInBatch);
+    expect(optsAlone).toMatchObject({ ...COMMAND_JOB_OPTIONS });
+    // added again alone: the same job, nothing new
+    const before = await queue.getJobCounts('waiting');
+    await bus.addJob({ command_id: alone, short: true });
+    expect(await queue.getJobCounts('waiting')).toEqual(before);
+    expect((await queue.getJob(alone))?.timestamp).toBe(one?.timestamp);
   });
 });

@@ -1,15 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type AuditContext, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
 import { type OutboxEvent, outboxRows } from '../../db/repositories/outbox.repository.js';
 import { CommandReleased, executeCommand } from '../../worker/command-executor.js';
 import { toEvents } from '../../worker/event-envelope.js';
-import { EventPublisher } from '../../worker/event-publisher.js';
+import { appendToStream, EventPublisher } from '../../worker/event-publisher.js';
 import { OutboxRelay } from '../../worker/outbox-relay.js';
 import { createDb } from '../../db/create-db.js';
 import { call, createCollection, tokenize, waitForEvents } from '../helpers/api.js';
+import { TEST_REDIS_URL } from '../helpers/redis.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -224,5 +225,29 @@ describe('EventPublisher', () => {
     expect(parsed.slice(0, 3).map((e) => (e.data as { batch: { index: number } }).batch.index)).toEqual([0, 1, 2]);
     const outbox = await db.selectFrom('outbox').select(['id', 'event_id']).where('command_id', '=', id).orderBy('id').execute();
     expect(handed.map((e) => e.id)).toEqual(outbox.map((r) => r.id));
+  });
+});
+
+describe('appendToStream', () => {
+  let redis: Redis;
+  const stream = `test-append-${randomUUID()}`;
+  beforeAll(() => {
+    redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+  });
+  afterAll(async () => {
+    await redis?.del(stream);
+    redis?.disconnect();
+  });
+
+  it('appends one event alone (one XADD) and several in one pipeline, each in order, each its own entry', async () => {
+    const texts = ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}'];
+    const pipeline = vi.spyOn(redis, 'pipeline');
+    await appendToStream(redis, { stream, maxLen: 1000 }, texts.slice(0, 1));
+    await appendToStream(redis, { stream, maxLen: 1000 }, texts.slice(1));
+    await appendToStream(redis, { stream, maxLen: 1000 }, []);
+    const entries = await redis.xrange(stream, '-', '+');
+    expect(entries.map(([, fields]) => fields)).toEqual(texts.map((text) => [EVENT_FIELD, text]));
+    expect(pipeline).toHaveBeenCalledTimes(1);
+    pipeline.mockRestore();
   });
 });
