@@ -202,6 +202,21 @@ interface CpuSnap {
   machine: { busy: number; total: number };
   /** performance.now() when taken (to pick the children's GC pauses in between). */
   at: number;
+  /** The server's WAL so far: bytes (insert position), full-page images and flushes to disk (pg_stat_wal). */
+  wal: WalVolume;
+}
+
+/** WAL written: bytes, full-page images, and the times the WAL was flushed to disk (fsync). Server-wide. */
+interface WalVolume {
+  bytes: number;
+  fpi: number;
+  syncs: number;
+}
+
+/** An LSN ('16/B374D848') as a byte position. */
+function lsnBytes(lsn: string): number {
+  const [high, low] = lsn.split('/');
+  return Number.parseInt(high ?? '0', 16) * 2 ** 32 + Number.parseInt(low ?? '0', 16);
 }
 
 /** Redis's script calls so far (INFO commandstats: EVAL and EVALSHA, i.e. BullMQ's Lua), and the microseconds they took. */
@@ -226,12 +241,14 @@ async function redisCounters(): Promise<{ cpu: number; scripts: RedisCommandTime
 
 async function snapCpu(): Promise<CpuSnap> {
   // the service's backends (not the benchmark's own), and the sessions opened so far, in one round trip
-  const activity = await sql<{ pids: number[] | null; apps: string[] | null; sessions: string }>`
+  const activity = await sql<{ pids: number[] | null; apps: string[] | null; sessions: string; lsn: string; fpi: string; syncs: string }>`
     with mine as (
       select pid, application_name from pg_stat_activity
       where datname = current_database() and application_name not in ('bench-pipeline', 'bench-wal-watch'))
     select (select sessions from pg_stat_database where datname = current_database()) as sessions,
-      (select array_agg(pid order by pid) from mine) as pids, (select array_agg(application_name order by pid) from mine) as apps`.execute(db!);
+      pg_current_wal_insert_lsn()::text as lsn, w.wal_fpi as fpi, w.wal_sync as syncs,
+      (select array_agg(pid order by pid) from mine) as pids, (select array_agg(application_name order by pid) from mine) as apps
+    from pg_stat_wal w`.execute(db!);
   const backends = activity.rows[0]?.pids ?? [];
   const apps = activity.rows[0]?.apps ?? [];
   redisPid ??= Number(/^process_id:(\d+)/m.exec(await redis!.info('server'))?.[1] ?? Number.NaN);
@@ -252,6 +269,7 @@ async function snapCpu(): Promise<CpuSnap> {
     redisCommands: redisNow.scripts,
     sessions: Number(activity.rows[0]?.sessions ?? Number.NaN),
     backendApps: new Map(backends.map((pid, i) => [pid, apps[i] ?? '?'])),
+    wal: { bytes: lsnBytes(activity.rows[0]?.lsn ?? '0/0'), fpi: Number(activity.rows[0]?.fpi ?? Number.NaN), syncs: Number(activity.rows[0]?.syncs ?? Number.NaN) },
     machine: machineCpuSeconds(),
     at: performance.now(),
   };
@@ -273,6 +291,8 @@ interface CpuUse {
   machineTotal: number;
   /** Each child's GC pauses during the phase (those with any). */
   gc: [string, GcPauses][];
+  /** WAL written during the phase (the whole server's; nothing else of the run writes meanwhile). */
+  wal: WalVolume;
 }
 
 async function cpuSince(before: CpuSnap): Promise<CpuUse> {
@@ -293,13 +313,16 @@ async function cpuSince(before: CpuSnap): Promise<CpuUse> {
   const openedBy = new Map<string, number>();
   for (const [pid, app] of after.backendApps) if (!before.backendApps.has(pid)) openedBy.set(app, (openedBy.get(app) ?? 0) + 1);
   const gc = [...children].map((c): [string, GcPauses] => [c.name, gcPausesBetween(c, before.at, after.at)]).filter(([, p]) => p.count > 0);
-  return { parts, writes, switches, redisScripts, sessionsOpened: after.sessions - before.sessions, sessionsOpenedBy: [...openedBy], machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total, gc };
+  return { parts, writes, switches, redisScripts, sessionsOpened: after.sessions - before.sessions, sessionsOpenedBy: [...openedBy], machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total, gc, wal: { bytes: after.wal.bytes - before.wal.bytes, fpi: after.wal.fpi - before.wal.fpi, syncs: after.wal.syncs - before.wal.syncs } };
 }
 
 function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
   // Processes that were idle during the phase are left out.
   const busy = use.parts.filter(([name, s]) => name === 'postgres' || s >= Math.max(0.05, 0.01 * use.machineTotal));
-  const parts = busy.map(([name, s]) => `${name} ${f1(s)}`).join(', ');
+  // other: what no process of the run used (Postgres's background processes such as the WAL
+  // writer and the checkpointer, kernel threads writing back dirty pages, anything else running)
+  const other = use.machineBusy - use.parts.reduce((sum, [, s]) => sum + (Number.isFinite(s) ? s : 0), 0);
+  const parts = `${busy.map(([name, s]) => `${name} ${f1(s)}`).join(', ')}, other ${f1(other)}`;
   const servers = busy.filter(([n]) => n !== 'bench' && n !== 'redis(all)');
   const perOp = perOps && perOps.ops > 0 ? `; cpu ms per ${perOps.what}: ${servers.map(([n, s]) => `${n} ${f2((s * 1000) / perOps.ops)}`).join(', ')}` : '';
   const writes = use.writes.filter(([, n]) => n >= 100);
@@ -318,7 +341,9 @@ function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
     perOps && perOps.ops > 0 && scriptCalls >= 100
       ? `; redis scripts per ${perOps.what}: ${f1(scriptCalls / perOps.ops)} calls, ${f0(scriptUs / scriptCalls)} µs each (script time ÷ Redis CPU ${pct(scriptUs / 1e6 / redisSeconds)})`
       : '';
-  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}${perOpScripts}; Postgres sessions opened ${use.sessionsOpened}${use.sessionsOpenedBy.length ? ` (${use.sessionsOpenedBy.map(([app, n]) => `${app} ${n}`).join(', ')})` : ''}`;
+  // WAL: every byte is written, and every flush waited on, by some commit
+  const perOpWal = perOps && perOps.ops > 0 ? `; WAL per ${perOps.what}: ${f2(use.wal.bytes / 1024 / perOps.ops)} KB, ${f2(use.wal.fpi / perOps.ops)} full-page images, ${f2(use.wal.syncs / perOps.ops)} flushes` : '';
+  return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}${perOpScripts}${perOpWal}; Postgres sessions opened ${use.sessionsOpened}${use.sessionsOpenedBy.length ? ` (${use.sessionsOpenedBy.map(([app, n]) => `${app} ${n}`).join(', ')})` : ''}`;
 }
 
 /** The GC pauses of a phase, by process: a pause stops everything queued in that process. */
@@ -328,6 +353,21 @@ function gcPhrase(use: CpuUse): string {
 }
 
 // ---------------------------------------------------------------- helpers
+
+/** When each job was moved to active (BullMQ's processedOn, epoch ms), for the jobs still in Redis. */
+async function jobsProcessedOn(jobIds: readonly string[]): Promise<Map<string, number>> {
+  const at = new Map<string, number>();
+  for (let i = 0; i < jobIds.length; i += 1000) {
+    const chunk = jobIds.slice(i, i + 1000);
+    const pipeline = redis!.pipeline();
+    for (const id of chunk) pipeline.hget(`${config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}`, 'processedOn');
+    const results = (await pipeline.exec()) ?? [];
+    results.forEach(([error, value], j) => {
+      if (!error && typeof value === 'string') at.set(chunk[j]!, Number(value));
+    });
+  }
+  return at;
+}
 
 async function api<T>(base: string, method: string, path: string, token: string, body?: unknown): Promise<T> {
   const response = await fetch(`${base}${path}`, {
@@ -662,7 +702,10 @@ try {
                extract(epoch from finished_at) * 1000 as finished
         from commands where id = any(${accepted.map((r) => r.jobId)}::uuid[])`.execute(db);
       const byId = new Map(stamps.rows.map((row) => [row.id, row]));
-      const seg = { front: [] as number[], pickup: [] as number[], run: [] as number[], commit: [] as number[] };
+      // and BullMQ's: when the worker moved the job to active (processedOn, the worker's clock),
+      // for the jobs Redis still keeps (removeOnComplete keeps the last 10,000)
+      const activeAt = await jobsProcessedOn(accepted.map((r) => r.jobId));
+      const seg = { front: [] as number[], delivery: [] as number[], lane: [] as number[], run: [] as number[], commit: [] as number[] };
       for (const r of accepted) {
         const row = byId.get(r.jobId);
         const at = watch.succeeded.get(r.jobId);
@@ -670,7 +713,11 @@ try {
         const sentEpoch = performance.timeOrigin + r.sentAt;
         const eventEpoch = performance.timeOrigin + at;
         seg.front.push(Number(row.created) - sentEpoch);
-        seg.pickup.push(Number(row.started) - Number(row.created));
+        const active = activeAt.get(r.jobId);
+        if (active !== undefined) {
+          seg.delivery.push(active - Number(row.created));
+          seg.lane.push(Number(row.started) - active);
+        }
         seg.run.push(Number(row.finished) - Number(row.started));
         seg.commit.push(eventEpoch - Number(row.finished));
       }
@@ -706,8 +753,9 @@ try {
         ),
         segments: [
           { name: 'send → command row (auth, validation, INSERT start)', p50: percentile(seg.front, 0.5), p99: percentile(seg.front, 0.99) },
-          { name: 'command row → worker picks it up (commit, queue.add, BullMQ)', p50: percentile(seg.pickup, 0.5), p99: percentile(seg.pickup, 0.99) },
-          { name: 'picked up → final transaction begins', p50: percentile(seg.run, 0.5), p99: percentile(seg.run, 0.99) },
+          { name: `command row → job active (commit, queue.add, BullMQ delivery; ${seg.delivery.length} jobs still in Redis)`, p50: percentile(seg.delivery, 0.5), p99: percentile(seg.delivery, 0.99) },
+          { name: 'job active → first transaction begins (waiting for a group commit lane)', p50: percentile(seg.lane, 0.5), p99: percentile(seg.lane, 0.99) },
+          { name: 'first → final transaction begins (0 for a one-step command)', p50: percentile(seg.run, 0.5), p99: percentile(seg.run, 0.99) },
           { name: 'final transaction begins → event read (tx, relay, XADD, XREAD)', p50: percentile(seg.commit, 0.5), p99: percentile(seg.commit, 0.99) },
         ],
         walWaits,
