@@ -296,9 +296,6 @@ export function walPhrase(w: WalWaits): string {
 
 /** What probeDisk measured: the time of each fdatasync, and the stalls among them. */
 export interface DiskProbe {
-  /** Where the probe wrote (a directory on the file system of Postgres's data directory). */
-  dir: string;
-  seconds: number;
   syncs: number;
   p50: number;
   p99: number;
@@ -313,7 +310,8 @@ export interface DiskProbe {
  * The disk under Postgres, alone: writes 8 KiB and fdatasyncs it every `gapMs` for `seconds`, as a
  * commit's WAL flush does, in a scratch file on the file system of Postgres's data directory
  * (`os.tmpdir()` when it is on the same device). Every durable pipeline waits for this on each
- * commit, so its stalls are the floor under any p99 measured the same day. Returns a reason
+ * commit: stalls of 100 ms here and no pipeline keeps a 50 ms p99. They come and go over
+ * minutes, so a probe before the phases is read beside each row's WAL waits. Returns a reason
  * instead when it cannot measure the right disk (Postgres on another host, or no scratch
  * directory on its file system).
  */
@@ -351,8 +349,6 @@ export async function probeDisk(databaseUrl: string, seconds: number, gapMs = 5)
     await unlink(file);
   }
   return {
-    dir,
-    seconds,
     syncs: times.length,
     p50: percentile(times, 0.5),
     p99: percentile(times, 0.99),
@@ -450,7 +446,7 @@ export async function freePort(): Promise<number> {
 /** A child process we started: its output tail (for crash reports) and how it ended. */
 export class Child {
   private tail = '';
-  /** The process's GC pauses (with `--trace-gc`, which every child gets): when the line arrived (performance.now()) and how long the pause was. */
+  /** The process's GC pauses, if it runs with `--trace-gc`: when the line arrived (performance.now()) and how long the pause was. */
   readonly gcPauses: { at: number; ms: number }[] = [];
   exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   private readonly exitPromise: Promise<void>;
@@ -532,13 +528,14 @@ export interface GcPauses {
   longest: number;
 }
 
+/** The pauses of `child` whose lines arrived between `from` and `to` (performance.now()). */
 export function gcPausesBetween(child: Child, from: number, to: number): GcPauses {
   const pauses = child.gcPauses.filter((p) => p.at >= from && p.at <= to);
   return { count: pauses.length, ms: pauses.reduce((a, p) => a + p.ms, 0), longest: pauses.reduce((a, p) => Math.max(a, p.ms), 0) };
 }
 
-/** Node flags of every child: `--trace-gc` (its pauses are counted per phase), and what the bench's options add (e.g. --cpu-prof). */
-export const childNodeFlags: string[] = ['--trace-gc'];
+/** Extra node flags of every child (bench:pipeline: `--trace-gc`, whose pauses Child counts, and what its options add, e.g. --cpu-prof). */
+export const childNodeFlags: string[] = [];
 
 export function spawnNode(name: string, script: string, env: Record<string, string>): Child {
   const child = spawn(process.execPath, [...childNodeFlags, script], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });

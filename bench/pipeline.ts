@@ -97,6 +97,8 @@ const QUICK = values.quick;
 const LATENCY_ONLY = values['latency-only'];
 const DISK_PROBE_S = Number(values['disk-probe']);
 if (LATENCY_ONLY && (QUICK || FIXED_RATES.length === 0)) throw new Error('--latency-only needs --rates, and not --quick');
+// every child reports its GC pauses (Child counts them per phase)
+childNodeFlags.push('--trace-gc');
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
 childNodeFlags.push(...values['node-flags'].split(' ').filter((flag) => flag !== ''));
 
@@ -202,7 +204,7 @@ interface CpuSnap {
   machine: { busy: number; total: number };
   /** performance.now() when taken (to pick the children's GC pauses in between). */
   at: number;
-  /** The server's WAL so far: bytes (insert position), full-page images and flushes to disk (pg_stat_wal). */
+  /** The server's WAL so far: bytes (insert position, exact), full-page images and flushes to disk (pg_stat_wal: backends report within a second). */
   wal: WalVolume;
 }
 
@@ -473,6 +475,8 @@ interface LatencyRow {
   rate: number;
   sent: number;
   accepted: number;
+  /** Of the accepted, the jobs whose processedOn Redis still had (the segments at "job active" are theirs). */
+  activeKnown: number;
   statuses: Record<string, number>;
   firstUnexpected?: string;
   acceptedPerS: number;
@@ -730,6 +734,7 @@ try {
         rate: target,
         sent: requests.length,
         accepted: accepted.length,
+        activeKnown: seg.delivery.length,
         statuses: statusCounts,
         ...(unexpected ? { firstUnexpected: `${unexpected.status} ${unexpected.body.slice(0, 300)}` } : {}),
         acceptedPerS: rate(accepted.filter((r) => r.answeredAt <= started + D * 1000).length, D),
@@ -753,7 +758,7 @@ try {
         ),
         segments: [
           { name: 'send → command row (auth, validation, INSERT start)', p50: percentile(seg.front, 0.5), p99: percentile(seg.front, 0.99) },
-          { name: `command row → job active (commit, queue.add, BullMQ delivery; ${seg.delivery.length} jobs still in Redis)`, p50: percentile(seg.delivery, 0.5), p99: percentile(seg.delivery, 0.99) },
+          { name: 'command row → job active (commit, queue.add, BullMQ delivery; of the jobs Redis still keeps)', p50: percentile(seg.delivery, 0.5), p99: percentile(seg.delivery, 0.99) },
           { name: 'job active → first transaction begins (waiting for a group commit lane)', p50: percentile(seg.lane, 0.5), p99: percentile(seg.lane, 0.99) },
           { name: 'first → final transaction begins (0 for a one-step command)', p50: percentile(seg.run, 0.5), p99: percentile(seg.run, 0.99) },
           { name: 'final transaction begins → event read (tx, relay, XADD, XREAD)', p50: percentile(seg.commit, 0.5), p99: percentile(seg.commit, 0.99) },
@@ -849,7 +854,7 @@ function printReport(): void {
   log('\n================ bench:pipeline report ================');
   log(`machine: ${os.cpus().length} cpus, load avg now ${os.loadavg().map((l) => fmt(l, 2)).join(' ')} (shared: absolute figures are noisy, ratios matter)`);
   log(`settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}; node flags of every child: ${childNodeFlags.join(' ')}`);
-  if (r.disk) log(`disk under Postgres (8 KiB written and fdatasync'd every 5 ms for ${DISK_PROBE_S} s, before the phases, nothing else running): ${diskPhrase(r.disk)}`);
+  if (r.disk) log(`disk under Postgres (8 KiB written and fdatasync'd every 5 ms for ${DISK_PROBE_S} s before the phases, nothing else running): ${diskPhrase(r.disk)}`);
 
   log('\n(a) baselines');
   if (r.bareAccept) {
@@ -898,7 +903,7 @@ function printReport(): void {
     }
     log('    where the time goes (p50 / p99 ms per command, from Postgres timestamps; same clock):');
     for (const row of r.latency) {
-      log(`        at ${pct(row.fraction)}: ${row.segments.map((s) => `${s.name.split(' (')[0]} ${f1(s.p50)} / ${f1(s.p99)}`).join('; ')}`);
+      log(`        at ${pct(row.fraction)}: ${row.segments.map((s) => `${s.name.split(' (')[0]} ${f1(s.p50)} / ${f1(s.p99)}`).join('; ')} (job active: ${row.activeKnown} of ${row.accepted} jobs)`);
       log(`            p99 tail: ${tailPhrase(row.tail)} of 250 ms`);
       log(`            WAL waits: ${walPhrase(row.walWaits)}`);
       log(`            GC pauses: ${gcPhrase(row.cpu)}`);
