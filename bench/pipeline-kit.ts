@@ -312,20 +312,10 @@ export interface DiskProbe {
  * (`os.tmpdir()` when it is on the same device). Every durable pipeline waits for this on each
  * commit: stalls of 100 ms here and no pipeline keeps a 50 ms p99. They come and go over
  * minutes, so a probe before the phases is read beside each row's WAL waits. Returns a reason
- * instead when it cannot measure the right disk (Postgres on another host, or no scratch
- * directory on its file system).
+ * instead when it cannot measure the right disk (`dataDir`, Postgres's `data_directory`, not on
+ * this machine, or no scratch directory on its file system).
  */
-export async function probeDisk(databaseUrl: string, seconds: number, gapMs = 5): Promise<DiskProbe | string> {
-  const client = new pg.Client({ connectionString: databaseUrl, application_name: 'bench-disk-probe' });
-  await client.connect();
-  let dataDir: string;
-  try {
-    dataDir = (await client.query<{ data_directory: string }>('show data_directory')).rows[0]!.data_directory;
-  } catch (error) {
-    return `not measured: Postgres did not say where its data is (${(error as Error).message})`;
-  } finally {
-    await client.end();
-  }
+export async function probeDisk(dataDir: string, seconds: number, gapMs = 5): Promise<DiskProbe | string> {
   const device = (path: string) => statSync(path, { throwIfNoEntry: false })?.dev;
   const dataDevice = device(dataDir);
   if (dataDevice === undefined) return `not measured: Postgres's data directory ${dataDir} is not on this machine`;

@@ -536,7 +536,10 @@ try {
 
   // ---- (a0) the disk under Postgres, with nothing else of the run going on: every commit waits on it
   if (DISK_PROBE_S > 0) {
-    report.disk = await probeDisk(config.DATABASE_URL, DISK_PROBE_S);
+    report.disk = await sql<{ data_directory: string }>`show data_directory`.execute(db).then(
+      ({ rows }) => probeDisk(rows[0]!.data_directory, DISK_PROBE_S),
+      (error: Error) => `not measured: Postgres did not say where its data is (${error.message})`,
+    );
     progress(`(a0) the disk under Postgres, ${DISK_PROBE_S} s alone: ${diskPhrase(report.disk)}`);
   }
 
