@@ -12,7 +12,7 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { commitStep, findCommand, lockCommands, type StepRecord, useOneCore } from '../db/repositories/command.repository.js';
+import { CommandNotAsExpected, commitStep, findCommand, lockCommands, type StepRecord, useOneCore } from '../db/repositories/command.repository.js';
 import { type OutboxEvent, unpublishedEventsOf } from '../db/repositories/outbox.repository.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
@@ -57,6 +57,12 @@ export interface ExecuteOptions {
   stop?: AbortSignal;
   /** The job says the command is short (CommandJobData.short): its step may join a group. */
   short?: boolean;
+  /**
+   * The job's copy of a short command (CommandJobData.carried): the first step, run alone, may
+   * apply its effect before it locks the row (runCarriedStep). Unchecked: it is parsed here, and
+   * the step commits only if the stored command is queued with the same contents.
+   */
+  carried?: unknown;
 }
 
 /** Thrown when the job names a command that is not in Postgres: nothing to do, ever. */
@@ -94,28 +100,38 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
   let steps = 0;
   let total: number | null = null;
   let counting = false;
+  let carried = options.short ? parseCarried(options.carried) : undefined;
   for (;;) {
     let step: StepResult;
     const first = steps === 0;
-    const fn = (trx: Trx, turn?: SharedTurn) => runStep(deps, trx, commandId, first, turn, parsed, total, (p) => (parsed = p));
+    const ahead = first ? carried : undefined;
+    const fn = (trx: Trx, turn?: SharedTurn) =>
+      ahead && !turn ? runCarriedStep(deps, trx, commandId, ahead, (p) => (parsed = p)) : runStep(deps, trx, commandId, first, turn, parsed, total, (p) => (parsed = p));
     try {
       step = await (first && options.short && deps.group ? deps.group.run(commandId, fn) : runTransaction(deps.db, (trx) => fn(trx), deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry));
     } catch (error) {
+      // the job's copy decides nothing: the stored command was not as carried, or the step failed
+      // on the copy (the stored one may differ); either way nothing committed, so run it as usual
+      if (ahead && (error instanceof CommandNotAsExpected || error instanceof AppError)) {
+        carried = undefined;
+        parsed = undefined;
+        continue;
+      }
       const fail = (stored: StoredError) => recordFailure(deps, commandId, first, stored);
       if (error instanceof AppError) return finished(await fail(error.toJSON()));
       if (error instanceof ConflictRetriesExhausted && options.finalAttempt) return finished(await fail(new AppError('PV3218', { sqlstate: error.sqlState }).toJSON()));
       throw error;
     }
-    if (!step.outcome || !parsed) return storedOutcome(step.row);
+    if ('ended' in step) return storedOutcome(step.ended);
     if (step.events.length > 0) deps.onCommitted?.(step.events);
     steps++;
     // not awaited: BullMQ progress is informational (the command row holds the truth), and the
     // next step need not wait for Redis; updates go out in order on one connection
     if (step.outcome.progress && !(step.outcome.done && steps === 1)) void options.onProgress?.(step.outcome.progress);
     if (step.outcome.done) return finished({ state: 'succeeded', result: step.outcome.result as Record<string, unknown> });
-    if (parsed.handler.countRemaining && !counting && step.outcome.progress.total === null) {
+    if (step.parsed.handler.countRemaining && !counting && step.outcome.progress.total === null) {
       counting = true;
-      countTotal(deps, commandId, parsed).then(
+      countTotal(deps, commandId, step.parsed).then(
         (counted) => (total = counted),
         (error: unknown) => deps.logger.warn({ err: error }, 'could not count the total for progress; it stays unknown'),
       );
@@ -130,16 +146,33 @@ interface Parsed {
   handler: CommandHandler<CommandType>;
 }
 
-interface StepResult {
-  row: CommandRow;
-  outcome?: StepOutcome<CommandType>;
-  /** The outbox rows to publish once the step commits (none in a group: the group publishes). */
-  events: OutboxEvent[];
-}
+/** A step's end: the command was found ended (its stored row), or the step ran. */
+type StepResult =
+  | { ended: CommandRow }
+  | {
+      parsed: Parsed;
+      outcome: StepOutcome<CommandType>;
+      /** The outbox rows to publish once the step commits (none in a group: the group publishes). */
+      events: OutboxEvent[];
+    };
 
 function parseRow(row: CommandRow): Parsed {
   const command = Command.parse(row.payload);
   return { command, audit: AuditContext.parse(row.audit), handler: handlers[command.type] as CommandHandler<CommandType> };
+}
+
+/** A job's copy of a short command, parsed, with the JSON it came as (what the stored row must equal). */
+interface Carried extends Parsed {
+  as: { payload: Command; audit: AuditContext };
+}
+
+/** The job's copy (CommandJobData.carried) if it parses as a short command; else undefined (the step locks first). */
+function parseCarried(carried: unknown): Carried | undefined {
+  const { payload, audit } = (carried ?? {}) as { payload?: unknown; audit?: unknown };
+  const command = Command.safeParse(payload);
+  const context = AuditContext.safeParse(audit);
+  if (!command.success || !context.success || !isShortCommand(command.data)) return undefined;
+  return { command: command.data, audit: context.data, handler: handlers[command.data.type] as CommandHandler<CommandType>, as: { payload: payload as Command, audit: audit as AuditContext } };
 }
 
 /**
@@ -173,7 +206,8 @@ async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ r
 /**
  * One transaction (or, with a `turn`, one turn in a group's transaction): lock, step, write
  * effects; the first step of a delivery also counts its attempt, in the same UPDATE as its
- * state. Returns the locked row, the step's outcome and the outbox rows to publish. In a group,
+ * state. Returns the stored row of an ended command, or the step's outcome and the outbox rows
+ * to publish. In a group,
  * a command that is not short (or is resumed) throws RunAlone before its step writes anything,
  * and the group writes the step's records.
  *
@@ -183,7 +217,7 @@ async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ r
  */
 async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, turn: SharedTurn | undefined, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
   const { row, live } = await lockForStep(trx, id, turn);
-  if (!live) return { row, events: [] };
+  if (!live) return { ended: row };
   const parsed = known ?? parseRow(row);
   remember(parsed);
   const { command, audit, handler } = parsed;
@@ -192,9 +226,36 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
   const earlier = resumed ? await unpublishedEventsOf(trx, id) : [];
   const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
   const outcome = await (turn ? turn.step(handler, context) : handler.step(context));
+  const record = stepRecord(id, first, parsed, outcome);
+  if (turn) {
+    turn.write(record);
+    return { parsed, outcome, events: [] };
+  }
+  return { parsed, outcome, events: [...earlier, ...(await commitStep(trx, record))] };
+}
+
+/**
+ * The first step of a short command on the job's copy, in two round trips where runStep takes
+ * three: the effect goes out with BEGIN, before the command row is locked, and commitStep's
+ * statement (with the COMMIT behind it) locks the row and commits only if the command is still
+ * queued with the copy's contents (`expected`); otherwise it throws CommandNotAsExpected and
+ * nothing is kept: a redelivery of an ended command, a resumed or missing one, or a job whose copy
+ * differs all roll back, and executeCommand runs the step as usual. Taking the token rows before
+ * the command row (runStep takes them after) can only deadlock two deliveries of one command,
+ * and a deadlock is retried as a conflict.
+ */
+async function runCarriedStep(deps: ExecutorDeps, trx: Trx, id: string, carried: Carried, remember: (parsed: Parsed) => void): Promise<StepResult> {
+  remember(carried);
+  const context: StepContext<CommandType> = { trx, commandId: id, command: carried.command, audit: carried.audit, checkpoint: null, progress: null, total: null, settings: deps.settings };
+  const outcome = await carried.handler.step(context);
+  return { parsed: carried, outcome, events: await commitStep(trx, { ...stepRecord(id, true, carried, outcome), expected: carried.as }) };
+}
+
+/** What a step leaves to commit: its audit rows, its events (`command.succeeded` last when done) and its end. */
+function stepRecord(id: string, first: boolean, { command, audit }: Parsed, outcome: StepOutcome<CommandType>): StepRecord {
   const drafts: EventDraft[] = [...outcome.events];
   if (outcome.done) drafts.push({ type: 'command.succeeded', data: { command_type: command.type, result: outcome.result as Record<string, unknown> } });
-  const record: StepRecord = {
+  return {
     id,
     start: first,
     audit,
@@ -205,11 +266,6 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
       ? { state: 'succeeded', result: outcome.result as Record<string, unknown>, ...(outcome.progress ? { progress: outcome.progress } : {}) }
       : { state: 'running', progress: outcome.progress, checkpoint: outcome.checkpoint },
   };
-  if (turn) {
-    turn.write(record);
-    return { row, outcome, events: [] };
-  }
-  return { row, outcome, events: [...earlier, ...(await commitStep(trx, record))] };
 }
 
 /**

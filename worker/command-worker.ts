@@ -29,6 +29,7 @@ export function commandProcessor(deps: ExecutorDeps, stop?: AbortSignal) {
       const outcome = await executeCommand({ ...deps, logger }, job.data.command_id, {
         finalAttempt,
         short: job.data.short === true,
+        carried: job.data.carried,
         onProgress: (progress) => job.updateProgress(progress).catch(() => {}),
         ...(stop ? { stop } : {}),
       });

@@ -117,7 +117,10 @@ export async function submitCommand(bus: CommandBus, submission: Submission): Pr
   if (!inserted && row.payload_hash !== hash) {
     throw new AppError('PV3010', { idempotency_key: submission.idempotencyKey ?? '', job_id: row.id });
   }
-  if (row.state === 'queued' || row.state === 'running') await enqueue(bus, { command_id: row.id, short: isShortCommand(submission.command) });
+  if (row.state === 'queued' || row.state === 'running') {
+    const short = isShortCommand(submission.command);
+    await enqueue(bus, { command_id: row.id, short, ...(short ? { carried: { payload: row.payload, audit: row.audit } } : {}) });
+  }
   return { row, replayed: !inserted };
 }
 

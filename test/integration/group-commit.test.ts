@@ -368,13 +368,14 @@ describe('group commit of short command steps', () => {
     }
   });
 
-  it('the producer marks the jobs of short commands short, and only those', async () => {
+  it('the producer marks the jobs of short commands short, and only those, and gives them a copy of the command as recorded', async () => {
     const [token] = await collectionWith('hints', 1);
     const shortId = await submit(stack, deleteOne('hints', token!));
     const longId = await submit(stack, { type: 'tokens.delete', collection: 'hints', tags: ['any'], reason: 'AppFunctionality' });
     const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
     try {
-      expect((await queue.getJob(shortId))?.data).toEqual({ command_id: shortId, short: true });
+      const stored = await db.selectFrom('commands').select(['payload', 'audit']).where('id', '=', shortId).executeTakeFirstOrThrow();
+      expect((await queue.getJob(shortId))?.data).toEqual({ command_id: shortId, short: true, carried: { payload: stored.payload, audit: stored.audit } });
       expect((await queue.getJob(longId))?.data).toEqual({ command_id: longId, short: false });
     } finally {
       await queue.close();

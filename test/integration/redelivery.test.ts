@@ -1,9 +1,11 @@
 import { type Job, Queue, UnrecoverableError } from 'bullmq';
+import pg from 'pg';
 import { Redis } from 'ioredis';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_JOB_NAME, COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
+import { LAST_IN_TRANSACTION } from '../../db/pipelined.js';
 import type { Db } from '../../db/database.js';
 import type { ExecutionOutcome } from '../../worker/command-executor.js';
 import { commandProcessor } from '../../worker/command-worker.js';
@@ -19,8 +21,8 @@ import { type Stack, startStack } from '../helpers/stack.js';
 const silent = pino({ level: 'silent' });
 
 /** A structurally valid BullMQ job for the processor: the first of five attempts. */
-function fakeJob(commandId: string): Job<CommandJobData> {
-  return { data: { command_id: commandId }, attemptsMade: 0, opts: { attempts: 5 }, updateProgress: async () => {} } as unknown as Job<CommandJobData>;
+function fakeJob(commandId: string, hints: Omit<CommandJobData, 'command_id'> = {}): Job<CommandJobData> {
+  return { data: { command_id: commandId, ...hints }, attemptsMade: 0, opts: { attempts: 5 }, updateProgress: async () => {} } as unknown as Job<CommandJobData>;
 }
 
 /** Submits a command over HTTP as the admin; returns its job ID (= command ID). */
@@ -331,5 +333,135 @@ describe('a job delivered twice at the same time', () => {
     const subject = await db.selectFrom('subjects').select('temporary_generation').where('id', '=', userId).executeTakeFirstOrThrow();
     expect(subject.temporary_generation).toBe(1);
     expect(count(await outboxTypes(db, id), 'command.succeeded')).toBe(1);
+  });
+});
+
+/**
+ * A short command's job carries a copy of the command (CommandJobData.carried), and the worker
+ * applies the first step's effect before it locks the command row (runCarriedStep). The copy is
+ * never trusted: the step commits only if its last statement finds the command queued with the
+ * copy's contents; otherwise nothing of it is kept and the step runs again on the stored command.
+ */
+describe("a job carrying its command's copy", () => {
+  let stack: Stack;
+  let db: Db;
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+    // the worker's pool: pipeline mode, COMMIT sent behind the last statement
+    db = createDb(stack.database.url, { max: 8, pipeline: true, applicationName: 'redelivery-carried-test' });
+    await createCollection(stack, 'copy');
+  });
+  afterAll(async () => {
+    await db?.destroy();
+    await stack?.close();
+  });
+
+  const run = (job: Job<CommandJobData>) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize: 100 } })(job);
+  /** The hints the producer puts on a short command's job: its copy is the row as recorded. */
+  async function hintsOf(id: string): Promise<Omit<CommandJobData, 'command_id'>> {
+    const row = await commandRow(db, id);
+    return { short: true, carried: { payload: row.payload, audit: row.audit } };
+  }
+  const deleteOf = (token: string) => ({ type: 'tokens.delete', collection: 'copy', token_ids: [token], reason: 'AppFunctionality' });
+
+  it('applies the effect before it locks the command row, and commits effect, records and state together', async () => {
+    const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c1' } }]);
+    const id = await submit(stack, deleteOf(token!));
+    // hold the command row: a step that locks it first waits before deleting anything
+    const blocker = new pg.Client({ connectionString: stack.database.url });
+    // outside any transaction (one sees pg_stat_activity as it was at its first look)
+    const observer = new pg.Client({ connectionString: stack.database.url });
+    await blocker.connect();
+    await observer.connect();
+    try {
+      await blocker.query('begin');
+      await blocker.query('select 1 from commands where id = $1 for update', [id]);
+      const running = run(fakeJob(id, await hintsOf(id)));
+      // the worker waits on the command row in its LAST statement (commitSteps', marked so; the
+      // text shown is cut short), its effect already applied
+      const waiting = async () =>
+        (await observer.query<{ query: string }>(`select query from pg_stat_activity where application_name = 'redelivery-carried-test' and wait_event_type = 'Lock'`)).rows;
+      await expect.poll(waiting, { timeout: 5000 }).toEqual([{ query: expect.stringContaining(LAST_IN_TRANSACTION) }]);
+      // the token row is the worker's already (deleted by its open transaction)
+      await expect(observer.query('select 1 from vault_tokens where token_id = $1 for update nowait', [token])).rejects.toMatchObject({ code: '55P03' });
+      await blocker.query('commit');
+      expect(await running).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+    } finally {
+      await blocker.end();
+      await observer.end();
+    }
+    expect(await tokenIdsOf(db, 'copy')).not.toContain(token);
+    expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', attempts: 1, result: { deleted: 1 } });
+    expect(await outboxTypes(db, id)).toEqual(['tokens.deleted', 'command.succeeded']);
+    expect((await auditRows(db, id)).map((r) => r.action)).toEqual(['tokens.deleted']);
+  });
+
+  it('a revoke-all delivered again with its copy: the second effect is rolled back, the stored outcome returned', async () => {
+    const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
+    const userId = created.body.id as string;
+    const generation = async () => (await db.selectFrom('subjects').select('temporary_generation').where('id', '=', userId).executeTakeFirstOrThrow()).temporary_generation;
+    const before = await generation();
+    const id = await submit(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
+    const hints = await hintsOf(id);
+
+    const first = await run(fakeJob(id, hints));
+    // the copy's step bumps the generation again, then finds the command ended: all rolled back
+    const second = await run(fakeJob(id, hints));
+
+    expect(first).toEqual({ state: 'succeeded', result: { subject: { kind: 'user', id: userId }, generation: before + 1 } });
+    expect(second).toEqual(first);
+    expect(await generation()).toBe(before + 1);
+    expect(await outboxTypes(db, id)).toEqual(['temporary_tokens.revoked', 'command.succeeded']);
+    expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', attempts: 1 });
+  });
+
+  it('a copy that differs from the stored command: its effect is rolled back and the stored command runs', async () => {
+    const [stored, other] = await tokenize(stack, 'copy', [{ object: { id: 'c2' } }, { object: { id: 'c3' } }]);
+    const id = await submit(stack, deleteOf(stored!));
+    const hints = await hintsOf(id);
+    const forged = { ...hints, carried: { ...hints.carried!, payload: { ...hints.carried!.payload, token_ids: [other!] } as never } };
+
+    expect(await run(fakeJob(id, forged))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+
+    const left = await tokenIdsOf(db, 'copy');
+    expect(left).not.toContain(stored);
+    expect(left).toContain(other);
+    const audit = await auditRows(db, id);
+    expect(audit.map((r) => r.data.token_ids)).toEqual([[stored]]);
+    expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', attempts: 1 });
+  });
+
+  it('a copy on which the step fails (no such token) decides nothing: the stored command runs and succeeds', async () => {
+    const [stored] = await tokenize(stack, 'copy', [{ object: { id: 'c4' } }]);
+    const id = await submit(stack, deleteOf(stored!));
+    const hints = await hintsOf(id);
+    const forged = { ...hints, carried: { ...hints.carried!, payload: { ...hints.carried!.payload, token_ids: ['no-such-token'] } as never } };
+
+    expect(await run(fakeJob(id, forged))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+    expect(await tokenIdsOf(db, 'copy')).not.toContain(stored);
+    expect(await outboxTypes(db, id)).toEqual(['tokens.deleted', 'command.succeeded']);
+  });
+
+  it('a copy of a failing command: the failure is recorded once, from the stored command', async () => {
+    const id = await submit(stack, deleteOf('not-there'));
+    const error = await run(fakeJob(id, await hintsOf(id))).then(() => undefined, (e: unknown) => e);
+    expect((error as Error).message).toMatch(/^PV3009: /);
+    expect(await commandRow(db, id)).toMatchObject({ state: 'failed', attempts: 1, error: { error_code: 'PV3009' } });
+    expect(await outboxTypes(db, id)).toEqual(['command.failed']);
+  });
+
+  it('a copy that is not a command, or a job for a command not in the database', async () => {
+    const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c5' } }]);
+    const id = await submit(stack, deleteOf(token!));
+    expect(await run(fakeJob(id, { short: true, carried: { payload: { type: 'nonsense' }, audit: {} } as never }))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+
+    // a copy of a real command under an ID that is not in the database: nothing is deleted
+    const [kept] = await tokenize(stack, 'copy', [{ object: { id: 'c6' } }]);
+    const real = await submit(stack, deleteOf(kept!));
+    const hints = await hintsOf(real);
+    const missing = '00000000-0000-4000-8000-000000000000';
+    await expect(run(fakeJob(missing, hints))).rejects.toBeInstanceOf(UnrecoverableError);
+    expect(await tokenIdsOf(db, 'copy')).toContain(kept);
+    expect(await outboxTypes(db, missing)).toEqual([]);
   });
 });
