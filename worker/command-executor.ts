@@ -106,9 +106,11 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
     const first = steps === 0;
     const ahead = first ? carried : undefined;
     const fn = (trx: Trx, turn?: SharedTurn) =>
-      ahead && !turn ? runCarriedStep(deps, trx, commandId, ahead, (p) => (parsed = p)) : runStep(deps, trx, commandId, first, turn, parsed, total, (p) => (parsed = p));
+      ahead && !turn?.locked ? runCarriedStep(deps, trx, commandId, ahead, turn, (p) => (parsed = p)) : runStep(deps, trx, commandId, first, turn, parsed, total, (p) => (parsed = p));
     try {
-      step = await (first && options.short && deps.group ? deps.group.run(commandId, fn) : runTransaction(deps.db, (trx) => fn(trx), deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry));
+      step = await (first && options.short && deps.group
+        ? deps.group.run(commandId, fn, { carried: ahead !== undefined })
+        : runTransaction(deps.db, (trx) => fn(trx), deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry));
     } catch (error) {
       // the job's copy decides nothing: the stored command was not as carried, or the step failed
       // on the copy (the stored one may differ); either way nothing committed, so run it as usual
@@ -239,16 +241,22 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
  * three: the effect goes out with BEGIN, before the command row is locked, and commitStep's
  * statement (with the COMMIT behind it) locks the row and commits only if the command is still
  * queued with the copy's contents (`expected`); otherwise it throws CommandNotAsExpected and
- * nothing is kept: a redelivery of an ended command, a resumed or missing one, or a job whose copy
+ * nothing is kept. In a group (a `turn` that did not lock the row) the group's commit statement
+ * checks it the same way, and a mismatch rolls the group back (its steps then run alone): a redelivery of an ended command, a resumed or missing one, or a job whose copy
  * differs all roll back, and executeCommand runs the step as usual. Taking the token rows before
  * the command row (runStep takes them after) can only deadlock two deliveries of one command,
  * and a deadlock is retried as a conflict.
  */
-async function runCarriedStep(deps: ExecutorDeps, trx: Trx, id: string, carried: Carried, remember: (parsed: Parsed) => void): Promise<StepResult> {
+async function runCarriedStep(deps: ExecutorDeps, trx: Trx, id: string, carried: Carried, turn: SharedTurn | undefined, remember: (parsed: Parsed) => void): Promise<StepResult> {
   remember(carried);
   const context: StepContext<CommandType> = { trx, commandId: id, command: carried.command, audit: carried.audit, checkpoint: null, progress: null, total: null, settings: deps.settings };
-  const outcome = await carried.handler.step(context);
-  return { parsed: carried, outcome, events: await commitStep(trx, { ...stepRecord(id, true, carried, outcome), expected: carried.as }) };
+  const outcome = await (turn ? turn.step(carried.handler, context) : carried.handler.step(context));
+  const record: StepRecord = { ...stepRecord(id, true, carried, outcome), expected: carried.as };
+  if (turn) {
+    turn.write(record);
+    return { parsed: carried, outcome, events: [] };
+  }
+  return { parsed: carried, outcome, events: await commitStep(trx, record) };
 }
 
 /** What a step leaves to commit: its audit rows, its events (`command.succeeded` last when done) and its end. */

@@ -22,7 +22,12 @@ export class RunAlone extends Error {
  * steps of a group run side by side up to `step`, so a step MUST make no query before it.
  */
 export interface SharedTurn {
-  /** Its command row, locked by the group (undefined: no such command). */
+  /**
+   * Whether the group locked the step's command row: not for a step run on its command's copy
+   * (`run(…, { carried: true })`), whose record says what it expects (StepRecord.expected).
+   */
+  locked: boolean;
+  /** Its command row, locked by the group (undefined: no such command, or not `locked`). */
   row: CommandRow | undefined;
   /**
    * Runs the handler's step: once every step of the group has come this far, those of one
@@ -51,6 +56,8 @@ export type StepFn<T> = (trx: Trx, turn?: SharedTurn) => Promise<T>;
 
 interface Entry {
   commandId: string;
+  /** The step runs on its command's copy: the group need not lock the row. */
+  carried: boolean;
   /** When it was submitted (performance.now()). */
   since: number;
   fn: StepFn<unknown>;
@@ -84,7 +91,9 @@ export interface StepGroupOptions {
  * named tokens, in one statement; the others one after another, in group order), one statement
  * writes all their audit rows, events and states, and one COMMIT (one WAL flush) ends them all.
  * Alone, a one-row command costs three round trips and a commit (BEGIN goes with the lock,
- * COMMIT with the commit statement: db/pipelined.ts); a group of n deletes, three in all.
+ * COMMIT with the commit statement: db/pipelined.ts); a group of n deletes, three in all. A step
+ * on its job's copy of the command (`carried`) needs no lock statement: two round trips alone,
+ * and a group of such steps takes two.
  * When the worker is not busy a step finds a lane free and runs at once, alone: a group never
  * waits for company. One lane serves moderate load (its groups grow with the load, and
  * fewer transactions cost less); the others open for steps that have waited spareLaneAfterMs,
@@ -111,10 +120,14 @@ export class StepGroup {
     this.policy = options.retryPolicy ?? defaultRetryPolicy;
   }
 
-  /** Runs the step of `commandId`, alone or in a group; resolves with its result once it committed. */
-  run<T>(commandId: string, fn: StepFn<T>): Promise<T> {
+  /**
+   * Runs the step of `commandId`, alone or in a group; resolves with its result once it committed.
+   * `carried`: the step runs on a copy of its command and checks it in its record
+   * (StepRecord.expected), so the group does not lock its row.
+   */
+  run<T>(commandId: string, fn: StepFn<T>, options: { carried?: boolean } = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.waiting.push({ commandId, since: performance.now(), fn, resolve: resolve as (value: unknown) => void, reject });
+      this.waiting.push({ commandId, carried: options.carried === true, since: performance.now(), fn, resolve: resolve as (value: unknown) => void, reject });
       this.openLane();
     });
   }
@@ -177,10 +190,9 @@ export class StepGroup {
         .transaction()
         .setIsolationLevel('repeatable read')
         .execute(async (trx) => {
-          const rows = await lockCommands(
-            trx,
-            group.map((entry) => entry.commandId),
-          );
+          // the rows of steps on a copy are locked (and checked) by commitSteps
+          const locking = group.filter((entry) => !entry.carried).map((entry) => entry.commandId);
+          const rows = locking.length > 0 ? await lockCommands(trx, locking) : new Map<string, CommandRow>();
           const { settled, records } = await runTurns(trx, group, rows);
           const done = new Map<Entry, unknown>();
           let failure: unknown;
@@ -240,6 +252,7 @@ async function runTurns(trx: Trx, group: readonly Entry[], rows: Map<string, Com
       if (--waiting === 0) allThere();
     };
     const turn: SharedTurn = {
+      locked: !entry.carried,
       row: rows.get(entry.commandId),
       step: (handler, context) =>
         new Promise((resolve, reject) => {

@@ -16,7 +16,10 @@ import { type Stack, startStack } from '../helpers/stack.js';
  * Group commit (worker/step-group.ts): the first steps of short commands delivered together run
  * in one shared transaction. Each command must keep what it has alone: its own effect, audit
  * rows, events and state, committed together; its own failure; a conflict retried; a long
- * command running in transactions of its own.
+ * command running in transactions of its own. Every test that runs steps together runs twice:
+ * on jobs that name their command only (the group locks the rows) and on jobs that carry a copy
+ * of it, as the producer's do for short commands (no lock statement: the group's commit
+ * statement locks and checks the rows).
  */
 
 const silent = pino({ level: 'silent' });
@@ -29,7 +32,10 @@ async function submit(stack: Stack, body: Record<string, unknown>, headers: Reco
 
 const deleteOne = (collection: string, tokenId: string) => ({ type: 'tokens.delete', collection, token_ids: [tokenId], reason: 'AppFunctionality' });
 
-describe('group commit of short command steps', () => {
+describe.each([
+  { copies: false, jobs: 'jobs naming their command' },
+  { copies: true, jobs: 'jobs carrying a copy of their command' },
+])('group commit of short command steps, $jobs', ({ copies }) => {
   let stack: Stack;
   let db: Db;
   beforeAll(async () => {
@@ -61,12 +67,19 @@ describe('group commit of short command steps', () => {
   }
 
   /** Runs the commands at once (each as a job saying it is short) through one group with a single lane: all but the first wait and group. */
-  async function runTogether(ids: string[], options: { maxSize?: number; deleteBatchSize?: number } = {}) {
+  async function runTogether(ids: string[], options: { maxSize?: number; deleteBatchSize?: number; forged?: Map<string, unknown> } = {}) {
     const retries: string[] = [];
     const group = new StepGroup(db, { lanes: 1, maxSize: options.maxSize ?? 32, onConflictRetry: (state) => retries.push(state) });
     const deps = { db, logger: silent, settings: { deleteBatchSize: options.deleteBatchSize ?? 100 }, group, onConflictRetry: (state: string) => retries.push(state) };
-    const outcomes = await Promise.all(ids.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true })));
+    const carried = new Map([...(copies ? await copiesOf(ids) : []), ...(options.forged ?? [])]);
+    const outcomes = await Promise.all(ids.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true, carried: carried.get(id) })));
     return { outcomes, group, retries };
+  }
+
+  /** What the producer puts on each command's job (CommandJobData.carried): the row as recorded. */
+  async function copiesOf(ids: string[]): Promise<Map<string, unknown>> {
+    const rows = await db.selectFrom('commands').select(['id', 'payload', 'audit']).where('id', 'in', ids).execute();
+    return new Map(rows.map((r) => [r.id, { payload: r.payload, audit: r.audit }]));
   }
 
   async function commandsOf(ids: string[]) {
@@ -331,6 +344,28 @@ describe('group commit of short command steps', () => {
     const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'over_batch').execute();
     expect(left.map((r) => r.token_id)).toEqual([named[5]]);
   });
+
+  if (copies) {
+    it('a copy in a group that is not its stored command: the group rolls back, then each runs alone; the stored command is the one that runs', async () => {
+      const [a, b, c, d] = await collectionWith('forged_copy', 4);
+      const ids = await deleteEach('forged_copy', [a!, b!, c!]);
+      const real = (await copiesOf([ids[1]!])).get(ids[1]!) as { payload: Record<string, unknown>; audit: unknown };
+      const forged = new Map([[ids[1]!, { ...real, payload: { ...real.payload, token_ids: [d] } }]]);
+
+      const { outcomes } = await runTogether(ids, { forged });
+
+      expect(outcomes).toEqual(ids.map(() => ({ state: 'succeeded', result: { deleted: 1 } })));
+      const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'forged_copy').execute();
+      expect(left.map((r) => r.token_id)).toEqual([d]);
+      for (const [i, id] of ids.entries()) {
+        expect((await auditOf(id)).map((r) => r.data.token_ids)).toEqual([[[a, b, c][i]]]);
+        expect((await commandsOf([id])).get(id)).toMatchObject({ state: 'succeeded', attempts: 1 });
+      }
+    });
+  }
+
+  // these run their steps themselves or none: once is enough
+  if (copies) return;
 
   it.each([
     { spareLaneAfterMs: 50, opens: true },
