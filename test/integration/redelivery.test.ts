@@ -50,17 +50,33 @@ async function commandRow(db: Db, commandId: string) {
   return db.selectFrom('commands').selectAll().where('id', '=', commandId).executeTakeFirstOrThrow();
 }
 
+/** The hints the producer puts on a short command's job: short, and a copy of the row as recorded. */
+async function copyHints(db: Db, commandId: string): Promise<Omit<CommandJobData, 'command_id'>> {
+  const row = await commandRow(db, commandId);
+  return { short: true, carried: { payload: row.payload, audit: row.audit } };
+}
+
+/**
+ * Each delivery test runs on jobs that name their command only, and on jobs that carry a copy of
+ * a short command as the producer's do (on the worker's pipelined pool): a delivery on a copy
+ * applies its effect before it finds the command ended, and must keep none of it.
+ */
+const kinds = [
+  { copies: false, jobs: 'jobs naming their command' },
+  { copies: true, jobs: 'jobs carrying a copy of a short command' },
+];
+
 function count<T>(items: readonly T[], item: T): number {
   return items.filter((i) => i === item).length;
 }
 
-describe('a job delivered twice to the processor, one delivery after the other', () => {
+describe.each(kinds)('a job delivered twice to the processor, one delivery after the other, $jobs', ({ copies }) => {
   let stack: Stack;
   let db: Db;
   beforeAll(async () => {
     // no worker: nothing but the test runs these commands
     stack = await startStack({ worker: false });
-    db = createDb(stack.database.url, { max: 8, applicationName: 'redelivery-test' });
+    db = createDb(stack.database.url, { max: 8, pipeline: copies, applicationName: 'redelivery-test' });
     await createCollection(stack, 'seq');
   });
   afterAll(async () => {
@@ -69,14 +85,17 @@ describe('a job delivered twice to the processor, one delivery after the other',
   });
 
   const processor = (deleteBatchSize = 100) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize } });
+  /** The job the producer would enqueue for a short command (with its copy, in copies mode). */
+  const shortJob = async (id: string) => fakeJob(id, copies ? await copyHints(db, id) : {});
 
   it('rotates once and returns the identical mapping on the second delivery', async () => {
     const [a, b, keep] = await tokenize(stack, 'seq', [{ object: { id: 'r1' } }, { object: { id: 'r2' } }, { object: { id: 'r3' } }]);
     const id = await submit(stack, { type: 'tokens.rotate', collection: 'seq', token_ids: [a, b], reason: 'AppFunctionality' });
     const run = processor();
 
-    const first = await run(fakeJob(id));
-    const second = await run(fakeJob(id));
+    const job = await shortJob(id);
+    const first = await run(job);
+    const second = await run(job);
 
     expect(first.state).toBe('succeeded');
     expect(second).toEqual(first);
@@ -148,8 +167,9 @@ describe('a job delivered twice to the processor, one delivery after the other',
     const id = await submit(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
     const run = processor();
 
-    const first = await run(fakeJob(id));
-    const second = await run(fakeJob(id));
+    const job = await shortJob(id);
+    const first = await run(job);
+    const second = await run(job);
 
     expect(first).toEqual({ state: 'succeeded', result: { subject: { kind: 'user', id: userId }, generation: before + 1 } });
     expect(second).toEqual(first);
@@ -166,7 +186,8 @@ describe('a job delivered twice to the processor, one delivery after the other',
     const run = processor();
 
     const errors: unknown[] = [];
-    for (let i = 0; i < 2; i++) errors.push(await run(fakeJob(id)).then(() => undefined, (e: unknown) => e));
+    const job = await shortJob(id);
+    for (let i = 0; i < 2; i++) errors.push(await run(job).then(() => undefined, (e: unknown) => e));
 
     for (const error of errors) {
       expect(error).toBeInstanceOf(UnrecoverableError);
@@ -250,12 +271,12 @@ describe('a finished job removed from BullMQ and added again', () => {
   });
 });
 
-describe('a job delivered twice at the same time', () => {
+describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies }) => {
   let stack: Stack;
   let db: Db;
   beforeAll(async () => {
     stack = await startStack({ worker: false });
-    db = createDb(stack.database.url, { max: 8, applicationName: 'redelivery-test' });
+    db = createDb(stack.database.url, { max: 8, pipeline: copies, applicationName: 'redelivery-test' });
     await createCollection(stack, 'dup');
   });
   afterAll(async () => {
@@ -264,12 +285,15 @@ describe('a job delivered twice at the same time', () => {
   });
 
   const processor = (deleteBatchSize = 100) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize } });
+  /** The job the producer would enqueue for a short command (with its copy, in copies mode). */
+  const shortJob = async (id: string) => fakeJob(id, copies ? await copyHints(db, id) : {});
 
   it('both deliveries of a rotate resolve with the same mapping; tokens are renamed once', async () => {
     const ids = await tokenize(stack, 'dup', Array.from({ length: 4 }, (_, i) => ({ object: { id: `c${i}` } })));
     const id = await submit(stack, { type: 'tokens.rotate', collection: 'dup', token_ids: ids, reason: 'AppFunctionality' });
 
-    const [first, second] = await Promise.all([processor()(fakeJob(id)), processor()(fakeJob(id))]);
+    const job = await shortJob(id);
+    const [first, second] = await Promise.all([processor()(job), processor()(job)]);
 
     expect(first.state).toBe('succeeded');
     expect(second).toEqual(first);
@@ -307,7 +331,8 @@ describe('a job delivered twice at the same time', () => {
     const [present] = await tokenize(stack, 'dup', [{ object: { id: 'stays' } }]);
     const id = await submit(stack, { type: 'tokens.rotate', collection: 'dup', token_ids: [present, 'never-was'], reason: 'AppFunctionality' });
 
-    const errors = await Promise.all([0, 1].map(() => processor()(fakeJob(id)).then(() => undefined, (e: unknown) => e)));
+    const job = await shortJob(id);
+    const errors = await Promise.all([0, 1].map(() => processor()(job).then(() => undefined, (e: unknown) => e)));
 
     for (const error of errors) {
       expect(error).toBeInstanceOf(UnrecoverableError);
@@ -326,7 +351,8 @@ describe('a job delivered twice at the same time', () => {
     const userId = created.body.id as string;
     const id = await submit(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
 
-    const [first, second] = await Promise.all([processor()(fakeJob(id)), processor()(fakeJob(id))]);
+    const job = await shortJob(id);
+    const [first, second] = await Promise.all([processor()(job), processor()(job)]);
 
     expect(first).toEqual({ state: 'succeeded', result: { subject: { kind: 'user', id: userId }, generation: 1 } });
     expect(second).toEqual(first);
@@ -357,11 +383,7 @@ describe("a job carrying its command's copy", () => {
   });
 
   const run = (job: Job<CommandJobData>) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize: 100 } })(job);
-  /** The hints the producer puts on a short command's job: its copy is the row as recorded. */
-  async function hintsOf(id: string): Promise<Omit<CommandJobData, 'command_id'>> {
-    const row = await commandRow(db, id);
-    return { short: true, carried: { payload: row.payload, audit: row.audit } };
-  }
+  const hintsOf = (id: string) => copyHints(db, id);
   const deleteOf = (token: string) => ({ type: 'tokens.delete', collection: 'copy', token_ids: [token], reason: 'AppFunctionality' });
 
   it('applies the effect before it locks the command row, and commits effect, records and state together', async () => {
