@@ -35,6 +35,8 @@ export interface ExecutorDeps {
   onCommitted?: (events: readonly OutboxEvent[]) => void;
   /** Called when a transaction is retried after a conflict. */
   onConflictRetry?: (sqlState: string) => void;
+  /** Called when a step on the job's copy of its command was rolled back, to run again on the stored command. */
+  onCopyRerun?: (reason: 'not_as_expected' | 'failed') => void;
   /** Called when this execution ended the command (not for a redelivery of an ended one). */
   onFinished?: (type: CommandType, state: 'succeeded' | 'failed', seconds: number) => void;
   /**
@@ -115,6 +117,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
       // the job's copy decides nothing: the stored command was not as carried, or the step failed
       // on the copy (the stored one may differ); either way nothing committed, so run it as usual
       if (ahead && (error instanceof CommandNotAsExpected || error instanceof AppError)) {
+        deps.onCopyRerun?.(error instanceof AppError ? 'failed' : 'not_as_expected');
         carried = undefined;
         parsed = undefined;
         continue;

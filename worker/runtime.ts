@@ -4,7 +4,7 @@ import { Redis } from 'ioredis';
 import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
 import { startCommandWorker } from './command-worker.js';
-import { commandsFinished, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
+import { commandsFinished, copyStepsRerun, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { EventPublisher } from './event-publisher.js';
 import { OutboxRelay } from './outbox-relay.js';
@@ -57,6 +57,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
     stats.conflictRetries[sqlState] = (stats.conflictRetries[sqlState] ?? 0) + 1;
     transactionRetries.inc({ sqlstate: sqlState });
   };
+  const onCopyRerun = (reason: 'not_as_expected' | 'failed') => copyStepsRerun.inc({ reason });
   const onFinished = (type: string, outcome: string, seconds: number) => {
     commandsFinished.inc({ type, outcome });
     jobDuration.observe({ type }, seconds);
@@ -68,7 +69,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // short commands delivered together share a transaction (one commit for the group)
   const group = config.GROUP_COMMIT_MAX > 1 ? new StepGroup(db, { lanes: config.GROUP_COMMIT_LANES, spareLaneAfterMs: config.GROUP_COMMIT_SPARE_LANE_MS, maxSize: config.GROUP_COMMIT_MAX, onConflictRetry, onCommitted, onGroupCommitted: (steps) => groupCommitSize.observe(steps) }) : undefined;
   const worker = startCommandWorker(
-    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onFinished, onCommitted, ...(group ? { group } : {}) },
+    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onCopyRerun, onFinished, onCommitted, ...(group ? { group } : {}) },
     { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },
   );
   const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS, outboxRetentionSeconds: config.OUTBOX_RETENTION_SECONDS });
