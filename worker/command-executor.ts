@@ -60,9 +60,9 @@ export interface ExecuteOptions {
   /** The job says the command is short (CommandJobData.short): its step may join a group. */
   short?: boolean;
   /**
-   * The job's copy of a short command (CommandJobData.carried): the first step, run alone, may
-   * apply its effect before it locks the row (runCarriedStep). Unchecked: it is parsed here, and
-   * the step commits only if the stored command is queued with the same contents.
+   * The job's copy of a short command (CommandJobData.carried): the first step, alone or in a
+   * group, may apply its effect before the row is locked (runCarriedStep). Unchecked: it is parsed
+   * here, and the step commits only if the stored command is queued with the same contents.
    */
   carried?: unknown;
 }
@@ -244,9 +244,10 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
  * three: the effect goes out with BEGIN, before the command row is locked, and commitStep's
  * statement (with the COMMIT behind it) locks the row and commits only if the command is still
  * queued with the copy's contents (`expected`); otherwise it throws CommandNotAsExpected and
- * nothing is kept. In a group (a `turn` that did not lock the row) the group's commit statement
- * checks it the same way, and a mismatch rolls the group back (its steps then run alone): a redelivery of an ended command, a resumed or missing one, or a job whose copy
- * differs all roll back, and executeCommand runs the step as usual. Taking the token rows before
+ * nothing is kept. A redelivery of an ended command, a resumed or missing one, or a job whose
+ * copy differs all roll back so, and executeCommand runs the step as usual. In a group (a `turn`
+ * that did not lock the row) the group's commit statement checks every copy the same way, and
+ * one mismatch rolls the group back (its steps then run alone). Taking the token rows before
  * the command row (runStep takes them after) can only deadlock two deliveries of one command,
  * and a deadlock is retried as a conflict.
  */
