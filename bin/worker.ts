@@ -6,7 +6,10 @@ import { closeOnSignal } from './signals.js';
 /** `npm run worker`: a worker with the outbox relay and the reconciler (run `npm run migrate` first). */
 const config = configOrExit();
 const logger = createLogger(config, 'revocation-worker');
-const worker = await startWorker(config, logger);
+const worker = await startWorker(config, logger).catch((error: unknown) => {
+  logger.fatal({ err: error }, error instanceof Error ? error.message : 'the worker could not start');
+  process.exit(1);
+});
 const metrics = config.METRICS_PORT ? await serveMetrics(config.METRICS_PORT, config.HOST) : undefined;
 logger.info({ concurrency: config.WORKER_CONCURRENCY, metrics_port: config.METRICS_PORT ?? null }, 'worker ready');
 closeOnSignal(logger, async () => {

@@ -1,6 +1,7 @@
-import { Migrator, type MigrationResultSet } from 'kysely';
+import { Migrator, type MigrationResultSet, sql } from 'kysely';
 import pg from 'pg';
 import { createDb } from './create-db.js';
+import type { Db } from './database.js';
 import { migrations } from './migrations/index.js';
 
 /** Any number works as long as every process uses the same one. */
@@ -58,5 +59,27 @@ export async function migrateToLatest(databaseUrl: string): Promise<MigrationRes
     await lock.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_KEY]).catch(() => {});
     await lock.end().catch(() => {});
     await db.destroy();
+  }
+}
+
+/** The migrations of this code that the database has not applied, in order (all of them on a database never migrated). */
+export async function pendingMigrations(db: Db): Promise<string[]> {
+  const applied = await sql<{ name: string }>`select name from kysely_migration`.execute(db).then(
+    (result) => new Set(result.rows.map((row) => row.name)),
+    (error: unknown) => {
+      if ((error as { code?: unknown }).code === '42P01') return new Set<string>(); // no kysely_migration: never migrated
+      throw error;
+    },
+  );
+  return Object.keys(migrations)
+    .sort()
+    .filter((name) => !applied.has(name));
+}
+
+/** Thrown by a process that needs a migration the database lacks. */
+export class DatabaseNotMigrated extends Error {
+  constructor(readonly pending: readonly string[]) {
+    super(`the database lacks migration${pending.length > 1 ? 's' : ''} ${pending.join(', ')}: run \`npm run migrate\` first`);
+    this.name = 'DatabaseNotMigrated';
   }
 }

@@ -93,8 +93,12 @@ function isTerminal(row: CommandRow): boolean {
  */
 export async function executeCommand(deps: ExecutorDeps, commandId: string, options: ExecuteOptions): Promise<ExecutionOutcome> {
   const startedAt = process.hrtime.bigint();
-  // the command as stored, parsed by the first step (which also counts this delivery's attempt)
+  // the command the step ran on, for onFinished (the stored one, or the job's copy)
   let parsed: Parsed | undefined;
+  // the command as stored, parsed by the first step that locked its row (or a copy that a commit
+  // proved equal to it): what later steps run on. Never a copy that did not commit: a group that
+  // rolls back a copy's step runs it again on its locked row
+  let stored: Parsed | undefined;
   const finished = (outcome: ExecutionOutcome): ExecutionOutcome => {
     if (parsed) deps.onFinished?.(parsed.command.type, outcome.state, Number(process.hrtime.bigint() - startedAt) / 1e9);
     return outcome;
@@ -108,7 +112,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
     const first = steps === 0;
     const ahead = first ? carried : undefined;
     const fn = (trx: Trx, turn?: SharedTurn) =>
-      ahead && !turn?.locked ? runCarriedStep(deps, trx, commandId, ahead, turn, (p) => (parsed = p)) : runStep(deps, trx, commandId, first, turn, parsed, total, (p) => (parsed = p));
+      ahead && !turn?.locked ? runCarriedStep(deps, trx, commandId, ahead, turn, (p) => (parsed = p)) : runStep(deps, trx, commandId, first, turn, stored, total, (p) => (parsed = stored = p));
     try {
       step = await (first && options.short && deps.group
         ? deps.group.run(commandId, fn, { carried: ahead !== undefined })
@@ -128,6 +132,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
       throw error;
     }
     if ('ended' in step) return storedOutcome(step.ended);
+    stored = step.parsed;
     if (step.events.length > 0) deps.onCommitted?.(step.events);
     steps++;
     // not awaited: BullMQ progress is informational (the command row holds the truth), and the

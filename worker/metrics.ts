@@ -38,7 +38,7 @@ export const groupCommitSize = new client.Histogram({
 
 export const copyStepsRerun = new client.Counter({
   name: 'revocation_copy_steps_rerun_total',
-  help: "First steps run on a job's copy of its command that were rolled back and run again on the stored command, by reason: not_as_expected (the command had ended, was resumed or differed from the copy: a redelivery, usually) or failed (a business failure on the copy).",
+  help: "First steps run on a job's copy of its command that were rolled back and run again on the stored command, by reason: not_as_expected (the command had ended, was resumed or differed from the copy) or failed (the step failed on the copy: a business failure, or a redelivery of a command whose effect is already applied, such as a delete of tokens it deleted).",
   labelNames: ['reason'] as const,
 });
 

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { Redis } from 'ioredis';
 import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
+import { DatabaseNotMigrated, pendingMigrations } from '../db/migrate.js';
 import { startCommandWorker } from './command-worker.js';
 import { commandsFinished, copyStepsRerun, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
@@ -37,6 +38,15 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // the lanes, up to 16 commands running alone (bulk deletes, each with its progress count at
   // times), the reconciler and the sweeper. More jobs than that wait for a connection.
   const db = createDb(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY, 16) + config.GROUP_COMMIT_LANES + 2, applicationName: 'revocation-worker', pipeline: true });
+  // every commit of a step calls a function of migration 0003: without it, every command would fail
+  const pending = await pendingMigrations(db).catch(async (error: unknown) => {
+    await db.destroy();
+    throw error;
+  });
+  if (pending.length > 0) {
+    await db.destroy();
+    throw new DatabaseNotMigrated(pending);
+  }
   const workerRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-worker' });
   const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-relay' });
   for (const r of [workerRedis, redis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));

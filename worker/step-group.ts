@@ -1,7 +1,7 @@
 import type { CommandType } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { commitSteps, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
+import { CommandNotAsExpected, commitSteps, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
 import type { CommandHandler, StepContext, StepOutcome } from './handlers/handler.js';
 import { conflictState, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
@@ -216,6 +216,15 @@ export class StepGroup {
       // rolled back: the steps that failed run alone, the others go back to the head of the queue
       // (if the lock or the commit itself failed, every step runs alone)
       const rest = group.filter((entry) => !failed.includes(entry) && !later.includes(entry));
+      if (error instanceof CommandNotAsExpected) {
+        // a step's copy was not its stored command (a redelivery of an ended one, usually): the
+        // others did nothing wrong, so they go back to the head of the queue with it, to run with
+        // every row locked first, where that step finds its command as it is
+        for (const entry of rest) entry.carried = false;
+        this.waiting.unshift(...rest);
+        for (const entry of later) void this.alone(entry);
+        return;
+      }
       if (failed.length > 0) this.waiting.unshift(...rest);
       for (const entry of failed.length > 0 ? [...later, ...failed] : [...later, ...rest]) void this.alone(entry);
       return;

@@ -40,7 +40,8 @@ describe.each([
   let db: Db;
   beforeAll(async () => {
     stack = await startStack({ worker: false });
-    db = createDb(stack.database.url, { max: 8, applicationName: 'group-commit-test' });
+    // with copies, the worker's pool: pipeline mode, the COMMIT sent behind the commit statement
+    db = createDb(stack.database.url, { max: 8, pipeline: copies, applicationName: 'group-commit-test' });
   });
   afterAll(async () => {
     await db?.destroy();
@@ -346,7 +347,7 @@ describe.each([
   });
 
   if (copies) {
-    it('a copy in a group that is not its stored command: the group rolls back, then each runs alone; the stored command is the one that runs', async () => {
+    it('a copy in a group that is not its stored command: the group rolls back and runs again with its rows locked; the stored command is the one that runs', async () => {
       const [a, b, c, d] = await collectionWith('forged_copy', 4);
       const ids = await deleteEach('forged_copy', [a!, b!, c!]);
       const real = (await copiesOf([ids[1]!])).get(ids[1]!) as { payload: Record<string, unknown>; audit: unknown };

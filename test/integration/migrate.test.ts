@@ -1,6 +1,12 @@
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { migrateToLatest } from '../../db/migrate.js';
+import { Migrator } from 'kysely';
+import pino from 'pino';
+import { loadConfig } from '../../contracts/index.js';
+import { createDb } from '../../db/create-db.js';
+import { DatabaseNotMigrated, ensureDatabase, migrateToLatest, pendingMigrations } from '../../db/migrate.js';
+import { startWorker } from '../../worker/runtime.js';
+import { TEST_REDIS_URL } from '../helpers/redis.js';
 import { migrations } from '../../db/migrations/index.js';
 import { databaseUrl, dropDatabase, TEST_SERVER_URL, uniqueName } from '../helpers/database.js';
 
@@ -85,6 +91,32 @@ describe('migrateToLatest', () => {
     expect(applied).toEqual(ALL);
     expect(await publicTables(name)).toEqual(TABLES);
     expect(await appliedMigrations(name)).toEqual(ALL);
+  });
+
+  it('a worker refuses to start against a database that lacks a migration, and says which and what to run', async () => {
+    const name = freshName();
+    const url = databaseUrl(name);
+    await ensureDatabase(url);
+    const db = createDb(url, { max: 1 });
+    try {
+      expect(await pendingMigrations(db)).toEqual(ALL);
+      const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
+      const last = ALL.at(-1)!;
+      const upTo = await migrator.migrateTo(ALL.at(-2)!);
+      expect(upTo.error).toBeUndefined();
+      expect(await pendingMigrations(db)).toEqual([last]);
+      const config = loadConfig({ DATABASE_URL: url, REDIS_URL: TEST_REDIS_URL, LOG_LEVEL: 'silent', QUEUE_PREFIX: `test-${name}`, BOOTSTRAP_ADMIN_TOKEN: 'x'.repeat(32) });
+      const refused = await startWorker(config, pino({ level: 'silent' })).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      expect(refused).toBeInstanceOf(DatabaseNotMigrated);
+      expect((refused as Error).message).toBe(`the database lacks migration ${last}: run \`npm run migrate\` first`);
+      await migrateToLatest(url);
+      expect(await pendingMigrations(db)).toEqual([]);
+    } finally {
+      await db.destroy();
+    }
   });
 
   it('leaves a working schema: the audit log refuses updates', async () => {

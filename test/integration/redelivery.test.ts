@@ -7,7 +7,7 @@ import { COMMAND_JOB_NAME, COMMAND_QUEUE, type CommandJobData } from '../../cont
 import { createDb } from '../../db/create-db.js';
 import { LAST_IN_TRANSACTION } from '../../db/pipelined.js';
 import type { Db } from '../../db/database.js';
-import type { ExecutionOutcome } from '../../worker/command-executor.js';
+import { CommandReleased, type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { commandProcessor } from '../../worker/command-worker.js';
 import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -462,6 +462,40 @@ describe("a job carrying its command's copy", () => {
     expect(await run(fakeJob(id, forged))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
     expect(await tokenIdsOf(db, 'copy')).not.toContain(stored);
     expect(await outboxTypes(db, id)).toEqual(['tokens.deleted', 'command.succeeded']);
+  });
+
+  it('a copy whose audit context differs (another tenant scope, another request): the stored one is what runs and is recorded', async () => {
+    const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c7' } }]);
+    const id = await submit(stack, deleteOf(token!));
+    const hints = await hintsOf(id);
+    const stored = hints.carried!.audit;
+    const forged = { ...hints, carried: { ...hints.carried!, audit: { ...stored, tenant_ids: ['someone-else'], request_id: 'forged' } } };
+
+    expect(await run(fakeJob(id, forged))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
+    const audit = await db.selectFrom('audit_log').select(['request_id', 'tenant_ids']).where('command_id', '=', id).execute();
+    expect(audit).toEqual([{ request_id: stored.request_id, tenant_ids: stored.tenant_ids }]);
+    expect(await tokenIdsOf(db, 'copy')).not.toContain(token);
+  });
+
+  it('a copy of a command an earlier delivery left running (resumed): it resumes from the checkpoint, not from the copy', async () => {
+    const tokens = await tokenize(stack, 'copy', [{ object: { id: 'r8' } }, { object: { id: 'r9' } }, { object: { id: 'r10' } }]);
+    const id = await submit(stack, { type: 'tokens.delete', collection: 'copy', token_ids: tokens, reason: 'AppFunctionality' });
+    const hints = await hintsOf(id);
+    // the first delivery commits one batch of one token, then is released (a shutdown)
+    const stopped = new AbortController();
+    stopped.abort();
+    const deps = { db, logger: silent, settings: { deleteBatchSize: 1 } };
+    await expect(executeCommand(deps, id, { finalAttempt: false, stop: stopped.signal })).rejects.toBeInstanceOf(CommandReleased);
+    expect(await commandRow(db, id)).toMatchObject({ state: 'running', attempts: 1, progress: { processed: 1 } });
+
+    // the copy says nothing of that: its step would start from the first token again
+    expect(await executeCommand(deps, id, { finalAttempt: false, short: true, carried: hints.carried })).toEqual({ state: 'succeeded', result: { deleted: 3 } });
+    expect(await tokenIdsOf(db, 'copy')).not.toEqual(expect.arrayContaining([tokens[0]]));
+    const audit = await auditRows(db, id);
+    expect(audit.flatMap((r) => r.data.token_ids as string[]).sort()).toEqual([...tokens].sort());
+    expect(audit.map((r) => (r.data.batch as { index: number }).index)).toEqual([0, 1, 2]);
+    expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', attempts: 2, progress: { processed: 3 } });
+    expect(count(await outboxTypes(db, id), 'tokens.deleted')).toBe(3);
   });
 
   it('a copy of a failing command: the failure is recorded once, from the stored command', async () => {
