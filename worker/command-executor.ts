@@ -236,12 +236,7 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
   const earlier = resumed ? await unpublishedEventsOf(trx, id) : [];
   const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
   const outcome = await (turn ? turn.step(handler, context) : handler.step(context));
-  const record = stepRecord(id, first, parsed, outcome);
-  if (turn) {
-    turn.write(record);
-    return { parsed, outcome, events: [] };
-  }
-  return { parsed, outcome, events: [...earlier, ...(await commitStep(trx, record))] };
+  return handOver(trx, turn, parsed, outcome, stepRecord(id, first, parsed, outcome), earlier);
 }
 
 /**
@@ -252,7 +247,7 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
  * nothing is kept. A redelivery of an ended command, a resumed or missing one, or a job whose
  * copy differs all roll back so, and executeCommand runs the step as usual. In a group (a `turn`
  * that did not lock the row) the group's commit statement checks every copy the same way, and
- * one mismatch rolls the group back (its steps then run alone). Taking the token rows before
+ * one mismatch rolls the group back; it runs again with its rows locked. Taking the token rows before
  * the command row (runStep takes them after) can only deadlock two deliveries of one command,
  * and a deadlock is retried as a conflict.
  */
@@ -260,12 +255,20 @@ async function runCarriedStep(deps: ExecutorDeps, trx: Trx, id: string, carried:
   remember(carried);
   const context: StepContext<CommandType> = { trx, commandId: id, command: carried.command, audit: carried.audit, checkpoint: null, progress: null, total: null, settings: deps.settings };
   const outcome = await (turn ? turn.step(carried.handler, context) : carried.handler.step(context));
-  const record: StepRecord = { ...stepRecord(id, true, carried, outcome), expected: carried.as };
+  return handOver(trx, turn, carried, outcome, { ...stepRecord(id, true, carried, outcome), expected: carried.as });
+}
+
+/**
+ * A step's records: to the group (its turn), which writes them with the others; alone, written
+ * now with the statement that ends the transaction. Returns the outbox rows to publish after the
+ * commit (`earlier` first: a resumed command's events left unpublished; none in a group).
+ */
+async function handOver(trx: Trx, turn: SharedTurn | undefined, parsed: Parsed, outcome: StepOutcome<CommandType>, record: StepRecord, earlier: readonly OutboxEvent[] = []): Promise<StepResult> {
   if (turn) {
     turn.write(record);
-    return { parsed: carried, outcome, events: [] };
+    return { parsed, outcome, events: [] };
   }
-  return { parsed: carried, outcome, events: await commitStep(trx, record) };
+  return { parsed, outcome, events: [...earlier, ...(await commitStep(trx, record))] };
 }
 
 /** What a step leaves to commit: its audit rows, its events (`command.succeeded` last when done) and its end. */
