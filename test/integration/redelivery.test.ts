@@ -66,6 +66,24 @@ const kinds = [
   { copies: true, jobs: 'jobs carrying a copy of a short command' },
 ];
 
+/**
+ * Before a describe's tests: a stack without a worker (nothing but the test runs its commands),
+ * a pool on its database, and `collection`, handed to `set`; after them, both closed.
+ */
+function openStack(collection: string, pool: { pipeline: boolean; applicationName: string }, set: (stack: Stack, db: Db) => void): void {
+  let opened: { stack: Stack; db: Db } | undefined;
+  beforeAll(async () => {
+    const stack = await startStack({ worker: false });
+    opened = { stack, db: createDb(stack.database.url, { max: 8, ...pool }) };
+    set(opened.stack, opened.db);
+    await createCollection(stack, collection);
+  });
+  afterAll(async () => {
+    await opened?.db.destroy();
+    await opened?.stack.close();
+  });
+}
+
 function count<T>(items: readonly T[], item: T): number {
   return items.filter((i) => i === item).length;
 }
@@ -73,15 +91,9 @@ function count<T>(items: readonly T[], item: T): number {
 describe.each(kinds)('a job delivered twice to the processor, one delivery after the other, $jobs', ({ copies }) => {
   let stack: Stack;
   let db: Db;
-  beforeAll(async () => {
-    // no worker: nothing but the test runs these commands
-    stack = await startStack({ worker: false });
-    db = createDb(stack.database.url, { max: 8, pipeline: copies, applicationName: 'redelivery-test' });
-    await createCollection(stack, 'seq');
-  });
-  afterAll(async () => {
-    await db?.destroy();
-    await stack?.close();
+  openStack('seq', { pipeline: copies, applicationName: 'redelivery-test' }, (s, d) => {
+    stack = s;
+    db = d;
   });
 
   const processor = (deleteBatchSize = 100) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize } });
@@ -274,14 +286,9 @@ describe('a finished job removed from BullMQ and added again', () => {
 describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies }) => {
   let stack: Stack;
   let db: Db;
-  beforeAll(async () => {
-    stack = await startStack({ worker: false });
-    db = createDb(stack.database.url, { max: 8, pipeline: copies, applicationName: 'redelivery-test' });
-    await createCollection(stack, 'dup');
-  });
-  afterAll(async () => {
-    await db?.destroy();
-    await stack?.close();
+  openStack('dup', { pipeline: copies, applicationName: 'redelivery-test' }, (s, d) => {
+    stack = s;
+    db = d;
   });
 
   const processor = (deleteBatchSize = 100) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize } });
@@ -371,15 +378,10 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
 describe("a job carrying its command's copy", () => {
   let stack: Stack;
   let db: Db;
-  beforeAll(async () => {
-    stack = await startStack({ worker: false });
-    // the worker's pool: pipeline mode, COMMIT sent behind the last statement
-    db = createDb(stack.database.url, { max: 8, pipeline: true, applicationName: 'redelivery-carried-test' });
-    await createCollection(stack, 'copy');
-  });
-  afterAll(async () => {
-    await db?.destroy();
-    await stack?.close();
+  // the worker's pool: pipeline mode, COMMIT sent behind the last statement
+  openStack('copy', { pipeline: true, applicationName: 'redelivery-carried-test' }, (s, d) => {
+    stack = s;
+    db = d;
   });
 
   const run = (job: Job<CommandJobData>) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize: 100 } })(job);
