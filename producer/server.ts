@@ -48,7 +48,7 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
     config,
     db,
     logger,
-    bus: new CommandBus(db, queue, logger),
+    bus: new CommandBus(db, queue, redis, logger),
     waiter,
     probes: { redis: () => redis.ping() },
     advisors: [() => redisWarnings(redis)],

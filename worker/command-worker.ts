@@ -1,6 +1,7 @@
 import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { holdWritesForTurn } from '../db/redis-writes.js';
 import { COMMAND_QUEUE, type CommandJobData } from '../contracts/index.js';
 import { CommandNotFound, CommandReleased, type ExecutionOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';
 
@@ -54,7 +55,11 @@ export function commandProcessor(deps: ExecutorDeps, stop?: AbortSignal) {
  * active jobs), after aborting `options.stop` so that long commands are released, not finished.
  */
 export function startCommandWorker(deps: ExecutorDeps, options: CommandWorkerOptions): Worker<CommandJobData, ExecutionOutcome> {
-  const worker = new Worker<CommandJobData, ExecutionOutcome>(COMMAND_QUEUE, commandProcessor(deps, options.stop), {
+  const processor = commandProcessor(deps, options.stop);
+  // the jobs a group commit ends finish in one turn: their moveToFinished (and the XADD of their
+  // events, when the publisher shares the connection) go out in one write
+  const finishTogether = () => holdWritesForTurn(options.connection);
+  const worker = new Worker<CommandJobData, ExecutionOutcome>(COMMAND_QUEUE, (job, token) => processor(job, token).finally(finishTogether), {
     connection: options.connection,
     prefix: options.prefix,
     concurrency: options.concurrency,

@@ -1,7 +1,8 @@
-import type { ChainableCommander, Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
+import { holdWritesForTurn } from '../db/redis-writes.js';
 import { markPublished, type OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { eventsPublished } from './metrics.js';
 
@@ -10,24 +11,19 @@ export interface StreamOptions {
   maxLen: number;
 }
 
-/** Appends `events` (JSON texts) to the stream in one round trip (one XADD MAXLEN ~, or a pipeline of them), in order. */
+/**
+ * Appends `events` (JSON texts) to the stream, in order, one XADD MAXLEN ~ each, all in one write
+ * (holdWritesForTurn: with whatever else this turn sends on the connection, such as the
+ * moveToFinished of the jobs whose commit wrote them).
+ */
 export async function appendToStream(redis: Redis, { stream, maxLen }: StreamOptions, events: readonly string[]): Promise<void> {
-  const xadd = (on: Redis | ChainableCommander, event: string) => on.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, event);
   if (events.length === 0) return;
-  // one event: no pipeline (ioredis copies every script of the connection onto each: ~40 µs, 14 KB)
-  if (events.length === 1) {
-    await xadd(redis, events[0]!);
-    return;
-  }
-  const pipeline = redis.pipeline();
-  for (const event of events) xadd(pipeline, event);
-  const results = await pipeline.exec();
-  const failed = results?.find(([error]) => error);
-  if (!results || failed) throw failed?.[0] ?? new Error('XADD pipeline returned nothing');
+  holdWritesForTurn(redis);
+  await Promise.all(events.map((event) => redis.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, event)));
 }
 
 export interface EventPublisherOptions extends StreamOptions {
-  /** Events per XADD pipeline, at most. */
+  /** Events per batch of XADDs (one write), at most. */
   batchSize?: number;
   /** Published events are marked in Postgres in one statement per this many milliseconds (or per batchSize events). */
   markDelayMs?: number;
@@ -48,9 +44,9 @@ export interface EventPublisherOptions extends StreamOptions {
  * no NOTIFY to wake a relay and no query to find it; the marks that tell the relay it is done go
  * in batches, off the event's path.
  *
- * Events go out in the order they were handed over, one pipeline at a time (what arrives while
+ * Events go out in the order they were handed over, one batch at a time (what arrives while
  * one is in flight goes in the next): a command's steps run one after another in one process, so
- * its events keep their order. A pipeline that fails is tried again (with backoff) before
+ * its events keep their order. A batch that fails is tried again (with backoff) before
  * anything handed over after it, so nothing overtakes an event that failed. Events it cannot
  * take (the queue is full, or the publisher closed) stay unpublished in the outbox for the relay,
  * and so do the later events of their command, until its terminal one: the relay publishes in
@@ -68,7 +64,7 @@ export class EventPublisher {
   private failures = 0;
   /** Commands whose events are left to the relay until their terminal one (see leave). */
   private readonly relayed = new Set<string>();
-  /** Whether leaving events to the relay was logged since the last pipeline went out. */
+  /** Whether leaving events to the relay was logged since the last batch went out. */
   private leaving = false;
   /** Events this publisher put on the stream. */
   published = 0;
@@ -102,7 +98,7 @@ export class EventPublisher {
   }
 
   /**
-   * Stops taking events; waits until those handed over are on the stream and marked. A pipeline
+   * Stops taking events; waits until those handed over are on the stream and marked. A batch
    * still failing at close is given up (the relay publishes those events).
    */
   async close(): Promise<void> {

@@ -56,7 +56,8 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // relay (one leader among the worker processes, on a connection of its own that holds the relay
   // lock) publishes only what a worker left behind (it died between its commit and its XADD)
   const stream = { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN };
-  const publisher = new EventPublisher(db, redis, logger, stream);
+  // on the BullMQ worker's connection: a group's XADD and its jobs' moveToFinished go in one write
+  const publisher = new EventPublisher(db, workerRedis, logger, stream);
   const onCommitted = (events: readonly OutboxEvent[]) => publisher.publish(events);
   const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker' });
   const relay = new OutboxRelay(db, relaySession, redis, logger, stream);

@@ -1,10 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import DataLoader from 'dataloader';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, isShortCommand, type JobView } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
+import { holdWritesForTurn } from '../../db/redis-writes.js';
 import { type CommandRecord, findCommand, insertCommands, type RecordOutcome } from '../../db/repositories/command.repository.js';
 import { type Caller, StaleCredential } from '../access.js';
 
@@ -16,11 +18,12 @@ export const MAX_RECORD_BATCH = 64;
 
 /**
  * Records commands and enqueues their jobs. Commands submitted in the same turn of the event
- * loop are recorded by ONE statement (insertCommands) and their jobs added in ONE Redis round
- * trip (Queue.addBulk): under load one INSERT and one commit serve many requests, each still
- * answered only once its own row is committed. Nothing waits for company: a batch leaves at the
- * end of the turn it was started in (DataLoader, scheduled by setImmediate). If a batch fails as
- * a whole, each of its items is tried alone, so one bad item fails alone.
+ * loop are recorded by ONE statement (insertCommands) and their jobs added in ONE Redis write
+ * (one Queue.add each, the connection's writes held for the turn: holdWritesForTurn): under load
+ * one INSERT, one commit and one write serve many requests, each still answered only once its
+ * own row is committed. Nothing waits for company: a batch leaves at the end of the turn it was
+ * started in (DataLoader, scheduled by setImmediate). If a batch of records fails as a whole,
+ * each is tried alone, so one bad item fails alone; each job has its own outcome.
  */
 export class CommandBus {
   readonly #records: DataLoader<CommandRecord, RecordOutcome>;
@@ -29,21 +32,18 @@ export class CommandBus {
   constructor(
     readonly db: Db,
     readonly queue: Queue<CommandJobData>,
+    /** The queue's connection (its writes are held for the turn a batch of jobs is added in). */
+    redis: Redis,
     readonly logger: Logger,
   ) {
     const options = { cache: false, maxBatchSize: MAX_RECORD_BATCH, batchScheduleFn: (callback: () => void) => setImmediate(callback) };
     this.#records = new DataLoader((records) => eachAloneOnFailure(records, (batch) => insertCommands(db, batch)), options);
-    this.#jobs = new DataLoader(
-      (jobs) => eachAloneOnFailure(jobs, async (batch) => {
-        const bulk = batch.map((job) => ({ name: COMMAND_JOB_NAME, data: job, opts: { ...COMMAND_JOB_OPTIONS, jobId: job.command_id } }));
-        // one job (the usual batch below saturation): Queue.add, without the ioredis pipeline that
-        // addBulk builds, which copies every script of the connection (BullMQ's 52): ~40 µs, 14 KB
-        if (bulk.length === 1) await queue.add(bulk[0]!.name, bulk[0]!.data, bulk[0]!.opts);
-        else await queue.addBulk(bulk);
-        return batch.map(() => undefined);
-      }),
-      options,
-    );
+    this.#jobs = new DataLoader((jobs) => {
+      // one Queue.add per job, all in one write: Queue.addBulk would build an ioredis pipeline,
+      // which copies every script of the connection (BullMQ's 52) onto itself: ~40 µs, 14 KB
+      holdWritesForTurn(redis);
+      return Promise.all(jobs.map((job) => queue.add(COMMAND_JOB_NAME, job, { ...COMMAND_JOB_OPTIONS, jobId: job.command_id }).then(() => undefined, asError)));
+    }, options);
   }
 
   /** Records a command for `credential` (see insertCommands); resolves once its row is committed. */
@@ -57,13 +57,15 @@ export class CommandBus {
   }
 }
 
+const asError = (error: unknown): Error => (error instanceof Error ? error : new Error(String(error)));
+
 /** Runs `run` on the whole batch; if that throws, on each item alone (errors become that item's result). */
 async function eachAloneOnFailure<I, O>(items: readonly I[], run: (batch: readonly I[]) => Promise<O[]>): Promise<(O | Error)[]> {
   try {
     return await run(items);
   } catch (error) {
-    if (items.length === 1) return [error instanceof Error ? error : new Error(String(error))];
-    return Promise.all(items.map((item) => run([item]).then((results) => results[0] as O, (e: unknown) => (e instanceof Error ? e : new Error(String(e))))));
+    if (items.length === 1) return [asError(error)];
+    return Promise.all(items.map((item) => run([item]).then((results) => results[0] as O, asError)));
   }
 }
 

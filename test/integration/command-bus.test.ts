@@ -15,7 +15,7 @@ import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
  * The producer's CommandBus records the commands submitted in one turn of the event loop with
- * ONE statement and adds their jobs in ONE Redis round trip. Each command must keep what it has
+ * ONE statement and adds their jobs in ONE Redis write. Each command must keep what it has
  * alone: its own credential check, its own idempotency key, its own failure.
  */
 describe('CommandBus: commands submitted together', () => {
@@ -29,7 +29,7 @@ describe('CommandBus: commands submitted together', () => {
     stack = await startStack({ worker: false });
     redis = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: 1 });
     queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: stack.config.QUEUE_PREFIX });
-    bus = new CommandBus(stack.database.db, queue, pino({ level: 'silent' }));
+    bus = new CommandBus(stack.database.db, queue, redis, pino({ level: 'silent' }));
     admin = await credentialOf(ADMIN_TOKEN);
   });
   afterAll(async () => {
@@ -93,29 +93,30 @@ describe('CommandBus: commands submitted together', () => {
     expect(await transactionsOf([records[0]!.command.id, records[2]!.command.id])).toBe(2);
   });
 
-  it('adds the jobs of one turn in one round trip, each with its command ID', async () => {
+  /** Counts the writes of the queue's connection to its socket (`_writev` for held chunks, `_write` for one). */
+  function countWrites() {
+    const socket = redis.stream as unknown as Record<'_write' | '_writev', (...args: unknown[]) => void>;
+    const spies = [vi.spyOn(socket, '_writev'), vi.spyOn(socket, '_write')];
+    onTestFinished(() => spies.forEach((spy) => spy.mockRestore()));
+    return () => spies.reduce((n, spy) => n + spy.mock.calls.length, 0);
+  }
+
+  it('adds the jobs of one turn in one write, each with its command ID, without a pipeline', async () => {
     const ids = Array.from({ length: 20 }, () => randomUUID());
-    const addBulk = queue.addBulk.bind(queue);
-    const batches: number[] = [];
-    queue.addBulk = (jobs) => (batches.push(jobs.length), addBulk(jobs));
+    const pipeline = vi.spyOn(redis, 'pipeline');
+    onTestFinished(() => pipeline.mockRestore());
+    const writes = countWrites();
     await Promise.all(ids.map((id) => bus.addJob({ command_id: id, short: true })));
-    expect(batches).toEqual([20]);
+    expect(writes()).toBe(1);
+    expect(pipeline).not.toHaveBeenCalled();
     const jobs = await Promise.all(ids.map((id) => queue.getJob(id)));
     expect(jobs.map((job) => job?.data)).toEqual(ids.map((id) => ({ command_id: id, short: true })));
   });
 
-  it('adds a job submitted alone with Queue.add (no pipeline), with the same ID and options as in a batch', async () => {
+  it('gives a job alone the same name, ID and options as in a batch; adding it again changes nothing', async () => {
     const [alone, inBatch] = [randomUUID(), randomUUID()];
-    const add = vi.spyOn(queue, 'add');
-    const addBulk = vi.spyOn(queue, 'addBulk');
-    onTestFinished(() => {
-      add.mockRestore();
-      addBulk.mockRestore();
-    });
     await bus.addJob({ command_id: alone, short: true });
     await Promise.all([bus.addJob({ command_id: inBatch, short: false }), bus.addJob({ command_id: randomUUID(), short: true })]);
-    expect(add).toHaveBeenCalledTimes(1);
-    expect(addBulk.mock.calls.map(([jobs]) => jobs.length)).toEqual([2]);
     const [one, other] = await Promise.all([queue.getJob(alone), queue.getJob(inBatch)]);
     expect(one?.id).toBe(alone);
     expect(one?.data).toEqual({ command_id: alone, short: true });
@@ -129,5 +130,16 @@ describe('CommandBus: commands submitted together', () => {
     await bus.addJob({ command_id: alone, short: true });
     expect(await queue.getJobCounts('waiting')).toEqual(before);
     expect((await queue.getJob(alone))?.timestamp).toBe(one?.timestamp);
+  });
+
+  it('fails only the job that Redis refuses; the others of its batch are added', async () => {
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    const add = queue.add.bind(queue);
+    const refuse = vi.spyOn(queue, 'add').mockImplementation((name, data, opts) => (data.command_id === ids[1] ? Promise.reject(new Error('refused')) : add(name, data, opts)));
+    onTestFinished(() => refuse.mockRestore());
+    const settled = await Promise.allSettled(ids.map((id) => bus.addJob({ command_id: id, short: true })));
+    expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    const jobs = await Promise.all(ids.map((id) => queue.getJob(id)));
+    expect(jobs.map((job) => job?.id)).toEqual([ids[0], undefined, ids[2]]);
   });
 });
