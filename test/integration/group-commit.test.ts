@@ -1,4 +1,5 @@
 import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
@@ -7,6 +8,9 @@ import { COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
 import type { Db } from '../../db/database.js';
 import { type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
+import { startCommandWorker } from '../../worker/command-worker.js';
+import { EventPublisher } from '../../worker/event-publisher.js';
+import type { OutboxEvent } from '../../db/repositories/outbox.repository.js';
 import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { StepGroup } from '../../worker/step-group.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
@@ -31,6 +35,13 @@ async function submit(stack: Stack, body: Record<string, unknown>, headers: Reco
 }
 
 const deleteOne = (collection: string, tokenId: string) => ({ type: 'tokens.delete', collection, token_ids: [tokenId], reason: 'AppFunctionality' });
+
+/** Submits one single-token delete per token; returns the job IDs in order. */
+async function deleteEachOf(stack: Stack, collection: string, tokens: readonly string[]): Promise<string[]> {
+  const ids: string[] = [];
+  for (const token of tokens) ids.push(await submit(stack, deleteOne(collection, token)));
+  return ids;
+}
 
 describe.each([
   { copies: false, jobs: 'jobs naming their command' },
@@ -61,11 +72,7 @@ describe.each([
   }
 
   /** Submits one single-token delete per token; returns the job IDs in order. */
-  async function deleteEach(collection: string, tokens: readonly string[]): Promise<string[]> {
-    const ids: string[] = [];
-    for (const token of tokens) ids.push(await submit(stack, deleteOne(collection, token)));
-    return ids;
-  }
+  const deleteEach = (collection: string, tokens: readonly string[]) => deleteEachOf(stack, collection, tokens);
 
   /** Runs the commands at once (each as a job saying it is short) through one group with a single lane: all but the first wait and group. */
   async function runTogether(ids: string[], options: { maxSize?: number; deleteBatchSize?: number; forged?: Map<string, unknown> } = {}) {
@@ -415,6 +422,71 @@ describe.each([
       expect((await queue.getJob(longId))?.data).toEqual({ command_id: longId, short: false });
     } finally {
       await queue.close();
+    }
+  });
+});
+
+describe('the jobs a group commit ends, on BullMQ', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it.each([
+    { publishing: true, what: 'with their events: each XADD and' },
+    { publishing: false, what: 'with no events to publish:' },
+  ])("finish in one write $what each job's moveToFinished is sent while the worker's connection holds its writes", async ({ publishing }) => {
+    const collection = `one_write_${publishing}`;
+    await createCollection(stack, collection);
+    const tokens = await tokenize(stack, collection, Array.from({ length: 12 }, (_, i) => ({ object: { id: `w-${i}` } })));
+    const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
+    const connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
+    const db = createDb(stack.database.url, { max: 8, pipeline: true, applicationName: 'one-write-test' });
+    const publisher = new EventPublisher(db, connection, silent, { stream: stack.config.EVENTS_STREAM, maxLen: 10_000 });
+    const onCommitted = publishing ? (events: readonly OutboxEvent[]) => publisher.publish(events) : undefined;
+    const group = new StepGroup(db, { lanes: 1, maxSize: 32, ...(onCommitted ? { onCommitted } : {}) });
+    let worker: ReturnType<typeof startCommandWorker> | undefined;
+    try {
+      // the jobs wait while the worker starts, then come at once: all but the first share groups
+      await queue.pause();
+      const ids = await deleteEachOf(stack, collection, tokens);
+      worker = startCommandWorker({ db, logger: silent, settings: { deleteBatchSize: 100 }, group, ...(onCommitted ? { onCommitted } : {}) }, { connection, prefix: stack.config.QUEUE_PREFIX, concurrency: 16 });
+      await worker.waitUntilReady();
+      const sha = Object.entries((connection as unknown as { scriptsSet: Record<string, { sha: string }> }).scriptsSet).find(([name]) => name.startsWith('moveToFinished:'))![1].sha;
+      const socket = connection.stream;
+      const sent: { text: string; held: boolean }[] = [];
+      const write = socket.write.bind(socket);
+      socket.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+        sent.push({ text: String(chunk), held: socket.writableCorked > 0 });
+        return write(chunk, ...rest);
+      }) as typeof socket.write;
+      await queue.resume();
+      for (let i = 0; ; i++) {
+        const states = await stack.database.db.selectFrom('commands').select('state').where('id', 'in', ids).execute();
+        const jobs = await Promise.all(ids.map((id) => queue.getJobState(id)));
+        if (states.every((r) => r.state === 'succeeded') && jobs.every((state) => state === 'completed')) break;
+        if (i > 500) throw new Error('the commands did not finish');
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      expect(group.stats.steps).toBeGreaterThan(0); // some ran in groups
+      // EVALSHA, or EVAL with the script's text the first time this Redis sees it (NOSCRIPT)
+      const finishes = sent.filter((w) => w.text.includes(sha) || w.text.includes('Move job from active to a finished status'));
+      const xadds = sent.filter((w) => /^\*\d+\r\n\$4\r\nxadd\r\n/i.test(w.text));
+      expect(finishes.length).toBe(ids.length);
+      expect(xadds.length).toBe(publishing ? 2 * ids.length : 0);
+      expect([...finishes, ...xadds].every((w) => w.held)).toBe(true);
+      const events = await stack.events();
+      const ours = events.filter((e) => e.type === 'command.succeeded' && ids.includes(e.job_id));
+      expect(ours.map((e) => e.job_id).sort()).toEqual(publishing ? [...ids].sort() : []);
+    } finally {
+      await worker?.close();
+      await publisher.close();
+      await queue.close();
+      connection.disconnect();
+      await db.destroy();
     }
   });
 });
