@@ -11,7 +11,7 @@ import { registerMetrics } from './plugins/metrics.js';
 import { registerOpenApi } from './plugins/openapi.js';
 import { registerQueueDashboard } from './plugins/queue-dashboard.js';
 import { registerRateLimit } from './plugins/rate-limit.js';
-import fastifyHelmet from '@fastify/helmet';
+import { registerSecurityHeaders } from './plugins/security-headers.js';
 import type { CommandBus } from './services/commands.service.js';
 import type { JobWaiter } from './services/job-waiter.js';
 import { auditRoutes } from './routes/audit.routes.js';
@@ -87,6 +87,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // (FST_ERR_MAX_PARAM_LENGTH) — in the URL's family envelope (400 PV1002), not Fastify's body.
     frameworkErrors: (error, request, reply) => sendError(request, reply, toAppError(error)),
   });
+  // first of the onRequest hooks, so that an answer any later hook gives (401, 503) has them too
+  registerSecurityHeaders(app);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   app.addHook('onSend', async (request, reply) => {
@@ -105,8 +107,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onRoute', (route) => {
     if (route.url.startsWith('/docs')) route.config = { ...route.config, public: true, family: 'native' };
   });
-  // Security headers; the Swagger UI and dashboard pages need their inline scripts and styles.
-  await app.register(fastifyHelmet, { contentSecurityPolicy: false, crossOriginEmbedderPolicy: false });
   if (deps.rateLimitRedis) {
     await registerRateLimit(app, { max: deps.config.RATE_LIMIT_MAX, windowSeconds: deps.config.RATE_LIMIT_WINDOW_SECONDS, redis: deps.rateLimitRedis, prefix: deps.config.QUEUE_PREFIX });
   }

@@ -76,12 +76,26 @@ export interface Submission {
   idempotencyKey: string | undefined;
 }
 
-/** JSON with keys sorted at every depth: equal commands hash equally. */
+/**
+ * JSON with keys sorted at every depth (UTF-16 order), undefined members left out: equal
+ * commands hash equally. Its output MUST NOT change: stored payload hashes are compared with it
+ * on Idempotency-Key replays (test/unit/payload-hash.test.ts holds known hashes).
+ */
 function canonical(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonical).join(',')}]`;
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += `${i > 0 ? ',' : ''}${canonical(value[i]) ?? ''}`;
+    return `${out}]`;
+  }
   if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined);
-    return `{${entries.sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => `${JSON.stringify(k)}:${canonical(v)}`).join(',')}}`;
+    const object = value as Record<string, unknown>;
+    let out = '{';
+    for (const key of Object.keys(object).sort()) {
+      const member = object[key];
+      if (member === undefined) continue;
+      out += `${out.length > 1 ? ',' : ''}${JSON.stringify(key)}:${canonical(member)}`;
+    }
+    return `${out}}`;
   }
   return JSON.stringify(value);
 }
