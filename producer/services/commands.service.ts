@@ -13,7 +13,7 @@ import { type Caller, StaleCredential } from '../access.js';
 /** Longest wait for Redis to take a job before answering anyway (the reconciler enqueues it later). */
 const ENQUEUE_TIMEOUT_MS = 2000;
 
-/** Most commands one statement records, and most jobs one Redis round trip adds. */
+/** Most commands one statement records, and most jobs one Redis write adds. */
 export const MAX_RECORD_BATCH = 64;
 
 /**

@@ -11,6 +11,7 @@ import { upsertSubject } from '../../db/repositories/subject.repository.js';
 import { hashSecret } from '../../producer/secrets.js';
 import { CommandBus } from '../../producer/services/commands.service.js';
 import { subjectWithToken } from '../helpers/api.js';
+import { countSocketWrites } from '../helpers/redis.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -93,21 +94,14 @@ describe('CommandBus: commands submitted together', () => {
     expect(await transactionsOf([records[0]!.command.id, records[2]!.command.id])).toBe(2);
   });
 
-  /** Counts the writes of the queue's connection to its socket (`_writev` for held chunks, `_write` for one). */
-  function countWrites() {
-    const socket = redis.stream as unknown as Record<'_write' | '_writev', (...args: unknown[]) => void>;
-    const spies = [vi.spyOn(socket, '_writev'), vi.spyOn(socket, '_write')];
-    onTestFinished(() => spies.forEach((spy) => spy.mockRestore()));
-    return () => spies.reduce((n, spy) => n + spy.mock.calls.length, 0);
-  }
-
   it('adds the jobs of one turn in one write, each with its command ID, without a pipeline', async () => {
     const ids = Array.from({ length: 20 }, () => randomUUID());
     const pipeline = vi.spyOn(redis, 'pipeline');
     onTestFinished(() => pipeline.mockRestore());
-    const writes = countWrites();
+    const writes = countSocketWrites(redis);
+    onTestFinished(writes.restore);
     await Promise.all(ids.map((id) => bus.addJob({ command_id: id, short: true })));
-    expect(writes()).toBe(1);
+    expect(writes.count()).toBe(1);
     expect(pipeline).not.toHaveBeenCalled();
     const jobs = await Promise.all(ids.map((id) => queue.getJob(id)));
     expect(jobs.map((job) => job?.data)).toEqual(ids.map((id) => ({ command_id: id, short: true })));

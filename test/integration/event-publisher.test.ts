@@ -10,7 +10,7 @@ import { appendToStream, EventPublisher } from '../../worker/event-publisher.js'
 import { OutboxRelay } from '../../worker/outbox-relay.js';
 import { createDb } from '../../db/create-db.js';
 import { call, createCollection, tokenize, waitForEvents } from '../helpers/api.js';
-import { TEST_REDIS_URL } from '../helpers/redis.js';
+import { countSocketWrites, TEST_REDIS_URL } from '../helpers/redis.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -243,19 +243,17 @@ describe('appendToStream', () => {
     const texts = ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}'];
     await redis.ping();
     const pipeline = vi.spyOn(redis, 'pipeline');
-    const socket = redis.stream as unknown as Record<'_write' | '_writev', (...args: unknown[]) => void>;
-    const spies = [vi.spyOn(socket, '_writev'), vi.spyOn(socket, '_write')];
-    const writes = () => spies.reduce((n, spy) => n + spy.mock.calls.length, 0);
+    const writes = countSocketWrites(redis);
     await appendToStream(redis, { stream, maxLen: 1000 }, texts.slice(0, 1));
-    expect(writes()).toBe(1);
+    expect(writes.count()).toBe(1);
     await appendToStream(redis, { stream, maxLen: 1000 }, texts.slice(1));
-    expect(writes()).toBe(2);
+    expect(writes.count()).toBe(2);
     await appendToStream(redis, { stream, maxLen: 1000 }, []);
-    expect(writes()).toBe(2);
+    expect(writes.count()).toBe(2);
     const entries = await redis.xrange(stream, '-', '+');
     expect(entries.map(([, fields]) => fields)).toEqual(texts.map((text) => [EVENT_FIELD, text]));
     expect(pipeline).not.toHaveBeenCalled();
     pipeline.mockRestore();
-    spies.forEach((spy) => spy.mockRestore());
+    writes.restore();
   });
 });

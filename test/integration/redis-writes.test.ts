@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { holdWritesForTurn } from '../../db/redis-writes.js';
-import { deleteKeys, TEST_REDIS_URL } from '../helpers/redis.js';
+import { countSocketWrites, deleteKeys, TEST_REDIS_URL } from '../helpers/redis.js';
 
 /**
  * holdWritesForTurn (db/redis-writes.ts): the commands sent on a connection in one turn of the
@@ -20,25 +20,11 @@ describe('holdWritesForTurn', () => {
     redis?.disconnect();
   });
 
-  /** Counts the socket's writes to the kernel: `_writev` for corked chunks, `_write` for one. */
-  function countWrites(client: Redis) {
-    const socket = client.stream as unknown as { _write: unknown; _writev: unknown };
-    const writev = vi.spyOn(socket as { _writev: (...args: unknown[]) => void }, '_writev');
-    const write = vi.spyOn(socket as { _write: (...args: unknown[]) => void }, '_write');
-    return {
-      count: () => writev.mock.calls.length + write.mock.calls.length,
-      restore() {
-        writev.mockRestore();
-        write.mockRestore();
-      },
-    };
-  }
-
   it('sends the commands of one turn in one write, in order, each with its own reply and error', async () => {
     const key = `${prefix}:list`;
     const text = `${prefix}:text`;
     await redis.set(text, 'not a list');
-    const writes = countWrites(redis);
+    const writes = countSocketWrites(redis);
     holdWritesForTurn(redis);
     holdWritesForTurn(redis); // again in the same turn: nothing more
     const replies = await Promise.allSettled([redis.rpush(key, 'a'), redis.rpush(text, 'x'), redis.rpush(key, 'b'), redis.lrange(key, 0, -1)]);
@@ -51,7 +37,7 @@ describe('holdWritesForTurn', () => {
 
   it('holds one turn only: commands of the next turn go out as usual', async () => {
     const key = `${prefix}:turns`;
-    const writes = countWrites(redis);
+    const writes = countSocketWrites(redis);
     holdWritesForTurn(redis);
     const first = Promise.all([redis.incr(key), redis.incr(key)]);
     await new Promise((resolve) => setImmediate(resolve));
