@@ -11,7 +11,7 @@
  *       25%, 50% and 90% of that sustained rate, from an open-loop generator.
  *   (c) GET /v1/auth/verify against a bare route running the same SELECT.
  * Every delete command names a token of its own, so none fails with PV3009.
- * Usage: npm run bench:pipeline [-- --latency-only --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300 --fractions 0.25,0.5,0.9]
+ * Usage: npm run bench:pipeline [-- --latency-only --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300 --fractions 0.25,0.5,0.9 --rate-limit 10000000 --log-level info]
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -82,6 +82,15 @@ const { values } = parseArgs({
     'node-flags': { type: 'string', default: '' },
     /** Seconds of the disk probe before the measured phases (fdatasync every 5 ms beside Postgres's data; 0 for none). */
     'disk-probe': { type: 'string', default: '10' },
+    /**
+     * RATE_LIMIT_MAX of the producer (requests per subject per minute; 0, the default here, turns
+     * the limiter off). The run's few subjects send thousands per second: a limit high enough never
+     * to refuse (10000000) measures what counting every request in Redis costs, as a producer with
+     * the limiter on (its default) pays.
+     */
+    'rate-limit': { type: 'string', default: '0' },
+    /** LOG_LEVEL of the producer and worker ('silent' here; 'info', their default, logs two lines per request to the benchmark's pipe). */
+    'log-level': { type: 'string', default: 'silent' },
   },
 });
 const D = Number(values.duration);
@@ -101,6 +110,10 @@ if (LATENCY_ONLY && (QUICK || FIXED_RATES.length === 0)) throw new Error('--late
 childNodeFlags.push('--trace-gc');
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
 childNodeFlags.push(...values['node-flags'].split(' ').filter((flag) => flag !== ''));
+
+const RATE_LIMIT_MAX = values['rate-limit'];
+const SERVICE_LOG_LEVEL = values['log-level'];
+if (!/^\d+$/.test(RATE_LIMIT_MAX)) throw new Error(`--rate-limit must be a whole number, not '${RATE_LIMIT_MAX}'`);
 
 const { config } = benchConfig({ WORKER_CONCURRENCY: String(CONCURRENCY), RATE_LIMIT_MAX: '0' });
 const distBench = (file: string) => fileURLToPath(new URL(file, import.meta.url));
@@ -130,6 +143,8 @@ const baseEnv: Record<string, string> = {
   RATE_LIMIT_MAX: '0',
   WORKER_CONCURRENCY: String(CONCURRENCY),
 };
+/** Environment of the service's processes (producer, worker): the run's, with --rate-limit and --log-level. */
+const serviceEnv: Record<string, string> = { ...baseEnv, RATE_LIMIT_MAX, LOG_LEVEL: SERVICE_LOG_LEVEL };
 
 // ---------------------------------------------------------------- run state and cleanup
 
@@ -545,7 +560,7 @@ try {
 
   // ---- the producer (the worker starts later) and the bare HTTP baseline, each its own process
   const producerPort = await freePort();
-  const producer = track(spawnNode('producer', PRODUCER_JS, { ...baseEnv, PORT: String(producerPort) }));
+  const producer = track(spawnNode('producer', PRODUCER_JS, { ...serviceEnv, PORT: String(producerPort) }));
   const producerUrl = new URL(`http://127.0.0.1:${producerPort}`);
   await waitForHttp(producer, `${producerUrl.origin}/readyz`);
   const bareHttpPort = await freePort();
@@ -630,7 +645,7 @@ try {
     queues.push(commandQueue);
     await commandQueue.pause();
     const metricsPort = await freePort();
-    worker = track(spawnNode('worker', WORKER_JS, { ...baseEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
+    worker = track(spawnNode('worker', WORKER_JS, { ...serviceEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
     await waitForHttp(worker, `http://127.0.0.1:${metricsPort}/metrics`);
     const before = watch.succeeded.size + watch.failed.size;
     cpu = await snapCpu();
@@ -662,7 +677,7 @@ try {
       from generate_series(1, 100000)`.execute(db);
     await sql`analyze commands`.execute(db);
     const metricsPort = await freePort();
-    worker = track(spawnNode('worker', WORKER_JS, { ...baseEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
+    worker = track(spawnNode('worker', WORKER_JS, { ...serviceEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
     await waitForHttp(worker, `http://127.0.0.1:${metricsPort}/metrics`);
   }
   if (QUICK) await worker!.stop();
@@ -856,7 +871,7 @@ function printReport(): void {
 
   log('\n================ bench:pipeline report ================');
   log(`machine: ${os.cpus().length} cpus, load avg now ${os.loadavg().map((l) => fmt(l, 2)).join(' ')} (shared: absolute figures are noisy, ratios matter)`);
-  log(`settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}; node flags of every child: ${childNodeFlags.join(' ')}`);
+  log(`settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}, the service's RATE_LIMIT_MAX=${RATE_LIMIT_MAX}${RATE_LIMIT_MAX === '0' ? ' (off)' : ''} and LOG_LEVEL=${SERVICE_LOG_LEVEL}; node flags of every child: ${childNodeFlags.join(' ')}`);
   if (r.disk) log(`disk under Postgres (8 KiB written and fdatasync'd every 5 ms for ${DISK_PROBE_S} s before the phases, nothing else running): ${diskPhrase(r.disk)}`);
 
   log('\n(a) baselines');
