@@ -5,7 +5,7 @@ import { findAccessTokenById } from '../../db/repositories/access-token.reposito
 import { findSubject } from '../../db/repositories/subject.repository.js';
 import { requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
 import { auditContext } from '../intake.js';
-import { authorizeAccessTokenRevoke, authorizeProvider, authorizeUserTemporaryTokens } from './revocation-rules.js';
+import { authorizeAccessTokenRevoke, authorizeCurrentProvider, authorizeUserTemporaryTokens } from './revocation-rules.js';
 import { requireCollectionExists } from './vault-tokens.service.js';
 
 export interface IntakeContext {
@@ -67,9 +67,10 @@ export async function prepareCommand(ctx: IntakeContext, request: FastifyRequest
       const reason = optionalReason(input);
       const scope = tenantScope(caller.subject, request.headers['x-tenant-id']);
       const { kind, id } = input.subject;
-      if (kind === 'provider' && caller.subject.id === id) authorizeProvider(caller);
-      else if (kind === 'user') authorizeUserTemporaryTokens(caller, id);
-      else requireCapability(caller, 'tokens:manage');
+      // a provider's temporary tokens: that provider only (Onezone: "on behalf of the current
+      // provider only"; tokens:manage covers users'); a user's: the user, or tokens:manage
+      if (kind === 'provider') authorizeCurrentProvider(caller, id);
+      else authorizeUserTemporaryTokens(caller, id);
       const subject = await findSubject(ctx.db, id);
       if (!subject || subject.kind !== kind) throw new AppError('PV3003', { subject_id: id, kind });
       return { command: { type: input.type, subject: { kind, id } }, audit: auditContext(request, scope, reason) };

@@ -30,3 +30,11 @@ export function authorizeProvider(caller: Caller): void {
     throw new AppError('PV1007', { username: caller.subject.id }, 'Only a provider may act on the current provider.');
   }
 }
+
+/** A provider's temporary tokens: only that provider itself may revoke them, whatever the caller's capabilities. */
+export function authorizeCurrentProvider(caller: Caller, providerId: string): void {
+  authorizeProvider(caller);
+  if (caller.subject.id !== providerId) {
+    throw new AppError('PV1007', { username: caller.subject.id }, "A provider's temporary tokens are revoked by that provider only.");
+  }
+}

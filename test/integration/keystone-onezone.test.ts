@@ -288,6 +288,26 @@ describe('Keystone and Onezone revocation routes', () => {
       expect(get.body).toEqual(onezoneError());
     });
 
+    it("lets no one but the provider revoke its temporary tokens through POST /v1/commands, tokens:manage and the admin included", async () => {
+      const provider = await subject({ kind: 'provider' });
+      const temp = await issue(provider.subject.id, { temporary: true });
+      const manager = await subject({ kind: 'user', capabilities: ['tokens:manage'] });
+      const otherProvider = await subject({ kind: 'provider', capabilities: ['tokens:manage'] });
+      const body = { type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id: provider.subject.id } };
+      for (const headers of [manager.headers, otherProvider.headers, stack.admin]) {
+        const r = await call(stack, 'POST', '/v1/commands', { headers: { ...headers, ...WAIT }, body });
+        expect(r.status).toBe(403);
+        expect(r.body).toMatchObject({ error_code: 'PV1007' });
+      }
+      expect((await call(stack, 'GET', providerUrl, { headers: { 'x-auth-token': provider.token } })).body).toEqual({ generation: 0 });
+      expect(await authStatus(temp.token)).not.toBe(401);
+
+      const own = await call(stack, 'POST', '/v1/commands', { headers: { ...provider.headers, ...WAIT }, body });
+      expect(own.status).toBe(200);
+      expect(own.body).toMatchObject({ state: 'succeeded', result: { generation: 1 } });
+      expect(await authStatus(temp.token)).toBe(401);
+    });
+
     it('answers 401 in the Onezone envelope without a credential', async () => {
       const r = await call(stack, 'DELETE', providerUrl);
       expect(r.status).toBe(401);
