@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Db, Executor } from '../db/database.js';
-import { markAndClaim, releaseRelayLock, tryRelayLock } from '../db/repositories/outbox.repository.js';
+import { holdsRelayLock, markAndClaim, releaseRelayLock, tryRelayLock } from '../db/repositories/outbox.repository.js';
 import { appendToStream, type StreamOptions } from './event-publisher.js';
 import { eventsPublished } from './metrics.js';
 
@@ -32,7 +32,8 @@ export interface RelayOptions extends StreamOptions {
  * marks the batch just put on the stream and reads the next, and one write of XADDs (MAXLEN ~)
  * publishes it. A relay that does not lead tries to every poll interval, so another process takes
  * over within about a second when the leader's process or connection dies (its lock goes with
- * its session). If Redis fails, nothing is marked and the batch is read again (after a backoff,
+ * its session; a leader whose connection was replaced finds out at its next round and leads
+ * again only if it takes the lock again). If Redis fails, nothing is marked and the batch is read again (after a backoff,
  * on a fresh connection); if a mark is lost after the XADD, the batch is published twice
  * (consumers dedupe on event_id).
  */
@@ -110,9 +111,17 @@ export class OutboxRelay {
     }
   }
 
-  /** Tries to lead (on the relay's own connection) if it does not; returns whether it leads. */
+  /**
+   * Tries to lead (on the relay's own connection) if it does not; returns whether it leads. A
+   * leader checks that its session still holds the lock: when the server closed the connection
+   * between two rounds, the pool opened a new one without it, and another relay may lead now.
+   */
   private async lead(): Promise<boolean> {
-    if (this.leading) return true;
+    if (this.leading) {
+      if (await holdsRelayLock(this.session!)) return true;
+      this.logger.warn('outbox relay lost the relay lock with its connection; trying to lead again');
+      await this.dropSession();
+    }
     this.session ??= this.connect();
     if (!(await tryRelayLock(this.session))) return false;
     this.leading = true;

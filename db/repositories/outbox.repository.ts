@@ -34,6 +34,22 @@ export async function tryRelayLock(db: Executor): Promise<boolean> {
   return row?.ok === true;
 }
 
+/**
+ * Whether this session (the connection) holds the relay lock. A pool's connection can be
+ * replaced under its user (the old one closed by the server, a new one opened by the next query):
+ * the lock went with the old session, and nothing else says so.
+ */
+export async function holdsRelayLock(db: Executor): Promise<boolean> {
+  // a one-bigint advisory lock shows in pg_locks as classid = high 32 bits, objid = low 32 bits, objsubid = 1
+  const [row] = await executePrepared(
+    db,
+    sql<{ ok: boolean }>`select exists(select 1 from pg_locks where locktype = 'advisory' and pid = pg_backend_pid() and granted
+      and database = (select oid from pg_database where datname = current_database())
+      and classid = ${Math.floor(RELAY_LOCK_KEY / 2 ** 32)}::bigint::oid and objid = ${RELAY_LOCK_KEY % 2 ** 32}::bigint::oid and objsubid = 1) as ok`.compile(db),
+  );
+  return row?.ok === true;
+}
+
 /** Releases the relay lock this session holds. */
 export async function releaseRelayLock(db: Executor): Promise<void> {
   await sql`select pg_advisory_unlock(${RELAY_LOCK_KEY})`.execute(db);

@@ -138,8 +138,19 @@ describe('the outbox relay', () => {
       expect((await streamed()).slice(before)).toEqual([...left, ...fresh, ...more]);
     });
 
+    it('a leader whose connection the server closed takes the lock again on its new one, and publishes', async () => {
+      leader('relay-alone', 200);
+      await expect.poll(() => leads('relay-alone'), { timeout: 5_000 }).toBe(true);
+      const before = (await streamed()).length;
+      await sql`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'relay-alone'`.execute(stack.database.db);
+      // its pool opens a new connection without the lock: it must notice, not lead lockless
+      await expect.poll(() => leads('relay-alone'), { timeout: 5_000 }).toBe(true);
+      const ids = await commitEvents(5, 2 * GRACE_MS);
+      await expect.poll(async () => (await streamed()).slice(before), { timeout: 10_000 }).toEqual(ids);
+    });
+
     it("another relay takes over within its poll interval when the leader's connection dies, and each event goes out once", async () => {
-      leader('relay-first', 200);
+      const first = leader('relay-first', 200);
       await expect.poll(() => leads('relay-first'), { timeout: 5_000 }).toBe(true);
       leader('relay-second', 200);
       const before = (await streamed()).length;
@@ -147,7 +158,8 @@ describe('the outbox relay', () => {
       const ids = await commitEvents(9, 2 * GRACE_MS);
       await expect.poll(async () => (await streamed()).slice(before), { timeout: 10_000 }).toEqual(ids);
       await expect.poll(unpublished, { timeout: 5_000 }).toBe(0);
-      // the old leader comes back as a follower: still once each
+      // the old leader finds its lock gone with its connection and comes back as a follower
+      await expect.poll(() => (first as unknown as { leading: boolean }).leading, { timeout: 5_000 }).toBe(false);
       const later = await commitEvents(3, 2 * GRACE_MS);
       await expect.poll(async () => (await streamed()).slice(before), { timeout: 10_000 }).toEqual([...ids, ...later]);
     });
