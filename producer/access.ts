@@ -1,4 +1,4 @@
-import { AccessReason, AppError, type Capability } from '../contracts/index.js';
+import { AccessReason, AppError, type Capability, TenantId } from '../contracts/index.js';
 import type { AccessTokenRow } from '../db/access-token.table.js';
 import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
 import type { SubjectRow } from '../db/subject.table.js';
@@ -60,6 +60,8 @@ export function tenantScope(subject: SubjectRow, header: string | string[] | und
   if (named.length === 0) return subject.tenant_ids;
   for (const tenant of named) {
     if (tenant.length > 200) throw new AppError('PV1002', { header: 'X-Tenant-Id' }, 'A tenant ID is longer than 200 characters.');
+    // the same rule as a tenant_id in a body or query: a tokenize stores the header's tenant on its tokens
+    if (!TenantId.safeParse(tenant).success) throw new AppError('PV1002', { header: 'X-Tenant-Id' }, 'A tenant ID may contain only letters, digits and . _ : @ -');
   }
   const allowed = subject.tenant_ids;
   const outside = allowed === null ? [] : named.filter((t) => !allowed.includes(t));

@@ -34,7 +34,9 @@ export function auditContext(request: FastifyRequest, scope: TenantScope, reason
 export function idempotencyKey(request: FastifyRequest): string | undefined {
   const key = request.headers['idempotency-key'];
   if (key === undefined) return undefined;
-  if (typeof key !== 'string' || key.length === 0 || key.length > 255) {
+  // Node joins a repeated header into one string ("a, b"): count the header lines as sent
+  const lines = request.raw.rawHeaders?.filter((name, i) => i % 2 === 0 && name.toLowerCase() === 'idempotency-key').length ?? 1;
+  if (typeof key !== 'string' || lines > 1 || key.length === 0 || key.length > 255) {
     throw new AppError('PV1002', { header: 'Idempotency-Key' }, 'Idempotency-Key must be a single string of 1 to 255 characters.');
   }
   return key;

@@ -603,6 +603,7 @@ describe('hostile input to every route', () => {
         admin(fc.tuple(criteria, validReason, fc.oneof(notIdentifier.map((t): Pairs => [['tenant_id', t]]), fc.constant<Pairs>([['tenant_id', 'a'], ['tenant_id', 'b']]))).map(([c, r, t]) => ({ method: 'DELETE', url: q(COLLECTION, c, r, t), poison: 'bad tenant_id', expect: [400] }))),
         admin(fc.tuple(collectionPoison, criteria, validReason).map(([p, c, r]) => ({ method: 'DELETE', url: q(p.segment, c, r), poison: p.poison, expect: p.expect }))),
         admin(fc.tuple(criteria, validReason).map(([c, r]) => ({ method: 'DELETE', url: q(COLLECTION, c, r), headers: { 'x-tenant-id': 't'.repeat(201) }, poison: 'X-Tenant-Id over 200 characters', expect: [400] }))),
+        admin(fc.tuple(criteria, validReason, fc.constantFrom('a b', 'a/b', 'x\ty')).map(([c, r, t]) => ({ method: 'DELETE', url: q(COLLECTION, c, r), headers: { 'x-tenant-id': t }, poison: 'X-Tenant-Id not an identifier', expect: [400] }))),
       ],
     };
 
@@ -672,6 +673,8 @@ describe('hostile input to every route', () => {
         // all or nothing: the new items before the taken ID must not be created
         admin(fc.tuple(validReason, validItems).map(([r, body]) => jsonCase('POST', tq(COLLECTION, r), [...body, { object: { id: 'x' }, token_id: seededTokenIds[0] }], {}, 'a token_id already taken', [409]))),
         admin(fc.tuple(validReason, alnum).map(([r, t]) => jsonCase('POST', tq(COLLECTION, r), [{ object: { id: 'a' }, tenant_id: `other-${t}` }], { 'x-tenant-id': `mine-${t}` }, 'item tenant outside X-Tenant-Id', [403]))),
+        // the header's tenant is stored on the tokens: it must be an identifier, as a tenant_id in the body must
+        admin(fc.tuple(validReason, validItems, fc.constantFrom('a b', 'a/b', 'a;b', 'x\ty', 'ok,a b')).map(([r, body, t]) => jsonCase('POST', tq(COLLECTION, r), body, { 'x-tenant-id': t }, 'X-Tenant-Id not an identifier', [400]))),
         admin(fc.tuple(collectionPoison, validReason, validItems).map(([p, r, body]) => jsonCase('POST', tq(p.segment, r), body, {}, p.poison, p.expect))),
       ],
     };
@@ -867,7 +870,9 @@ describe('hostile input to every route', () => {
             )
             .map((s) => cmd({ type: 'temporary_tokens.revoke_all', subject: s.subject }, s.poison)),
         ),
-        admin(fc.tuple(missingId, fc.constantFrom('user', 'provider')).map(([id, kind]) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind, id } }, 'no such subject', [404]))),
+        admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'no such subject', [404]))),
+        // a provider's temporary tokens are that provider's alone to revoke: the admin is refused before any lookup
+        admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id } }, "another provider's tokens", [403]))),
         admin(fc.constantFrom('admin', 'hostile-reader').map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'a subject that is not a user', [404]))),
         admin(validCommand.map((c) => cmd(c, 'X-Tenant-Id over 200 characters', [400], { 'x-tenant-id': 'x'.repeat(201) }))),
       ],

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -28,6 +29,23 @@ describe('Idempotency-Key', () => {
   async function commandRows(submitterId: string, key: string) {
     return stack.database.db.selectFrom('commands').select(['id', 'submitter_id']).where('submitter_id', '=', submitterId).where('idempotency_key', '=', key).execute();
   }
+
+  it('refuses an Idempotency-Key header sent twice (Node would join them into one key, "a, b") with 400 PV1002, over HTTP', async () => {
+    const c = await freshCollection();
+    const body = JSON.stringify({ type: 'tokens.delete', collection: c, tags: ['t'], reason: 'AppFunctionality' });
+    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const request = http.request(`${stack.producer.url}/v1/commands`, { method: 'POST', headers: { ...writer.headers, 'content-type': 'application/json', 'idempotency-key': ['key-a', 'key-b'] } }, (response) => {
+        let text = '';
+        response.on('data', (chunk) => (text += chunk));
+        response.on('end', () => resolve({ status: response.statusCode ?? 0, text }));
+      });
+      request.on('error', reject);
+      request.end(body);
+    });
+    expect(status).toBe(400);
+    expect(JSON.parse(text)).toMatchObject({ error_code: 'PV1002', context: { header: 'Idempotency-Key' } });
+    expect(await commandRows(writer.subject.id, 'key-a, key-b')).toEqual([]);
+  });
 
   it('replays the same job with 200 and Idempotent-Replayed: true for the same key and command', async () => {
     const c = await freshCollection();
