@@ -76,6 +76,11 @@ export async function insertCommands(db: Executor, records: readonly CommandReco
   return outcomes;
 }
 
+/** The command `submitterId` submitted under an Idempotency-Key, or undefined. Index: commands_submitter_idempotency_key. */
+export async function findCommandByIdempotencyKey(db: Executor, submitterId: string, key: string): Promise<CommandRow | undefined> {
+  return db.selectFrom('commands').selectAll().where('submitter_id', '=', submitterId).where('idempotency_key', '=', key).executeTakeFirst();
+}
+
 /** Takes a command ID; returns the command or undefined. */
 export async function findCommand(db: Executor, id: string): Promise<CommandRow | undefined> {
   const [row] = await executePrepared(db, db.selectFrom('commands').selectAll().where('id', '=', id).compile());

@@ -1,7 +1,7 @@
 import { AppError, JobView, NoContent } from '../../contracts/index.js';
 import type { AppDeps } from '../app.js';
 import { accept, type DoneRenderer, storedError } from '../intake.js';
-import { prepareCommand } from '../services/command-intake.service.js';
+import { earlierUnderKey, prepareCommand } from '../services/command-intake.service.js';
 import type { ZodApp } from '../types.js';
 
 /** 202 with the job; 204 when done within Prefer: wait; 200 for an Idempotency-Key replay. */
@@ -21,9 +21,11 @@ export function keystoneRoutes(app: ZodApp, deps: AppDeps): void {
   app.delete('/v3/auth/tokens', { config: { family: 'keystone', subjectToken: true }, schema: { response: revokeResponses } }, async (request, reply) => {
     const lookup = request.subjectToken;
     if (!lookup) throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to delete.');
-    const target = lookup.found;
-    if (!target) throw new AppError('PV3006', {}, 'The subject token could not be found.');
-    const { command, audit } = await prepareCommand(deps, request, { type: 'access_token.revoke', token_id: target.token.id });
+    // a retry of a delete that ran: the token is gone, and the key's earlier command names it
+    const earlier = lookup.found ? undefined : await earlierUnderKey(deps.db, request);
+    const tokenId = lookup.found?.token.id ?? (earlier?.payload.type === 'access_token.revoke' ? earlier.payload.token_id : undefined);
+    if (tokenId === undefined) throw new AppError('PV3006', {}, 'The subject token could not be found.');
+    const { command, audit } = await prepareCommand(deps, request, { type: 'access_token.revoke', token_id: tokenId });
     return accept(deps, request, reply, command, audit, noContent);
   });
 }

@@ -1,10 +1,12 @@
 import type { FastifyRequest } from 'fastify';
 import { AccessReason, AppError, type AuditContext, type Command, type CommandRequest, type Config } from '../../contracts/index.js';
+import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
 import { findAccessTokenById } from '../../db/repositories/access-token.repository.js';
+import { findCommandByIdempotencyKey } from '../../db/repositories/command.repository.js';
 import { findSubject } from '../../db/repositories/subject.repository.js';
 import { requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
-import { auditContext } from '../intake.js';
+import { auditContext, idempotencyKey } from '../intake.js';
 import { authorizeAccessTokenRevoke, authorizeCurrentProvider, authorizeUserTemporaryTokens } from './revocation-rules.js';
 import { requireCollectionExists } from './vault-tokens.service.js';
 
@@ -20,6 +22,12 @@ function optionalReason(input: CommandRequest): ResolvedReason | null {
   if (!parsed.success) throw new AppError('PV1002', { reason: input.reason }, `reason must be one of ${AccessReason.options.join(', ')}.`);
   if (parsed.data === 'Other' && !input.adhoc_reason) throw new AppError('PV1003', { reason: 'Other' });
   return { reason: parsed.data, adhoc_reason: input.adhoc_reason ?? null, custom_audit: input.custom_audit ?? null };
+}
+
+/** The command the caller submitted earlier under this request's Idempotency-Key, if any. */
+export async function earlierUnderKey(db: Db, request: FastifyRequest): Promise<CommandRow | undefined> {
+  const key = idempotencyKey(request);
+  return key === undefined ? undefined : findCommandByIdempotencyKey(db, request.caller.subject.id, key);
 }
 
 /**
@@ -59,8 +67,10 @@ export async function prepareCommand(ctx: IntakeContext, request: FastifyRequest
       const reason = optionalReason(input);
       const scope = tenantScope(caller.subject, request.headers['x-tenant-id']);
       const target = await findAccessTokenById(ctx.db, input.token_id);
-      if (!target) throw new AppError('PV3006', { token_id: input.token_id });
-      authorizeAccessTokenRevoke(caller, target);
+      if (target) authorizeAccessTokenRevoke(caller, target);
+      // a retry of a revoke that ran: its token is gone, and the key's earlier command answers
+      // (the same command: its replay; another one: PV3010)
+      else if (!(await earlierUnderKey(ctx.db, request))) throw new AppError('PV3006', { token_id: input.token_id });
       return { command: { type: input.type, token_id: input.token_id }, audit: auditContext(request, scope, reason) };
     }
     case 'temporary_tokens.revoke_all': {

@@ -47,6 +47,58 @@ describe('Idempotency-Key', () => {
     expect(await commandRows(writer.subject.id, 'key-a, key-b')).toEqual([]);
   });
 
+  describe('a revoke retried after it ran (its token is gone)', () => {
+    /** A user and a second access token of theirs, to revoke. */
+    async function userWithSecondToken() {
+      const user = await subjectWithToken(stack, { id: uid('u'), kind: 'user' });
+      const issued = await call(stack, 'POST', `/v1/subjects/${user.subject.id}/tokens`, { headers: stack.admin, body: { temporary: false } });
+      expect(issued.status).toBe(201);
+      return { user, secret: issued.body.token as string, tokenId: issued.body.token_id as string };
+    }
+
+    it('POST /v1/commands: the same key and token replay the job (not 404); another token under the key is 422; no key is 404', async () => {
+      const { user, tokenId } = await userWithSecondToken();
+      const key = uid('revoke');
+      const command = { type: 'access_token.revoke', token_id: tokenId };
+      const first = await call(stack, 'POST', '/v1/commands', { headers: { ...user.headers, 'idempotency-key': key, prefer: 'wait=10' }, body: command });
+      expect(first.status).toBe(200);
+      expect(first.body.state).toBe('succeeded');
+
+      const again = await call(stack, 'POST', '/v1/commands', { headers: { ...user.headers, 'idempotency-key': key }, body: command });
+      expect(again.status).toBe(200);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(again.body.job_id).toBe(first.body.job_id);
+
+      const other = await call(stack, 'POST', '/v1/commands', { headers: { ...user.headers, 'idempotency-key': key }, body: { ...command, token_id: uid('gone') } });
+      expect(other.status).toBe(422);
+      expect(other.body).toMatchObject({ error_code: 'PV3010' });
+      const noKey = await call(stack, 'POST', '/v1/commands', { headers: user.headers, body: command });
+      expect(noKey.status).toBe(404);
+      expect(noKey.body).toMatchObject({ error_code: 'PV3006' });
+      expect(await commandRows(user.subject.id, key)).toHaveLength(1);
+    });
+
+    it('DELETE /v3/auth/tokens: the same key and secret replay the job (not 404); another key is 404', async () => {
+      const { user, secret } = await userWithSecondToken();
+      const key = uid('ks');
+      const headers = { 'x-auth-token': user.token, 'x-subject-token': secret, 'idempotency-key': key };
+      const first = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { ...headers, prefer: 'wait=10' } });
+      expect(first.status).toBe(204);
+      const [row] = await commandRows(user.subject.id, key);
+
+      const again = await call(stack, 'DELETE', '/v3/auth/tokens', { headers });
+      expect(again.status).toBe(200);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(again.body.job_id).toBe(row!.id);
+      const waited = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { ...headers, prefer: 'wait=10' } });
+      expect(waited.status).toBe(204);
+
+      const otherKey = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { ...headers, 'idempotency-key': uid('ks') } });
+      expect(otherKey.status).toBe(404);
+      expect(otherKey.body).toMatchObject({ error: { code: 404 } });
+    });
+  });
+
   it('replays the same job with 200 and Idempotent-Replayed: true for the same key and command', async () => {
     const c = await freshCollection();
     await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['t'] }]);
