@@ -54,6 +54,19 @@ describe('the outbox relay', () => {
     return entries.map(([, fields]) => RevocationEvent.parse(JSON.parse(fields[fields.indexOf(EVENT_FIELD) + 1]!)).event_id);
   }
 
+  it('dates an outbox row when it is written, not when its transaction began: a long step is not already past the grace period at its commit', async () => {
+    const commandId = randomUUID();
+    const [event] = toEvents(commandId, audit, [{ type: 'tokens.deleted', data: { collection: 'c', token_ids: ['t'], batch: { index: 0, last: true } } }]);
+    const { written, began } = await stack.database.db.transaction().execute(async (trx) => {
+      await sql`select pg_sleep(0.3)`.execute(trx);
+      const row = await trx.insertInto('outbox').values(outboxRows(commandId, [event!])).returning(['created_at']).executeTakeFirstOrThrow();
+      const { rows } = await sql<{ began: Date }>`select now() as began`.execute(trx);
+      return { written: row.created_at, began: rows[0]!.began };
+    });
+    expect(written.getTime() - began.getTime()).toBeGreaterThanOrEqual(300);
+    await stack.database.db.deleteFrom('outbox').where('command_id', '=', commandId).execute(); // the later tests count what is unpublished
+  });
+
   it('publishes nothing while another relay holds the lock, then everything, in order, once', async () => {
     const ids = await commitEvents(10);
     const holder = new pg.Client({ connectionString: stack.database.url });
