@@ -207,7 +207,9 @@ export interface DeletedBatch {
  * to be put on the stream. The rows are addressed
  * by ctid (a TID scan, no second index lookup per row); under REPEATABLE READ a row a concurrent
  * transaction changed since the snapshot raises 40001, and the caller retries. After a full
- * batch, an index probe tells whether more match, so the last event says `last: true`.
+ * batch, an index probe tells whether more match, so the last event says `last: true`; a batch
+ * that finds nothing left after earlier ones (a concurrent delete took the rest) writes one event
+ * with no token IDs and `last: true`, as a named delete's last batch does.
  * For criteria that may match many tokens (tags, a tenant); see deleteVaultTokens for lists.
  */
 export async function deleteAndRecordVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number, record: DeletionRecord): Promise<DeletedBatch> {
@@ -238,13 +240,14 @@ export async function deleteAndRecordVaultTokens(trx: Executor, collection: stri
              ${template}::jsonb || jsonb_build_object(
                'event_id', e.id,
                'data', (${template}::jsonb -> 'data') || jsonb_build_object(
-                 'token_ids', to_jsonb(((select ids from batch))[e.p * ${per}::int + 1 : (e.p + 1) * ${per}::int]),
+                 'token_ids', to_jsonb((coalesce((select ids from batch), '{}'))[e.p * ${per}::int + 1 : (e.p + 1) * ${per}::int]),
                  'batch', jsonb_build_object('index', ${record.eventIndex}::int + e.p, 'last', not (select more from more) and e.p = (select (n - 1) / ${per}::int from batch))))
       from (select p, gen_random_uuid() as id
-            from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int else -1 end from batch)) as p) as e
+            -- nothing left after earlier batches (a concurrent delete took the rest): one empty event, last
+            from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int when ${record.eventIndex}::int > 0 then 0 else -1 end from batch)) as p) as e
       returning id, event
     )
-    select b.n as deleted, b.last_id::text as last_id, m.more, (b.n + ${per}::int - 1) / ${per}::int as events,
+    select b.n as deleted, b.last_id::text as last_id, m.more, (select count(*)::int from events) as events,
            (select coalesce(array_agg(id::text order by id), '{}') from events) as outbox_ids,
            (select coalesce(array_agg(event::text order by id), '{}') from events) as outbox_events
     from batch b, more m`;

@@ -1,11 +1,13 @@
+import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
+import { type AuditContext, COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
+import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { StepLog, tokenIdsOf } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
@@ -223,4 +225,35 @@ describe('matching tokens created after a bulk delete was accepted', () => {
     expect(audited).toHaveLength(deleted);
     expect(audited).toEqual(expect.arrayContaining([...early, ...late]));
   }, 60_000);
+});
+
+describe('a bulk delete whose remaining matches a concurrent delete took between two batches', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+  });
+  afterAll(() => stack?.close());
+
+  it("still ends with a tokens.deleted event marked last (one with no token IDs), as a named delete's last batch does", async () => {
+    const collection = `lastbatch_${randomUUID().slice(0, 8)}`;
+    await createCollection(stack, collection);
+    await tokenize(stack, collection, [1, 2, 3].map((i) => ({ object: { id: `o${i}` }, tags: ['gone'] })));
+    const audit: AuditContext = { actor: { id: 'admin', kind: 'service' }, tenant_ids: null, reason: 'AppFunctionality', adhoc_reason: null, custom_audit: null, request_id: 'r', source: 'http' };
+    const command = { type: 'tokens.delete' as const, collection, tags: ['gone'], archived: false };
+    const commandId = randomUUID();
+    await stack.database.db.insertInto('commands').values({ id: commandId, type: command.type, payload: JSON.stringify(command), payload_hash: 'h', submitter_id: 'admin', audit: JSON.stringify(audit) }).execute();
+    const step = (checkpoint: Record<string, unknown> | null) =>
+      stack.database.db.transaction().execute((trx) => deleteTokensHandler.step({ trx, commandId, command, audit, checkpoint, progress: null, total: null, settings: { deleteBatchSize: 2 } }));
+
+    const first = await step(null);
+    expect(first.done).toBe(false);
+    expect(first.outbox?.map((e) => JSON.parse(e.event).data.batch)).toEqual([{ index: 0, last: false }]);
+    // the third token goes another way before the second batch
+    await stack.database.db.deleteFrom('vault_tokens').where('collection', '=', collection).execute();
+
+    const second = await step(first.done ? null : first.checkpoint);
+    expect(second).toMatchObject({ done: true, result: { deleted: 2 } });
+    const events = second.outbox!.map((e) => JSON.parse(e.event).data);
+    expect(events).toEqual([{ collection, token_ids: [], batch: { index: 1, last: true } }]);
+  });
 });
