@@ -59,9 +59,10 @@ export function tenantScope(subject: SubjectRow, header: string | string[] | und
     .filter((t) => t.length > 0);
   if (named.length === 0) return subject.tenant_ids;
   for (const tenant of named) {
-    if (tenant.length > 200) throw new AppError('PV1002', { header: 'X-Tenant-Id' }, 'A tenant ID is longer than 200 characters.');
-    // the same rule as a tenant_id in a body or query: a tokenize stores the header's tenant on its tokens
-    if (!TenantId.safeParse(tenant).success) throw new AppError('PV1002', { header: 'X-Tenant-Id' }, 'A tenant ID may contain only letters, digits and . _ : @ -');
+    // the rule of a tenant_id in a body or query (TenantId): a tokenize may give its items the header's tenant
+    if (!TenantId.safeParse(tenant).success) {
+      throw new AppError('PV1002', { header: 'X-Tenant-Id' }, tenant.length > 200 ? 'A tenant ID is longer than 200 characters.' : 'A tenant ID may contain only letters, digits and . _ : @ -');
+    }
   }
   const allowed = subject.tenant_ids;
   const outside = allowed === null ? [] : named.filter((t) => !allowed.includes(t));
