@@ -99,7 +99,7 @@ try {
     await sql`checkpoint`.execute(db);
     const lastId = (await redis.xrevrange(config.EVENTS_STREAM, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0';
     t = process.hrtime.bigint();
-    const response = await fetch(`${producer.url}/api/pvlt/1.0/data/collections/bench_svc/tokens?tags=breach&reason=FraudPreventionSecurityAndCompliance`, { method: 'DELETE', headers });
+    const response = await fetch(`${producer.url}/api/pvlt/1.0/data/collections/bench_svc/tokens?tags=breach&reason=FraudPreventionSecurityAndCompliance`, { method: 'DELETE', headers: { ...headers, prefer: 'respond-async' } });
     const acceptedMs = ms(t);
     if (response.status !== 202) throw new Error(`the delete answered ${response.status}: ${await response.text()}`);
     const jobId = response.headers.get('location')!.split('/').pop()!;

@@ -25,6 +25,8 @@ export const ConfigSchema = z.object({
   GROUP_COMMIT_LANES: int(1, 64).default(2),
   /** Group commit: lanes beyond the first open for a step that has waited this long (ms); 0 opens them at once. */
   GROUP_COMMIT_SPARE_LANE_MS: int(0, 10_000).default(20),
+  /** How long a seed route waits for its job before answering 503 with the job's Location (SPEC §5); also the longest `Prefer: wait`. */
+  SYNC_WAIT_SECONDS: int(1, 600).default(30),
   DELETE_BATCH_SIZE: int(1, 100_000).default(20_000),
   EVENTS_STREAM: z.string().min(1).default(DEFAULT_EVENTS_STREAM),
   EVENTS_STREAM_MAXLEN: int(1000, 1_000_000_000).default(1_000_000),

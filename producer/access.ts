@@ -106,6 +106,8 @@ export function resolveReason(fields: ReasonFields, forceReason: boolean): Resol
 export interface SubjectTokenLookup {
   /** The header's secret, trimmed. */
   secret: string;
+  /** The secret's hash (hashSecret). */
+  hash: Buffer;
   /** The token it names and its subject, or undefined when no token has that secret. */
   found: AccessTokenWithSubject | undefined;
 }

@@ -12,7 +12,7 @@ import { registerOpenApi } from './plugins/openapi.js';
 import { registerQueueDashboard } from './plugins/queue-dashboard.js';
 import { registerRateLimit } from './plugins/rate-limit.js';
 import { registerSecurityHeaders } from './plugins/security-headers.js';
-import type { CommandBus } from './services/commands.service.js';
+import type { CommandBus } from './services/command-bus.js';
 import type { JobWaiter } from './services/job-waiter.js';
 import { auditRoutes } from './routes/audit.routes.js';
 import { collectionRoutes } from './routes/collections.routes.js';

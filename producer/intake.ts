@@ -1,33 +1,74 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type AuditContext, type Command, type ErrorCode, errorRegistry, MAX_PREFER_WAIT_SECONDS, terminalStates } from '../contracts/index.js';
+import { AppError, type CommandRequest, type ErrorCode, errorRegistry, terminalStates } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
-import type { TenantScope } from '../db/repositories/tenant-scope.js';
-import type { ResolvedReason } from './access.js';
-import { type CommandBus, jobView, submitCommand } from './services/commands.service.js';
-import type { JobWaiter } from './services/job-waiter.js';
+import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
+import type { AppDeps } from './app.js';
+import { sendError } from './plugins/error-handler.js';
+import { recordCommand } from './services/command-bus.js';
+import { prepareCommand } from './services/command-rules.js';
+import { jobView } from './services/jobs.service.js';
 
-export interface IntakeDeps {
-  bus: CommandBus;
-  waiter: JobWaiter;
+/**
+ * The one path of a revocation request (SPEC §5): a route hands its command to `submit`, which
+ * authorizes it (command-rules), records and enqueues it (command-bus), then answers. A seed
+ * route waits for the job and answers as its seed does; the native route answers 202 with the job.
+ */
+
+/** A seed route's answer to its command's success: the seed's status and body. */
+export type SeedSuccess = (result: Record<string, unknown>) => { status: 200 | 204; body?: unknown };
+
+/** How the route answers: as a seed (synchronous by default) or natively (asynchronous). */
+export type Answer = { seed: SeedSuccess } | 'native';
+
+export interface Submission {
+  input: CommandRequest;
+  answer: Answer;
+  /** The token an access_token.revoke names, when the route has already looked it up (null: none has that secret). */
+  target?: AccessTokenWithSubject | null;
+  /** What, beyond the command, makes a retry under an Idempotency-Key "the same request". */
+  identity?: Record<string, unknown>;
 }
 
-/** How a seed route answers a finished job: its own success body, or the stored error. */
-export type DoneRenderer = (row: CommandRow, reply: FastifyReply) => FastifyReply;
+/**
+ * Records and enqueues the command, then answers. Once the command is recorded, nothing is
+ * thrown for the job's outcome (a failed job is answered in the route's envelope), so the route
+ * never runs again for it (`request.recorded`, read by authenticate.ts).
+ */
+export async function submit(deps: AppDeps, request: FastifyRequest, reply: FastifyReply, submission: Submission): Promise<FastifyReply> {
+  const key = idempotencyKey(request);
+  const prefer = preferences(request, deps.config.SYNC_WAIT_SECONDS);
+  const { command, audit } = await prepareCommand(deps, request, submission.input, { key, target: submission.target });
+  const { row, replayed } = await recordCommand(deps.bus, { caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
+  request.recorded = true;
+  reply.header('location', `/v1/jobs/${row.id}`);
+  if (replayed) reply.header('idempotent-replayed', 'true');
 
-const sources = new Set(['cli', 'client']);
+  const seed = submission.answer === 'native' ? undefined : submission.answer.seed;
+  // seed routes wait unless told `respond-async`; the native route waits only when asked to
+  const wait = seed && !prefer.respondAsync ? prefer.wait ?? deps.config.SYNC_WAIT_SECONDS : prefer.wait;
+  const applied = [...(prefer.respondAsync ? ['respond-async'] : []), ...(prefer.wait !== undefined ? [`wait=${prefer.wait}`] : [])];
+  if (applied.length > 0) reply.header('preference-applied', applied.join(', '));
 
-/** The audit context of a request, fixed at acceptance (SPEC §3). */
-export function auditContext(request: FastifyRequest, scope: TenantScope, reason: ResolvedReason | null): AuditContext {
-  const source = request.headers['x-request-source'];
-  return {
-    actor: { id: request.caller.subject.id, kind: request.caller.subject.kind },
-    tenant_ids: scope === null ? null : [...scope],
-    reason: reason?.reason ?? null,
-    adhoc_reason: reason?.adhoc_reason ?? null,
-    custom_audit: reason?.custom_audit ?? null,
-    request_id: request.id,
-    source: typeof source === 'string' && sources.has(source) ? (source as 'cli' | 'client') : 'http',
-  };
+  if (wait === undefined) return reply.code(replayed ? 200 : 202).send(jobView(row));
+  const ended = terminalStates.includes(row.state) ? row : ((await deps.waiter.wait(row.id, wait * 1000)) ?? row);
+  if (!terminalStates.includes(ended.state)) {
+    if (seed && !prefer.respondAsync) return sendError(request, reply, stillRunning(ended, wait ?? 0));
+    return reply.code(replayed ? 200 : 202).send(jobView(ended));
+  }
+  if (!seed) return reply.code(200).send(jobView(ended));
+  if (ended.state !== 'succeeded') return sendError(request, reply, storedError(ended));
+  const success = seed(ended.result ?? {});
+  return reply.code(success.status).send(success.body);
+}
+
+/** A synchronous seed call whose job outlived the wait: 503, the job going on (SPEC §5). */
+function stillRunning(row: CommandRow, waited: number): AppError {
+  return new AppError(
+    'PV1009',
+    { job_id: row.id },
+    `The job did not end within ${waited} s; it goes on. Poll /v1/jobs/${row.id}, or send the request again with the same Idempotency-Key for its outcome.`,
+    { location: `/v1/jobs/${row.id}`, 'retry-after': '5' },
+  );
 }
 
 /** `Idempotency-Key`: 1 to 255 characters, or absent. */
@@ -43,40 +84,25 @@ export function idempotencyKey(request: FastifyRequest): string | undefined {
 }
 
 /**
- * `Prefer: wait=N` (RFC 7240): seconds to wait for the job, at most 30 (larger asks are cut to
- * 30). Returns undefined when the client did not ask to wait.
+ * RFC 7240 preferences: `respond-async`, and `wait=N` seconds cut to `maxWait`. Unknown
+ * preferences are ignored, as the RFC says.
  */
-export function preferWait(request: FastifyRequest): number | undefined {
+export function preferences(request: FastifyRequest, maxWait: number): { respondAsync: boolean; wait?: number } {
   const header = request.headers.prefer;
-  if (header === undefined) return undefined;
-  const text = Array.isArray(header) ? header.join(',') : header;
-  const match = /(?:^|[,;\s])wait\s*=\s*"?(\d+)"?/i.exec(text);
-  if (!match?.[1]) return undefined;
-  return Math.min(Number(match[1]), MAX_PREFER_WAIT_SECONDS);
+  const text = Array.isArray(header) ? header.join(',') : (header ?? '');
+  let respondAsync = false;
+  let wait: number | undefined;
+  for (const preference of text.split(',')) {
+    const [name = '', value] = (preference.split(';')[0] ?? '').split('=').map((part) => part.trim().replace(/^"|"$/g, ''));
+    if (name.toLowerCase() === 'respond-async') respondAsync = true;
+    if (name.toLowerCase() === 'wait' && value !== undefined && /^\d+$/.test(value)) wait = Math.min(Number(value), maxWait);
+  }
+  return wait === undefined ? { respondAsync } : { respondAsync, wait };
 }
 
-/** The stored error of a failed job, as an AppError to render in the route's envelope. */
-export function storedError(row: CommandRow): AppError {
+/** The stored error of a failed job, as the AppError it was. */
+function storedError(row: CommandRow): AppError {
   const e = row.error;
   const code = (e && e.error_code in errorRegistry ? e.error_code : 'PV1000') as ErrorCode;
   return new AppError(code, e?.context ?? {}, e?.message);
-}
-
-/**
- * Records and enqueues a command, then answers: 202 with the job view and Location (200 with
- * `Idempotent-Replayed: true` for a replay); with `Prefer: wait=N`, the seed's own answer
- * (`done`) if the job ends within N seconds.
- */
-export async function accept(deps: IntakeDeps, request: FastifyRequest, reply: FastifyReply, command: Command, audit: AuditContext, done: DoneRenderer): Promise<FastifyReply> {
-  const key = idempotencyKey(request);
-  const wait = preferWait(request);
-  let { row, replayed } = await submitCommand(deps.bus, { caller: request.caller, command, audit, idempotencyKey: key });
-  reply.header('location', `/v1/jobs/${row.id}`);
-  if (replayed) reply.header('idempotent-replayed', 'true');
-  if (wait !== undefined) {
-    reply.header('preference-applied', `wait=${wait}`);
-    row = (await deps.waiter.wait(row.id, wait * 1000)) ?? row;
-    if (terminalStates.includes(row.state)) return done(row, reply);
-  }
-  return reply.code(replayed ? 200 : 202).send(jobView(row));
 }

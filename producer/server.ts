@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
 import { type App, buildApp } from './app.js';
-import { CommandBus } from './services/commands.service.js';
+import { CommandBus } from './services/command-bus.js';
 import { JobWaiter } from './services/job-waiter.js';
 import { ensureBootstrapAdmin } from './services/subjects.service.js';
 

@@ -21,6 +21,8 @@ declare module 'fastify' {
      * header is absent or unusable (the route answers that).
      */
     subjectToken: SubjectTokenLookup | undefined;
+    /** The request's command is recorded: from then on the route never runs again (intake.ts). */
+    recorded: boolean;
   }
 }
 
@@ -89,7 +91,7 @@ async function authenticateHash(db: Db, hash: Buffer, subjectSecret?: string): P
   }
   const caller = { subject: found.subject, token: found.token };
   if (subjectSecret === undefined || !subjectHash) return { caller };
-  return { caller, subjectToken: { secret: subjectSecret, found: rows.find((r) => sameHash(r.token.secret_hash, subjectHash)) } };
+  return { caller, subjectToken: { secret: subjectSecret, hash: subjectHash, found: rows.find((r) => sameHash(r.token.secret_hash, subjectHash)) } };
 }
 
 /**
@@ -154,6 +156,7 @@ export function installAuthentication(app: FastifyInstance, db: Db, credentials:
   app.decorateRequest('caller', null as unknown as Caller);
   app.decorateRequest('callerCached', false);
   app.decorateRequest('subjectToken', undefined);
+  app.decorateRequest('recorded', false);
 
   const lookUp = async (hash: Buffer, subjectSecret?: string) => {
     try {
@@ -217,7 +220,7 @@ export function installAuthentication(app: FastifyInstance, db: Db, credentials:
           return await handler.call(this, request, reply);
         } catch (error) {
           const stale = error instanceof StaleCredential;
-          if (!stale && !request.callerCached) throw error;
+          if (request.recorded || (!stale && !request.callerCached)) throw error;
           if (run === MAX_FRESH_RUNS) throw new AppError('PV1010', {}, 'The credential kept changing while the request was served; retry.', { 'retry-after': '1' });
           const changed = await refreshCaller(request);
           if (!stale && !changed) throw error;
@@ -229,7 +232,8 @@ export function installAuthentication(app: FastifyInstance, db: Db, credentials:
 
   return {
     async confirmCaller(request) {
-      if (request.callerCached) await refreshCaller(request);
+      // an error after the command was recorded is about that command, whoever the caller is now
+      if (request.callerCached && !request.recorded) await refreshCaller(request);
     },
   };
 }

@@ -1,16 +1,13 @@
 import { AppError, JobView, NoContent } from '../../contracts/index.js';
+import { findCommandByIdempotencyKey } from '../../db/repositories/command.repository.js';
 import type { AppDeps } from '../app.js';
-import { accept, type DoneRenderer, storedError } from '../intake.js';
-import { earlierUnderKey, prepareCommand } from '../services/command-intake.service.js';
+import { idempotencyKey, type SeedSuccess, submit } from '../intake.js';
 import type { ZodApp } from '../types.js';
 
-/** 202 with the job; 204 when done within Prefer: wait; 200 for an Idempotency-Key replay. */
+/** 204 once deleted; with Prefer: respond-async, 202 with the job (200 for an Idempotency-Key replay). */
 const revokeResponses = { 200: JobView, 202: JobView, 204: NoContent };
 
-const noContent: DoneRenderer = (row, reply) => {
-  if (row.state !== 'succeeded') throw storedError(row);
-  return reply.code(204).send();
-};
+const noContent: SeedSuccess = () => ({ status: 204 });
 
 /**
  * Keystone's `DELETE /v3/auth/tokens`: the token named by its secret in X-Subject-Token becomes
@@ -21,11 +18,17 @@ export function keystoneRoutes(app: ZodApp, deps: AppDeps): void {
   app.delete('/v3/auth/tokens', { config: { family: 'keystone', subjectToken: true }, schema: { response: revokeResponses } }, async (request, reply) => {
     const lookup = request.subjectToken;
     if (!lookup) throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to delete.');
-    // a retry of a delete that ran: the token is gone, and the key's earlier command names it
-    const earlier = lookup.found ? undefined : await earlierUnderKey(deps.db, request);
-    const tokenId = lookup.found?.token.id ?? (earlier?.payload.type === 'access_token.revoke' ? earlier.payload.token_id : undefined);
-    if (tokenId === undefined) throw new AppError('PV3006', {}, 'The subject token could not be found.');
-    const { command, audit } = await prepareCommand(deps, request, { type: 'access_token.revoke', token_id: tokenId });
-    return accept(deps, request, reply, command, audit, noContent);
+    // the request is named by its subject token: a retry under the key with another secret is another request (PV3010)
+    const identity = { subject_token: lookup.hash.toString('hex') };
+    let tokenId = lookup.found?.token.id;
+    if (tokenId === undefined) {
+      // a retry of a delete that ran: the token is gone, and the key's earlier command names it
+      const key = idempotencyKey(request);
+      const earlier = key === undefined ? undefined : await findCommandByIdempotencyKey(deps.db, request.caller.subject.id, key);
+      if (earlier?.payload.type !== 'access_token.revoke') throw new AppError('PV3006', {}, 'The subject token could not be found.');
+      tokenId = earlier.payload.token_id;
+    }
+    const input = { type: 'access_token.revoke' as const, token_id: tokenId };
+    return submit(deps, request, reply, { input, answer: { seed: noContent }, target: lookup.found ?? null, identity });
   });
 }

@@ -2,21 +2,17 @@ import { z } from 'zod';
 import { AppError, Identifier, JobView, NoContent } from '../../contracts/index.js';
 import { findSubject } from '../../db/repositories/subject.repository.js';
 import type { AppDeps } from '../app.js';
-import { accept, type DoneRenderer, storedError } from '../intake.js';
-import { prepareCommand } from '../services/command-intake.service.js';
-import { authorizeProvider, authorizeUserTemporaryTokens } from '../services/revocation-rules.js';
+import { type SeedSuccess, submit } from '../intake.js';
+import { authorizeProvider, authorizeUserTemporaryTokens } from '../services/command-rules.js';
 import type { ZodApp } from '../types.js';
 
 const UserParams = z.strictObject({ id: Identifier });
 const Generation = z.object({ generation: z.number().int() });
 
-/** 202 with the job; 204 when done within Prefer: wait; 200 for an Idempotency-Key replay. */
+/** 204 once revoked; with Prefer: respond-async, 202 with the job (200 for an Idempotency-Key replay). */
 const revokeResponses = { 200: JobView, 202: JobView, 204: NoContent };
 
-const noContent: DoneRenderer = (row, reply) => {
-  if (row.state !== 'succeeded') throw storedError(row);
-  return reply.code(204).send();
-};
+const noContent: SeedSuccess = () => ({ status: 204 });
 
 /** Onezone's "revoke all temporary tokens" of a user or of the calling provider (SPEC §6). */
 export function onezoneRoutes(app: ZodApp, deps: AppDeps): void {
@@ -25,14 +21,13 @@ export function onezoneRoutes(app: ZodApp, deps: AppDeps): void {
   const commandOptions = { config: { family: 'onezone' as const, cachedCredential: true } };
 
   app.delete('/api/v3/onezone/users/:id/tokens/temporary', { ...commandOptions, schema: { params: UserParams, response: revokeResponses } }, async (request, reply) => {
-    const { command, audit } = await prepareCommand(deps, request, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: request.params.id } });
-    return accept(deps, request, reply, command, audit, noContent);
+    const input = { type: 'temporary_tokens.revoke_all' as const, subject: { kind: 'user' as const, id: request.params.id } };
+    return submit(deps, request, reply, { input, answer: { seed: noContent } });
   });
 
   app.delete('/api/v3/onezone/provider/tokens/temporary', { ...commandOptions, schema: { response: revokeResponses } }, async (request, reply) => {
-    authorizeProvider(request.caller);
-    const { command, audit } = await prepareCommand(deps, request, { type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id: request.caller.subject.id } });
-    return accept(deps, request, reply, command, audit, noContent);
+    const input = { type: 'temporary_tokens.revoke_all' as const, subject: { kind: 'provider' as const, id: request.caller.subject.id } };
+    return submit(deps, request, reply, { input, answer: { seed: noContent } });
   });
 
   app.get('/api/v3/onezone/users/:id/tokens/temporary', { ...options, schema: { params: UserParams, response: { 200: Generation } } }, async (request) => {

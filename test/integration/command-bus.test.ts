@@ -9,7 +9,7 @@ import { type AccessTokenWithSubject, findAccessTokensByHashes } from '../../db/
 import type { CommandRecord } from '../../db/repositories/command.repository.js';
 import { upsertSubject } from '../../db/repositories/subject.repository.js';
 import { hashSecret } from '../../producer/secrets.js';
-import { CommandBus } from '../../producer/services/commands.service.js';
+import { CommandBus } from '../../producer/services/command-bus.js';
 import { subjectWithToken } from '../helpers/api.js';
 import { countSocketWrites } from '../helpers/redis.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';

@@ -82,20 +82,32 @@ describe('Idempotency-Key', () => {
       const { user, secret } = await userWithSecondToken();
       const key = uid('ks');
       const headers = { 'x-auth-token': user.token, 'x-subject-token': secret, 'idempotency-key': key };
-      const first = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { ...headers, prefer: 'wait=10' } });
+      const first = await call(stack, 'DELETE', '/v3/auth/tokens', { headers });
       expect(first.status).toBe(204);
       const [row] = await commandRows(user.subject.id, key);
 
       const again = await call(stack, 'DELETE', '/v3/auth/tokens', { headers });
-      expect(again.status).toBe(200);
+      expect(again.status).toBe(204);
       expect(again.headers['idempotent-replayed']).toBe('true');
-      expect(again.body.job_id).toBe(row!.id);
-      const waited = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { ...headers, prefer: 'wait=10' } });
-      expect(waited.status).toBe(204);
+      expect(again.headers.location).toBe(`/v1/jobs/${row!.id}`);
+      const async = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { ...headers, prefer: 'respond-async' } });
+      expect(async.status).toBe(200);
+      expect(async.body.job_id).toBe(row!.id);
 
       const otherKey = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { ...headers, 'idempotency-key': uid('ks') } });
       expect(otherKey.status).toBe(404);
       expect(otherKey.body).toMatchObject({ error: { code: 404 } });
+    });
+
+    it('DELETE /v3/auth/tokens: under a used key, another unknown X-Subject-Token is another request (422), not a replay', async () => {
+      const { user, secret } = await userWithSecondToken();
+      const key = uid('ks');
+      const first = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': secret, 'idempotency-key': key, prefer: 'wait=10' } });
+      expect(first.status).toBe(204);
+      const unknown = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': `rvk_unknown_${uid('s')}`, 'idempotency-key': key } });
+      expect(unknown.status).toBe(422);
+      expect(unknown.headers['idempotent-replayed']).toBeUndefined();
+      expect(await commandRows(user.subject.id, key)).toHaveLength(1);
     });
   });
 
@@ -142,7 +154,7 @@ describe('Idempotency-Key', () => {
     const c = await freshCollection();
     const key = uid('key');
     const first = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${c}/tokens?tags=x&reason=AppFunctionality`, { headers: { ...writer.headers, 'idempotency-key': key } });
-    expect(first.status).toBe(202);
+    expect(first.status).toBe(404);
     const other = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${c}/tokens?tags=y&reason=AppFunctionality`, { headers: { ...writer.headers, 'idempotency-key': key } });
     expect(other.status).toBe(422);
     expect(other.body.error_code).toBe('PV3010');

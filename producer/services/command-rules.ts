@@ -1,14 +1,33 @@
 import type { FastifyRequest } from 'fastify';
 import { AccessReason, AppError, type AuditContext, type Command, type CommandRequest, type Config } from '../../contracts/index.js';
-import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
-import { findAccessTokenById } from '../../db/repositories/access-token.repository.js';
+import { type AccessTokenWithSubject, findAccessTokenById } from '../../db/repositories/access-token.repository.js';
 import { findCommandByIdempotencyKey } from '../../db/repositories/command.repository.js';
 import { findSubject } from '../../db/repositories/subject.repository.js';
-import { requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
-import { auditContext, idempotencyKey } from '../intake.js';
-import { authorizeAccessTokenRevoke, authorizeCurrentProvider, authorizeUserTemporaryTokens } from './revocation-rules.js';
+import type { TenantScope } from '../../db/repositories/tenant-scope.js';
+import { type Caller, requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
 import { requireCollectionExists } from './vault-tokens.service.js';
+
+/**
+ * Who may run which command (SPEC §2, §6), decided once per request by prepareCommand, and the
+ * seeds' own rules it applies.
+ */
+
+const sources = new Set(['cli', 'client']);
+
+/** The audit context of a request, fixed at acceptance (SPEC §3). */
+export function auditContext(request: FastifyRequest, scope: TenantScope, reason: ResolvedReason | null): AuditContext {
+  const source = request.headers['x-request-source'];
+  return {
+    actor: { id: request.caller.subject.id, kind: request.caller.subject.kind },
+    tenant_ids: scope === null ? null : [...scope],
+    reason: reason?.reason ?? null,
+    adhoc_reason: reason?.adhoc_reason ?? null,
+    custom_audit: reason?.custom_audit ?? null,
+    request_id: request.id,
+    source: typeof source === 'string' && sources.has(source) ? (source as 'cli' | 'client') : 'http',
+  };
+}
 
 export interface IntakeContext {
   db: Db;
@@ -24,18 +43,17 @@ function optionalReason(input: CommandRequest): ResolvedReason | null {
   return { reason: parsed.data, adhoc_reason: input.adhoc_reason ?? null, custom_audit: input.custom_audit ?? null };
 }
 
-/** The command the caller submitted earlier under this request's Idempotency-Key, if any. */
-export async function earlierUnderKey(db: Db, request: FastifyRequest): Promise<CommandRow | undefined> {
-  const key = idempotencyKey(request);
-  return key === undefined ? undefined : findCommandByIdempotencyKey(db, request.caller.subject.id, key);
-}
-
 /**
  * Authorizes a command request and fixes its audit context: every check that can be made at
  * acceptance is made here, so a 202 is only given to a command the caller may run. Used by the
  * seed routes and `POST /v1/commands` alike. Returns the command as it will be stored.
  */
-export async function prepareCommand(ctx: IntakeContext, request: FastifyRequest, input: CommandRequest): Promise<{ command: Command; audit: AuditContext }> {
+export async function prepareCommand(
+  ctx: IntakeContext,
+  request: FastifyRequest,
+  input: CommandRequest,
+  known: { key: string | undefined; target?: AccessTokenWithSubject | null | undefined },
+): Promise<{ command: Command; audit: AuditContext }> {
   const { caller } = request;
   switch (input.type) {
     case 'tokens.delete':
@@ -66,11 +84,13 @@ export async function prepareCommand(ctx: IntakeContext, request: FastifyRequest
     case 'access_token.revoke': {
       const reason = optionalReason(input);
       const scope = tenantScope(caller.subject, request.headers['x-tenant-id']);
-      const target = await findAccessTokenById(ctx.db, input.token_id);
+      const target = known.target !== undefined ? known.target : await findAccessTokenById(ctx.db, input.token_id);
       if (target) authorizeAccessTokenRevoke(caller, target);
       // a retry of a revoke that ran: its token is gone, and the key's earlier command answers
-      // (the same command: its replay; another one: PV3010)
-      else if (!(await earlierUnderKey(ctx.db, request))) throw new AppError('PV3006', { token_id: input.token_id });
+      // (the same request: its replay; another one: PV3010)
+      else if (known.key === undefined || !(await findCommandByIdempotencyKey(ctx.db, caller.subject.id, known.key))) {
+        throw new AppError('PV3006', { token_id: input.token_id });
+      }
       return { command: { type: input.type, token_id: input.token_id }, audit: auditContext(request, scope, reason) };
     }
     case 'temporary_tokens.revoke_all': {
@@ -85,5 +105,42 @@ export async function prepareCommand(ctx: IntakeContext, request: FastifyRequest
       if (!subject || subject.kind !== kind) throw new AppError('PV3003', { subject_id: id, kind });
       return { command: { type: input.type, subject: { kind, id } }, audit: auditContext(request, scope, reason) };
     }
+  }
+}
+
+/**
+ * Keystone's rule for deleting an access token: your own needs no capability; another user's
+ * needs `security_admin` and the same domain. Throws PV1007 otherwise.
+ */
+export function authorizeAccessTokenRevoke(caller: Caller, target: AccessTokenWithSubject): void {
+  if (target.subject.id === caller.subject.id) return;
+  if (!caller.subject.capabilities.includes('security_admin')) {
+    throw new AppError('PV1007', { username: caller.subject.id, capability: 'security_admin' });
+  }
+  if (target.subject.domain_id !== caller.subject.domain_id) {
+    throw new AppError('PV1007', { username: caller.subject.id }, 'The token belongs to a user of another domain.');
+  }
+}
+
+/** Onezone's rule for a user's temporary tokens: the user themself, or `tokens:manage`. */
+export function authorizeUserTemporaryTokens(caller: Caller, userId: string): void {
+  if (caller.subject.id === userId && caller.subject.kind === 'user') return;
+  if (!caller.subject.capabilities.includes('tokens:manage')) {
+    throw new AppError('PV1007', { username: caller.subject.id, capability: 'tokens:manage' });
+  }
+}
+
+/** The provider route acts on the calling provider only. */
+export function authorizeProvider(caller: Caller): void {
+  if (caller.subject.kind !== 'provider') {
+    throw new AppError('PV1007', { username: caller.subject.id }, 'Only a provider may act on the current provider.');
+  }
+}
+
+/** A provider's temporary tokens: only that provider itself may revoke them, whatever the caller's capabilities. */
+export function authorizeCurrentProvider(caller: Caller, providerId: string): void {
+  authorizeProvider(caller);
+  if (caller.subject.id !== providerId) {
+    throw new AppError('PV1007', { username: caller.subject.id }, "A provider's temporary tokens are revoked by that provider only.");
   }
 }

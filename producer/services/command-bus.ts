@@ -3,11 +3,11 @@ import type { Queue } from 'bullmq';
 import DataLoader from 'dataloader';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, isShortCommand, type JobView } from '../../contracts/index.js';
+import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, isShortCommand } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
 import { holdWritesForTurn } from '../../db/redis-writes.js';
-import { type CommandRecord, findCommand, insertCommands, type RecordOutcome } from '../../db/repositories/command.repository.js';
+import { type CommandRecord, insertCommands, type RecordOutcome } from '../../db/repositories/command.repository.js';
 import { type Caller, StaleCredential } from '../access.js';
 
 /** Longest wait for Redis to take a job before answering anyway (the reconciler enqueues it later). */
@@ -74,6 +74,8 @@ export interface Submission {
   command: Command;
   audit: AuditContext;
   idempotencyKey: string | undefined;
+  /** What, beyond the command, makes a retry under the key the same request (payloadHash). */
+  identity?: Record<string, unknown> | undefined;
 }
 
 /**
@@ -100,10 +102,13 @@ function canonical(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** What makes two submissions "the same command": the command, its scope and its reason. */
-export function payloadHash(command: Command, audit: AuditContext): string {
+/**
+ * What makes two submissions "the same command": the command, its scope and its reason, and the
+ * route's `identity` when it has one (a Keystone revoke: the subject token it was named by).
+ */
+export function payloadHash(command: Command, audit: AuditContext, identity?: Record<string, unknown>): string {
   const { tenant_ids, reason, adhoc_reason, custom_audit } = audit;
-  return createHash('sha256').update(canonical({ command, tenant_ids, reason, adhoc_reason, custom_audit })).digest('hex');
+  return createHash('sha256').update(canonical({ command, tenant_ids, reason, adhoc_reason, custom_audit, identity })).digest('hex');
 }
 
 /**
@@ -114,8 +119,8 @@ export function payloadHash(command: Command, audit: AuditContext): string {
  * failed enqueue is logged, not thrown, since the reconciler enqueues every unfinished command;
  * a key reused with another command is PV3010.
  */
-export async function submitCommand(bus: CommandBus, submission: Submission): Promise<{ row: CommandRow; replayed: boolean }> {
-  const hash = payloadHash(submission.command, submission.audit);
+export async function recordCommand(bus: CommandBus, submission: Submission): Promise<{ row: CommandRow; replayed: boolean }> {
+  const hash = payloadHash(submission.command, submission.audit, submission.identity);
   const outcome = await bus.record({
     command: {
       id: randomUUID(),
@@ -153,30 +158,4 @@ async function enqueue(bus: CommandBus, job: CommandJobData): Promise<void> {
   } finally {
     clearTimeout(timer);
   }
-}
-
-/** The job view of SPEC §5. */
-export function jobView(row: CommandRow): JobView {
-  return {
-    job_id: row.id,
-    type: row.type,
-    state: row.state,
-    attempts: row.attempts,
-    progress: row.progress,
-    result: row.result,
-    error: row.error,
-    idempotency_key: row.idempotency_key,
-    created_at: row.created_at.toISOString(),
-    started_at: row.started_at?.toISOString() ?? null,
-    finished_at: row.finished_at?.toISOString() ?? null,
-  };
-}
-
-/** A job visible to the caller: its submitter, or `subjects:admin`. Anyone else: PV3005. */
-export async function findJobFor(db: Db, caller: Caller, id: string): Promise<CommandRow> {
-  const row = await findCommand(db, id);
-  if (!row || (row.submitter_id !== caller.subject.id && !caller.subject.capabilities.includes('subjects:admin'))) {
-    throw new AppError('PV3005', { job_id: id });
-  }
-  return row;
 }
