@@ -20,8 +20,8 @@ describe('the audit trail', () => {
     tenantB = await subjectWithToken(stack, { id: 'svc-b', kind: 'service', capabilities: caps, tenant_ids: ['b'] });
     await tokenize(stack, 'audited', [{ object: { id: 'x' }, tags: ['t'] }], tenantA.headers);
     await tokenize(stack, 'audited', [{ object: { id: 'y' }, tags: ['t'] }], tenantB.headers);
-    const a = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/audited/tokens?tags=t&${reason}&custom_audit=incident-7`, { headers: tenantA.headers });
-    const b = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/audited/tokens?tags=t&${reason}`, { headers: tenantB.headers });
+    const a = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/audited/tokens?tags=t&${reason}&custom_audit=incident-7`, { headers: { ...tenantA.headers, prefer: 'respond-async' } });
+    const b = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/audited/tokens?tags=t&${reason}`, { headers: { ...tenantB.headers, prefer: 'respond-async' } });
     jobA = a.body.job_id;
     jobB = b.body.job_id;
     expect((await waitForJob(stack, jobA)).state).toBe('succeeded');

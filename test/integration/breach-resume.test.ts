@@ -90,7 +90,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
 
     // a worker process, then the breach delete by tag
     const first = await spawnWorker(stack.config);
-    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${collection}/tokens?tags=${tag}&reason=FraudPreventionSecurityAndCompliance`, { headers: stack.admin });
+    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${collection}/tokens?tags=${tag}&reason=FraudPreventionSecurityAndCompliance`, { headers: { ...stack.admin, prefer: 'respond-async' } });
     expect(accepted.status).toBe(202);
     const id = accepted.body.job_id as string;
 

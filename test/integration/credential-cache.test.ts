@@ -51,7 +51,7 @@ describe('the credential cache of command routes', () => {
 
   it('records nothing for a token revoked since it was cached: 401', async () => {
     const writer = await cachedWriter();
-    const revoke = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { ...stack.admin, 'x-subject-token': writer.token } });
+    const revoke = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { prefer: 'respond-async', ...stack.admin, 'x-subject-token': writer.token } });
     expect(revoke.status).toBe(202);
     expect((await waitForJob(stack, revoke.body.job_id)).state).toBe('succeeded');
 
@@ -149,7 +149,7 @@ describe('the credential cache of command routes', () => {
     const before = await cacheHits();
     const del = await call(stack, 'DELETE', `${DELETE}?reason=AppFunctionality&token_ids=${a}`, { headers: { ...writer.headers, prefer: 'wait=10' } });
     expect(del.status).toBe(200);
-    const rot = await call(stack, 'POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?reason=AppFunctionality&token_ids=${b}`, { headers: writer.headers });
+    const rot = await call(stack, 'POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?reason=AppFunctionality&token_ids=${b}`, { headers: { ...writer.headers, prefer: 'respond-async' } });
     expect(rot.status).toBe(202);
     expect(await cacheHits()).toBe(before + 2);
     await sql`delete from access_tokens where id = ${writer.tokenId}`.execute(stack.database.db);

@@ -217,7 +217,7 @@ describe('completion events and the audit log', () => {
     const ids = await tokenize(stack, c, items);
     expect(ids).toHaveLength(2500);
 
-    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${c}/tokens?tags=mass-breach&reason=FraudPreventionSecurityAndCompliance`, { headers: stack.admin });
+    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${c}/tokens?tags=mass-breach&reason=FraudPreventionSecurityAndCompliance`, { headers: { ...stack.admin, prefer: 'respond-async' } });
     expect(accepted.status).toBe(202);
     const jobId = accepted.body.job_id as string;
     const job = await waitForJob(stack, jobId);

@@ -53,10 +53,10 @@ describe('Keystone and Onezone revocation routes', () => {
       expect(await authStatus(user.token)).toBe(401);
     });
 
-    it('answers 202 with the job view without Prefer: wait, and the job succeeds', async () => {
+    it('answers 202 with the job view with Prefer: respond-async, and the job succeeds', async () => {
       const user = await subject({ kind: 'user', capabilities: [] });
       const second = await issue(user.subject.id, { temporary: false });
-      const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': second.token } });
+      const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { prefer: 'respond-async', 'x-auth-token': user.token, 'x-subject-token': second.token } });
       expect(r.status).toBe(202);
       expect(JobView.parse(r.body).type).toBe('access_token.revoke');
       expect(r.headers.location).toBe(`/v1/jobs/${r.body.job_id}`);
@@ -190,9 +190,9 @@ describe('Keystone and Onezone revocation routes', () => {
       expect(await authStatus(fresh.token)).not.toBe(401);
     });
 
-    it('answers 202 with the job view without Prefer: wait, and the job reports the new generation', async () => {
+    it('answers 202 with the job view with Prefer: respond-async, and the job reports the new generation', async () => {
       const user = await subject({ kind: 'user' });
-      const r = await call(stack, 'DELETE', userUrl(user.subject.id), { headers: { 'x-auth-token': user.token } });
+      const r = await call(stack, 'DELETE', userUrl(user.subject.id), { headers: { prefer: 'respond-async', 'x-auth-token': user.token } });
       expect(r.status).toBe(202);
       expect(JobView.parse(r.body).type).toBe('temporary_tokens.revoke_all');
       expect(r.headers.location).toBe(`/v1/jobs/${r.body.job_id}`);

@@ -118,7 +118,7 @@ describe('GET /metrics', () => {
       events: await metric('revocation_events_published_total'),
     };
 
-    const accepted = await call(stack, 'DELETE', '/api/pvlt/1.0/data/collections/cards/tokens?tags=metrics-ok&reason=AppFunctionality', { headers: stack.admin });
+    const accepted = await call(stack, 'DELETE', '/api/pvlt/1.0/data/collections/cards/tokens?tags=metrics-ok&reason=AppFunctionality', { headers: { ...stack.admin, prefer: 'respond-async' } });
     expect(accepted.status).toBe(202);
     const job = await waitForJob(stack, accepted.body.job_id);
     expect(job).toMatchObject({ state: 'succeeded', result: { deleted: ids.length } });

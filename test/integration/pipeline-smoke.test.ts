@@ -16,7 +16,7 @@ describe('a delete by tag, end to end', () => {
       { object: { id: 'o2' }, tags: ['breach'] },
       { object: { id: 'o3' }, tags: ['other'] },
     ]);
-    const accepted = await call(stack, 'DELETE', '/api/pvlt/1.0/data/collections/cards/tokens?tags=breach&reason=AppFunctionality', { headers: stack.admin });
+    const accepted = await call(stack, 'DELETE', '/api/pvlt/1.0/data/collections/cards/tokens?tags=breach&reason=AppFunctionality', { headers: { ...stack.admin, prefer: 'respond-async' } });
     expect(accepted.status).toBe(202);
     expect(accepted.headers.location).toBe(`/v1/jobs/${accepted.body.job_id}`);
     const job = await waitForJob(stack, accepted.body.job_id);

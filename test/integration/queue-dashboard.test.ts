@@ -91,7 +91,7 @@ describe('the queue dashboard at /admin/queues', () => {
   it('lists the command queue in its API, with the jobs the worker completed', async () => {
     await createCollection(stack, 'dash');
     await tokenize(stack, 'dash', [{ object: { id: 'd1' }, tags: ['dash'] }]);
-    const accepted = await call(stack, 'DELETE', '/api/pvlt/1.0/data/collections/dash/tokens?tags=dash&reason=AppFunctionality', { headers: stack.admin });
+    const accepted = await call(stack, 'DELETE', '/api/pvlt/1.0/data/collections/dash/tokens?tags=dash&reason=AppFunctionality', { headers: { ...stack.admin, prefer: 'respond-async' } });
     expect(await waitForJob(stack, accepted.body.job_id)).toMatchObject({ state: 'succeeded' });
 
     const response = await get('/admin/queues/api/queues', basic(ADMIN_TOKEN));

@@ -258,7 +258,7 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
     // delete (Prefer: wait), rotate (polled), a native command with an Idempotency-Key and its replay
     const deleted = await http('DELETE', `/api/pvlt/1.0/data/collections/${COLLECTION}/tokens?tags=breach-1&reason=FraudPreventionSecurityAndCompliance&adhoc_reason=incident`, { headers: { 'x-auth-token': service, prefer: 'wait=10' } });
     expect(deleted.status).toBe(200);
-    const rotate = await http('POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?token_ids=hyg-3,hyg-4&reason=Maintenance`, { headers: { authorization: `Bearer ${service}` } });
+    const rotate = await http('POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?token_ids=hyg-3,hyg-4&reason=Maintenance`, { headers: { prefer: 'respond-async', authorization: `Bearer ${service}` } });
     expect(rotate.status).toBe(202);
     expect((await waitForJob(rotate.body.job_id, { 'x-auth-token': service })).state).toBe('succeeded');
     const command = { type: 'tokens.delete', collection: COLLECTION, token_ids: ['hyg-5'], reason: 'Other', adhoc_reason: 'cleanup', custom_audit: '{"ticket":"SEC-1"}' };
@@ -280,7 +280,7 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
     // Keystone: the admin deletes bob's temporary token; bob deletes his own named token
     const byAdmin = await http('DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': adminSecret, 'x-subject-token': bobTemp, prefer: 'wait=10' } });
     expect(byAdmin.status).toBe(204);
-    const bySelf = await http('DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': bobNamed, 'x-subject-token': bobNamed } });
+    const bySelf = await http('DELETE', '/v3/auth/tokens', { headers: { prefer: 'respond-async', 'x-auth-token': bobNamed, 'x-subject-token': bobNamed } });
     expect(bySelf.status).toBe(202);
     expect((await waitForJob(bySelf.body.job_id, admin)).state).toBe('succeeded');
     expect((await http('GET', '/v1/auth/verify', { headers: { 'x-auth-token': gateway, 'x-subject-token': bobTemp } })).body.context).toEqual({ reason: 'not_found' });
@@ -291,7 +291,7 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
     expect(aliceAll.status).toBe(204);
     expect((await http('GET', `/api/v3/onezone/users/hyg-alice/tokens/temporary`, { headers: { 'x-auth-token': aliceTemp } })).status).toBe(401);
     expect((await http('GET', `/api/v3/onezone/users/hyg-alice/tokens/temporary`, { headers: { 'x-auth-token': aliceNamed } })).body).toEqual({ generation: 1 });
-    const providerAll = await http('DELETE', '/api/v3/onezone/provider/tokens/temporary', { headers: { 'x-auth-token': providerNamed } });
+    const providerAll = await http('DELETE', '/api/v3/onezone/provider/tokens/temporary', { headers: { prefer: 'respond-async', 'x-auth-token': providerNamed } });
     expect(providerAll.status).toBe(202);
     expect((await waitForJob(providerAll.body.job_id, { authorization: `Bearer ${providerNamed}` })).state).toBe('succeeded');
     expect((await http('GET', '/api/v3/onezone/provider/tokens/temporary', { headers: { authorization: `Bearer ${providerTemp}` } })).status).toBe(401);

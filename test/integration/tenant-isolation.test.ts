@@ -13,6 +13,7 @@ import { type Stack, startStack } from '../helpers/stack.js';
 const A = 'iso-tenant-a';
 const B = 'iso-tenant-b';
 const WAIT = { prefer: 'wait=30' };
+const ASYNC = { prefer: 'respond-async' };
 const REASON = 'reason=AppFunctionality';
 
 const hex = () => randomBytes(5).toString('hex');
@@ -217,7 +218,7 @@ describe('tenant isolation', () => {
       const w = await world();
       const before = await untouchable(w);
       const seed = async (query: string) => {
-        const r = await call(stack, 'DELETE', url(w.collection, `tokens?${query}&${REASON}`), { headers: as() });
+        const r = await call(stack, 'DELETE', url(w.collection, `tokens?${query}&${REASON}`), { headers: as(ASYNC) });
         expect(r.status).toBe(202);
         return outcome(await waitForJob(stack, r.body.job_id, as()));
       };
@@ -272,7 +273,7 @@ describe('tenant isolation', () => {
         const before = await untouchable(w);
         const r =
           submit === 'seed'
-            ? await call(stack, 'DELETE', url(w.collection, `tokens?tags=shared&${REASON}`), { headers: as() })
+            ? await call(stack, 'DELETE', url(w.collection, `tokens?tags=shared&${REASON}`), { headers: as(ASYNC) })
             : await call(stack, 'POST', '/v1/commands', { headers: as(), body: { type: 'tokens.delete', collection: w.collection, tags: ['shared'], reason: 'AppFunctionality' } });
         expect(r.status, submit).toBe(202);
         const job = await waitForJob(stack, r.body.job_id, as());
@@ -312,9 +313,9 @@ describe('tenant isolation', () => {
       const archivedOfB = await rotate([w.b.archived]);
       expect(archivedOfB.body).toEqual(swap((await rotate([n1])).body, [[n1, w.b.archived]]));
 
-      const queued = await rotate([w.b.tagged, w.b.sharedObject], {});
+      const queued = await rotate([w.b.tagged, w.b.sharedObject], ASYNC);
       expect(queued.status).toBe(202);
-      const queuedNobody = await rotate([n1, n2], {});
+      const queuedNobody = await rotate([n1, n2], ASYNC);
       expect(outcome(await waitForJob(stack, queued.body.job_id, as()))).toEqual(
         swap(outcome(await waitForJob(stack, queuedNobody.body.job_id, as())), [[n1, w.b.tagged], [n2, w.b.sharedObject]]),
       );

@@ -5,6 +5,7 @@ import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const WAIT = { prefer: 'wait=10' };
+const ASYNC = { prefer: 'respond-async' };
 
 interface TokenView {
   token_id: string;
@@ -44,14 +45,14 @@ describe('Piiano delete and rotate tokens', () => {
   const ids = (tokens: TokenView[]) => new Set(tokens.map((t) => t.token_id));
 
   describe('delete', () => {
-    it('accepts asynchronously with 202, the job view and Location, and the job deletes the tokens', async () => {
+    it('with Prefer: respond-async accepts with 202, the job view and Location, and the job deletes the tokens', async () => {
       const c = await freshCollection();
       const [a, b, keep] = await tokenize(stack, c, [
         { object: { id: 'o1' }, tags: ['breach'] },
         { object: { id: 'o2' }, tags: ['breach'] },
         { object: { id: 'o3' }, tags: ['other'] },
       ]);
-      const accepted = await call(stack, 'DELETE', tokensUrl(c, 'tags=breach&reason=AppFunctionality'), { headers: writer });
+      const accepted = await call(stack, 'DELETE', tokensUrl(c, 'tags=breach&reason=AppFunctionality'), { headers: { ...writer, ...ASYNC } });
       expect(accepted.status).toBe(202);
       expect(JobView.parse(accepted.body).type).toBe('tokens.delete');
       expect(accepted.headers.location).toBe(`/v1/jobs/${accepted.body.job_id}`);
@@ -84,7 +85,7 @@ describe('Piiano delete and rotate tokens', () => {
 
     it('fails the job with PV3009 asynchronously when nothing matches', async () => {
       const c = await freshCollection();
-      const accepted = await call(stack, 'DELETE', tokensUrl(c, 'object_ids=nobody&reason=AppFunctionality'), { headers: writer });
+      const accepted = await call(stack, 'DELETE', tokensUrl(c, 'object_ids=nobody&reason=AppFunctionality'), { headers: { ...writer, ...ASYNC } });
       expect(accepted.status).toBe(202);
       const job = await waitForJob(stack, accepted.body.job_id, writer);
       expect(job).toMatchObject({ state: 'failed', result: null, error: { error_code: 'PV3009', message: expect.any(String), context: expect.any(Object) } });
@@ -197,10 +198,10 @@ describe('Piiano delete and rotate tokens', () => {
   });
 
   describe('rotate', () => {
-    it('accepts asynchronously with 202 and the job result maps each old ID to a new one', async () => {
+    it('with Prefer: respond-async accepts with 202 and the job result maps each old ID to a new one', async () => {
       const c = await freshCollection();
       const [a, b] = await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['k'] }, { object: { id: 'o2' } }]);
-      const accepted = await call(stack, 'POST', rotateUrl(c, `token_ids=${a},${b}&reason=AppFunctionality`), { headers: writer });
+      const accepted = await call(stack, 'POST', rotateUrl(c, `token_ids=${a},${b}&reason=AppFunctionality`), { headers: { ...writer, ...ASYNC } });
       expect(accepted.status).toBe(202);
       expect(JobView.parse(accepted.body).type).toBe('tokens.rotate');
       expect(accepted.headers.location).toBe(`/v1/jobs/${accepted.body.job_id}`);
@@ -254,7 +255,7 @@ describe('Piiano delete and rotate tokens', () => {
     it('fails the job with PV3087 asynchronously when an ID is missing', async () => {
       const c = await freshCollection();
       const [a] = await tokenize(stack, c, [{ object: { id: 'o1' } }]);
-      const accepted = await call(stack, 'POST', rotateUrl(c, `token_ids=${a},ghost&reason=AppFunctionality`), { headers: writer });
+      const accepted = await call(stack, 'POST', rotateUrl(c, `token_ids=${a},ghost&reason=AppFunctionality`), { headers: { ...writer, ...ASYNC } });
       expect(accepted.status).toBe(202);
       const job = await waitForJob(stack, accepted.body.job_id, writer);
       expect(job).toMatchObject({ state: 'failed', result: null, error: { error_code: 'PV3087' } });
