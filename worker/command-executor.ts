@@ -77,6 +77,20 @@ function storedOutcome(row: CommandRow): ExecutionOutcome {
   return row.state === 'succeeded' ? { state: 'succeeded', result: row.result ?? {} } : { state: 'failed', error: row.error ?? { error_code: 'PV1000', message: 'failed', context: {} } };
 }
 
+/**
+ * Socket errors, and SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and
+ * 57P (server shutting down or starting): the database is out of reach, the command not at fault.
+ */
+const outOfReachCodes = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EPIPE|(08|53|57P)[0-9A-Z]+)$/;
+
+/** Whether `error` says the database is out of reach (the command may well succeed once it is back). */
+function outOfReach(error: unknown): boolean {
+  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && outOfReachCodes.test(code)) return true;
+  // pg's own, without a code: a pool that could not connect, a connection that went away
+  return typeof message === 'string' && /timeout exceeded when trying to connect|Connection terminated/i.test(message);
+}
+
 function isTerminal(row: CommandRow): boolean {
   return terminalStates.includes(row.state);
 }
@@ -88,8 +102,10 @@ function isTerminal(row: CommandRow): boolean {
  * found terminal returns its stored outcome (a redelivered rotate returns the same mapping).
  *
  * Returns the outcome, failed included (business failures are recorded, not thrown). Throws
- * only for a transient fault (database unreachable, conflicts on a non-final attempt): the
- * command stays non-terminal and a later attempt resumes it from its last committed step.
+ * for any other fault while attempts remain, and on the final attempt only while the database
+ * is out of reach: the command stays non-terminal and a later attempt (or the reconciler)
+ * resumes it from its last committed step. On the final attempt, conflicts end it with PV3218
+ * and any other fault (a bug, a stored row that does not parse) with PV1000, the cause logged.
  */
 export async function executeCommand(deps: ExecutorDeps, commandId: string, options: ExecuteOptions): Promise<ExecutionOutcome> {
   const startedAt = process.hrtime.bigint();
@@ -128,8 +144,12 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
       }
       const fail = (stored: StoredError) => recordFailure(deps, commandId, first, stored);
       if (error instanceof AppError) return finished(await fail(error.toJSON()));
-      if (error instanceof ConflictRetriesExhausted && options.finalAttempt) return finished(await fail(new AppError('PV3218', { sqlstate: error.sqlState }).toJSON()));
-      throw error;
+      if (!options.finalAttempt || error instanceof CommandNotFound || outOfReach(error)) throw error;
+      if (error instanceof ConflictRetriesExhausted) return finished(await fail(new AppError('PV3218', { sqlstate: error.sqlState }).toJSON()));
+      // a fault no retry mends (a handler's bug, a stored row that does not parse): retried like a
+      // transient one until now, it ends the command, or the reconciler would run it forever
+      deps.logger.error({ err: error }, 'command failed with an unexpected error on its last attempt: ended with PV1000');
+      return finished(await fail(new AppError('PV1000', {}).toJSON()));
     }
     if ('ended' in step) return storedOutcome(step.ended);
     stored = step.parsed;
@@ -288,6 +308,20 @@ function stepRecord(id: string, first: boolean, { command, audit }: Parsed, outc
   };
 }
 
+/** The audit context of a failure whose command's stored one does not parse: recorded by the worker, for no tenant (admins see it). */
+const unreadableAudit: AuditContext = { actor: { id: 'revocation-worker', kind: 'service' }, tenant_ids: null, reason: null, adhoc_reason: null, custom_audit: null, request_id: null, source: 'system' };
+
+/**
+ * What a failure records of its command, from the row even when its payload or audit context no
+ * longer parses (that is one of the failures it records): its type (a column of its own), its
+ * collection if it names one, and its audit context.
+ */
+function failureFacts(row: CommandRow): { type: string; collection: string | null; audit: AuditContext } {
+  const command = Command.safeParse(row.payload);
+  const collection = command.success && 'collection' in command.data ? command.data.collection : null;
+  return { type: row.type, collection, audit: AuditContext.safeParse(row.audit).data ?? unreadableAudit };
+}
+
 /**
  * Ends the command failed: error, audit row and `command.failed` event in one transaction. When
  * no step of this delivery committed, its attempt is counted here (the step that would have
@@ -299,9 +333,7 @@ async function recordFailure(deps: ExecutorDeps, id: string, countAttempt: boole
     events = [];
     const { row, live } = await lockForStep(trx, id);
     if (!live) return storedOutcome(row);
-    const { command, audit } = parseRow(row);
-    const type = command.type;
-    const collection = 'collection' in command ? command.collection : null;
+    const { type, collection, audit } = failureFacts(row);
     // steps of an earlier delivery may have left events unpublished (see runStep)
     const earlier = row.state === 'running' ? await unpublishedEventsOf(trx, id) : [];
     const written = await commitStep(trx, {

@@ -15,8 +15,11 @@ export interface CommandWorkerOptions {
 
 /**
  * The BullMQ processor: runs the command to its end. Business failures are recorded by the
- * executor and end the job at once (UnrecoverableError: no retry); transient faults throw, and
- * BullMQ retries with backoff. We MUST NOT finish a job before its command's outcome committed.
+ * executor and end the job at once (UnrecoverableError: no retry); other faults throw, and
+ * BullMQ retries with backoff. On the last attempt the executor ends the command (PV3218 after
+ * conflicts, PV1000 after any other fault) unless the database is out of reach: then the job
+ * fails and the reconciler runs the command again. We MUST NOT finish a job before its
+ * command's outcome committed.
  *
  * At shutdown (`stop` aborted) a command of several steps stops after the step in progress
  * commits and its job goes back to the head of the wait list (no attempt used, no lock left
@@ -44,7 +47,7 @@ export function commandProcessor(deps: ExecutorDeps, stop?: AbortSignal) {
         throw new WaitingError();
       }
       if (error instanceof CommandNotFound) throw new UnrecoverableError(error.message);
-      if (!(error instanceof UnrecoverableError)) logger.warn({ err: error, final_attempt: finalAttempt }, 'command attempt failed; BullMQ will retry');
+      if (!(error instanceof UnrecoverableError)) logger.warn({ err: error, final_attempt: finalAttempt }, 'command attempt failed; it runs again (BullMQ retries it, or the reconciler once its job is dead)');
       throw error;
     }
   };

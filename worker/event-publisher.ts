@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
 import { holdWritesForTurn } from '../db/redis-writes.js';
-import { markPublished, type OutboxEvent } from '../db/repositories/outbox.repository.js';
+import { commandsWithUnpublishedEvents, markPublished, type OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { eventsPublished } from './metrics.js';
 
 export interface StreamOptions {
@@ -34,6 +34,8 @@ export interface EventPublisherOptions extends StreamOptions {
    * batches): beyond it, events are left to the relay instead of piling up in memory.
    */
   maxWaiting?: number;
+  /** While commands are left to the relay, how often to look which of them the relay is done with (see forgetPublished). */
+  relayCheckMs?: number;
 }
 
 /**
@@ -49,8 +51,9 @@ export interface EventPublisherOptions extends StreamOptions {
  * its events keep their order. A batch that fails is tried again (with backoff) before
  * anything handed over after it, so nothing overtakes an event that failed. Events it cannot
  * take (the queue is full, or the publisher closed) stay unpublished in the outbox for the relay,
- * and so do the later events of their command, until its terminal one: the relay publishes in
- * outbox order, so a command's events still reach the stream in order. At least once: an event
+ * and so do the later events of their command, until its terminal one or until the relay has
+ * published every event of it (forgetPublished): the relay publishes in outbox order, so a
+ * command's events still reach the stream in order. At least once: an event
  * whose mark was lost (crash, Postgres unreachable) is published again by the relay, and
  * consumers dedupe on event_id.
  */
@@ -62,8 +65,11 @@ export class EventPublisher {
   private marking: Promise<void> = Promise.resolve();
   private closed = false;
   private failures = 0;
-  /** Commands whose events are left to the relay until their terminal one (see leave). */
-  private readonly relayed = new Set<string>();
+  /** Commands whose events are left to the relay (see leave), each with the number of the last leave of its events. */
+  private readonly relayed = new Map<string, number>();
+  private leaves = 0;
+  private relayTimer: NodeJS.Timeout | undefined;
+  private relayCheck: Promise<void> = Promise.resolve();
   /** Whether leaving events to the relay was logged since the last batch went out. */
   private leaving = false;
   /** Events this publisher put on the stream. */
@@ -94,7 +100,45 @@ export class EventPublisher {
     if (!this.closed && !this.leaving) this.logger.warn({ waiting: this.waiting.length }, 'too many events waiting for Redis: leaving events to the outbox relay');
     this.leaving = true;
     if (event.terminal) this.relayed.delete(event.commandId);
-    else this.relayed.add(event.commandId);
+    else {
+      this.relayed.set(event.commandId, ++this.leaves);
+      this.checkRelayedLater();
+    }
+  }
+
+  private checkRelayedLater(): void {
+    if (!this.closed) this.relayTimer ??= setTimeout(() => void this.forgetPublished(), this.options.relayCheckMs ?? 5000).unref();
+  }
+
+  /** Commands whose events are left to the relay now. */
+  get relayedCommands(): number {
+    return this.relayed.size;
+  }
+
+  /**
+   * Forgets the commands left to the relay that have no event unpublished any more: the relay
+   * published them, so their next events may go out at once without overtaking one. (Without it,
+   * a command whose terminal event another process commits is remembered for the life of this
+   * one.) Runs every relayCheckMs while commands are left; never rejects.
+   */
+  forgetPublished(): Promise<void> {
+    clearTimeout(this.relayTimer);
+    this.relayTimer = undefined;
+    this.relayCheck = this.relayCheck.then(async () => {
+      // every event left so far committed before its leave, so the query sees it; a command left
+      // again while the query runs is kept (its number is past `asked`)
+      const asked = this.leaves;
+      const ids = [...this.relayed.keys()];
+      if (ids.length === 0) return;
+      try {
+        const pending = await commandsWithUnpublishedEvents(this.db, ids);
+        for (const id of ids) if (!pending.has(id) && (this.relayed.get(id) ?? Infinity) <= asked) this.relayed.delete(id);
+      } catch (error) {
+        this.logger.warn({ err: error }, 'could not look which events the relay published; looking again later');
+      }
+      if (this.relayed.size > 0) this.checkRelayedLater();
+    });
+    return this.relayCheck;
   }
 
   /**
@@ -103,12 +147,14 @@ export class EventPublisher {
    */
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.relayTimer);
+    this.relayTimer = undefined;
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.closeTimeoutMs ?? 5000)));
     await Promise.race([this.sending, timeout]);
     clearTimeout(timer);
     this.flushMarks();
-    await this.marking;
+    await Promise.all([this.marking, this.relayCheck]);
   }
 
   private async send(): Promise<void> {

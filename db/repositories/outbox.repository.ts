@@ -109,6 +109,21 @@ export async function unpublishedEventsOf(db: Executor, commandId: string): Prom
 }
 
 /**
+ * Of `commandIds`, those with an event still unpublished (what the EventPublisher left to the
+ * relay and the relay has not published yet). Index: outbox_unpublished (the unpublished rows are few).
+ */
+export async function commandsWithUnpublishedEvents(db: Executor, commandIds: readonly string[]): Promise<Set<string>> {
+  const rows = await db
+    .selectFrom('outbox')
+    .select(sql<string>`command_id::text`.as('id'))
+    .distinct()
+    .where('published_at', 'is', null)
+    .where('command_id', '=', sql<string>`any(${[...commandIds]}::uuid[])`)
+    .execute();
+  return new Set(rows.map((row) => row.id));
+}
+
+/**
  * Deletes at most `limit` of the oldest outbox rows that were published more than
  * `retentionSeconds` ago (the sweeper's outbox round); returns how many. It looks only at the
  * `limit` rows with the lowest IDs (the primary key's first entries), so a round costs the same

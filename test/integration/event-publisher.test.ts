@@ -201,6 +201,30 @@ describe('EventPublisher', () => {
     }
   });
 
+  it('forgets a command left to the relay once the relay published its events, though this process never sees its end: what it remembers stays bounded', async () => {
+    const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+    const stream = `own-${randomUUID()}`;
+    // no room to wait: every event is left to the relay, and its command with it
+    const publisher = new EventPublisher(stack.database.db, redis, silent, { stream, maxLen: 1000, maxWaiting: 0, relayCheckMs: 10 });
+    try {
+      const commands = await Promise.all(Array.from({ length: 50 }, () => committed(2)));
+      for (const events of commands) publisher.publish(events);
+      expect(publisher.relayedCommands).toBe(50);
+      // their events are still unpublished: each is remembered, so its next events wait behind them
+      await publisher.forgetPublished();
+      expect(publisher.relayedCommands).toBe(50);
+
+      // the relay publishes them; their terminal events (another process's, say) never come here
+      const relay = new OutboxRelay(stack.database.db, () => createDb(stack.database.url, { max: 1 }), redis, silent, { stream, maxLen: 1000 });
+      expect(await relay.publishPending()).toBeGreaterThanOrEqual(100);
+      await expect.poll(() => publisher.relayedCommands, { timeout: 5_000 }).toBe(0);
+    } finally {
+      await publisher.close();
+      await redis.del(stream);
+      redis.disconnect();
+    }
+  });
+
   it('a delivery that resumes a command publishes the events an earlier delivery left unpublished first, in order', async () => {
     await createCollection(stack, 'resume');
     await tokenize(stack, 'resume', Array.from({ length: 6 }, (_, i) => ({ object: { id: `resume-${i}` }, tags: ['resume-tag'] })));

@@ -1,9 +1,10 @@
-import { sql } from 'kysely';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createDb } from '../../db/create-db.js';
-import type { Db } from '../../db/database.js';
-import { CommittedAhead, LAST_IN_TRANSACTION } from '../../db/pipelined.js';
-import { executePrepared } from '../../db/prepared.js';
+import type { Database, Db } from '../../db/database.js';
+import { CommittedAhead, LAST_IN_TRANSACTION, pipelineTransactionBoundaries } from '../../db/pipelined.js';
+import { executePrepared, usePreparedStatements } from '../../db/prepared.js';
 import { type TestDatabase, createTestDatabase } from '../helpers/database.js';
 
 /**
@@ -111,7 +112,7 @@ describe('pipelined transaction boundaries', () => {
         await lastIn(trx, 1);
         await sql`insert into pipelined (id, note) values (2, 'after the last')`.execute(trx);
       }),
-    ).rejects.toThrow(/after the transaction's last one/);
+    ).rejects.toMatchObject({ name: 'CommittedAhead', cause: { message: expect.stringMatching(/after the transaction's last one/) } });
     expect((await rows()).map((r) => r.id)).toEqual([1]);
 
     await expect(
@@ -136,5 +137,77 @@ describe('pipelined transaction boundaries', () => {
       }),
     ).rejects.toThrow('rollback');
     expect((await rows()).map((r) => r.id)).toEqual([1, 2]);
+  });
+
+  it('refuses every statement after the marked one until the transaction ends, when the caller carries on after a refusal: none runs in autocommit', async () => {
+    const outcome = await db
+      .transaction()
+      .execute(async (trx) => {
+        await lastIn(trx, 1);
+        await expect(sql`insert into pipelined (id, note) values (2, 'refused')`.execute(trx)).rejects.toThrow(/after the transaction's last one/);
+        await sql`insert into pipelined (id, note) values (3, 'after a refusal')`.execute(trx);
+      })
+      .then(() => 'committed', (error: unknown) => error);
+    expect((await rows()).map((r) => r.id)).toEqual([1]);
+    expect(outcome).toBeInstanceOf(CommittedAhead);
+    expect(await inTransaction()).toBe('no');
+    // the connection serves the next transaction as usual
+    await db.transaction().execute(async (trx) => {
+      await sql`insert into pipelined (id, note) values (4, 'next')`.execute(trx);
+      await lastIn(trx, 5);
+    });
+    expect((await rows()).map((r) => r.id)).toEqual([1, 4, 5]);
+  });
+});
+
+/**
+ * pg takes a statement as a text or as a query config (`{ name, text, values }`, as
+ * usePreparedStatements passes it on). Installed beneath that wrapper, the boundaries see prepared
+ * statements as configs: they must still run inside the transaction, and a marked one still ends it.
+ */
+describe('pipelined transaction boundaries, with statements arriving as query configs', () => {
+  let database: TestDatabase;
+  let db: Db;
+
+  beforeAll(async () => {
+    database = await createTestDatabase();
+    const pool = new pg.Pool({ connectionString: database.url, max: 1, pipeline: true, application_name: 'revocation-test-pipelined-configs' });
+    pool.on('connect', (client) => {
+      pipelineTransactionBoundaries(client);
+      usePreparedStatements(client); // on top: marked statements reach the boundaries as configs
+    });
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    await sql`create table pipelined (id int primary key, note text)`.execute(database.db);
+  });
+  afterAll(async () => {
+    await db?.destroy();
+    await database?.drop();
+  });
+  beforeEach(async () => {
+    await sql`truncate pipelined`.execute(database.db);
+  });
+
+  const prepared = (trx: Db, id: number, mark = '') => executePrepared(trx, sql`${sql.raw(mark)}insert into pipelined (id, note) values (${id}, 'prepared') returning id`.compile(trx));
+  const ids = async () => (await sql<{ id: number }>`select id from pipelined order by id`.execute(database.db)).rows.map((r) => r.id);
+
+  it('a transaction’s first statement runs inside it (after BEGIN): rolled back with it', async () => {
+    await expect(
+      db.transaction().execute(async (trx) => {
+        await prepared(trx, 1);
+        throw new Error('the caller rolls back');
+      }),
+    ).rejects.toThrow('the caller rolls back');
+    expect(await ids()).toEqual([]);
+  });
+
+  it('a marked statement ends its transaction: the statement after it is refused, not run in autocommit', async () => {
+    await expect(
+      db.transaction().execute(async (trx) => {
+        await prepared(trx, 1);
+        await prepared(trx, 2, LAST_IN_TRANSACTION);
+        await prepared(trx, 3);
+      }),
+    ).rejects.toBeInstanceOf(CommittedAhead);
+    expect(await ids()).toEqual([1, 2]);
   });
 });
