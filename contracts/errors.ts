@@ -35,8 +35,23 @@ export const errorRegistry = {
 export type ErrorCode = keyof typeof errorRegistry;
 export const errorCodes = Object.keys(errorRegistry) as ErrorCode[];
 
-/** Context values are strings, string lists, numbers or nested objects: always JSON. */
+/** Context values as thrown: strings, string lists, numbers or nested objects (always JSON). */
 export type ErrorContext = Record<string, unknown>;
+
+/**
+ * The context as Piiano's error schema types it (`Record<string, string>`, SPEC §6): lists
+ * comma-joined, numbers and booleans as text, null as '', objects as JSON.
+ */
+export function stringContext(context: ErrorContext): Record<string, string> {
+  const text = (value: unknown): string => {
+    if (typeof value === 'string') return value;
+    if (value === null || value === undefined) return '';
+    if (Array.isArray(value)) return value.map(text).join(',');
+    if (typeof value === 'object') return JSON.stringify(value);
+    return String(value);
+  };
+  return Object.fromEntries(Object.entries(context).map(([key, value]) => [key, text(value)]));
+}
 
 /**
  * A failure the service answers with. Thrown anywhere (route, repository, handler); rendered
@@ -58,8 +73,9 @@ export class AppError extends Error {
     this.headers = headers;
   }
 
+  /** The stored form: what a failed job shows, its context in strings like the envelope's. */
   toJSON(): StoredError {
-    return { error_code: this.code, message: this.message, context: this.context };
+    return { error_code: this.code, message: this.message, context: stringContext(this.context) };
   }
 }
 

@@ -1,4 +1,5 @@
 import type { Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { StoredTokenType } from '../contracts/index.js';
 
 /**
  * A Piiano-style vault token. Archived when `archived_at` is set or `expires_at` is past.
@@ -13,6 +14,12 @@ export interface VaultTokenTable {
   object_id: string;
   tenant_id: string | null;
   tags: string[];
+  /** Piiano's token type; only the types whose IDs do not derive from values (default randomized). */
+  type: Generated<StoredTokenType>;
+  /** Piiano's token scope, '' when none. */
+  scope: Generated<string>;
+  /** The property names the token stands for (Piiano's `props`). */
+  props: Generated<string[]>;
   expires_at: Date | null;
   archived_at: Date | null;
   created_at: Generated<Date>;

@@ -44,30 +44,33 @@ export async function insertVaultTokens(trx: Executor, rows: NewVaultToken[]): P
   return { conflicts: rows.map((r) => r.token_id).filter((id) => !done.has(id)) };
 }
 
-/** Tokens in `scope` matching every criterion, oldest first, at most `limit`. */
-export async function queryVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, limit: number): Promise<(VaultTokenRow & { archived: boolean })[]> {
+/** What a search shows of a token (Piiano's token metadata). */
+export type SearchedVaultToken = Pick<VaultTokenRow, 'token_id' | 'object_id' | 'tenant_id' | 'tags' | 'type' | 'scope' | 'expires_at' | 'created_at'>;
+
+/** Tokens in `scope` matching every criterion, oldest first, at most `limit`: what a search shows of each. */
+export async function queryVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, limit: number): Promise<SearchedVaultToken[]> {
   return db
     .selectFrom('vault_tokens')
-    .selectAll()
-    .select(isArchived.as('archived'))
+    .select(['token_id', 'object_id', 'tenant_id', 'tags', 'type', 'scope', 'expires_at', 'created_at'])
     .where((eb) => matching(eb, collection, scope, criteria))
     .orderBy('id')
     .limit(limit)
     .execute();
 }
 
-/** Counts the tokens of a collection visible in `scope`: `{ active, archived }`. */
-export async function countVaultTokens(db: Executor, collection: string, scope: TenantScope): Promise<{ active: number; archived: number }> {
+/** Counts the tokens of a collection visible in `scope`: `{ active, archived, total }`. */
+export async function countVaultTokens(db: Executor, collection: string, scope: TenantScope): Promise<{ active: number; archived: number; total: number }> {
   const row = await db
     .selectFrom('vault_tokens')
     .select([
       sql<string>`count(*) filter (where not ${isArchived})`.as('active'),
       sql<string>`count(*) filter (where ${isArchived})`.as('archived'),
+      sql<string>`count(*)`.as('total'),
     ])
     .where('collection', '=', collection)
     .where((eb) => inTenantScope(eb, scope))
     .executeTakeFirstOrThrow();
-  return { active: Number(row.active), archived: Number(row.archived) };
+  return { active: Number(row.active), archived: Number(row.archived), total: Number(row.total) };
 }
 
 /** The row addresses of the next `limit` matching tokens above `afterId`: a walk of the primary key from the checkpoint. */

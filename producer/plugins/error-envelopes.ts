@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http';
-import { type ErrorCode, errorRegistry, type ErrorContext } from '../../contracts/index.js';
+import { type ErrorCode, errorRegistry, type ErrorContext, stringContext } from '../../contracts/index.js';
 
 /** Route families, each with its seed's error envelope (SPEC §7). */
 export type RouteFamily = 'piiano' | 'keystone' | 'onezone' | 'native';
@@ -10,9 +10,12 @@ export interface RenderableError {
   context: ErrorContext;
 }
 
-/** Piiano and native routes: `{ error_code, message, context }`. */
+/**
+ * Piiano and native routes: `{ error_code, message, context }`, every context value a string as
+ * Piiano's schema types it (the generated client declares `context: Record<string, string>`).
+ */
 function renderPiiano(e: RenderableError) {
-  return { error_code: e.code, message: e.message, context: e.context };
+  return { error_code: e.code, message: e.message, context: stringContext(e.context) };
 }
 
 /** Keystone route: `{ error: { code, title, message } }`. */

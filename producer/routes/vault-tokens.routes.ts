@@ -40,8 +40,8 @@ export function vaultTokenRoutes(app: ZodApp, deps: AppDeps): void {
       requireCollection(request.caller, request.params.collection);
       resolveReason(request.query, force);
       const scope = tenantScope(request.caller.subject, request.headers['x-tenant-id']);
-      const archived = request.query.options?.includes('archived') ?? false;
-      return searchTokens(deps.db, request.params.collection, scope, request.body, archived);
+      const options = request.query.options ?? [];
+      return searchTokens(deps.db, request.params.collection, scope, request.body, { archived: options.includes('archived'), aggregated: options.includes('include_aggregated_data') });
     },
   );
 

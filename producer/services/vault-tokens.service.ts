@@ -1,10 +1,20 @@
 import { randomUUID } from 'node:crypto';
-import { AppError, type QueryTokensBody, type TokenizeItem, type VaultTokenView } from '../../contracts/index.js';
+import {
+  AppError,
+  type CountTokensResponse,
+  isStoredTokenType,
+  type QueryTokensBody,
+  storedTokenTypes,
+  type StoredTokenType,
+  type TokenizeItem,
+  type TokenMetadata,
+  type TokenRefMetadata,
+} from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import type { NewVaultToken } from '../../db/vault-token.table.js';
 import { collectionExists } from '../../db/repositories/collection.repository.js';
 import type { TenantScope } from '../../db/repositories/tenant-scope.js';
-import { countVaultTokens, insertVaultTokens, queryVaultTokens } from '../../db/repositories/vault-token.repository.js';
+import { countVaultTokens, insertVaultTokens, queryVaultTokens, type SearchedVaultToken } from '../../db/repositories/vault-token.repository.js';
 
 /** A query answers at most this many tokens. */
 export const MAX_QUERY_RESULTS = 10_000;
@@ -40,11 +50,26 @@ function tenantOf(item: TokenizeItem, scope: TenantScope, index: number): string
 }
 
 /**
+ * The type a new token gets: randomized or pointer. The other Piiano types derive their IDs from
+ * the object's property values, which this service does not hold: PV1002 naming the type.
+ */
+function typeOf(item: TokenizeItem, index: number): StoredTokenType {
+  if (isStoredTokenType(item.type)) return item.type;
+  throw new AppError(
+    'PV1002',
+    { index: String(index), type: item.type },
+    `Item ${index}: token type ${item.type} derives its token ID from the object's property values, which this service does not hold; use ${storedTokenTypes.join(' or ')}.`,
+  );
+}
+
+/**
  * Creates vault tokens, all or none, and returns their token IDs in input order. IDs are new
- * UUIDs unless given; a given ID already used in the collection and tenant is PV3007.
+ * UUIDs unless given; a given ID already used in the collection and tenant is PV3007. Each token
+ * keeps its type (randomized unless given), scope ('' unless given), props and tags.
  * `expirationSecs` -1 or absent: the tokens never expire.
  */
 export async function tokenize(db: Db, collection: string, scope: TenantScope, items: TokenizeItem[], expirationSecs: number | undefined): Promise<{ token_id: string }[]> {
+  const types = items.map(typeOf);
   await requireCollectionExists(db, collection);
   const expiresAt = expirationSecs === undefined || expirationSecs === -1 ? null : new Date(Date.now() + expirationSecs * 1000);
   const rows: NewVaultToken[] = items.map((item, index) => ({
@@ -53,6 +78,9 @@ export async function tokenize(db: Db, collection: string, scope: TenantScope, i
     object_id: item.object.id,
     tenant_id: tenantOf(item, scope, index),
     tags: [...new Set(item.tags ?? [])],
+    type: types[index]!,
+    scope: item.scope ?? '',
+    props: [...new Set(item.props ?? [])],
     expires_at: expiresAt,
     archived_at: null,
   }));
@@ -62,32 +90,61 @@ export async function tokenize(db: Db, collection: string, scope: TenantScope, i
     if (seen.has(key)) throw new AppError('PV1002', { token_id: row.token_id }, `token_id ${row.token_id} appears twice in the request.`);
     seen.add(key);
   }
-  const { conflicts } = await db.transaction().execute(async (trx) => {
+  await db.transaction().execute(async (trx) => {
     const outcome = await insertVaultTokens(trx, rows);
     if (outcome.conflicts.length > 0) throw new AppError('PV3007', { token_ids: outcome.conflicts.join(',') });
-    return outcome;
   });
-  void conflicts;
   return rows.map((r) => ({ token_id: r.token_id }));
 }
 
-/** Tokens matching every criterion, visible in `scope`; active ones unless `archived`. */
-export async function searchTokens(db: Db, collection: string, scope: TenantScope, body: QueryTokensBody, archived: boolean): Promise<VaultTokenView[]> {
-  await requireCollectionExists(db, collection);
-  const rows = await queryVaultTokens(db, collection, scope, { ...body, archived }, MAX_QUERY_RESULTS);
-  return rows.map((r) => ({
-    token_id: r.token_id,
-    object_id: r.object_id,
-    tenant_id: r.tenant_id,
-    tags: r.tags,
-    expires_at: r.expires_at?.toISOString() ?? null,
-    archived: r.archived,
-    created_at: r.created_at.toISOString(),
-  }));
+export interface SearchOptions {
+  /** Archived tokens only (else active ones only). */
+  archived: boolean;
+  /** Add `agg` to each entry. */
+  aggregated: boolean;
 }
 
-/** `{ active, archived }` counts of the tokens visible in `scope`. */
-export async function countTokens(db: Db, collection: string, scope: TenantScope): Promise<{ active: number; archived: number }> {
+function tokenRef(row: SearchedVaultToken): TokenRefMetadata {
+  const expiration = row.expires_at?.toISOString() ?? null;
+  return {
+    object_id: row.object_id,
+    ...(row.tenant_id === null ? {} : { effective_tenant_id: row.tenant_id }),
+    tags: row.tags,
+    creation_time: row.created_at.toISOString(),
+    expiration_time: expiration,
+    effective_expiration_time: expiration,
+  };
+}
+
+/**
+ * Tokens matching every criterion, visible in `scope`, as Piiano's `TokenMetadata[]`: one entry
+ * per token ID (and type and scope), in the order each ID was first created, with its tokens
+ * (one per tenant holding the ID). Active tokens unless `archived`.
+ */
+export async function searchTokens(db: Db, collection: string, scope: TenantScope, body: QueryTokensBody, options: SearchOptions): Promise<TokenMetadata[]> {
+  await requireCollectionExists(db, collection);
+  const rows = await queryVaultTokens(db, collection, scope, { ...body, archived: options.archived }, MAX_QUERY_RESULTS);
+  const entries = new Map<string, TokenMetadata>();
+  for (const row of rows) {
+    const key = JSON.stringify([row.token_id, row.type, row.scope]);
+    let entry = entries.get(key);
+    if (!entry) entries.set(key, (entry = { token_id: row.token_id, type: row.type, scope: row.scope, tokens: [] }));
+    entry.tokens.push(tokenRef(row));
+  }
+  const result = [...entries.values()];
+  if (options.aggregated) {
+    for (const entry of result) {
+      const expiries = entry.tokens.map((t) => t.effective_expiration_time);
+      // ISO strings of one format order as their instants; a token that never expires is the latest
+      const max = expiries.includes(null) ? null : (expiries as string[]).reduce((a, b) => (a > b ? a : b));
+      entry.agg = { max_effective_expiration_time: max };
+    }
+  }
+  return result;
+}
+
+/** `{ active, archived, total }` counts of the tokens visible in `scope`. */
+export async function countTokens(db: Db, collection: string, scope: TenantScope): Promise<CountTokensResponse> {
   await requireCollectionExists(db, collection);
   return countVaultTokens(db, collection, scope);
 }

@@ -164,13 +164,13 @@ describe('authentication and authorization', () => {
       ]);
       const reader = await subjectWithToken(stack, { id: uid('reader'), kind: 'service', capabilities: ['tokens:read'], tenant_ids: ['n-1', 'n-2', 'n-3'] });
       const path = `/api/pvlt/1.0/data/collections/${collection}/count/tokens?reason=AppFunctionality`;
-      expect((await call(stack, 'GET', path, { headers: reader.headers })).body).toEqual({ active: 3, archived: 0 });
+      expect((await call(stack, 'GET', path, { headers: reader.headers })).body).toEqual({ active: 3, archived: 0, total: 3 });
       const single = await call(stack, 'GET', path, { headers: { ...reader.headers, 'x-tenant-id': 'n-2' } });
-      expect(single).toMatchObject({ status: 200, body: { active: 1, archived: 0 } });
+      expect(single).toMatchObject({ status: 200, body: { active: 1, archived: 0, total: 1 } });
       const commaSeparated = await call(stack, 'GET', path, { headers: { ...reader.headers, 'x-tenant-id': 'n-1, n-3' } });
-      expect(commaSeparated).toMatchObject({ status: 200, body: { active: 2, archived: 0 } });
+      expect(commaSeparated).toMatchObject({ status: 200, body: { active: 2, archived: 0, total: 2 } });
       const repeated = await rawRequest(stack, 'GET', path, { ...reader.headers, 'x-tenant-id': ['n-1', 'n-2'] });
-      expect(repeated).toMatchObject({ status: 200, body: { active: 2, archived: 0 } });
+      expect(repeated).toMatchObject({ status: 200, body: { active: 2, archived: 0, total: 2 } });
       const repeatedOutside = await rawRequest(stack, 'GET', path, { ...reader.headers, 'x-tenant-id': ['n-1', 'elsewhere'] });
       expect(repeatedOutside.status).toBe(403);
       expect(repeatedOutside.body.error_code).toBe('PV1006');

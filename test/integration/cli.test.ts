@@ -199,7 +199,7 @@ describe('the seed script', { timeout: 60_000 }, () => {
     expect(await tokenIds(db, 'seeded')).toHaveLength(1000);
     expect(await tokenIds(db, 'seeded', 't')).toHaveLength(100);
     const count = await call(stack, 'GET', '/api/pvlt/1.0/data/collections/seeded/count/tokens?reason=AppFunctionality', { headers: stack.admin });
-    expect(count.body).toEqual({ active: 1000, archived: 0 });
+    expect(count.body).toEqual({ active: 1000, archived: 0, total: 1000 });
   });
 
   it('rejects bad arguments with exit 2 and the usage, and seeds nothing', async () => {

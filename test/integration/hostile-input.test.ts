@@ -59,6 +59,8 @@ function envelopeProblem(family: Family, status: number, contentType: string | u
     if (errorRegistry[body.error_code].status !== status) return `${body.error_code} is registered as ${errorRegistry[body.error_code].status}, answered ${status}`;
     if (typeof body.message !== 'string' || body.message === '') return 'message is not a non-empty string';
     if (!isObject(body.context)) return 'context is not an object';
+    const notText = Object.entries(body.context).find(([, value]) => typeof value !== 'string');
+    if (notText) return `context.${notText[0]} is not a string (Piiano's schema types every context value as one)`;
     return undefined;
   }
   const error = body.error;

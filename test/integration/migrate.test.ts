@@ -119,6 +119,35 @@ describe('migrateToLatest', () => {
     }
   });
 
+  it('0005 gives the vault tokens already stored type randomized, no scope and no props, and holds new ones to randomized or pointer', async () => {
+    const name = freshName();
+    const url = databaseUrl(name);
+    await ensureDatabase(url);
+    const db = createDb(url, { max: 1 });
+    try {
+      const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
+      expect((await migrator.migrateTo('0004-outbox-written-at-insert')).error).toBeUndefined();
+      await withClient(url, async (c) => {
+        await c.query(`insert into collections (name) values ('old')`);
+        await c.query(`insert into vault_tokens (collection, token_id, object_id, tags) values ('old', 'before-0005', 'o1', '{a}')`);
+      });
+      expect((await migrator.migrateTo('0005-vault-token-type-scope-props')).error).toBeUndefined();
+      await withClient(url, async (c) => {
+        const rows = (await c.query('select token_id, type, scope, props from vault_tokens')).rows;
+        expect(rows).toEqual([{ token_id: 'before-0005', type: 'randomized', scope: '', props: [] }]);
+        await c.query(`insert into vault_tokens (collection, token_id, object_id, type) values ('old', 'p', 'o2', 'pointer')`);
+        await expect(c.query(`insert into vault_tokens (collection, token_id, object_id, type) values ('old', 'd', 'o3', 'deterministic')`)).rejects.toThrow(/vault_tokens_type/);
+      });
+      expect((await migrator.migrateDown()).error).toBeUndefined();
+      await withClient(url, async (c) => {
+        const columns = (await c.query(`select column_name from information_schema.columns where table_name = 'vault_tokens' and column_name in ('type', 'scope', 'props')`)).rows;
+        expect(columns).toEqual([]);
+      });
+    } finally {
+      await db.destroy();
+    }
+  });
+
   it('leaves a working schema: the audit log refuses updates', async () => {
     const name = freshName();
     await migrateToLatest(databaseUrl(name));

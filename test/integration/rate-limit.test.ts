@@ -32,7 +32,7 @@ describe('per-subject rate limiting and security headers', () => {
     expect(limited.body.error.id).toBe('rateLimited');
     const piiano = await call(stack, 'GET', '/api/pvlt/1.0/data/collections/none/count/tokens?reason=AppFunctionality', { headers: busy.headers });
     expect(piiano.status).toBe(429);
-    expect(piiano.body).toMatchObject({ error_code: 'PV1011', context: { limit: 3, window_seconds: 60 } });
+    expect(piiano.body).toMatchObject({ error_code: 'PV1011', context: { limit: '3', window_seconds: '60' } });
   });
 
   it('counts each subject on its own', async () => {

@@ -253,7 +253,7 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
     const query = await http('POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/query/tokens?reason=AppFunctionality`, { headers: { 'x-auth-token': service }, body: { tags: ['breach-1'] } });
     expect(query.status).toBe(200);
     expect(query.body).toHaveLength(3);
-    expect((await http('GET', `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`, { headers: { authorization: `bearer ${service}` } })).body).toEqual({ active: 6, archived: 0 });
+    expect((await http('GET', `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`, { headers: { authorization: `bearer ${service}` } })).body).toEqual({ active: 6, archived: 0, total: 6 });
 
     // delete (Prefer: wait), rotate (polled), a native command with an Idempotency-Key and its replay
     const deleted = await http('DELETE', `/api/pvlt/1.0/data/collections/${COLLECTION}/tokens?tags=breach-1&reason=FraudPreventionSecurityAndCompliance&adhoc_reason=incident`, { headers: { 'x-auth-token': service, prefer: 'wait=10' } });

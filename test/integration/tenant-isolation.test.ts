@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TokenMetadata } from '../../contracts/index.js';
 import { call, createCollection, rawRequest, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -154,7 +155,7 @@ describe('tenant isolation', () => {
       const query = async (body: Record<string, string[]>) => {
         const r = await call(stack, 'POST', url(w.collection, `query/tokens?${REASON}`), { headers: as(), body });
         expect(r.status).toBe(200);
-        return r.body as { token_id: string; tenant_id: string | null }[];
+        return r.body as TokenMetadata[];
       };
       expect(await query({ token_ids: [w.b.tagged, w.b.sharedObject, w.none] })).toEqual(await query({ token_ids: [ghost('t1'), ghost('t2'), ghost('t3')] }));
       expect(await query({ token_ids: [w.b.tagged] })).toEqual([]);
@@ -163,17 +164,17 @@ describe('tenant isolation', () => {
       expect((await query({ object_ids: ['obj-both'] })).map((t) => t.token_id)).toEqual([w.a.sharedObject]);
       const shared = await query({ tags: ['shared'] });
       expect(shared.map((t) => t.token_id).sort()).toEqual([w.a.tagged, w.a.sharedObject, w.dupId].sort());
-      expect(new Set(shared.map((t) => t.tenant_id))).toEqual(new Set([A]));
+      expect(new Set(shared.flatMap((t) => t.tokens.map((ref) => ref.effective_tenant_id)))).toEqual(new Set([A]));
       const dup = await query({ token_ids: [w.dupId] });
-      expect(dup.map((t) => [t.token_id, t.tenant_id])).toEqual([[w.dupId, A]]);
+      expect(dup.map((t) => [t.token_id, t.tokens.map((ref) => ref.effective_tenant_id)])).toEqual([[w.dupId, [A]]]);
       expect(await query({ tags: ['shared'], token_ids: [w.b.tagged] })).toEqual([]);
 
       const archived = await call(stack, 'POST', url(w.collection, `query/tokens?${REASON}&options=archived`), { headers: as(), body: { tags: ['shared'] } });
       expect(archived).toMatchObject({ status: 200, body: [] });
       const count = await call(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { headers: as() });
-      expect(count).toMatchObject({ status: 200, body: { active: 3, archived: 0 } });
+      expect(count).toMatchObject({ status: 200, body: { active: 3, archived: 0, total: 3 } });
       // B has as many tokens again, and an archived one, and there is one of no tenant: the admin sees them all
-      expect((await call(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { headers: stack.admin })).body).toEqual({ active: 7, archived: 1 });
+      expect((await call(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { headers: stack.admin })).body).toEqual({ active: 7, archived: 1, total: 8 });
       await expectUntouched(w, before);
     });
 
@@ -467,7 +468,7 @@ describe('tenant isolation', () => {
       }
       // repeating one's own tenant is fine and still sees only A
       const repeatedOwn = await rawRequest(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': [A, A] });
-      expect(repeatedOwn).toEqual({ status: 200, body: { active: 2, archived: 0 } });
+      expect(repeatedOwn).toEqual({ status: 200, body: { active: 2, archived: 0, total: 2 } });
       expect(await aTokenIds(w)).toEqual(aBefore);
       await expectUntouched(w, before);
     });
@@ -477,12 +478,12 @@ describe('tenant isolation', () => {
       const before = await untouchable(w);
       for (const blank of ['', ' ', ',', ' , ,']) {
         const count = await call(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { headers: { ...onlyA, 'x-tenant-id': blank } });
-        expect(count, `'${blank}'`).toMatchObject({ status: 200, body: { active: 3, archived: 0 } });
+        expect(count, `'${blank}'`).toMatchObject({ status: 200, body: { active: 3, archived: 0, total: 3 } });
         const query = await call(stack, 'POST', url(w.collection, `query/tokens?${REASON}`), { headers: { ...onlyA, 'x-tenant-id': blank }, body: { token_ids: [w.b.tagged, w.dupId] } });
-        expect(query.body.map((t: { tenant_id: string }) => t.tenant_id), `'${blank}'`).toEqual([A]);
+        expect(query.body.flatMap((t: TokenMetadata) => t.tokens.map((ref) => ref.effective_tenant_id)), `'${blank}'`).toEqual([A]);
       }
       const repeatedBlank = await rawRequest(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': ['', ' '] });
-      expect(repeatedBlank).toEqual({ status: 200, body: { active: 3, archived: 0 } });
+      expect(repeatedBlank).toEqual({ status: 200, body: { active: 3, archived: 0, total: 3 } });
 
       const del = await call(stack, 'DELETE', url(w.collection, `tokens?tags=shared&${REASON}`), { headers: { ...onlyA, 'x-tenant-id': '', ...WAIT } });
       expect(del.status).toBe(200);

@@ -1,19 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JobView } from '../../contracts/index.js';
+import { JobView, type TokenMetadata } from '../../contracts/index.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const WAIT = { prefer: 'wait=10' };
 const ASYNC = { prefer: 'respond-async' };
 
-interface TokenView {
-  token_id: string;
-  object_id: string;
-  tenant_id: string | null;
-  tags: string[];
-  archived: boolean;
-}
+type TokenView = TokenMetadata;
 
 describe('Piiano delete and rotate tokens', () => {
   let stack: Stack;
@@ -159,7 +153,7 @@ describe('Piiano delete and rotate tokens', () => {
       expect(r.status).toBe(200);
       const left = await query(c, { token_ids: [t1a!, t1b!, t2!] });
       expect(ids(left)).toEqual(new Set([t2]));
-      expect(left[0]?.tenant_id).toBe('tenant-2');
+      expect(left[0]?.tokens[0]?.effective_tenant_id).toBe('tenant-2');
     });
 
     it('deletes only active tokens by default and only archived (expired) ones with options=archived', async () => {
@@ -217,7 +211,7 @@ describe('Piiano delete and rotate tokens', () => {
 
     it('answers 200 with the {old: new} mapping synchronously; the token is found under its new ID only, unchanged otherwise', async () => {
       const c = await freshCollection();
-      const [a] = await tokenize(stack, c, [{ object: { id: 'person-9' }, tags: ['x', 'y'], tenant_id: 'tn' }]);
+      const [a] = await tokenize(stack, c, [{ type: 'pointer', object: { id: 'person-9' }, tags: ['x', 'y'], scope: 'cards', tenant_id: 'tn' }]);
       const [before] = await query(c, { token_ids: [a!] });
       const r = await call(stack, 'POST', rotateUrl(c, `token_ids=${a}&reason=AppFunctionality`), { headers: { ...writer, ...WAIT } });
       expect(r.status).toBe(200);

@@ -60,6 +60,15 @@ describe('the error envelopes', () => {
     expect(renderers.native(sample)).toEqual(expected);
   });
 
+  it('renders every Piiano and native context value as a string, as the seed schema types them', () => {
+    const context = { token_ids: ['a', 'b'], limit: 3, archived: true, reason: null, nested: { k: 1 }, collection: 'cards' };
+    const expected = { token_ids: 'a,b', limit: '3', archived: 'true', reason: '', nested: '{"k":1}', collection: 'cards' };
+    expect(renderers.piiano({ code: 'PV1002', message: 'bad', context })).toEqual({ error_code: 'PV1002', message: 'bad', context: expected });
+    expect(renderers.native({ code: 'PV1002', message: 'bad', context })).toEqual({ error_code: 'PV1002', message: 'bad', context: expected });
+    // a failed job stores its error the same way
+    expect(new AppError('PV1002', context, 'bad').toJSON()).toEqual({ error_code: 'PV1002', message: 'bad', context: expected });
+  });
+
   it('renders Keystone errors as { error: { code, title, message } } with the HTTP status and its title', () => {
     expect(renderers.keystone(sample)).toEqual({ error: { code: 404, title: 'Not Found', message: 'The token is not found.' } });
     expect(renderers.keystone({ code: 'PV1005', message: 'no', context: {} })).toEqual({ error: { code: 401, title: 'Unauthorized', message: 'no' } });
