@@ -245,8 +245,7 @@ describe('@piiano/vault-client against the producer', () => {
   }
   const idsOn = async (collection: string, query: Record<string, string[]>, options = '') => (await searchOnNewConnection(collection, query, options)).map((t) => t.token_id);
 
-  // enabled when the seed routes are synchronous
-  describe.skip('delete and rotate (synchronous seed routes)', () => {
+  describe('delete and rotate (synchronous seed routes)', () => {
     it('deleteTokens by token_ids resolves to {} once they are gone', async () => {
       const c = await freshCollection();
       const [a, b, keep] = (await tokenize(c, [1, 2, 3].map((i) => ({ type: 'randomized' as const, object: { id: `o${i}` } })))).map((t) => t.token_id);
