@@ -1,4 +1,4 @@
-import { type CommandInput, JobView, MAX_PREFER_WAIT_SECONDS, terminalStates } from '../contracts/index.js';
+import { type CommandInput, JobView, terminalStates } from '../contracts/index.js';
 
 export interface ClientOptions {
   /** e.g. http://127.0.0.1:8080 */
@@ -76,7 +76,7 @@ export class RevocationClient {
   async submit(command: CommandInput, options: SubmitOptions = {}): Promise<JobView & { replayed: boolean }> {
     const headers: Record<string, string> = {};
     if (options.idempotencyKey) headers['idempotency-key'] = options.idempotencyKey;
-    if (options.waitSeconds !== undefined) headers.prefer = `wait=${Math.min(MAX_PREFER_WAIT_SECONDS, Math.max(0, Math.floor(options.waitSeconds)))}`;
+    if (options.waitSeconds !== undefined) headers.prefer = `wait=${Math.max(0, Math.floor(options.waitSeconds))}`; // the service cuts it to its SYNC_WAIT_SECONDS
     const answer = await this.request('POST', '/v1/commands', command, headers);
     return { ...JobView.parse(answer.body), replayed: answer.headers.get('idempotent-replayed') === 'true' };
   }

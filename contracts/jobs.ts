@@ -34,8 +34,5 @@ export type JobView = z.infer<typeof JobView>;
 
 export const JobIdParams = z.strictObject({ id: z.uuid({ message: 'must be a UUID' }) });
 
-/** `Prefer: wait=N` may ask for at most this many seconds. */
-export const MAX_PREFER_WAIT_SECONDS = 30;
-
 /** A seed route's 204 (Prefer: wait and the job succeeded): no body. */
 export const NoContent = z.null().describe('Done: no content');

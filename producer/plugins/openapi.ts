@@ -14,7 +14,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       info: {
         title: 'Revocation service',
         description:
-          'Durable, idempotent delete / rotate / revoke-all commands. Revocations answer 202 with a job; send `Prefer: wait=N` (N ≤ 30) for the original synchronous answer. Errors: Piiano and native routes `{error_code, message, context}`, Keystone `{error: {code, title, message}}`, Onezone `{error: {id, details, description}}`.',
+          'Durable, idempotent delete / rotate / revoke-all commands. Seed routes answer as their seed does once the job has ended (at most SYNC_WAIT_SECONDS, default 30; then 503 with the job Location); `Prefer: respond-async` answers 202 with the job at once. `POST /v1/commands` answers 202 with the job; `Prefer: wait=N` waits up to N seconds for it to end. Errors: Piiano and native routes `{error_code, message, context}`, Keystone `{error: {code, title, message}}`, Onezone `{error: {id, details, description}}`.',
         version: '1.0.0',
       },
       components: {
