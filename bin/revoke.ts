@@ -3,30 +3,35 @@ import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { Redis } from 'ioredis';
-import { type CommandInput, DEFAULT_EVENTS_STREAM, EVENT_FIELD, type JobView } from '../contracts/index.js';
+import { type CommandInput, type CommandPreview, DEFAULT_EVENTS_STREAM, EVENT_FIELD, type JobView, terminalStates } from '../contracts/index.js';
 import { RevocationApiError, RevocationClient } from '../client/revocation-client.js';
 
 const usage = `revoke: incident CLI of the revocation service
 
 Usage:
-  revoke delete --collection C [--tag T]... [--token-id ID]... [--object-id ID]... [--tenant-id T] [--archived] --reason R [--adhoc-reason TEXT]
-  revoke rotate --collection C --token-id ID... --reason R [--adhoc-reason TEXT]
-  revoke revoke-all (--user ID | --provider ID)
-  revoke revoke-token --token-id ID
-  revoke status JOB_ID
+  revoke delete --collection C [--tag T]... [--token-id ID]... [--object-id ID]... [--tenant-id T] [--archived] --reason R [--adhoc-reason TEXT] [--dry-run]
+  revoke rotate --collection C --token-id ID... --reason R [--adhoc-reason TEXT] [--dry-run]
+  revoke revoke-all (--user ID | --provider ID) [--dry-run]
+  revoke revoke-token --token-id ID [--dry-run]
+  revoke status JOB_ID [--follow]
+  revoke cancel JOB_ID
   revoke events [--follow] [--from STREAM_ID]
 
 Options:
   --url URL               service address (env REVOCATION_URL, default http://127.0.0.1:8080)
   --token SECRET          access token (env REVOCATION_TOKEN)
   --json                  print JSON (one job view, or one event per line) instead of a progress bar
+  --dry-run               show what the command would touch now (how many, up to 20 IDs, a rotate's
+                          missing IDs); nothing is submitted or changed
   --no-wait               submit and print the job ID without following it
   --idempotency-key KEY   make the submission safe to repeat (default: a new key each run)
   --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379)
   --stream NAME           for events (env EVENTS_STREAM, default ${DEFAULT_EVENTS_STREAM})
 Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
 
-Exit status: 0 succeeded, 1 the job failed, 2 bad usage, 3 the service refused or is unreachable.`;
+Following a job, Ctrl-C detaches (the job goes on; it prints how to cancel it) with exit status 130.
+Exit status: 0 succeeded (or previewed, or cancelled by 'revoke cancel'), 1 the job failed or was
+cancelled, 2 bad usage, 3 the service refused or is unreachable.`;
 
 function parseArguments() {
   try {
@@ -37,6 +42,7 @@ function parseArguments() {
         token: { type: 'string' },
         json: { type: 'boolean', default: false },
         'no-wait': { type: 'boolean', default: false },
+        'dry-run': { type: 'boolean', default: false },
         'idempotency-key': { type: 'string' },
         collection: { type: 'string' },
         tag: { type: 'string', multiple: true },
@@ -127,22 +133,47 @@ function client(): RevocationClient {
 
 function summary(job: JobView): string {
   if (job.state === 'failed') return `job ${job.job_id} failed: ${job.error?.error_code} ${job.error?.message}${job.error && Object.keys(job.error.context).length ? ` ${JSON.stringify(job.error.context)}` : ''}`;
+  if (job.state === 'cancelled') return `job ${job.job_id} cancelled${typeof job.result?.deleted === 'number' ? `: deleted ${job.result.deleted} tokens before it stopped` : ''}`;
   const result = job.result ?? {};
   if (job.type === 'tokens.delete') return `job ${job.job_id} succeeded: deleted ${String(result.deleted)} tokens`;
   if (job.type === 'tokens.rotate') return `job ${job.job_id} succeeded: rotated ${Object.keys((result.mapping as object) ?? {}).length} tokens\n${JSON.stringify(result.mapping, null, 2)}`;
   return `job ${job.job_id} succeeded: ${JSON.stringify(result)}`;
 }
 
-/** Follows a job to its end with a progress bar (processed of total, rate, ETA). */
+const previewVerbs: Record<CommandPreview['type'], [string, string]> = {
+  'tokens.delete': ['delete', 'token'],
+  'tokens.rotate': ['rotate', 'token'],
+  'access_token.revoke': ['revoke', 'access token'],
+  'temporary_tokens.revoke_all': ['revoke', 'live temporary token'],
+};
+
+function previewSummary(preview: CommandPreview): string {
+  const [verb, noun] = previewVerbs[preview.type];
+  const lines = [`dry run: ${preview.type} would ${verb} ${preview.matches} ${noun}${preview.matches === 1 ? '' : 's'} now; nothing was submitted`];
+  if (preview.sample.length > 0) lines.push(`${preview.sample.length < preview.matches ? `first ${preview.sample.length}` : 'all'}: ${preview.sample.join(', ')}`);
+  if (preview.missing && preview.missing.length > 0) lines.push(`not found (the rotate would fail with PV3087, rotating nothing): ${preview.missing.join(', ')}`);
+  return lines.join('\n');
+}
+
+/**
+ * Follows a job to its end with a progress bar (processed of total, rate, ETA). Ctrl-C detaches:
+ * the job goes on, and how to follow or cancel it is printed; exit status 130.
+ */
 async function follow(api: RevocationClient, jobId: string): Promise<JobView> {
-  if (values.json) return api.waitForJob(jobId, { pollMs: 250, maxPollMs: 1000 });
   const bar = new cliProgress.SingleBar(
     { format: ' {bar} {percentage}% | {value}/{total} | {rate}/s | ETA {eta_formatted} | {state}', hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000, etaBuffer: 20 },
     cliProgress.Presets.shades_classic,
   );
-  const started = Date.now();
   let shown = false;
+  const detach = () => {
+    if (shown) bar.stop();
+    process.stderr.write(`\ndetached from job ${jobId}: it goes on. Follow it: revoke status ${jobId} --follow. Cancel it: revoke cancel ${jobId}\n`);
+    process.exit(130);
+  };
+  process.once('SIGINT', detach);
+  const started = Date.now();
   try {
+    if (values.json) return await api.waitForJob(jobId, { pollMs: 250, maxPollMs: 1000 });
     return await api.waitForJob(jobId, {
       pollMs: 250,
       maxPollMs: 500,
@@ -160,6 +191,7 @@ async function follow(api: RevocationClient, jobId: string): Promise<JobView> {
       },
     });
   } finally {
+    process.off('SIGINT', detach);
     if (shown) bar.stop();
   }
 }
@@ -208,15 +240,28 @@ async function main(): Promise<number> {
     await events();
     return 0;
   }
-  if (!['status', 'delete', 'rotate', 'revoke-all', 'revoke-token'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
+  if (!['status', 'cancel', 'delete', 'rotate', 'revoke-all', 'revoke-token'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
+  if (verb === 'cancel' && !arg) usageError('cancel needs a job ID');
+  if (values['dry-run'] && (verb === 'status' || verb === 'cancel')) usageError(`--dry-run previews a command; ${verb} submits none`);
+  const command = verb === 'status' || verb === 'cancel' ? undefined : commandFromArgs(verb);
   const api = client();
   if (verb === 'status') {
     if (!arg) usageError('status needs a job ID');
     const job = values.follow ? await follow(api, arg) : await api.job(arg);
-    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${job.state === 'succeeded' || job.state === 'failed' ? summary(job) : `job ${job.job_id} ${job.state}${job.progress ? `: ${job.progress.processed}/${job.progress.total ?? '?'}` : ''}`}\n`);
+    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${terminalStates.includes(job.state) ? summary(job) : `job ${job.job_id} ${job.state}${job.progress ? `: ${job.progress.processed}/${job.progress.total ?? '?'}` : ''}`}\n`);
     return job.state === 'failed' ? 1 : 0;
   }
-  const command = commandFromArgs(verb);
+  if (verb === 'cancel') {
+    const job = await api.cancel(arg!);
+    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${summary(job)}\n`);
+    return 0;
+  }
+  if (!command) return usageError(`unknown command ${JSON.stringify(verb)}`);
+  if (values['dry-run']) {
+    const preview = await api.preview(command);
+    process.stdout.write(values.json ? `${JSON.stringify(preview)}\n` : `${previewSummary(preview)}\n`);
+    return 0;
+  }
   const submitted = await api.submit(command, { idempotencyKey: values['idempotency-key'] ?? randomUUID() });
   if (values['no-wait']) {
     process.stdout.write(values.json ? `${JSON.stringify(submitted)}\n` : `accepted job ${submitted.job_id}\n`);

@@ -1,4 +1,4 @@
-import { type CommandInput, JobView, terminalStates } from '../contracts/index.js';
+import { type CommandInput, CommandPreview, JobView, terminalStates } from '../contracts/index.js';
 
 export interface ClientOptions {
   /** e.g. http://127.0.0.1:8080 */
@@ -81,13 +81,32 @@ export class RevocationClient {
     return { ...JobView.parse(answer.body), replayed: answer.headers.get('idempotent-replayed') === 'true' };
   }
 
+  /**
+   * What the command would touch if it ran now (`POST /v1/commands?dry_run=true`): the same
+   * validation and authorization as submit, and nothing is recorded, changed or enqueued.
+   * Throws RevocationApiError on 4xx/5xx (503 PV1009 when counting takes too long).
+   */
+  async preview(command: CommandInput): Promise<CommandPreview> {
+    return CommandPreview.parse((await this.request('POST', '/v1/commands?dry_run=true', command)).body);
+  }
+
+  /**
+   * Cancels a job (`POST /v1/jobs/{id}/cancel`): a queued job never runs, a running bulk delete
+   * stops after the batch in progress. Returns the cancelled job view (its result says what was
+   * done); cancelling a cancelled job returns it again. Throws RevocationApiError: 409 PV3011
+   * when the job already succeeded or failed, 404 PV3005 when it is not the caller's to see.
+   */
+  async cancel(jobId: string): Promise<JobView> {
+    return JobView.parse((await this.request('POST', `/v1/jobs/${encodeURIComponent(jobId)}/cancel`)).body);
+  }
+
   /** The job's current view (`GET /v1/jobs/{id}`). */
   async job(id: string): Promise<JobView> {
     return JobView.parse((await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`)).body);
   }
 
   /**
-   * Polls the job with backoff until it succeeds or fails; returns the final view. Throws on
+   * Polls the job with backoff until it ends (succeeded, failed or cancelled); returns the final view. Throws on
    * timeout (the job goes on running: poll again later).
    */
   async waitForJob(id: string, options: WaitOptions = {}): Promise<JobView> {

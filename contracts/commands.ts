@@ -109,6 +109,27 @@ export type CommandRequest = z.infer<typeof CommandRequest>;
 /** What a client sends: defaults (such as `archived: false`) may be left out. */
 export type CommandInput = z.input<typeof CommandRequest>;
 
+/** Query of `POST /v1/commands`: `dry_run=true` previews the command instead of submitting it. */
+export const CommandQuery = z.strictObject({
+  dry_run: z.enum(['true', 'false'], { message: "must be 'true' or 'false'" }).optional(),
+});
+
+/** Most IDs a preview shows (CommandPreview.sample). */
+export const PREVIEW_SAMPLE_SIZE = 20;
+
+/**
+ * What a command would touch if it ran now (`POST /v1/commands?dry_run=true`): how many tokens
+ * or credentials, up to PREVIEW_SAMPLE_SIZE of their IDs (in the order the command takes them),
+ * and, for a rotate, the named IDs it would not find (it would then fail with PV3087).
+ */
+export const CommandPreview = z.object({
+  type: z.enum(commandTypes as [CommandType, ...CommandType[]]),
+  matches: z.number().int(),
+  sample: z.array(z.string()),
+  missing: z.array(z.string()).optional(),
+});
+export type CommandPreview = z.infer<typeof CommandPreview>;
+
 /** Results, one per command type, stored on the job. */
 export const TokensDeleteResult = z.object({ deleted: z.number().int() });
 export const TokensRotateResult = z.object({ mapping: z.record(z.string(), z.string()) });

@@ -21,10 +21,19 @@ export const EventData = {
   }),
   'command.succeeded': z.object({ command_type: z.string(), result: z.record(z.string(), z.unknown()) }),
   'command.failed': z.object({ command_type: z.string(), error: JobError }),
+  /** `result`: what the command had done when it stopped (a delete: `{ deleted: N }`), else null. */
+  'command.cancelled': z.object({
+    command_type: z.string(),
+    result: z.record(z.string(), z.unknown()).nullable(),
+    cancelled_by: z.object({ id: z.string(), kind: z.string(), request_id: z.string().nullable() }),
+  }),
 } as const;
 
 export type EventType = keyof typeof EventData;
 export const eventTypes = Object.keys(EventData) as EventType[];
+
+/** A command's last event: exactly one of these per command. */
+export const terminalEventTypes = ['command.succeeded', 'command.failed', 'command.cancelled'] as const satisfies readonly EventType[];
 
 const envelope = <T extends EventType>(type: T) =>
   z.object({
@@ -46,6 +55,7 @@ export const RevocationEvent = z.discriminatedUnion('type', [
   envelope('temporary_tokens.revoked'),
   envelope('command.succeeded'),
   envelope('command.failed'),
+  envelope('command.cancelled'),
 ]);
 export type RevocationEvent = z.infer<typeof RevocationEvent>;
 export type EventOf<T extends EventType> = Extract<RevocationEvent, { type: T }>;

@@ -2,9 +2,10 @@ import { z } from 'zod';
 import { commandTypes, type CommandType } from './commands.js';
 import { IsoDate } from './common.js';
 
-export const JobState = z.enum(['queued', 'running', 'succeeded', 'failed']);
+export const JobState = z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']);
 export type JobState = z.infer<typeof JobState>;
-export const terminalStates: readonly JobState[] = ['succeeded', 'failed'];
+/** A job in one of these has ended for good: nothing runs it again. */
+export const terminalStates: readonly JobState[] = ['succeeded', 'failed', 'cancelled'];
 
 /** `total` is null while a long command's total is still being counted (it runs beside the first steps). */
 export const JobProgress = z.object({ processed: z.number().int(), total: z.number().int().nullable() });

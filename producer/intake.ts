@@ -3,8 +3,10 @@ import { AppError, type CommandRequest, type ErrorCode, errorRegistry, terminalS
 import type { CommandRow } from '../db/command.table.js';
 import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
 import type { AppDeps } from './app.js';
+import { StaleCredential } from './access.js';
 import { sendError } from './plugins/error-handler.js';
 import { recordCommand } from './services/command-bus.js';
+import { previewCommand } from './services/command-preview.js';
 import { prepareCommand } from './services/command-rules.js';
 import { jobView } from './services/jobs.service.js';
 
@@ -12,6 +14,7 @@ import { jobView } from './services/jobs.service.js';
  * The one path of a revocation request (SPEC §5): a route hands its command to `submit`, which
  * authorizes it (command-rules), records and enqueues it (command-bus), then answers. A seed
  * route waits for the job and answers as its seed does; the native route answers 202 with the job.
+ * A dry run (SPEC §10) takes the same path up to the record, and answers a preview instead.
  */
 
 /** A seed route's answer to its command's success: the seed's status and body. */
@@ -27,6 +30,8 @@ export interface Submission {
   target?: AccessTokenWithSubject | null;
   /** What, beyond the command, makes a retry under an Idempotency-Key "the same request". */
   identity?: Record<string, unknown>;
+  /** Preview the command (200 CommandPreview) instead of recording it: nothing is recorded, changed or enqueued. */
+  dryRun?: boolean;
 }
 
 /**
@@ -36,6 +41,14 @@ export interface Submission {
  */
 export async function submit(deps: AppDeps, request: FastifyRequest, reply: FastifyReply, submission: Submission): Promise<FastifyReply> {
   const key = idempotencyKey(request);
+  if (submission.dryRun) {
+    // nothing is recorded, so no statement re-checks a cached caller (credentialHolds): the
+    // preview is decided on a fresh read of the credential (authenticate.ts runs the route again)
+    if (request.callerCached) throw new StaleCredential();
+    // as a new command would be: an Idempotency-Key's earlier command does not excuse a missing token
+    const { command, audit } = await prepareCommand(deps, request, submission.input, { key: undefined, target: submission.target });
+    return reply.code(200).send(await previewCommand(deps.db, command, audit));
+  }
   const prefer = preferences(request, deps.config.SYNC_WAIT_SECONDS);
   const { command, audit } = await prepareCommand(deps, request, submission.input, { key, target: submission.target });
   const { row, replayed } = await recordCommand(deps.bus, { caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
@@ -56,6 +69,7 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
     return reply.code(replayed ? 200 : 202).send(jobView(ended));
   }
   if (!seed) return reply.code(200).send(jobView(ended));
+  if (ended.state === 'cancelled') return sendError(request, reply, cancelled(ended));
   if (ended.state !== 'succeeded') return sendError(request, reply, storedError(ended));
   const success = seed(ended.result ?? {});
   return reply.code(success.status).send(success.body);
@@ -68,6 +82,21 @@ function stillRunning(row: CommandRow, waited: number): AppError {
     { job_id: row.id },
     `The job did not end within ${waited} s; it goes on. Poll /v1/jobs/${row.id}, or send the request again with the same Idempotency-Key for its outcome.`,
     { location: `/v1/jobs/${row.id}`, 'retry-after': '5' },
+  );
+}
+
+/**
+ * A synchronous seed call whose job was cancelled (POST /v1/jobs/{id}/cancel) before it ended:
+ * 409 PV3012 in the family's envelope, not the seed's success (the effect did not all commit)
+ * nor its not-found (it may have deleted some); the context says what it did.
+ */
+function cancelled(row: CommandRow): AppError {
+  const deleted = row.result?.deleted;
+  return new AppError(
+    'PV3012',
+    { job_id: row.id, ...(typeof deleted === 'number' && { deleted }) },
+    `The job was cancelled before it ended${typeof deleted === 'number' ? `, after deleting ${deleted} tokens` : ''}; see /v1/jobs/${row.id}.`,
+    { location: `/v1/jobs/${row.id}` },
   );
 }
 

@@ -20,7 +20,11 @@ import { handlers } from './handlers/index.js';
 import { RunAlone, type SharedTurn, type StepGroup } from './step-group.js';
 import { ConflictRetriesExhausted, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
 
-export type ExecutionOutcome = { state: 'succeeded'; result: Record<string, unknown> } | { state: 'failed'; error: StoredError };
+export type ExecutionOutcome =
+  | { state: 'succeeded'; result: Record<string, unknown> }
+  | { state: 'failed'; error: StoredError }
+  /** Cancelled by a caller (POST /v1/jobs/{id}/cancel) before it ended: never by the worker. */
+  | { state: 'cancelled'; result: Record<string, unknown> | null };
 
 export interface ExecutorDeps {
   db: Db;
@@ -37,7 +41,7 @@ export interface ExecutorDeps {
   onConflictRetry?: (sqlState: string) => void;
   /** Called when a step on the job's copy of its command was rolled back, to run again on the stored command. */
   onCopyRerun?: (reason: 'not_as_expected' | 'failed') => void;
-  /** Called when this execution ended the command (not for a redelivery of an ended one). */
+  /** Called when this execution ended the command (not for a redelivery of an ended one, nor a cancelled one). */
   onFinished?: (type: CommandType, state: 'succeeded' | 'failed', seconds: number) => void;
   /**
    * Group commit (see StepGroup): the first step of a command the job says is short shares a
@@ -73,8 +77,11 @@ export class CommandNotFound extends Error {}
 /** Thrown between two committed steps when `stop` is aborted: the command is unfinished, not failed. */
 export class CommandReleased extends Error {}
 
+/** The outcome of a command found ended (a redelivery, or a job cancelled before or between its steps). */
 function storedOutcome(row: CommandRow): ExecutionOutcome {
-  return row.state === 'succeeded' ? { state: 'succeeded', result: row.result ?? {} } : { state: 'failed', error: row.error ?? { error_code: 'PV1000', message: 'failed', context: {} } };
+  if (row.state === 'succeeded') return { state: 'succeeded', result: row.result ?? {} };
+  if (row.state === 'cancelled') return { state: 'cancelled', result: row.result };
+  return { state: 'failed', error: row.error ?? { error_code: 'PV1000', message: 'failed', context: {} } };
 }
 
 /**
@@ -99,7 +106,9 @@ function isTerminal(row: CommandRow): boolean {
  * Executes a command to its end, exactly once in effect however often it is delivered.
  * Each step runs in one transaction that locks the command row, applies the handler's effect,
  * and commits audit rows, outbox events and the checkpoint or terminal state with it. A command
- * found terminal returns its stored outcome (a redelivered rotate returns the same mapping).
+ * found terminal returns its stored outcome (a redelivered rotate returns the same mapping); so
+ * does one a caller cancelled (its row ended `cancelled` while queued, or between two steps: the
+ * step that finds it so runs nothing, and no further batch of a bulk delete is taken).
  *
  * Returns the outcome, failed included (business failures are recorded, not thrown). Throws
  * for any other fault while attempts remain, and on the final attempt only while the database
@@ -116,7 +125,8 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
   // rolls back a copy's step runs it again on its locked row
   let stored: Parsed | undefined;
   const finished = (outcome: ExecutionOutcome): ExecutionOutcome => {
-    if (parsed) deps.onFinished?.(parsed.command.type, outcome.state, Number(process.hrtime.bigint() - startedAt) / 1e9);
+    // a cancelled command was ended by its cancel (which counts it), not by this execution
+    if (parsed && outcome.state !== 'cancelled') deps.onFinished?.(parsed.command.type, outcome.state, Number(process.hrtime.bigint() - startedAt) / 1e9);
     return outcome;
   };
   let steps = 0;

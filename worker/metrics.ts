@@ -7,13 +7,23 @@ import { outboxLagSeconds } from '../db/repositories/outbox.repository.js';
 /** What the gauges read when scraped: the latest worker started in this process. */
 let source: { db: Db; queue: Queue } | undefined;
 
+/**
+ * Points the gauges at a worker's pool and queue, registering them on the first call: a process
+ * that runs no worker (a producer alone, which counts the jobs it cancels in commandsFinished)
+ * shows no outbox or queue gauge rather than a zero it never read.
+ */
 export function setMetricsSource(db: Db, queue: Queue): void {
+  if (!source) registerGauges();
   source = { db, queue };
 }
 
+/**
+ * Counted by the process whose transaction ended the command: a worker for succeeded and failed,
+ * the producer that served `POST /v1/jobs/{id}/cancel` for cancelled.
+ */
 export const commandsFinished = new client.Counter({
   name: 'revocation_commands_total',
-  help: 'Commands that ended, by type and outcome (succeeded, failed).',
+  help: 'Commands that ended, by type and outcome (succeeded, failed, cancelled).',
   labelNames: ['type', 'outcome'] as const,
 });
 
@@ -52,25 +62,27 @@ export const eventsPublished = new client.Counter({
   help: 'Outbox events added to the Redis Stream (by the worker that committed them, or by the outbox relay).',
 });
 
-new client.Gauge({
-  name: 'revocation_outbox_lag_seconds',
-  help: 'Age of the oldest event not yet published (0 when none waits).',
-  async collect() {
-    this.set(source ? await outboxLagSeconds(source.db).catch(() => 0) : 0);
-  },
-});
-
 const queueStates = ['waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'] as const;
-new client.Gauge({
-  name: 'revocation_queue_jobs',
-  help: 'BullMQ jobs of the command queue, by state.',
-  labelNames: ['state'] as const,
-  async collect() {
-    if (!source) return;
-    const counts = await source.queue.getJobCounts(...queueStates).catch(() => undefined);
-    for (const state of queueStates) this.set({ state }, counts?.[state] ?? 0);
-  },
-});
+
+function registerGauges(): void {
+  new client.Gauge({
+    name: 'revocation_outbox_lag_seconds',
+    help: 'Age of the oldest event not yet published (0 when none waits).',
+    async collect() {
+      this.set(source ? await outboxLagSeconds(source.db).catch(() => 0) : 0);
+    },
+  });
+  new client.Gauge({
+    name: 'revocation_queue_jobs',
+    help: 'BullMQ jobs of the command queue, by state.',
+    labelNames: ['state'] as const,
+    async collect() {
+      if (!source) return;
+      const counts = await source.queue.getJobCounts(...queueStates).catch(() => undefined);
+      for (const state of queueStates) this.set({ state }, counts?.[state] ?? 0);
+    },
+  });
+}
 
 /** A bare /metrics server for a worker running without the producer. */
 export function serveMetrics(port: number, host: string): Promise<Server> {

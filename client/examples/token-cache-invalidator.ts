@@ -34,6 +34,7 @@ export class TokenCacheInvalidator {
         return;
       case 'command.succeeded':
       case 'command.failed':
+      case 'command.cancelled':
         return;
     }
   }

@@ -142,6 +142,24 @@ function split(row: JoinedRow): AccessTokenWithSubject {
   };
 }
 
+/**
+ * The subject's temporary tokens that still authenticate (issued under its current generation,
+ * not expired): what a revoke-all would end. Returns how many, and the IDs of the first `limit`
+ * (oldest first). Index: access_tokens_subject_generation.
+ */
+export async function liveTemporaryTokens(db: Executor, subjectId: string, limit: number): Promise<{ count: number; sample: string[] }> {
+  const live = db
+    .selectFrom('access_tokens')
+    .innerJoin('subjects', 'subjects.id', 'access_tokens.subject_id')
+    .where('access_tokens.subject_id', '=', subjectId)
+    .where('access_tokens.temporary', '=', true)
+    .whereRef('access_tokens.generation', '>=', 'subjects.temporary_generation')
+    .where((eb) => eb.or([eb('access_tokens.expires_at', 'is', null), eb('access_tokens.expires_at', '>', sql<Date>`now()`)]));
+  const counted = await live.select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  const sample = await live.select('access_tokens.id').orderBy('access_tokens.created_at').orderBy('access_tokens.id').limit(limit).execute();
+  return { count: Number(counted.n), sample: sample.map((r) => r.id) };
+}
+
 /** Deletes the access token, expired or not. Returns the deleted row, or undefined. */
 export async function deleteAccessToken(db: Executor, id: string): Promise<AccessTokenRow | undefined> {
   return db.deleteFrom('access_tokens').where('id', '=', id).returningAll().executeTakeFirst();

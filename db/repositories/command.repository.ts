@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { AuditContext, Command, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
+import { type AuditContext, type Command, type EventType, type JobProgress, type JobState, type RevocationEvent, type StoredError, terminalEventTypes } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
 import type { Database, Executor } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
@@ -101,10 +101,30 @@ export async function useOneCore(trx: Executor): Promise<void> {
   await sql`set local max_parallel_workers_per_gather = 0`.execute(trx);
 }
 
-/** How a step leaves the command: ended (succeeded or failed), or checkpointed for the next step. */
+/**
+ * Runs the rest of the transaction's statements for at most `ms` each (SET LOCAL
+ * statement_timeout): one that runs longer is cancelled with SQLSTATE 57014 (query_canceled).
+ */
+export async function limitStatementTime(trx: Executor, ms: number): Promise<void> {
+  await sql`select set_config('statement_timeout', ${String(Math.ceil(ms))}, true)`.execute(trx);
+}
+
+/**
+ * Waits at most `ms` for each row lock for the rest of the transaction (SET LOCAL lock_timeout):
+ * a statement that would wait longer fails with SQLSTATE 55P03 (lock_not_available).
+ */
+export async function limitLockWait(trx: Executor, ms: number): Promise<void> {
+  await sql`select set_config('lock_timeout', ${String(Math.ceil(ms))}, true)`.execute(trx);
+}
+
+/**
+ * How a step leaves the command: ended (succeeded or failed, or cancelled by a caller:
+ * producer/services/jobs.service.ts), or checkpointed for the next step.
+ */
 export type StepEnd =
   | { state: Extract<JobState, 'succeeded'>; result: Record<string, unknown>; progress?: JobProgress | null }
   | { state: Extract<JobState, 'failed'>; error: StoredError }
+  | { state: Extract<JobState, 'cancelled'>; result: Record<string, unknown> | null }
   | { state: Extract<JobState, 'running'>; progress: JobProgress | null; checkpoint: Record<string, unknown> };
 
 export interface StepRecord {
@@ -165,9 +185,9 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
     expected: expected ?? null,
     state: end.state,
     progress_set: end.state === 'running' || (end.state === 'succeeded' && end.progress !== undefined),
-    progress: end.state === 'failed' ? null : (end.progress ?? null),
+    progress: end.state === 'running' || end.state === 'succeeded' ? (end.progress ?? null) : null,
     checkpoint: end.state === 'running' ? end.checkpoint : null,
-    result: end.state === 'succeeded' ? end.result : null,
+    result: end.state === 'succeeded' || end.state === 'cancelled' ? end.result : null,
     error: end.state === 'failed' ? end.error : null,
   }));
   const written = await executePrepared(
@@ -207,9 +227,11 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
   const textOf = new Map(outbox.map((row) => [row.event_id, row.event as string]));
   return steps.flatMap((step) => [
     ...(step.written ?? []),
-    ...step.events.map(({ event_id, type }) => ({ id: idOf.get(event_id)!, event: textOf.get(event_id)!, commandId: step.id, terminal: type === 'command.succeeded' || type === 'command.failed' })),
+    ...step.events.map(({ event_id, type }) => ({ id: idOf.get(event_id)!, event: textOf.get(event_id)!, commandId: step.id, terminal: isTerminalEvent(type) })),
   ]);
 }
+
+const isTerminalEvent = (type: EventType): boolean => (terminalEventTypes as readonly EventType[]).includes(type);
 
 /** One step's writes (see commitSteps). */
 export async function commitStep(trx: Executor, step: StepRecord): Promise<OutboxEvent[]> {

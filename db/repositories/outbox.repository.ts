@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import type { RevocationEvent } from '../../contracts/index.js';
+import { type RevocationEvent, terminalEventTypes } from '../../contracts/index.js';
 import type { Executor } from '../database.js';
 import { executePrepared } from '../prepared.js';
 import type { NewOutboxRow } from '../outbox.table.js';
@@ -14,12 +14,12 @@ export interface OutboxEvent {
   id: string;
   event: string;
   commandId: string;
-  /** The command's last event (`command.succeeded` or `command.failed`). */
+  /** The command's last event (`command.succeeded`, `command.failed` or `command.cancelled`). */
   terminal: boolean;
 }
 
 /** The columns of an outbox row read as an OutboxEvent. */
-const asOutboxEvent = sql`id, event::text as event, command_id::text as "commandId", event->>'type' in ('command.succeeded', 'command.failed') as terminal`;
+const asOutboxEvent = sql`id, event::text as event, command_id::text as "commandId", event->>'type' in (${sql.raw(terminalEventTypes.map((t) => `'${t}'`).join(', '))}) as terminal`;
 
 /** Any number works as long as every relay uses the same one. */
 export const RELAY_LOCK_KEY = 0x72656c61; // "rela"

@@ -260,7 +260,10 @@ export async function deleteAndRecordVaultTokens(trx: Executor, collection: stri
   return { deleted: row.deleted, lastId: row.last_id, more: row.more, events: row.events, outbox };
 }
 
-/** Counts matching tokens (what a batched delete has left). */
+/**
+ * Counts matching tokens (what a batched delete has left, or what a delete would take: a dry
+ * run). The WHERE clause of every delete statement (matching).
+ */
 export async function countMatchingVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria): Promise<number> {
   const row = await db
     .selectFrom('vault_tokens')
@@ -270,18 +273,38 @@ export async function countMatchingVaultTokens(db: Executor, collection: string,
   return Number(row.n);
 }
 
+/** The token IDs of the first `limit` matching tokens, lowest keys first: the order a delete takes them in. */
+export async function sampleMatchingVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('vault_tokens')
+    .select('token_id')
+    .where((eb) => matching(eb, collection, scope, criteria))
+    .orderBy('id')
+    .limit(limit)
+    .execute();
+  return rows.map((r) => r.token_id);
+}
+
+/** The tokens a rotate of these token IDs acts on: the active ones in `scope`, in key order. */
+function rotateTargets(db: Executor, collection: string, scope: TenantScope, tokenIds: readonly string[]) {
+  return db
+    .selectFrom('vault_tokens')
+    .select(['id', 'token_id', 'tenant_id'])
+    .where((eb) => matching(eb, collection, scope, { token_ids: tokenIds, archived: false }))
+    .orderBy('id');
+}
+
 /**
  * Locks the active tokens in `scope` with these token IDs, in key order (so concurrent rotates
  * lock in the same order). Returns their keys, token IDs and tenants.
  */
 export async function lockVaultTokensForRotate(trx: Executor, collection: string, scope: TenantScope, tokenIds: readonly string[]): Promise<{ id: string; token_id: string; tenant_id: string | null }[]> {
-  return trx
-    .selectFrom('vault_tokens')
-    .select(['id', 'token_id', 'tenant_id'])
-    .where((eb) => matching(eb, collection, scope, { token_ids: tokenIds, archived: false }))
-    .orderBy('id')
-    .forUpdate()
-    .execute();
+  return rotateTargets(trx, collection, scope, tokenIds).forUpdate().execute();
+}
+
+/** What lockVaultTokensForRotate would lock, read without a lock (a dry run). */
+export async function findVaultTokensForRotate(db: Executor, collection: string, scope: TenantScope, tokenIds: readonly string[]): Promise<{ id: string; token_id: string; tenant_id: string | null }[]> {
+  return rotateTargets(db, collection, scope, tokenIds).execute();
 }
 
 /** Gives each keyed token of the collection its new token ID, in one statement. Returns the number renamed. */

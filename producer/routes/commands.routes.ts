@@ -1,16 +1,27 @@
-import { CommandRequest, JobIdParams, JobView } from '../../contracts/index.js';
+import { CommandPreview, CommandQuery, CommandRequest, JobIdParams, JobView } from '../../contracts/index.js';
 import type { AppDeps } from '../app.js';
 import { submit } from '../intake.js';
-import { findJobFor, jobView } from '../services/jobs.service.js';
+import { cancelJob, findJobFor, jobView } from '../services/jobs.service.js';
 import type { ZodApp } from '../types.js';
 
-/** `POST /v1/commands` (any command, asynchronous) and `GET /v1/jobs/{id}` (SPEC §5, §6). */
+/**
+ * `POST /v1/commands` (any command, asynchronous; `?dry_run=true` previews it), `GET /v1/jobs/{id}`
+ * and `POST /v1/jobs/{id}/cancel` (SPEC §5, §6, §10).
+ */
 export function commandRoutes(app: ZodApp, deps: AppDeps): void {
-  app.post('/v1/commands', { config: { family: 'native', cachedCredential: true }, schema: { body: CommandRequest, response: { 200: JobView, 202: JobView } } }, async (request, reply) => {
-    return submit(deps, request, reply, { input: request.body, answer: 'native' });
-  });
+  app.post(
+    '/v1/commands',
+    { config: { family: 'native', cachedCredential: true }, schema: { querystring: CommandQuery, body: CommandRequest, response: { 200: JobView.or(CommandPreview), 202: JobView } } },
+    async (request, reply) => {
+      return submit(deps, request, reply, { input: request.body, answer: 'native', dryRun: request.query.dry_run === 'true' });
+    },
+  );
 
   app.get('/v1/jobs/:id', { config: { family: 'native' }, schema: { params: JobIdParams, response: { 200: JobView } } }, async (request) => {
     return jobView(await findJobFor(deps.db, request.caller, request.params.id));
+  });
+
+  app.post('/v1/jobs/:id/cancel', { config: { family: 'native' }, schema: { params: JobIdParams, response: { 200: JobView } } }, async (request) => {
+    return jobView(await cancelJob(deps.db, request.caller, request.params.id, request.id));
   });
 }

@@ -61,7 +61,7 @@ export async function waitForJob(stack: Stack, jobId: string, headers: Record<st
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const r = await call(stack, 'GET', `/v1/jobs/${jobId}`, { headers });
-    if (r.body?.state === 'succeeded' || r.body?.state === 'failed' || Date.now() > deadline) return r.body;
+    if (r.body?.state === 'succeeded' || r.body?.state === 'failed' || r.body?.state === 'cancelled' || Date.now() > deadline) return r.body;
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
 }
