@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { AuditContext, RevocableSubjectKind } from './commands.js';
 import { IsoDate } from './common.js';
-import { JobError } from './jobs.js';
+import { Canceller, JobError } from './jobs.js';
 
 /** Event IDs per tokens.deleted event (SPEC §8). */
 export const MAX_TOKEN_IDS_PER_EVENT = 1000;
@@ -25,7 +25,7 @@ export const EventData = {
   'command.cancelled': z.object({
     command_type: z.string(),
     result: z.record(z.string(), z.unknown()).nullable(),
-    cancelled_by: z.object({ id: z.string(), kind: z.string(), request_id: z.string().nullable() }),
+    cancelled_by: Canceller,
   }),
 } as const;
 

@@ -11,6 +11,10 @@ export const terminalStates: readonly JobState[] = ['succeeded', 'failed', 'canc
 export const JobProgress = z.object({ processed: z.number().int(), total: z.number().int().nullable() });
 export type JobProgress = z.infer<typeof JobProgress>;
 
+/** Who cancelled a job (POST /v1/jobs/{id}/cancel), as its `command.cancelled` event and audit row name them. */
+export const Canceller = z.object({ id: z.string(), kind: z.string(), request_id: z.string().nullable() });
+export type Canceller = z.infer<typeof Canceller>;
+
 export const JobError = z.object({
   error_code: z.string(),
   message: z.string(),

@@ -2,6 +2,7 @@ import type { Kysely, Transaction } from 'kysely';
 import type { AccessTokenTable } from './access-token.table.js';
 import type { AuditLogTable } from './audit-log.table.js';
 import type { CollectionTable } from './collection.table.js';
+import type { CommandCancellationTable } from './command-cancellation.table.js';
 import type { CommandTable } from './command.table.js';
 import type { OutboxTable } from './outbox.table.js';
 import type { SubjectTable } from './subject.table.js';
@@ -13,6 +14,7 @@ export interface Database {
   subjects: SubjectTable;
   access_tokens: AccessTokenTable;
   commands: CommandTable;
+  command_cancellations: CommandCancellationTable;
   audit_log: AuditLogTable;
   outbox: OutboxTable;
 }

@@ -12,8 +12,9 @@ import {
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { CommandNotAsExpected, commitStep, findCommand, lockCommands, type StepRecord, useOneCore } from '../db/repositories/command.repository.js';
+import { CommandNotAsExpected, commitStep, findCommand, type LockedCommand, lockCommands, type StepRecord, useOneCore, withdrawCancelRequest } from '../db/repositories/command.repository.js';
 import { type OutboxEvent, unpublishedEventsOf } from '../db/repositories/outbox.repository.js';
+import { cancelRecord } from './command-cancel.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -23,7 +24,7 @@ import { ConflictRetriesExhausted, type RetryPolicy, defaultRetryPolicy, runTran
 export type ExecutionOutcome =
   | { state: 'succeeded'; result: Record<string, unknown> }
   | { state: 'failed'; error: StoredError }
-  /** Cancelled by a caller (POST /v1/jobs/{id}/cancel) before it ended: never by the worker. */
+  /** Cancelled (POST /v1/jobs/{id}/cancel) before it ended: by the cancel itself, or by the step that found it asked. */
   | { state: 'cancelled'; result: Record<string, unknown> | null };
 
 export interface ExecutorDeps {
@@ -41,8 +42,8 @@ export interface ExecutorDeps {
   onConflictRetry?: (sqlState: string) => void;
   /** Called when a step on the job's copy of its command was rolled back, to run again on the stored command. */
   onCopyRerun?: (reason: 'not_as_expected' | 'failed') => void;
-  /** Called when this execution ended the command (not for a redelivery of an ended one, nor a cancelled one). */
-  onFinished?: (type: CommandType, state: 'succeeded' | 'failed', seconds: number) => void;
+  /** Called when this execution ended the command (not for a redelivery of an ended one). */
+  onFinished?: (type: CommandType, state: ExecutionOutcome['state'], seconds: number) => void;
   /**
    * Group commit (see StepGroup): the first step of a command the job says is short shares a
    * transaction with those of short commands delivered meanwhile. Without it, every step has a
@@ -107,8 +108,8 @@ function isTerminal(row: CommandRow): boolean {
  * Each step runs in one transaction that locks the command row, applies the handler's effect,
  * and commits audit rows, outbox events and the checkpoint or terminal state with it. A command
  * found terminal returns its stored outcome (a redelivered rotate returns the same mapping); so
- * does one a caller cancelled (its row ended `cancelled` while queued, or between two steps: the
- * step that finds it so runs nothing, and no further batch of a bulk delete is taken).
+ * does one that was cancelled. A command a cancel was asked of while a step held it is ended
+ * cancelled by its next step, which runs nothing: a bulk delete takes no batch after that.
  *
  * Returns the outcome, failed included (business failures are recorded, not thrown). Throws
  * for any other fault while attempts remain, and on the final attempt only while the database
@@ -125,8 +126,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
   // rolls back a copy's step runs it again on its locked row
   let stored: Parsed | undefined;
   const finished = (outcome: ExecutionOutcome): ExecutionOutcome => {
-    // a cancelled command was ended by its cancel (which counts it), not by this execution
-    if (parsed && outcome.state !== 'cancelled') deps.onFinished?.(parsed.command.type, outcome.state, Number(process.hrtime.bigint() - startedAt) / 1e9);
+    if (parsed) deps.onFinished?.(parsed.command.type, outcome.state, Number(process.hrtime.bigint() - startedAt) / 1e9);
     return outcome;
   };
   let steps = 0;
@@ -162,6 +162,10 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
       return finished(await fail(new AppError('PV1000', {}).toJSON()));
     }
     if ('ended' in step) return storedOutcome(step.ended);
+    if ('cancelled' in step) {
+      if (step.events.length > 0) deps.onCommitted?.(step.events);
+      return finished(step.cancelled);
+    }
     stored = step.parsed;
     if (step.events.length > 0) deps.onCommitted?.(step.events);
     steps++;
@@ -186,9 +190,10 @@ interface Parsed {
   handler: CommandHandler<CommandType>;
 }
 
-/** A step's end: the command was found ended (its stored row), or the step ran. */
+/** A step's end: the command was found ended (its stored row), or cancelled as it was asked, or the step ran. */
 type StepResult =
   | { ended: CommandRow }
+  | { cancelled: Extract<ExecutionOutcome, { state: 'cancelled' }>; events: OutboxEvent[] }
   | {
       parsed: Parsed;
       outcome: StepOutcome<CommandType>;
@@ -237,7 +242,7 @@ async function countTotal(deps: ExecutorDeps, id: string, { command, audit, hand
  * (`live`), or the stored row of a terminal command (not live); throws CommandNotFound when the
  * command does not exist.
  */
-async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ row: CommandRow; live: boolean }> {
+async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ row: LockedCommand; live: boolean }> {
   const row = turn ? turn.row : (await lockCommands(trx, [id])).get(id);
   if (!row) throw new CommandNotFound(`command ${id} is not in the database`);
   return { row, live: !isTerminal(row) };
@@ -254,6 +259,9 @@ async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ r
  * A delivery that resumes a command (an earlier one committed steps: state running) first takes
  * the command's events still unpublished: the process that committed them may have died before
  * putting them on the stream, and they must go out before this delivery's own.
+ *
+ * A command a cancel was asked of while another step held it (LockedCommand.cancel_request) runs
+ * nothing more: this step ends it cancelled (alone: in a group, RunAlone first).
  */
 async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, turn: SharedTurn | undefined, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
   const { row, live } = await lockForStep(trx, id, turn);
@@ -262,8 +270,13 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
   remember(parsed);
   const { command, audit, handler } = parsed;
   const resumed = first && row.state === 'running';
-  if (turn && (resumed || !isShortCommand(command))) throw new RunAlone(); // the job's hint was wrong
+  if (turn && (resumed || row.cancel_request || !isShortCommand(command))) throw new RunAlone(); // the job's hint was wrong, or the command is to be cancelled
   const earlier = resumed ? await unpublishedEventsOf(trx, id) : [];
+  if (row.cancel_request) {
+    const record = cancelRecord(row, row.cancel_request);
+    await withdrawCancelRequest(trx, id);
+    return { cancelled: { state: 'cancelled', result: record.end.result }, events: [...earlier, ...(await commitStep(trx, record))] };
+  }
   const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
   const outcome = await (turn ? turn.step(handler, context) : handler.step(context));
   return handOver(trx, turn, parsed, outcome, stepRecord(id, first, parsed, outcome), earlier);

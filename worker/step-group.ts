@@ -1,7 +1,7 @@
 import type { CommandType } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
-import { CommandNotAsExpected, commitSteps, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
+import { CommandNotAsExpected, commitSteps, type LockedCommand, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
 import type { CommandHandler, StepContext, StepOutcome } from './handlers/handler.js';
 import { conflictState, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
@@ -28,7 +28,7 @@ export interface SharedTurn {
    */
   locked: boolean;
   /** Its command row, locked by the group (undefined: no such command, or not `locked`). */
-  row: CommandRow | undefined;
+  row: LockedCommand | undefined;
   /**
    * Runs the handler's step: once every step of the group has come this far, those of one
    * handler with `stepMany` run in one call, the others one by one, in group order.
@@ -192,7 +192,7 @@ export class StepGroup {
         .execute(async (trx) => {
           // the rows of steps on a copy are locked (and checked) by commitSteps
           const locking = group.filter((entry) => !entry.carried).map((entry) => entry.commandId);
-          const rows = locking.length > 0 ? await lockCommands(trx, locking) : new Map<string, CommandRow>();
+          const rows = locking.length > 0 ? await lockCommands(trx, locking) : new Map<string, LockedCommand>();
           const { settled, records } = await runTurns(trx, group, rows);
           const done = new Map<Entry, unknown>();
           let failure: unknown;
@@ -247,7 +247,7 @@ type Settled = { entry: Entry; ok: true; value: unknown } | { entry: Entry; ok: 
  * the calls together (runCalls), then each to its end. Resolves with how each ended, in group
  * order, and the records they handed over; never rejects.
  */
-async function runTurns(trx: Trx, group: readonly Entry[], rows: Map<string, CommandRow>): Promise<{ settled: Settled[]; records: Map<Entry, StepRecord> }> {
+async function runTurns(trx: Trx, group: readonly Entry[], rows: Map<string, LockedCommand>): Promise<{ settled: Settled[]; records: Map<Entry, StepRecord> }> {
   const records = new Map<Entry, StepRecord>();
   const calls: StepCall[] = [];
   let waiting = group.length;

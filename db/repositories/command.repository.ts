@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { type AuditContext, type Command, type EventType, type JobProgress, type JobState, type RevocationEvent, type StoredError, terminalEventTypes } from '../../contracts/index.js';
+import { type AuditContext, type Canceller, type Command, type EventType, type JobProgress, type JobState, type RevocationEvent, type StoredError, terminalEventTypes } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
 import type { Database, Executor } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
@@ -87,13 +87,39 @@ export async function findCommand(db: Executor, id: string): Promise<CommandRow 
   return row;
 }
 
+/** A command row locked for a step, with the cancel asked of it meanwhile (command_cancellations), if any. */
+export type LockedCommand = CommandRow & { cancel_request: Canceller | null };
+
 /**
  * Locks the command rows for the rest of the transaction, in key order (two transactions locking
- * overlapping sets cannot deadlock on them); returns those that exist, by ID.
+ * overlapping sets cannot deadlock on them); returns those that exist, by ID, each with its
+ * pending cancel request read in the same statement. With `skipLocked`, rows another
+ * transaction holds are left out (as if missing) instead of waited for.
  */
-export async function lockCommands(trx: Executor, ids: readonly string[]): Promise<Map<string, CommandRow>> {
-  const rows = await executePrepared(trx, trx.selectFrom('commands').selectAll().where('id', '=', sql<string>`any(${[...ids]}::uuid[])`).orderBy('id').forUpdate().compile());
-  return new Map(rows.map((row) => [row.id, row]));
+export async function lockCommands(trx: Executor, ids: readonly string[], options: { skipLocked?: boolean } = {}): Promise<Map<string, LockedCommand>> {
+  let query = trx
+    .selectFrom('commands')
+    .selectAll('commands')
+    .select((eb) => eb.selectFrom('command_cancellations').select('requested_by').whereRef('command_cancellations.command_id', '=', 'commands.id').as('cancel_request'))
+    .where('id', '=', sql<string>`any(${[...ids]}::uuid[])`)
+    .orderBy('id')
+    .forUpdate('commands');
+  if (options.skipLocked) query = query.skipLocked();
+  const rows = await executePrepared(trx, query.compile());
+  return new Map(rows.map((row) => [row.id, row as LockedCommand]));
+}
+
+/**
+ * Asks a command to be cancelled by the step that next locks it (LockedCommand.cancel_request).
+ * Never waits for the command row. A cancel asked already is kept as it was (the first asker).
+ */
+export async function requestCancel(db: Executor, commandId: string, by: Canceller): Promise<void> {
+  await db.insertInto('command_cancellations').values({ command_id: commandId, requested_by: JSON.stringify(by) }).onConflict((oc) => oc.column('command_id').doNothing()).execute();
+}
+
+/** Removes the cancel asked of a command (it ended, cancelled or not). */
+export async function withdrawCancelRequest(db: Executor, commandId: string): Promise<void> {
+  await db.deleteFrom('command_cancellations').where('command_id', '=', commandId).execute();
 }
 
 /** Keeps the rest of the transaction on one core (no parallel workers): for background work beside a command's steps. */
@@ -110,16 +136,8 @@ export async function limitStatementTime(trx: Executor, ms: number): Promise<voi
 }
 
 /**
- * Waits at most `ms` for each row lock for the rest of the transaction (SET LOCAL lock_timeout):
- * a statement that would wait longer fails with SQLSTATE 55P03 (lock_not_available).
- */
-export async function limitLockWait(trx: Executor, ms: number): Promise<void> {
-  await sql`select set_config('lock_timeout', ${String(Math.ceil(ms))}, true)`.execute(trx);
-}
-
-/**
- * How a step leaves the command: ended (succeeded or failed, or cancelled by a caller:
- * producer/services/jobs.service.ts), or checkpointed for the next step.
+ * How a step leaves the command: ended (succeeded or failed, or cancelled: see
+ * worker/command-cancel.ts), or checkpointed for the next step.
  */
 export type StepEnd =
   | { state: Extract<JobState, 'succeeded'>; result: Record<string, unknown>; progress?: JobProgress | null }

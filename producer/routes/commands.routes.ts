@@ -21,7 +21,10 @@ export function commandRoutes(app: ZodApp, deps: AppDeps): void {
     return jobView(await findJobFor(deps.db, request.caller, request.params.id));
   });
 
-  app.post('/v1/jobs/:id/cancel', { config: { family: 'native' }, schema: { params: JobIdParams, response: { 200: JobView } } }, async (request) => {
-    return jobView(await cancelJob(deps.db, request.caller, request.params.id, request.id));
+  // 200: cancelled; 202: a step still holds the job after the wait, and ends it cancelled when it commits
+  app.post('/v1/jobs/:id/cancel', { config: { family: 'native' }, schema: { params: JobIdParams, response: { 200: JobView, 202: JobView } } }, async (request, reply) => {
+    const { row, done } = await cancelJob(deps, request.caller, request.params.id, request.id);
+    if (!done) reply.header('location', `/v1/jobs/${row.id}`);
+    return reply.code(done ? 200 : 202).send(jobView(row));
   });
 }

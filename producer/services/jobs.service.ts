@@ -1,11 +1,11 @@
-import type { JobView } from '../../contracts/index.js';
-import { AppError, AuditContext, terminalStates } from '../../contracts/index.js';
+import { AppError, type Canceller, type JobView, terminalStates } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
-import { commitStep, findCommand, limitLockWait, lockCommands } from '../../db/repositories/command.repository.js';
-import { toEvents } from '../../worker/event-envelope.js';
+import { commitStep, findCommand, lockCommands, requestCancel, withdrawCancelRequest } from '../../db/repositories/command.repository.js';
+import { cancelRecord } from '../../worker/command-cancel.js';
 import { commandsFinished } from '../../worker/metrics.js';
 import type { Caller } from '../access.js';
+import type { JobWaiter } from './job-waiter.js';
 
 /** The job view of SPEC §5. */
 export function jobView(row: CommandRow): JobView {
@@ -36,69 +36,73 @@ export async function findJobFor(db: Db, caller: Caller, id: string): Promise<Co
   return row;
 }
 
-/**
- * The longest a cancel waits for the step a worker is committing (it holds the command row):
- * one batch of a bulk delete, normally well under a second.
- */
-export const CANCEL_LOCK_WAIT_MS = 10_000;
+/** How long a cancel waits for a step a worker is committing to end (one batch of a bulk delete, normally under a second). */
+export const CANCEL_WAIT_MS = 10_000;
+/** Between two tries to take the command row while a step holds it. */
+const CANCEL_RETRY_MS = 1000;
 
-/**
- * What a cancelled job had done: a delete, the tokens its committed batches deleted (its progress
- * counts them, committed with each batch); the other commands end in one step, so nothing.
- */
-function cancelledResult(row: CommandRow): Record<string, unknown> | null {
-  return row.type === 'tokens.delete' ? { deleted: row.progress?.processed ?? 0 } : null;
+/** How a cancel ended: the job is cancelled (`done`), or a step still holds it and will end it cancelled. */
+export interface CancelOutcome {
+  row: CommandRow;
+  done: boolean;
 }
 
 /**
  * Cancels a job for the caller (SPEC §10): its submitter or `subjects:admin`, else PV3005 as if
- * it did not exist. One transaction locks the command row, so it waits for a step a worker is
- * committing, and ends the command `cancelled` if it has not ended: a queued job never runs, and a
- * running bulk delete takes no batch after the one that committed (the worker's next step finds
- * the command ended). Its result (cancelledResult), an audit row and the `command.cancelled`
- * event commit with the state, and a NOTIFY wakes whoever waits for the job. Whichever commits
- * first, the cancel or the job's own end, wins; the other finds it so. Idempotent: a job already
- * cancelled is answered as it is. A job that succeeded or failed is PV3011; a step that holds the
- * row longer than CANCEL_LOCK_WAIT_MS, PV1009 (nothing changed, retry). Returns the command row.
+ * it did not exist. A job no step holds (queued, between two steps, or whose worker died) is
+ * ended `cancelled` at once, in one transaction on its row: its result (cancelledResult), an
+ * audit row and the `command.cancelled` event, and a NOTIFY for whoever waits for it; a queued
+ * job never runs, a bulk delete takes no further batch. While a worker's step holds the row, the
+ * cancel is asked instead (command_cancellations, committed at once): the next step that locks
+ * the command ends it cancelled and runs nothing, on whichever worker; this waits up to
+ * CANCEL_WAIT_MS for that. Whichever commits first, the cancel or the job's own end, wins and the
+ * other finds it so. Idempotent: a cancelled job is answered as it is. A job that succeeded or
+ * failed is PV3011 (and a cancel it outran is withdrawn). Returns `done: false` with the job as
+ * it is when the step has not ended in time: the cancel stands, and the job ends cancelled at its
+ * next step.
  */
-export async function cancelJob(db: Db, caller: Caller, id: string, requestId: string): Promise<CommandRow> {
+export async function cancelJob(deps: { db: Db; waiter: JobWaiter }, caller: Caller, id: string, requestId: string): Promise<CancelOutcome> {
+  const { db, waiter } = deps;
   const seen = await findJobFor(db, caller, id);
-  if (terminalStates.includes(seen.state) && seen.state !== 'cancelled') throw jobEnded(seen);
-  if (seen.state === 'cancelled') return seen;
-  let ended = false;
-  const row = await db
-    .transaction()
-    .execute(async (trx) => {
-      await limitLockWait(trx, CANCEL_LOCK_WAIT_MS);
-      const locked = (await lockCommands(trx, [id])).get(id);
-      if (!locked) throw new AppError('PV3005', { job_id: id }); // removed meanwhile (retention)
-      if (locked.state === 'cancelled') return locked;
-      if (terminalStates.includes(locked.state)) throw jobEnded(locked);
-      const audit = AuditContext.parse(locked.audit);
-      const payload = locked.payload as { collection?: unknown };
-      const result = cancelledResult(locked);
-      const data = { command_type: locked.type, result, cancelled_by: { id: caller.subject.id, kind: caller.subject.kind, request_id: requestId } };
-      await commitStep(trx, {
-        id,
-        start: false,
-        audit,
-        entries: [{ action: 'command.cancelled', collection: typeof payload.collection === 'string' ? payload.collection : null, data }],
-        events: toEvents(id, audit, [{ type: 'command.cancelled', data }]),
-        end: { state: 'cancelled', result },
-      });
-      ended = true;
-      return locked;
-    })
-    .catch((error: unknown) => {
-      if ((error as { code?: unknown }).code === '55P03') {
-        throw new AppError('PV1009', { job_id: id }, `The job's current step did not commit within ${CANCEL_LOCK_WAIT_MS / 1000} s; nothing was changed. Retry the cancel.`, { 'retry-after': '1' });
+  if (seen.state === 'cancelled') return { row: seen, done: true };
+  if (terminalStates.includes(seen.state)) throw jobEnded(seen);
+  const by: Canceller = { id: caller.subject.id, kind: caller.subject.kind, request_id: requestId };
+  const deadline = Date.now() + CANCEL_WAIT_MS;
+  for (let asked = false; ; asked = true) {
+    const taken = await db.transaction().execute(async (trx) => {
+      const locked = (await lockCommands(trx, [id], { skipLocked: true })).get(id);
+      if (!locked) {
+        // a step holds it (or it is gone: the wait below finds out): ask its next step to cancel
+        if (!asked) await requestCancel(trx, id, by);
+        return undefined;
       }
-      throw error;
+      if (terminalStates.includes(locked.state)) return { row: locked, ended: false };
+      const record = cancelRecord(locked, locked.cancel_request ?? by);
+      await withdrawCancelRequest(trx, id);
+      await commitStep(trx, record);
+      return { row: locked, ended: true };
     });
-  if (!ended) return row;
-  commandsFinished.inc({ type: row.type, outcome: 'cancelled' });
-  // the event goes out through the outbox relay: this process has no event publisher
-  return (await findCommand(db, id)) ?? row;
+    const retryAt = Math.min(Date.now() + CANCEL_RETRY_MS, deadline);
+    const row = taken ? taken.row : await waiter.wait(id, Math.max(0, retryAt - Date.now()));
+    if (!row) {
+      // removed meanwhile (retention): so is what was asked of it
+      await withdrawCancelRequest(db, id);
+      throw new AppError('PV3005', { job_id: id });
+    }
+    if (taken?.ended) {
+      commandsFinished.inc({ type: row.type, outcome: 'cancelled' });
+      // its event goes out through the outbox relay: this process has no event publisher
+      return { row: (await findCommand(db, id)) ?? row, done: true };
+    }
+    if (row.state === 'cancelled') return { row, done: true };
+    if (terminalStates.includes(row.state)) {
+      await withdrawCancelRequest(db, id);
+      throw jobEnded(row);
+    }
+    if (!taken && Date.now() >= deadline) return { row, done: false };
+    // the waiter answers early only when the producer is draining: do not spin on the row meanwhile
+    if (Date.now() < retryAt) await new Promise((resolve) => setTimeout(resolve, retryAt - Date.now()));
+  }
 }
 
 function jobEnded(row: CommandRow): AppError {
