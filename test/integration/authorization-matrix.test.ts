@@ -1,7 +1,7 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Capability, capabilities, COMMAND_QUEUE, type ErrorCode, errorRegistry, JobView } from '../../contracts/index.js';
+import { type Capability, capabilities, COMMAND_QUEUE, CommandPreview, type ErrorCode, errorRegistry, JobView } from '../../contracts/index.js';
 import { bearer, call, createCollection, subjectWithToken, type SubjectSpec, waitForJob } from '../helpers/api.js';
 import { servedRoutes } from '../helpers/routes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -83,6 +83,8 @@ interface Fixtures {
   victim: Principal;
   /** A job `plain` submitted, finished, with audit rows. */
   plainJobId: string;
+  /** A job of `plain`'s that was cancelled: cancelling it again answers it (200), changing nothing. */
+  plainCancelledJobId: string;
   /** A subject holding every capability but `capability` (same domain, no scope). */
   allBut(capability: Capability): Promise<Principal>;
   /** A subject holding exactly these capabilities. */
@@ -451,6 +453,23 @@ const MATRIX: Record<string, Row> = {
     },
   },
 
+  // the cells cancel a job that is cancelled already (idempotent: 200, nothing changes); cancel.test.ts cancels live ones
+  'POST /v1/jobs/:id/cancel': {
+    family: 'native',
+    request: (fx) => ({ url: `/v1/jobs/${fx.plainCancelledJobId}/cancel` }),
+    cells: {
+      ...UNAUTHENTICATED,
+      missingCapability: na('needs no capability: a job is cancelled by its submitter (entitled) or subjects:admin (admin)'),
+      collectionOutsideScope: na('a job is found by its ID, not in a collection'),
+      tenantOutsideScope: { caller: (fx) => fx.tenantUser.headers, headers: OUTSIDE_TENANT, ...refused(403, 'PV1006') },
+      otherDomain: na('jobs are not per domain'),
+      otherUser: { caller: (fx) => fx.otherPlain.headers, ...refused(404, 'PV3005') },
+      providerVsUser: na('jobs do not look at the caller kind'),
+      entitled: { caller: (fx) => fx.plain.headers, status: 200, check: (res, fx, label) => expect.soft(res.body, label).toMatchObject({ job_id: fx.plainCancelledJobId, state: 'cancelled' }) },
+      admin: { status: 200, check: (res, fx, label) => expect.soft(res.body, label).toMatchObject({ job_id: fx.plainCancelledJobId, state: 'cancelled' }) },
+    },
+  },
+
   'GET /v1/jobs/:id': {
     family: 'native',
     request: (fx) => ({ url: `/v1/jobs/${fx.plainJobId}` }),
@@ -651,6 +670,13 @@ describe('authorization matrix', () => {
     const job = await call(stack, 'DELETE', onezoneUserUrl(plain.id), { headers: { ...plain.headers, prefer: 'respond-async' } });
     expect(job.status).toBe(202);
     expect(await waitForJob(stack, job.body.job_id, plain.headers)).toMatchObject({ state: 'succeeded' });
+    // a cancelled job of plain's (written as a cancel leaves it: a worker would run a queued one at once)
+    const plainCancelledJobId = randomUUID();
+    const audit = { actor: { id: plain.id, kind: 'user' }, tenant_ids: null, reason: null, adhoc_reason: null, custom_audit: null, request_id: 'mx', source: 'http' };
+    await stack.database.db
+      .insertInto('commands')
+      .values({ id: plainCancelledJobId, type: 'temporary_tokens.revoke_all', payload: JSON.stringify({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: plain.id } }), payload_hash: 'mx', submitter_id: plain.id, audit: JSON.stringify(audit), state: 'cancelled', finished_at: new Date() })
+      .execute();
 
     fx = {
       stack,
@@ -666,6 +692,7 @@ describe('authorization matrix', () => {
       provider: await principal({ kind: 'provider' }),
       victim: await principal({ kind: 'user' }),
       plainJobId: job.body.job_id,
+      plainCancelledJobId,
       allBut: (capability) => once(`but:${capability}`, () => principal({ kind: 'user', capabilities: every.filter((c) => c !== capability) })),
       only: (...held) => once(`only:${held.join(',')}`, () => principal({ kind: 'service', capabilities: held })),
       async issue(subjectId, body = { temporary: false }) {
@@ -771,5 +798,30 @@ describe('authorization matrix', () => {
     }
     expect(ran + notApplicable).toBe(Object.keys(MATRIX).length * SITUATIONS.length);
     expect(ran).toBeGreaterThan(notApplicable);
+  });
+
+  it('answers POST /v1/commands?dry_run=true in every situation as the submission: the same refusals, and a 200 preview where it accepts (SPEC §10)', async () => {
+    const row = MATRIX['POST /v1/commands']!;
+    const commandsBefore = await stack.database.db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+    let ran = 0;
+    for (const situation of SITUATIONS) {
+      const cell = row.cells[situation];
+      if ('na' in cell) continue;
+      const label = `POST /v1/commands?dry_run=true × ${situation}`;
+      const req = await (cell.request ?? row.request)(fx);
+      const res = await send('POST', { ...req, url: `${req.url}?dry_run=true` }, { ...req.headers, ...(await credentialFor(situation, row, cell)), ...cell.headers });
+      ran += 1;
+      if (cell.status === 202) {
+        expect.soft(res.status, `${label}: a preview`).toBe(200);
+        expect.soft(CommandPreview.safeParse(res.body).success, `${label}: the preview body`).toBe(true);
+        expect.soft(res.headers.location, `${label}: no job`).toBeUndefined();
+        continue;
+      }
+      expect.soft(res.status, `${label}: status (body ${JSON.stringify(res.body)?.slice(0, 200)})`).toBe(cell.status);
+      if (cell.code) expect.soft(res.body, `${label}: native envelope of ${cell.code}`).toEqual(envelope('native', cell.code));
+    }
+    expect(ran).toBeGreaterThan(5);
+    const commandsAfter = await stack.database.db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+    expect(commandsAfter.n, 'a dry run records nothing').toBe(commandsBefore.n);
   });
 });

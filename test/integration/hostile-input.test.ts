@@ -298,6 +298,8 @@ describe('hostile input to every route', () => {
   let seededTokenIds: string[];
   /** A job of the admin's: not the reader's to see. */
   let adminJobId: string;
+  /** A job of the admin's that failed. */
+  let endedJobId: string;
   let executed = 0;
   const perProperty: string[] = [];
 
@@ -495,6 +497,10 @@ describe('hostile input to every route', () => {
     const job = await stack.producer.app.inject({ method: 'POST', url: '/v1/commands', headers: { ...jsonHeaders, authorization: `Bearer ${ADMIN_TOKEN}` }, payload: JSON.stringify({ type: 'tokens.delete', collection: COLLECTION, token_ids: ['no-such-token'], reason: 'AppFunctionality' }) });
     expect(job.statusCode).toBe(202);
     adminJobId = (JSON.parse(job.body) as { job_id: string }).job_id;
+    // a job that ended (no worker runs here): cancelling it is 409
+    const ended = await stack.producer.app.inject({ method: 'POST', url: '/v1/commands', headers: { ...jsonHeaders, authorization: `Bearer ${ADMIN_TOKEN}` }, payload: JSON.stringify({ type: 'tokens.rotate', collection: COLLECTION, token_ids: ['no-such-token'], reason: 'AppFunctionality' }) });
+    endedJobId = (JSON.parse(ended.body) as { job_id: string }).job_id;
+    await stack.database.db.updateTable('commands').set({ state: 'failed', finished_at: new Date(), error: JSON.stringify({ error_code: 'PV3087', message: 'One or more token IDs not found.', context: { token_ids: 'no-such-token' } }) }).where('id', '=', endedJobId).execute();
   });
 
   afterAll(async () => {
@@ -835,48 +841,63 @@ describe('hostile input to every route', () => {
     const deleteCommand = validCommand.filter((c) => c.type === 'tokens.delete');
     const without = (o: Record<string, unknown>, ...keys: string[]) => Object.fromEntries(Object.entries(o).filter(([k]) => !keys.includes(k)));
     const cmd = (body: unknown, poison: string, expectStatus: readonly number[] = [400], headers: Headers = {}) => jsonCase('POST', '/v1/commands', body, headers, poison, expectStatus);
+    /** A dry run (SPEC §10) goes through the same validation and authorization: every poison is one with `?dry_run=true` too. */
+    const orDryRun = (arb: fc.Arbitrary<Case>): fc.Arbitrary<Case> =>
+      fc.tuple(arb, fc.boolean()).map(([c, dry]) => (dry && !c.url.includes('?') ? { ...c, url: `${c.url}?dry_run=true`, poison: `${c.poison} (dry run)` } : c));
+    const dryRunPoison: fc.Arbitrary<{ query: string; poison: string }> = fc.oneof(
+      hostileText.filter((v) => v !== 'true' && v !== 'false').map((v) => ({ query: `dry_run=${pct(v)}`, poison: `dry_run=${v.slice(0, 20)}` })),
+      fc.constantFrom('dry_run=true&dry_run=true', 'dry_run=true&dry_run=false', 'dry_run', 'dry_run[]=true', 'dryrun=true', 'DRY_RUN=true', 'dry_run=TRUE', 'dry_run=1').map((query) => ({ query, poison: `query ${query}` })),
+      unknownParam(['dry_run']).map((p) => ({ query: p.pairs.map(([k, v]) => `${pct(k)}=${pct(v)}`).join('&'), poison: p.poison })),
+      fc.tuple(unknownParam(['dry_run']), fc.boolean()).map(([p, before]) => {
+        const unknown = p.pairs.map(([k, v]) => `${pct(k)}=${pct(v)}`).join('&');
+        return { query: before ? `${unknown}&dry_run=true` : `dry_run=true&${unknown}`, poison: `${p.poison} beside dry_run=true` };
+      }),
+    );
     const commands: RouteSpec = {
       method: 'POST',
       template: '/v1/commands',
-      valid: validCommand.map((body) => ({ url: '/v1/commands', body })),
+      valid: fc.tuple(validCommand, fc.boolean()).map(([body, dry]) => ({ url: dry ? '/v1/commands?dry_run=true' : '/v1/commands', body })),
       json: true,
       commands: true,
       forbidden: nobodyAuth(),
       poisons: [
-        admin(fc.tuple(validCommand, fc.oneof(hostileText.filter((t) => !['tokens.delete', 'tokens.rotate', 'access_token.revoke', 'temporary_tokens.revoke_all'].includes(t)), hostileJson.filter((v) => typeof v !== 'string'))).map(([c, type]) => cmd({ ...c, type }, 'bad type'))),
-        admin(validCommand.map((c) => cmd(without(c, 'type'), 'no type'))),
-        admin(fc.tuple(validCommand, alnum, hostileJson).map(([c, k, v]) => cmd({ ...c, [`x_${k}`]: v }, 'extra key'))),
-        admin(hostileJson.filter((v) => !isObject(v)).map((body) => cmd(body, 'body not an object'))),
-        admin(deleteCommand.map((c) => cmd(without(c, 'tags', 'token_ids', 'object_ids'), 'delete without criterion'))),
-        admin(fc.tuple(vaultCommand, fc.oneof(fc.constant([] as unknown[]), tooManyIds, fc.tuple(items(0, 2), badItemBody).map(([ok, bad]) => [...ok, bad]), hostileJson.filter((v) => !Array.isArray(v)))).map(([c, token_ids]) => cmd({ ...c, token_ids }, 'bad token_ids'))),
-        admin(fc.tuple(deleteCommand, fc.oneof(tooManyTags, fc.constant([] as string[]), badItemBody.map((t) => [t]))).map(([c, tags]) => cmd({ ...c, tags }, 'bad tags'))),
-        admin(fc.tuple(deleteCommand, fc.oneof(badItemBody.map((o) => [o]), fc.constant([] as string[]))).map(([c, object_ids]) => cmd({ ...c, object_ids }, 'bad object_ids'))),
-        admin(fc.tuple(deleteCommand, hostileJson.filter((v) => typeof v !== 'boolean')).map(([c, archived]) => cmd({ ...c, archived }, 'archived not a boolean'))),
-        admin(fc.tuple(deleteCommand, notAString(IDENTIFIER)).map(([c, tenant_id]) => cmd({ ...c, tenant_id }, 'bad tenant_id'))),
-        admin(fc.tuple(vaultCommand, notAString(COLLECTION_NAME)).map(([c, collection]) => cmd({ ...c, collection }, 'bad collection'))),
-        admin(fc.tuple(vaultCommand, alnum).map(([c, a]) => cmd({ ...c, collection: `zzmissing_${a}` }, 'no such collection', [404]))),
-        admin(vaultCommand.map((c) => cmd(without(c, 'reason'), 'no reason'))),
-        admin(fc.tuple(validCommand, hostileJson.filter((v) => typeof v !== 'string' || !REASONS.includes(v)).filter((v) => v !== undefined)).map(([c, reason]) => cmd({ ...c, reason }, 'unknown reason'))),
-        admin(validCommand.map((c) => cmd({ ...c, reason: 'Other' }, 'Other without adhoc_reason'))),
-        admin(fc.tuple(validCommand, fc.oneof(fc.constant(''), badText(1000, true), hostileJson.filter((v) => typeof v !== 'string' && v !== undefined))).map(([c, adhoc]) => cmd({ ...c, reason: 'Other', adhoc_reason: adhoc }, 'bad adhoc_reason'))),
-        admin(fc.tuple(validCommand, fc.oneof(badText(4000, true), hostileJson.filter((v) => typeof v !== 'string' && v !== undefined))).map(([c, custom]) => cmd({ ...c, reason: 'AppFunctionality', custom_audit: custom }, 'bad custom_audit'))),
-        admin(fc.oneof(notAString(IDENTIFIER), fc.constant(undefined)).map((token_id) => cmd({ type: 'access_token.revoke', token_id }, 'bad token_id'))),
-        admin(missingId.map((token_id) => cmd({ type: 'access_token.revoke', token_id }, 'no such access token', [404]))),
-        admin(
-          fc
-            .oneof(
-              hostileJson.filter((v) => !isObject(v)).map((subject) => ({ subject, poison: 'subject not an object' })),
-              notAString(/^(user|provider)$/).map((kind) => ({ subject: { kind, id: VICTIM }, poison: 'bad subject kind' })),
-              notAString(IDENTIFIER).map((id) => ({ subject: { kind: 'user', id }, poison: 'bad subject id' })),
-              fc.tuple(alnum, hostileJson).map(([k, v]) => ({ subject: { kind: 'user', id: VICTIM, [`x_${k}`]: v }, poison: 'extra key in subject' })),
-            )
-            .map((s) => cmd({ type: 'temporary_tokens.revoke_all', subject: s.subject }, s.poison)),
+        admin(fc.tuple(validCommand, dryRunPoison).map(([c, p]) => jsonCase('POST', `/v1/commands?${p.query}`, c, {}, p.poison, [400]))),
+        orDryRun(admin(fc.tuple(validCommand, fc.oneof(hostileText.filter((t) => !['tokens.delete', 'tokens.rotate', 'access_token.revoke', 'temporary_tokens.revoke_all'].includes(t)), hostileJson.filter((v) => typeof v !== 'string'))).map(([c, type]) => cmd({ ...c, type }, 'bad type')))),
+        orDryRun(admin(validCommand.map((c) => cmd(without(c, 'type'), 'no type')))),
+        orDryRun(admin(fc.tuple(validCommand, alnum, hostileJson).map(([c, k, v]) => cmd({ ...c, [`x_${k}`]: v }, 'extra key')))),
+        orDryRun(admin(hostileJson.filter((v) => !isObject(v)).map((body) => cmd(body, 'body not an object')))),
+        orDryRun(admin(deleteCommand.map((c) => cmd(without(c, 'tags', 'token_ids', 'object_ids'), 'delete without criterion')))),
+        orDryRun(admin(fc.tuple(vaultCommand, fc.oneof(fc.constant([] as unknown[]), tooManyIds, fc.tuple(items(0, 2), badItemBody).map(([ok, bad]) => [...ok, bad]), hostileJson.filter((v) => !Array.isArray(v)))).map(([c, token_ids]) => cmd({ ...c, token_ids }, 'bad token_ids')))),
+        orDryRun(admin(fc.tuple(deleteCommand, fc.oneof(tooManyTags, fc.constant([] as string[]), badItemBody.map((t) => [t]))).map(([c, tags]) => cmd({ ...c, tags }, 'bad tags')))),
+        orDryRun(admin(fc.tuple(deleteCommand, fc.oneof(badItemBody.map((o) => [o]), fc.constant([] as string[]))).map(([c, object_ids]) => cmd({ ...c, object_ids }, 'bad object_ids')))),
+        orDryRun(admin(fc.tuple(deleteCommand, hostileJson.filter((v) => typeof v !== 'boolean')).map(([c, archived]) => cmd({ ...c, archived }, 'archived not a boolean')))),
+        orDryRun(admin(fc.tuple(deleteCommand, notAString(IDENTIFIER)).map(([c, tenant_id]) => cmd({ ...c, tenant_id }, 'bad tenant_id')))),
+        orDryRun(admin(fc.tuple(vaultCommand, notAString(COLLECTION_NAME)).map(([c, collection]) => cmd({ ...c, collection }, 'bad collection')))),
+        orDryRun(admin(fc.tuple(vaultCommand, alnum).map(([c, a]) => cmd({ ...c, collection: `zzmissing_${a}` }, 'no such collection', [404])))),
+        orDryRun(admin(vaultCommand.map((c) => cmd(without(c, 'reason'), 'no reason')))),
+        orDryRun(admin(fc.tuple(validCommand, hostileJson.filter((v) => typeof v !== 'string' || !REASONS.includes(v)).filter((v) => v !== undefined)).map(([c, reason]) => cmd({ ...c, reason }, 'unknown reason')))),
+        orDryRun(admin(validCommand.map((c) => cmd({ ...c, reason: 'Other' }, 'Other without adhoc_reason')))),
+        orDryRun(admin(fc.tuple(validCommand, fc.oneof(fc.constant(''), badText(1000, true), hostileJson.filter((v) => typeof v !== 'string' && v !== undefined))).map(([c, adhoc]) => cmd({ ...c, reason: 'Other', adhoc_reason: adhoc }, 'bad adhoc_reason')))),
+        orDryRun(admin(fc.tuple(validCommand, fc.oneof(badText(4000, true), hostileJson.filter((v) => typeof v !== 'string' && v !== undefined))).map(([c, custom]) => cmd({ ...c, reason: 'AppFunctionality', custom_audit: custom }, 'bad custom_audit')))),
+        orDryRun(admin(fc.oneof(notAString(IDENTIFIER), fc.constant(undefined)).map((token_id) => cmd({ type: 'access_token.revoke', token_id }, 'bad token_id')))),
+        orDryRun(admin(missingId.map((token_id) => cmd({ type: 'access_token.revoke', token_id }, 'no such access token', [404])))),
+        orDryRun(
+          admin(
+            fc
+              .oneof(
+                hostileJson.filter((v) => !isObject(v)).map((subject) => ({ subject, poison: 'subject not an object' })),
+                notAString(/^(user|provider)$/).map((kind) => ({ subject: { kind, id: VICTIM }, poison: 'bad subject kind' })),
+                notAString(IDENTIFIER).map((id) => ({ subject: { kind: 'user', id }, poison: 'bad subject id' })),
+                fc.tuple(alnum, hostileJson).map(([k, v]) => ({ subject: { kind: 'user', id: VICTIM, [`x_${k}`]: v }, poison: 'extra key in subject' })),
+              )
+              .map((s) => cmd({ type: 'temporary_tokens.revoke_all', subject: s.subject }, s.poison)),
+          ),
         ),
-        admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'no such subject', [404]))),
+        orDryRun(admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'no such subject', [404])))),
         // a provider's temporary tokens are that provider's alone to revoke: the admin is refused before any lookup
-        admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id } }, "another provider's tokens", [403]))),
-        admin(fc.constantFrom('admin', 'hostile-reader').map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'a subject that is not a user', [404]))),
-        admin(validCommand.map((c) => cmd(c, 'X-Tenant-Id over 200 characters', [400], { 'x-tenant-id': 'x'.repeat(201) }))),
+        orDryRun(admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id } }, "another provider's tokens", [403])))),
+        orDryRun(admin(fc.constantFrom('admin', 'hostile-reader').map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'a subject that is not a user', [404])))),
+        orDryRun(admin(validCommand.map((c) => cmd(c, 'X-Tenant-Id over 200 characters', [400], { 'x-tenant-id': 'x'.repeat(201) })))),
       ],
     };
 
@@ -889,6 +910,20 @@ describe('hostile input to every route', () => {
         admin(fc.uuid().map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'no such job', expect: [404] }))),
         // another subject's job does not exist for the reader
         readerAuth().map((auth) => ({ method: 'GET', url: `/v1/jobs/${adminJobId}`, headers: auth, poison: "another subject's job", expect: [404] })),
+      ],
+    };
+
+    const cancelPath = (id: string) => `/v1/jobs/${id}/cancel`;
+    const cancelJob: RouteSpec = {
+      method: 'POST',
+      template: '/v1/jobs/:id/cancel',
+      valid: fc.constant({ url: cancelPath(adminJobId) }),
+      poisons: [
+        admin(fc.oneof(hostileText.map(pct), fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`)).map((id) => ({ method: 'POST', url: cancelPath(id), poison: 'bad job id', expect: [400, 404] }))),
+        admin(fc.uuid().map((id) => ({ method: 'POST', url: cancelPath(id), poison: 'no such job', expect: [404] }))),
+        // another subject's job does not exist for the reader: not cancelled, not even found
+        readerAuth().map((auth) => ({ method: 'POST', url: cancelPath(adminJobId), headers: auth, poison: "another subject's job", expect: [404] })),
+        admin(fc.constant({ method: 'POST', url: cancelPath(endedJobId), poison: 'a job that ended (failed)', expect: [409] })),
       ],
     };
 
@@ -922,6 +957,7 @@ describe('hostile input to every route', () => {
       'GET /v1/auth/verify': { spec: verify, numRuns: 300 },
       'POST /v1/commands': { spec: commands, numRuns: 1500 },
       'GET /v1/jobs/:id': { spec: jobs, numRuns: 400 },
+      'POST /v1/jobs/:id/cancel': { spec: cancelJob, numRuns: 300 },
       'GET /v1/audit': { spec: audit, numRuns: 500 },
     };
   }
@@ -1115,6 +1151,7 @@ describe('hostile input to every route', () => {
     'GET /v1/auth/verify',
     'POST /v1/commands',
     'GET /v1/jobs/:id',
+    'POST /v1/jobs/:id/cancel',
     'GET /v1/audit',
     'DELETE /v3/auth/tokens',
     'DELETE /api/v3/onezone/users/:id/tokens/temporary',

@@ -148,6 +148,38 @@ describe('migrateToLatest', () => {
     }
   });
 
+  it('0007 lets a command end cancelled, keeps the commands already stored, and adds the cancel requests; down holds new rows to four states again', async () => {
+    const name = freshName();
+    const url = databaseUrl(name);
+    await ensureDatabase(url);
+    const db = createDb(url, { max: 1 });
+    const command = (id: string, state: string) =>
+      `insert into commands (id, type, payload, payload_hash, submitter_id, audit, state) values ('${id}', 'tokens.delete', '{}', 'h', 'me', '{}', '${state}')`;
+    try {
+      const migrator = new Migrator({ db, provider: { getMigrations: async () => migrations } });
+      expect((await migrator.migrateTo('0005-vault-token-type-scope-props')).error).toBeUndefined();
+      await withClient(url, async (c) => {
+        await c.query(command('00000000-0000-4000-8000-000000000001', 'succeeded'));
+        await expect(c.query(command('00000000-0000-4000-8000-000000000002', 'cancelled'))).rejects.toThrow(/commands_state_check/);
+      });
+      expect((await migrator.migrateTo('0007-command-cancel')).error).toBeUndefined();
+      await withClient(url, async (c) => {
+        await c.query(command('00000000-0000-4000-8000-000000000002', 'cancelled'));
+        await expect(c.query(command('00000000-0000-4000-8000-000000000003', 'ended'))).rejects.toThrow(/commands_state_check/);
+        expect((await c.query('select state from commands order by id')).rows).toEqual([{ state: 'succeeded' }, { state: 'cancelled' }]);
+        await c.query(`insert into command_cancellations (command_id, requested_by) values ('00000000-0000-4000-8000-000000000001', '{"id":"me","kind":"user","request_id":null}')`);
+      });
+      expect((await migrator.migrateTo('0005-vault-token-type-scope-props')).error).toBeUndefined();
+      await withClient(url, async (c) => {
+        expect((await c.query(`select to_regclass('command_cancellations') as t`)).rows).toEqual([{ t: null }]);
+        expect((await c.query('select state from commands order by id')).rows).toEqual([{ state: 'succeeded' }, { state: 'cancelled' }]);
+        await expect(c.query(command('00000000-0000-4000-8000-000000000004', 'cancelled'))).rejects.toThrow(/commands_state_check/);
+      });
+    } finally {
+      await db.destroy();
+    }
+  });
+
   it('leaves a working schema: the audit log refuses updates', async () => {
     const name = freshName();
     await migrateToLatest(databaseUrl(name));

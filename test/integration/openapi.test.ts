@@ -14,6 +14,7 @@ const HTTP_METHODS = new Set(['get', 'put', 'post', 'delete', 'options', 'head',
 const SPEC_ROUTES = [
   'POST /v1/commands',
   'GET /v1/jobs/{id}',
+  'POST /v1/jobs/{id}/cancel',
   'POST /v1/collections',
   'POST /api/pvlt/1.0/data/collections/{collection}/tokens',
   'POST /api/pvlt/1.0/data/collections/{collection}/query/tokens',
@@ -125,6 +126,20 @@ describe('the OpenAPI document at /docs', () => {
     expect(byType('tokens.rotate')?.required).toEqual(expect.arrayContaining(['collection', 'token_ids']));
     expect(byType('access_token.revoke')?.required).toContain('token_id');
     expect(byType('temporary_tokens.revoke_all')?.required).toContain('subject');
+  });
+
+  it('documents the dry run and the cancel of SPEC §10: dry_run on POST /v1/commands, its preview answer, the cancel route and the cancelled state', () => {
+    type Responses = Record<string, { content?: Record<string, { schema?: JsonSchema }> }>;
+    const submit = doc.paths['/v1/commands']?.post as Operation & { responses?: Responses };
+    const dryRun = submit.parameters?.find((p) => p.in === 'query' && p.name === 'dry_run') as { schema?: JsonSchema } | undefined;
+    expect(dryRun?.schema?.enum).toEqual(['true', 'false']);
+    const answers = submit.responses?.['200']?.content?.['application/json']?.schema;
+    const shapes = answers?.anyOf ?? answers?.oneOf ?? [];
+    expect(shapes.map((shape) => Object.keys(shape.properties ?? {}).sort())).toEqual(expect.arrayContaining([['matches', 'missing', 'sample', 'type']]));
+    const cancel = doc.paths['/v1/jobs/{id}/cancel']?.post as Operation & { responses?: Responses };
+    expect(Object.keys(cancel.responses ?? {})).toEqual(expect.arrayContaining(['200', '202']));
+    const view = cancel.responses?.['200']?.content?.['application/json']?.schema;
+    expect(view?.properties?.state?.enum).toEqual(['queued', 'running', 'succeeded', 'failed', 'cancelled']);
   });
 
   it('serves the Swagger UI at /docs as HTML without a credential', async () => {
