@@ -29,9 +29,11 @@ Options:
   --stream NAME           for events (env EVENTS_STREAM, default ${DEFAULT_EVENTS_STREAM})
 Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
 
-Following a job, Ctrl-C detaches (the job goes on; it prints how to cancel it) with exit status 130.
-Exit status: 0 succeeded (or previewed, or cancelled by 'revoke cancel'), 1 the job failed or was
-cancelled, 2 bad usage, 3 the service refused or is unreachable.`;
+Following a job, Ctrl-C detaches: the job goes on, and how to cancel it is printed (exit status 130).
+'revoke cancel' stops a queued job before it runs and a bulk delete after its current batch.
+
+Exit status: 0 succeeded (a --dry-run: previewed; cancel: cancelled), 1 the job failed or was
+cancelled, 2 bad usage, 3 the service refused or is unreachable, 130 detached by Ctrl-C.`;
 
 function parseArguments() {
   try {
@@ -253,7 +255,9 @@ async function main(): Promise<number> {
   }
   if (verb === 'cancel') {
     const job = await api.cancel(arg!);
-    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${summary(job)}\n`);
+    // not cancelled yet: a step held the job past the service's wait, and the job stops when that step commits
+    const text = job.state === 'cancelled' ? summary(job) : `cancel of job ${job.job_id} requested: it stops when its current step commits. Follow it: revoke status ${job.job_id} --follow`;
+    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${text}\n`);
     return 0;
   }
   if (!command) return usageError(`unknown command ${JSON.stringify(verb)}`);

@@ -276,6 +276,14 @@ export function runCli(args: readonly string[], options: RunOptions = {}): Promi
   return runScript('bin/revoke.ts', args, options);
 }
 
+/**
+ * Starts the incident CLI without waiting for it to end, so a test can read its output as it
+ * comes and signal it (Ctrl-C is SIGINT). Its exit status is in `exited`.
+ */
+export function spawnCli(args: readonly string[], options: RunOptions = {}): WorkerProcess {
+  return watch(spawnScript('bin/revoke.ts', args, options.env ?? {}));
+}
+
 /** Runs the seeder: `node --import tsx bin/seed.ts …args`. */
 export function runSeed(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return runScript('bin/seed.ts', args, options);

@@ -1,9 +1,9 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JobView, RevocationEvent } from '../../contracts/index.js';
+import { CommandPreview, JobView, RevocationEvent } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
-import { killChildren, runCli, runSeed } from '../helpers/processes.js';
+import { killChildren, runCli, runSeed, spawnCli } from '../helpers/processes.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -173,6 +173,92 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     expect(run.stderr).toMatch(/accepted job [0-9a-f-]{36}/);
     expect(run.stderr).toMatch(/100% \| 2\/2 \| \d+\/s \| ETA .* \| succeeded/);
     expect(await tokenIds(stack.database.db, collection, 'leak-bar')).toEqual([]);
+  });
+});
+
+describe('the revoke CLI: dry runs and cancels', { timeout: 60_000 }, () => {
+  const collection = 'cli_cancel';
+  let stack: Stack;
+  let env: Record<string, string>;
+
+  // no worker: a submitted job stays queued until a test cancels it
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+    await createCollection(stack, collection);
+    env = { REVOCATION_URL: stack.producer.url, REVOCATION_TOKEN: ADMIN_TOKEN };
+  });
+  afterAll(async () => {
+    await killChildren();
+    await stack?.close();
+  });
+
+  const revoke = (args: string[]) => runCli(args, { env });
+
+  it('delete --dry-run prints what the delete would touch, exits 0, and submits nothing', async () => {
+    const ids = await tokenize(stack, collection, Array.from({ length: 25 }, (_, i) => ({ object: { id: `d${i}` }, tags: ['leak-dry'] })));
+    const before = await commandCount(stack.database.db);
+
+    const run = await revoke(['delete', '--collection', collection, '--tag', 'leak-dry', ...REASON, '--dry-run']);
+    const json = await revoke(['delete', '--collection', collection, '--tag', 'leak-dry', ...REASON, '--dry-run', '--json']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`dry run: tokens.delete would delete 25 tokens now; nothing was submitted\nfirst 20: ${ids.slice(0, 20).join(', ')}\n`);
+    expect(json.code).toBe(0);
+    expect(CommandPreview.parse(JSON.parse(json.stdout))).toEqual({ type: 'tokens.delete', matches: 25, sample: ids.slice(0, 20) });
+    expect(await commandCount(stack.database.db)).toBe(before);
+    expect(await tokenIds(stack.database.db, collection, 'leak-dry')).toHaveLength(25);
+  });
+
+  it('rotate --dry-run lists the IDs the rotate would not find', async () => {
+    const [a] = await tokenize(stack, collection, [{ object: { id: 'r1' } }]);
+
+    const run = await revoke(['rotate', '--collection', collection, '--token-id', `${a},no-such-token`, ...REASON, '--dry-run']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`dry run: tokens.rotate would rotate 1 token now; nothing was submitted\nall: ${a}\nnot found (the rotate would fail with PV3087, rotating nothing): no-such-token\n`);
+  });
+
+  it('cancel ID cancels a queued job and prints it; again, the same; a job that ended is refused with exit 3', async () => {
+    await tokenize(stack, collection, [{ object: { id: 'c1' }, tags: ['leak-cancel'] }]);
+    const submitted = await revoke(['delete', '--collection', collection, '--tag', 'leak-cancel', ...REASON, '--no-wait', '--json']);
+    const id = jobOf(submitted.stdout).job_id;
+
+    const run = await revoke(['cancel', id]);
+    const again = await revoke(['cancel', id, '--json']);
+    const status = await revoke(['status', id]);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`job ${id} cancelled: deleted 0 tokens before it stopped\n`);
+    expect(again.code).toBe(0);
+    expect(jobOf(again.stdout)).toMatchObject({ job_id: id, state: 'cancelled', result: { deleted: 0 } });
+    expect(status.stdout).toBe(`job ${id} cancelled: deleted 0 tokens before it stopped\n`);
+    expect(await tokenIds(stack.database.db, collection, 'leak-cancel')).toHaveLength(1);
+
+    await stack.database.db.updateTable('commands').set({ state: 'succeeded', result: JSON.stringify({ deleted: 1 }) }).where('id', '=', id).execute();
+    const ended = await revoke(['cancel', id]);
+    expect(ended.code).toBe(3);
+    expect(ended.stderr).toMatch(/revoke: the service answered 409 PV3011: The job has already succeeded/);
+    expect((await revoke(['cancel'])).code).toBe(2);
+  });
+
+  it('Ctrl-C while a delete is followed detaches: exit 130, the job goes on, and how to cancel it is printed', async () => {
+    await tokenize(stack, collection, [{ object: { id: 'i1' }, tags: ['leak-interrupt'] }]);
+    const cli = spawnCli(['delete', '--collection', collection, '--tag', 'leak-interrupt', ...REASON], { env });
+    for (let round = 0; !/accepted job [0-9a-f-]{36}/.test(cli.stderr()); round++) {
+      if (round > 600 || !cli.running()) throw new Error(`the CLI did not accept the job: ${cli.stderr()}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    const id = /accepted job ([0-9a-f-]{36})/.exec(cli.stderr())![1]!;
+
+    cli.signal('SIGINT');
+    const exit = await cli.exited;
+
+    expect(exit).toEqual({ code: 130, signal: null });
+    expect(cli.stderr()).toContain(`detached from job ${id}: it goes on.`);
+    expect(cli.stderr()).toContain(`Cancel it: revoke cancel ${id}`);
+    expect((await call(stack, 'GET', `/v1/jobs/${id}`, { headers: stack.admin })).body.state).toBe('queued');
+    const cancelled = await revoke(['cancel', id]);
+    expect(cancelled.code).toBe(0);
   });
 });
 

@@ -205,6 +205,39 @@ describe('the client package against a running service', () => {
       expect(await client.waitForJob(submitted.job_id, { pollMs: 20 })).toMatchObject({ state: 'succeeded', result: { deleted: 1 } });
     });
 
+    it('preview shows what a command would touch now and records nothing; a refusal is RevocationApiError as for submit', async () => {
+      const { collection, ids } = await collectionWithTokens('preview', [{ object: { id: 'o1' }, tags: ['breach'] }, { object: { id: 'o2' }, tags: ['breach'] }, { object: { id: 'o3' } }]);
+      const commands = () => stack.database.db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+      const before = await commands();
+
+      expect(await client.preview({ type: 'tokens.delete', collection, tags: ['breach'], reason: REASON })).toEqual({ type: 'tokens.delete', matches: 2, sample: ids.slice(0, 2) });
+      expect(await client.preview({ type: 'tokens.rotate', collection, token_ids: [ids[2]!, 'gone'], reason: REASON })).toEqual({ type: 'tokens.rotate', matches: 1, sample: [ids[2]], missing: ['gone'] });
+      const refused = await client.preview({ type: 'tokens.delete', collection: 'no_such_collection', tags: ['x'], reason: REASON }).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(RevocationApiError);
+      expect(refused).toMatchObject({ status: 404, errorCode: 'PV3001' });
+      expect(await commands()).toEqual(before);
+    });
+
+    it('cancel ends a job that has not run and returns its view; cancelling an ended job is RevocationApiError 409 PV3011', async () => {
+      const { collection, ids } = await collectionWithTokens('cancel', [{ object: { id: 'o1' } }]);
+      // the job's first step waits for the token before it takes its command
+      const lock = await lockTokens(collection, ids);
+      const submitted = await client.submit({ type: 'tokens.delete', collection, token_ids: ids, reason: REASON });
+
+      const cancelled = await client.cancel(submitted.job_id);
+
+      expect(cancelled).toMatchObject({ job_id: submitted.job_id, state: 'cancelled', result: { deleted: 0 } });
+      expect(await client.cancel(submitted.job_id)).toEqual(cancelled);
+      await lock.release();
+      expect(await client.waitForJob(submitted.job_id)).toEqual(cancelled);
+
+      const done = await client.run({ type: 'tokens.delete', collection, token_ids: ids, reason: REASON });
+      expect(done).toMatchObject({ state: 'succeeded', result: { deleted: 1 } });
+      const ended = await client.cancel(done.job_id).catch((e: unknown) => e);
+      expect(ended).toBeInstanceOf(RevocationApiError);
+      expect(ended).toMatchObject({ status: 409, errorCode: 'PV3011' });
+    });
+
     it('run falls back to polling when the job outlasts Prefer: wait', async () => {
       const { collection, ids } = await collectionWithTokens('run', [{ object: { id: 'o1' }, tags: ['t'] }]);
       const lock = await lockTokens(collection, ids);
