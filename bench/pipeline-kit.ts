@@ -382,7 +382,7 @@ export class EventWatch {
     while (this.running) {
       let reply: [string, [string, string[]][]][] | null;
       try {
-        reply = (await this.redis.xread('COUNT', 5000, 'BLOCK', 250, 'STREAMS', this.stream, cursor)) as typeof reply;
+        reply = (await this.redis.xread('COUNT', 5000, 'BLOCK', 250, 'STREAMS', this.stream, cursor));
       } catch (error) {
         if (!this.running) return;
         this.error = error as Error;

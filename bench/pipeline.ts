@@ -680,7 +680,7 @@ try {
     worker = track(spawnNode('worker', WORKER_JS, { ...serviceEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
     await waitForHttp(worker, `http://127.0.0.1:${metricsPort}/metrics`);
   }
-  if (QUICK) await worker!.stop();
+  if (QUICK) await worker.stop();
   else {
     if (!LATENCY_ONLY) {
       // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate

@@ -72,6 +72,7 @@ export const BODY_LIMIT = 8 * 1024 * 1024;
  */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- the instance's logger type is Fastify's, not pino's
     loggerInstance: deps.logger as FastifyBaseLogger,
     // draining requests get our own 503 (see the onRequest hook), in the route's envelope
     return503OnClosing: false,
@@ -85,7 +86,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Errors the router raises before any route matches — a path that is not valid
     // percent-encoded UTF-8 (FST_ERR_BAD_URL), a parameter over maxParamLength
     // (FST_ERR_MAX_PARAM_LENGTH) — in the URL's family envelope (400 PV1002), not Fastify's body.
-    frameworkErrors: (error, request, reply) => sendError(request, reply, toAppError(error)),
+    frameworkErrors: (error, request, reply) => {
+      void sendError(request, reply, toAppError(error));
+    },
   });
   // first of the onRequest hooks, so that an answer any later hook gives (401, 503) has them too
   registerSecurityHeaders(app);

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { AuditContext, Command, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
-import type { Database, Executor } from '../database.js';
+import type { Executor } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
 import { LAST_IN_TRANSACTION } from '../pipelined.js';
 import { executePrepared } from '../prepared.js';
@@ -204,7 +204,7 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
     throw (error as { code?: unknown }).code === NOT_AS_EXPECTED ? new CommandNotAsExpected({ cause: error }) : error;
   });
   const idOf = new Map(written.flatMap((row) => (row.event_id === null ? [] : [[row.event_id, row.id!] as const])));
-  const textOf = new Map(outbox.map((row) => [row.event_id, row.event as string]));
+  const textOf = new Map(outbox.map((row) => [row.event_id, row.event]));
   return steps.flatMap((step) => [
     ...(step.written ?? []),
     ...step.events.map(({ event_id, type }) => ({ id: idOf.get(event_id)!, event: textOf.get(event_id)!, commandId: step.id, terminal: type === 'command.succeeded' || type === 'command.failed' })),

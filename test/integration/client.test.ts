@@ -167,10 +167,10 @@ describe('the client package against a running service', () => {
       // the delays the client sleeps between polls (its own setTimeout calls only)
       const delays: number[] = [];
       const originalSetTimeout = globalThis.setTimeout;
-      const spy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((handler: () => void, ms?: number) => {
+      const spy = vi.spyOn(globalThis, 'setTimeout').mockImplementation((handler: () => void, ms?: number) => {
         if (new Error().stack?.includes('revocation-client')) delays.push(Number(ms));
         return originalSetTimeout(handler, ms);
-      }) as unknown as typeof setTimeout);
+      });
       const updates: JobView[] = [];
       let final: JobView;
       try {

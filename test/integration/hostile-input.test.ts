@@ -240,7 +240,7 @@ const noise: fc.Arbitrary<Headers> = fc.record(
     origin: headerText,
   },
   { requiredKeys: [] },
-) as fc.Arbitrary<Headers>;
+);
 
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE'];
 const NON_JSON_TYPES = ['text/plain', 'text/html', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=xyz', 'application/xml', 'application/octet-stream', 'application/jsonx', 'application/vnd.api+json', 'json', ';;;', 'image/png', 'application/javascript'];
@@ -274,7 +274,7 @@ interface RouteEntry {
 function appRoutes(stack: Stack): RouteEntry[] {
   const routes: RouteEntry[] = servedRoutes(stack.producer.app, true).map((r) => ({ method: r.method, url: r.path }));
   for (const route of routes) {
-    if (!stack.producer.app.findRoute({ method: route.method as 'GET', url: route.url })) throw new Error(`printRoutes parsed into a route the app does not have: ${route.method} ${route.url}`);
+    if (!stack.producer.app.findRoute({ method: route.method, url: route.url })) throw new Error(`printRoutes parsed into a route the app does not have: ${route.method} ${route.url}`);
   }
   return routes;
 }
@@ -557,7 +557,7 @@ describe('hostile input to every route', () => {
 
   /** A value for an X-Subject-Token that names no token: absent, blank, oversized, or unknown. */
   const subjectTokenPoison = fc.oneof(
-    fc.constant({ headers: {} as Headers, poison: 'no X-Subject-Token', expect: [400] }),
+    fc.constant({ headers: {}, poison: 'no X-Subject-Token', expect: [400] }),
     fc.constantFrom('', ' ', '\t').map((v) => ({ headers: { 'x-subject-token': v }, poison: 'blank X-Subject-Token', expect: [400] })),
     fc.integer({ min: 513, max: 4000 }).map((n) => ({ headers: { 'x-subject-token': 't'.repeat(n) }, poison: 'oversized X-Subject-Token', expect: [400] })),
     fc.oneof(unknownSecret, headerText.filter((v) => v.trim() !== '' && v.length <= 512)).map((v) => ({ headers: { 'x-subject-token': v }, poison: 'unknown X-Subject-Token', expect: [404] })),
@@ -991,12 +991,12 @@ describe('hostile input to every route', () => {
         // methods the path does not have: 404 in the native envelope
         fc.constantFrom(...paths).chain((template) => {
           const wrong = wrongMethods(template);
-          return fc.tuple(fill(template), fc.constantFrom(...wrong), junkQuery).map(([url, method, q]) => ({ method, url: withQuery(url, q), headers: {}, poison: `wrong method ${method}`, expect: [404, 405] }) as Case);
+          return fc.tuple(fill(template), fc.constantFrom(...wrong), junkQuery).map(([url, method, q]) => ({ method, url: withQuery(url, q), headers: {}, poison: `wrong method ${method}`, expect: [404, 405] }));
         }),
         // the methods it has, with junk: answered without a 5xx
-        fc.constantFrom(...pub).chain((r) => fc.tuple(fill(r.url), junkQuery, junkBody, badCredential()).map(([url, q, body, bad]) => ({ method: r.method, url: withQuery(url, q), headers: { ...bad.headers, ...(body !== undefined && jsonHeaders) }, ...(body !== undefined && { payload: body }), poison: 'junk on a public route' }) as Case)),
+        fc.constantFrom(...pub).chain((r) => fc.tuple(fill(r.url), junkQuery, junkBody, badCredential()).map(([url, q, body, bad]) => ({ method: r.method, url: withQuery(url, q), headers: { ...bad.headers, ...(body !== undefined && jsonHeaders) }, ...(body !== undefined && { payload: body }), poison: 'junk on a public route' }))),
         // paths under /docs that are not there, traversal included
-        fc.oneof(hostileText.map(pct), fc.constantFrom('..%2f..%2fpackage.json', '%2e%2e/%2e%2e/package.json', 'static/..%2f..%2f..%2fpackage.json', 'static/%2e%2e%2f%2e%2e%2fpackage.json', '..\\..\\package.json', 'static/%00', 'json%00', '%ff')).map((p) => ({ method: 'GET', url: `/docs/${p}`, headers: {}, poison: 'a path under /docs' }) as Case),
+        fc.oneof(hostileText.map(pct), fc.constantFrom('..%2f..%2fpackage.json', '%2e%2e/%2e%2e/package.json', 'static/..%2f..%2f..%2fpackage.json', 'static/%2e%2e%2f%2e%2e%2fpackage.json', '..\\..\\package.json', 'static/%00', 'json%00', '%ff')).map((p) => ({ method: 'GET', url: `/docs/${p}`, headers: {}, poison: 'a path under /docs' })),
       ),
       noise,
     ).map(([c, n]) => ({ ...c, headers: { ...n, ...c.headers } }));
@@ -1202,7 +1202,7 @@ describe('hostile input to every route', () => {
         });
         socket.on('close', () => settle(true));
         socket.on('error', () => {}); // a reset after the answer is expected; 'close' follows
-        socket.on('connect', async () => {
+        socket.on('connect', () => void (async () => {
           socket.write(head);
           if (body && 'bytes' in body) socket.write(body.bytes);
           if (body && 'stream' in body) {
@@ -1220,7 +1220,7 @@ describe('hostile input to every route', () => {
             }
             if (!settled && !socket.destroyed) socket.write(`1\r\n]\r\n0\r\n\r\n`);
           }
-        });
+        })());
       });
     }
 
