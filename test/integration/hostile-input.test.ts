@@ -935,6 +935,13 @@ describe('hostile input to every route', () => {
       forbidden: readerAuth(),
       poisons: [admin(subjectTokenPoison.map((p) => ({ method: 'DELETE', url: '/v3/auth/tokens', headers: p.headers, poison: p.poison, expect: p.expect })))],
     };
+    const keystoneValidate: RouteSpec = {
+      method: 'GET',
+      template: '/v3/auth/tokens',
+      valid: fc.constant({ url: '/v3/auth/tokens', headers: { 'x-subject-token': victim.token } }),
+      forbidden: readerAuth(),
+      poisons: [admin(subjectTokenPoison.map((p) => ({ method: 'GET', url: '/v3/auth/tokens', headers: p.headers, poison: p.poison, expect: p.expect })))],
+    };
     const userPath = (segment: string) => `/api/v3/onezone/users/${segment}/tokens/temporary`;
     const userPoisons = (method: string) => [
       admin(idSegmentPoison.map((p) => ({ method, url: userPath(p.segment), poison: p.poison, expect: [400, 404] }))),
@@ -950,6 +957,7 @@ describe('hostile input to every route', () => {
     const providerGet: RouteSpec = { method: 'GET', template: providerPath, valid: fc.constant({ url: providerPath }), forbidden: notProvider(), poisons: [] };
     return {
       'DELETE /v3/auth/tokens': { spec: keystone, numRuns: 500 },
+      'GET /v3/auth/tokens': { spec: keystoneValidate, numRuns: 300 },
       'DELETE /api/v3/onezone/users/:id/tokens/temporary': { spec: userDelete, numRuns: 400 },
       'GET /api/v3/onezone/users/:id/tokens/temporary': { spec: userGet, numRuns: 300 },
       [`DELETE ${providerPath}`]: { spec: providerDelete, numRuns: 200 },
@@ -1117,6 +1125,7 @@ describe('hostile input to every route', () => {
     'GET /v1/jobs/:id',
     'GET /v1/audit',
     'DELETE /v3/auth/tokens',
+    'GET /v3/auth/tokens',
     'DELETE /api/v3/onezone/users/:id/tokens/temporary',
     'GET /api/v3/onezone/users/:id/tokens/temporary',
     'DELETE /api/v3/onezone/provider/tokens/temporary',
