@@ -25,6 +25,7 @@ Options:
   --idempotency-key KEY   make the submission safe to repeat (default: a new key each run)
   --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379)
   --stream NAME           for events (env EVENTS_STREAM, default ${DEFAULT_EVENTS_STREAM})
+Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
 
 jobs lists the jobs you may see (yours; every job with subjects:admin), newest first, a table
 or, with --json, one job view per line:
@@ -34,7 +35,6 @@ or, with --json, one job view per line:
   --limit N               jobs per page, 1 to 500 (default 50)
   --cursor C              the page after the one that printed "more: --cursor C"
   --all                   every page, not only the first
-Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
 
 Exit status: 0 succeeded, 1 the job failed, 2 bad usage, 3 the service refused or is unreachable.`;
 
@@ -222,14 +222,21 @@ async function jobs(api: RevocationClient): Promise<void> {
   if (!parsed.success) usageError(parsed.error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; '));
   const { state, type, since, limit, cursor } = parsed.data;
   const filter = { ...(state && { state }), ...(type && { type }), ...(since && { since }), limit };
-  const print = (job: JobView) => process.stdout.write(`${values.json ? JSON.stringify(job) : jobLine(job)}\n`);
-  if (!values.json) process.stdout.write(`${jobLine()}\n`);
+  // the table's header goes out with the first answer, so that an error leaves no table behind
+  let header = !values.json;
+  const print = (job?: JobView) => {
+    if (header) process.stdout.write(`${jobLine()}\n`);
+    header = false;
+    if (job) process.stdout.write(`${values.json ? JSON.stringify(job) : jobLine(job)}\n`);
+  };
   if (values.all) {
     for await (const job of api.jobs(filter)) print(job);
+    print();
     return;
   }
   const page = await api.listJobs({ ...filter, ...(cursor !== undefined && { cursor }) });
-  page.jobs.forEach(print);
+  print();
+  for (const job of page.jobs) print(job);
   if (page.next_cursor !== null) process.stderr.write(`more: --cursor ${page.next_cursor}\n`);
 }
 
