@@ -85,6 +85,7 @@ export const JobListQuery = z.strictObject({
     .string()
     // Postgres has no year 0000 (it reads 1 BC as -0001)
     .refine((v) => (IsoDate.safeParse(v).success || isIsoDay(v)) && !v.startsWith('0000'), 'must be an ISO 8601 date or date-time with an offset, e.g. 2024-05-01 or 2024-05-01T12:00:00Z')
+    .describe('Jobs created at or after this: an ISO 8601 date-time with an offset, or a date (its midnight UTC)')
     .optional(),
   limit: z.coerce
     .number({ message: `must be a whole number from 1 to ${JOBS_PAGE_MAX}` })
@@ -92,7 +93,11 @@ export const JobListQuery = z.strictObject({
     .min(1, `must be a whole number from 1 to ${JOBS_PAGE_MAX}`)
     .max(JOBS_PAGE_MAX, `must be a whole number from 1 to ${JOBS_PAGE_MAX}`)
     .default(JOBS_PAGE_DEFAULT),
-  cursor: z.string().refine((v) => decodeJobCursor(v) !== undefined, "must be a previous page's next_cursor").optional(),
+  cursor: z
+    .string()
+    .refine((v) => decodeJobCursor(v) !== undefined, "must be a previous page's next_cursor")
+    .describe("The previous page's next_cursor")
+    .optional(),
 });
 export type JobListQuery = z.infer<typeof JobListQuery>;
 
