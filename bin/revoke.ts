@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { Redis } from 'ioredis';
-import { type CommandInput, DEFAULT_EVENTS_STREAM, EVENT_FIELD, JobListQuery, type JobView } from '../contracts/index.js';
+import { type CommandInput, DEFAULT_EVENTS_STREAM, EVENT_FIELD, JobListQuery, JobState, type JobView } from '../contracts/index.js';
 import { RevocationApiError, RevocationClient } from '../client/revocation-client.js';
 
 const usage = `revoke: incident CLI of the revocation service
@@ -29,7 +29,7 @@ Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
 
 jobs lists the jobs you may see (yours; every job with subjects:admin), newest first, a table
 or, with --json, one job view per line:
-  --state S               queued, running, succeeded or failed
+  --state S               ${JobState.options.join(', ')}
   --type T                a command type, e.g. tokens.delete
   --since DATE            created at or after: 2024-05-01 (UTC midnight) or 2024-05-01T12:00:00Z
   --limit N               jobs per page, 1 to 500 (default 50)

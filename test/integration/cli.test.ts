@@ -211,20 +211,21 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     });
 
     it('jobs --state/--type filter; --limit pages, saying on stderr how to ask for more; --all follows every page', async () => {
-      const failed = await ownRevoke(['jobs', '--json', '--state', 'failed', '--type', 'tokens.delete']);
+      const [failed, first, all] = await Promise.all([
+        ownRevoke(['jobs', '--json', '--state', 'failed', '--type', 'tokens.delete']),
+        ownRevoke(['jobs', '--json', '--limit', '2']),
+        ownRevoke(['jobs', '--json', '--limit', '1', '--all']),
+      ]);
       expect(jsonLines(failed.stdout)).toEqual([own.jobs[1]]);
+      expect(all.code).toBe(0);
+      expect(jsonLines(all.stdout)).toEqual([...own.jobs].reverse());
 
-      const first = await ownRevoke(['jobs', '--json', '--limit', '2']);
       expect(jsonLines(first.stdout).map((j) => j.job_id)).toEqual([own.jobs[2]!.job_id, own.jobs[1]!.job_id]);
       const cursor = /^more: --cursor (\S+)$/m.exec(first.stderr)?.[1];
       expect(cursor).toEqual(expect.any(String));
       const next = await ownRevoke(['jobs', '--json', '--limit', '2', '--cursor', cursor!]);
       expect(jsonLines(next.stdout)).toEqual([own.jobs[0]]);
       expect(next.stderr).not.toContain('more:');
-
-      const all = await ownRevoke(['jobs', '--json', '--limit', '1', '--all']);
-      expect(all.code).toBe(0);
-      expect(jsonLines(all.stdout)).toEqual([...own.jobs].reverse());
     });
 
     it('a bad filter is bad usage: exit 2 naming each bad flag, with the usage', async () => {
