@@ -17,6 +17,7 @@ import type { JobWaiter } from './services/job-waiter.js';
 import { auditRoutes } from './routes/audit.routes.js';
 import { collectionRoutes } from './routes/collections.routes.js';
 import { commandRoutes } from './routes/commands.routes.js';
+import { jobRoutes } from './routes/jobs.routes.js';
 import { keystoneRoutes } from './routes/keystone.routes.js';
 import { onezoneRoutes } from './routes/onezone.routes.js';
 import { vaultRevocationRoutes } from './routes/vault-revocations.routes.js';
@@ -120,7 +121,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const typed = app.withTypeProvider<ZodTypeProvider>();
   await typed.register(async (scope) => {
     const routes = scope.withTypeProvider<ZodTypeProvider>();
-    for (const register of [healthRoutes, collectionRoutes, subjectRoutes, vaultTokenRoutes, vaultRevocationRoutes, keystoneRoutes, onezoneRoutes, commandRoutes, auditRoutes]) {
+    for (const register of [healthRoutes, collectionRoutes, subjectRoutes, vaultTokenRoutes, vaultRevocationRoutes, keystoneRoutes, onezoneRoutes, commandRoutes, jobRoutes, auditRoutes]) {
       register(routes, deps);
     }
   });

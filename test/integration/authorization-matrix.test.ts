@@ -495,6 +495,27 @@ const MATRIX: Record<string, Row> = {
     },
   },
 
+  'GET /v1/jobs': {
+    family: 'native',
+    request: () => ({ url: '/v1/jobs?limit=500' }),
+    cells: {
+      ...UNAUTHENTICATED,
+      missingCapability: na('needs no capability: without subjects:admin the list holds the caller’s own jobs (entitled, otherUser)'),
+      collectionOutsideScope: na('jobs are listed by submitter, not by collection'),
+      tenantOutsideScope: { caller: (fx) => fx.tenantUser.headers, headers: OUTSIDE_TENANT, ...refused(403, 'PV1006') },
+      otherDomain: na('jobs are not per domain'),
+      otherUser: { caller: (fx) => fx.otherPlain.headers, status: 200, check: (res, _fx, label) => expect.soft(res.body, `${label}: none of plain’s jobs`).toEqual({ jobs: [], next_cursor: null }) },
+      providerVsUser: na('jobs do not look at the caller kind'),
+      entitled: {
+        caller: (fx) => fx.plain.headers,
+        status: 200,
+        // other rows' cells submit more of plain's jobs; jobs-list.test.ts checks the list is exactly the caller's
+        check: (res, fx, label) => expect.soft(res.body?.jobs?.map((j: JobView) => j.job_id), `${label}: its own job`).toContain(fx.plainJobId),
+      },
+      admin: { status: 200, check: (res, fx, label) => expect.soft(res.body?.jobs?.map((j: JobView) => j.job_id), label).toContain(fx.plainJobId) },
+    },
+  },
+
   'GET /v1/audit': {
     family: 'native',
     request: () => ({ url: '/v1/audit?limit=1000' }),

@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import type { LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AccessReason, COMMAND_QUEUE, errorRegistry } from '../../contracts/index.js';
+import { AccessReason, COMMAND_QUEUE, commandTypes, decodeJobCursor, encodeJobCursor, errorRegistry, JobState } from '../../contracts/index.js';
 import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
 import { BODY_LIMIT } from '../../producer/app.js';
 import { hashSecret } from '../../producer/secrets.js';
@@ -885,7 +885,8 @@ describe('hostile input to every route', () => {
       template: '/v1/jobs/:id',
       valid: fc.constant({ url: `/v1/jobs/${adminJobId}` }),
       poisons: [
-        admin(fc.oneof(hostileText.map(pct), fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`)).map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'bad job id', expect: [400, 404] }))),
+        // an empty ID is no poison: /v1/jobs/ is the job list (GET /v1/jobs, trailing slashes ignored)
+        admin(fc.oneof(hostileText.filter((s) => s !== '').map(pct), fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`)).map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'bad job id', expect: [400, 404] }))),
         admin(fc.uuid().map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'no such job', expect: [404] }))),
         // another subject's job does not exist for the reader
         readerAuth().map((auth) => ({ method: 'GET', url: `/v1/jobs/${adminJobId}`, headers: auth, poison: "another subject's job", expect: [404] })),
@@ -915,6 +916,39 @@ describe('hostile input to every route', () => {
       poisons: [admin(fc.tuple(validAudit, auditPoison).map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/audit', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })))],
     };
 
+    const JOB_LIST_KEYS = ['state', 'type', 'since', 'limit', 'cursor'];
+    const jobCursor = encodeJobCursor({ createdAt: '2030-01-01T00:00:00.000000Z', id: '00000000-0000-4000-8000-000000000000' });
+    const validJobList = fc.subarray<[string, string]>([['state', 'failed'], ['type', 'tokens.delete'], ['since', '2020-01-01'], ['limit', '10'], ['cursor', jobCursor]]);
+    const forgedCursor = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
+    const jobListPoison: fc.Arbitrary<QueryPoison> = fc.oneof(
+      fc.oneof(hostileText, fc.constantFrom('FAILED', 'failed ', 'done', '')).filter((s) => !JobState.options.includes(s as JobState)).map((s) => ({ pairs: [['state', s]] as Pairs, poison: 'bad state' })),
+      fc.oneof(hostileText, fc.constantFrom('TOKENS.DELETE', 'tokens', 'tokens.delete,tokens.rotate')).filter((s) => !(commandTypes as string[]).includes(s)).map((s) => ({ pairs: [['type', s]] as Pairs, poison: 'bad type' })),
+      fc
+        .oneof(hostileText.filter((s) => !LOOSE_ISO.test(s) && !/^\d{4}-\d\d-\d\d$/.test(s)), fc.constantFrom('2021-02-30T00:00:00Z', '2021-02-30', '2021-13-01', '2021-01-01T00:00:00', '0000-01-01T00:00:00Z', '0000-01-01', '1612137600'))
+        .map((s) => ({ pairs: [['since', s]] as Pairs, poison: 'bad since' })),
+      fc.oneof(hostileText, fc.integer().map(String), fc.double().map(String)).filter((s) => !validLimit(s) || Number(s) > 500).map((s) => ({ pairs: [['limit', s]] as Pairs, poison: `bad limit ${s.slice(0, 25)}` })),
+      fc
+        .oneof(
+          hostileText,
+          hostileText.map(forgedCursor),
+          fc.constantFrom('2021-02-30T00:00:00.000000Z', '0000-01-01T00:00:00.000000Z', '2030-01-01T00:00:00Z').map((t) => forgedCursor(`${t} 00000000-0000-4000-8000-000000000000`)),
+          fc.constant(`${jobCursor}%00`),
+        )
+        .filter((s) => decodeJobCursor(s) === undefined)
+        .map((s) => ({ pairs: [['cursor', s]] as Pairs, poison: 'bad cursor' })),
+      fc.constantFrom(...JOB_LIST_KEYS).map((k) => {
+        const v = { state: 'failed', type: 'tokens.delete', since: '2020-01-01', limit: '5', cursor: jobCursor }[k]!;
+        return { pairs: [[k, v], [k, v]] as Pairs, poison: `${k} repeated` };
+      }),
+      unknownParam(JOB_LIST_KEYS),
+    );
+    const jobList: RouteSpec = {
+      method: 'GET',
+      template: '/v1/jobs',
+      valid: validJobList.map((pairs) => ({ url: withQuery('/v1/jobs', pairs) })),
+      poisons: [admin(fc.tuple(validJobList, jobListPoison).map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/jobs', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })))],
+    };
+
     return {
       'POST /v1/collections': { spec: collections, numRuns: 500 },
       'POST /v1/subjects': { spec: subjects, numRuns: 500 },
@@ -922,6 +956,7 @@ describe('hostile input to every route', () => {
       'GET /v1/auth/verify': { spec: verify, numRuns: 300 },
       'POST /v1/commands': { spec: commands, numRuns: 1500 },
       'GET /v1/jobs/:id': { spec: jobs, numRuns: 400 },
+      'GET /v1/jobs': { spec: jobList, numRuns: 500 },
       'GET /v1/audit': { spec: audit, numRuns: 500 },
     };
   }
@@ -1123,6 +1158,7 @@ describe('hostile input to every route', () => {
     'GET /v1/auth/verify',
     'POST /v1/commands',
     'GET /v1/jobs/:id',
+    'GET /v1/jobs',
     'GET /v1/audit',
     'DELETE /v3/auth/tokens',
     'GET /v3/auth/tokens',

@@ -14,6 +14,7 @@ const HTTP_METHODS = new Set(['get', 'put', 'post', 'delete', 'options', 'head',
 const SPEC_ROUTES = [
   'POST /v1/commands',
   'GET /v1/jobs/{id}',
+  'GET /v1/jobs',
   'POST /v1/collections',
   'POST /api/pvlt/1.0/data/collections/{collection}/tokens',
   'POST /api/pvlt/1.0/data/collections/{collection}/query/tokens',
