@@ -383,6 +383,15 @@ function gcPhrase(use: CpuUse): string {
   return use.gc.map(([name, p]) => `${name} ${p.count} (${f0(p.ms)} ms in all, longest ${f1(p.longest)})`).join(', ');
 }
 
+/**
+ * CPU ms per completed command of the service's processes (producer, worker, Postgres, Redis):
+ * when the machine's spare CPU is what limits the run, throughput goes as its inverse.
+ */
+function serviceCpuMs(loop: SyncLoop): number {
+  const used = loop.cpu.parts.filter(([name]) => ['producer', 'worker', 'postgres', 'redis(all)'].includes(name)).reduce((sum, [, s]) => sum + s, 0);
+  return (used * 1000) / loop.completed;
+}
+
 /** A resident-memory range in MB: start / max / end. */
 function rssPhrase(r: RssRange): string {
   const mb = (bytes: number) => f0(bytes / 2 ** 20);
@@ -1089,12 +1098,12 @@ function printReport(): void {
   if (r.syncRows.length) {
     log('\n(d) the synchronous seed route: Piiano DELETE …/collections/svc/tokens?token_ids=<one token>&reason=AppFunctionality, closed loops');
     log('    (each connection sends the next delete once the last answered; every delete matches one token)');
-    log('    connections  mode                          req/s  completed/s   HTTP p50 ms   p99 ms   producer RSS start / max / end     load avg');
+    log('    connections  mode                          req/s  completed/s   HTTP p50 ms   p99 ms   producer RSS start / max / end   load avg   service cpu ms/cmd');
     for (const row of r.syncRows) {
       const line = (mode: string, loop: SyncLoop) =>
         log(
           `    ${String(row.connections).padStart(11)}  ${mode.padEnd(28)} ${f0(rate(loop.load.ok, D)).padStart(6)} ${f0(rate(loop.completed, D)).padStart(12)} ` +
-            `${f1(percentile(loop.load.latencies, 0.5)).padStart(13)} ${f1(percentile(loop.load.latencies, 0.99)).padStart(8)}   ${rssPhrase(loop.rss).split(' (')[0]!.padEnd(30)} ${f2(loop.loadAvg).padStart(8)}`,
+            `${f1(percentile(loop.load.latencies, 0.5)).padStart(13)} ${f1(percentile(loop.load.latencies, 0.99)).padStart(8)}   ${rssPhrase(loop.rss).split(' (')[0]!.padEnd(30)} ${f2(loop.loadAvg).padStart(8)} ${f2(serviceCpuMs(loop)).padStart(20)}`,
         );
       line('Prefer: respond-async → 202', row.async);
       line('synchronous → 200 {}', row.sync);
@@ -1108,7 +1117,8 @@ function printReport(): void {
         if (bad) log(`            ${bad}`);
       }
     }
-    log('    (req/s: answers with the expected status inside the window; completed/s: command.succeeded events inside it. A synchronous 200 is sent once the job has ended.)');
+    log('    (req/s: answers with the expected status inside the window; completed/s: command.succeeded events inside it. A synchronous 200 is sent once the job has ended.');
+    log("     service cpu ms/cmd: producer + worker + Postgres + Redis CPU per completed command; when other work holds most of the machine, each loop's throughput goes as its inverse)");
   }
 
   log('\nratios (service / baseline)');
@@ -1128,6 +1138,7 @@ function printReport(): void {
   if (r.sustained && r.bareAccept) verdicts.push(`    ${'sustained accepted/s ÷ bare durable accept (figure)'.padEnd(52)} ${f2(r.sustained.load.ok / r.bareAccept.ok).padStart(10)}`);
   for (const row of r.syncRows) {
     verdict(`synchronous req/s ÷ respond-async completed/s, ${row.connections} conns`, rate(row.sync.load.ok, D) / rate(row.async.completed, D), 0.8, '≥');
+    verdicts.push(`    ${`  respond-async ÷ synchronous service cpu per command (figure)`.padEnd(52)} ${f2(serviceCpuMs(row.async) / serviceCpuMs(row.sync)).padStart(10)}`);
   }
   if (r.sustained && r.bareDrain) verdicts.push(`    ${'sustained completed/s ÷ bare worker (figure)'.padEnd(52)} ${f2(rate(r.sustained.completed, D) / rate(r.bareDrain.jobs, r.bareDrain.seconds)).padStart(10)}`);
   for (const line of verdicts) log(line);
