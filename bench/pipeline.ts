@@ -80,12 +80,12 @@ const { values } = parseArgs({
     fractions: { type: 'string', default: '0.25,0.5,0.9' },
     /** Only the open-loop rows at --rates, for the service and the bare pipeline: compares builds at equal load, fast. */
     'latency-only': { type: 'boolean', default: false },
-    /** Accept and drain phases only (the two throughput ratios), then (d), for iterating on an optimisation. */
+    /** Accept and drain phases only (the two throughput ratios), for iterating on an optimisation; with --sync-connections, (d) too. */
     quick: { type: 'boolean', default: false },
     /** Only (d): the synchronous Piiano delete against the same loop with Prefer: respond-async. */
     'sync-only': { type: 'boolean', default: false },
-    /** Connections of (d)'s closed loops, one row each (comma-separated; '' for none). */
-    'sync-connections': { type: 'string', default: '32,256' },
+    /** Connections of (d)'s closed loops, one row each (comma-separated; '' for none). Default 32,256, and none under --quick (it would double it). */
+    'sync-connections': { type: 'string' },
     /** Writes a V8 CPU profile of every child process (producer, worker, baselines) to this directory. */
     profile: { type: 'string' },
     /** Extra node flags for every child process, service and baselines alike (space-separated), e.g. '--max-semi-space-size=64' to try a V8 setting. */
@@ -115,11 +115,11 @@ const FIXED_RATES = values.rates ? values.rates.split(',').map(Number) : [];
 const QUICK = values.quick;
 const LATENCY_ONLY = values['latency-only'];
 const SYNC_ONLY = values['sync-only'];
-const SYNC_CONNECTIONS = values['sync-connections'].split(',').filter((c) => c.trim() !== '').map(Number);
+const SYNC_CONNECTIONS = (values['sync-connections'] ?? (QUICK ? '' : '32,256')).split(',').filter((c) => c.trim() !== '').map(Number);
 const DISK_PROBE_S = Number(values['disk-probe']);
 if (LATENCY_ONLY && (QUICK || FIXED_RATES.length === 0)) throw new Error('--latency-only needs --rates, and not --quick');
 if (SYNC_ONLY && (QUICK || LATENCY_ONLY || SYNC_CONNECTIONS.length === 0)) throw new Error('--sync-only needs --sync-connections, and neither --quick nor --latency-only');
-if (SYNC_CONNECTIONS.some((c) => !Number.isInteger(c) || c < 1)) throw new Error(`--sync-connections must be whole numbers, not '${values['sync-connections']}'`);
+if (SYNC_CONNECTIONS.some((c) => !Number.isInteger(c) || c < 1)) throw new Error(`--sync-connections must be whole numbers, not '${values['sync-connections'] ?? ''}'`);
 // every child reports its GC pauses (Child counts them per phase)
 childNodeFlags.push('--trace-gc');
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
@@ -1136,11 +1136,11 @@ function printReport(): void {
     verdicts.push(`    ${'verify p99 ÷ bare p99 (figure, no target)'.padEnd(52)} ${f2(p(r.verify) / p(r.bareVerify)).padStart(10)}`);
   }
   if (r.sustained && r.bareAccept) verdicts.push(`    ${'sustained accepted/s ÷ bare durable accept (figure)'.padEnd(52)} ${f2(r.sustained.load.ok / r.bareAccept.ok).padStart(10)}`);
-  for (const row of r.syncRows) {
-    verdict(`synchronous req/s ÷ respond-async completed/s, ${row.connections} conns`, rate(row.sync.load.ok, D) / rate(row.async.completed, D), 0.8, '≥');
-    verdicts.push(`    ${`  respond-async ÷ synchronous service cpu per command (figure)`.padEnd(52)} ${f2(serviceCpuMs(row.async) / serviceCpuMs(row.sync)).padStart(10)}`);
-  }
   if (r.sustained && r.bareDrain) verdicts.push(`    ${'sustained completed/s ÷ bare worker (figure)'.padEnd(52)} ${f2(rate(r.sustained.completed, D) / rate(r.bareDrain.jobs, r.bareDrain.seconds)).padStart(10)}`);
+  for (const row of r.syncRows) {
+    verdict(`(d) sync req/s ÷ respond-async completed/s, ${row.connections} conns`, rate(row.sync.load.ok, D) / rate(row.async.completed, D), 0.8, '≥');
+    verdicts.push(`    ${`  service cpu/cmd, respond-async ÷ sync (figure)`.padEnd(52)} ${f2(serviceCpuMs(row.async) / serviceCpuMs(row.sync)).padStart(10)}`);
+  }
   for (const line of verdicts) log(line);
   log('=======================================================');
 }
