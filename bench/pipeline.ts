@@ -1138,7 +1138,7 @@ function printReport(): void {
   if (r.sustained && r.bareAccept) verdicts.push(`    ${'sustained accepted/s ÷ bare durable accept (figure)'.padEnd(52)} ${f2(r.sustained.load.ok / r.bareAccept.ok).padStart(10)}`);
   if (r.sustained && r.bareDrain) verdicts.push(`    ${'sustained completed/s ÷ bare worker (figure)'.padEnd(52)} ${f2(rate(r.sustained.completed, D) / rate(r.bareDrain.jobs, r.bareDrain.seconds)).padStart(10)}`);
   for (const row of r.syncRows) {
-    verdict(`(d) sync req/s ÷ respond-async completed/s, ${row.connections} conns`, rate(row.sync.load.ok, D) / rate(row.async.completed, D), 0.8, '≥');
+    verdict(`(d) sync req/s ÷ async completed/s, ${row.connections} conns`, rate(row.sync.load.ok, D) / rate(row.async.completed, D), 0.8, '≥');
     verdicts.push(`    ${`  service cpu/cmd, respond-async ÷ sync (figure)`.padEnd(52)} ${f2(serviceCpuMs(row.async) / serviceCpuMs(row.sync)).padStart(10)}`);
   }
   for (const line of verdicts) log(line);
