@@ -1,10 +1,14 @@
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_QUEUE } from '../../contracts/index.js';
-import { createCollection, tokenize } from '../helpers/api.js';
+import { COMMAND_QUEUE, loadConfig } from '../../contracts/index.js';
+import { migrateToLatest } from '../../db/migrate.js';
+import { startProducer } from '../../producer/server.js';
+import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
 import { bounded, commandQueue, countInStates, expectDeletedOnce, sleep, streamEvents, waitForTerminal } from '../helpers/faults.js';
-import { killChildren, spawnWorker } from '../helpers/processes.js';
+import { killChildren, launchWorker, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
+import { type OwnPostgres, postgresBinaries, startOwnPostgres, stopOwnPostgresServers } from '../helpers/postgres-server.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
-import { type Stack, startStack } from '../helpers/stack.js';
+import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
  * SPEC §4.1 and §4.2 against a worker process killed -9 (no drain, no cleanup, BullMQ locks left
@@ -105,6 +109,107 @@ describe('a worker process killed -9 during a burst of 1,000 single-token delete
       expect(ids.filter((id) => !streamed.has(id))).toEqual([]);
     } finally {
       await close();
+    }
+  });
+});
+
+describe('a worker started before Postgres or Redis is up', () => {
+  const RETRYING = 'Postgres or Redis cannot be reached yet; retrying';
+
+  afterAll(async () => {
+    await killChildren();
+    await stopOwnRedisServers();
+    await stopOwnPostgresServers();
+  });
+
+  /** The worker's start-up retry warnings so far, as logged. */
+  const retries = (worker: WorkerProcess) =>
+    worker
+      .stdout()
+      .split('\n')
+      .flatMap((line) => {
+        try {
+          const entry = JSON.parse(line) as Record<string, any>;
+          return entry.msg === RETRYING ? [entry] : [];
+        } catch {
+          return [];
+        }
+      });
+
+  /** Waits until the worker has said twice that it retries (so it waited between), still running. */
+  const retriedTwice = async (worker: WorkerProcess) => {
+    const deadline = Date.now() + 30_000;
+    while (retries(worker).length < 2) {
+      if (!worker.running()) throw new Error(`the worker exited instead of retrying (${JSON.stringify(await worker.exited)})\nstdout: ${worker.stdout()}\nstderr: ${worker.stderr()}`);
+      if (Date.now() > deadline) throw new Error(`the worker did not say it retries\nstdout: ${worker.stdout()}\nstderr: ${worker.stderr()}`);
+      await sleep(50);
+    }
+    const [first, second] = retries(worker);
+    expect(first).toMatchObject({ level: 40, attempt: 1, retry_in_ms: expect.any(Number), err: { code: 'ECONNREFUSED' } });
+    expect(second).toMatchObject({ attempt: 2 });
+  };
+
+  it('Redis not up yet: it retries with backoff, saying so, starts once Redis is up, and runs a command', { timeout: 90_000 }, async () => {
+    const redis = await startOwnRedis();
+    const stack = await startStack({ worker: false, env: { REDIS_URL: redis.url } });
+    stack.redis.on('error', () => {}); // it reconnects once Redis is back
+    try {
+      await createCollection(stack, 'late_redis');
+      const [token] = await tokenize(stack, 'late_redis', [{ object: { id: 'o1' } }]);
+      await redis.stop();
+
+      const worker = launchWorker(stack.config);
+      await retriedTwice(worker);
+      await redis.start();
+      await worker.waitForLog('worker ready', 30_000);
+
+      // the producer's own connection is back too (it answers 503 until then)
+      await expect.poll(async () => (await call(stack, 'GET', '/readyz')).status, { timeout: 20_000, interval: 100 }).toBe(200);
+      const accepted = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'tokens.delete', collection: 'late_redis', token_ids: [token], reason: 'AppFunctionality' } });
+      expect(accepted.status).toBe(202);
+      expect(await waitForJob(stack, accepted.body.job_id as string, stack.admin, 30_000)).toMatchObject({ state: 'succeeded', result: { deleted: 1 } });
+    } finally {
+      await killChildren();
+      await stack.close();
+    }
+  });
+
+  const bin = postgresBinaries();
+  it.skipIf(bin === undefined)('Postgres not up yet (a server of its own, stopped): it retries with backoff, saying so, starts once Postgres is up, and runs the command queued for it', { timeout: 120_000 }, async () => {
+    const postgres: OwnPostgres = await startOwnPostgres(bin!);
+    const redis = await startOwnRedis();
+    const url = postgres.url('revocation');
+    await migrateToLatest(url);
+    const config = loadConfig({ DATABASE_URL: url, REDIS_URL: redis.url, PORT: '0', LOG_LEVEL: 'silent', QUEUE_PREFIX: 'late-postgres', WORKER_CONCURRENCY: '4', BOOTSTRAP_ADMIN_TOKEN: ADMIN_TOKEN, RATE_LIMIT_MAX: '0' });
+    const producer = await startProducer(config, pino({ level: 'silent' }));
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+    const send = async (method: string, path: string, body?: unknown) => {
+      const response = await fetch(`${producer.url}${path}`, { method, headers: admin, ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal: AbortSignal.timeout(10_000) });
+      return { status: response.status, body: (await response.json()) as any };
+    };
+    try {
+      // a command accepted and queued while no worker runs; then Postgres goes down
+      expect((await send('POST', '/v1/collections', { name: 'late_postgres' })).status).toBe(201);
+      const tokenized = await send('POST', '/api/pvlt/1.0/data/collections/late_postgres/tokens?reason=AppFunctionality', [{ object: { id: 'o1' } }]);
+      expect(tokenized.status).toBe(200);
+      const accepted = await send('POST', '/v1/commands', { type: 'tokens.delete', collection: 'late_postgres', token_ids: [tokenized.body[0].token_id], reason: 'AppFunctionality' });
+      expect(accepted.status).toBe(202);
+      await postgres.stop();
+
+      const worker = launchWorker(config);
+      await retriedTwice(worker);
+      await postgres.start();
+      await worker.waitForLog('worker ready', 30_000);
+
+      // the producer reads the job on fresh connections (503 while its pool notices the restart)
+      let job: any;
+      await expect
+        .poll(async () => (job = (await send('GET', `/v1/jobs/${accepted.body.job_id}`)).body).state, { timeout: 30_000, interval: 100 })
+        .toBe('succeeded');
+      expect(job).toMatchObject({ result: { deleted: 1 } });
+    } finally {
+      await killChildren();
+      await producer.close();
     }
   });
 });
