@@ -37,5 +37,19 @@ export const COMMAND_JOB_OPTIONS = {
   removeOnFail: { age: 24 * 3600, count: 10_000 },
 } as const;
 
+/**
+ * How soon a job runs again when its worker died (kill -9, a lost host): BullMQ options of every
+ * command worker. A worker renews the locks of its active jobs, all in one script call, every
+ * lockDuration/4 (each lock is renewed 2.5 to 5 s after the last time); a lock not renewed
+ * expires lockDuration after its last renewal, and within stalledInterval the stalled check (one
+ * script call per worker per interval, run by one of them) puts the job back on the wait list
+ * for another worker: at most lockDuration + stalledInterval (14 s) after the death, where
+ * BullMQ's defaults (30 s and 30 s) took up to a minute. The cost: about 0.4 + 0.25 Redis calls
+ * per second per worker process, and a worker whose event loop or Redis stalls for more than
+ * 5 s loses its locks: its job runs again elsewhere meanwhile, which the executor makes harmless
+ * (each step locks the command row and commits its checkpoint).
+ */
+export const COMMAND_WORKER_OPTIONS = { lockDuration: 10_000, stalledInterval: 4_000 } as const;
+
 /** BullMQ job name of a command job. */
 export const COMMAND_JOB_NAME = 'command';

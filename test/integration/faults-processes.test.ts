@@ -1,10 +1,13 @@
+import { sql } from 'kysely';
+import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_QUEUE, loadConfig } from '../../contracts/index.js';
+import { COMMAND_QUEUE, COMMAND_WORKER_OPTIONS, loadConfig } from '../../contracts/index.js';
 import { migrateToLatest } from '../../db/migrate.js';
+import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { startProducer } from '../../producer/server.js';
 import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
-import { bounded, commandQueue, countInStates, expectDeletedOnce, sleep, streamEvents, waitForTerminal } from '../helpers/faults.js';
+import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, sleep, StepLog, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
 import { killChildren, launchWorker, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { type OwnPostgres, postgresBinaries, startOwnPostgres, stopOwnPostgresServers } from '../helpers/postgres-server.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
@@ -74,8 +77,8 @@ describe('a worker process killed -9 during a burst of 1,000 single-token delete
     expect(terminalAtKill).toBeLessThan(ids.length);
 
     // the dead worker's jobs are still 'active' under locks that would expire on their own
-    // (lockDuration 30 s, then BullMQ's stalled check): expire them now and drop those jobs, so
-    // the reconciler of the next worker enqueues their unfinished commands again
+    // (COMMAND_WORKER_OPTIONS; the test below waits for that): expire them now and drop those
+    // jobs, so the reconciler of the next worker enqueues their unfinished commands again
     const { queue, close } = commandQueue(redis.url, stack.config.QUEUE_PREFIX);
     try {
       const orphans = await queue.getJobs(['active']);
@@ -110,6 +113,77 @@ describe('a worker process killed -9 during a burst of 1,000 single-token delete
     } finally {
       await close();
     }
+  });
+});
+
+describe('a bulk delete whose worker process is killed -9 while another worker runs', () => {
+  const BATCH = 100;
+  let redis: OwnRedis;
+  let stack: Stack;
+  let steps: StepLog;
+  /** Holds the command row, so that the first worker is in the middle of the command when it dies. */
+  let holder: pg.Client;
+
+  beforeAll(async () => {
+    redis = await startOwnRedis();
+    stack = await startStack({ worker: false, env: { REDIS_URL: redis.url, DELETE_BATCH_SIZE: String(BATCH) } });
+    steps = await StepLog.listen(stack.database.url);
+    holder = new pg.Client({ connectionString: stack.database.url, application_name: 'fault-test-holder' });
+    await holder.connect();
+  });
+
+  afterAll(async () => {
+    await killChildren();
+    await holder?.end();
+    await steps?.close();
+    await stack?.close();
+    await stopOwnRedisServers();
+  });
+
+  it('the other worker takes it over once the lock of the dead one expires (lockDuration + stalledInterval) and finishes it: every token deleted once', { timeout: 90_000 }, async () => {
+    const db = stack.database.db;
+    const collection = 'killed_mid_bulk';
+    const tag = 'breach';
+    await createCollection(stack, collection);
+    // 5,000 tagged tokens: 50 batches of 100
+    await seedVaultTokens(db, { collection, count: 10_000, tag, tagRatio: 0.5, tenantId: null, objectPrefix: 'o' });
+    const tagged = await tokenIdsOf(db, collection, tag);
+    expect(tagged).toHaveLength(5_000);
+
+    const first = await spawnWorker(stack.config);
+    const accepted = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'tokens.delete', collection, tags: [tag], reason: 'FraudPreventionSecurityAndCompliance' } });
+    expect(accepted.status).toBe(202);
+    const id = accepted.body.job_id as string;
+
+    // three batches in, take the command row: the first worker's next step waits for it
+    await steps.steps(id, 3);
+    await holder.query('begin');
+    await holder.query('select id from commands where id = $1 for update', [id]);
+    await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-worker'), { timeout: 10_000, interval: 20 }).toBe(1);
+    const second = await spawnWorker(stack.config);
+
+    const before = await db.selectFrom('commands').select(['state', 'progress']).where('id', '=', id).executeTakeFirstOrThrow();
+    expect(before.state).toBe('running');
+    const committed = before.progress!.processed / BATCH;
+    const killedAt = Date.now();
+    expect((await first.kill()).signal).toBe('SIGKILL');
+    // the dead worker's session ends when Postgres hands it the row and finds its client gone
+    await holder.query('commit');
+
+    // its job stays active until its lock expires and a stalled check moves it back to wait
+    const bound = COMMAND_WORKER_OPTIONS.lockDuration + COMMAND_WORKER_OPTIONS.stalledInterval + 6_000;
+    await steps.steps(id, committed + 1, bound);
+    console.info(`kill -9 after ${committed} batches; the other worker committed the next one ${Date.now() - killedAt} ms after the kill (lockDuration ${COMMAND_WORKER_OPTIONS.lockDuration} ms, stalledInterval ${COMMAND_WORKER_OPTIONS.stalledInterval} ms)`);
+
+    const done = await waitForJob(stack, id, stack.admin, 60_000);
+    console.info(`the command ended ${Date.now() - killedAt} ms after the kill`);
+    expect(done).toMatchObject({ state: 'succeeded', result: { deleted: 5_000 }, error: null });
+    expect(done.attempts).toBeGreaterThanOrEqual(2);
+    expect(second.running()).toBe(true);
+    expect(await tokenIdsOf(db, collection, tag)).toEqual([]);
+    const audited = (await db.selectFrom('audit_log').select('data').where('command_id', '=', id).execute()).flatMap((r) => r.data.token_ids as string[]);
+    expect(duplicates(audited)).toEqual([]);
+    expect(audited.sort()).toEqual(tagged);
   });
 });
 
