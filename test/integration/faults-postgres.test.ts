@@ -15,7 +15,8 @@ import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
  * Postgres faults. Connections cut under running jobs (pg_terminate_backend, only on backends
- * of the test's own database): jobs retry and finish, each effect once (SPEC §4.1, §4.2). An
+ * of the test's own database): jobs retry and finish, each effect once (SPEC §4.1, §4.2); cut
+ * under a request's read, before anything was written: the read runs again, no 503. An
  * unreachable Postgres: the producer answers 503 with Retry-After, in the route family's
  * envelope, quickly (SPEC §7). Redis is one of the test's own.
  */
@@ -151,17 +152,20 @@ describe('Postgres connections cut while jobs run', () => {
 });
 
 describe('a read in flight when its connection is cut', () => {
+  let redis: OwnRedis;
   let stack: Stack;
   /** Holds a table lock, so that the producer's read waits on it when its backend is terminated. */
   let holder: pg.Client;
   beforeAll(async () => {
-    stack = await startStack();
+    redis = await startOwnRedis();
+    stack = await startStack({ env: { REDIS_URL: redis.url } });
     holder = new pg.Client({ connectionString: stack.database.url, application_name: 'fault-test-holder' });
     await holder.connect();
   });
   afterAll(async () => {
     await holder?.end();
     await stack?.close();
+    await stopOwnRedisServers();
   });
 
   /**
