@@ -50,7 +50,7 @@ function run(bin: string, program: string, args: readonly string[]): Promise<voi
     // stdout ignored: pg_ctl start leaves it to the server, which would hold the pipe open
     const child = spawn(command, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     let output = '';
-    child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
     child.once('error', reject);
     child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`${program} ${args.join(' ')} failed (${code ?? signal}):\n${output}`))));
   });
