@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { AuditContext, Command, CommandType, JobCursor, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
-import type { Executor } from '../database.js';
+import { type Executor, retryReadOnce } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
 import { LAST_IN_TRANSACTION } from '../pipelined.js';
 import { executePrepared } from '../prepared.js';
@@ -78,7 +78,7 @@ export async function insertCommands(db: Executor, records: readonly CommandReco
 
 /** The command `submitterId` submitted under an Idempotency-Key, or undefined. Index: commands_submitter_idempotency_key. */
 export async function findCommandByIdempotencyKey(db: Executor, submitterId: string, key: string): Promise<CommandRow | undefined> {
-  return db.selectFrom('commands').selectAll().where('submitter_id', '=', submitterId).where('idempotency_key', '=', key).executeTakeFirst();
+  return retryReadOnce(() => db.selectFrom('commands').selectAll().where('submitter_id', '=', submitterId).where('idempotency_key', '=', key).executeTakeFirst());
 }
 
 /** Takes a command ID; returns the command or undefined. */
