@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type CommandRequest, errorRegistry, terminalStates } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
@@ -49,9 +50,10 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
   const wait = seed && !prefer.respondAsync ? (prefer.wait ?? deps.config.SYNC_WAIT_SECONDS) : prefer.wait;
   const { command, audit } = await prepareCommand(deps, request, submission.input, { key, target: submission.target });
   // taken before the command is recorded, so that its end is heard without reading it (job-waiter.ts)
-  const ticket = wait === undefined ? undefined : await deps.waiter.ticket();
+  const id = randomUUID();
+  const ticket = wait === undefined ? undefined : await deps.waiter.ticket(id);
   try {
-    const { row, replayed } = await recordCommand(deps.bus, { caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
+    const { row, replayed } = await recordCommand(deps.bus, { id, caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
     request.recorded = true;
     reply.header('location', `/v1/jobs/${row.id}`);
     if (replayed) reply.header('idempotent-replayed', 'true');
@@ -59,8 +61,8 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
     if (applied.length > 0) reply.header('preference-applied', applied.join(', '));
     if (wait === undefined) return reply.code(replayed ? 200 : 202).send(jobView(row));
 
-    // a replay was recorded before the ticket was taken: its end may not be heard
-    const state = terminalStates.includes(row.state) ? row.state : await deps.waiter.wait(row.id, wait * 1000, replayed ? undefined : ticket);
+    // a replay is another command than the ticket's: its end is read
+    const state = terminalStates.includes(row.state) ? row.state : await deps.waiter.wait(row.id, wait * 1000, ticket);
     if (state === undefined) {
       if (seed && !prefer.respondAsync) return sendError(request, reply, stillRunning(row.id, wait));
       return reply.code(replayed ? 200 : 202).send(jobView((await findCommand(deps.db, row.id)) ?? row));

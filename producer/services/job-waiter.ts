@@ -1,4 +1,3 @@
-import { LRUCache } from 'lru-cache';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { type JobState, terminalStates } from '../../contracts/index.js';
@@ -13,12 +12,10 @@ const CONNECT_TIMEOUT_MS = 1500;
 /** After the last wait ends, the connection stays LISTENing this long before it UNLISTENs. */
 const LINGER_MS = 10_000;
 
-/** How long, and how many, commands' terminal states are remembered after their notification. */
-const HEARD_TTL_MS = 60_000;
-const HEARD_MAX = 100_000;
-
-/** Taken before a command is recorded (`listen`), handed to `wait`: which LISTEN it was taken under. */
+/** Taken for a command before it is recorded (`ticket`), handed to `wait`. */
 export interface Ticket {
+  /** The command it was taken for. */
+  readonly id: string;
   /** The LISTEN in effect when it was taken; undefined when none was. */
   readonly since: number | undefined;
 }
@@ -26,21 +23,21 @@ export interface Ticket {
 /**
  * Waits for commands to end, for the synchronous seed routes and `Prefer: wait`. Workers NOTIFY
  * `done:<id>:<state>` when a command's terminal state commits; this LISTENs on one connection,
- * remembers what it heard for a minute, and wakes the waiters of that command. It LISTENs only
+ * keeps what it hears of the commands it holds tickets for, and wakes their waiters. It LISTENs only
  * while someone waits (and LINGER_MS after): every command commit NOTIFYs, and a producer nobody
  * waits on need not be woken for each.
  *
- * Invariant: a wait reads the command from Postgres unless the same LISTEN has been in effect
- * since before the command was recorded (its ticket's `since` is still current) — then every
- * terminal state it reaches is heard, and the wait needs no read at all. A lost connection ends
+ * Invariant: a wait reads the command from Postgres unless its ticket was taken for that command
+ * before it was recorded and the ticket's LISTEN is still the one in effect — then every terminal
+ * state it reaches is heard, and the wait needs no read at all. A lost connection ends
  * that LISTEN: waits on it fall back to reading every POLL_MS, so a lost notification only costs
  * latency, never a wrong answer.
  */
 export class JobWaiter {
   private client: pg.Client | undefined;
   private readonly waiters = new Map<string, Set<() => void>>();
-  /** Terminal states heard lately, by command ('ended': a notification without one, read it): a wait that starts after the notification still finds it. */
-  private readonly heard = new LRUCache<string, JobState | 'ended'>({ max: HEARD_MAX, ttl: HEARD_TTL_MS });
+  /** What was heard of the commands tickets are held for: their terminal state, 'ended' (a notification without one: read it), or nothing yet. */
+  private readonly heard = new Map<string, JobState | 'ended' | undefined>();
   private closed = false;
   private draining = false;
   /** Tickets taken and not yet waited on, and waits in progress. */
@@ -65,7 +62,7 @@ export class JobWaiter {
     client.on('notification', (message) => {
       const [kind, id, state] = (message.payload ?? '').split(':');
       if (kind !== 'done' || !id) return;
-      this.heard.set(id, state && (terminalStates as readonly string[]).includes(state) ? (state as JobState) : 'ended');
+      if (this.heard.has(id)) this.heard.set(id, state && (terminalStates as readonly string[]).includes(state) ? (state as JobState) : 'ended');
       this.wake(id);
     });
     client.on('error', () => this.reconnect(client));
@@ -100,17 +97,19 @@ export class JobWaiter {
   }
 
   /**
-   * Takes a ticket for a command about to be recorded: LISTEN is in effect when it resolves, if
-   * the connection is up, and stays so until the ticket is released. Never throws.
+   * Takes a ticket for the command `id`, about to be recorded: LISTEN is in effect when it
+   * resolves, if the connection is up, and stays so until the ticket is released. Never throws.
    */
-  async ticket(): Promise<Ticket> {
+  async ticket(id: string): Promise<Ticket> {
     this.active++;
+    this.heard.set(id, undefined);
     await this.listen();
-    return { since: this.listens.current };
+    return { id, since: this.listens.current };
   }
 
   /** Gives a ticket back: its LISTEN may end (after LINGER_MS) once no other is held. */
-  release(_ticket: Ticket): void {
+  release(ticket: Ticket): void {
+    this.heard.delete(ticket.id);
     if (--this.active === 0) this.unlistenLater();
   }
 
@@ -122,9 +121,10 @@ export class JobWaiter {
    */
   async wait(id: string, timeoutMs: number, ticket?: Ticket): Promise<JobState | undefined> {
     const deadline = Date.now() + timeoutMs;
-    const heardAll = () => ticket?.since !== undefined && ticket.since === this.listens.current;
+    const mine = ticket?.id === id;
+    const heardAll = () => mine && ticket.since !== undefined && ticket.since === this.listens.current;
     const ended = async () => {
-      const heard = this.heard.get(id);
+      const heard = mine ? this.heard.get(id) : undefined;
       return heard === 'ended' || (heard === undefined && !heardAll()) ? this.readState(id) : heard;
     };
     let state = await ended();

@@ -37,12 +37,12 @@ describe('JobWaiter', () => {
     });
   }
 
-  it('listens only while a ticket is held, and hears the end of a command recorded after it without reading it', async () => {
+  it('listens only while a ticket is held, and hears the end of the command it was taken for without reading it', async () => {
     expect(waiter.isListening).toBe(false);
-    const ticket = await waiter.ticket();
-    expect(waiter.isListening).toBe(true);
     // no such row: only the notification can tell
     const id = randomUUID();
+    const ticket = await waiter.ticket(id);
+    expect(waiter.isListening).toBe(true);
     const waiting = waiter.wait(id, 20_000, ticket);
     await sql`select pg_notify(${COMMAND_CHANNEL}, ${`done:${id}:failed`})`.execute(database.db);
     expect(await waiting).toBe('failed');
@@ -51,25 +51,25 @@ describe('JobWaiter', () => {
     await expect.poll(() => waiter.isListening, { timeout: 5_000, interval: 20 }).toBe(false);
   });
 
-  it('finds a command that ended before its wait began, heard or read', async () => {
-    const ticket = await waiter.ticket();
+  it('hears an end that came before its wait began; reads a command it holds no ticket for', async () => {
+    const id = await queuedCommand();
+    const ticket = await waiter.ticket(id);
     try {
-      const heard = await queuedCommand();
-      await finish(heard);
-      await expect.poll(() => waiter.wait(heard, 0, ticket)).toBe('succeeded');
-      // recorded before the ticket (an Idempotency-Key replay, say): waited on without it, read
+      await finish(id);
+      await expect.poll(() => waiter.wait(id, 0, ticket)).toBe('succeeded');
+      // another command (an Idempotency-Key replay, say), ended without a word: read
       const silent = await queuedCommand();
       await finish(silent, null);
-      expect(await waiter.wait(silent, 20_000)).toBe('succeeded');
+      expect(await waiter.wait(silent, 20_000, ticket)).toBe('succeeded');
     } finally {
       waiter.release(ticket);
     }
   });
 
   it('reads the command when a notification carries no state', async () => {
-    const ticket = await waiter.ticket();
+    const id = await queuedCommand();
+    const ticket = await waiter.ticket(id);
     try {
-      const id = await queuedCommand();
       const waiting = waiter.wait(id, 20_000, ticket);
       await finish(id, `done:${id}`);
       expect(await waiting).toBe('succeeded');
@@ -79,9 +79,9 @@ describe('JobWaiter', () => {
   });
 
   it('falls back to reading when the LISTEN of its ticket is lost', async () => {
-    const ticket = await waiter.ticket();
+    const id = await queuedCommand();
+    const ticket = await waiter.ticket(id);
     try {
-      const id = await queuedCommand();
       const waiting = waiter.wait(id, 20_000, ticket);
       await sql`select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() and application_name = 'revocation-waiter'`.execute(database.db);
       // the end is committed with no notification at all: only a read finds it
@@ -93,9 +93,9 @@ describe('JobWaiter', () => {
   });
 
   it('answers undefined when the command does not end in time', async () => {
-    const ticket = await waiter.ticket();
+    const id = await queuedCommand();
+    const ticket = await waiter.ticket(id);
     try {
-      const id = await queuedCommand();
       expect(await waiter.wait(id, 200, ticket)).toBeUndefined();
     } finally {
       waiter.release(ticket);
