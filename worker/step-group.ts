@@ -1,5 +1,4 @@
 import type { CommandType } from '../contracts/index.js';
-import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
 import { CommandNotAsExpected, commitSteps, type LockedCommand, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';

@@ -1,6 +1,6 @@
 import { CompiledQuery, type RawBuilder, sql } from 'kysely';
 import type { AccessTokenRow, NewAccessToken } from '../access-token.table.js';
-import type { Executor } from '../database.js';
+import { type Executor, retryReadOnce } from '../database.js';
 import { executePrepared } from '../prepared.js';
 import type { SubjectRow } from '../subject.table.js';
 
@@ -52,7 +52,8 @@ export async function findAccessTokensByHashes(db: Executor, secretHashes: reado
     text = compiled.sql;
     lookupByHashes.set(secretHashes.length, text);
   }
-  const rows = await executePrepared(db, CompiledQuery.raw(text, [...secretHashes]) as CompiledQuery<JoinedRow>);
+  const query = CompiledQuery.raw(text, [...secretHashes]) as CompiledQuery<JoinedRow>;
+  const rows = await retryReadOnce(() => executePrepared(db, query));
   return rows.map(split);
 }
 

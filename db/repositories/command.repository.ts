@@ -1,7 +1,19 @@
 import { sql } from 'kysely';
-import { type AuditContext, type Canceller, type Command, type EventType, type JobProgress, type JobState, type RevocationEvent, type StoredError, terminalEventTypes } from '../../contracts/index.js';
+import {
+  type AuditContext,
+  type Canceller,
+  type Command,
+  type CommandType,
+  type EventType,
+  type JobCursor,
+  type JobProgress,
+  type JobState,
+  type RevocationEvent,
+  type StoredError,
+  terminalEventTypes,
+} from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
-import type { Database, Executor } from '../database.js';
+import { type Executor, retryReadOnce } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
 import { LAST_IN_TRANSACTION } from '../pipelined.js';
 import { executePrepared } from '../prepared.js';
@@ -78,7 +90,7 @@ export async function insertCommands(db: Executor, records: readonly CommandReco
 
 /** The command `submitterId` submitted under an Idempotency-Key, or undefined. Index: commands_submitter_idempotency_key. */
 export async function findCommandByIdempotencyKey(db: Executor, submitterId: string, key: string): Promise<CommandRow | undefined> {
-  return db.selectFrom('commands').selectAll().where('submitter_id', '=', submitterId).where('idempotency_key', '=', key).executeTakeFirst();
+  return retryReadOnce(() => db.selectFrom('commands').selectAll().where('submitter_id', '=', submitterId).where('idempotency_key', '=', key).executeTakeFirst());
 }
 
 /** Takes a command ID; returns the command or undefined. */
@@ -183,7 +195,7 @@ export class CommandNotAsExpected extends Error {
  * statement however many steps: their audit rows and outbox events (data-modifying CTEs, in the
  * order given, so each command's events keep their order), each command's terminal state or
  * checkpoint (and, on the first step of a delivery, its attempt), and a NOTIFY on
- * COMMAND_CHANNEL per command (`done:<id>` or `step:<id>`, delivered at commit). The rows travel
+ * COMMAND_CHANNEL per command (`done:<id>:<state>` or `step:<id>`, delivered at commit). The rows travel
  * as three JSON arrays, so the statement has one shape for one step or thirty. A step with
  * `expected` updates its command only if it is queued with those contents, and the statement
  * fails (CommandNotAsExpected) unless every step's command was updated; the others' rows the
@@ -234,7 +246,7 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
         from jsonb_to_recordset(${JSON.stringify(commands)}::jsonb) as v (id uuid, start boolean, expected jsonb, state text, progress_set boolean, progress jsonb,
           checkpoint jsonb, result jsonb, error jsonb)
         where c.id = v.id and (v.expected is null or (c.state = 'queued' and c.payload = v.expected->'payload' and c.audit = v.expected->'audit'))
-        returning pg_notify(${COMMAND_CHANNEL}, case when v.state = 'running' then 'step:' else 'done:' end || c.id)
+        returning pg_notify(${COMMAND_CHANNEL}, case when v.state = 'running' then 'step:' || c.id else 'done:' || c.id || ':' || v.state end)
       )
       select o.id::text as id, o.event_id::text as event_id, s.steps
       from (select commands_as_expected((select count(*) from updated)::int, ${commands.length}::int) as steps) s left join outbox_rows o on true`.compile(trx),
@@ -242,7 +254,7 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
     throw (error as { code?: unknown }).code === NOT_AS_EXPECTED ? new CommandNotAsExpected({ cause: error }) : error;
   });
   const idOf = new Map(written.flatMap((row) => (row.event_id === null ? [] : [[row.event_id, row.id!] as const])));
-  const textOf = new Map(outbox.map((row) => [row.event_id, row.event as string]));
+  const textOf = new Map(outbox.map((row) => [row.event_id, row.event]));
   return steps.flatMap((step) => [
     ...(step.written ?? []),
     ...step.events.map(({ event_id, type }) => ({ id: idOf.get(event_id)!, event: textOf.get(event_id)!, commandId: step.id, terminal: isTerminalEvent(type) })),
@@ -266,6 +278,62 @@ export async function listUnfinishedCommands(db: Executor, olderThan: Date, limi
     .orderBy('created_at')
     .limit(limit)
     .execute();
+}
+
+export interface CommandListFilter {
+  /** Only this subject's commands; undefined: everyone's (subjects:admin). */
+  submitterId?: string | undefined;
+  state?: JobState | undefined;
+  type?: CommandType | undefined;
+  /** created_at >= this (a timestamptz literal: an ISO date-time with an offset). */
+  since?: string | undefined;
+  /** Commands after this position in the list (older, or as old with a smaller ID). */
+  after?: JobCursor | undefined;
+}
+
+/** The exact created_at (microseconds, UTC) a cursor carries: a JS Date holds milliseconds only. */
+const cursorTime = sql<string>`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+/**
+ * Commands matching the filter, newest first (created_at, then ID, descending), at most
+ * `limit`, each with its position for the next page's `after`. Keyset pagination: a page reads
+ * only its own index entries (migration 0006: commands_created_at, commands_submitter_created_at,
+ * commands_state_created_at), however deep it is.
+ */
+export async function listCommands(db: Executor, filter: CommandListFilter, limit: number): Promise<(CommandRow & { position: JobCursor })[]> {
+  let query = db.selectFrom('commands').selectAll().select(cursorTime.as('position_time'));
+  if (filter.submitterId !== undefined) query = query.where('submitter_id', '=', filter.submitterId);
+  if (filter.state !== undefined) query = query.where('state', '=', filter.state);
+  if (filter.type !== undefined) query = query.where('type', '=', filter.type);
+  if (filter.since !== undefined) query = query.where('created_at', '>=', sql<Date>`${filter.since}::timestamptz`);
+  const after = filter.after;
+  if (after !== undefined) query = query.where(sql<boolean>`(created_at, id) < (${after.createdAt}::timestamptz, ${after.id}::uuid)`);
+  const rows = await query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit).execute();
+  return rows.map(({ position_time, ...row }) => ({ ...row, position: { createdAt: position_time, id: row.id } }));
+}
+
+/**
+ * Deletes at most `limit` commands that ended (succeeded, failed or cancelled) more than
+ * `retentionDays` ago, oldest first (index commands_finished_at), with their idempotency keys
+ * (columns of the row) and any cancel still asked of them (one the job's own end outran);
+ * returns how many. Their audit rows stay (audit_log has no foreign key to commands since
+ * migration 0006). Rows another transaction holds are skipped, so a revocation never waits on it.
+ */
+export async function deleteFinishedCommands(db: Executor, retentionDays: number, limit: number): Promise<number> {
+  const { rows } = await sql<{ n: number }>`
+    with gone as (
+      delete from commands where id in (
+        select id from commands
+        where finished_at < now() - make_interval(days => ${retentionDays}) and state in ('succeeded', 'failed', 'cancelled')
+        order by finished_at
+        limit ${limit}
+        for update skip locked)
+      returning id
+    ), asked as (
+      delete from command_cancellations where command_id in (select id from gone)
+    )
+    select count(*)::int as n from gone`.execute(db);
+  return rows[0]?.n ?? 0;
 }
 
 /** The channel a transaction NOTIFYs with `done:<id>` or `step:<id>` when it commits a command step. */

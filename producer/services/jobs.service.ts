@@ -1,7 +1,7 @@
-import { AppError, type Canceller, type JobView, terminalStates } from '../../contracts/index.js';
+import { AppError, type Canceller, decodeJobCursor, encodeJobCursor, isIsoDay, type JobListQuery, type JobPage, type JobState, type JobView, terminalStates } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
-import { commitStep, findCommand, lockCommands, requestCancel, withdrawCancelRequest } from '../../db/repositories/command.repository.js';
+import { commitStep, findCommand, listCommands, lockCommands, requestCancel, withdrawCancelRequest } from '../../db/repositories/command.repository.js';
 import { cancelRecord } from '../../worker/command-cancel.js';
 import { commandsFinished } from '../../worker/metrics.js';
 import type { Caller } from '../access.js';
@@ -36,6 +36,29 @@ export async function findJobFor(db: Db, caller: Caller, id: string): Promise<Co
   return row;
 }
 
+/**
+ * The page of jobs the caller may see (SPEC §5: the jobs it submitted; every job for
+ * `subjects:admin`), newest first, starting after `query.cursor`. `next_cursor` is null on the
+ * last page: one row more than the page is read to know.
+ */
+export async function listJobsFor(db: Db, caller: Caller, query: JobListQuery): Promise<JobPage> {
+  const { subject } = caller;
+  const rows = await listCommands(
+    db,
+    {
+      submitterId: subject.capabilities.includes('subjects:admin') ? undefined : subject.id,
+      state: query.state,
+      type: query.type,
+      since: query.since !== undefined && isIsoDay(query.since) ? `${query.since}T00:00:00Z` : query.since,
+      after: query.cursor !== undefined ? decodeJobCursor(query.cursor) : undefined,
+    },
+    query.limit + 1,
+  );
+  const page = rows.slice(0, query.limit);
+  const last = page.at(-1);
+  return { jobs: page.map(jobView), next_cursor: rows.length > query.limit && last ? encodeJobCursor(last.position) : null };
+}
+
 /** How long a cancel waits for a step a worker is committing to end (one batch of a bulk delete, normally under a second). */
 export const CANCEL_WAIT_MS = 10_000;
 /** Between two tries to take the command row while a step holds it. */
@@ -68,40 +91,48 @@ export async function cancelJob(deps: { db: Db; waiter: JobWaiter }, caller: Cal
   if (terminalStates.includes(seen.state)) throw jobEnded(seen);
   const by: Canceller = { id: caller.subject.id, kind: caller.subject.kind, request_id: requestId };
   const deadline = Date.now() + CANCEL_WAIT_MS;
-  for (let asked = false; ; asked = true) {
-    const taken = await db.transaction().execute(async (trx) => {
-      const locked = (await lockCommands(trx, [id], { skipLocked: true })).get(id);
-      if (!locked) {
-        // a step holds it (or it is gone: the wait below finds out): ask its next step to cancel
-        if (!asked) await requestCancel(trx, id, by);
-        return undefined;
+  // taken before the row is read, so that an end committed after that read is heard (job-waiter.ts)
+  const ticket = await waiter.ticket(id);
+  try {
+    for (let asked = false; ; asked = true) {
+      const taken = await db.transaction().execute(async (trx) => {
+        const locked = (await lockCommands(trx, [id], { skipLocked: true })).get(id);
+        if (!locked) {
+          // a step holds it (or it is gone: the read below finds out): ask its next step to cancel
+          if (!asked) await requestCancel(trx, id, by);
+          return undefined;
+        }
+        if (terminalStates.includes(locked.state)) return { row: locked, ended: false };
+        await withdrawCancelRequest(trx, id);
+        await commitStep(trx, cancelRecord(locked, locked.cancel_request ?? by));
+        return { row: locked, ended: true };
+      });
+      if (taken?.ended) {
+        commandsFinished.inc({ type: taken.row.type, outcome: 'cancelled' });
+        // its event goes out through the outbox relay: this process has no event publisher
+        return { row: (await findCommand(db, id)) ?? taken.row, done: true };
       }
-      if (terminalStates.includes(locked.state)) return { row: locked, ended: false };
-      const record = cancelRecord(locked, locked.cancel_request ?? by);
-      await withdrawCancelRequest(trx, id);
-      await commitStep(trx, record);
-      return { row: locked, ended: true };
-    });
-    const retryAt = Math.min(Date.now() + CANCEL_RETRY_MS, deadline);
-    const row = taken ? taken.row : await waiter.wait(id, Math.max(0, retryAt - Date.now()));
-    if (!row) {
-      // removed meanwhile (retention): so is what was asked of it
-      await withdrawCancelRequest(db, id);
-      throw new AppError('PV3005', { job_id: id });
+      const retryAt = Math.min(Date.now() + CANCEL_RETRY_MS, deadline);
+      const state: JobState | undefined = taken ? taken.row.state : await waiter.wait(id, Math.max(0, retryAt - Date.now()), ticket);
+      if (state !== undefined || Date.now() >= deadline) {
+        const row = await findCommand(db, id);
+        if (!row) {
+          // removed meanwhile (retention): so is what was asked of it
+          await withdrawCancelRequest(db, id);
+          throw new AppError('PV3005', { job_id: id });
+        }
+        if (row.state === 'cancelled') return { row, done: true };
+        if (terminalStates.includes(row.state)) {
+          await withdrawCancelRequest(db, id);
+          throw jobEnded(row);
+        }
+        if (Date.now() >= deadline) return { row, done: false };
+      }
+      // the waiter answers early only when the producer is draining: do not spin on the row meanwhile
+      if (Date.now() < retryAt) await new Promise((resolve) => setTimeout(resolve, retryAt - Date.now()));
     }
-    if (taken?.ended) {
-      commandsFinished.inc({ type: row.type, outcome: 'cancelled' });
-      // its event goes out through the outbox relay: this process has no event publisher
-      return { row: (await findCommand(db, id)) ?? row, done: true };
-    }
-    if (row.state === 'cancelled') return { row, done: true };
-    if (terminalStates.includes(row.state)) {
-      await withdrawCancelRequest(db, id);
-      throw jobEnded(row);
-    }
-    if (!taken && Date.now() >= deadline) return { row, done: false };
-    // the waiter answers early only when the producer is draining: do not spin on the row meanwhile
-    if (Date.now() < retryAt) await new Promise((resolve) => setTimeout(resolve, retryAt - Date.now()));
+  } finally {
+    waiter.release(ticket);
   }
 }
 

@@ -95,6 +95,7 @@ export function workerEnv(config: Config, logLevel: LogLevel, overrides: Record<
     SWEEPER_INTERVAL_SECONDS: String(config.SWEEPER_INTERVAL_SECONDS),
     SWEEPER_GRACE_SECONDS: String(config.SWEEPER_GRACE_SECONDS),
     OUTBOX_RETENTION_SECONDS: String(config.OUTBOX_RETENTION_SECONDS),
+    JOB_RETENTION_DAYS: String(config.JOB_RETENTION_DAYS),
     LOG_LEVEL: logLevel,
     BOOTSTRAP_ADMIN_TOKEN: undefined,
     ...overrides,
@@ -219,6 +220,14 @@ export async function spawnWorker(config: Config, options: SpawnWorkerOptions = 
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+}
+
+/**
+ * Starts `node --import tsx bin/worker.ts` for this configuration and returns at once, before it
+ * is ready: for a test that watches how it starts (its dependencies not up yet, say).
+ */
+export function launchWorker(config: Config, options: Pick<SpawnWorkerOptions, 'logLevel' | 'env'> = {}): WorkerProcess {
+  return watch(spawnScript('bin/worker.ts', [], workerEnv(config, options.logLevel ?? 'info', options.env)));
 }
 
 /** BullMQ workers connected to this configuration's command queue. */

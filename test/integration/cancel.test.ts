@@ -28,14 +28,9 @@ const cancel = (stack: Stack, id: string, headers: Headers = stack.admin) => cal
 const submit = (stack: Stack, body: unknown, headers: Headers = stack.admin) => call(stack, 'POST', '/v1/commands', { headers, body });
 const deleteByTag = (collection: string, tag: string) => ({ type: 'tokens.delete', collection, tags: [tag], reason: REASON });
 
-async function countTagged(db: Db, collection: string, tag: string): Promise<number> {
-  const row = await db.selectFrom('vault_tokens').select((eb) => eb.fn.countAll<string>().as('n')).where('collection', '=', collection).where('tags', '@>', sql<string[]>`array[${tag}]::text[]`).executeTakeFirstOrThrow();
-  return Number(row.n);
-}
-
 /** The command's outbox events, in order. */
 async function outboxOf(db: Db, id: string): Promise<RevocationEvent[]> {
-  return (await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute()).map((r) => r.event as unknown as RevocationEvent);
+  return (await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute()).map((r) => r.event);
 }
 
 /** Waits until a cancel has been asked of the command (a worker's step held it: command_cancellations). */
