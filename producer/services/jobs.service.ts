@@ -91,48 +91,44 @@ export async function cancelJob(deps: { db: Db; waiter: JobWaiter }, caller: Cal
   if (terminalStates.includes(seen.state)) throw jobEnded(seen);
   const by: Canceller = { id: caller.subject.id, kind: caller.subject.kind, request_id: requestId };
   const deadline = Date.now() + CANCEL_WAIT_MS;
-  // taken before the row is read, so that an end committed after that read is heard (job-waiter.ts)
-  const ticket = await waiter.ticket(id);
-  try {
-    for (let asked = false; ; asked = true) {
-      const taken = await db.transaction().execute(async (trx) => {
-        const locked = (await lockCommands(trx, [id], { skipLocked: true })).get(id);
-        if (!locked) {
-          // a step holds it (or it is gone: the read below finds out): ask its next step to cancel
-          if (!asked) await requestCancel(trx, id, by);
-          return undefined;
-        }
-        if (terminalStates.includes(locked.state)) return { row: locked, ended: false };
-        await withdrawCancelRequest(trx, id);
-        await commitStep(trx, cancelRecord(locked, locked.cancel_request ?? by));
-        return { row: locked, ended: true };
-      });
-      if (taken?.ended) {
-        commandsFinished.inc({ type: taken.row.type, outcome: 'cancelled' });
-        // its event goes out through the outbox relay: this process has no event publisher
-        return { row: (await findCommand(db, id)) ?? taken.row, done: true };
+  // no ticket (job-waiter.ts): a ticket is for a command about to be recorded, and one taken here
+  // would end, when released, what a seed route's ticket for the same command had heard
+  for (let asked = false; ; asked = true) {
+    const taken = await db.transaction().execute(async (trx) => {
+      const locked = (await lockCommands(trx, [id], { skipLocked: true })).get(id);
+      if (!locked) {
+        // a step holds it (or it is gone: the read below finds out): ask its next step to cancel
+        if (!asked) await requestCancel(trx, id, by);
+        return undefined;
       }
-      const retryAt = Math.min(Date.now() + CANCEL_RETRY_MS, deadline);
-      const state: JobState | undefined = taken ? taken.row.state : await waiter.wait(id, Math.max(0, retryAt - Date.now()), ticket);
-      if (state !== undefined || Date.now() >= deadline) {
-        const row = await findCommand(db, id);
-        if (!row) {
-          // removed meanwhile (retention): so is what was asked of it
-          await withdrawCancelRequest(db, id);
-          throw new AppError('PV3005', { job_id: id });
-        }
-        if (row.state === 'cancelled') return { row, done: true };
-        if (terminalStates.includes(row.state)) {
-          await withdrawCancelRequest(db, id);
-          throw jobEnded(row);
-        }
-        if (Date.now() >= deadline) return { row, done: false };
-      }
-      // the waiter answers early only when the producer is draining: do not spin on the row meanwhile
-      if (Date.now() < retryAt) await new Promise((resolve) => setTimeout(resolve, retryAt - Date.now()));
+      if (terminalStates.includes(locked.state)) return { row: locked, ended: false };
+      await withdrawCancelRequest(trx, id);
+      await commitStep(trx, cancelRecord(locked, locked.cancel_request ?? by));
+      return { row: locked, ended: true };
+    });
+    if (taken?.ended) {
+      commandsFinished.inc({ type: taken.row.type, outcome: 'cancelled' });
+      // its event goes out through the outbox relay: this process has no event publisher
+      return { row: (await findCommand(db, id)) ?? taken.row, done: true };
     }
-  } finally {
-    waiter.release(ticket);
+    const retryAt = Math.min(Date.now() + CANCEL_RETRY_MS, deadline);
+    const state: JobState | undefined = taken ? taken.row.state : await waiter.wait(id, Math.max(0, retryAt - Date.now()));
+    if (state !== undefined || Date.now() >= deadline) {
+      const row = await findCommand(db, id);
+      if (!row) {
+        // removed meanwhile (retention): so is what was asked of it
+        await withdrawCancelRequest(db, id);
+        throw new AppError('PV3005', { job_id: id });
+      }
+      if (row.state === 'cancelled') return { row, done: true };
+      if (terminalStates.includes(row.state)) {
+        await withdrawCancelRequest(db, id);
+        throw jobEnded(row);
+      }
+      if (Date.now() >= deadline) return { row, done: false };
+    }
+    // the waiter answers early only when the producer is draining: do not spin on the row meanwhile
+    if (Date.now() < retryAt) await new Promise((resolve) => setTimeout(resolve, retryAt - Date.now()));
   }
 }
 
