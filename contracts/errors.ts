@@ -28,6 +28,8 @@ export const errorRegistry = {
   PV3007: { status: 409, name: 'token_id_exists', message: 'A token with this ID already exists.' },
   PV3009: { status: 404, name: 'token_not_found', message: 'The token is not found.' },
   PV3010: { status: 422, name: 'idempotency_key_reused', message: 'The Idempotency-Key was already used for a different command.' },
+  PV3015: { status: 409, name: 'subject_disabled', message: 'The subject is locked out; unlock it first.' },
+  PV3016: { status: 409, name: 'subject_lockout_running', message: 'A lockout of the subject has not ended yet; unlock it once that job has ended.' },
   PV3087: { status: 404, name: 'token_ids_not_found', message: 'One or more token IDs not found.' },
   PV3218: { status: 409, name: 'conflict', message: 'Concurrent conflicting updates to the same object.' },
 } as const satisfies Record<string, { status: number; name: string; message: string }>;
