@@ -1,12 +1,16 @@
 import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { RevocationEvent } from '../../contracts/index.js';
+import { COMMAND_QUEUE, type CommandJobData, type RevocationEvent } from '../../contracts/index.js';
+import { seedNamedAccessTokens, seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
 import { CommandReleased, type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { bearer, call, createCollection, subjectWithToken, waitForEvents, waitForJob } from '../helpers/api.js';
 import { StepLog } from '../helpers/faults.js';
+import { killChildren, spawnWorker } from '../helpers/processes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -314,4 +318,87 @@ describe('a lockout delivered again and again', () => {
     expect(await outbox()).toEqual(events);
     expect((await call(stack, 'GET', `/v1/jobs/${id}`, { headers: stack.admin })).body.attempts).toBe(4);
   });
+});
+
+describe('a lockout whose worker process is killed -9 in the middle', () => {
+  const BATCH = 500;
+  const NAMED = 10_000;
+  const TEMPORARY = 10_000;
+  let stack: Stack;
+  let steps: StepLog;
+  let connection: Redis;
+  let queue: Queue<CommandJobData>;
+
+  beforeAll(async () => {
+    stack = await startStack({ worker: false, env: { DELETE_BATCH_SIZE: String(BATCH) } });
+    steps = await StepLog.listen(stack.database.url);
+    connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
+    queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
+  });
+  afterAll(async () => {
+    await killChildren();
+    await steps?.close();
+    await queue?.close().catch(() => {});
+    connection?.disconnect();
+    await stack?.close();
+  });
+
+  it('is disabled from its first commit and resumes after the last committed batch: every token revoked once, counted once, announced once', async () => {
+    const db = stack.database.db;
+    const victim = await subjectWithToken(stack, { id: uid('erin'), kind: 'user' });
+    const id = victim.subject.id as string;
+    await seedNamedAccessTokens(db, id, NAMED - 1);
+    await seedTemporaryAccessTokens(db, id, TEMPORARY, 3600);
+    const all = (await db.selectFrom('access_tokens').select('id').where('subject_id', '=', id).execute()).map((r) => r.id);
+    expect(all).toHaveLength(NAMED + TEMPORARY);
+
+    const first = await spawnWorker(stack.config);
+    const accepted = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'subject.lockout', subject: { kind: 'user', id } } });
+    expect(accepted.status).toBe(202);
+    const jobId = accepted.body.job_id as string;
+    await steps.steps(jobId, 6); // disabled, then five batches
+    expect((await first.kill()).signal).toBe('SIGKILL');
+
+    // mid-way: running, disabled, part of the tokens revoked, and the database agrees
+    const midway = (await call(stack, 'GET', `/v1/jobs/${jobId}`, { headers: stack.admin })).body;
+    expect(midway).toMatchObject({ state: 'running', result: null });
+    const processed = midway.progress.processed as number;
+    expect(processed).toBeGreaterThanOrEqual(5 * BATCH);
+    expect(processed).toBeLessThan(all.length);
+    expect(processed % BATCH).toBe(0);
+    const left = (await db.selectFrom('access_tokens').select('id').where('subject_id', '=', id).execute()).length;
+    expect(left).toBe(all.length - processed);
+    expect(await call(stack, 'GET', '/v1/audit?limit=1', { headers: victim.headers }).then((r) => r.status)).toBe(401);
+
+    // the dead worker's job: its lock dropped, the job removed, a reconciler re-enqueues the command
+    await stack.redis.del(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${jobId}:lock`);
+    await (await queue.getJob(jobId))?.remove();
+    const second = await stack.startWorker();
+    for (let round = 0; !(await queue.getJob(jobId)); round++) {
+      if (round > 100) throw new Error('the reconciler did not re-enqueue the unfinished lockout');
+      await second.reconciler.reconcileOnce();
+      if (!(await queue.getJob(jobId))) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+
+    const done = await waitForJob(stack, jobId, stack.admin, 60_000);
+    expect(done).toMatchObject({ state: 'succeeded', result: { subject: { kind: 'user', id }, revoked: all.length }, progress: { processed: all.length, total: all.length } });
+    expect(done.attempts).toBeGreaterThanOrEqual(2);
+    expect(await db.selectFrom('access_tokens').select('id').where('subject_id', '=', id).execute()).toEqual([]);
+
+    // audit and outbox: every token ID exactly once, batch indexes 0..n-1, one last
+    const audit = await db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', jobId).orderBy('id').execute();
+    expect(audit.filter((r) => r.action === 'subject.locked')).toHaveLength(1);
+    const audited = audit.flatMap((r) => (r.data.token_ids as string[] | undefined) ?? []);
+    expect(audited).toHaveLength(all.length);
+    expect(new Set(audited)).toEqual(new Set(all));
+    const outbox = (await db.selectFrom('outbox').select('event').where('command_id', '=', jobId).orderBy('id').execute()).map((r) => r.event as unknown as RevocationEvent);
+    expect(outbox.filter((e) => e.type === 'subject.locked')).toHaveLength(1);
+    const batches = outbox.filter((e) => e.type === 'access_token.revoked').map((e) => e.data as { token_ids: string[]; batch: { index: number; last: boolean } });
+    const announced = batches.flatMap((d) => d.token_ids);
+    expect(announced).toHaveLength(all.length);
+    expect(new Set(announced)).toEqual(new Set(all));
+    expect(batches.map((d) => d.batch.index)).toEqual(batches.map((_, i) => i));
+    expect(batches.filter((d) => d.batch.last).map((d) => d.batch.index)).toEqual([batches.length - 1]);
+    expect(outbox.filter((e) => e.type === 'command.succeeded').map((e) => e.data)).toEqual([{ command_type: 'subject.lockout', result: { subject: { kind: 'user', id }, revoked: all.length } }]);
+  }, 120_000);
 });
