@@ -28,6 +28,10 @@ const SPEC_ROUTES = [
   'POST /v1/subjects',
   'POST /v1/subjects/{id}/tokens',
   'GET /v1/auth/verify',
+  // SPEC §10
+  'GET /v1/subjects/{id}',
+  'PATCH /v1/subjects/{id}',
+  'GET /v1/subjects/{id}/tokens',
   'GET /readyz',
 ];
 
@@ -109,7 +113,7 @@ describe('the OpenAPI document at /docs', () => {
     }
   });
 
-  it('gives POST /v1/commands a JSON request body schema with the four command types', () => {
+  it('gives POST /v1/commands a JSON request body schema with every command type', () => {
     const schema = doc.paths['/v1/commands']?.post?.requestBody?.content?.['application/json']?.schema;
     expect(schema).toBeDefined();
     const members = schema?.oneOf ?? schema?.anyOf ?? [];
@@ -118,13 +122,17 @@ describe('the OpenAPI document at /docs', () => {
       return tag?.const !== undefined ? [tag.const] : (tag?.enum ?? []);
     });
     expect(new Set(types)).toEqual(new Set(commandTypes));
-    expect(types).toHaveLength(4);
+    expect(types).toHaveLength(commandTypes.length);
+    expect(types).toEqual(expect.arrayContaining(['subject.lockout', 'subject.unlock']));
     for (const member of members) expect(member.required).toContain('type');
     const byType = (type: string) => members.find((m) => m.properties?.type?.enum?.includes(type) || m.properties?.type?.const === type);
     expect(byType('tokens.delete')?.required).toContain('collection');
     expect(byType('tokens.rotate')?.required).toEqual(expect.arrayContaining(['collection', 'token_ids']));
     expect(byType('access_token.revoke')?.required).toContain('token_id');
     expect(byType('temporary_tokens.revoke_all')?.required).toContain('subject');
+    expect(byType('subject.lockout')?.required).toContain('subject');
+    expect(byType('subject.lockout')?.properties?.subject?.properties?.kind?.enum).toEqual(['user', 'provider', 'service']);
+    expect(byType('subject.unlock')?.required).toContain('subject');
   });
 
   it('serves the Swagger UI at /docs as HTML without a credential', async () => {
