@@ -382,7 +382,7 @@ export class EventWatch {
     while (this.running) {
       let reply: [string, [string, string[]][]][] | null;
       try {
-        reply = (await this.redis.xread('COUNT', 5000, 'BLOCK', 250, 'STREAMS', this.stream, cursor)) as typeof reply;
+        reply = (await this.redis.xread('COUNT', 5000, 'BLOCK', 250, 'STREAMS', this.stream, cursor));
       } catch (error) {
         if (!this.running) return;
         this.error = error as Error;
@@ -625,6 +625,55 @@ export function contextSwitches(pid: number): number {
     return total;
   } catch {
     return Number.NaN;
+  }
+}
+
+/** Resident memory of a process now, in bytes (/proc/<pid>/status VmRSS); NaN when unknown. */
+export function rssBytes(pid: number): number {
+  try {
+    return Number(/^VmRSS:\s*(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN) * 1024;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** What an RssSampler saw: the first sample, the largest, the last, and how many it took. */
+export interface RssRange {
+  start: number;
+  max: number;
+  end: number;
+  samples: number;
+}
+
+/**
+ * Samples a process's resident memory every `intervalMs` from now until stop(): a server that
+ * keeps something per connection or per waiting request grows while the load runs.
+ */
+export class RssSampler {
+  private readonly range: RssRange;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    private readonly pid: number,
+    intervalMs = 200,
+  ) {
+    const first = rssBytes(pid);
+    this.range = { start: first, max: first, end: first, samples: 1 };
+    this.timer = setInterval(() => this.sample(), intervalMs);
+  }
+
+  private sample(): void {
+    const bytes = rssBytes(this.pid);
+    if (!Number.isFinite(bytes)) return;
+    this.range.max = Math.max(this.range.max, bytes);
+    this.range.end = bytes;
+    this.range.samples++;
+  }
+
+  stop(): RssRange {
+    clearInterval(this.timer);
+    this.sample();
+    return { ...this.range };
   }
 }
 

@@ -10,8 +10,12 @@
  *       completed/s with both running; request → command.succeeded event latency (p50, p99) at
  *       25%, 50% and 90% of that sustained rate, from an open-loop generator.
  *   (c) GET /v1/auth/verify against a bare route running the same SELECT.
+ *   (d) the Piiano delete route called synchronously (SPEC §5: the request waits for its job and
+ *       answers 200 {}), closed loops at 32 and 256 connections, against the same loop with
+ *       `Prefer: respond-async` (completed/s from the events): requests/s, p99, the ratio, and
+ *       the producer's resident memory during each loop.
  * Every delete command names a token of its own, so none fails with PV3009.
- * Usage: npm run bench:pipeline [-- --latency-only --duration 10 --connections 32 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300 --fractions 0.25,0.5,0.9 --rate-limit 10000000 --log-level info]
+ * Usage: npm run bench:pipeline [-- --latency-only --sync-only --duration 10 --connections 32 --sync-connections 32,256 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300 --fractions 0.25,0.5,0.9 --rate-limit 10000000 --log-level info]
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -48,6 +52,8 @@ import {
   percentile,
   probeDisk,
   type RequestSpec,
+  type RssRange,
+  RssSampler,
   spawnNode,
   tailPhrase,
   tailWindows,
@@ -74,8 +80,12 @@ const { values } = parseArgs({
     fractions: { type: 'string', default: '0.25,0.5,0.9' },
     /** Only the open-loop rows at --rates, for the service and the bare pipeline: compares builds at equal load, fast. */
     'latency-only': { type: 'boolean', default: false },
-    /** Accept and drain phases only (the two throughput ratios), for iterating on an optimisation. */
+    /** Accept and drain phases only (the two throughput ratios), for iterating on an optimisation; with --sync-connections, (d) too. */
     quick: { type: 'boolean', default: false },
+    /** Only (d): the synchronous Piiano delete against the same loop with Prefer: respond-async. */
+    'sync-only': { type: 'boolean', default: false },
+    /** Connections of (d)'s closed loops, one row each (comma-separated; '' for none). Default 32,256, and none under --quick (it would double it). */
+    'sync-connections': { type: 'string' },
     /** Writes a V8 CPU profile of every child process (producer, worker, baselines) to this directory. */
     profile: { type: 'string' },
     /** Extra node flags for every child process, service and baselines alike (space-separated), e.g. '--max-semi-space-size=64' to try a V8 setting. */
@@ -104,8 +114,12 @@ const FRACTIONS = values.fractions.split(',').filter((f) => f.trim() !== '').map
 const FIXED_RATES = values.rates ? values.rates.split(',').map(Number) : [];
 const QUICK = values.quick;
 const LATENCY_ONLY = values['latency-only'];
+const SYNC_ONLY = values['sync-only'];
+const SYNC_CONNECTIONS = (values['sync-connections'] ?? (QUICK ? '' : '32,256')).split(',').filter((c) => c.trim() !== '').map(Number);
 const DISK_PROBE_S = Number(values['disk-probe']);
 if (LATENCY_ONLY && (QUICK || FIXED_RATES.length === 0)) throw new Error('--latency-only needs --rates, and not --quick');
+if (SYNC_ONLY && (QUICK || LATENCY_ONLY || SYNC_CONNECTIONS.length === 0)) throw new Error('--sync-only needs --sync-connections, and neither --quick nor --latency-only');
+if (SYNC_CONNECTIONS.some((c) => !Number.isInteger(c) || c < 1)) throw new Error(`--sync-connections must be whole numbers, not '${values['sync-connections'] ?? ''}'`);
 // every child reports its GC pauses (Child counts them per phase)
 childNodeFlags.push('--trace-gc');
 if (values.profile) childNodeFlags.push('--cpu-prof', `--cpu-prof-dir=${values.profile}`);
@@ -369,6 +383,21 @@ function gcPhrase(use: CpuUse): string {
   return use.gc.map(([name, p]) => `${name} ${p.count} (${f0(p.ms)} ms in all, longest ${f1(p.longest)})`).join(', ');
 }
 
+/**
+ * CPU ms per completed command of the service's processes (producer, worker, Postgres, Redis):
+ * when the machine's spare CPU is what limits the run, throughput goes as its inverse.
+ */
+function serviceCpuMs(loop: SyncLoop): number {
+  const used = loop.cpu.parts.filter(([name]) => ['producer', 'worker', 'postgres', 'redis(all)'].includes(name)).reduce((sum, [, s]) => sum + s, 0);
+  return (used * 1000) / loop.completed;
+}
+
+/** A resident-memory range in MB: start / max / end. */
+function rssPhrase(r: RssRange): string {
+  const mb = (bytes: number) => f0(bytes / 2 ** 20);
+  return `${mb(r.start)} / ${mb(r.max)} / ${mb(r.end)} MB (start / max / end, ${r.samples} samples)`;
+}
+
 // ---------------------------------------------------------------- helpers
 
 /** When each job was moved to active (BullMQ's processedOn, epoch ms), for the jobs still in Redis. */
@@ -463,6 +492,81 @@ async function openLoopRow(url: URL, target: number, next: () => RequestSpec) {
   return { started, requests, accepted, cpu, walWaits };
 }
 
+// ---------------------------------------------------------------- the service's tokens
+
+/** The service's vault tokens are 'tok-1' … 'tok-<tokenLimit>' in collection 'svc'; each command takes the next one. */
+let nextToken = 1;
+let tokenLimit = TOKENS;
+
+/** The next unused token of the service's collection (throws when they run out: every client of a loop stops). */
+function takeToken(): string {
+  const n = nextToken++;
+  if (n > tokenLimit) throw new Error(`out of seeded tokens (${tokenLimit}): raise --tokens`);
+  return `tok-${n}`;
+}
+
+/**
+ * Tokens per second a closed loop of (d) is given: more than one takes on this machine (session
+ * 14's fastest sustained accept: ~2,000/s), or twice the fastest loop so far.
+ */
+let syncTokensPerS = 3000;
+
+/** Seeds `count` more tokens for the service unless that many are left (then a checkpoint, so none falls in a measured phase). */
+async function ensureTokens(count: number): Promise<void> {
+  if (tokenLimit - nextToken + 1 >= count) return;
+  const t = performance.now();
+  await sql`
+    insert into vault_tokens (collection, token_id, object_id, tags)
+    select 'svc', 'tok-' || g, 'obj-' || g, array['bench'] from generate_series(${tokenLimit + 1}::int, ${tokenLimit + count}::int) as g`.execute(db!);
+  tokenLimit += count;
+  await sql`analyze vault_tokens`.execute(db!);
+  await sql`checkpoint`.execute(db!);
+  progress(`seeded ${count} more tokens (${tokenLimit} in all) in ${f1((performance.now() - t) / 1000)} s`);
+}
+
+/** One closed loop of (d): its answers, the commands completed in its window, and what the producer and the machine did meanwhile. */
+interface SyncLoop {
+  load: LoadResult;
+  /** Commands whose command.succeeded event arrived inside the measured window (as the sustained phase counts them). */
+  completed: number;
+  cpu: CpuUse;
+  /** The producer's resident memory, sampled every 200 ms from the warm-up's start to the end of the window. */
+  rss: RssRange;
+  /** The machine's 1-minute load average at the end of the window. */
+  loadAvg: number;
+  /** Seconds the commands still queued after the window took to end (the asynchronous loop's backlog). */
+  backlogDrainS: number;
+}
+
+/** (d) at one connection count: the Piiano delete with Prefer: respond-async, then called synchronously. */
+interface SyncRow {
+  connections: number;
+  async: SyncLoop;
+  sync: SyncLoop;
+}
+
+/**
+ * A closed loop of `connections` on the producer: WARMUP seconds, then D measured; then waits for
+ * every command to end, so the next loop starts from an empty queue.
+ */
+async function syncLoop(url: URL, producerPid: number, connections: number, next: () => RequestSpec, expected: number): Promise<SyncLoop> {
+  await ensureTokens(Math.ceil(syncTokensPerS * (WARMUP + D)));
+  const rss = new RssSampler(producerPid);
+  await closedLoop(url, connections, WARMUP, next, (s) => s === expected);
+  const before = await snapCpu();
+  const windowStart = performance.now();
+  const load = await closedLoop(url, connections, D, next, (s) => s === expected);
+  const windowEnd = windowStart + D * 1000;
+  const cpu = await cpuSince(before);
+  const loadAvg = os.loadavg()[0] ?? Number.NaN;
+  const rssRange = rss.stop();
+  let completed = 0;
+  for (const at of watch!.succeeded.values()) if (at >= windowStart && at <= windowEnd) completed++;
+  const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
+  syncTokensPerS = Math.max(syncTokensPerS, (2 * load.ok) / D);
+  return { load, completed, cpu, rss: rssRange, loadAvg, backlogDrainS };
+}
+
 // ---------------------------------------------------------------- the run
 
 interface Report {
@@ -483,6 +587,8 @@ interface Report {
   bareVerifyCpu?: CpuUse;
   verify?: LoadResult;
   verifyCpu?: CpuUse;
+  /** (d) the synchronous Piiano delete against the same loop with Prefer: respond-async, by connections. */
+  syncRows: SyncRow[];
 }
 
 interface LatencyRow {
@@ -522,7 +628,7 @@ interface BareLatencyRow {
   cpu: CpuUse;
 }
 
-const report: Report = { latency: [], bareLatency: [] };
+const report: Report = { latency: [], bareLatency: [], syncRows: [] };
 let exitCode = 0;
 const runStart = performance.now();
 
@@ -580,13 +686,19 @@ try {
   progress(`producer (pid ${producer.pid}) ready on ${producerUrl.origin}; bare HTTP baseline (pid ${bareHttp.pid}) on ${bareUrl.origin}; subjects and access tokens issued`);
 
   // One token per command, never reused.
-  let nextToken = 1;
   const commandBody = (tokenId: string) => JSON.stringify({ type: 'tokens.delete', collection: 'svc', token_ids: [tokenId], reason: 'AppFunctionality' });
-  const serviceCommand = (): RequestSpec => {
-    const n = nextToken++;
-    if (n > TOKENS) throw new Error(`out of seeded tokens (${TOKENS}): raise --tokens`);
-    return { method: 'POST', path: '/v1/commands', headers: { authorization: `Bearer ${writerToken}`, 'content-type': 'application/json' }, body: commandBody(`tok-${n}`) };
-  };
+  const serviceCommand = (): RequestSpec => ({
+    method: 'POST',
+    path: '/v1/commands',
+    headers: { authorization: `Bearer ${writerToken}`, 'content-type': 'application/json' },
+    body: commandBody(takeToken()),
+  });
+  // (d): Piiano's delete of one token; synchronous (200 {} once the job has ended) unless asked `respond-async` (202)
+  const piianoDelete = (prefer?: string) => (): RequestSpec => ({
+    method: 'DELETE',
+    path: `/api/pvlt/1.0/data/collections/svc/tokens?token_ids=${takeToken()}&reason=AppFunctionality`,
+    headers: { authorization: `Bearer ${writerToken}`, ...(prefer ? { prefer } : {}) },
+  });
   let bareN = 0;
   const bareCommand = (): RequestSpec => ({
     method: 'POST',
@@ -597,7 +709,7 @@ try {
 
   let cpu: CpuSnap; // taken before each measured phase
   let maxRate = Number.NaN;
-  if (!LATENCY_ONLY) {
+  if (!LATENCY_ONLY && !SYNC_ONLY) {
     // ---- (a1) bare durable accept
     ({ load: report.bareAccept, cpu: report.bareAcceptCpu } = await measuredClosedLoop(bareUrl, bareCommand, 202));
     progress(`(a) bare accept: ${f0(rate(report.bareAccept.ok, D))} req/s  [${statuses(report.bareAccept)}]`);
@@ -668,9 +780,10 @@ try {
     const afterDrain = await commandStates();
     if (afterDrain.failed) log(`  !! ${afterDrain.failed} commands failed: ${JSON.stringify((await sql`select error, count(*) from commands where state = 'failed' group by error`.execute(db)).rows)}`);
   } else {
-    // --latency-only: the open-loop rows at --rates, for the service and the bare pipeline, nothing
-    // else. The full run's earlier phases leave ~100,000 commands behind; so does this, before the
-    // worker prepares its statements (a plan made on an empty table would not be the one measured).
+    // --latency-only (the open-loop rows at --rates, for the service and the bare pipeline) or
+    // --sync-only ((d)), nothing else. The full run's earlier phases leave ~100,000 commands
+    // behind; so does this, before the worker prepares its statements (a plan made on an empty
+    // table would not be the one measured).
     await sql`
       insert into commands (id, type, payload, payload_hash, submitter_id, audit, state, attempts, result, started_at, finished_at)
       select gen_random_uuid(), 'tokens.delete', '{}', '', 'bench-history', '{}', 'succeeded', 1, '{"deleted":1}', now(), now()
@@ -680,27 +793,48 @@ try {
     worker = track(spawnNode('worker', WORKER_JS, { ...serviceEnv, PORT: '0', METRICS_PORT: String(metricsPort) }));
     await waitForHttp(worker, `http://127.0.0.1:${metricsPort}/metrics`);
   }
-  if (QUICK) await worker!.stop();
-  else {
-    if (!LATENCY_ONLY) {
-      // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate
-      cpu = await snapCpu();
-      const windowStart = performance.now();
-      const load = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
-      const windowEnd = windowStart + D * 1000;
-      const sustainedCpu = await cpuSince(cpu);
-      let completedInWindow = 0;
-      for (const at of watch.succeeded.values()) if (at >= windowStart && at <= windowEnd) completedInWindow++;
-      const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
-      report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
-      maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
-      report.maxRate = maxRate;
-      progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
-    }
+  if (!QUICK && !LATENCY_ONLY && !SYNC_ONLY) {
+    // ---- (b3) sustained: producer and worker both busy, closed loop at maximum rate
+    cpu = await snapCpu();
+    const windowStart = performance.now();
+    const load = await closedLoop(producerUrl, C, D, serviceCommand, (s) => s === 202);
+    const windowEnd = windowStart + D * 1000;
+    const sustainedCpu = await cpuSince(cpu);
+    let completedInWindow = 0;
+    for (const at of watch.succeeded.values()) if (at >= windowStart && at <= windowEnd) completedInWindow++;
+    const backlogDrainS = await drainService(DRAIN_TIMEOUT_S);
+    report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
+    maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
+    report.maxRate = maxRate;
+    progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
+  }
 
+  if (!LATENCY_ONLY) {
+    // ---- (d) the synchronous seed route: each connection sends a one-token Piiano delete and
+    // waits for its 200 before the next; against the same loop with Prefer: respond-async, whose
+    // throughput is the commands completed (events on the stream) in its window
+    for (const connections of SYNC_CONNECTIONS) {
+      const asyncLoop = await syncLoop(producerUrl, producer.pid, connections, piianoDelete('respond-async'), 202);
+      progress(
+        `(d) ${connections} connections, Prefer: respond-async: accepted ${f0(rate(asyncLoop.load.ok, D))}/s, completed ${f0(rate(asyncLoop.completed, D))}/s [${statuses(asyncLoop.load)}]; ` +
+          `backlog drained in ${f1(asyncLoop.backlogDrainS)} s (load avg ${f2(asyncLoop.loadAvg)})`,
+      );
+      const syncLoopResult = await syncLoop(producerUrl, producer.pid, connections, piianoDelete(), 200);
+      progress(
+        `(d) ${connections} connections, synchronous: ${f0(rate(syncLoopResult.load.ok, D))} req/s, p99 ${f1(percentile(syncLoopResult.load.latencies, 0.99))} ms [${statuses(syncLoopResult.load)}]; ` +
+          `producer RSS ${rssPhrase(syncLoopResult.rss)} (load avg ${f2(syncLoopResult.loadAvg)})`,
+      );
+      report.syncRows.push({ connections, async: asyncLoop, sync: syncLoopResult });
+      producer.assertAlive();
+    }
+  }
+
+  if (QUICK || SYNC_ONLY) await worker!.stop();
+  else {
     // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
     for (const [fraction, fixed] of [...(LATENCY_ONLY ? [] : FRACTIONS).map((f) => [f, undefined] as const), ...FIXED_RATES.map((r) => [r / maxRate, r] as const)]) {
       const target = Math.max(1, fixed ?? fraction * maxRate);
+      await ensureTokens(Math.ceil(target * (WARMUP + D) * 1.2) + 100); // (d) took its share of the seeded tokens
       const { started, requests, accepted, cpu: rowCpu, walWaits } = await openLoopRow(producerUrl, target, serviceCommand);
       const latencies: number[] = [];
       let missing = 0;
@@ -874,7 +1008,8 @@ function printReport(): void {
   log(`settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}, the service's RATE_LIMIT_MAX=${RATE_LIMIT_MAX}${RATE_LIMIT_MAX === '0' ? ' (off)' : ''} and LOG_LEVEL=${SERVICE_LOG_LEVEL}; node flags of every child: ${childNodeFlags.join(' ')}`);
   if (r.disk) log(`disk under Postgres (8 KiB written and fdatasync'd every 5 ms for ${DISK_PROBE_S} s before the phases, nothing else running): ${diskPhrase(r.disk)}`);
 
-  log('\n(a) baselines');
+  // a section is printed when the run measured something of it (--sync-only: (d) alone)
+  if (r.bareAccept || r.bareDrain) log('\n(a) baselines');
   if (r.bareAccept) {
     log(`    durable accept, bare Fastify POST (INSERT + queue.add):   ${f0(rate(r.bareAccept.ok, D))} req/s   (${lat(r.bareAccept)})`);
     log(`        ${cpuLine(r.bareAcceptCpu!, { ops: r.bareAccept.ok, what: 'request' })}`);
@@ -886,7 +1021,7 @@ function printReport(): void {
     log(`        ${cpuLine(r.bareDrain.cpu, { ops: r.bareDrain.jobs, what: 'job' })}`);
   }
 
-  log('\n(b) the service (producer and worker: separate processes)');
+  if (r.accept || r.drain || r.sustained || r.latency.length || r.bareLatency.length) log('\n(b) the service (producer and worker: separate processes)');
   if (r.accept) {
     log(`    accepted/s, POST /v1/commands, worker stopped:          ${f0(rate(r.accept.ok, D))} req/s   (${lat(r.accept)})`);
     log(`        ${cpuLine(r.acceptCpu!, { ops: r.accept.ok, what: 'request' })}`);
@@ -946,7 +1081,7 @@ function printReport(): void {
     }
   }
 
-  log('\n(c) verify');
+  if (r.bareVerify || r.verify) log('\n(c) verify');
   if (r.bareVerify) {
     log(`    bare route, the same SELECT once (no caller auth):      ${f0(rate(r.bareVerify.ok, D))} req/s   (${lat(r.bareVerify)})`);
     log(`        ${cpuLine(r.bareVerifyCpu!, { ops: r.bareVerify.ok, what: 'request' })}`);
@@ -958,6 +1093,32 @@ function printReport(): void {
     log(`        ${cpuLine(r.verifyCpu!, { ops: r.verify.ok, what: 'request' })}`);
     const bad = anomalies(r.verify, '200');
     if (bad) log(`        ${bad}`);
+  }
+
+  if (r.syncRows.length) {
+    log('\n(d) the synchronous seed route: Piiano DELETE …/collections/svc/tokens?token_ids=<one token>&reason=AppFunctionality, closed loops');
+    log('    (each connection sends the next delete once the last answered; every delete matches one token)');
+    log('    connections  mode                          req/s  completed/s   HTTP p50 ms   p99 ms   producer RSS start / max / end   load avg   service cpu ms/cmd');
+    for (const row of r.syncRows) {
+      const line = (mode: string, loop: SyncLoop) =>
+        log(
+          `    ${String(row.connections).padStart(11)}  ${mode.padEnd(28)} ${f0(rate(loop.load.ok, D)).padStart(6)} ${f0(rate(loop.completed, D)).padStart(12)} ` +
+            `${f1(percentile(loop.load.latencies, 0.5)).padStart(13)} ${f1(percentile(loop.load.latencies, 0.99)).padStart(8)}   ${rssPhrase(loop.rss).split(' (')[0]!.padEnd(30)} ${f2(loop.loadAvg).padStart(8)} ${f2(serviceCpuMs(loop)).padStart(20)}`,
+        );
+      line('Prefer: respond-async → 202', row.async);
+      line('synchronous → 200 {}', row.sync);
+      for (const [mode, loop, expected] of [
+        ['respond-async', row.async, '202'],
+        ['synchronous', row.sync, '200'],
+      ] as const) {
+        log(`        ${mode} at ${row.connections}: ${cpuLine(loop.cpu, { ops: loop.completed, what: 'completed command' })}`);
+        log(`            GC pauses: ${gcPhrase(loop.cpu)}; backlog after the window ended in ${f1(loop.backlogDrainS)} s`);
+        const bad = anomalies(loop.load, expected);
+        if (bad) log(`            ${bad}`);
+      }
+    }
+    log('    (req/s: answers with the expected status inside the window; completed/s: command.succeeded events inside it. A synchronous 200 is sent once the job has ended.');
+    log("     service cpu ms/cmd: producer + worker + Postgres + Redis CPU per completed command; when other work holds most of the machine, each loop's throughput goes as its inverse)");
   }
 
   log('\nratios (service / baseline)');
@@ -976,6 +1137,10 @@ function printReport(): void {
   }
   if (r.sustained && r.bareAccept) verdicts.push(`    ${'sustained accepted/s ÷ bare durable accept (figure)'.padEnd(52)} ${f2(r.sustained.load.ok / r.bareAccept.ok).padStart(10)}`);
   if (r.sustained && r.bareDrain) verdicts.push(`    ${'sustained completed/s ÷ bare worker (figure)'.padEnd(52)} ${f2(rate(r.sustained.completed, D) / rate(r.bareDrain.jobs, r.bareDrain.seconds)).padStart(10)}`);
+  for (const row of r.syncRows) {
+    verdict(`(d) sync req/s ÷ async completed/s, ${row.connections} conns`, rate(row.sync.load.ok, D) / rate(row.async.completed, D), 0.8, '≥');
+    verdicts.push(`    ${`  service cpu/cmd, respond-async ÷ sync (figure)`.padEnd(52)} ${f2(serviceCpuMs(row.async) / serviceCpuMs(row.sync)).padStart(10)}`);
+  }
   for (const line of verdicts) log(line);
   log('=======================================================');
 }

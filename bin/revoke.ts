@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
 import { Redis } from 'ioredis';
-import { type CommandInput, DEFAULT_EVENTS_STREAM, EVENT_FIELD, type JobView } from '../contracts/index.js';
+import { type CommandInput, DEFAULT_EVENTS_STREAM, EVENT_FIELD, JobListQuery, JobState, type JobView } from '../contracts/index.js';
 import { RevocationApiError, RevocationClient } from '../client/revocation-client.js';
 
 const usage = `revoke: incident CLI of the revocation service
@@ -14,6 +14,7 @@ Usage:
   revoke revoke-all (--user ID | --provider ID)
   revoke revoke-token --token-id ID
   revoke status JOB_ID
+  revoke jobs [--state S] [--type T] [--since DATE] [--limit N] [--cursor C | --all]
   revoke events [--follow] [--from STREAM_ID]
 
 Options:
@@ -25,6 +26,15 @@ Options:
   --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379)
   --stream NAME           for events (env EVENTS_STREAM, default ${DEFAULT_EVENTS_STREAM})
 Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
+
+jobs lists the jobs you may see (yours; every job with subjects:admin), newest first, a table
+or, with --json, one job view per line:
+  --state S               ${JobState.options.join(', ')}
+  --type T                a command type, e.g. tokens.delete
+  --since DATE            created at or after: 2024-05-01 (UTC midnight) or 2024-05-01T12:00:00Z
+  --limit N               jobs per page, 1 to 500 (default 50)
+  --cursor C              the page after the one that printed "more: --cursor C"
+  --all                   every page, not only the first
 
 Exit status: 0 succeeded, 1 the job failed, 2 bad usage, 3 the service refused or is unreachable.`;
 
@@ -53,6 +63,12 @@ function parseArguments() {
         from: { type: 'string' },
         'redis-url': { type: 'string' },
         stream: { type: 'string' },
+        state: { type: 'string' },
+        type: { type: 'string' },
+        since: { type: 'string' },
+        limit: { type: 'string' },
+        cursor: { type: 'string' },
+        all: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
     });
@@ -198,6 +214,45 @@ async function events(): Promise<void> {
   }
 }
 
+/** `revoke jobs`: the filter flags are checked against the route's own schema (bad usage, exit 2). */
+async function jobs(api: RevocationClient): Promise<void> {
+  if (values.all && values.cursor !== undefined) usageError('jobs takes --cursor or --all, not both');
+  const flags = { state: values.state, type: values.type, since: values.since, limit: values.limit, cursor: values.cursor };
+  const parsed = JobListQuery.safeParse(Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)));
+  if (!parsed.success) usageError(parsed.error.issues.map((i) => `--${i.path.join('.')}: ${i.message}`).join('; '));
+  const { state, type, since, limit, cursor } = parsed.data;
+  const filter = { ...(state && { state }), ...(type && { type }), ...(since && { since }), limit };
+  // the table's header goes out with the first answer, so that an error leaves no table behind
+  let header = !values.json;
+  const print = (job?: JobView) => {
+    if (header) process.stdout.write(`${jobLine()}\n`);
+    header = false;
+    if (job) process.stdout.write(`${values.json ? JSON.stringify(job) : jobLine(job)}\n`);
+  };
+  if (values.all) {
+    for await (const job of api.jobs(filter)) print(job);
+    print();
+    return;
+  }
+  const page = await api.listJobs({ ...filter, ...(cursor !== undefined && { cursor }) });
+  print();
+  for (const job of page.jobs) print(job);
+  if (page.next_cursor !== null) process.stderr.write(`more: --cursor ${page.next_cursor}\n`);
+}
+
+/** A row of the `revoke jobs` table; without a job, its header. */
+function jobLine(job?: JobView): string {
+  const outcome = (j: JobView) => {
+    if (j.error) return `${j.error.error_code} ${j.error.message}`;
+    if (j.progress) return `${j.progress.processed}/${j.progress.total ?? '?'}`;
+    if (j.result && typeof j.result.deleted === 'number') return `deleted ${j.result.deleted}`;
+    return '';
+  };
+  const cells = job ? [job.job_id, job.type, job.state, job.created_at, job.finished_at ?? '-', outcome(job)] : ['JOB ID', 'TYPE', 'STATE', 'CREATED', 'FINISHED', 'OUTCOME'];
+  const widths = [36, 27, 9, 24, 24];
+  return cells.map((c, i) => (i < widths.length ? c.padEnd(widths[i]!) : c)).join('  ').trimEnd();
+}
+
 async function main(): Promise<number> {
   const [verb, arg] = positionals;
   if (values.help || !verb) {
@@ -208,8 +263,12 @@ async function main(): Promise<number> {
     await events();
     return 0;
   }
-  if (!['status', 'delete', 'rotate', 'revoke-all', 'revoke-token'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
+  if (!['status', 'jobs', 'delete', 'rotate', 'revoke-all', 'revoke-token'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
   const api = client();
+  if (verb === 'jobs') {
+    await jobs(api);
+    return 0;
+  }
   if (verb === 'status') {
     if (!arg) usageError('status needs a job ID');
     const job = values.follow ? await follow(api, arg) : await api.job(arg);

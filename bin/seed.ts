@@ -74,7 +74,7 @@ try {
   if (tokens !== undefined && values.collection) {
     const started = Date.now();
     await insertCollection(db, values.collection);
-    const tagged = await seedVaultTokens(db, { collection: values.collection, count: tokens, tag: values.tag!, tagRatio: ratio, tenantId: values.tenant ?? null, objectPrefix: 'obj-' });
+    const tagged = await seedVaultTokens(db, { collection: values.collection, count: tokens, tag: values.tag, tagRatio: ratio, tenantId: values.tenant ?? null, objectPrefix: 'obj-' });
     await sql`analyze vault_tokens`.execute(db);
     process.stdout.write(`seeded ${tokens} tokens in ${values.collection} (${tagged} tagged ${values.tag}) in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
   }

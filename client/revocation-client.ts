@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { type CommandInput, JobView, type SubjectRef, SubjectTokensPage, SubjectView, terminalStates, type UpdateSubjectBody } from '../contracts/index.js';
+import { type CommandInput, type CommandType, JobPage, type JobState, JobView, type SubjectRef, SubjectTokensPage, SubjectView, terminalStates, type UpdateSubjectBody } from '../contracts/index.js';
 
 export interface ClientOptions {
   /** e.g. http://127.0.0.1:8080 */
@@ -40,6 +40,18 @@ export interface WaitOptions {
   maxPollMs?: number;
 }
 
+/** Which jobs `listJobs` asks for (GET /v1/jobs); every field optional. */
+export interface JobFilter {
+  state?: JobState;
+  type?: CommandType;
+  /** Jobs created at or after this: a Date, or an ISO 8601 date (2024-05-01) or date-time with an offset. */
+  since?: Date | string;
+  /** Jobs per page: 1 to 500, default 50. */
+  limit?: number;
+  /** The `next_cursor` of the previous page. */
+  cursor?: string;
+}
+
 /**
  * A typed client of the revocation service for other services: submit any command, read and
  * wait for jobs. Every answer is validated against the contracts.
@@ -63,7 +75,7 @@ export class RevocationClient {
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     const text = await response.text();
-    let parsed: unknown = undefined;
+    let parsed: unknown;
     try {
       parsed = text ? JSON.parse(text) : undefined;
     } catch {
@@ -85,6 +97,31 @@ export class RevocationClient {
   /** The job's current view (`GET /v1/jobs/{id}`). */
   async job(id: string): Promise<JobView> {
     return JobView.parse((await this.request('GET', `/v1/jobs/${encodeURIComponent(id)}`)).body);
+  }
+
+  /**
+   * One page of the jobs the caller may see, newest first (`GET /v1/jobs`): its own, or every
+   * job for `subjects:admin`. `next_cursor` asks for the next page; null on the last one.
+   */
+  async listJobs(filter: JobFilter = {}): Promise<JobPage> {
+    const query = new URLSearchParams();
+    if (filter.state !== undefined) query.set('state', filter.state);
+    if (filter.type !== undefined) query.set('type', filter.type);
+    if (filter.since !== undefined) query.set('since', filter.since instanceof Date ? filter.since.toISOString() : filter.since);
+    if (filter.limit !== undefined) query.set('limit', String(filter.limit));
+    if (filter.cursor !== undefined) query.set('cursor', filter.cursor);
+    const search = query.toString();
+    return JobPage.parse((await this.request('GET', `/v1/jobs${search ? `?${search}` : ''}`)).body);
+  }
+
+  /** Every job `listJobs(filter)` would list, page after page (`limit` is the page size). */
+  async *jobs(filter: Omit<JobFilter, 'cursor'> = {}): AsyncGenerator<JobView, void, undefined> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.listJobs({ ...filter, ...(cursor !== undefined && { cursor }) });
+      yield* page.jobs;
+      cursor = page.next_cursor ?? undefined;
+    } while (cursor !== undefined);
   }
 
   /**

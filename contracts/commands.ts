@@ -98,7 +98,7 @@ export function isShortCommand(command: Command): boolean {
       return false; // revokes every token of the subject, in batches of its own
   }
 }
-export const commandTypes = commandMembers.map((m) => m.shape.type.value) as CommandType[];
+export const commandTypes = commandMembers.map<CommandType>((m) => m.shape.type.value);
 
 /** Commands on vault tokens carry an access reason (SPEC §3, Reasons). */
 export const vaultCommandTypes: readonly CommandType[] = ['tokens.delete', 'tokens.rotate'];

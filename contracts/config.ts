@@ -49,6 +49,17 @@ export const ConfigSchema = z.object({
    * ever published. Unpublished events are never deleted.
    */
   OUTBOX_RETENTION_SECONDS: int(0, 30 * 86_400).default(3600),
+  /**
+   * A job that ended (succeeded, failed, cancelled) is kept this many days after it ended, with
+   * its Idempotency-Key, then the sweeper deletes it (its audit rows stay). At least 1: keys are
+   * kept at least 24 h (SPEC §4).
+   */
+  JOB_RETENTION_DAYS: z.coerce
+    .number({ message: 'must be a whole number of days, at least 1' })
+    .int('must be a whole number of days, at least 1')
+    .min(1, 'must be at least 1 (day): an Idempotency-Key is kept at least 24 hours')
+    .max(36_500, 'must be at most 36500 days')
+    .default(30),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 

@@ -50,7 +50,7 @@ export function stringContext(context: ErrorContext): Record<string, string> {
     if (value === null || value === undefined) return '';
     if (Array.isArray(value)) return value.map(text).join(',');
     if (typeof value === 'object') return JSON.stringify(value);
-    return String(value);
+    return `${value as number | boolean | bigint}`;
   };
   return Object.fromEntries(Object.entries(context).map(([key, value]) => [key, text(value)]));
 }

@@ -4,6 +4,7 @@ export * from './config.js';
 export * from './errors.js';
 export * from './events.js';
 export * from './jobs.js';
+export * from './keystone.js';
 export * from './queue.js';
 export * from './subjects.js';
 export * from './vault.js';

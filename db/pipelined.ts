@@ -101,7 +101,7 @@ export function pipelineTransactionBoundaries(client: pg.PoolClient): void {
       state = { is: 'committed', commit };
     }
     if (!started) return statement;
-    if (statement instanceof Promise) return Promise.all([started, statement]).then(([, result]) => result);
+    if (statement instanceof Promise) return Promise.all([started, statement]).then(([, result]) => result as unknown);
     // a callback or a submittable gets its own answer (BEGIN fails only with the connection, and the statement with it)
     started.catch(() => {});
     return statement;

@@ -15,7 +15,7 @@ const MARK = '/* prepared */ ';
  * columns such a statement returns, restart the processes.)
  */
 export async function executePrepared<R>(db: Executor, query: CompiledQuery<R>): Promise<R[]> {
-  const result = await db.executeQuery(CompiledQuery.raw(MARK + query.sql, [...query.parameters]) as CompiledQuery<R>);
+  const result = await db.executeQuery<R>(CompiledQuery.raw(MARK + query.sql, [...query.parameters]));
   return result.rows;
 }
 

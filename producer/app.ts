@@ -17,6 +17,7 @@ import type { JobWaiter } from './services/job-waiter.js';
 import { auditRoutes } from './routes/audit.routes.js';
 import { collectionRoutes } from './routes/collections.routes.js';
 import { commandRoutes } from './routes/commands.routes.js';
+import { jobRoutes } from './routes/jobs.routes.js';
 import { keystoneRoutes } from './routes/keystone.routes.js';
 import { onezoneRoutes } from './routes/onezone.routes.js';
 import { vaultRevocationRoutes } from './routes/vault-revocations.routes.js';
@@ -72,6 +73,7 @@ export const BODY_LIMIT = 8 * 1024 * 1024;
  */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
+    // eslint-disable-next-line @typescript-eslint/no-unnecessary-type-assertion -- the instance's logger type is Fastify's, not pino's
     loggerInstance: deps.logger as FastifyBaseLogger,
     // draining requests get our own 503 (see the onRequest hook), in the route's envelope
     return503OnClosing: false,
@@ -85,7 +87,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Errors the router raises before any route matches — a path that is not valid
     // percent-encoded UTF-8 (FST_ERR_BAD_URL), a parameter over maxParamLength
     // (FST_ERR_MAX_PARAM_LENGTH) — in the URL's family envelope (400 PV1002), not Fastify's body.
-    frameworkErrors: (error, request, reply) => sendError(request, reply, toAppError(error)),
+    frameworkErrors: (error, request, reply) => {
+      void sendError(request, reply, toAppError(error));
+    },
   });
   // first of the onRequest hooks, so that an answer any later hook gives (401, 503) has them too
   registerSecurityHeaders(app);
@@ -117,7 +121,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const typed = app.withTypeProvider<ZodTypeProvider>();
   await typed.register(async (scope) => {
     const routes = scope.withTypeProvider<ZodTypeProvider>();
-    for (const register of [healthRoutes, collectionRoutes, subjectRoutes, vaultTokenRoutes, vaultRevocationRoutes, keystoneRoutes, onezoneRoutes, commandRoutes, auditRoutes]) {
+    for (const register of [healthRoutes, collectionRoutes, subjectRoutes, vaultTokenRoutes, vaultRevocationRoutes, keystoneRoutes, onezoneRoutes, commandRoutes, jobRoutes, auditRoutes]) {
       register(routes, deps);
     }
   });

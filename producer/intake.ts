@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type CommandRequest, type ErrorCode, errorRegistry, terminalStates } from '../contracts/index.js';
+import { AppError, type CommandRequest, errorRegistry, terminalStates } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
 import type { AppDeps } from './app.js';
@@ -103,6 +103,6 @@ export function preferences(request: FastifyRequest, maxWait: number): { respond
 /** The stored error of a failed job, as the AppError it was. */
 function storedError(row: CommandRow): AppError {
   const e = row.error;
-  const code = (e && e.error_code in errorRegistry ? e.error_code : 'PV1000') as ErrorCode;
+  const code = e && e.error_code in errorRegistry ? e.error_code : 'PV1000';
   return new AppError(code, e?.context ?? {}, e?.message);
 }

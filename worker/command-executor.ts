@@ -158,7 +158,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
     // not awaited: BullMQ progress is informational (the command row holds the truth), and the
     // next step need not wait for Redis; updates go out in order on one connection
     if (step.outcome.progress && !(step.outcome.done && steps === 1)) void options.onProgress?.(step.outcome.progress);
-    if (step.outcome.done) return finished({ state: 'succeeded', result: step.outcome.result as Record<string, unknown> });
+    if (step.outcome.done) return finished({ state: 'succeeded', result: step.outcome.result });
     if (step.parsed.handler.countRemaining && !counting && step.outcome.progress.total === null) {
       counting = true;
       countTotal(deps, commandId, step.parsed).then(
@@ -294,7 +294,7 @@ async function handOver(trx: Trx, turn: SharedTurn | undefined, parsed: Parsed, 
 /** What a step leaves to commit: its audit rows, its events (`command.succeeded` last when done) and its end. */
 function stepRecord(id: string, first: boolean, { command, audit }: Parsed, outcome: StepOutcome<CommandType>): StepRecord {
   const drafts: EventDraft[] = [...outcome.events];
-  if (outcome.done) drafts.push({ type: 'command.succeeded', data: { command_type: command.type, result: outcome.result as Record<string, unknown> } });
+  if (outcome.done) drafts.push({ type: 'command.succeeded', data: { command_type: command.type, result: outcome.result } });
   return {
     id,
     start: first,
@@ -303,7 +303,7 @@ function stepRecord(id: string, first: boolean, { command, audit }: Parsed, outc
     events: toEvents(id, audit, drafts),
     ...(outcome.outbox ? { written: outcome.outbox } : {}),
     end: outcome.done
-      ? { state: 'succeeded', result: outcome.result as Record<string, unknown>, ...(outcome.progress ? { progress: outcome.progress } : {}) }
+      ? { state: 'succeeded', result: outcome.result, ...(outcome.progress ? { progress: outcome.progress } : {}) }
       : { state: 'running', progress: outcome.progress, checkpoint: outcome.checkpoint },
   };
 }

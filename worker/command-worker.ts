@@ -1,6 +1,5 @@
 import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
-import type { Logger } from 'pino';
 import { holdWritesForTurn } from '../db/redis-writes.js';
 import { COMMAND_QUEUE, type CommandJobData } from '../contracts/index.js';
 import { CommandNotFound, CommandReleased, type ExecutionOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';

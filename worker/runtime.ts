@@ -83,7 +83,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
     { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onCopyRerun, onFinished, onCommitted, ...(group ? { group } : {}) },
     { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },
   );
-  const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS, outboxRetentionSeconds: config.OUTBOX_RETENTION_SECONDS });
+  const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS, outboxRetentionSeconds: config.OUTBOX_RETENTION_SECONDS, jobRetentionDays: config.JOB_RETENTION_DAYS });
   relay.start();
   reconciler.start();
   sweeper.start();

@@ -4,6 +4,7 @@ import * as m0002 from './0002-uncompressed-id-lists.js';
 import * as m0003 from './0003-commands-as-expected.js';
 import * as m0004 from './0004-outbox-written-at-insert.js';
 import * as m0005 from './0005-vault-token-type-scope-props.js';
+import * as m0006 from './0006-jobs-list-index.js';
 import * as m0008 from './0008-subject-lockout.js';
 
 /** Every migration, in order. Add new ones here; names sort in application order. */
@@ -13,5 +14,6 @@ export const migrations: Record<string, Migration> = {
   '0003-commands-as-expected': m0003,
   '0004-outbox-written-at-insert': m0004,
   '0005-vault-token-type-scope-props': m0005,
+  '0006-jobs-list-index': m0006,
   '0008-subject-lockout': m0008,
 };

@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
-import type { AuditContext, Command, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
+import type { AuditContext, Command, CommandType, JobCursor, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
-import type { Database, Executor } from '../database.js';
+import type { Executor } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
 import { LAST_IN_TRANSACTION } from '../pipelined.js';
 import { executePrepared } from '../prepared.js';
@@ -204,7 +204,7 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
     throw (error as { code?: unknown }).code === NOT_AS_EXPECTED ? new CommandNotAsExpected({ cause: error }) : error;
   });
   const idOf = new Map(written.flatMap((row) => (row.event_id === null ? [] : [[row.event_id, row.id!] as const])));
-  const textOf = new Map(outbox.map((row) => [row.event_id, row.event as string]));
+  const textOf = new Map(outbox.map((row) => [row.event_id, row.event]));
   return steps.flatMap((step) => [
     ...(step.written ?? []),
     ...step.events.map(({ event_id, type }) => ({ id: idOf.get(event_id)!, event: textOf.get(event_id)!, commandId: step.id, terminal: type === 'command.succeeded' || type === 'command.failed' })),
@@ -242,6 +242,56 @@ export async function listUnfinishedCommands(db: Executor, olderThan: Date, limi
     .orderBy('created_at')
     .limit(limit)
     .execute();
+}
+
+export interface CommandListFilter {
+  /** Only this subject's commands; undefined: everyone's (subjects:admin). */
+  submitterId?: string | undefined;
+  state?: JobState | undefined;
+  type?: CommandType | undefined;
+  /** created_at >= this (a timestamptz literal: an ISO date-time with an offset). */
+  since?: string | undefined;
+  /** Commands after this position in the list (older, or as old with a smaller ID). */
+  after?: JobCursor | undefined;
+}
+
+/** The exact created_at (microseconds, UTC) a cursor carries: a JS Date holds milliseconds only. */
+const cursorTime = sql<string>`to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+/**
+ * Commands matching the filter, newest first (created_at, then ID, descending), at most
+ * `limit`, each with its position for the next page's `after`. Keyset pagination: a page reads
+ * only its own index entries (migration 0006: commands_created_at, commands_submitter_created_at,
+ * commands_state_created_at), however deep it is.
+ */
+export async function listCommands(db: Executor, filter: CommandListFilter, limit: number): Promise<(CommandRow & { position: JobCursor })[]> {
+  let query = db.selectFrom('commands').selectAll().select(cursorTime.as('position_time'));
+  if (filter.submitterId !== undefined) query = query.where('submitter_id', '=', filter.submitterId);
+  if (filter.state !== undefined) query = query.where('state', '=', filter.state);
+  if (filter.type !== undefined) query = query.where('type', '=', filter.type);
+  if (filter.since !== undefined) query = query.where('created_at', '>=', sql<Date>`${filter.since}::timestamptz`);
+  const after = filter.after;
+  if (after !== undefined) query = query.where(sql<boolean>`(created_at, id) < (${after.createdAt}::timestamptz, ${after.id}::uuid)`);
+  const rows = await query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(limit).execute();
+  return rows.map(({ position_time, ...row }) => ({ ...row, position: { createdAt: position_time, id: row.id } }));
+}
+
+/**
+ * Deletes at most `limit` commands that ended (succeeded, failed or cancelled) more than
+ * `retentionDays` ago, oldest first (index commands_finished_at), with their idempotency keys
+ * (columns of the row); returns how many. Their audit rows stay (audit_log has no foreign key
+ * to commands since migration 0006). Rows another transaction holds are skipped, so a
+ * revocation never waits on it.
+ */
+export async function deleteFinishedCommands(db: Executor, retentionDays: number, limit: number): Promise<number> {
+  const result = await sql`
+    delete from commands where id in (
+      select id from commands
+      where finished_at < now() - make_interval(days => ${retentionDays}) and state in ('succeeded', 'failed', 'cancelled')
+      order by finished_at
+      limit ${limit}
+      for update skip locked)`.execute(db);
+  return Number(result.numAffectedRows ?? 0);
 }
 
 /** The channel a transaction NOTIFYs with `done:<id>` or `step:<id>` when it commits a command step. */

@@ -9,7 +9,7 @@ export type TenantScope = readonly string[] | null;
 
 /** `vault_tokens` rows visible in `scope`. */
 export function inTenantScope(eb: ExpressionBuilder<Database, 'vault_tokens'>, scope: TenantScope): ExpressionWrapper<Database, 'vault_tokens', SqlBool> {
-  if (scope === null) return eb.val(true) as unknown as ExpressionWrapper<Database, 'vault_tokens', SqlBool>;
+  if (scope === null) return eb.val(true);
   return eb('vault_tokens.tenant_id', '=', eb.fn.any(eb.val([...scope])));
 }
 

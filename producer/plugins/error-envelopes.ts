@@ -24,13 +24,75 @@ function renderKeystone(e: RenderableError) {
   return { error: { code: status, title: STATUS_CODES[status] ?? 'Error', message: e.message } };
 }
 
-/** Onezone routes: `{ error: { id, details, description } }`, id in Onezone's camelCase. */
+/**
+ * Onezone routes: `{ error: { id, details, description } }` with Onedata's own error ids and
+ * details (ctool's `errors:to_json/1`), plus our `error_code` and context in `details`.
+ */
 function renderOnezone(e: RenderableError) {
-  return { error: { id: onezoneId(e.code), details: { error_code: e.code, ...e.context }, description: e.message } };
+  const { id, details } = onezoneErrors[e.code](e.context);
+  return { error: { id, details: { ...e.context, ...details, error_code: e.code }, description: e.message } };
 }
 
-function onezoneId(code: ErrorCode): string {
-  return errorRegistry[code].name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+interface OnedataError {
+  id: string;
+  details?: Record<string, unknown>;
+}
+
+const notFound = (): OnedataError => ({ id: 'notFound' });
+const forbidden = (): OnedataError => ({ id: 'forbidden' });
+const alreadyExists = (): OnedataError => ({ id: 'alreadyExists' });
+const temporaryFailure = (): OnedataError => ({ id: 'temporaryFailure' });
+
+/** The Onedata error of each registry code; the 400s name the offending key, as Onedata's do. */
+const onezoneErrors: Record<ErrorCode, (context: ErrorContext) => OnedataError> = {
+  PV1000: () => ({ id: 'internalServerError' }),
+  PV1001: () => ({ id: 'missingRequiredValue', details: { key: 'reason' } }),
+  PV1002: badValue,
+  PV1003: () => ({ id: 'missingRequiredValue', details: { key: 'adhoc_reason' } }),
+  PV1004: () => ({ id: 'badValueTextTooLarge', details: { key: 'body' } }),
+  PV1005: () => ({ id: 'unauthorized' }),
+  PV1006: forbidden,
+  PV1007: forbidden,
+  PV1008: notFound,
+  PV1009: () => ({ id: 'timeout' }),
+  PV1010: temporaryFailure,
+  PV1011: (context) => ({ id: 'limitReached', details: { limit: context.limit, resourceDescription: `requests per ${String(context.window_seconds)} seconds` } }),
+  PV1012: () => ({ id: 'malformedData' }),
+  // Onedata has no id of its own for a method a path lacks (its REST answers 405 without a body)
+  PV1013: () => ({ id: 'notSupported' }),
+  PV3001: notFound,
+  PV3002: alreadyExists,
+  PV3003: notFound,
+  PV3004: alreadyExists,
+  PV3005: notFound,
+  PV3006: notFound,
+  PV3007: alreadyExists,
+  PV3009: notFound,
+  PV3010: () => ({ id: 'badValueIdentifierOccupied', details: { key: 'Idempotency-Key' } }),
+  // Onedata's own id for an account an administrator has blocked
+  PV3015: () => ({ id: 'userBlocked' }),
+  PV3016: temporaryFailure,
+  PV3087: notFound,
+  PV3218: temporaryFailure,
+};
+
+/** Headers whose bad value has an Onedata id of its own; other keys are `badData`. */
+const headerIds: Record<string, string> = { 'X-Tenant-Id': 'badValueIdentifier', 'Idempotency-Key': 'badValueString', 'X-Subject-Token': 'badValueToken' };
+
+/**
+ * A PV1002 as Onedata's bad-value error naming the key: a header's name, or the first field a
+ * schema refused (toAppError lists them as `field: message` under params, querystring or body).
+ * Path parameters are identifiers; without a key (an unreadable URL or body) it is `malformedData`.
+ */
+function badValue(context: ErrorContext): OnedataError {
+  if (typeof context.header === 'string') return { id: headerIds[context.header] ?? 'badData', details: { key: context.header } };
+  for (const where of ['params', 'querystring', 'body', 'headers']) {
+    const problems = context[where];
+    if (!Array.isArray(problems) || typeof problems[0] !== 'string') continue;
+    const key = /^([A-Za-z_][\w.-]*): /.exec(problems[0])?.[1] ?? where;
+    return { id: where === 'params' ? 'badValueIdentifier' : 'badData', details: { key } };
+  }
+  return { id: 'malformedData' };
 }
 
 export const renderers: Record<RouteFamily, (e: RenderableError) => unknown> = {

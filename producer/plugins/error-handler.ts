@@ -1,4 +1,4 @@
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { AppError, errorRegistry } from '../../contracts/index.js';
 import { familyOfUrl, renderers, type RenderableError } from './error-envelopes.js';
@@ -46,7 +46,8 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: A
 }
 
 /**
- * Installs the error and not-found handlers: every error leaves in its family's envelope.
+ * Installs the error and not-found handlers: every error leaves in its family's envelope; a
+ * method a path does not have is 405 with `Allow`, from the registered routes.
  * `confirmCaller` runs first (authenticate.ts): an error raised for a caller taken from the
  * credential cache is answered 401 instead when the credential no longer authenticates.
  */
@@ -58,5 +59,32 @@ export function installErrorHandling(app: FastifyInstance, confirmCaller: (reque
     else if (appError.code === 'PV1010') request.log.warn({ err: error }, 'dependency unavailable');
     return sendError(request, reply, appError);
   });
-  app.setNotFoundHandler((request, reply) => sendError(request, reply, new AppError('PV1008', { method: request.method, url: request.url.split('?')[0] ?? '' })));
+  const allowedMethods = indexMethods(app);
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    const allowed = allowedMethods(request.url);
+    if (allowed.length === 0) return sendError(request, reply, new AppError('PV1008', { method: request.method, url: path }));
+    return sendError(request, reply, new AppError('PV1013', { method: request.method, allowed: allowed.join(', ') }, `${request.method} is not allowed on ${path}; it allows ${allowed.join(', ')}.`, { allow: allowed.join(', ') }));
+  });
+}
+
+/**
+ * Records the methods of every route registered from now on; returns, for a request URL, the
+ * methods that have a route matching it (Fastify's router decides, as for the request itself),
+ * sorted. An unmatched request whose path another method serves is 405 with `Allow` (RFC 9110).
+ */
+function indexMethods(app: FastifyInstance): (url: string) => string[] {
+  const methods = new Set<string>();
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) methods.add(method.toUpperCase());
+  });
+  return (url) => {
+    // the router answers an undecodable path with its bad-URL handler, whatever the method
+    try {
+      decodeURI(url.split('?')[0] ?? '');
+    } catch {
+      return [];
+    }
+    return [...methods].filter((method) => app.findRoute({ method: method as HTTPMethods, url }) !== null).sort();
+  };
 }

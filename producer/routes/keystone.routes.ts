@@ -2,7 +2,9 @@ import { AppError, JobView, NoContent } from '../../contracts/index.js';
 import { findCommandByIdempotencyKey } from '../../db/repositories/command.repository.js';
 import type { AppDeps } from '../app.js';
 import { idempotencyKey, type SeedSuccess, submit } from '../intake.js';
+import { validateKeystoneToken } from '../services/keystone-tokens.service.js';
 import type { ZodApp } from '../types.js';
+import { KeystoneTokenBody, KeystoneValidateQuery } from '../../contracts/keystone.js';
 
 /** 204 once deleted; with Prefer: respond-async, 202 with the job (200 for an Idempotency-Key replay). */
 const revokeResponses = { 200: JobView, 202: JobView, 204: NoContent };
@@ -31,4 +33,17 @@ export function keystoneRoutes(app: ZodApp, deps: AppDeps): void {
     const input = { type: 'access_token.revoke' as const, token_id: tokenId };
     return submit(deps, request, reply, { input, answer: { seed: noContent }, target: lookup.found ?? null, identity });
   });
+
+  // Keystone's token validation; Fastify answers HEAD from this GET (the same status and
+  // headers, no body). `X-Subject-Token` comes back, as Keystone sends it: no cache keeps it.
+  app.get(
+    '/v3/auth/tokens',
+    { config: { family: 'keystone', subjectToken: true }, schema: { querystring: KeystoneValidateQuery, response: { 200: KeystoneTokenBody } } },
+    async (request, reply) => {
+      const lookup = request.subjectToken;
+      if (!lookup) throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to validate.');
+      const body = validateKeystoneToken(request.caller, lookup, request.query.allow_expired);
+      return reply.header('x-subject-token', lookup.secret).header('cache-control', 'no-store').send(body);
+    },
+  );
 }

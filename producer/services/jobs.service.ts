@@ -1,8 +1,7 @@
-import type { JobView } from '../../contracts/index.js';
-import { AppError } from '../../contracts/index.js';
+import { AppError, decodeJobCursor, encodeJobCursor, isIsoDay, type JobListQuery, type JobPage, type JobView } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
-import { findCommand } from '../../db/repositories/command.repository.js';
+import { findCommand, listCommands } from '../../db/repositories/command.repository.js';
 import type { Caller } from '../access.js';
 
 /** The job view of SPEC §5. */
@@ -29,4 +28,27 @@ export async function findJobFor(db: Db, caller: Caller, id: string): Promise<Co
     throw new AppError('PV3005', { job_id: id });
   }
   return row;
+}
+
+/**
+ * The page of jobs the caller may see (SPEC §5: the jobs it submitted; every job for
+ * `subjects:admin`), newest first, starting after `query.cursor`. `next_cursor` is null on the
+ * last page: one row more than the page is read to know.
+ */
+export async function listJobsFor(db: Db, caller: Caller, query: JobListQuery): Promise<JobPage> {
+  const { subject } = caller;
+  const rows = await listCommands(
+    db,
+    {
+      submitterId: subject.capabilities.includes('subjects:admin') ? undefined : subject.id,
+      state: query.state,
+      type: query.type,
+      since: query.since !== undefined && isIsoDay(query.since) ? `${query.since}T00:00:00Z` : query.since,
+      after: query.cursor !== undefined ? decodeJobCursor(query.cursor) : undefined,
+    },
+    query.limit + 1,
+  );
+  const page = rows.slice(0, query.limit);
+  const last = page.at(-1);
+  return { jobs: page.map(jobView), next_cursor: rows.length > query.limit && last ? encodeJobCursor(last.position) : null };
 }

@@ -14,7 +14,7 @@ import {
 } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import type { SubjectRow } from '../../db/subject.table.js';
-import { insertAccessTokenIfEnabled, listAccessTokensOf, upsertAccessToken } from '../../db/repositories/access-token.repository.js';
+import { type AccessTokenWithSubject, insertAccessTokenIfEnabled, listAccessTokensOf, upsertAccessToken } from '../../db/repositories/access-token.repository.js';
 import { findSubject, insertSubject, updateSubjectGrants, upsertSubject } from '../../db/repositories/subject.repository.js';
 import { accessTokenState, type Caller, type SubjectTokenLookup } from '../access.js';
 import { hashSecret, newSecret } from '../secrets.js';
@@ -129,12 +129,15 @@ export async function issueAccessToken(db: Db, caller: Caller, subjectId: string
 
 export type VerifyOutcome = { ok: true; token: VerifiedAccessToken } | { ok: false; reason: VerifyReason };
 
+export type CheckOutcome = { ok: true; found: AccessTokenWithSubject } | { ok: false; reason: VerifyReason };
+
 /**
- * Verifies someone's access token. Callers without `tokens:verify` may verify only their own
+ * Checks someone's access token. Callers without `tokens:verify` may check only their own
  * subject's tokens; for any other secret they get PV1007, whether or not it exists. The token
- * was looked up with the caller's credential (routes marked `subjectToken`).
+ * was looked up with the caller's credential (routes marked `subjectToken`). With
+ * `allowExpired`, an expired token that is not revoked passes (Keystone's `allow_expired`).
  */
-export function verifyAccessToken(caller: Caller, lookup: SubjectTokenLookup): VerifyOutcome {
+export function checkAccessToken(caller: Caller, lookup: SubjectTokenLookup, options: { allowExpired?: boolean } = {}): CheckOutcome {
   const { found } = lookup;
   const mayVerifyAny = caller.subject.capabilities.includes('tokens:verify');
   if (!mayVerifyAny && found?.subject.id !== caller.subject.id) {
@@ -142,8 +145,15 @@ export function verifyAccessToken(caller: Caller, lookup: SubjectTokenLookup): V
   }
   if (!found) return { ok: false, reason: 'not_found' };
   const state = accessTokenState(found.token, found.subject);
-  if (state !== 'valid') return { ok: false, reason: state };
-  const { token, subject } = found;
+  if (state === 'valid' || (state === 'expired' && options.allowExpired)) return { ok: true, found };
+  return { ok: false, reason: state };
+}
+
+/** Verifies someone's access token (checkAccessToken) and describes it for `GET /v1/auth/verify`. */
+export function verifyAccessToken(caller: Caller, lookup: SubjectTokenLookup): VerifyOutcome {
+  const outcome = checkAccessToken(caller, lookup);
+  if (!outcome.ok) return outcome;
+  const { token, subject } = outcome.found;
   return {
     ok: true,
     token: {

@@ -13,7 +13,7 @@ export async function call(stack: Stack, method: Method, url: string, options: {
     ...(options.body !== undefined ? { payload: JSON.stringify(options.body) } : {}),
   });
   const text = response.body;
-  let json: any = undefined;
+  let json: any;
   try {
     json = text ? JSON.parse(text) : undefined;
   } catch {

@@ -95,6 +95,7 @@ export function workerEnv(config: Config, logLevel: LogLevel, overrides: Record<
     SWEEPER_INTERVAL_SECONDS: String(config.SWEEPER_INTERVAL_SECONDS),
     SWEEPER_GRACE_SECONDS: String(config.SWEEPER_GRACE_SECONDS),
     OUTBOX_RETENTION_SECONDS: String(config.OUTBOX_RETENTION_SECONDS),
+    JOB_RETENTION_DAYS: String(config.JOB_RETENTION_DAYS),
     LOG_LEVEL: logLevel,
     BOOTSTRAP_ADMIN_TOKEN: undefined,
     ...overrides,

@@ -104,8 +104,8 @@ export async function startOwnRedis(): Promise<OwnRedis> {
     child = started;
     processes.add(started);
     started.once('exit', () => processes.delete(started));
-    started.stdout!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-    started.stderr!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    started.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    started.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
     const deadline = Date.now() + 10_000;
     for (;;) {
       if (!isRunning()) throw new Error(`redis-server on port ${port} exited at start:\n${output}`);

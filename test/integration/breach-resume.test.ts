@@ -36,8 +36,6 @@ async function deletedEventsInOutbox(db: Db, commandId: string) {
   return rows.map((r) => r.event);
 }
 
-type DeletedData = { collection: string; token_ids: string[]; batch: { index: number; last: boolean } };
-
 /** Every ID exactly once: returns the IDs that appear more than once. */
 function duplicates(ids: readonly string[]): string[] {
   const seen = new Set<string>();
@@ -111,7 +109,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     expect(await countTagged(db, collection, tag)).toBe(total / 2 - processed);
     expect(await countTagged(db, collection, 'bulk')).toBe(total / 2);
     const committedSoFar = (await deletedEventsInOutbox(db, id)).filter((e) => e.type === 'tokens.deleted');
-    expect(committedSoFar.flatMap((e) => (e.data as DeletedData).token_ids)).toHaveLength(processed);
+    expect(committedSoFar.flatMap((e) => (e.data).token_ids)).toHaveLength(processed);
     expect((await deletedEventsInOutbox(db, id)).some((e) => e.type === 'command.succeeded' || e.type === 'command.failed')).toBe(false);
 
     // the dead worker's BullMQ job is still 'active' under a lock that would expire on its own
@@ -148,7 +146,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
 
     // outbox: each token ID in exactly one committed event; batch indexes 0..n-1, one last
     const outbox = await deletedEventsInOutbox(db, id);
-    const deletedEvents = outbox.filter((e) => e.type === 'tokens.deleted').map((e) => e.data as DeletedData);
+    const deletedEvents = outbox.filter((e) => e.type === 'tokens.deleted').map((e) => e.data);
     const announced = deletedEvents.flatMap((d) => d.token_ids);
     expect(duplicates(announced)).toEqual([]);
     expect(sorted(announced)).toEqual(sorted(tagged));
@@ -162,7 +160,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     // stream: at least once, so deduplicated by event_id it is exactly the outbox
     const events = await waitForEvents(stack, (es) => es.some((e) => e.job_id === id && e.type === 'command.succeeded'), 30_000);
     const unique = new Map(events.filter((e) => e.job_id === id).map((e) => [e.event_id, e]));
-    const streamed = [...unique.values()].filter((e) => e.type === 'tokens.deleted').flatMap((e) => (e.data as DeletedData).token_ids);
+    const streamed = [...unique.values()].filter((e) => e.type === 'tokens.deleted').flatMap((e) => (e.data).token_ids);
     expect(duplicates(streamed)).toEqual([]);
     expect(sorted(streamed)).toEqual(sorted(tagged));
   }, 150_000);

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView, RevocationEvent } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
-import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { killChildren, runCli, runSeed } from '../helpers/processes.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
@@ -173,6 +173,69 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     expect(run.stderr).toMatch(/accepted job [0-9a-f-]{36}/);
     expect(run.stderr).toMatch(/100% \| 2\/2 \| \d+\/s \| ETA .* \| succeeded/);
     expect(await tokenIds(stack.database.db, collection, 'leak-bar')).toEqual([]);
+  });
+
+  describe('jobs', () => {
+    /** A user with three jobs of its own: revoke-all, a failed delete, revoke-all (newest last). */
+    let own: { token: string; jobs: JobView[] };
+
+    beforeAll(async () => {
+      const user = await subjectWithToken(stack, { kind: 'user', capabilities: ['tokens:write'] });
+      const bodies = [
+        { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: user.subject.id } },
+        { type: 'tokens.delete', collection, tags: ['never-tagged'], reason: 'AppFunctionality' },
+        { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: user.subject.id } },
+      ];
+      const jobs: JobView[] = [];
+      for (const body of bodies) {
+        const r = await call(stack, 'POST', '/v1/commands', { headers: { ...user.headers, prefer: 'wait=10' }, body });
+        jobs.push(JobView.parse(r.body));
+      }
+      expect(jobs.map((j) => j.state)).toEqual(['succeeded', 'failed', 'succeeded']);
+      own = { token: user.token, jobs };
+    });
+
+    const ownRevoke = (args: string[]) => revoke(args, { REVOCATION_TOKEN: own.token });
+    const jsonLines = (stdout: string) => stdout.trim().split('\n').filter(Boolean).map((line) => JobView.parse(JSON.parse(line)));
+
+    it('jobs prints a table of the caller’s jobs, newest first; jobs --json one job view per line', async () => {
+      const [table, json] = await Promise.all([ownRevoke(['jobs']), ownRevoke(['jobs', '--json'])]);
+
+      expect(table.code).toBe(0);
+      const lines = table.stdout.trim().split('\n');
+      expect(lines[0]).toMatch(/^JOB ID\s+TYPE\s+STATE\s+CREATED\s+FINISHED\s+OUTCOME$/);
+      expect(lines.slice(1).map((l) => l.split(/\s+/).slice(0, 3))).toEqual([...own.jobs].reverse().map((j) => [j.job_id, j.type, j.state]));
+      expect(lines[2]).toMatch(/ PV3009 /);
+      expect(json.code).toBe(0);
+      expect(jsonLines(json.stdout)).toEqual([...own.jobs].reverse());
+    });
+
+    it('jobs --state/--type filter; --limit pages, saying on stderr how to ask for more; --all follows every page', async () => {
+      const [failed, first, all] = await Promise.all([
+        ownRevoke(['jobs', '--json', '--state', 'failed', '--type', 'tokens.delete']),
+        ownRevoke(['jobs', '--json', '--limit', '2']),
+        ownRevoke(['jobs', '--json', '--limit', '1', '--all']),
+      ]);
+      expect(jsonLines(failed.stdout)).toEqual([own.jobs[1]]);
+      expect(all.code).toBe(0);
+      expect(jsonLines(all.stdout)).toEqual([...own.jobs].reverse());
+
+      expect(jsonLines(first.stdout).map((j) => j.job_id)).toEqual([own.jobs[2]!.job_id, own.jobs[1]!.job_id]);
+      const cursor = /^more: --cursor (\S+)$/m.exec(first.stderr)?.[1];
+      expect(cursor).toEqual(expect.any(String));
+      const next = await ownRevoke(['jobs', '--json', '--limit', '2', '--cursor', cursor!]);
+      expect(jsonLines(next.stdout)).toEqual([own.jobs[0]]);
+      expect(next.stderr).not.toContain('more:');
+    });
+
+    it('a bad filter is bad usage: exit 2 naming each bad flag, with the usage', async () => {
+      const run = await ownRevoke(['jobs', '--state', 'done', '--since', 'yesterday']);
+
+      expect(run.code).toBe(2);
+      expect(run.stdout).toBe('');
+      expect(run.stderr).toMatch(/--state: .*--since: must be an ISO 8601 date/);
+      expect(run.stderr).toContain('revoke jobs [--state S]');
+    });
   });
 });
 

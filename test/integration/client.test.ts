@@ -7,7 +7,7 @@ import {
   EVENT_FIELD,
   EventConsumer,
   type EventConsumerOptions,
-  type JobView,
+  JobView,
   RevocationApiError,
   RevocationClient,
   RevocationEvent,
@@ -167,10 +167,10 @@ describe('the client package against a running service', () => {
       // the delays the client sleeps between polls (its own setTimeout calls only)
       const delays: number[] = [];
       const originalSetTimeout = globalThis.setTimeout;
-      const spy = vi.spyOn(globalThis, 'setTimeout').mockImplementation(((handler: () => void, ms?: number) => {
+      const spy = vi.spyOn(globalThis, 'setTimeout').mockImplementation((handler: () => void, ms?: number) => {
         if (new Error().stack?.includes('revocation-client')) delays.push(Number(ms));
         return originalSetTimeout(handler, ms);
-      }) as unknown as typeof setTimeout);
+      });
       const updates: JobView[] = [];
       let final: JobView;
       try {
@@ -226,6 +226,37 @@ describe('the client package against a running service', () => {
       const mapping = (job.result as { mapping: Record<string, string> }).mapping;
       expect(Object.keys(mapping)).toEqual(ids);
       expect(mapping[ids[0]!]).not.toBe(ids[0]);
+    });
+  });
+
+  describe('RevocationClient job list', () => {
+    it('listJobs pages through the caller’s own jobs, newest first, with filters; jobs() follows every page', async () => {
+      const made = await subjectWithToken(stack, { id: uid('lister'), kind: 'user', capabilities: ['tokens:write'] });
+      const own = new RevocationClient({ baseUrl: stack.producer.url, token: made.token });
+      const { collection } = await collectionWithTokens('listed', [{ object: { id: 'o1' }, tags: ['a'] }]);
+      const ran: JobView[] = [];
+      // run() answers the view with `replayed`: the list has the view alone
+      for (const tag of ['a', 'b', 'c']) ran.push(JobView.parse(await own.run({ type: 'tokens.delete', collection, archived: false, tags: [tag], reason: REASON })));
+      ran.push(JobView.parse(await own.run({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: made.subject.id } })));
+      expect(ran.map((j) => j.state)).toEqual(['succeeded', 'failed', 'failed', 'succeeded']);
+      const newest = [...ran].reverse();
+
+      const first = await own.listJobs({ limit: 3 });
+      expect(first.jobs).toEqual(newest.slice(0, 3));
+      const rest = await own.listJobs({ limit: 3, cursor: first.next_cursor! });
+      expect(rest).toEqual({ jobs: newest.slice(3), next_cursor: null });
+
+      const all: JobView[] = [];
+      for await (const job of own.jobs({ limit: 1 })) all.push(job);
+      expect(all).toEqual(newest);
+
+      expect((await own.listJobs({ state: 'failed', type: 'tokens.delete', since: new Date(Date.parse(ran[0]!.created_at)) })).jobs).toEqual(newest.slice(1, 3));
+      expect((await own.listJobs({ since: '2999-01-01' })).jobs).toEqual([]);
+      // the admin sees them too; the bad limit is the service's 400
+      expect((await client.listJobs({ limit: 500 })).jobs.map((j) => j.job_id)).toEqual(expect.arrayContaining(ran.map((j) => j.job_id)));
+      const error = await own.listJobs({ limit: 501 }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(RevocationApiError);
+      expect(error).toMatchObject({ status: 400, errorCode: 'PV1002' });
     });
   });
 

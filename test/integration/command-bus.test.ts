@@ -86,7 +86,7 @@ describe('CommandBus: commands submitted together', () => {
 
   it('fails only the item that breaks the batch; the others are recorded', async () => {
     const [taken] = await Promise.all([bus.record(record(admin))]);
-    const takenId = taken!.credentialHolds ? taken!.row.id : '';
+    const takenId = taken.credentialHolds ? taken.row.id : '';
     const records = [record(admin), record(admin, { id: takenId }), record(admin)];
     const settled = await Promise.allSettled(records.map((r) => bus.record(r)));
     expect(settled.map((s) => s.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);

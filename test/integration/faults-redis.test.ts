@@ -119,7 +119,7 @@ describe('faults of a Redis of our own', () => {
     expect(answers.map((a) => a.status)).toEqual(answers.map(() => 202));
     for (const a of answers) {
       expect(a.body.state).toBe('queued');
-      expect(a.location).toBe(`/v1/jobs/${a.body.job_id}`);
+      expect(a.location).toBe(`/v1/jobs/${String(a.body.job_id)}`);
     }
     const ids = answers.map((a) => a.body.job_id as string);
     // committed before the answer, and its status is served from Postgres while Redis is down

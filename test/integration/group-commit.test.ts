@@ -462,7 +462,7 @@ describe('the jobs a group commit ends, on BullMQ', () => {
       socket.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
         sent.push({ text: String(chunk), held: socket.writableCorked > 0 });
         return write(chunk, ...rest);
-      }) as typeof socket.write;
+      });
       await queue.resume();
       for (let i = 0; ; i++) {
         const states = await stack.database.db.selectFrom('commands').select('state').where('id', 'in', ids).execute();

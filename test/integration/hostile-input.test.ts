@@ -5,7 +5,7 @@ import fc from 'fast-check';
 import type { LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AccessReason, COMMAND_QUEUE, commandTypes, errorRegistry } from '../../contracts/index.js';
+import { AccessReason, COMMAND_QUEUE, commandTypes, decodeJobCursor, encodeJobCursor, errorRegistry, JobState } from '../../contracts/index.js';
 import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
 import { BODY_LIMIT } from '../../producer/app.js';
 import { hashSecret } from '../../producer/secrets.js';
@@ -240,7 +240,7 @@ const noise: fc.Arbitrary<Headers> = fc.record(
     origin: headerText,
   },
   { requiredKeys: [] },
-) as fc.Arbitrary<Headers>;
+);
 
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE'];
 const NON_JSON_TYPES = ['text/plain', 'text/html', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=xyz', 'application/xml', 'application/octet-stream', 'application/jsonx', 'application/vnd.api+json', 'json', ';;;', 'image/png', 'application/javascript'];
@@ -274,7 +274,7 @@ interface RouteEntry {
 function appRoutes(stack: Stack): RouteEntry[] {
   const routes: RouteEntry[] = servedRoutes(stack.producer.app, true).map((r) => ({ method: r.method, url: r.path }));
   for (const route of routes) {
-    if (!stack.producer.app.findRoute({ method: route.method as 'GET', url: route.url })) throw new Error(`printRoutes parsed into a route the app does not have: ${route.method} ${route.url}`);
+    if (!stack.producer.app.findRoute({ method: route.method, url: route.url })) throw new Error(`printRoutes parsed into a route the app does not have: ${route.method} ${route.url}`);
   }
   return routes;
 }
@@ -557,7 +557,7 @@ describe('hostile input to every route', () => {
 
   /** A value for an X-Subject-Token that names no token: absent, blank, oversized, or unknown. */
   const subjectTokenPoison = fc.oneof(
-    fc.constant({ headers: {} as Headers, poison: 'no X-Subject-Token', expect: [400] }),
+    fc.constant({ headers: {}, poison: 'no X-Subject-Token', expect: [400] }),
     fc.constantFrom('', ' ', '\t').map((v) => ({ headers: { 'x-subject-token': v }, poison: 'blank X-Subject-Token', expect: [400] })),
     fc.integer({ min: 513, max: 4000 }).map((n) => ({ headers: { 'x-subject-token': 't'.repeat(n) }, poison: 'oversized X-Subject-Token', expect: [400] })),
     fc.oneof(unknownSecret, headerText.filter((v) => v.trim() !== '' && v.length <= 512)).map((v) => ({ headers: { 'x-subject-token': v }, poison: 'unknown X-Subject-Token', expect: [404] })),
@@ -969,7 +969,8 @@ describe('hostile input to every route', () => {
       template: '/v1/jobs/:id',
       valid: fc.constant({ url: `/v1/jobs/${adminJobId}` }),
       poisons: [
-        admin(fc.oneof(hostileText.map(pct), fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`)).map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'bad job id', expect: [400, 404] }))),
+        // an empty ID is no poison: /v1/jobs/ is the job list (GET /v1/jobs, trailing slashes ignored)
+        admin(fc.oneof(hostileText.filter((s) => s !== '').map(pct), fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`)).map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'bad job id', expect: [400, 404] }))),
         admin(fc.uuid().map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'no such job', expect: [404] }))),
         // another subject's job does not exist for the reader
         readerAuth().map((auth) => ({ method: 'GET', url: `/v1/jobs/${adminJobId}`, headers: auth, poison: "another subject's job", expect: [404] })),
@@ -999,6 +1000,39 @@ describe('hostile input to every route', () => {
       poisons: [admin(fc.tuple(validAudit, auditPoison).map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/audit', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })))],
     };
 
+    const JOB_LIST_KEYS = ['state', 'type', 'since', 'limit', 'cursor'];
+    const jobCursor = encodeJobCursor({ createdAt: '2030-01-01T00:00:00.000000Z', id: '00000000-0000-4000-8000-000000000000' });
+    const validJobList = fc.subarray<[string, string]>([['state', 'failed'], ['type', 'tokens.delete'], ['since', '2020-01-01'], ['limit', '10'], ['cursor', jobCursor]]);
+    const forgedCursor = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
+    const jobListPoison: fc.Arbitrary<QueryPoison> = fc.oneof(
+      fc.oneof(hostileText, fc.constantFrom('FAILED', 'failed ', 'done', '')).filter((s) => !JobState.options.includes(s as JobState)).map((s) => ({ pairs: [['state', s]] as Pairs, poison: 'bad state' })),
+      fc.oneof(hostileText, fc.constantFrom('TOKENS.DELETE', 'tokens', 'tokens.delete,tokens.rotate')).filter((s) => !(commandTypes as string[]).includes(s)).map((s) => ({ pairs: [['type', s]] as Pairs, poison: 'bad type' })),
+      fc
+        .oneof(hostileText.filter((s) => !LOOSE_ISO.test(s) && !/^\d{4}-\d\d-\d\d$/.test(s)), fc.constantFrom('2021-02-30T00:00:00Z', '2021-02-30', '2021-13-01', '2021-01-01T00:00:00', '0000-01-01T00:00:00Z', '0000-01-01', '1612137600'))
+        .map((s) => ({ pairs: [['since', s]] as Pairs, poison: 'bad since' })),
+      fc.oneof(hostileText, fc.integer().map(String), fc.double().map(String)).filter((s) => !validLimit(s) || Number(s) > 500).map((s) => ({ pairs: [['limit', s]] as Pairs, poison: `bad limit ${s.slice(0, 25)}` })),
+      fc
+        .oneof(
+          hostileText,
+          hostileText.map(forgedCursor),
+          fc.constantFrom('2021-02-30T00:00:00.000000Z', '0000-01-01T00:00:00.000000Z', '2030-01-01T00:00:00Z').map((t) => forgedCursor(`${t} 00000000-0000-4000-8000-000000000000`)),
+          fc.constant(`${jobCursor}%00`),
+        )
+        .filter((s) => decodeJobCursor(s) === undefined)
+        .map((s) => ({ pairs: [['cursor', s]] as Pairs, poison: 'bad cursor' })),
+      fc.constantFrom(...JOB_LIST_KEYS).map((k) => {
+        const v = { state: 'failed', type: 'tokens.delete', since: '2020-01-01', limit: '5', cursor: jobCursor }[k]!;
+        return { pairs: [[k, v], [k, v]] as Pairs, poison: `${k} repeated` };
+      }),
+      unknownParam(JOB_LIST_KEYS),
+    );
+    const jobList: RouteSpec = {
+      method: 'GET',
+      template: '/v1/jobs',
+      valid: validJobList.map((pairs) => ({ url: withQuery('/v1/jobs', pairs) })),
+      poisons: [admin(fc.tuple(validJobList, jobListPoison).map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/jobs', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })))],
+    };
+
     return {
       'POST /v1/collections': { spec: collections, numRuns: 500 },
       'POST /v1/subjects': { spec: subjects, numRuns: 500 },
@@ -1009,6 +1043,7 @@ describe('hostile input to every route', () => {
       'GET /v1/auth/verify': { spec: verify, numRuns: 300 },
       'POST /v1/commands': { spec: commands, numRuns: 1500 },
       'GET /v1/jobs/:id': { spec: jobs, numRuns: 400 },
+      'GET /v1/jobs': { spec: jobList, numRuns: 500 },
       'GET /v1/audit': { spec: audit, numRuns: 500 },
     };
   }
@@ -1021,6 +1056,13 @@ describe('hostile input to every route', () => {
       commands: true,
       forbidden: readerAuth(),
       poisons: [admin(subjectTokenPoison.map((p) => ({ method: 'DELETE', url: '/v3/auth/tokens', headers: p.headers, poison: p.poison, expect: p.expect })))],
+    };
+    const keystoneValidate: RouteSpec = {
+      method: 'GET',
+      template: '/v3/auth/tokens',
+      valid: fc.constant({ url: '/v3/auth/tokens', headers: { 'x-subject-token': victim.token } }),
+      forbidden: readerAuth(),
+      poisons: [admin(subjectTokenPoison.map((p) => ({ method: 'GET', url: '/v3/auth/tokens', headers: p.headers, poison: p.poison, expect: p.expect })))],
     };
     const userPath = (segment: string) => `/api/v3/onezone/users/${segment}/tokens/temporary`;
     const userPoisons = (method: string) => [
@@ -1037,6 +1079,7 @@ describe('hostile input to every route', () => {
     const providerGet: RouteSpec = { method: 'GET', template: providerPath, valid: fc.constant({ url: providerPath }), forbidden: notProvider(), poisons: [] };
     return {
       'DELETE /v3/auth/tokens': { spec: keystone, numRuns: 500 },
+      'GET /v3/auth/tokens': { spec: keystoneValidate, numRuns: 300 },
       'DELETE /api/v3/onezone/users/:id/tokens/temporary': { spec: userDelete, numRuns: 400 },
       'GET /api/v3/onezone/users/:id/tokens/temporary': { spec: userGet, numRuns: 300 },
       [`DELETE ${providerPath}`]: { spec: providerDelete, numRuns: 200 },
@@ -1078,12 +1121,12 @@ describe('hostile input to every route', () => {
         // methods the path does not have: 404 in the native envelope
         fc.constantFrom(...paths).chain((template) => {
           const wrong = wrongMethods(template);
-          return fc.tuple(fill(template), fc.constantFrom(...wrong), junkQuery).map(([url, method, q]) => ({ method, url: withQuery(url, q), headers: {}, poison: `wrong method ${method}`, expect: [404, 405] }) as Case);
+          return fc.tuple(fill(template), fc.constantFrom(...wrong), junkQuery).map(([url, method, q]) => ({ method, url: withQuery(url, q), headers: {}, poison: `wrong method ${method}`, expect: [404, 405] }));
         }),
         // the methods it has, with junk: answered without a 5xx
-        fc.constantFrom(...pub).chain((r) => fc.tuple(fill(r.url), junkQuery, junkBody, badCredential()).map(([url, q, body, bad]) => ({ method: r.method, url: withQuery(url, q), headers: { ...bad.headers, ...(body !== undefined && jsonHeaders) }, ...(body !== undefined && { payload: body }), poison: 'junk on a public route' }) as Case)),
+        fc.constantFrom(...pub).chain((r) => fc.tuple(fill(r.url), junkQuery, junkBody, badCredential()).map(([url, q, body, bad]) => ({ method: r.method, url: withQuery(url, q), headers: { ...bad.headers, ...(body !== undefined && jsonHeaders) }, ...(body !== undefined && { payload: body }), poison: 'junk on a public route' }))),
         // paths under /docs that are not there, traversal included
-        fc.oneof(hostileText.map(pct), fc.constantFrom('..%2f..%2fpackage.json', '%2e%2e/%2e%2e/package.json', 'static/..%2f..%2f..%2fpackage.json', 'static/%2e%2e%2f%2e%2e%2fpackage.json', '..\\..\\package.json', 'static/%00', 'json%00', '%ff')).map((p) => ({ method: 'GET', url: `/docs/${p}`, headers: {}, poison: 'a path under /docs' }) as Case),
+        fc.oneof(hostileText.map(pct), fc.constantFrom('..%2f..%2fpackage.json', '%2e%2e/%2e%2e/package.json', 'static/..%2f..%2f..%2fpackage.json', 'static/%2e%2e%2f%2e%2e%2fpackage.json', '..\\..\\package.json', 'static/%00', 'json%00', '%ff')).map((p) => ({ method: 'GET', url: `/docs/${p}`, headers: {}, poison: 'a path under /docs' })),
       ),
       noise,
     ).map(([c, n]) => ({ ...c, headers: { ...n, ...c.headers } }));
@@ -1205,8 +1248,10 @@ describe('hostile input to every route', () => {
     'GET /v1/auth/verify',
     'POST /v1/commands',
     'GET /v1/jobs/:id',
+    'GET /v1/jobs',
     'GET /v1/audit',
     'DELETE /v3/auth/tokens',
+    'GET /v3/auth/tokens',
     'DELETE /api/v3/onezone/users/:id/tokens/temporary',
     'GET /api/v3/onezone/users/:id/tokens/temporary',
     'DELETE /api/v3/onezone/provider/tokens/temporary',
@@ -1292,7 +1337,7 @@ describe('hostile input to every route', () => {
         });
         socket.on('close', () => settle(true));
         socket.on('error', () => {}); // a reset after the answer is expected; 'close' follows
-        socket.on('connect', async () => {
+        socket.on('connect', () => void (async () => {
           socket.write(head);
           if (body && 'bytes' in body) socket.write(body.bytes);
           if (body && 'stream' in body) {
@@ -1310,7 +1355,7 @@ describe('hostile input to every route', () => {
             }
             if (!settled && !socket.destroyed) socket.write(`1\r\n]\r\n0\r\n\r\n`);
           }
-        });
+        })());
       });
     }
 

@@ -181,8 +181,8 @@ describe('two worker processes and a producer under 5,000 mixed commands over ov
       .where('command_id', 'in', ids)
       .where((eb) => eb(eb.ref('event', '->>').key('type'), 'in', ['command.succeeded', 'command.failed']))
       .execute();
-    expect(duplicates(terminal.map((r) => r.command_id as string))).toEqual([]);
-    expect(terminal.filter((r) => r.event.type !== `command.${byId.get(r.command_id as string)?.state}`)).toEqual([]);
+    expect(duplicates(terminal.map((r) => r.command_id))).toEqual([]);
+    expect(terminal.filter((r) => r.event.type !== `command.${byId.get(r.command_id)?.state}`)).toEqual([]);
     expect(terminal).toHaveLength(ids.length);
 
     const outcomes = { succeeded: rows.filter((r) => r.state === 'succeeded').length, failed: rows.filter((r) => r.state === 'failed').length };

@@ -29,7 +29,7 @@ describe('per-subject rate limiting and security headers', () => {
     const limited = await call(stack, 'GET', '/api/v3/onezone/users/busy/tokens/temporary', { headers: busy.headers });
     expect(limited.status).toBe(429);
     expect(Number(limited.headers['retry-after'])).toBeGreaterThan(0);
-    expect(limited.body.error.id).toBe('rateLimited');
+    expect(limited.body.error).toMatchObject({ id: 'limitReached', details: { error_code: 'PV1011', limit: 3 } });
     const piiano = await call(stack, 'GET', '/api/pvlt/1.0/data/collections/none/count/tokens?reason=AppFunctionality', { headers: busy.headers });
     expect(piiano.status).toBe(429);
     expect(piiano.body).toMatchObject({ error_code: 'PV1011', context: { limit: '3', window_seconds: '60' } });

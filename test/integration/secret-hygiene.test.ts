@@ -47,8 +47,8 @@ function spawnBin(script: string, env: Record<string, string>): Service {
   const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: PROJECT_ROOT, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let output = '';
-  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
-  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
   // 'close': every byte of stdout and stderr has been read
   const exited = new Promise<void>((resolve) => child.once('close', () => resolve()));
   return { child, output: () => output, exited };

@@ -126,7 +126,7 @@ describe('the sweeper', () => {
     expect(await present(revoked.map((t) => t.id))).toEqual([]);
     expect(await present([...current, name].map((t) => t.id))).toEqual([...current, name].map((t) => t.id).sort());
     for (const t of [...current, name]) expect((await verify(t.secret)).status).toBe(200);
-    const gone = await verify(revoked[0]!.secret);
+    const gone = await verify(revoked[0].secret);
     expect(gone.status).toBe(404);
     expect(gone.body.context).toEqual({ reason: 'not_found' });
   });
@@ -157,16 +157,16 @@ describe('the sweeper', () => {
     const carol = await user();
     const [old1, old2, recent, valid] = await Promise.all([temporary(carol), temporary(carol), temporary(carol), temporary(carol)]);
     const name = await named(carol);
-    await expiredAgo(old1!.id, 2 * HOUR);
-    await expiredAgo(old2!.id, HOUR + 60);
-    await expiredAgo(recent!.id, HOUR - 60);
+    await expiredAgo(old1.id, 2 * HOUR);
+    await expiredAgo(old2.id, HOUR + 60);
+    await expiredAgo(recent.id, HOUR - 60);
 
     expect(await sweeper(HOUR).sweepOnce()).toBe(2);
 
-    expect(await present([old1!.id, old2!.id])).toEqual([]);
-    expect(await present([recent!.id, valid!.id, name.id])).toEqual([recent!.id, valid!.id, name.id].sort());
-    expect((await verify(recent!.secret)).body.context).toEqual({ reason: 'expired' });
-    expect((await verify(valid!.secret)).status).toBe(200);
+    expect(await present([old1.id, old2.id])).toEqual([]);
+    expect(await present([recent.id, valid.id, name.id])).toEqual([recent.id, valid.id, name.id].sort());
+    expect((await verify(recent.secret)).body.context).toEqual({ reason: 'expired' });
+    expect((await verify(valid.secret)).status).toBe(200);
   });
 
   it('with no grace deletes what was revoked a moment ago', async () => {

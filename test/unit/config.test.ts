@@ -31,7 +31,7 @@ describe('loadConfig', () => {
     });
     expect(config.WORKER_CONCURRENCY).toBeGreaterThanOrEqual(1);
     expect(config.DELETE_BATCH_SIZE).toBeGreaterThanOrEqual(1);
-    expect(config).toMatchObject({ GROUP_COMMIT_MAX: 32, GROUP_COMMIT_LANES: 2, GROUP_COMMIT_SPARE_LANE_MS: 20, CREDENTIAL_CACHE_MAX: 10_000, OUTBOX_RETENTION_SECONDS: 3600 });
+    expect(config).toMatchObject({ GROUP_COMMIT_MAX: 32, GROUP_COMMIT_LANES: 2, GROUP_COMMIT_SPARE_LANE_MS: 20, CREDENTIAL_CACHE_MAX: 10_000, OUTBOX_RETENTION_SECONDS: 3600, JOB_RETENTION_DAYS: 30 });
     expect(config.BOOTSTRAP_ADMIN_TOKEN).toBeUndefined();
   });
 
@@ -47,13 +47,14 @@ describe('loadConfig', () => {
       GROUP_COMMIT_SPARE_LANE_MS: '0',
       CREDENTIAL_CACHE_MAX: '0',
       OUTBOX_RETENTION_SECONDS: '0',
+      JOB_RETENTION_DAYS: '1',
       FORCE_ACCESS_REASON: 'false',
       LOG_LEVEL: 'debug',
       QUEUE_PREFIX: '{revocation}',
       DATABASE_URL: 'postgresql://u@db:5432/x',
       REDIS_URL: 'rediss://cache:6380',
     });
-    expect(config).toMatchObject({ PORT: 9090, WORKER_CONCURRENCY: 3, GROUP_COMMIT_MAX: 1, GROUP_COMMIT_SPARE_LANE_MS: 0, CREDENTIAL_CACHE_MAX: 0, OUTBOX_RETENTION_SECONDS: 0, FORCE_ACCESS_REASON: false, LOG_LEVEL: 'debug', QUEUE_PREFIX: '{revocation}' });
+    expect(config).toMatchObject({ PORT: 9090, WORKER_CONCURRENCY: 3, GROUP_COMMIT_MAX: 1, GROUP_COMMIT_SPARE_LANE_MS: 0, CREDENTIAL_CACHE_MAX: 0, OUTBOX_RETENTION_SECONDS: 0, JOB_RETENTION_DAYS: 1, FORCE_ACCESS_REASON: false, LOG_LEVEL: 'debug', QUEUE_PREFIX: '{revocation}' });
   });
 
   it.each([
@@ -68,6 +69,10 @@ describe('loadConfig', () => {
     ['GROUP_COMMIT_SPARE_LANE_MS', '-1'],
     ['CREDENTIAL_CACHE_MAX', '-1'],
     ['OUTBOX_RETENTION_SECONDS', '1.5'],
+    ['JOB_RETENTION_DAYS', '0'],
+    ['JOB_RETENTION_DAYS', '-3'],
+    ['JOB_RETENTION_DAYS', '0.5'],
+    ['JOB_RETENTION_DAYS', 'forever'],
     ['FORCE_ACCESS_REASON', 'maybe'],
     ['BOOTSTRAP_ADMIN_TOKEN', 'too-short'],
     ['QUEUE_PREFIX', 'has space'],
@@ -76,6 +81,11 @@ describe('loadConfig', () => {
     expect(error.message).toContain(name);
     expect(error.issues).toHaveLength(1);
     expect(error.issues[0]).toMatch(new RegExp(`^${name}\\b`));
+  });
+
+  it('refuses a job retention under a day, saying why (SPEC §4: Idempotency-Keys are kept at least 24 h)', () => {
+    const error = configError({ JOB_RETENTION_DAYS: '0' });
+    expect(error.issues).toEqual(['JOB_RETENTION_DAYS: must be at least 1 (day): an Idempotency-Key is kept at least 24 hours (got "0")']);
   });
 
   it('names every wrong variable at once', () => {

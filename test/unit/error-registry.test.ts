@@ -74,13 +74,39 @@ describe('the error envelopes', () => {
     expect(renderers.keystone({ code: 'PV1005', message: 'no', context: {} })).toEqual({ error: { code: 401, title: 'Unauthorized', message: 'no' } });
   });
 
-  it('renders Onezone errors as { error: { id, details, description } } keeping the code and context in details', () => {
+  it("renders Onezone errors as { error: { id, details, description } } with Onedata's id, keeping the code and context in details", () => {
     const rendered = renderers.onezone(sample) as { error: { id: string; details: Record<string, unknown>; description: string } };
     expect(Object.keys(rendered)).toEqual(['error']);
     expect(Object.keys(rendered.error).sort()).toEqual(['description', 'details', 'id']);
-    expect(rendered.error.id).toBe('tokenNotFound');
+    expect(rendered.error.id).toBe('notFound');
     expect(rendered.error.description).toBe('The token is not found.');
     expect(rendered.error.details).toMatchObject({ error_code: 'PV3009', collection: 'cards' });
+  });
+
+  // the ids and details of Onedata's ctool (src/errors.erl, to_json/1)
+  it.each([
+    ['PV1000', {}, 'internalServerError', {}],
+    ['PV1001', {}, 'missingRequiredValue', { key: 'reason' }],
+    ['PV1002', { params: ['id: may contain only letters, digits and . _ : @ -'] }, 'badValueIdentifier', { key: 'id' }],
+    ['PV1002', { header: 'X-Tenant-Id' }, 'badValueIdentifier', { key: 'X-Tenant-Id' }],
+    ['PV1002', { header: 'Idempotency-Key' }, 'badValueString', { key: 'Idempotency-Key' }],
+    ['PV1002', { body: ['temporary: Invalid input: expected boolean'] }, 'badData', { key: 'temporary' }],
+    ['PV1002', {}, 'malformedData', {}],
+    ['PV1005', {}, 'unauthorized', {}],
+    ['PV1006', { tenant_ids: 't' }, 'forbidden', {}],
+    ['PV1007', { capability: 'tokens:manage' }, 'forbidden', {}],
+    ['PV1008', {}, 'notFound', {}],
+    ['PV1009', { job_id: 'j' }, 'timeout', {}],
+    ['PV1010', {}, 'temporaryFailure', {}],
+    ['PV1011', { limit: 3, window_seconds: 60 }, 'limitReached', { limit: 3, resourceDescription: 'requests per 60 seconds' }],
+    ['PV1013', {}, 'notSupported', {}],
+    ['PV3003', { subject_id: 's' }, 'notFound', {}],
+    ['PV3004', {}, 'alreadyExists', {}],
+    ['PV3010', {}, 'badValueIdentifierOccupied', { key: 'Idempotency-Key' }],
+  ] as [ErrorCode, Record<string, unknown>, string, Record<string, unknown>][])('renders %s %j for Onezone as Onedata %s', (code, context, id, details) => {
+    const rendered = renderers.onezone({ code, message: 'm', context }) as { error: { id: string; details: Record<string, unknown> } };
+    expect(rendered.error.id).toBe(id);
+    expect(rendered.error.details).toEqual({ ...context, ...details, error_code: code });
   });
 
   it('renders every registry code in every envelope', () => {
