@@ -301,7 +301,7 @@ describe('a lockout delivered again and again', () => {
     expect(deliveries).toBe(4);
     expect(outcome).toEqual({ state: 'succeeded', result: { subject: { kind: 'user', id: dave.subject.id }, revoked: 5 } });
 
-    const outbox = async () => (await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute()).map((r) => r.event as unknown as RevocationEvent);
+    const outbox = async () => (await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute()).map((r) => r.event);
     const events = await outbox();
     const revoked = events.filter((e): e is EventOfType<'access_token.revoked'> => e.type === 'access_token.revoked').map((e) => e.data as { token_ids: string[]; batch: { index: number; last: boolean } });
     expect(revoked.flatMap((d) => d.token_ids)).toEqual(sorted(tokenIds));
@@ -391,7 +391,7 @@ describe('a lockout whose worker process is killed -9 in the middle', () => {
     const audited = audit.flatMap((r) => (r.data.token_ids as string[] | undefined) ?? []);
     expect(audited).toHaveLength(all.length);
     expect(new Set(audited)).toEqual(new Set(all));
-    const outbox = (await db.selectFrom('outbox').select('event').where('command_id', '=', jobId).orderBy('id').execute()).map((r) => r.event as unknown as RevocationEvent);
+    const outbox = (await db.selectFrom('outbox').select('event').where('command_id', '=', jobId).orderBy('id').execute()).map((r) => r.event);
     expect(outbox.filter((e) => e.type === 'subject.locked')).toHaveLength(1);
     const batches = outbox.filter((e) => e.type === 'access_token.revoked').map((e) => e.data as { token_ids: string[]; batch: { index: number; last: boolean } });
     const announced = batches.flatMap((d) => d.token_ids);
