@@ -13,6 +13,8 @@ Usage:
   revoke rotate --collection C --token-id ID... --reason R [--adhoc-reason TEXT]
   revoke revoke-all (--user ID | --provider ID)
   revoke revoke-token --token-id ID
+  revoke lockout (--user ID | --provider ID | --service ID)
+  revoke unlock (--user ID | --provider ID | --service ID)
   revoke status JOB_ID
   revoke jobs [--state S] [--type T] [--since DATE] [--limit N] [--cursor C | --all]
   revoke events [--follow] [--from STREAM_ID]
@@ -35,6 +37,11 @@ or, with --json, one job view per line:
   --limit N               jobs per page, 1 to 500 (default 50)
   --cursor C              the page after the one that printed "more: --cursor C"
   --all                   every page, not only the first
+
+lockout locks an account out (ASVS 7.4.2): from the job's first commit on nothing the subject
+holds authenticates and no token can be issued to it, and every access token it holds, named and
+temporary, is revoked; the job ends with the number revoked. unlock enables the account again;
+its old tokens stay revoked. Both need subjects:admin, or security_admin in the subject's domain.
 
 Exit status: 0 succeeded, 1 the job failed, 2 bad usage, 3 the service refused or is unreachable.`;
 
@@ -59,6 +66,7 @@ function parseArguments() {
         'custom-audit': { type: 'string' },
         user: { type: 'string' },
         provider: { type: 'string' },
+        service: { type: 'string' },
         follow: { type: 'boolean', default: false },
         from: { type: 'string' },
         'redis-url': { type: 'string' },
@@ -125,6 +133,13 @@ function commandFromArgs(verb: string): CommandInput {
       const subject = values.user ? { kind: 'user' as const, id: values.user } : { kind: 'provider' as const, id: values.provider! };
       return { type: 'temporary_tokens.revoke_all', subject, ...reasonFields() };
     }
+    case 'lockout':
+    case 'unlock': {
+      const named = (['user', 'provider', 'service'] as const).filter((kind) => values[kind] !== undefined);
+      if (named.length !== 1) usageError(`${verb} needs exactly one of --user, --provider or --service`);
+      const kind = named[0]!;
+      return { type: verb === 'lockout' ? 'subject.lockout' : 'subject.unlock', subject: { kind, id: values[kind]! }, ...reasonFields() };
+    }
     case 'revoke-token': {
       const [tokenId] = list(values['token-id']) ?? [];
       if (!tokenId) usageError('revoke-token needs --token-id');
@@ -145,6 +160,11 @@ function summary(job: JobView): string {
   if (job.state === 'failed') return `job ${job.job_id} failed: ${job.error?.error_code} ${job.error?.message}${job.error && Object.keys(job.error.context).length ? ` ${JSON.stringify(job.error.context)}` : ''}`;
   const result = job.result ?? {};
   if (job.type === 'tokens.delete') return `job ${job.job_id} succeeded: deleted ${String(result.deleted)} tokens`;
+  if (job.type === 'subject.lockout' || job.type === 'subject.unlock') {
+    const { kind, id } = (result.subject ?? {}) as { kind?: string; id?: string };
+    if (job.type === 'subject.unlock') return `job ${job.job_id} succeeded: unlocked ${kind} ${id}`;
+    return `job ${job.job_id} succeeded: locked out ${kind} ${id}, revoked ${String(result.revoked)} access tokens`;
+  }
   if (job.type === 'tokens.rotate') return `job ${job.job_id} succeeded: rotated ${Object.keys((result.mapping as object) ?? {}).length} tokens\n${JSON.stringify(result.mapping, null, 2)}`;
   return `job ${job.job_id} succeeded: ${JSON.stringify(result)}`;
 }
@@ -246,6 +266,7 @@ function jobLine(job?: JobView): string {
     if (j.error) return `${j.error.error_code} ${j.error.message}`;
     if (j.progress) return `${j.progress.processed}/${j.progress.total ?? '?'}`;
     if (j.result && typeof j.result.deleted === 'number') return `deleted ${j.result.deleted}`;
+    if (j.result && typeof j.result.revoked === 'number') return `revoked ${j.result.revoked}`;
     return '';
   };
   const cells = job ? [job.job_id, job.type, job.state, job.created_at, job.finished_at ?? '-', outcome(job)] : ['JOB ID', 'TYPE', 'STATE', 'CREATED', 'FINISHED', 'OUTCOME'];
@@ -263,7 +284,7 @@ async function main(): Promise<number> {
     await events();
     return 0;
   }
-  if (!['status', 'jobs', 'delete', 'rotate', 'revoke-all', 'revoke-token'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
+  if (!['status', 'jobs', 'delete', 'rotate', 'revoke-all', 'revoke-token', 'lockout', 'unlock'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
   const api = client();
   if (verb === 'jobs') {
     await jobs(api);
