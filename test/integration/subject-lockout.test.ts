@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_QUEUE, type CommandJobData, type RevocationEvent } from '../../contracts/index.js';
 import { seedNamedAccessTokens, seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
 import { CommandReleased, type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
+import { subjectLockoutHandler } from '../../worker/handlers/subject-lockout.handler.js';
 import { bearer, call, createCollection, subjectWithToken, waitForEvents, waitForJob } from '../helpers/api.js';
 import { StepLog } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
@@ -107,6 +108,8 @@ describe('account lockout', () => {
       const verified = await call(stack, 'GET', '/v1/auth/verify', { headers: { ...stack.admin, 'x-subject-token': alice.secrets[2]! } });
       expect(verified.status).toBe(404);
       expect(verified.body.context).toEqual({ reason: 'revoked' });
+      const keystone = await call(stack, 'GET', '/v3/auth/tokens', { headers: { 'x-auth-token': stack.admin.authorization!.slice('Bearer '.length), 'x-subject-token': alice.secrets[0]! } });
+      expect(keystone.status).toBe(404);
 
       // no token is issued to it, named or temporary
       for (const body of [{ temporary: false }, { temporary: true }]) {
@@ -317,6 +320,39 @@ describe('a lockout delivered again and again', () => {
     expect(again).toEqual(outcome);
     expect(await outbox()).toEqual(events);
     expect((await call(stack, 'GET', `/v1/jobs/${id}`, { headers: stack.admin })).body.attempts).toBe(4);
+  });
+});
+
+describe('a lockout whose remaining tokens a concurrent revoke took between two batches', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+  });
+  afterAll(() => stack?.close());
+
+  it('ends with an access_token.revoked event marked last (with no token IDs), and counts only what it revoked', async () => {
+    const frank = await subjectWithToken(stack, { id: uid('frank'), kind: 'user' });
+    for (let i = 0; i < 2; i++) expect((await call(stack, 'POST', `/v1/subjects/${frank.subject.id}/tokens`, { headers: stack.admin, body: { temporary: false } })).status).toBe(201);
+    const db = stack.database.db;
+    const audit = { actor: { id: 'admin', kind: 'service' as const }, tenant_ids: null, reason: null, adhoc_reason: null, custom_audit: null, request_id: 'r', source: 'http' as const };
+    const command = { type: 'subject.lockout' as const, subject: { kind: 'user' as const, id: frank.subject.id as string } };
+    const commandId = randomUUID();
+    await db.insertInto('commands').values({ id: commandId, type: command.type, payload: JSON.stringify(command), payload_hash: 'h', submitter_id: 'admin', audit: JSON.stringify(audit) }).execute();
+    const step = (checkpoint: Record<string, unknown> | null) =>
+      db.transaction().setIsolationLevel('repeatable read').execute((trx) => subjectLockoutHandler.step({ trx, commandId, command, audit, checkpoint, progress: null, total: null, settings: { deleteBatchSize: 2 } }));
+    const eventsOf = (outcome: Awaited<ReturnType<typeof step>>) => (outcome.outbox ?? []).map((e) => (JSON.parse(e.event) as { data: unknown }).data);
+
+    const disabled = await step(null);
+    expect(disabled).toMatchObject({ done: false, progress: { processed: 0, total: null } });
+    const first = await step(disabled.done ? null : disabled.checkpoint);
+    expect(first).toMatchObject({ done: false, progress: { processed: 2 } });
+    expect(eventsOf(first)).toEqual([expect.objectContaining({ batch: { index: 0, last: false } })]);
+    // the third token goes another way before the second batch
+    await db.deleteFrom('access_tokens').where('subject_id', '=', frank.subject.id).execute();
+
+    const second = await step(first.done ? null : first.checkpoint);
+    expect(second).toMatchObject({ done: true, result: { subject: command.subject, revoked: 2 } });
+    expect(eventsOf(second)).toEqual([{ token_ids: [], subject: { id: frank.subject.id, kind: 'user', domain_id: 'default' }, batch: { index: 1, last: true } }]);
   });
 });
 
