@@ -9,6 +9,7 @@ import { COMMAND_QUEUE, type CommandJobData, type RevocationEvent } from '../../
 import { seedNamedAccessTokens, seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
 import { CommandReleased, type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { subjectLockoutHandler } from '../../worker/handlers/subject-lockout.handler.js';
+import { subjectUnlockHandler } from '../../worker/handlers/subject-unlock.handler.js';
 import { bearer, call, createCollection, subjectWithToken, waitForEvents, waitForJob } from '../helpers/api.js';
 import { StepLog } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
@@ -320,6 +321,33 @@ describe('a lockout delivered again and again', () => {
     expect(again).toEqual(outcome);
     expect(await outbox()).toEqual(events);
     expect((await call(stack, 'GET', `/v1/jobs/${id}`, { headers: stack.admin })).body.attempts).toBe(4);
+  });
+});
+
+describe('an unlock while a lockout of the subject has not ended', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ worker: false });
+  });
+  afterAll(() => stack?.close());
+
+  it('is refused with PV3016 naming the lockout job, at acceptance and again when it runs', async () => {
+    const gina = await subjectWithToken(stack, { id: uid('gina'), kind: 'user' });
+    const subject = { kind: 'user' as const, id: gina.subject.id as string };
+    const queued = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'subject.lockout', subject } });
+    expect(queued.status).toBe(202); // no worker: it stays queued
+
+    const refused = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'subject.unlock', subject } });
+    expect(refused.status).toBe(409);
+    expect(refused.body).toEqual({ error_code: 'PV3016', message: expect.stringMatching(/lockout/), context: { subject_id: subject.id, job_id: queued.body.job_id } });
+
+    // an unlock accepted before the lockout was: its worker finds the lockout unfinished
+    const audit = { actor: { id: 'admin', kind: 'service' as const }, tenant_ids: null, reason: null, adhoc_reason: null, custom_audit: null, request_id: 'r', source: 'http' as const };
+    const run = stack.database.db
+      .transaction()
+      .setIsolationLevel('repeatable read')
+      .execute((trx) => subjectUnlockHandler.step({ trx, commandId: randomUUID(), command: { type: 'subject.unlock', subject }, audit, checkpoint: null, progress: null, total: null, settings: { deleteBatchSize: 10 } }));
+    await expect(run).rejects.toMatchObject({ code: 'PV3016', context: { subject_id: subject.id, job_id: queued.body.job_id } });
   });
 });
 
