@@ -1,5 +1,6 @@
 import pino, { type Logger } from 'pino';
 import { type Config, ConfigError, loadConfig } from '../contracts/index.js';
+import { isConnectionLost } from '../db/database.js';
 
 /** Values that hold secrets (credential headers); pino replaces them wherever they appear in a log line. */
 export const redactedPaths = [
@@ -33,3 +34,39 @@ export function configOrExit(): Config {
     throw error;
   }
 }
+
+/**
+ * Runs `start` until it succeeds. While Postgres or Redis cannot be reached (not up yet, starting
+ * up, out of connections), waits (0.5 s doubling to 10 s, jittered) and tries again, with a
+ * warning naming the attempt and the error; any other error (a database not migrated, a wrong
+ * password) is thrown at once. Processes started with their dependencies (docker compose, a
+ * host's reboot) come up when those do.
+ */
+export async function retryWhileUnreachable<T>(logger: Logger, start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (error) {
+      if (!isUnreachable(error)) throw error;
+      const ceiling = Math.min(500 * 2 ** (attempt - 1), 10_000);
+      const retryInMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+      logger.warn({ err: error, attempt, retry_in_ms: retryInMs }, 'Postgres or Redis cannot be reached yet; retrying');
+      await new Promise((resolve) => setTimeout(resolve, retryInMs));
+    }
+  }
+}
+
+/** Errors of a Postgres or Redis that is not up, not reachable yet, or out of connections. */
+export function isUnreachable(error: unknown): boolean {
+  if (isConnectionLost(error)) return true;
+  const e = error as { code?: unknown; message?: unknown; errors?: unknown } | null;
+  // Node's AggregateError when each address of a name refused (localhost: ::1 and 127.0.0.1)
+  if (Array.isArray(e?.errors) && e.errors.some(isUnreachable)) return true;
+  if (typeof e?.code === 'string' && unreachableCodes.has(e.code)) return true;
+  return typeof e?.message === 'string' && unreachableMessages.test(e.message);
+}
+
+/** 53300 too many connections, 57P03 starting up or shutting down; the rest from the network. */
+const unreachableCodes = new Set(['53300', '57P03', 'ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+/** pg's pool timeout; ioredis's closed connection; Redis out of clients, or loading its data. */
+const unreachableMessages = /timeout exceeded when trying to connect|Connection is closed|max number of clients reached|^LOADING /i;

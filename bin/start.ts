@@ -1,14 +1,14 @@
 import { migrateToLatest } from '../db/migrate.js';
 import { startProducer } from '../producer/server.js';
 import { startWorker } from '../worker/runtime.js';
-import { configOrExit, createLogger } from './runtime.js';
+import { configOrExit, createLogger, retryWhileUnreachable } from './runtime.js';
 import { closeOnSignal } from './signals.js';
 
 /** `npm start`: migrate, then producer, worker, relay and reconciler in one process. */
 const config = configOrExit();
 const logger = createLogger(config, 'revocation');
-await migrateToLatest(config.DATABASE_URL);
-const worker = await startWorker(config, logger.child({ role: 'worker' }));
+await retryWhileUnreachable(logger, () => migrateToLatest(config.DATABASE_URL));
+const worker = await retryWhileUnreachable(logger, () => startWorker(config, logger.child({ role: 'worker' })));
 const producer = await startProducer(config, logger.child({ role: 'producer' }));
 logger.info({ url: producer.url }, 'revocation service ready');
 closeOnSignal(logger, async () => {

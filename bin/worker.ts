@@ -1,12 +1,12 @@
 import { serveMetrics } from '../worker/metrics.js';
 import { startWorker } from '../worker/runtime.js';
-import { configOrExit, createLogger } from './runtime.js';
+import { configOrExit, createLogger, retryWhileUnreachable } from './runtime.js';
 import { closeOnSignal } from './signals.js';
 
 /** `npm run worker`: a worker with the outbox relay and the reconciler (run `npm run migrate` first). */
 const config = configOrExit();
 const logger = createLogger(config, 'revocation-worker');
-const worker = await startWorker(config, logger).catch((error: unknown) => {
+const worker = await retryWhileUnreachable(logger, () => startWorker(config, logger)).catch((error: unknown) => {
   logger.fatal({ err: error }, error instanceof Error ? error.message : 'the worker could not start');
   process.exit(1);
 });

@@ -37,5 +37,19 @@ export const COMMAND_JOB_OPTIONS = {
   removeOnFail: { age: 24 * 3600, count: 10_000 },
 } as const;
 
+/**
+ * How soon a job runs again when its worker died (kill -9, a lost host): BullMQ options of every
+ * command worker. A worker renews the locks of all its active jobs in one script call, each lock
+ * 2.5 to 5 s after its last renewal; a lock not renewed expires lockDuration after that, and the
+ * next stalled check (each worker calls it every stalledInterval; one of them runs it) puts the
+ * job back on the wait list for another worker: within lockDuration + stalledInterval (14 s) of
+ * the death, where BullMQ's defaults (30 s and 30 s) took up to a minute and more. The cost: per
+ * worker process, about 0.4 lock-renewal calls per second while it has jobs and 0.25 stalled-check
+ * calls; and a worker whose event loop or Redis stalls for more than 5 s may lose its locks: the
+ * job then runs again elsewhere meanwhile, which the executor makes harmless (every step locks
+ * the command row and commits its checkpoint).
+ */
+export const COMMAND_WORKER_OPTIONS = { lockDuration: 10_000, stalledInterval: 4_000 } as const;
+
 /** BullMQ job name of a command job. */
 export const COMMAND_JOB_NAME = 'command';

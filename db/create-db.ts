@@ -43,6 +43,12 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
   pool.on('error', () => {});
   pool.on('connect', (client) => {
     client.on('error', () => {});
+    // A FATAL error ends the session (its backend was terminated, the server shuts down), but pg
+    // takes it as the failure of the query in flight and the pool would hand the client out again
+    // until the socket closes: end the client now, so that the pool drops it when it comes back.
+    client.connection.on('errorMessage', (message: { severity?: string }) => {
+      if (message.severity === 'FATAL') client.end().catch(() => {});
+    });
     usePreparedStatements(client);
     if (options.pipeline) pipelineTransactionBoundaries(client);
   });

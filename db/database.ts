@@ -21,3 +21,37 @@ export type Db = Kysely<Database>;
 export type Trx = Transaction<Database>;
 /** Repositories take either: the caller decides whether a transaction is open. */
 export type Executor = Db | Trx;
+
+/**
+ * The statement's connection died under it: the server ended the session (57P01 terminated by
+ * an administrator or a restart, 57P02 a crash) or the socket closed. What the statement did
+ * was rolled back, unless a COMMIT had been sent.
+ */
+export function isConnectionLost(error: unknown): boolean {
+  const e = error as { code?: unknown; message?: unknown } | null;
+  if (typeof e?.code === 'string' && connectionLostCodes.has(e.code)) return true;
+  return typeof e?.message === 'string' && /Connection terminated|not queryable|Client was closed/i.test(e.message);
+}
+
+const connectionLostCodes = new Set(['57P01', '57P02', 'ECONNRESET', 'EPIPE']);
+
+/**
+ * Runs a read that comes before any write of its request; if its connection was lost, runs it
+ * once more, on another connection (createDb's pool drops the dead one). A restarted or
+ * failed-over Postgres, or a terminated backend, then costs a retry, not an error. (Inside a
+ * transaction the connection is the transaction's: the second try fails like the first.)
+ */
+export async function retryReadOnce<T>(read: () => Promise<T>): Promise<T> {
+  try {
+    return await read();
+  } catch (error) {
+    if (!isConnectionLost(error)) throw error;
+    // the pool's idle connections to that server may have died with this one, and the pool drops
+    // each only once it has read its closing: give it a moment, or the retry may take a dead one
+    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    return read();
+  }
+}
+
+/** How long a retry waits for the pool to notice the connections that died with the first try's. */
+const SETTLE_MS = 50;

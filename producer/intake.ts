@@ -1,7 +1,9 @@
+import { randomUUID } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { AppError, type CommandRequest, errorRegistry, terminalStates } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
+import { findCommand } from '../db/repositories/command.repository.js';
 import type { AppDeps } from './app.js';
 import { sendError } from './plugins/error-handler.js';
 import { recordCommand } from './services/command-bus.js';
@@ -14,8 +16,14 @@ import { jobView } from './services/jobs.service.js';
  * route waits for the job and answers as its seed does; the native route answers 202 with the job.
  */
 
-/** A seed route's answer to its command's success: the seed's status and body. */
-export type SeedSuccess = (result: Record<string, unknown>) => { status: 200 | 204; body?: unknown };
+/** The seed's status and body for a success. */
+export interface SeedAnswer {
+  status: 200 | 204;
+  body?: unknown;
+}
+
+/** A seed route's answer to its command's success: fixed, or built from the job's result. */
+export type SeedSuccess = SeedAnswer | ((result: Record<string, unknown>) => SeedAnswer);
 
 /** How the route answers: as a seed (synchronous by default) or natively (asynchronous). */
 export type Answer = { seed: SeedSuccess } | 'native';
@@ -37,37 +45,46 @@ export interface Submission {
 export async function submit(deps: AppDeps, request: FastifyRequest, reply: FastifyReply, submission: Submission): Promise<FastifyReply> {
   const key = idempotencyKey(request);
   const prefer = preferences(request, deps.config.SYNC_WAIT_SECONDS);
-  const { command, audit } = await prepareCommand(deps, request, submission.input, { key, target: submission.target });
-  const { row, replayed } = await recordCommand(deps.bus, { caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
-  request.recorded = true;
-  reply.header('location', `/v1/jobs/${row.id}`);
-  if (replayed) reply.header('idempotent-replayed', 'true');
-
   const seed = submission.answer === 'native' ? undefined : submission.answer.seed;
   // seed routes wait unless told `respond-async`; the native route waits only when asked to
-  const wait = seed && !prefer.respondAsync ? prefer.wait ?? deps.config.SYNC_WAIT_SECONDS : prefer.wait;
-  const applied = [...(prefer.respondAsync ? ['respond-async'] : []), ...(prefer.wait !== undefined ? [`wait=${prefer.wait}`] : [])];
-  if (applied.length > 0) reply.header('preference-applied', applied.join(', '));
+  const wait = seed && !prefer.respondAsync ? (prefer.wait ?? deps.config.SYNC_WAIT_SECONDS) : prefer.wait;
+  const { command, audit } = await prepareCommand(deps, request, submission.input, { key, target: submission.target });
+  // taken before the command is recorded, so that its end is heard without reading it (job-waiter.ts)
+  const id = randomUUID();
+  const ticket = wait === undefined ? undefined : await deps.waiter.ticket(id);
+  try {
+    const { row, replayed } = await recordCommand(deps.bus, { id, caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
+    request.recorded = true;
+    reply.header('location', `/v1/jobs/${row.id}`);
+    if (replayed) reply.header('idempotent-replayed', 'true');
+    const applied = [...(prefer.respondAsync ? ['respond-async'] : []), ...(prefer.wait !== undefined ? [`wait=${prefer.wait}`] : [])];
+    if (applied.length > 0) reply.header('preference-applied', applied.join(', '));
+    if (wait === undefined) return reply.code(replayed ? 200 : 202).send(jobView(row));
 
-  if (wait === undefined) return reply.code(replayed ? 200 : 202).send(jobView(row));
-  const ended = terminalStates.includes(row.state) ? row : ((await deps.waiter.wait(row.id, wait * 1000)) ?? row);
-  if (!terminalStates.includes(ended.state)) {
-    if (seed && !prefer.respondAsync) return sendError(request, reply, stillRunning(ended, wait ?? 0));
-    return reply.code(replayed ? 200 : 202).send(jobView(ended));
+    // a replay is another command than the ticket's: its end is read
+    const state = terminalStates.includes(row.state) ? row.state : await deps.waiter.wait(row.id, wait * 1000, ticket);
+    if (state === undefined) {
+      if (seed && !prefer.respondAsync) return sendError(request, reply, stillRunning(row.id, wait));
+      return reply.code(replayed ? 200 : 202).send(jobView((await findCommand(deps.db, row.id)) ?? row));
+    }
+    if (seed && state === 'succeeded' && typeof seed !== 'function') return reply.code(seed.status).send(seed.body);
+    const ended = (await findCommand(deps.db, row.id)) ?? row;
+    if (!seed) return reply.code(200).send(jobView(ended));
+    if (ended.state !== 'succeeded') return sendError(request, reply, storedError(ended));
+    const success = typeof seed === 'function' ? seed(ended.result ?? {}) : seed;
+    return reply.code(success.status).send(success.body);
+  } finally {
+    if (ticket) deps.waiter.release(ticket);
   }
-  if (!seed) return reply.code(200).send(jobView(ended));
-  if (ended.state !== 'succeeded') return sendError(request, reply, storedError(ended));
-  const success = seed(ended.result ?? {});
-  return reply.code(success.status).send(success.body);
 }
 
 /** A synchronous seed call whose job outlived the wait: 503, the job going on (SPEC §5). */
-function stillRunning(row: CommandRow, waited: number): AppError {
+function stillRunning(id: string, waited: number): AppError {
   return new AppError(
     'PV1009',
-    { job_id: row.id },
-    `The job did not end within ${waited} s; it goes on. Poll /v1/jobs/${row.id}, or send the request again with the same Idempotency-Key for its outcome.`,
-    { location: `/v1/jobs/${row.id}`, 'retry-after': '5' },
+    { job_id: id },
+    `The job did not end within ${waited} s; it goes on. Poll /v1/jobs/${id}, or send the request again with the same Idempotency-Key for its outcome.`,
+    { location: `/v1/jobs/${id}`, 'retry-after': '5' },
   );
 }
 

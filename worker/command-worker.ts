@@ -1,7 +1,7 @@
 import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { holdWritesForTurn } from '../db/redis-writes.js';
-import { COMMAND_QUEUE, type CommandJobData } from '../contracts/index.js';
+import { COMMAND_QUEUE, COMMAND_WORKER_OPTIONS, type CommandJobData } from '../contracts/index.js';
 import { CommandNotFound, CommandReleased, type ExecutionOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';
 
 export interface CommandWorkerOptions {
@@ -62,6 +62,7 @@ export function startCommandWorker(deps: ExecutorDeps, options: CommandWorkerOpt
   // events, when the publisher shares the connection) go out in one write
   const finishTogether = () => holdWritesForTurn(options.connection);
   const worker = new Worker<CommandJobData, ExecutionOutcome>(COMMAND_QUEUE, (job, token) => processor(job, token).finally(finishTogether), {
+    ...COMMAND_WORKER_OPTIONS,
     connection: options.connection,
     prefix: options.prefix,
     concurrency: options.concurrency,

@@ -32,8 +32,13 @@ export interface RunningWorker {
   close(): Promise<void>;
 }
 
-/** Starts a BullMQ worker, its event publisher, the outbox relay, the reconciler and the sweeper, sharing one pool. */
+/**
+ * Starts a BullMQ worker, its event publisher, the outbox relay, the reconciler and the sweeper,
+ * sharing one pool. Throws, leaving nothing open, if Postgres or Redis cannot be reached.
+ */
 export async function startWorker(config: Config, logger: Logger): Promise<RunningWorker> {
+  // the connections below wait for Redis in silence: find out now whether it answers
+  await pingRedis(config.REDIS_URL);
   // Jobs waiting for a group hold no connection, so the pool need not grow with the concurrency:
   // the lanes, up to 16 commands running alone (bulk deletes, each with its progress count at
   // times), the reconciler and the sweeper. More jobs than that wait for a connection.
@@ -106,6 +111,25 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
       await db.destroy();
     },
   };
+}
+
+/**
+ * One PING on a connection of its own that does not reconnect. Throws the connection's error
+ * (ECONNREFUSED, a timeout, `max number of clients reached`, …) if Redis does not answer.
+ */
+async function pingRedis(url: string): Promise<void> {
+  const probe = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 5000, connectionName: 'revocation-worker' });
+  // ioredis rejects with `Connection is closed`; the cause comes as an 'error' event
+  let cause: unknown;
+  probe.on('error', (error) => (cause ??= error));
+  try {
+    await probe.connect();
+    await probe.ping();
+  } catch (error) {
+    throw cause ?? error;
+  } finally {
+    probe.disconnect();
+  }
 }
 
 /** BullMQ loses jobs if Redis evicts keys: say so loudly. */

@@ -2,7 +2,7 @@ import { CompiledQuery, type RawBuilder, sql } from 'kysely';
 import type { EventOf } from '../../contracts/index.js';
 import type { AccessTokenRow, NewAccessToken } from '../access-token.table.js';
 import type { NewAuditLog } from '../audit-log.table.js';
-import type { Executor } from '../database.js';
+import { type Executor, retryReadOnce } from '../database.js';
 import { executePrepared } from '../prepared.js';
 import type { SubjectRow } from '../subject.table.js';
 import type { OutboxEvent } from './outbox.repository.js';
@@ -77,7 +77,8 @@ export async function findAccessTokensByHashes(db: Executor, secretHashes: reado
     text = compiled.sql;
     lookupByHashes.set(secretHashes.length, text);
   }
-  const rows = await executePrepared(db, CompiledQuery.raw(text, [...secretHashes]) as CompiledQuery<JoinedRow>);
+  const query = CompiledQuery.raw(text, [...secretHashes]) as CompiledQuery<JoinedRow>;
+  const rows = await retryReadOnce(() => executePrepared(db, query));
   return rows.map(split);
 }
 

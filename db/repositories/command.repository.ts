@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import type { AuditContext, Command, CommandType, JobCursor, JobProgress, JobState, RevocationEvent, StoredError } from '../../contracts/index.js';
 import type { CommandRow, NewCommand } from '../command.table.js';
-import type { Executor } from '../database.js';
+import { type Executor, retryReadOnce } from '../database.js';
 import { type AccessTokenWithSubject, credentialColumns, credentialColumnTypes, credentialHolds } from './access-token.repository.js';
 import { LAST_IN_TRANSACTION } from '../pipelined.js';
 import { executePrepared } from '../prepared.js';
@@ -78,7 +78,7 @@ export async function insertCommands(db: Executor, records: readonly CommandReco
 
 /** The command `submitterId` submitted under an Idempotency-Key, or undefined. Index: commands_submitter_idempotency_key. */
 export async function findCommandByIdempotencyKey(db: Executor, submitterId: string, key: string): Promise<CommandRow | undefined> {
-  return db.selectFrom('commands').selectAll().where('submitter_id', '=', submitterId).where('idempotency_key', '=', key).executeTakeFirst();
+  return retryReadOnce(() => db.selectFrom('commands').selectAll().where('submitter_id', '=', submitterId).where('idempotency_key', '=', key).executeTakeFirst());
 }
 
 /** Takes a command ID; returns the command or undefined. */
@@ -145,7 +145,7 @@ export class CommandNotAsExpected extends Error {
  * statement however many steps: their audit rows and outbox events (data-modifying CTEs, in the
  * order given, so each command's events keep their order), each command's terminal state or
  * checkpoint (and, on the first step of a delivery, its attempt), and a NOTIFY on
- * COMMAND_CHANNEL per command (`done:<id>` or `step:<id>`, delivered at commit). The rows travel
+ * COMMAND_CHANNEL per command (`done:<id>:<state>` or `step:<id>`, delivered at commit). The rows travel
  * as three JSON arrays, so the statement has one shape for one step or thirty. A step with
  * `expected` updates its command only if it is queued with those contents, and the statement
  * fails (CommandNotAsExpected) unless every step's command was updated; the others' rows the
@@ -196,7 +196,7 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
         from jsonb_to_recordset(${JSON.stringify(commands)}::jsonb) as v (id uuid, start boolean, expected jsonb, state text, progress_set boolean, progress jsonb,
           checkpoint jsonb, result jsonb, error jsonb)
         where c.id = v.id and (v.expected is null or (c.state = 'queued' and c.payload = v.expected->'payload' and c.audit = v.expected->'audit'))
-        returning pg_notify(${COMMAND_CHANNEL}, case when v.state = 'running' then 'step:' else 'done:' end || c.id)
+        returning pg_notify(${COMMAND_CHANNEL}, case when v.state = 'running' then 'step:' || c.id else 'done:' || c.id || ':' || v.state end)
       )
       select o.id::text as id, o.event_id::text as event_id, s.steps
       from (select commands_as_expected((select count(*) from updated)::int, ${commands.length}::int) as steps) s left join outbox_rows o on true`.compile(trx),

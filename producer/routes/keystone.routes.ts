@@ -9,7 +9,7 @@ import { KeystoneTokenBody, KeystoneValidateQuery } from '../../contracts/keysto
 /** 204 once deleted; with Prefer: respond-async, 202 with the job (200 for an Idempotency-Key replay). */
 const revokeResponses = { 200: JobView, 202: JobView, 204: NoContent };
 
-const noContent: SeedSuccess = () => ({ status: 204 });
+const noContent: SeedSuccess = { status: 204 };
 
 /**
  * Keystone's `DELETE /v3/auth/tokens`: the token named by its secret in X-Subject-Token becomes

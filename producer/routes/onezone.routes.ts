@@ -12,7 +12,7 @@ const Generation = z.object({ generation: z.number().int() });
 /** 204 once revoked; with Prefer: respond-async, 202 with the job (200 for an Idempotency-Key replay). */
 const revokeResponses = { 200: JobView, 202: JobView, 204: NoContent };
 
-const noContent: SeedSuccess = () => ({ status: 204 });
+const noContent: SeedSuccess = { status: 204 };
 
 /** Onezone's "revoke all temporary tokens" of a user or of the calling provider (SPEC §6). */
 export function onezoneRoutes(app: ZodApp, deps: AppDeps): void {

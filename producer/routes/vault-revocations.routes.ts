@@ -16,7 +16,7 @@ const rotateResponses = {
   202: accepted,
 };
 
-const deleted: SeedSuccess = () => ({ status: 200, body: {} });
+const deleted: SeedSuccess = { status: 200, body: {} };
 const rotated: SeedSuccess = (result) => ({ status: 200, body: (result as { mapping: Record<string, string> }).mapping });
 
 /** Piiano's delete and rotate, as `tokens.delete` and `tokens.rotate` commands answered as Piiano does (SPEC §5, §6). */

@@ -70,6 +70,8 @@ async function eachAloneOnFailure<I, O>(items: readonly I[], run: (batch: readon
 }
 
 export interface Submission {
+  /** The new command's ID (an Idempotency-Key replay keeps the earlier command's). */
+  id?: string;
   caller: Caller;
   command: Command;
   audit: AuditContext;
@@ -123,7 +125,7 @@ export async function recordCommand(bus: CommandBus, submission: Submission): Pr
   const hash = payloadHash(submission.command, submission.audit, submission.identity);
   const outcome = await bus.record({
     command: {
-      id: randomUUID(),
+      id: submission.id ?? randomUUID(),
       type: submission.command.type,
       payload: submission.command,
       payload_hash: hash,

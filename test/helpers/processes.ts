@@ -222,6 +222,14 @@ export async function spawnWorker(config: Config, options: SpawnWorkerOptions = 
   }
 }
 
+/**
+ * Starts `node --import tsx bin/worker.ts` for this configuration and returns at once, before it
+ * is ready: for a test that watches how it starts (its dependencies not up yet, say).
+ */
+export function launchWorker(config: Config, options: Pick<SpawnWorkerOptions, 'logLevel' | 'env'> = {}): WorkerProcess {
+  return watch(spawnScript('bin/worker.ts', [], workerEnv(config, options.logLevel ?? 'info', options.env)));
+}
+
 /** BullMQ workers connected to this configuration's command queue. */
 async function connectedWorkers(config: Config): Promise<number> {
   const connection = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null });

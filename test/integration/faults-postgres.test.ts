@@ -1,20 +1,22 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { sql } from 'kysely';
+import pg from 'pg';
 import pino from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { type RunningProducer, startProducer } from '../../producer/server.js';
-import { call, createCollection, tokenize } from '../helpers/api.js';
-import { bounded, countInStates, duplicates, sleep, tokenIdsOf } from '../helpers/faults.js';
+import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { backendsWaitingOnLocks, bounded, countInStates, duplicates, sleep, tokenIdsOf } from '../helpers/faults.js';
 import { killChildren, runScript } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
  * Postgres faults. Connections cut under running jobs (pg_terminate_backend, only on backends
- * of the test's own database): jobs retry and finish, each effect once (SPEC §4.1, §4.2). An
+ * of the test's own database): jobs retry and finish, each effect once (SPEC §4.1, §4.2); cut
+ * under a request's read, before anything was written: the read runs again, no 503. An
  * unreachable Postgres: the producer answers 503 with Retry-After, in the route family's
  * envelope, quickly (SPEC §7). Redis is one of the test's own.
  */
@@ -146,6 +148,67 @@ describe('Postgres connections cut while jobs run', () => {
     // done within the wait: the seed's own answer (the waiter LISTENs again or polls)
     expect(answers.map((a) => a.status)).toEqual(tokens.map(() => 200));
     expect(await tokenIdsOf(db, collection)).toEqual([]);
+  });
+});
+
+describe('a read in flight when its connection is cut', () => {
+  let redis: OwnRedis;
+  let stack: Stack;
+  /** Holds a table lock, so that the producer's read waits on it when its backend is terminated. */
+  let holder: pg.Client;
+  beforeAll(async () => {
+    redis = await startOwnRedis();
+    stack = await startStack({ env: { REDIS_URL: redis.url } });
+    holder = new pg.Client({ connectionString: stack.database.url, application_name: 'fault-test-holder' });
+    await holder.connect();
+  });
+  afterAll(async () => {
+    await holder?.end();
+    await stack?.close();
+    await stopOwnRedisServers();
+  });
+
+  /**
+   * Sends a request while `table` is locked, waits until the producer's read of it waits on the
+   * lock, terminates the producer's backends, then lets the lock go; resolves with the answer.
+   */
+  const cutWhileReading = async <T>(table: 'access_tokens' | 'commands', send: () => Promise<T>): Promise<T> => {
+    const db = stack.database.db;
+    await holder.query('begin');
+    await holder.query(`lock table ${table} in access exclusive mode`);
+    try {
+      const answer = send();
+      await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-producer'), { timeout: 10_000, interval: 20 }).toBe(1);
+      expect(await terminateBackends(db, stack.database.name, ['revocation-producer'])).toBeGreaterThan(0);
+      await holder.query('commit');
+      return await answer;
+    } finally {
+      await holder.query('rollback').catch(() => {});
+    }
+  };
+
+  it('the credential lookup: read again on a fresh connection, the request is answered as usual', { timeout: 30_000 }, async () => {
+    await createCollection(stack, 'cut_lookup');
+    // a token the producer has not seen: its credential is looked up, not taken from the cache
+    const { headers } = await subjectWithToken(stack, { kind: 'service', capabilities: ['tokens:write'] });
+    const answer = await cutWhileReading('access_tokens', () =>
+      call(stack, 'POST', '/v1/commands', { headers, body: { type: 'tokens.delete', collection: 'cut_lookup', token_ids: ['t1'], reason: 'AppFunctionality' } }),
+    );
+    expect(answer.status, JSON.stringify(answer.body)).toBe(202);
+  });
+
+  it('the idempotency lookup: read again on a fresh connection, the replay is answered as usual', { timeout: 30_000 }, async () => {
+    const { tokenId } = await subjectWithToken(stack, { kind: 'user' });
+    const revoke = () =>
+      call(stack, 'POST', '/v1/commands', { headers: { ...stack.admin, 'idempotency-key': 'cut-replay' }, body: { type: 'access_token.revoke', token_id: tokenId } });
+    const first = await revoke();
+    expect(first.status).toBe(202);
+    expect(await waitForJob(stack, first.body.job_id as string)).toMatchObject({ state: 'succeeded' });
+    // the token is gone: the retry finds the key's earlier command (a read of the commands table)
+    const replay = await cutWhileReading('commands', revoke);
+    expect(replay.status, JSON.stringify(replay.body)).toBe(200);
+    expect(replay.headers['idempotent-replayed']).toBe('true');
+    expect(replay.body.job_id).toBe(first.body.job_id);
   });
 });
 

@@ -1,10 +1,16 @@
+import pg from 'pg';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_QUEUE } from '../../contracts/index.js';
-import { createCollection, tokenize } from '../helpers/api.js';
-import { bounded, commandQueue, countInStates, expectDeletedOnce, sleep, streamEvents, waitForTerminal } from '../helpers/faults.js';
-import { killChildren, spawnWorker } from '../helpers/processes.js';
+import { COMMAND_QUEUE, COMMAND_WORKER_OPTIONS, loadConfig } from '../../contracts/index.js';
+import { migrateToLatest } from '../../db/migrate.js';
+import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
+import { startProducer } from '../../producer/server.js';
+import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
+import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, sleep, StepLog, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
+import { killChildren, launchWorker, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
+import { type OwnPostgres, postgresBinaries, startOwnPostgres, stopOwnPostgresServers } from '../helpers/postgres-server.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
-import { type Stack, startStack } from '../helpers/stack.js';
+import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
  * SPEC §4.1 and §4.2 against a worker process killed -9 (no drain, no cleanup, BullMQ locks left
@@ -70,8 +76,8 @@ describe('a worker process killed -9 during a burst of 1,000 single-token delete
     expect(terminalAtKill).toBeLessThan(ids.length);
 
     // the dead worker's jobs are still 'active' under locks that would expire on their own
-    // (lockDuration 30 s, then BullMQ's stalled check): expire them now and drop those jobs, so
-    // the reconciler of the next worker enqueues their unfinished commands again
+    // (COMMAND_WORKER_OPTIONS; the test below waits for that): expire them now and drop those
+    // jobs, so the reconciler of the next worker enqueues their unfinished commands again
     const { queue, close } = commandQueue(redis.url, stack.config.QUEUE_PREFIX);
     try {
       const orphans = await queue.getJobs(['active']);
@@ -105,6 +111,178 @@ describe('a worker process killed -9 during a burst of 1,000 single-token delete
       expect(ids.filter((id) => !streamed.has(id))).toEqual([]);
     } finally {
       await close();
+    }
+  });
+});
+
+describe('a bulk delete whose worker process is killed -9 while another worker runs', () => {
+  const BATCH = 100;
+  let redis: OwnRedis;
+  let stack: Stack;
+  let steps: StepLog;
+  /** Holds the command row, so that the first worker is in the middle of the command when it dies. */
+  let holder: pg.Client;
+
+  beforeAll(async () => {
+    redis = await startOwnRedis();
+    stack = await startStack({ worker: false, env: { REDIS_URL: redis.url, DELETE_BATCH_SIZE: String(BATCH) } });
+    steps = await StepLog.listen(stack.database.url);
+    holder = new pg.Client({ connectionString: stack.database.url, application_name: 'fault-test-holder' });
+    await holder.connect();
+  });
+
+  afterAll(async () => {
+    await killChildren();
+    await holder?.end();
+    await steps?.close();
+    await stack?.close();
+    await stopOwnRedisServers();
+  });
+
+  it('the other worker takes it over once the lock of the dead one expires (lockDuration + stalledInterval) and finishes it: every token deleted once', { timeout: 90_000 }, async () => {
+    const db = stack.database.db;
+    const collection = 'killed_mid_bulk';
+    const tag = 'breach';
+    await createCollection(stack, collection);
+    // 5,000 tagged tokens: 50 batches of 100
+    await seedVaultTokens(db, { collection, count: 10_000, tag, tagRatio: 0.5, tenantId: null, objectPrefix: 'o' });
+    const tagged = await tokenIdsOf(db, collection, tag);
+    expect(tagged).toHaveLength(5_000);
+
+    const first = await spawnWorker(stack.config);
+    const accepted = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'tokens.delete', collection, tags: [tag], reason: 'FraudPreventionSecurityAndCompliance' } });
+    expect(accepted.status).toBe(202);
+    const id = accepted.body.job_id as string;
+
+    // three batches in, take the command row: the first worker's next step waits for it
+    await steps.steps(id, 3);
+    await holder.query('begin');
+    await holder.query('select id from commands where id = $1 for update', [id]);
+    await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-worker'), { timeout: 10_000, interval: 20 }).toBe(1);
+    const second = await spawnWorker(stack.config);
+
+    const before = await db.selectFrom('commands').select(['state', 'progress']).where('id', '=', id).executeTakeFirstOrThrow();
+    expect(before.state).toBe('running');
+    const committed = before.progress!.processed / BATCH;
+    const killedAt = Date.now();
+    expect((await first.kill()).signal).toBe('SIGKILL');
+    // the dead worker's session ends when Postgres hands it the row and finds its client gone
+    await holder.query('commit');
+
+    // its job stays active until its lock expires and a stalled check moves it back to wait
+    const bound = COMMAND_WORKER_OPTIONS.lockDuration + COMMAND_WORKER_OPTIONS.stalledInterval + 6_000;
+    await steps.steps(id, committed + 1, bound);
+    console.info(`kill -9 after ${committed} batches; the other worker committed the next one ${Date.now() - killedAt} ms after the kill (lockDuration ${COMMAND_WORKER_OPTIONS.lockDuration} ms, stalledInterval ${COMMAND_WORKER_OPTIONS.stalledInterval} ms)`);
+
+    const done = await waitForJob(stack, id, stack.admin, 60_000);
+    console.info(`the command ended ${Date.now() - killedAt} ms after the kill`);
+    expect(done).toMatchObject({ state: 'succeeded', result: { deleted: 5_000 }, error: null });
+    expect(done.attempts).toBeGreaterThanOrEqual(2);
+    expect(second.running()).toBe(true);
+    expect(await tokenIdsOf(db, collection, tag)).toEqual([]);
+    const audited = (await db.selectFrom('audit_log').select('data').where('command_id', '=', id).execute()).flatMap((r) => r.data.token_ids as string[]);
+    expect(duplicates(audited)).toEqual([]);
+    expect(audited.sort()).toEqual(tagged);
+  });
+});
+
+describe('a worker started before Postgres or Redis is up', () => {
+  const RETRYING = 'Postgres or Redis cannot be reached yet; retrying';
+
+  afterAll(async () => {
+    await killChildren();
+    await stopOwnRedisServers();
+    await stopOwnPostgresServers();
+  });
+
+  /** The worker's start-up retry warnings so far, as logged. */
+  const retries = (worker: WorkerProcess) =>
+    worker
+      .stdout()
+      .split('\n')
+      .flatMap((line) => {
+        try {
+          const entry = JSON.parse(line) as Record<string, any>;
+          return entry.msg === RETRYING ? [entry] : [];
+        } catch {
+          return [];
+        }
+      });
+
+  /** Waits until the worker has said twice that it retries (so it waited between), still running. */
+  const retriedTwice = async (worker: WorkerProcess) => {
+    const deadline = Date.now() + 30_000;
+    while (retries(worker).length < 2) {
+      if (!worker.running()) throw new Error(`the worker exited instead of retrying (${JSON.stringify(await worker.exited)})\nstdout: ${worker.stdout()}\nstderr: ${worker.stderr()}`);
+      if (Date.now() > deadline) throw new Error(`the worker did not say it retries\nstdout: ${worker.stdout()}\nstderr: ${worker.stderr()}`);
+      await sleep(50);
+    }
+    const [first, second] = retries(worker);
+    expect(first).toMatchObject({ level: 40, attempt: 1, retry_in_ms: expect.any(Number), err: { code: 'ECONNREFUSED' } });
+    expect(second).toMatchObject({ attempt: 2 });
+  };
+
+  it('Redis not up yet: it retries with backoff, saying so, starts once Redis is up, and runs a command', { timeout: 90_000 }, async () => {
+    const redis = await startOwnRedis();
+    const stack = await startStack({ worker: false, env: { REDIS_URL: redis.url } });
+    stack.redis.on('error', () => {}); // it reconnects once Redis is back
+    try {
+      await createCollection(stack, 'late_redis');
+      const [token] = await tokenize(stack, 'late_redis', [{ object: { id: 'o1' } }]);
+      await redis.stop();
+
+      const worker = launchWorker(stack.config);
+      await retriedTwice(worker);
+      await redis.start();
+      await worker.waitForLog('worker ready', 30_000);
+
+      // the producer's own connection is back too (it answers 503 until then)
+      await expect.poll(async () => (await call(stack, 'GET', '/readyz')).status, { timeout: 20_000, interval: 100 }).toBe(200);
+      const accepted = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'tokens.delete', collection: 'late_redis', token_ids: [token], reason: 'AppFunctionality' } });
+      expect(accepted.status).toBe(202);
+      expect(await waitForJob(stack, accepted.body.job_id as string, stack.admin, 30_000)).toMatchObject({ state: 'succeeded', result: { deleted: 1 } });
+    } finally {
+      await killChildren();
+      await stack.close();
+    }
+  });
+
+  const bin = postgresBinaries();
+  it.skipIf(bin === undefined)('Postgres not up yet (a server of its own, stopped): it retries with backoff, saying so, starts once Postgres is up, and runs the command queued for it', { timeout: 120_000 }, async () => {
+    const postgres: OwnPostgres = await startOwnPostgres(bin!);
+    const redis = await startOwnRedis();
+    const url = postgres.url('revocation');
+    await migrateToLatest(url);
+    const config = loadConfig({ DATABASE_URL: url, REDIS_URL: redis.url, PORT: '0', LOG_LEVEL: 'silent', QUEUE_PREFIX: 'late-postgres', WORKER_CONCURRENCY: '4', BOOTSTRAP_ADMIN_TOKEN: ADMIN_TOKEN, RATE_LIMIT_MAX: '0' });
+    const producer = await startProducer(config, pino({ level: 'silent' }));
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+    const send = async (method: string, path: string, body?: unknown) => {
+      const response = await fetch(`${producer.url}${path}`, { method, headers: admin, ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal: AbortSignal.timeout(10_000) });
+      return { status: response.status, body: (await response.json()) as any };
+    };
+    try {
+      // a command accepted and queued while no worker runs; then Postgres goes down
+      expect((await send('POST', '/v1/collections', { name: 'late_postgres' })).status).toBe(201);
+      const tokenized = await send('POST', '/api/pvlt/1.0/data/collections/late_postgres/tokens?reason=AppFunctionality', [{ object: { id: 'o1' } }]);
+      expect(tokenized.status).toBe(200);
+      const accepted = await send('POST', '/v1/commands', { type: 'tokens.delete', collection: 'late_postgres', token_ids: [tokenized.body[0].token_id], reason: 'AppFunctionality' });
+      expect(accepted.status).toBe(202);
+      await postgres.stop();
+
+      const worker = launchWorker(config);
+      await retriedTwice(worker);
+      await postgres.start();
+      await worker.waitForLog('worker ready', 30_000);
+
+      // the producer reads the job on fresh connections (503 while its pool notices the restart)
+      let job: any;
+      await expect
+        .poll(async () => (job = (await send('GET', `/v1/jobs/${accepted.body.job_id}`)).body).state, { timeout: 30_000, interval: 100 })
+        .toBe('succeeded');
+      expect(job).toMatchObject({ result: { deleted: 1 } });
+    } finally {
+      await killChildren();
+      await producer.close();
     }
   });
 });
