@@ -13,6 +13,8 @@ Usage:
   revoke rotate --collection C --token-id ID... --reason R [--adhoc-reason TEXT] [--dry-run]
   revoke revoke-all (--user ID | --provider ID) [--dry-run]
   revoke revoke-token --token-id ID [--dry-run]
+  revoke lockout (--user ID | --provider ID | --service ID) [--dry-run]
+  revoke unlock (--user ID | --provider ID | --service ID) [--dry-run]
   revoke status JOB_ID [--follow]
   revoke cancel JOB_ID
   revoke jobs [--state S] [--type T] [--since DATE] [--limit N] [--cursor C | --all]
@@ -39,8 +41,14 @@ or, with --json, one job view per line:
   --cursor C              the page after the one that printed "more: --cursor C"
   --all                   every page, not only the first
 
+lockout locks an account out (ASVS 7.4.2): from the job's first commit on nothing the subject
+holds authenticates and no token can be issued to it, and every access token it holds, named and
+temporary, is revoked; the job ends with the number revoked. unlock enables the account again;
+its old tokens stay revoked. Both need subjects:admin, or security_admin in the subject's domain.
+
 Following a job, Ctrl-C detaches: the job goes on, and how to cancel it is printed (exit status 130).
-'revoke cancel' stops a queued job before it runs and a bulk delete after its current batch.
+'revoke cancel' stops a queued job before it runs, and a bulk delete after its current batch
+(a lockout that has started runs to its end).
 
 Exit status: 0 succeeded (a --dry-run: previewed; cancel: cancelled), 1 the job failed or was
 cancelled, 2 bad usage, 3 the service refused or is unreachable, 130 detached by Ctrl-C.`;
@@ -67,6 +75,7 @@ function parseArguments() {
         'custom-audit': { type: 'string' },
         user: { type: 'string' },
         provider: { type: 'string' },
+        service: { type: 'string' },
         follow: { type: 'boolean', default: false },
         from: { type: 'string' },
         'redis-url': { type: 'string' },
@@ -133,6 +142,13 @@ function commandFromArgs(verb: string): CommandInput {
       const subject = values.user ? { kind: 'user' as const, id: values.user } : { kind: 'provider' as const, id: values.provider! };
       return { type: 'temporary_tokens.revoke_all', subject, ...reasonFields() };
     }
+    case 'lockout':
+    case 'unlock': {
+      const named = (['user', 'provider', 'service'] as const).filter((kind) => values[kind] !== undefined);
+      if (named.length !== 1) usageError(`${verb} needs exactly one of --user, --provider or --service`);
+      const kind = named[0]!;
+      return { type: verb === 'lockout' ? 'subject.lockout' : 'subject.unlock', subject: { kind, id: values[kind]! }, ...reasonFields() };
+    }
     case 'revoke-token': {
       const [tokenId] = list(values['token-id']) ?? [];
       if (!tokenId) usageError('revoke-token needs --token-id');
@@ -154,6 +170,11 @@ function summary(job: JobView): string {
   if (job.state === 'cancelled') return `job ${job.job_id} cancelled${typeof job.result?.deleted === 'number' ? `: deleted ${job.result.deleted} tokens before it stopped` : ''}`;
   const result = job.result ?? {};
   if (job.type === 'tokens.delete') return `job ${job.job_id} succeeded: deleted ${String(result.deleted)} tokens`;
+  if (job.type === 'subject.lockout' || job.type === 'subject.unlock') {
+    const { kind, id } = (result.subject ?? {}) as { kind?: string; id?: string };
+    if (job.type === 'subject.unlock') return `job ${job.job_id} succeeded: unlocked ${kind} ${id}`;
+    return `job ${job.job_id} succeeded: locked out ${kind} ${id}, revoked ${String(result.revoked)} access tokens`;
+  }
   if (job.type === 'tokens.rotate') return `job ${job.job_id} succeeded: rotated ${Object.keys((result.mapping as object) ?? {}).length} tokens\n${JSON.stringify(result.mapping, null, 2)}`;
   return `job ${job.job_id} succeeded: ${JSON.stringify(result)}`;
 }
@@ -163,6 +184,8 @@ const previewVerbs: Record<CommandPreview['type'], [string, string]> = {
   'tokens.rotate': ['rotate', 'token'],
   'access_token.revoke': ['revoke', 'access token'],
   'temporary_tokens.revoke_all': ['revoke', 'live temporary token'],
+  'subject.lockout': ['revoke', 'access token'],
+  'subject.unlock': ['enable', 'locked-out subject'],
 };
 
 function previewSummary(preview: CommandPreview): string {
@@ -280,6 +303,7 @@ function jobLine(job?: JobView): string {
     if (j.error) return `${j.error.error_code} ${j.error.message}`;
     if (j.progress) return `${j.progress.processed}/${j.progress.total ?? '?'}`;
     if (j.result && typeof j.result.deleted === 'number') return `deleted ${j.result.deleted}`;
+    if (j.result && typeof j.result.revoked === 'number') return `revoked ${j.result.revoked}`;
     return '';
   };
   const cells = job ? [job.job_id, job.type, job.state, job.created_at, job.finished_at ?? '-', outcome(job)] : ['JOB ID', 'TYPE', 'STATE', 'CREATED', 'FINISHED', 'OUTCOME'];
@@ -297,7 +321,7 @@ async function main(): Promise<number> {
     await events();
     return 0;
   }
-  if (!['status', 'jobs', 'cancel', 'delete', 'rotate', 'revoke-all', 'revoke-token'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
+  if (!['status', 'jobs', 'cancel', 'delete', 'rotate', 'revoke-all', 'revoke-token', 'lockout', 'unlock'].includes(verb)) usageError(`unknown command ${JSON.stringify(verb)}`);
   if (verb === 'cancel' && !arg) usageError('cancel needs a job ID');
   const submits = !['status', 'jobs', 'cancel'].includes(verb);
   if (values['dry-run'] && !submits) usageError(`--dry-run previews a command; ${verb} submits none`);

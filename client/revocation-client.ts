@@ -1,4 +1,5 @@
-import { type CommandInput, CommandPreview, type CommandType, JobPage, type JobState, JobView, terminalStates } from '../contracts/index.js';
+import type { z } from 'zod';
+import { type CommandInput, CommandPreview, type CommandType, JobPage, type JobState, JobView, type SubjectRef, SubjectTokensPage, SubjectView, terminalStates, type UpdateSubjectBody } from '../contracts/index.js';
 
 export interface ClientOptions {
   /** e.g. http://127.0.0.1:8080 */
@@ -164,5 +165,40 @@ export class RevocationClient {
     const job = await this.submit(command, { ...options, waitSeconds: options.waitSeconds ?? 10 });
     if (terminalStates.includes(job.state)) return job;
     return this.waitForJob(job.job_id, options);
+  }
+
+  /**
+   * Locks the subject out (`subject.lockout`, SPEC §10) and waits for the job to end: the
+   * subject is disabled when the job starts, and the job's result says how many of its access
+   * tokens were revoked (`{ subject, revoked }`). Needs `subjects:admin`, or `security_admin`
+   * in the subject's domain.
+   */
+  async lockout(subject: SubjectRef, options: SubmitOptions & WaitOptions = {}): Promise<JobView> {
+    return this.run({ type: 'subject.lockout', subject }, options);
+  }
+
+  /** Enables a locked-out subject again (`subject.unlock`) and waits for the job to end; its old tokens stay revoked. */
+  async unlock(subject: SubjectRef, options: SubmitOptions & WaitOptions = {}): Promise<JobView> {
+    return this.run({ type: 'subject.unlock', subject }, options);
+  }
+
+  /** The subject (`GET /v1/subjects/{id}`, `subjects:admin`), `disabled_at` set while it is locked out. */
+  async getSubject(id: string): Promise<SubjectView> {
+    return SubjectView.parse((await this.request('GET', `/v1/subjects/${encodeURIComponent(id)}`)).body);
+  }
+
+  /** Replaces the grants named (`PATCH /v1/subjects/{id}`, `subjects:admin`); they hold from the next request on. Returns the subject. */
+  async updateSubject(id: string, changes: z.input<typeof UpdateSubjectBody>): Promise<SubjectView> {
+    return SubjectView.parse((await this.request('PATCH', `/v1/subjects/${encodeURIComponent(id)}`, changes)).body);
+  }
+
+  /** A page of the subject's access tokens, by token ID (`GET /v1/subjects/{id}/tokens`, `subjects:admin`); pass `next_after` as `after` for the next. */
+  async listSubjectTokens(id: string, page: { after?: string; limit?: number } = {}): Promise<SubjectTokensPage> {
+    const query = new URLSearchParams();
+    if (page.after !== undefined) query.set('after', page.after);
+    if (page.limit !== undefined) query.set('limit', String(page.limit));
+    const text = query.toString();
+    const suffix = text ? `?${text}` : '';
+    return SubjectTokensPage.parse((await this.request('GET', `/v1/subjects/${encodeURIComponent(id)}/tokens${suffix}`)).body);
   }
 }

@@ -46,11 +46,27 @@ export const TemporaryTokensRevokeAllCommand = z.strictObject({
   subject: z.strictObject({ kind: RevocableSubjectKind, id: Identifier }),
 });
 
+/** The subject a lockout or unlock acts on: any kind. */
+export const SubjectRef = z.strictObject({ kind: SubjectKind, id: Identifier });
+export type SubjectRef = z.infer<typeof SubjectRef>;
+
+export const SubjectLockoutCommand = z.strictObject({
+  type: z.literal('subject.lockout'),
+  subject: SubjectRef,
+});
+
+export const SubjectUnlockCommand = z.strictObject({
+  type: z.literal('subject.unlock'),
+  subject: SubjectRef,
+});
+
 const commandMembers = [
   TokensDeleteCommand,
   TokensRotateCommand,
   AccessTokenRevokeCommand,
   TemporaryTokensRevokeAllCommand,
+  SubjectLockoutCommand,
+  SubjectUnlockCommand,
 ] as const;
 
 /** Every revocation is one of these; `type` is the tag a `switch` is checked against. */
@@ -64,7 +80,7 @@ export const SHORT_COMMAND_TOKENS = 100;
 
 /**
  * Short: one quick transaction over a few rows — a delete or rotate of at most
- * SHORT_COMMAND_TOKENS named tokens, or a revoke. The producer says so in the job
+ * SHORT_COMMAND_TOKENS named tokens, a revoke or an unlock. The producer says so in the job
  * (CommandJobData.short) and a worker may run it in a transaction shared with other short
  * commands (group commit); a delete by tags or tenant is long (batches of its own).
  */
@@ -76,7 +92,10 @@ export function isShortCommand(command: Command): boolean {
       return command.token_ids.length <= SHORT_COMMAND_TOKENS;
     case 'access_token.revoke':
     case 'temporary_tokens.revoke_all':
+    case 'subject.unlock':
       return true;
+    case 'subject.lockout':
+      return false; // revokes every token of the subject, in batches of its own
   }
 }
 export const commandTypes = commandMembers.map<CommandType>((m) => m.shape.type.value);
@@ -96,14 +115,13 @@ const auditFields = {
   custom_audit: StoredText.max(4000).optional(),
 };
 
+type WithAuditFields<T extends readonly z.ZodObject[]> = {
+  -readonly [K in keyof T]: T[K] extends z.ZodObject<infer Shape, infer Config> ? z.ZodObject<z.core.util.Extend<Shape, typeof auditFields>, Config> : never;
+};
+
 /** Body of `POST /v1/commands`: a command, flat, with its access reason fields. */
 export const CommandRequest = z
-  .discriminatedUnion('type', [
-    TokensDeleteCommand.extend(auditFields),
-    TokensRotateCommand.extend(auditFields),
-    AccessTokenRevokeCommand.extend(auditFields),
-    TemporaryTokensRevokeAllCommand.extend(auditFields),
-  ])
+  .discriminatedUnion('type', commandMembers.map((member) => member.extend(auditFields)) as WithAuditFields<typeof commandMembers>)
   .superRefine(requireDeleteCriterion);
 export type CommandRequest = z.infer<typeof CommandRequest>;
 /** What a client sends: defaults (such as `archived: false`) may be left out. */
@@ -139,10 +157,15 @@ export const TemporaryTokensRevokeAllResult = z.object({
   generation: z.number().int(),
 });
 
+export const SubjectLockoutResult = z.object({ subject: z.object({ kind: SubjectKind, id: z.string() }), revoked: z.number().int() });
+export const SubjectUnlockResult = z.object({ subject: z.object({ kind: SubjectKind, id: z.string() }) });
+
 export interface CommandResults {
   'tokens.delete': z.infer<typeof TokensDeleteResult>;
   'tokens.rotate': z.infer<typeof TokensRotateResult>;
   'access_token.revoke': z.infer<typeof AccessTokenRevokeResult>;
   'temporary_tokens.revoke_all': z.infer<typeof TemporaryTokensRevokeAllResult>;
+  'subject.lockout': z.infer<typeof SubjectLockoutResult>;
+  'subject.unlock': z.infer<typeof SubjectUnlockResult>;
 }
 export type CommandResult = CommandResults[CommandType];

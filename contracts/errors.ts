@@ -30,6 +30,9 @@ export const errorRegistry = {
   PV3010: { status: 422, name: 'idempotency_key_reused', message: 'The Idempotency-Key was already used for a different command.' },
   PV3011: { status: 409, name: 'job_ended', message: 'The job has already ended; it cannot be cancelled.' },
   PV3012: { status: 409, name: 'job_cancelled', message: 'The job was cancelled before it ended.' },
+  PV3013: { status: 409, name: 'job_not_cancellable', message: 'The job can no longer be cancelled; it runs to its end.' },
+  PV3015: { status: 409, name: 'subject_disabled', message: 'The subject is locked out; unlock it first.' },
+  PV3016: { status: 409, name: 'subject_lockout_running', message: 'A lockout of the subject has not ended yet; unlock it once that job has ended.' },
   PV3087: { status: 404, name: 'token_ids_not_found', message: 'One or more token IDs not found.' },
   PV3218: { status: 409, name: 'conflict', message: 'Concurrent conflicting updates to the same object.' },
 } as const satisfies Record<string, { status: number; name: string; message: string }>;

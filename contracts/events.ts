@@ -1,24 +1,32 @@
 import { z } from 'zod';
 import { AuditContext, RevocableSubjectKind } from './commands.js';
-import { IsoDate } from './common.js';
+import { IsoDate, SubjectKind } from './common.js';
 import { Canceller, JobError } from './jobs.js';
 
-/** Event IDs per tokens.deleted event (SPEC §8). */
+/** Token IDs per tokens.deleted (and batched access_token.revoked) event (SPEC §8). */
 export const MAX_TOKEN_IDS_PER_EVENT = 1000;
 
 const Batch = z.object({ index: z.number().int(), last: z.boolean() });
+const EventSubject = z.object({ id: z.string(), kind: z.string(), domain_id: z.string() });
 
 export const EventData = {
   'tokens.deleted': z.object({ collection: z.string(), token_ids: z.array(z.string()), batch: Batch }),
   'tokens.rotated': z.object({ collection: z.string(), mapping: z.record(z.string(), z.string()), batch: Batch }),
-  'access_token.revoked': z.object({
-    token_id: z.string(),
-    subject: z.object({ id: z.string(), kind: z.string(), domain_id: z.string() }),
-  }),
+  /**
+   * One token (`access_token.revoke`: `token_id`), or a batch of a lockout's (`token_ids`, at
+   * most MAX_TOKEN_IDS_PER_EVENT, with `batch`; the last one of the lockout says `last: true`).
+   */
+  'access_token.revoked': z.union([
+    z.object({ token_id: z.string(), subject: EventSubject }),
+    z.object({ token_ids: z.array(z.string()).max(MAX_TOKEN_IDS_PER_EVENT), subject: EventSubject, batch: Batch }),
+  ]),
   'temporary_tokens.revoked': z.object({
     subject: z.object({ kind: RevocableSubjectKind, id: z.string() }),
     generation: z.number().int(),
   }),
+  /** The subject is disabled from this event's commit on; its tokens follow as access_token.revoked batches. */
+  'subject.locked': z.object({ subject: EventSubject.extend({ kind: SubjectKind }), disabled_at: IsoDate }),
+  'subject.unlocked': z.object({ subject: EventSubject.extend({ kind: SubjectKind }) }),
   'command.succeeded': z.object({ command_type: z.string(), result: z.record(z.string(), z.unknown()) }),
   'command.failed': z.object({ command_type: z.string(), error: JobError }),
   /** `result`: what the command had done when it stopped (a delete: `{ deleted: N }`), else null. */
@@ -53,6 +61,8 @@ export const RevocationEvent = z.discriminatedUnion('type', [
   envelope('tokens.rotated'),
   envelope('access_token.revoked'),
   envelope('temporary_tokens.revoked'),
+  envelope('subject.locked'),
+  envelope('subject.unlocked'),
   envelope('command.succeeded'),
   envelope('command.failed'),
   envelope('command.cancelled'),

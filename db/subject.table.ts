@@ -11,6 +11,8 @@ export interface SubjectTable {
   collections: string[] | null;
   /** Temporary tokens issued under an older generation are revoked. */
   temporary_generation: Generated<number>;
+  /** Set while the subject is locked out (SPEC §10): nothing it holds authenticates. */
+  disabled_at: Generated<Date | null>;
   created_at: Generated<Date>;
   updated_at: Generated<Date>;
 }

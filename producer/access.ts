@@ -26,8 +26,13 @@ export class StaleCredential extends Error {
   }
 }
 
-/** Whether an access token still authenticates (SPEC §1): not expired, not of an old generation. */
+/**
+ * Whether an access token still authenticates (SPEC §1, §10): its subject not locked out (a
+ * locked-out subject's tokens are revoked, the lockout deleting them), not of an old generation,
+ * not expired.
+ */
 export function accessTokenState(token: AccessTokenRow, subject: SubjectRow, now = new Date()): 'valid' | 'revoked' | 'expired' {
+  if (subject.disabled_at !== null) return 'revoked';
   if (token.temporary && (token.generation ?? -1) < subject.temporary_generation) return 'revoked';
   if (token.expires_at !== null && token.expires_at.getTime() <= now.getTime()) return 'expired';
   return 'valid';

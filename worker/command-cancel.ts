@@ -10,12 +10,25 @@ import { toEvents } from './event-envelope.js';
  */
 
 /**
+ * Whether the command may still be cancelled: any that has not started (queued); once running,
+ * only a bulk delete (between its batches). A lockout that has started has disabled its subject:
+ * it runs to its end, since the tokens it has still to revoke are what keeps a later unlock from
+ * reviving them. The other commands end in their first step, so they are never found running.
+ */
+export function cancellable(row: CommandRow): boolean {
+  return row.state === 'queued' || (row.state === 'running' && row.type === 'tokens.delete');
+}
+
+/**
  * What a cancelled command had done: a delete, the tokens its committed batches deleted (its
- * progress counts them, committed with each batch); the other commands end in one step, so
- * nothing had.
+ * progress counts them, committed with each batch); a lockout (only ever cancelled before it
+ * started), nothing revoked; the other commands end in one step, so nothing at all.
  */
 export function cancelledResult(row: CommandRow): Record<string, unknown> | null {
-  return row.type === 'tokens.delete' ? { deleted: row.progress?.processed ?? 0 } : null;
+  const processed = row.progress?.processed ?? 0;
+  if (row.type === 'tokens.delete') return { deleted: processed };
+  if (row.type === 'subject.lockout') return { subject: (row.payload as { subject?: unknown }).subject ?? null, revoked: processed };
+  return null;
 }
 
 /**

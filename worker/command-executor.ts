@@ -14,7 +14,7 @@ import type { CommandRow } from '../db/command.table.js';
 import type { Db, Trx } from '../db/database.js';
 import { CommandNotAsExpected, commitStep, findCommand, type LockedCommand, lockCommands, type StepRecord, useOneCore, withdrawCancelRequest } from '../db/repositories/command.repository.js';
 import { type OutboxEvent, unpublishedEventsOf } from '../db/repositories/outbox.repository.js';
-import { cancelRecord } from './command-cancel.js';
+import { cancellable, cancelRecord } from './command-cancel.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
@@ -261,7 +261,8 @@ async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ r
  * putting them on the stream, and they must go out before this delivery's own.
  *
  * A command a cancel was asked of while another step held it (LockedCommand.cancel_request) runs
- * nothing more: this step ends it cancelled (alone: in a group, RunAlone first).
+ * nothing more: this step ends it cancelled (alone: in a group, RunAlone first), unless it may
+ * no longer be cancelled (a started lockout: see cancellable), whose cancel is dropped.
  */
 async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, turn: SharedTurn | undefined, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
   const { row, live } = await lockForStep(trx, id, turn);
@@ -270,12 +271,15 @@ async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean,
   remember(parsed);
   const { command, audit, handler } = parsed;
   const resumed = first && row.state === 'running';
-  if (turn && (resumed || row.cancel_request || !isShortCommand(command))) throw new RunAlone(); // the job's hint was wrong, or the command is to be cancelled
+  if (turn && (resumed || row.cancel_request || !isShortCommand(command))) throw new RunAlone(); // the job's hint was wrong, or a cancel was asked
   const earlier = resumed ? await unpublishedEventsOf(trx, id) : [];
   if (row.cancel_request) {
-    const record = cancelRecord(row, row.cancel_request);
     await withdrawCancelRequest(trx, id);
-    return { cancelled: { state: 'cancelled', result: record.end.result }, events: [...earlier, ...(await commitStep(trx, record))] };
+    // a cancel asked of a command that may no longer be cancelled (a started lockout) is dropped: the cancel answered 409
+    if (cancellable(row)) {
+      const record = cancelRecord(row, row.cancel_request);
+      return { cancelled: { state: 'cancelled', result: record.end.result }, events: [...earlier, ...(await commitStep(trx, record))] };
+    }
   }
   const context: StepContext<CommandType> = { trx, commandId: id, command, audit, checkpoint: row.checkpoint, progress: row.progress, total, settings: deps.settings };
   const outcome = await (turn ? turn.step(handler, context) : handler.step(context));

@@ -25,13 +25,19 @@ export class TokenCacheInvalidator {
         for (const oldId of Object.keys(event.data.mapping)) this.vault.delete(`${event.data.collection}/${oldId}`);
         return;
       case 'access_token.revoked':
-        this.access.delete(event.data.token_id);
+        // one token (a revoke), or a batch of a lockout's
+        for (const id of 'token_ids' in event.data ? event.data.token_ids : [event.data.token_id]) this.access.delete(id);
+        return;
+      case 'subject.locked':
+        // nothing the subject holds authenticates any more; its tokens' own events follow
+        for (const [id, token] of this.access) if (token.subjectId === event.data.subject.id) this.access.delete(id);
         return;
       case 'temporary_tokens.revoked':
         for (const [id, token] of this.access) {
           if (token.subjectId === event.data.subject.id && token.temporary && (token.generation ?? -1) < event.data.generation) this.access.delete(id);
         }
         return;
+      case 'subject.unlocked': // old tokens stay revoked: nothing to drop
       case 'command.succeeded':
       case 'command.failed':
       case 'command.cancelled':

@@ -6,6 +6,7 @@ import * as m0004 from './0004-outbox-written-at-insert.js';
 import * as m0005 from './0005-vault-token-type-scope-props.js';
 import * as m0006 from './0006-jobs-list-index.js';
 import * as m0007 from './0007-command-cancel.js';
+import * as m0008 from './0008-subject-lockout.js';
 
 /** Every migration, in order. Add new ones here; names sort in application order. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +17,5 @@ export const migrations: Record<string, Migration> = {
   '0005-vault-token-type-scope-props': m0005,
   '0006-jobs-list-index': m0006,
   '0007-command-cancel': m0007,
+  '0008-subject-lockout': m0008,
 };

@@ -1,8 +1,11 @@
 import { CompiledQuery, type RawBuilder, sql } from 'kysely';
+import type { EventOf } from '../../contracts/index.js';
 import type { AccessTokenRow, NewAccessToken } from '../access-token.table.js';
+import type { NewAuditLog } from '../audit-log.table.js';
 import { type Executor, retryReadOnce } from '../database.js';
 import { executePrepared } from '../prepared.js';
 import type { SubjectRow } from '../subject.table.js';
+import type { OutboxEvent } from './outbox.repository.js';
 
 export interface AccessTokenWithSubject {
   token: AccessTokenRow;
@@ -12,6 +15,28 @@ export interface AccessTokenWithSubject {
 /** Inserts an access token (secret already hashed). Returns the row. */
 export async function insertAccessToken(db: Executor, token: NewAccessToken): Promise<AccessTokenRow> {
   return db.insertInto('access_tokens').values(token).returningAll().executeTakeFirstOrThrow();
+}
+
+/**
+ * Issues an access token (secret already hashed) to a subject that is not locked out, in ONE
+ * statement that reads the subject FOR SHARE: a lockout's UPDATE of the subject waits for this
+ * insert to commit (so its batches see the token), or this statement waits for the lockout and
+ * finds the subject disabled. A temporary token takes the subject's generation as read here.
+ * Returns the row, or undefined when the subject is missing or disabled.
+ */
+export async function insertAccessTokenIfEnabled(
+  db: Executor,
+  subjectId: string,
+  token: Pick<NewAccessToken, 'id' | 'secret_hash' | 'name' | 'temporary' | 'expires_at'>,
+): Promise<AccessTokenRow | undefined> {
+  const { rows } = await sql<AccessTokenRow>`
+    insert into access_tokens (id, subject_id, secret_hash, name, temporary, generation, expires_at)
+    select ${token.id}::text, s.id, ${token.secret_hash}::bytea, ${token.name ?? null}::text, ${token.temporary}::boolean,
+           case when ${token.temporary}::boolean then s.temporary_generation end, ${token.expires_at ?? null}::timestamptz
+    from subjects s where s.id = ${subjectId} and s.disabled_at is null
+    for share of s
+    returning *`.execute(db);
+  return rows[0];
 }
 
 /**
@@ -85,7 +110,7 @@ export const credentialColumnTypes = sql.raw(
 /**
  * A condition for a statement that acts for callers, on a row `alias` holding credentialColumns:
  * true while that credential still authenticates (the token exists with this secret, has not
- * expired, is not of an old generation) AND everything its authorization was decided on is as
+ * expired, is not of an old generation, its subject is not locked out) AND everything its authorization was decided on is as
  * read (the subject's kind, domain, capabilities, tenants and collections). Evaluated in the
  * statement's own snapshot, so what the statement does is done for a caller valid at that
  * instant, however old the read.
@@ -97,6 +122,7 @@ export function credentialHolds(alias: string): RawBuilder<boolean> {
     where t.id = ${c}.token_id and t.secret_hash = decode(${c}.secret_hash, 'hex') and s.id = ${c}.subject_id
       and s.kind = ${c}.kind and s.domain_id = ${c}.domain_id and s.capabilities = ${c}.capabilities
       and s.tenant_ids is not distinct from ${c}.tenant_ids and s.collections is not distinct from ${c}.collections
+      and s.disabled_at is null
       and (not t.temporary or t.generation >= s.temporary_generation) and (t.expires_at is null or t.expires_at > now()))`;
 }
 
@@ -118,6 +144,7 @@ function withSubject(db: Executor) {
       'subjects.tenant_ids as s_tenant_ids',
       'subjects.collections as s_collections',
       'subjects.temporary_generation as s_temporary_generation',
+      'subjects.disabled_at as s_disabled_at',
       'subjects.created_at as s_created_at',
       'subjects.updated_at as s_updated_at',
     ]);
@@ -126,7 +153,7 @@ function withSubject(db: Executor) {
 type JoinedRow = Awaited<ReturnType<ReturnType<typeof withSubject>['executeTakeFirstOrThrow']>>;
 
 function split(row: JoinedRow): AccessTokenWithSubject {
-  const { s_kind, s_domain_id, s_capabilities, s_tenant_ids, s_collections, s_temporary_generation, s_created_at, s_updated_at, ...token } = row;
+  const { s_kind, s_domain_id, s_capabilities, s_tenant_ids, s_collections, s_temporary_generation, s_disabled_at, s_created_at, s_updated_at, ...token } = row;
   return {
     token,
     subject: {
@@ -137,6 +164,7 @@ function split(row: JoinedRow): AccessTokenWithSubject {
       tenant_ids: s_tenant_ids,
       collections: s_collections,
       temporary_generation: s_temporary_generation,
+      disabled_at: s_disabled_at,
       created_at: s_created_at,
       updated_at: s_updated_at,
     },
@@ -164,6 +192,114 @@ export async function liveTemporaryTokens(db: Executor, subjectId: string, limit
 /** Deletes the access token, expired or not. Returns the deleted row, or undefined. */
 export async function deleteAccessToken(db: Executor, id: string): Promise<AccessTokenRow | undefined> {
   return db.deleteFrom('access_tokens').where('id', '=', id).returningAll().executeTakeFirst();
+}
+
+/** What a lockout batch writes beside its deletions: its audit row and its events (templates the statement fills in). */
+export interface RevocationRecord {
+  /** The batch's audit row; its `data` is replaced by the subject, the token IDs and the batch. */
+  audit: NewAuditLog;
+  /** A batched access_token.revoked event (empty token_ids), copied once per slice of IDs with a fresh event_id. */
+  event: EventOf<'access_token.revoked'>;
+  /** The batch index of the first event (and of the audit row). */
+  eventIndex: number;
+  idsPerEvent: number;
+}
+
+export interface RevokedBatch {
+  revoked: number;
+  /** The highest token ID revoked (where the next batch starts); null when none was. */
+  lastId: string | null;
+  /** Whether the subject holds a token with a higher ID. */
+  more: boolean;
+  /** Events written. */
+  events: number;
+  /** The outbox rows written, in order, for the worker to publish once the step commits. */
+  outbox: OutboxEvent[];
+}
+
+/**
+ * Deletes, in ONE statement, at most `limit` access tokens of the subject with an ID above
+ * `afterId`, lowest IDs first (index access_tokens_subject_id), named and temporary alike, and
+ * writes what the batch leaves behind: its audit row and its `access_token.revoked` outbox
+ * events (IDs in order, `record.idsPerEvent` per event, the last one of the last batch marked
+ * `last`). The IDs stay in Postgres; only the finished events come back (one row each), to be
+ * put on the stream. `more` is an index probe past the batch's last ID. A batch that finds nothing after
+ * earlier ones (a concurrent revoke took the rest) writes one event with no IDs, marked last.
+ * Under REPEATABLE READ a token a concurrent transaction deleted since the snapshot raises
+ * 40001, and the caller retries.
+ */
+export async function revokeAndRecordAccessTokens(trx: Executor, subjectId: string, afterId: string, limit: number, record: RevocationRecord): Promise<RevokedBatch> {
+  const { data: _data, ...auditRow } = record.audit;
+  const auditColumns = Object.keys(auditRow);
+  const per = record.idsPerEvent;
+  const template = JSON.stringify(record.event);
+  const statement = sql<{ revoked: number; last_id: string | null; more: boolean; outbox_id: string | null; outbox_event: string | null }>`
+    with upper as materialized (
+      -- the batch's last ID: an index-only walk over at most a batch of entries
+      select max(id collate "C") as id from (
+        select id from access_tokens where subject_id = ${subjectId} and id collate "C" > ${afterId} order by id collate "C" limit ${limit}::int) as c
+    ), deleted as (
+      -- one index range scan, as a plain DELETE of the subject's tokens would walk it
+      delete from access_tokens where subject_id = ${subjectId} and id collate "C" > ${afterId} and id collate "C" <= (select id from upper)
+      returning id
+    ), batch as (
+      select count(*)::int as n, (select id from upper) as last_id, coalesce(array_agg(id order by id collate "C"), '{}') as ids from deleted
+    ), more as (
+      -- an index probe past the batch (ordered, so the planner walks the index rather than scanning the table)
+      select (select id from access_tokens where subject_id = ${subjectId} and id collate "C" > (select id from upper) order by id collate "C" limit 1) is not null as more
+    ), audit_row as (
+      insert into audit_log (${sql.join(auditColumns.map((c) => sql.ref(c)))}, data)
+      select ${sql.join(auditColumns.map((c) => sql.ref(`r.${c}`)))},
+             jsonb_build_object('subject', ${template}::jsonb -> 'data' -> 'subject', 'token_ids', to_jsonb(b.ids),
+                                'batch', jsonb_build_object('index', ${record.eventIndex}::int, 'size', b.n))
+      from jsonb_populate_record(null::audit_log, ${JSON.stringify(auditRow)}::jsonb) as r, batch b
+      where b.n > 0
+    ), events as (
+      -- one event per slice of idsPerEvent IDs, in slice order (a function scan, inserted as read)
+      insert into outbox (event_id, command_id, event)
+      select e.id, ${record.audit.command_id}::uuid,
+             ${template}::jsonb || jsonb_build_object(
+               'event_id', e.id,
+               'data', (${template}::jsonb -> 'data') || jsonb_build_object(
+                 'token_ids', to_jsonb(((select ids from batch))[e.p * ${per}::int + 1 : (e.p + 1) * ${per}::int]),
+                 'batch', jsonb_build_object('index', ${record.eventIndex}::int + e.p, 'last', not (select more from more) and e.p = (select greatest(n - 1, 0) / ${per}::int from batch))))
+      from (select p, gen_random_uuid() as id
+            from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int when ${record.eventIndex}::int > 0 then 0 else -1 end from batch)) as p) as e
+      returning id, event
+    )
+    -- the events as rows, not one array of JSON texts: node-pg parses such an array character by character (~10 µs per ID)
+    select b.n as revoked, b.last_id, m.more, e.id::text as outbox_id, e.event::text as outbox_event
+    from batch b cross join more m left join events e on true
+    order by e.id`;
+  const rows = (await statement.execute(trx)).rows;
+  const first = rows[0];
+  if (!first) throw new Error('the revocation batch statement returned no row');
+  const outbox = rows.flatMap((row) => (row.outbox_id === null ? [] : [{ id: row.outbox_id, event: row.outbox_event!, commandId: record.event.job_id, terminal: false }]));
+  return { revoked: first.revoked, lastId: first.last_id, more: first.more, events: outbox.length, outbox };
+}
+
+
+
+/** Takes a subject ID; returns how many access tokens it holds (what a lockout has left). Index: access_tokens_subject_id. */
+export async function countAccessTokensOf(db: Executor, subjectId: string): Promise<number> {
+  const row = await db.selectFrom('access_tokens').select((eb) => eb.fn.countAll<string>().as('n')).where('subject_id', '=', subjectId).executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/**
+ * Takes a subject ID; returns at most `limit` of its access tokens with an ID above `afterId`,
+ * by ID, each with whether a revoke-all revoked it (a temporary token of an older generation).
+ * Never the secret's hash. Index: access_tokens_subject_id.
+ */
+export async function listAccessTokensOf(db: Executor, subjectId: string, afterId: string | undefined, limit: number) {
+  let query = db
+    .selectFrom('access_tokens as t')
+    .innerJoin('subjects as s', 's.id', 't.subject_id')
+    .select(['t.id', 't.name', 't.temporary', 't.generation', 't.created_at', 't.expires_at'])
+    .select(sql<boolean>`t.temporary and t.generation < s.temporary_generation`.as('revoked'))
+    .where('t.subject_id', '=', subjectId);
+  if (afterId !== undefined) query = query.where(sql`t.id collate "C"`, '>', afterId);
+  return query.orderBy(sql`t.id collate "C"`).limit(limit).execute();
 }
 
 /**

@@ -268,6 +268,22 @@ export async function commitStep(trx: Executor, step: StepRecord): Promise<Outbo
   return commitSteps(trx, [step]);
 }
 
+/**
+ * Takes a subject ID; returns the ID of a `subject.lockout` of that subject that has not ended
+ * (queued or running), or undefined. Reads the pending commands only (index commands_pending).
+ */
+export async function findUnfinishedLockout(db: Executor, subjectId: string): Promise<string | undefined> {
+  const row = await db
+    .selectFrom('commands')
+    .select('id')
+    .where('state', 'in', ['queued', 'running'])
+    .where('type', '=', 'subject.lockout')
+    .where(sql<boolean>`payload -> 'subject' ->> 'id' = ${subjectId}`)
+    .limit(1)
+    .executeTakeFirst();
+  return row?.id;
+}
+
 /** Non-terminal commands accepted before `olderThan`, oldest first (the reconciler's list). */
 export async function listUnfinishedCommands(db: Executor, olderThan: Date, limit: number): Promise<{ id: string; state: JobState }[]> {
   return db

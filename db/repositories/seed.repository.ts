@@ -38,3 +38,14 @@ export async function seedTemporaryAccessTokens(db: Executor, subjectId: string,
     from subjects s, generate_series(1, ${count}::int) as g
     where s.id = ${subjectId}`.execute(db);
 }
+
+/**
+ * Issues `count` named access tokens to a subject in one statement, named `<namePrefix><n>`.
+ * Their secrets are random and never known: for load only.
+ */
+export async function seedNamedAccessTokens(db: Executor, subjectId: string, count: number, namePrefix = 'seeded-'): Promise<void> {
+  await sql`
+    insert into access_tokens (id, subject_id, secret_hash, name, temporary, generation, expires_at)
+    select gen_random_uuid()::text, ${subjectId}, sha256(convert_to(gen_random_uuid()::text || g::text, 'UTF8')), ${namePrefix} || g, false, null, null
+    from generate_series(1, ${count}::int) as g`.execute(db);
+}

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
+import type { SubjectKind } from '../../contracts/index.js';
 import type { Executor } from '../database.js';
-import type { NewSubject, SubjectRow } from '../subject.table.js';
+import type { NewSubject, SubjectRow, SubjectUpdate } from '../subject.table.js';
 
 /** Takes a subject ID; returns the subject or undefined. */
 export async function findSubject(db: Executor, id: string): Promise<SubjectRow | undefined> {
@@ -44,4 +45,38 @@ export async function bumpTemporaryGeneration(db: Executor, kind: string, id: st
     .returning('temporary_generation')
     .executeTakeFirst();
   return row?.temporary_generation;
+}
+
+/**
+ * Locks the subject out: sets `disabled_at` (kept when already set, so a repeated lockout keeps
+ * the first instant). From this UPDATE's commit on, nothing the subject holds authenticates
+ * (credentialHolds, accessTokenState) and no token is issued to it (insertAccessTokenIfEnabled
+ * waits for this row). Returns the subject, or undefined if no such subject of that kind.
+ */
+export async function disableSubject(db: Executor, kind: SubjectKind, id: string): Promise<SubjectRow | undefined> {
+  return db
+    .updateTable('subjects')
+    .set({ disabled_at: sql`coalesce(disabled_at, now())`, updated_at: sql`now()` })
+    .where('id', '=', id)
+    .where('kind', '=', kind)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Enables a locked-out subject again (clears `disabled_at`). Returns the subject, or undefined if no such subject of that kind. */
+export async function enableSubject(db: Executor, kind: SubjectKind, id: string): Promise<SubjectRow | undefined> {
+  return db.updateTable('subjects').set({ disabled_at: null, updated_at: sql`now()` }).where('id', '=', id).where('kind', '=', kind).returningAll().executeTakeFirst();
+}
+
+/**
+ * Replaces the grants given (capabilities, tenant scope, collection scope) of the subject; the
+ * others stay. Returns the subject as updated, or undefined if no such subject.
+ */
+export async function updateSubjectGrants(db: Executor, id: string, grants: Pick<SubjectUpdate, 'capabilities' | 'tenant_ids' | 'collections'>): Promise<SubjectRow | undefined> {
+  return db
+    .updateTable('subjects')
+    .set({ ...grants, updated_at: sql`now()` })
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirst();
 }

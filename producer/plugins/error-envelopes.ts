@@ -72,6 +72,10 @@ const onezoneErrors: Record<ErrorCode, (context: ErrorContext) => OnedataError> 
   // Onedata has no job cancel: ids of our own, after the registry names (PV3011 is answered on native routes only)
   PV3011: () => ({ id: 'jobEnded' }),
   PV3012: () => ({ id: 'jobCancelled' }),
+  PV3013: () => ({ id: 'jobNotCancellable' }),
+  // Onedata's own id for an account an administrator has blocked
+  PV3015: () => ({ id: 'userBlocked' }),
+  PV3016: temporaryFailure,
   PV3087: notFound,
   PV3218: temporaryFailure,
 };

@@ -4,12 +4,15 @@ import {
   IssueAccessTokenBody,
   IssuedAccessToken,
   SubjectIdParams,
+  SubjectTokensPage,
+  SubjectTokensQuery,
   SubjectView,
+  UpdateSubjectBody,
   VerifiedAccessToken,
 } from '../../contracts/index.js';
 import { requireCapability } from '../access.js';
 import type { AppDeps } from '../app.js';
-import { createSubject, issueAccessToken, verifyAccessToken } from '../services/subjects.service.js';
+import { createSubject, getSubject, issueAccessToken, listSubjectTokens, updateSubject, verifyAccessToken } from '../services/subjects.service.js';
 import type { ZodApp } from '../types.js';
 
 /** Subjects, access tokens and verification (SPEC §6, native routes). */
@@ -18,6 +21,29 @@ export function subjectRoutes(app: ZodApp, deps: AppDeps): void {
     requireCapability(request.caller, 'subjects:admin');
     return reply.code(201).send(await createSubject(deps.db, request.body));
   });
+
+  app.get('/v1/subjects/:id', { config: { family: 'native' }, schema: { params: SubjectIdParams, response: { 200: SubjectView } } }, async (request) => {
+    requireCapability(request.caller, 'subjects:admin');
+    return getSubject(deps.db, request.params.id);
+  });
+
+  app.patch(
+    '/v1/subjects/:id',
+    { config: { family: 'native' }, schema: { params: SubjectIdParams, body: UpdateSubjectBody, response: { 200: SubjectView } } },
+    async (request) => {
+      requireCapability(request.caller, 'subjects:admin');
+      return updateSubject(deps.db, request.params.id, request.body);
+    },
+  );
+
+  app.get(
+    '/v1/subjects/:id/tokens',
+    { config: { family: 'native' }, schema: { params: SubjectIdParams, querystring: SubjectTokensQuery, response: { 200: SubjectTokensPage } } },
+    async (request) => {
+      requireCapability(request.caller, 'subjects:admin');
+      return listSubjectTokens(deps.db, request.params.id, request.query);
+    },
+  );
 
   app.post(
     '/v1/subjects/:id/tokens',

@@ -1,7 +1,8 @@
 import { AppError, type AuditContext, type Command, type CommandPreview, PREVIEW_SAMPLE_SIZE } from '../../contracts/index.js';
 import type { Db, Trx } from '../../db/database.js';
-import { findAccessTokenById, liveTemporaryTokens } from '../../db/repositories/access-token.repository.js';
+import { countAccessTokensOf, findAccessTokenById, listAccessTokensOf, liveTemporaryTokens } from '../../db/repositories/access-token.repository.js';
 import { limitStatementTime } from '../../db/repositories/command.repository.js';
+import { findSubject } from '../../db/repositories/subject.repository.js';
 import { countMatchingVaultTokens, findVaultTokensForRotate, sampleMatchingVaultTokens } from '../../db/repositories/vault-token.repository.js';
 
 /**
@@ -42,6 +43,18 @@ export async function previewCommand(db: Db, command: Command, audit: AuditConte
       case 'temporary_tokens.revoke_all': {
         const live = await liveTemporaryTokens(trx, command.subject.id, PREVIEW_SAMPLE_SIZE);
         return { type: command.type, matches: live.count, sample: live.sample };
+      }
+      case 'subject.lockout': {
+        // every access token the subject holds, named and temporary, in the order its batches take them
+        const matches = await countAccessTokensOf(trx, command.subject.id);
+        const sample = matches === 0 ? [] : (await listAccessTokensOf(trx, command.subject.id, undefined, PREVIEW_SAMPLE_SIZE)).map((t) => t.id);
+        return { type: command.type, matches, sample };
+      }
+      case 'subject.unlock': {
+        // the account it would enable: the subject, if it is locked out
+        const subject = await findSubject(trx, command.subject.id);
+        const locked = subject?.disabled_at != null;
+        return { type: command.type, matches: locked ? 1 : 0, sample: locked ? [command.subject.id] : [] };
       }
     }
   });

@@ -2,8 +2,9 @@ import type { FastifyRequest } from 'fastify';
 import { AccessReason, AppError, type AuditContext, type Command, type CommandRequest, type Config } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { type AccessTokenWithSubject, findAccessTokenById } from '../../db/repositories/access-token.repository.js';
-import { findCommandByIdempotencyKey } from '../../db/repositories/command.repository.js';
+import { findCommandByIdempotencyKey, findUnfinishedLockout } from '../../db/repositories/command.repository.js';
 import { findSubject } from '../../db/repositories/subject.repository.js';
+import type { SubjectRow } from '../../db/subject.table.js';
 import type { TenantScope } from '../../db/repositories/tenant-scope.js';
 import { type Caller, requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
 import { requireCollectionExists } from './vault-tokens.service.js';
@@ -105,6 +106,36 @@ export async function prepareCommand(
       if (!subject || subject.kind !== kind) throw new AppError('PV3003', { subject_id: id, kind });
       return { command: { type: input.type, subject: { kind, id } }, audit: auditContext(request, scope, reason) };
     }
+    case 'subject.lockout':
+    case 'subject.unlock': {
+      const reason = optionalReason(input);
+      const scope = tenantScope(caller.subject, request.headers['x-tenant-id']);
+      const { kind, id } = input.subject;
+      if (!isAdmin(caller)) requireCapability(caller, 'security_admin'); // refused before the subject is looked up
+      const subject = await findSubject(ctx.db, id);
+      if (!subject || subject.kind !== kind) throw new AppError('PV3003', { subject_id: id, kind });
+      authorizeLockout(caller, subject);
+      if (input.type === 'subject.unlock') {
+        // the worker checks again when it runs (subject-unlock.handler.ts)
+        const lockout = await findUnfinishedLockout(ctx.db, id);
+        if (lockout !== undefined) throw new AppError('PV3016', { subject_id: id, job_id: lockout });
+      }
+      return { command: { type: input.type, subject: { kind, id } }, audit: auditContext(request, scope, reason) };
+    }
+  }
+}
+
+const isAdmin = (caller: Caller) => caller.subject.capabilities.includes('subjects:admin');
+
+/**
+ * Who may lock a subject out or unlock it (SPEC §10): `subjects:admin`, or `security_admin` in
+ * the subject's domain (Keystone's rule for another user's token). Throws PV1007 otherwise.
+ */
+export function authorizeLockout(caller: Caller, subject: SubjectRow): void {
+  if (isAdmin(caller)) return;
+  requireCapability(caller, 'security_admin');
+  if (subject.domain_id !== caller.subject.domain_id) {
+    throw new AppError('PV1007', { username: caller.subject.id }, 'The subject belongs to another domain.');
   }
 }
 

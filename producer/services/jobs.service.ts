@@ -2,7 +2,7 @@ import { AppError, type Canceller, decodeJobCursor, encodeJobCursor, isIsoDay, t
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
 import { commitStep, findCommand, listCommands, lockCommands, requestCancel, withdrawCancelRequest } from '../../db/repositories/command.repository.js';
-import { cancelRecord } from '../../worker/command-cancel.js';
+import { cancellable, cancelRecord } from '../../worker/command-cancel.js';
 import { commandsFinished } from '../../worker/metrics.js';
 import type { Caller } from '../access.js';
 import type { JobWaiter } from './job-waiter.js';
@@ -89,6 +89,7 @@ export async function cancelJob(deps: { db: Db; waiter: JobWaiter }, caller: Cal
   const seen = await findJobFor(db, caller, id);
   if (seen.state === 'cancelled') return { row: seen, done: true };
   if (terminalStates.includes(seen.state)) throw jobEnded(seen);
+  if (!cancellable(seen)) throw notCancellable(seen);
   const by: Canceller = { id: caller.subject.id, kind: caller.subject.kind, request_id: requestId };
   const deadline = Date.now() + CANCEL_WAIT_MS;
   // no ticket (job-waiter.ts): a ticket is for a command about to be recorded, and one taken here
@@ -101,7 +102,7 @@ export async function cancelJob(deps: { db: Db; waiter: JobWaiter }, caller: Cal
         if (!asked) await requestCancel(trx, id, by);
         return undefined;
       }
-      if (terminalStates.includes(locked.state)) return { row: locked, ended: false };
+      if (terminalStates.includes(locked.state) || !cancellable(locked)) return { row: locked, ended: false };
       await withdrawCancelRequest(trx, id);
       await commitStep(trx, cancelRecord(locked, locked.cancel_request ?? by));
       return { row: locked, ended: true };
@@ -113,7 +114,7 @@ export async function cancelJob(deps: { db: Db; waiter: JobWaiter }, caller: Cal
     }
     const retryAt = Math.min(Date.now() + CANCEL_RETRY_MS, deadline);
     const state: JobState | undefined = taken ? taken.row.state : await waiter.wait(id, Math.max(0, retryAt - Date.now()));
-    if (state !== undefined || Date.now() >= deadline) {
+    if (state !== undefined || taken || Date.now() >= deadline) {
       const row = await findCommand(db, id);
       if (!row) {
         // removed meanwhile (retention): so is what was asked of it
@@ -125,11 +126,20 @@ export async function cancelJob(deps: { db: Db; waiter: JobWaiter }, caller: Cal
         await withdrawCancelRequest(db, id);
         throw jobEnded(row);
       }
+      if (!cancellable(row)) {
+        // it started meanwhile (a lockout's first step committed): its next step would not honour the cancel either
+        await withdrawCancelRequest(db, id);
+        throw notCancellable(row);
+      }
       if (Date.now() >= deadline) return { row, done: false };
     }
     // the waiter answers early only when the producer is draining: do not spin on the row meanwhile
     if (Date.now() < retryAt) await new Promise((resolve) => setTimeout(resolve, retryAt - Date.now()));
   }
+}
+
+function notCancellable(row: CommandRow): AppError {
+  return new AppError('PV3013', { job_id: row.id, state: row.state }, `The ${row.type} job has started; it runs to its end (a lockout's remaining tokens must go, or an unlock would revive them).`);
 }
 
 function jobEnded(row: CommandRow): AppError {

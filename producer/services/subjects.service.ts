@@ -4,15 +4,18 @@ import {
   type CreateSubjectBody,
   type IssueAccessTokenBody,
   type IssuedAccessToken,
+  type SubjectTokensPage,
+  type SubjectTokensQuery,
   type SubjectView,
+  type UpdateSubjectBody,
   type VerifiedAccessToken,
   type VerifyReason,
   capabilities,
 } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import type { SubjectRow } from '../../db/subject.table.js';
-import { type AccessTokenWithSubject, insertAccessToken, upsertAccessToken } from '../../db/repositories/access-token.repository.js';
-import { findSubject, insertSubject, upsertSubject } from '../../db/repositories/subject.repository.js';
+import { type AccessTokenWithSubject, insertAccessTokenIfEnabled, listAccessTokensOf, upsertAccessToken } from '../../db/repositories/access-token.repository.js';
+import { findSubject, insertSubject, updateSubjectGrants, upsertSubject } from '../../db/repositories/subject.repository.js';
 import { accessTokenState, type Caller, type SubjectTokenLookup } from '../access.js';
 import { hashSecret, newSecret } from '../secrets.js';
 
@@ -30,6 +33,47 @@ export function subjectView(s: SubjectRow): SubjectView {
     tenant_ids: s.tenant_ids,
     collections: s.collections,
     temporary_generation: s.temporary_generation,
+    disabled_at: s.disabled_at?.toISOString() ?? null,
+  };
+}
+
+/** The subject's view; PV3003 if there is none. */
+export async function getSubject(db: Db, id: string): Promise<SubjectView> {
+  const row = await findSubject(db, id);
+  if (!row) throw new AppError('PV3003', { subject_id: id });
+  return subjectView(row);
+}
+
+/**
+ * Replaces the grants the body names. The change holds for every request from its commit on, at
+ * every producer: a cached credential is re-checked against the subject's grants by the statement
+ * that records its command (credentialHolds). PV3003 if no such subject.
+ */
+export async function updateSubject(db: Db, id: string, body: UpdateSubjectBody): Promise<SubjectView> {
+  const row = await updateSubjectGrants(db, id, {
+    ...(body.capabilities !== undefined && { capabilities: [...new Set(body.capabilities)] }),
+    ...(body.tenant_ids !== undefined && { tenant_ids: body.tenant_ids ? [...new Set(body.tenant_ids)] : null }),
+    ...(body.collections !== undefined && { collections: body.collections ? [...new Set(body.collections)] : null }),
+  });
+  if (!row) throw new AppError('PV3003', { subject_id: id });
+  return subjectView(row);
+}
+
+/** A page of the subject's access tokens, by token ID (never a secret or its hash); PV3003 if no such subject. */
+export async function listSubjectTokens(db: Db, id: string, query: SubjectTokensQuery): Promise<SubjectTokensPage> {
+  if (!(await findSubject(db, id))) throw new AppError('PV3003', { subject_id: id });
+  const rows = await listAccessTokensOf(db, id, query.after, query.limit);
+  return {
+    tokens: rows.map((t) => ({
+      token_id: t.id,
+      name: t.name,
+      kind: t.temporary ? 'temporary' : 'named',
+      generation: t.generation,
+      revoked: t.revoked,
+      created_at: t.created_at.toISOString(),
+      expires_at: t.expires_at?.toISOString() ?? null,
+    })),
+    next_after: rows.length === query.limit ? rows.at(-1)!.id : null,
   };
 }
 
@@ -50,8 +94,9 @@ export async function createSubject(db: Db, body: CreateSubjectBody): Promise<Su
 
 /**
  * Issues an access token to `subjectId`. Allowed to `subjects:admin`, and to the subject itself
- * for a temporary token. A temporary token carries the subject's current generation. Returns
- * the secret once; only its hash is stored.
+ * for a temporary token. A temporary token carries the subject's current generation. A locked-out
+ * subject is issued none: PV3015 (decided in the statement that inserts the token, so a lockout
+ * committing meanwhile is never missed). Returns the secret once; only its hash is stored.
  */
 export async function issueAccessToken(db: Db, caller: Caller, subjectId: string, body: IssueAccessTokenBody): Promise<IssuedAccessToken> {
   const isAdmin = caller.subject.capabilities.includes('subjects:admin');
@@ -61,17 +106,18 @@ export async function issueAccessToken(db: Db, caller: Caller, subjectId: string
   }
   const subject = await findSubject(db, subjectId);
   if (!subject) throw new AppError('PV3003', { subject_id: subjectId });
+  const disabled = () => new AppError('PV3015', { subject_id: subjectId });
+  if (subject.disabled_at !== null) throw disabled();
   const secret = newSecret();
   const expiresAt = body.temporary ? new Date(Date.now() + (body.ttl_seconds ?? DEFAULT_TEMPORARY_TTL_SECONDS) * 1000) : null;
-  const row = await insertAccessToken(db, {
+  const row = await insertAccessTokenIfEnabled(db, subject.id, {
     id: randomUUID(),
-    subject_id: subject.id,
     secret_hash: hashSecret(secret),
     name: body.name ?? null,
     temporary: body.temporary,
-    generation: body.temporary ? subject.temporary_generation : null,
     expires_at: expiresAt,
   });
+  if (!row) throw disabled();
   return {
     token_id: row.id,
     token: secret,

@@ -49,13 +49,14 @@ describe('subjects and access tokens', () => {
         tenant_ids: ['t1'],
         collections: ['cards'],
         temporary_generation: 0,
+        disabled_at: null,
       });
     });
 
     it('fills in defaults: a new ID, domain default, no capabilities, every tenant and collection', async () => {
       const r = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'service' } });
       expect(r.status).toBe(201);
-      expect(r.body).toEqual({ id: expect.any(String), kind: 'service', domain_id: 'default', capabilities: [], tenant_ids: null, collections: null, temporary_generation: 0 });
+      expect(r.body).toEqual({ id: expect.any(String), kind: 'service', domain_id: 'default', capabilities: [], tenant_ids: null, collections: null, temporary_generation: 0, disabled_at: null });
     });
 
     it('answers 409 PV3004 for a duplicate ID and keeps the first subject', async () => {

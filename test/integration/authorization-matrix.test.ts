@@ -257,8 +257,8 @@ function onezoneProviderRow(ok: Outcome): Row {
   };
 }
 
-/** An admin-only native route that creates something (a fresh name per call). */
-function adminOnlyRow(request: () => Req, ok: Outcome): Row {
+/** An admin-only native route (one that creates something makes a fresh name per call). */
+function adminOnlyRow(request: (fx: Fixtures) => Req | Promise<Req>, ok: Outcome): Row {
   return {
     family: 'native',
     request,
@@ -267,8 +267,8 @@ function adminOnlyRow(request: () => Req, ok: Outcome): Row {
       missingCapability: { caller: async (fx) => (await fx.allBut('subjects:admin')).headers, ...refused(403, 'PV1007') },
       collectionOutsideScope: na('subjects:admin is not limited by a collection scope'),
       tenantOutsideScope: { caller: (fx) => fx.tenantUser.headers, headers: OUTSIDE_TENANT, ...refused(403, 'PV1006') },
-      otherDomain: na('subjects and collections are not per domain'),
-      otherUser: na('acts on no other user'),
+      otherDomain: na('subjects:admin acts on subjects and collections of every domain'),
+      otherUser: na('only subjects:admin acts on subjects and collections: see missingCapability'),
       providerVsUser: na('only the Onezone provider routes look at the caller kind'),
       entitled: na(ONLY_ADMIN),
       admin: ok,
@@ -577,6 +577,24 @@ const MATRIX: Record<string, Row> = {
   'POST /v1/subjects': adminOnlyRow(() => ({ url: '/v1/subjects', body: { id: uid('mx-made'), kind: 'user' } }), {
     status: 201,
     check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-made-/), kind: 'user', capabilities: [] }),
+  }),
+
+  'GET /v1/subjects/:id': adminOnlyRow((fx) => ({ url: `/v1/subjects/${fx.victim.id}` }), {
+    status: 200,
+    check: (res, fx, label) => expect.soft(res.body, label).toMatchObject({ id: fx.victim.id, kind: 'user', disabled_at: null }),
+  }),
+  // each call changes a subject of its own, made for it
+  'PATCH /v1/subjects/:id': adminOnlyRow(
+    async (fx) => {
+      const made = await call(fx.stack, 'POST', '/v1/subjects', { headers: fx.stack.admin, body: { id: uid('mx-patched'), kind: 'user' } });
+      expect(made.status).toBe(201);
+      return { url: `/v1/subjects/${made.body.id}`, body: { capabilities: ['tokens:read'] } };
+    },
+    { status: 200, check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-patched-/), capabilities: ['tokens:read'] }) },
+  ),
+  'GET /v1/subjects/:id/tokens': adminOnlyRow((fx) => ({ url: `/v1/subjects/${fx.victim.id}/tokens` }), {
+    status: 200,
+    check: (res, fx, label) => expect.soft(res.body?.tokens?.map((t: { token_id: string }) => t.token_id), label).toContain(fx.victim.tokenId),
   }),
 
   'POST /v1/subjects/:id/tokens': {

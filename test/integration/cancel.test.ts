@@ -6,7 +6,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, COMMAND_QUEUE, type CommandJobData, JobView, type RevocationEvent } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
-import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
+import { seedNamedAccessTokens, seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -50,11 +50,17 @@ class TokenHolder {
   ) {}
 
   static async lock(url: string, tokenKeys: readonly string[]): Promise<TokenHolder> {
+    return TokenHolder.lockRows(url, 'vault_tokens', tokenKeys);
+  }
+
+  /** Locks rows of `table` by their `id`. */
+  static async lockRows(url: string, table: 'vault_tokens' | 'access_tokens' | 'subjects', ids: readonly string[]): Promise<TokenHolder> {
     const client = new pg.Client({ connectionString: url, application_name: 'cancel-test-holder' });
     await client.connect();
     const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
     await client.query('begin');
-    await client.query('select id from vault_tokens where id = any($1::bigint[]) for update', [tokenKeys]);
+    const locked = await client.query(`select id from ${table} where id::text = any($1::text[]) for update`, [ids]);
+    if (locked.rowCount !== ids.length) throw new Error(`locked ${locked.rowCount} of ${ids.length} rows of ${table}`);
     return new TokenHolder(client, rows[0]!.pid);
   }
 
@@ -161,7 +167,8 @@ describe('cancelling a queued job', () => {
     const rotate = await submit(stack, { type: 'tokens.rotate', collection, token_ids: tokensKept.slice(3, 5), reason: REASON });
     const revoke = await submit(stack, { type: 'access_token.revoke', token_id: victim.tokenId });
     const revokeAll = await submit(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: victim.subject.id } });
-    for (const [accepted, result] of [[named, { deleted: 0 }], [rotate, null], [revoke, null], [revokeAll, null]] as const) {
+    const lockout = await submit(stack, { type: 'subject.lockout', subject: { kind: 'user', id: victim.subject.id } });
+    for (const [accepted, result] of [[named, { deleted: 0 }], [rotate, null], [revoke, null], [revokeAll, null], [lockout, { subject: { kind: 'user', id: victim.subject.id }, revoked: 0 }]] as const) {
       expect(accepted.status).toBe(202);
       const r = await cancel(stack, accepted.body.job_id);
       expect(r.status, accepted.body.type).toBe(200);
@@ -356,6 +363,52 @@ describe('cancelling a running bulk delete (one worker in the process)', () => {
     const events = await outboxOf(stack.database.db, id);
     expect(events.map((e) => e.type)).toEqual(['tokens.deleted', 'tokens.deleted', 'command.cancelled']);
     expect(events.flatMap((e) => (e.type === 'tokens.deleted' ? (e.data as { batch: { last: boolean } }).batch.last : []))).toEqual([false, false]);
+  });
+
+  it('refuses to cancel a lockout that has started (409 PV3013): it has disabled the account, and its remaining tokens must go before an unlock', async () => {
+    const { id: subjectId } = (await subjectWithToken(stack, { kind: 'user' })).subject as { id: string };
+    await seedNamedAccessTokens(stack.database.db, subjectId, 3 * BATCH);
+    const tokens = (await stack.database.db.selectFrom('access_tokens').select('id').where('subject_id', '=', subjectId).orderBy(sql`id collate "C"`).execute()).map((t) => t.id);
+    // the lockout waits in its second batch, after its first step disabled the subject
+    const holder = await TokenHolder.lockRows(stack.database.url, 'access_tokens', [tokens[BATCH + 3]!]);
+    let id: string;
+    try {
+      id = (await submit(stack, { type: 'subject.lockout', subject: { kind: 'user', id: subjectId } })).body.job_id as string;
+      await holder.untilWorkerWaits(stack.database.db);
+
+      const answer = await cancel(stack, id);
+
+      expect(answer).toMatchObject({ status: 409, body: { error_code: 'PV3013', context: { job_id: id, state: 'running' } } });
+    } finally {
+      await holder.release();
+    }
+    expect(await waitForJob(stack, id)).toMatchObject({ state: 'succeeded', result: { revoked: 3 * BATCH + 1 } });
+    expect(await stack.database.db.selectFrom('access_tokens').select('id').where('subject_id', '=', subjectId).execute()).toEqual([]);
+  });
+
+  it('drops a cancel asked while a lockout ran its first step: the lockout runs to its end, and the cancel answers 409', async () => {
+    const { id: subjectId } = (await subjectWithToken(stack, { kind: 'user' })).subject as { id: string };
+    await seedNamedAccessTokens(stack.database.db, subjectId, 2 * BATCH);
+    // its first step waits for the subject row, holding the command row while the job is still queued
+    const holder = await TokenHolder.lockRows(stack.database.url, 'subjects', [subjectId]);
+    let id: string;
+    let answer: Awaited<ReturnType<typeof cancel>>;
+    try {
+      id = (await submit(stack, { type: 'subject.lockout', subject: { kind: 'user', id: subjectId } })).body.job_id as string;
+      await holder.untilWorkerWaits(stack.database.db);
+      const cancelled = cancel(stack, id);
+      await untilCancelAsked(stack.database.db, id);
+      await holder.release();
+      answer = await cancelled;
+    } finally {
+      await holder.release();
+    }
+    expect(answer.status).toBe(409);
+    expect(['PV3013', 'PV3011']).toContain(answer.body.error_code);
+    expect(await waitForJob(stack, id)).toMatchObject({ state: 'succeeded', result: { revoked: 2 * BATCH + 1 } });
+    expect(await stack.database.db.selectFrom('access_tokens').select('id').where('subject_id', '=', subjectId).execute()).toEqual([]);
+    expect((await outboxOf(stack.database.db, id)).map((e) => e.type).filter((t) => t.startsWith('command.'))).toEqual(['command.succeeded']);
+    expect(await stack.database.db.selectFrom('command_cancellations').selectAll().where('command_id', '=', id).execute()).toEqual([]);
   });
 
   it('answers a job that succeeded or failed 409 PV3011 and leaves it as it was', async () => {

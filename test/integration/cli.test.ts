@@ -146,6 +146,53 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     expect(generation.body).toEqual({ generation: 1 });
   });
 
+  it('lockout --user --json exits 0 with the number revoked; unlock --user prints the subject unlocked', async () => {
+    const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
+    const user = created.body.id as string;
+    for (const body of [{ temporary: false }, { temporary: true }]) expect((await call(stack, 'POST', `/v1/subjects/${user}/tokens`, { headers: stack.admin, body })).status).toBe(201);
+
+    const locked = await revoke(['lockout', '--user', user, '--json']);
+
+    expect(locked.code).toBe(0);
+    expect(jobOf(locked.stdout)).toMatchObject({ type: 'subject.lockout', state: 'succeeded', result: { subject: { kind: 'user', id: user }, revoked: 2 }, progress: { processed: 2, total: 2 } });
+    expect((await call(stack, 'GET', `/v1/subjects/${user}`, { headers: stack.admin })).body.disabled_at).toEqual(expect.any(String));
+    expect(await stack.database.db.selectFrom('access_tokens').select('id').where('subject_id', '=', user).execute()).toEqual([]);
+
+    const unlocked = await revoke(['unlock', '--user', user]);
+
+    expect(unlocked.code).toBe(0);
+    expect(unlocked.stdout).toMatch(new RegExp(`^job [0-9a-f-]{36} succeeded: unlocked user ${user}\n$`));
+    expect((await call(stack, 'GET', `/v1/subjects/${user}`, { headers: stack.admin })).body.disabled_at).toBeNull();
+  });
+
+  it('lockout --service without --json ends with "locked out service S, revoked N access tokens"', async () => {
+    const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'service' } });
+    const service = created.body.id as string;
+    expect((await call(stack, 'POST', `/v1/subjects/${service}/tokens`, { headers: stack.admin, body: { temporary: false } })).status).toBe(201);
+
+    const run = await revoke(['lockout', '--service', service]);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(new RegExp(`^job [0-9a-f-]{36} succeeded: locked out service ${service}, revoked 1 access tokens\n$`));
+    expect(run.stderr).toMatch(/accepted job [0-9a-f-]{36}/);
+  });
+
+  it('lockout and unlock need exactly one subject: exit 2 with the usage, nothing submitted; the help describes them', async () => {
+    const before = await commandCount(stack.database.db);
+
+    const runs = await Promise.all([revoke(['lockout']), revoke(['unlock', '--user', 'a', '--provider', 'b'])]);
+
+    expect(runs.map((r) => r.code)).toEqual([2, 2]);
+    expect(runs[0]!.stderr).toContain('lockout needs exactly one of --user, --provider or --service');
+    expect(runs[1]!.stderr).toContain('unlock needs exactly one of --user, --provider or --service');
+    expect(await commandCount(stack.database.db)).toBe(before);
+    const help = await revoke(['--help']);
+    expect(help.code).toBe(0);
+    expect(help.stdout).toContain('revoke lockout (--user ID | --provider ID | --service ID)');
+    expect(help.stdout).toContain('revoke unlock (--user ID | --provider ID | --service ID)');
+    expect(help.stdout).toMatch(/lockout locks an account out/);
+  });
+
   it('events --json prints every event of the stream, one JSON document per line', async () => {
     await tokenize(stack, collection, [{ object: { id: 'e1' }, tags: ['leak-events'] }]);
     const deleted = await revoke(['delete', '--collection', collection, '--tag', 'leak-events', ...REASON, '--json']);
@@ -279,6 +326,16 @@ describe('the revoke CLI: dry runs and cancels', { timeout: 60_000 }, () => {
 
     expect(run.code).toBe(0);
     expect(run.stdout).toBe(`dry run: tokens.rotate would rotate 1 token now; nothing was submitted\nall: ${a}\nnot found (the rotate would fail with PV3087, rotating nothing): no-such-token\n`);
+  });
+
+  it('lockout --dry-run prints the access tokens the lockout would revoke and locks nothing out', async () => {
+    const user = await subjectWithToken(stack, { kind: 'user' });
+
+    const run = await revoke(['lockout', '--user', user.subject.id, '--dry-run']);
+
+    expect(run.code).toBe(0);
+    expect(run.stdout).toBe(`dry run: subject.lockout would revoke 1 access token now; nothing was submitted\nall: ${user.tokenId}\n`);
+    expect((await call(stack, 'GET', '/v1/auth/verify', { headers: { ...user.headers, 'x-subject-token': user.token } })).status).toBe(200);
   });
 
   it('cancel ID cancels a queued job and prints it; again, the same; a job that ended is refused with exit 3', async () => {

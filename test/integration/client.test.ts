@@ -386,7 +386,58 @@ describe('the client package against a running service', () => {
     });
   });
 
+  describe('subjects and lockout', () => {
+    it('lockout, unlock, getSubject, updateSubject and listSubjectTokens, each answer validated', async () => {
+      const user = await subjectWithToken(stack, { id: uid('locked'), kind: 'user' });
+      const id = user.subject.id as string;
+      const temporary = await call(stack, 'POST', `/v1/subjects/${id}/tokens`, { headers: stack.admin, body: { temporary: true } });
+      expect(temporary.status).toBe(201);
+
+      const page = await client.listSubjectTokens(id, { limit: 1 });
+      expect(page.tokens).toHaveLength(1);
+      const rest = await client.listSubjectTokens(id, { after: page.next_after! });
+      expect([...page.tokens, ...rest.tokens].map((t) => t.kind).sort()).toEqual(['named', 'temporary']);
+      expect(rest.next_after).toBeNull();
+
+      const updated = await client.updateSubject(id, { capabilities: ['tokens:read'], tenant_ids: ['t1'] });
+      expect(updated).toMatchObject({ id, capabilities: ['tokens:read'], tenant_ids: ['t1'], collections: null, disabled_at: null });
+
+      const locked = await client.lockout({ kind: 'user', id });
+      expect(locked).toMatchObject({ type: 'subject.lockout', state: 'succeeded', result: { subject: { kind: 'user', id }, revoked: 2 } });
+      expect((await client.getSubject(id)).disabled_at).toEqual(expect.any(String));
+      expect((await client.listSubjectTokens(id)).tokens).toEqual([]);
+
+      const unlocked = await client.unlock({ kind: 'user', id });
+      expect(unlocked).toMatchObject({ type: 'subject.unlock', state: 'succeeded', result: { subject: { kind: 'user', id } } });
+      expect(await client.getSubject(id)).toMatchObject({ id, capabilities: ['tokens:read'], disabled_at: null });
+
+      const missing = await client.getSubject(uid('nobody')).catch((error: unknown) => error);
+      expect(missing).toBeInstanceOf(RevocationApiError);
+      expect((missing as RevocationApiError).errorCode).toBe('PV3003');
+    });
+  });
+
   describe('the example TokenCacheInvalidator', () => {
+    it("drops every cached token of a locked-out subject, and no one else's", async () => {
+      const user = await subjectWithToken(stack, { id: uid('user'), kind: 'user' });
+      const other = await subjectWithToken(stack, { id: uid('user'), kind: 'user' });
+      const temporary = await call(stack, 'POST', `/v1/subjects/${user.subject.id}/tokens`, { headers: stack.admin, body: { temporary: true } });
+      const invalidator = new TokenCacheInvalidator();
+      invalidator.access.set(user.tokenId, { subjectId: user.subject.id, temporary: false, generation: null });
+      invalidator.access.set(temporary.body.token_id, { temporary: true, generation: 0 }); // its subject not cached: its own event drops it
+      invalidator.access.set(other.tokenId, { subjectId: other.subject.id, temporary: false, generation: null });
+
+      const group = uid('lockout');
+      const events = consumer({ group, consumer: 'cache-1' });
+      await events.ensureGroup();
+      const job = await client.lockout({ kind: 'user', id: user.subject.id });
+      expect(job.state).toBe('succeeded');
+      const received = await consumeUntil(events, (es) => es.some((e) => e.type === 'command.succeeded' && e.job_id === job.job_id), (event) => invalidator.apply(event));
+      expect(received.filter((e) => e.job_id === job.job_id).map((e) => e.type)).toEqual(['subject.locked', 'access_token.revoked', 'command.succeeded']);
+      expect([...invalidator.access.keys()]).toEqual([other.tokenId]);
+    });
+
+
     it('drops exactly the cached tokens that real delete, rotate, access-token revoke and revoke-all events name', async () => {
       const { collection, ids } = await collectionWithTokens('cache', [
         { object: { id: 'a' }, tags: ['gone'] },

@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CommandPreview, PREVIEW_SAMPLE_SIZE } from '../../contracts/index.js';
+import { seedNamedAccessTokens, seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -146,6 +147,30 @@ describe('POST /v1/commands?dry_run=true', () => {
     // a provider's temporary tokens are that provider's to revoke: refused before any count
     const provider = await preview({ type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id: 'someone' } });
     expect(provider).toMatchObject({ status: 403, body: { error_code: 'PV1007' } });
+  });
+
+  it('subject.lockout: every access token the subject holds, named and temporary, in the order its batches take them; subject.unlock: the account, if locked out', async () => {
+    const user = await subjectWithToken(stack, { kind: 'user' });
+    await seedNamedAccessTokens(stack.database.db, user.subject.id, 14);
+    await seedTemporaryAccessTokens(stack.database.db, user.subject.id, 10, 3600);
+    const byId = await stack.database.db.selectFrom('access_tokens').select('id').where('subject_id', '=', user.subject.id).orderBy(sql`id collate "C"`).execute();
+    const before = await state();
+
+    const lockout = await preview({ type: 'subject.lockout', subject: { kind: 'user', id: user.subject.id } });
+    const unlock = await preview({ type: 'subject.unlock', subject: { kind: 'user', id: user.subject.id } });
+
+    expect(lockout.status).toBe(200);
+    expect(lockout.body).toEqual({ type: 'subject.lockout', matches: 25, sample: byId.slice(0, PREVIEW_SAMPLE_SIZE).map((t) => t.id) });
+    expect(unlock.body).toEqual({ type: 'subject.unlock', matches: 0, sample: [] });
+    expect(await state()).toEqual(before);
+    // the preview disabled nothing: the subject's token still authenticates
+    expect((await call(stack, 'GET', '/v1/auth/verify', { headers: { ...user.headers, 'x-subject-token': user.token } })).status).toBe(200);
+
+    await stack.database.db.updateTable('subjects').set({ disabled_at: new Date() }).where('id', '=', user.subject.id).execute();
+    expect((await preview({ type: 'subject.unlock', subject: { kind: 'user', id: user.subject.id } })).body).toEqual({ type: 'subject.unlock', matches: 1, sample: [user.subject.id] });
+    // a security_admin of another domain is refused, as a submission is
+    const stranger = await subjectWithToken(stack, { kind: 'user', capabilities: ['security_admin'], domain_id: 'elsewhere' });
+    expect(await preview({ type: 'subject.lockout', subject: { kind: 'user', id: user.subject.id } }, stranger.headers)).toMatchObject({ status: 403, body: { error_code: 'PV1007' } });
   });
 
   it('refuses exactly what a submission refuses, with the same status and code, and records nothing', async () => {

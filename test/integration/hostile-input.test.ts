@@ -822,6 +822,72 @@ describe('hostile input to every route', () => {
       ],
     };
 
+    const subjectPath = (segment: string) => `/v1/subjects/${segment}`;
+    const subjectRead: RouteSpec = {
+      method: 'GET',
+      template: '/v1/subjects/:id',
+      valid: fc.constant({ url: subjectPath(VICTIM) }),
+      forbidden: nobodyAuth(),
+      poisons: [
+        admin(idSegmentPoison.map((p) => ({ method: 'GET', url: subjectPath(p.segment), poison: p.poison, expect: [400, 404] }))),
+        admin(missingId.map((id) => ({ method: 'GET', url: subjectPath(id), poison: 'no such subject', expect: [404] }))),
+      ],
+    };
+
+    const validGrants = fc
+      .record(
+        { capabilities: fc.subarray(['tokens:read', 'tokens:write', 'tokens:manage']), tenant_ids: fc.oneof(items(1, 3), fc.constant(null)), collections: fc.oneof(fc.constant([COLLECTION]), fc.constant(null)) },
+        { requiredKeys: [] },
+      )
+      .filter((g) => Object.keys(g).length > 0);
+    const badGrant: fc.Arbitrary<{ body: unknown; poison: string }> = fc.oneof(
+      fc.constant({ body: {}, poison: 'no grant named' }),
+      fc
+        .oneof(hostileText.filter((c) => !(['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as string[]).includes(c)).map((c) => ['tokens:read', c]), fc.constant(Array(8).fill('tokens:read')), hostileJson.filter((v) => !Array.isArray(v)))
+        .map((capabilities) => ({ body: { capabilities }, poison: 'bad capabilities' })),
+      fc
+        .tuple(fc.constantFrom('tenant_ids', 'collections'), fc.oneof(fc.constant([] as unknown[]), fc.constant(Array.from({ length: 1001 }, (_, i) => `t${i}`)), notIdentifier.map((t) => [t]), hostileJson.filter((v) => !Array.isArray(v) && JSON.stringify(v ?? null) !== 'null')))
+        .map(([k, v]) => ({ body: { [k]: v }, poison: `bad ${k}` })),
+      notCollectionName.map((c) => ({ body: { collections: [c] }, poison: 'bad collection name' })),
+      fc.tuple(fc.oneof(alnum.map((k) => `x_${k}`), fc.constantFrom('id', 'kind', 'domain_id', 'temporary_generation', 'disabled_at')), hostileJson).map(([k, v]) => ({ body: { capabilities: [], [k]: v }, poison: `key ${k}` })),
+      hostileJson.filter((v) => !isObject(v)).map((body) => ({ body, poison: 'body not an object' })),
+    );
+    const subjectUpdate: RouteSpec = {
+      method: 'PATCH',
+      template: '/v1/subjects/:id',
+      valid: validGrants.map((body) => ({ url: subjectPath(VICTIM), body })),
+      json: true,
+      forbidden: nobodyAuth(),
+      poisons: [
+        admin(badGrant.map((b) => jsonCase('PATCH', subjectPath(VICTIM), b.body, {}, b.poison, [400]))),
+        admin(fc.tuple(idSegmentPoison, validGrants).map(([p, body]) => jsonCase('PATCH', subjectPath(p.segment), body, {}, p.poison, [400, 404]))),
+        admin(fc.tuple(missingId, validGrants).map(([id, body]) => jsonCase('PATCH', subjectPath(id), body, {}, 'no such subject', [404]))),
+      ],
+    };
+
+    const validPageLimit = (v: string) => {
+      const n = Number(v);
+      return Number.isInteger(n) && n >= 1 && n <= 1000;
+    };
+    const validPage = fc.subarray<[string, string]>([['limit', '10'], ['after', 'a']]);
+    const pagePoison: fc.Arbitrary<QueryPoison> = fc.oneof(
+      fc.oneof(hostileText, fc.integer().map(String), fc.double().map(String)).filter((v) => !validPageLimit(v)).map((v) => ({ pairs: [['limit', v]] as Pairs, poison: `bad limit ${v.slice(0, 25)}` })),
+      notIdentifier.map((v) => ({ pairs: [['after', v]] as Pairs, poison: 'bad after' })),
+      fc.constantFrom('limit', 'after').map((k) => ({ pairs: [[k, k === 'limit' ? '5' : 'a'], [k, k === 'limit' ? '6' : 'b']] as Pairs, poison: `${k} repeated` })),
+      unknownParam(['limit', 'after']),
+    );
+    const subjectTokens: RouteSpec = {
+      method: 'GET',
+      template: '/v1/subjects/:id/tokens',
+      valid: validPage.map((pairs) => ({ url: withQuery(issuePath(VICTIM), pairs) })),
+      forbidden: nobodyAuth(),
+      poisons: [
+        admin(fc.tuple(validPage, pagePoison).map(([ok, p]) => ({ method: 'GET', url: withQuery(issuePath(VICTIM), [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] }))),
+        admin(idSegmentPoison.map((p) => ({ method: 'GET', url: issuePath(p.segment), poison: p.poison, expect: [400, 404] }))),
+        admin(missingId.map((id) => ({ method: 'GET', url: issuePath(id), poison: 'no such subject', expect: [404] }))),
+      ],
+    };
+
     const verify: RouteSpec = {
       method: 'GET',
       template: '/v1/auth/verify',
@@ -836,6 +902,7 @@ describe('hostile input to every route', () => {
       fc.constantFrom(...REASONS.filter((r) => r !== 'Other')).map((reason) => ({ type: 'tokens.rotate', collection: COLLECTION, token_ids: seededTokenIds, reason, custom_audit: 'x' })),
       fc.constant({ type: 'access_token.revoke', token_id: victim.tokenId }),
       fc.constant({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: VICTIM } }),
+      fc.constantFrom('subject.lockout', 'subject.unlock').map((type) => ({ type, subject: { kind: 'user', id: VICTIM } })),
     );
     const vaultCommand = validCommand.filter((c) => c.type === 'tokens.delete' || c.type === 'tokens.rotate');
     const deleteCommand = validCommand.filter((c) => c.type === 'tokens.delete');
@@ -862,7 +929,7 @@ describe('hostile input to every route', () => {
       forbidden: nobodyAuth(),
       poisons: [
         admin(fc.tuple(validCommand, dryRunPoison).map(([c, p]) => jsonCase('POST', `/v1/commands?${p.query}`, c, {}, p.poison, [400]))),
-        orDryRun(admin(fc.tuple(validCommand, fc.oneof(hostileText.filter((t) => !['tokens.delete', 'tokens.rotate', 'access_token.revoke', 'temporary_tokens.revoke_all'].includes(t)), hostileJson.filter((v) => typeof v !== 'string'))).map(([c, type]) => cmd({ ...c, type }, 'bad type')))),
+        orDryRun(admin(fc.tuple(validCommand, fc.oneof(hostileText.filter((t) => !(commandTypes as string[]).includes(t)), hostileJson.filter((v) => typeof v !== 'string'))).map(([c, type]) => cmd({ ...c, type }, 'bad type')))),
         orDryRun(admin(validCommand.map((c) => cmd(without(c, 'type'), 'no type')))),
         orDryRun(admin(fc.tuple(validCommand, alnum, hostileJson).map(([c, k, v]) => cmd({ ...c, [`x_${k}`]: v }, 'extra key')))),
         orDryRun(admin(hostileJson.filter((v) => !isObject(v)).map((body) => cmd(body, 'body not an object')))),
@@ -894,6 +961,25 @@ describe('hostile input to every route', () => {
           ),
         ),
         orDryRun(admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'no such subject', [404])))),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                fc.constantFrom('subject.lockout', 'subject.unlock'),
+                fc.oneof(
+                  hostileJson.filter((v) => !isObject(v)).map((subject) => ({ subject, poison: 'subject not an object' })),
+                  notAString(/^(user|provider|service)$/).map((kind) => ({ subject: { kind, id: VICTIM }, poison: 'bad subject kind' })),
+                  notAString(IDENTIFIER).map((id) => ({ subject: { kind: 'user', id }, poison: 'bad subject id' })),
+                  fc.tuple(alnum, hostileJson).map(([k, v]) => ({ subject: { kind: 'user', id: VICTIM, [`x_${k}`]: v }, poison: 'extra key in subject' })),
+                ),
+              )
+              .map(([type, s]) => cmd({ type, subject: s.subject }, `${type}: ${s.poison}`)),
+          ),
+        ),
+        orDryRun(admin(fc.tuple(fc.constantFrom('subject.lockout', 'subject.unlock'), missingId).map(([type, id]) => cmd({ type, subject: { kind: 'user', id } }, `${type}: no such subject`, [404])))),
+        orDryRun(admin(fc.tuple(fc.constantFrom('subject.lockout', 'subject.unlock'), fc.constantFrom('provider', 'service')).map(([type, kind]) => cmd({ type, subject: { kind, id: VICTIM } }, `${type}: a subject of another kind`, [404])))),
+        // a security_admin may lock out a subject of its own domain only: none is missing, the reader holds none
+        orDryRun(fc.tuple(readerAuth(), fc.constantFrom('subject.lockout', 'subject.unlock')).map(([auth, type]) => cmd({ type, subject: { kind: 'user', id: VICTIM } }, `${type} without security_admin`, [403], auth))),
         // a provider's temporary tokens are that provider's alone to revoke: the admin is refused before any lookup
         orDryRun(admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id } }, "another provider's tokens", [403])))),
         orDryRun(admin(fc.constantFrom('admin', 'hostile-reader').map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'a subject that is not a user', [404])))),
@@ -988,6 +1074,9 @@ describe('hostile input to every route', () => {
       'POST /v1/collections': { spec: collections, numRuns: 500 },
       'POST /v1/subjects': { spec: subjects, numRuns: 500 },
       'POST /v1/subjects/:id/tokens': { spec: issue, numRuns: 500 },
+      'GET /v1/subjects/:id': { spec: subjectRead, numRuns: 200 },
+      'PATCH /v1/subjects/:id': { spec: subjectUpdate, numRuns: 400 },
+      'GET /v1/subjects/:id/tokens': { spec: subjectTokens, numRuns: 300 },
       'GET /v1/auth/verify': { spec: verify, numRuns: 300 },
       'POST /v1/commands': { spec: commands, numRuns: 1500 },
       'GET /v1/jobs/:id': { spec: jobs, numRuns: 400 },
@@ -1191,6 +1280,9 @@ describe('hostile input to every route', () => {
     'POST /v1/collections',
     'POST /v1/subjects',
     'POST /v1/subjects/:id/tokens',
+    'GET /v1/subjects/:id',
+    'PATCH /v1/subjects/:id',
+    'GET /v1/subjects/:id/tokens',
     'GET /v1/auth/verify',
     'POST /v1/commands',
     'GET /v1/jobs/:id',

@@ -30,6 +30,10 @@ const SPEC_ROUTES = [
   'POST /v1/subjects',
   'POST /v1/subjects/{id}/tokens',
   'GET /v1/auth/verify',
+  // SPEC §10
+  'GET /v1/subjects/{id}',
+  'PATCH /v1/subjects/{id}',
+  'GET /v1/subjects/{id}/tokens',
   'GET /readyz',
 ];
 
@@ -111,7 +115,7 @@ describe('the OpenAPI document at /docs', () => {
     }
   });
 
-  it('gives POST /v1/commands a JSON request body schema with the four command types', () => {
+  it('gives POST /v1/commands a JSON request body schema with every command type', () => {
     const schema = doc.paths['/v1/commands']?.post?.requestBody?.content?.['application/json']?.schema;
     expect(schema).toBeDefined();
     const members = schema?.oneOf ?? schema?.anyOf ?? [];
@@ -120,13 +124,17 @@ describe('the OpenAPI document at /docs', () => {
       return tag?.const !== undefined ? [tag.const] : (tag?.enum ?? []);
     });
     expect(new Set(types)).toEqual(new Set(commandTypes));
-    expect(types).toHaveLength(4);
+    expect(types).toHaveLength(commandTypes.length);
+    expect(types).toEqual(expect.arrayContaining(['subject.lockout', 'subject.unlock']));
     for (const member of members) expect(member.required).toContain('type');
     const byType = (type: string) => members.find((m) => m.properties?.type?.enum?.includes(type) || m.properties?.type?.const === type);
     expect(byType('tokens.delete')?.required).toContain('collection');
     expect(byType('tokens.rotate')?.required).toEqual(expect.arrayContaining(['collection', 'token_ids']));
     expect(byType('access_token.revoke')?.required).toContain('token_id');
     expect(byType('temporary_tokens.revoke_all')?.required).toContain('subject');
+    expect(byType('subject.lockout')?.required).toContain('subject');
+    expect(byType('subject.lockout')?.properties?.subject?.properties?.kind?.enum).toEqual(['user', 'provider', 'service']);
+    expect(byType('subject.unlock')?.required).toContain('subject');
   });
 
   it('documents the dry run and the cancel of SPEC §10: dry_run on POST /v1/commands, its preview answer, the cancel route and the cancelled state', () => {
