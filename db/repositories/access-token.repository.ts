@@ -5,7 +5,7 @@ import type { NewAuditLog } from '../audit-log.table.js';
 import { type Executor, retryReadOnce } from '../database.js';
 import { executePrepared } from '../prepared.js';
 import type { SubjectRow } from '../subject.table.js';
-import type { OutboxEvent } from './outbox.repository.js';
+import { executeBatchStatement, type OutboxEvent } from './outbox.repository.js';
 
 export interface AccessTokenWithSubject {
   token: AccessTokenRow;
@@ -233,8 +233,8 @@ export async function revokeAndRecordAccessTokens(trx: Executor, subjectId: stri
   const auditColumns = Object.keys(auditRow);
   const per = record.idsPerEvent;
   const template = JSON.stringify(record.event);
-  const statement = sql<{ revoked: number; last_id: string | null; more: boolean; outbox_id: string | null; outbox_event: string | null }>`
-    with upper as materialized (
+  const ctes = sql`
+    upper as materialized (
       -- the batch's last ID: an index-only walk over at most a batch of entries
       select max(id collate "C") as id from (
         select id from access_tokens where subject_id = ${subjectId} and id collate "C" > ${afterId} order by id collate "C" limit ${limit}::int) as c
@@ -266,16 +266,9 @@ export async function revokeAndRecordAccessTokens(trx: Executor, subjectId: stri
       from (select p, gen_random_uuid() as id
             from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int when ${record.eventIndex}::int > 0 then 0 else -1 end from batch)) as p) as e
       returning id, event
-    )
-    -- the events as rows, not one array of JSON texts: node-pg parses such an array character by character (~10 µs per ID)
-    select b.n as revoked, b.last_id, m.more, e.id::text as outbox_id, e.event::text as outbox_event
-    from batch b cross join more m left join events e on true
-    order by e.id`;
-  const rows = (await statement.execute(trx)).rows;
-  const first = rows[0];
-  if (!first) throw new Error('the revocation batch statement returned no row');
-  const outbox = rows.flatMap((row) => (row.outbox_id === null ? [] : [{ id: row.outbox_id, event: row.outbox_event!, commandId: record.event.job_id, terminal: false }]));
-  return { revoked: first.revoked, lastId: first.last_id, more: first.more, events: outbox.length, outbox };
+    )`;
+  const { n, lastId, more, outbox } = await executeBatchStatement(trx, ctes, record.event.job_id);
+  return { revoked: n, lastId, more, events: outbox.length, outbox };
 }
 
 

@@ -1,4 +1,4 @@
-import { sql } from 'kysely';
+import { type RawBuilder, sql } from 'kysely';
 import { type RevocationEvent, terminalEventTypes } from '../../contracts/index.js';
 import type { Executor } from '../database.js';
 import { executePrepared } from '../prepared.js';
@@ -20,6 +20,36 @@ export interface OutboxEvent {
 
 /** The columns of an outbox row read as an OutboxEvent. */
 const asOutboxEvent = sql`id, event::text as event, command_id::text as "commandId", event->>'type' in (${sql.raw(terminalEventTypes.map((t) => `'${t}'`).join(', '))}) as terminal`;
+
+/** What a batch statement (see executeBatchStatement) reports. */
+export interface BatchStatementResult {
+  /** Rows the batch removed. */
+  n: number;
+  /** The highest key removed (where the next batch starts); null when none was. */
+  lastId: string | null;
+  /** Whether a matching row with a higher key is left. */
+  more: boolean;
+  /** The outbox rows the statement wrote, in outbox order. */
+  outbox: OutboxEvent[];
+}
+
+/**
+ * Runs a batch statement of command `commandId` whose WITH list (`ctes`, without the WITH)
+ * defines `batch` (one row: n, last_id), `more` (one row: more) and `events` (the outbox
+ * rows it inserted, returning id, event), and reads its events as rows, one per event: not as
+ * one array of JSON texts, which node-pg parses character by character (~10 µs per token ID).
+ */
+export async function executeBatchStatement(trx: Executor, ctes: RawBuilder<unknown>, commandId: string): Promise<BatchStatementResult> {
+  const { rows } = await sql<{ n: number; last_id: string | null; more: boolean; outbox_id: string | null; outbox_event: string | null }>`
+    with ${ctes}
+    select b.n, b.last_id::text as last_id, m.more, e.id::text as outbox_id, e.event::text as outbox_event
+    from batch b cross join more m left join events e on true
+    order by e.id`.execute(trx);
+  const first = rows[0];
+  if (!first) throw new Error('the batch statement returned no row');
+  const outbox = rows.flatMap((row) => (row.outbox_id === null ? [] : [{ id: row.outbox_id, event: row.outbox_event!, commandId, terminal: false }]));
+  return { n: first.n, lastId: first.last_id, more: first.more, outbox };
+}
 
 /** Any number works as long as every relay uses the same one. */
 export const RELAY_LOCK_KEY = 0x72656c61; // "rela"

@@ -4,7 +4,7 @@ import type { EventOf } from '../../contracts/index.js';
 import type { NewAuditLog } from '../audit-log.table.js';
 import type { NewVaultToken, VaultTokenRow } from '../vault-token.table.js';
 import { executePrepared } from '../prepared.js';
-import type { OutboxEvent } from './outbox.repository.js';
+import { executeBatchStatement, type OutboxEvent } from './outbox.repository.js';
 import { inTenantScope, isArchived, type TenantScope } from './tenant-scope.js';
 
 /** Criteria a token must match, all of them (tags: the token has every listed tag). */
@@ -207,7 +207,7 @@ export interface DeletedBatch {
  * first, and writes what the batch leaves behind: its audit row and its `tokens.deleted` outbox
  * events, token IDs in key order. The IDs are not shipped to the worker and back (a breach batch
  * is thousands of them, and that was most of a batch's cost); only the finished events come back,
- * to be put on the stream. The rows are addressed
+ * one row each (executeBatchStatement), to be put on the stream. The rows are addressed
  * by ctid (a TID scan, no second index lookup per row); under REPEATABLE READ a row a concurrent
  * transaction changed since the snapshot raises 40001, and the caller retries. After a full
  * batch, an index probe tells whether more match, so the last event says `last: true`; a batch
@@ -223,8 +223,8 @@ export async function deleteAndRecordVaultTokens(trx: Executor, collection: stri
   const auditColumns = Object.keys(auditRow);
   const per = record.idsPerEvent;
   const template = JSON.stringify(record.event);
-  const statement = sql<{ deleted: number; last_id: string | null; more: boolean; events: number; outbox_ids: string[]; outbox_events: string[] }>`
-    with deleted as (
+  const ctes = sql`
+    deleted as (
       delete from vault_tokens where ctid = any(array(${candidates})) returning id, token_id
     ), batch as (
       select count(*)::int as n, max(id) as last_id, array_agg(token_id order by id) as ids from deleted
@@ -249,15 +249,9 @@ export async function deleteAndRecordVaultTokens(trx: Executor, collection: stri
             -- nothing left after earlier batches (a concurrent delete took the rest): one empty event, last
             from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int when ${record.eventIndex}::int > 0 then 0 else -1 end from batch)) as p) as e
       returning id, event
-    )
-    select b.n as deleted, b.last_id::text as last_id, m.more, (select count(*)::int from events) as events,
-           (select coalesce(array_agg(id::text order by id), '{}') from events) as outbox_ids,
-           (select coalesce(array_agg(event::text order by id), '{}') from events) as outbox_events
-    from batch b, more m`;
-  const [row] = (await statement.execute(trx)).rows;
-  if (!row) throw new Error('the batch statement returned no row');
-  const outbox = row.outbox_ids.map((id, i) => ({ id, event: row.outbox_events[i]!, commandId: record.event.job_id, terminal: false }));
-  return { deleted: row.deleted, lastId: row.last_id, more: row.more, events: row.events, outbox };
+    )`;
+  const { n, lastId, more, outbox } = await executeBatchStatement(trx, ctes, record.event.job_id);
+  return { deleted: n, lastId, more, events: outbox.length, outbox };
 }
 
 /**
