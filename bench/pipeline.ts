@@ -829,7 +829,7 @@ try {
     }
   }
 
-  if (QUICK || SYNC_ONLY) await worker!.stop();
+  if (QUICK || SYNC_ONLY) await worker.stop();
   else {
     // ---- (b4) open loop at fractions of the maximum rate: request → command.succeeded event
     for (const [fraction, fixed] of [...(LATENCY_ONLY ? [] : FRACTIONS).map((f) => [f, undefined] as const), ...FIXED_RATES.map((r) => [r / maxRate, r] as const)]) {

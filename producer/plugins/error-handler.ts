@@ -85,6 +85,6 @@ function indexMethods(app: FastifyInstance): (url: string) => string[] {
     } catch {
       return [];
     }
-    return [...methods].filter((method) => app.findRoute({ method: method as HTTPMethods, url }) !== null).sort();
+    return [...methods].filter((method) => app.findRoute({ method: method, url }) !== null).sort();
   };
 }

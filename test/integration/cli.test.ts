@@ -183,8 +183,8 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     const runs = await Promise.all([revoke(['lockout']), revoke(['unlock', '--user', 'a', '--provider', 'b'])]);
 
     expect(runs.map((r) => r.code)).toEqual([2, 2]);
-    expect(runs[0]!.stderr).toContain('lockout needs exactly one of --user, --provider or --service');
-    expect(runs[1]!.stderr).toContain('unlock needs exactly one of --user, --provider or --service');
+    expect(runs[0].stderr).toContain('lockout needs exactly one of --user, --provider or --service');
+    expect(runs[1].stderr).toContain('unlock needs exactly one of --user, --provider or --service');
     expect(await commandCount(stack.database.db)).toBe(before);
     const help = await revoke(['--help']);
     expect(help.code).toBe(0);

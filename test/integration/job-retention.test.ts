@@ -98,19 +98,19 @@ describe('job retention: jobs run by a worker', () => {
 
   it('a job past its retention is 404 PV3005 like an unknown one, to its submitter and to the admin, and leaves the job list', async () => {
     const [gone, kept] = [await run(revokeAll()), await run(revokeAll())];
-    await endedDaysAgo(db, [gone!.job_id], DAYS + 1);
+    await endedDaysAgo(db, [gone.job_id], DAYS + 1);
 
     expect(await sweeper(db).sweepJobsOnce()).toBe(1);
 
     const unknown = await call(stack, 'GET', '/v1/jobs/00000000-0000-4000-8000-000000000000', { headers: stack.admin });
     for (const headers of [alice.headers, stack.admin]) {
-      const r = await call(stack, 'GET', `/v1/jobs/${gone!.job_id}`, { headers });
+      const r = await call(stack, 'GET', `/v1/jobs/${gone.job_id}`, { headers });
       expect(r.status).toBe(404);
-      expect(r.body).toEqual({ ...unknown.body, context: { job_id: gone!.job_id } });
+      expect(r.body).toEqual({ ...unknown.body, context: { job_id: gone.job_id } });
     }
-    expect((await call(stack, 'GET', `/v1/jobs/${kept!.job_id}`, { headers: alice.headers })).status).toBe(200);
+    expect((await call(stack, 'GET', `/v1/jobs/${kept.job_id}`, { headers: alice.headers })).status).toBe(200);
     const listed = await call(stack, 'GET', '/v1/jobs', { headers: alice.headers });
-    expect(listed.body.jobs.map((j: JobView) => j.job_id)).toEqual([kept!.job_id]);
+    expect(listed.body.jobs.map((j: JobView) => j.job_id)).toEqual([kept.job_id]);
   });
 
   it('its Idempotency-Key goes with it: replayed before the deletion, a new job after it', async () => {

@@ -72,7 +72,7 @@ describe('GET /v1/jobs', () => {
     let cursor: string | null = null;
     do {
       if (cursor !== null) await between?.();
-      const page = await list(headers, `?${new URLSearchParams({ ...query, ...(cursor !== null && { cursor }) })}`);
+      const page = await list(headers, `?${new URLSearchParams({ ...query, ...(cursor !== null && { cursor }) }).toString()}`);
       pages += 1;
       jobs.push(...page.jobs);
       cursor = page.next_cursor;
@@ -257,7 +257,7 @@ describe('GET /v1/jobs', () => {
       const r = await call(stack, 'GET', `/v1/jobs?${query}`, { headers: alice.headers });
 
       expect(r.status).toBe(400);
-      expect(r.body).toMatchObject({ error_code: 'PV1002', context: { querystring: expect.any(Array) } });
+      expect(r.body).toMatchObject({ error_code: 'PV1002', context: { querystring: expect.stringContaining(name) } });
       expect(r.body.message).toMatch(new RegExp(`^Invalid querystring: .*${name}`));
     });
 
