@@ -457,7 +457,7 @@ describe('two producer and three worker processes, each killed -9 once under a m
     await expect.poll(async () => (await db.selectFrom('outbox').select('id').where('command_id', 'in', ids).where('published_at', 'is', null).execute()).length, { timeout: 30_000, interval: 100 }).toBe(0);
     const outbox = await db.selectFrom('outbox').select(['command_id', 'event']).where('command_id', 'in', ids).execute();
     const streamed = new Map((await streamEvents(redis.url, stack.config.EVENTS_STREAM)).map((e) => [e.event_id, e]));
-    expect(outbox.filter((r) => !streamed.has(r.event.event_id as string)).map((r) => `${r.command_id} ${r.event.type}`)).toEqual([]);
+    expect(outbox.filter((r) => !streamed.has(r.event.event_id)).map((r) => `${r.command_id} ${r.event.type}`)).toEqual([]);
     const events = [...streamed.values()].filter((e) => ids.includes(e.job_id));
     expect(events).toHaveLength(outbox.length);
     const terminal = tally(events.filter((e) => e.type === 'command.succeeded' || e.type === 'command.failed').map((e) => e.job_id));

@@ -215,7 +215,7 @@ describe.skipIf(bin === undefined)('Postgres stopped under load and started agai
     const distinct = new Map(events.map((e) => [e.event_id, e]));
     const perCommand = (type: string) => {
       const counts = new Map<string, number>();
-      for (const e of distinct.values()) if (e.type === type) counts.set(e.job_id as string, (counts.get(e.job_id as string) ?? 0) + 1);
+      for (const e of distinct.values()) if (e.type === type) counts.set(e.job_id, (counts.get(e.job_id) ?? 0) + 1);
       return ids.filter((id) => counts.get(id) !== 1);
     };
     expect(perCommand('command.succeeded')).toEqual([]);
