@@ -49,7 +49,7 @@ export function isDatabaseUnavailable(error: unknown): boolean {
   return typeof e?.message === 'string' && /timeout exceeded when trying to connect/i.test(e.message);
 }
 
-const unavailableCodes = /^(ECONNREFUSED|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|(08|53|57P)[0-9A-Z]{3})$/;
+const unavailableCodes = /^(ECONNREFUSED|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|(08|53)[0-9A-Z]{3}|57P[0-9A-Z]{2})$/;
 
 /**
  * Runs a read that comes before any write of its request; if its connection was lost, runs it
