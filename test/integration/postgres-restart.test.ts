@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Config, loadConfig } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
 import type { Db } from '../../db/database.js';
 import { migrateToLatest } from '../../db/migrate.js';
-import { duplicates, expectDeletedOnce, sleep, streamEvents, tally, waitForTerminal } from '../helpers/faults.js';
+import { Reconciler } from '../../worker/reconciler.js';
+import { commandQueue, duplicates, expectDeletedOnce, sleep, streamEvents, tally, waitForTerminal } from '../helpers/faults.js';
 import { killChildren, producerEnv, type ServiceProcess, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { type OwnPostgres, postgresBinaries, startOwnPostgres, stopOwnPostgresServers } from '../helpers/postgres-server.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
@@ -237,5 +240,51 @@ describe.skipIf(bin === undefined)('Postgres stopped under load and started agai
     const requeued = await Promise.all(metricsPorts.map(async (port) => counterTotal(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text(), 'revocation_reconciler_requeued_total')));
     for (const p of [...producers, ...workers]) console.info(`${p.pid} logged ${counts(p.messages())}`);
     console.info(`the reconcilers enqueued ${requeued.reduce((a, b) => a + b, 0)} commands again`);
+  });
+});
+
+describe.skipIf(bin === undefined)('the reconciler when Postgres comes back', () => {
+  let postgres: OwnPostgres;
+  let redis: OwnRedis;
+  let db: Db;
+  let queue: ReturnType<typeof commandQueue>;
+
+  beforeAll(async () => {
+    postgres = await startOwnPostgres(bin!);
+    redis = await startOwnRedis();
+    const url = postgres.url('reconciler');
+    await migrateToLatest(url);
+    db = createDb(url, { max: 2, applicationName: 'restart-test', connectionTimeoutMillis: 1000 });
+    queue = commandQueue(redis.url, 'pg-restart-reconciler');
+  });
+
+  afterAll(async () => {
+    await queue?.close();
+    await db?.destroy();
+    await stopOwnRedisServers();
+    await stopOwnPostgresServers();
+  });
+
+  it('a round that failed while it was down is tried again soon, not a whole interval later: a command whose job is gone runs again', { timeout: 60_000 }, async () => {
+    // an unfinished command with no job (its attempts ran out during the outage, say)
+    const id = randomUUID();
+    const command = { type: 'tokens.delete', collection: 'c', token_ids: ['t1'], archived: false } as const;
+    await db.insertInto('commands').values({ id, type: command.type, payload: JSON.stringify(command), payload_hash: 'h', submitter_id: 'admin', idempotency_key: null, audit: JSON.stringify({ reason: 'AppFunctionality' }), progress: null, checkpoint: null, result: null, error: null, started_at: null, finished_at: null }).execute();
+    await postgres.stop();
+
+    const failed: unknown[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => failed.push(JSON.parse(line)) });
+    // an interval far longer than the test: only a retry of the failed round can enqueue the command
+    const reconciler = new Reconciler(db, queue.queue, logger, { intervalMs: 10 * 60_000, graceMs: 0 });
+    reconciler.start();
+    try {
+      await expect.poll(() => failed.length, { timeout: 20_000, interval: 50 }).toBeGreaterThan(0);
+      expect(failed[0]).toMatchObject({ msg: 'reconciler round failed; will try again' });
+      await postgres.start();
+      await expect.poll(async () => (await queue.queue.getJob(id))?.data, { timeout: 30_000, interval: 100 }).toEqual({ command_id: id });
+      expect(reconciler.requeued).toBe(1);
+    } finally {
+      await reconciler.stop();
+    }
   });
 });
