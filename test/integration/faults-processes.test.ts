@@ -466,7 +466,8 @@ describe('two producer and three worker processes, each killed -9 once under a m
     expect(duplicates(announced)).toEqual([]);
     expect(announced.length).toBe(breach.length + singles.length);
 
-    // the restarted processes run
+    // the restarted processes run, and the producers serve
     expect([...producers, ...workers].filter((p) => !p?.running())).toEqual([]);
+    for (const p of producers) expect((await fetch(`${p!.url}/readyz`, { signal: AbortSignal.timeout(10_000) })).status).toBe(200);
   });
 });
