@@ -38,6 +38,22 @@ export function isConnectionLost(error: unknown): boolean {
 const connectionLostCodes = new Set(['57P01', '57P02', 'ECONNRESET', 'EPIPE']);
 
 /**
+ * The database is out of reach, the request or command not at fault: the connection was lost
+ * (isConnectionLost; in a transaction, Kysely's ROLLBACK on the dead client then fails with pg's
+ * "not queryable", which replaces the first error), none could be made (refused, timed out, no
+ * such host, the pool's connect timeout), or the server takes no sessions for now (SQLSTATE
+ * classes 08 connection exception, 53 insufficient resources, 57P shutting down or starting up).
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  if (isConnectionLost(error)) return true;
+  const e = error as { code?: unknown; message?: unknown } | null;
+  if (typeof e?.code === 'string' && unavailableCodes.test(e.code)) return true;
+  return typeof e?.message === 'string' && /timeout exceeded when trying to connect/i.test(e.message);
+}
+
+const unavailableCodes = /^(ECONNREFUSED|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|(08|53)[0-9A-Z]{3}|57P[0-9A-Z]{2})$/;
+
+/**
  * Runs a read that comes before any write of its request; if its connection was lost, runs it
  * once more, on another connection (createDb's pool drops the dead one). A restarted or
  * failed-over Postgres, or a terminated backend, then costs a retry, not an error. (Inside a

@@ -11,7 +11,7 @@ import {
   terminalStates,
 } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
-import type { Db, Trx } from '../db/database.js';
+import { type Db, isDatabaseUnavailable, type Trx } from '../db/database.js';
 import { CommandNotAsExpected, commitStep, findCommand, type LockedCommand, lockCommands, type StepRecord, useOneCore, withdrawCancelRequest } from '../db/repositories/command.repository.js';
 import { type OutboxEvent, unpublishedEventsOf } from '../db/repositories/outbox.repository.js';
 import { cancellable, cancelRecord } from './command-cancel.js';
@@ -85,20 +85,6 @@ function storedOutcome(row: CommandRow): ExecutionOutcome {
   return { state: 'failed', error: row.error ?? { error_code: 'PV1000', message: 'failed', context: {} } };
 }
 
-/**
- * Socket errors, and SQLSTATE classes 08 (connection exception), 53 (insufficient resources) and
- * 57P (server shutting down or starting): the database is out of reach, the command not at fault.
- */
-const outOfReachCodes = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|ENOTFOUND|EAI_AGAIN|EPIPE|(08|53|57P)[0-9A-Z]+)$/;
-
-/** Whether `error` says the database is out of reach (the command may well succeed once it is back). */
-function outOfReach(error: unknown): boolean {
-  const { code, message } = (error ?? {}) as { code?: unknown; message?: unknown };
-  if (typeof code === 'string' && outOfReachCodes.test(code)) return true;
-  // pg's own, without a code: a pool that could not connect, a connection that went away
-  return typeof message === 'string' && /timeout exceeded when trying to connect|Connection terminated/i.test(message);
-}
-
 function isTerminal(row: CommandRow): boolean {
   return terminalStates.includes(row.state);
 }
@@ -154,7 +140,7 @@ export async function executeCommand(deps: ExecutorDeps, commandId: string, opti
       }
       const fail = (stored: StoredError) => recordFailure(deps, commandId, first, stored);
       if (error instanceof AppError) return finished(await fail(error.toJSON()));
-      if (!options.finalAttempt || error instanceof CommandNotFound || outOfReach(error)) throw error;
+      if (!options.finalAttempt || error instanceof CommandNotFound || isDatabaseUnavailable(error)) throw error;
       if (error instanceof ConflictRetriesExhausted) return finished(await fail(new AppError('PV3218', { sqlstate: error.sqlState }).toJSON()));
       // a fault no retry mends (a handler's bug, a stored row that does not parse): retried like a
       // transient one until now, it ends the command, or the reconciler would run it forever

@@ -13,6 +13,9 @@ export interface ReconcilerOptions {
   pageSize?: number;
 }
 
+/** How soon a round that failed is tried again. */
+const RETRY_MS = 1000;
+
 /** BullMQ states in which a job will still run (or is running). */
 const liveStates = new Set(['waiting', 'active', 'delayed', 'prioritized', 'waiting-children', 'wait']);
 
@@ -36,13 +39,22 @@ export class Reconciler {
   ) {}
 
   start(): void {
+    let failures = 0;
     const tick = () => {
-      this.round = this.reconcileOnce().catch((error) => {
-        this.logger.warn({ err: error }, 'reconciler round failed; will try again');
-        return 0;
-      });
+      this.round = this.reconcileOnce().then(
+        (requeued) => {
+          failures = 0;
+          return requeued;
+        },
+        (error: unknown) => {
+          if (failures++ % 30 === 0) this.logger.warn({ err: error, failures }, 'reconciler round failed; will try again');
+          return 0;
+        },
+      );
+      // after a failed round (Postgres or Redis out of reach) the next comes within RETRY_MS: the
+      // jobs that used up their attempts during an outage run again soon after it ends
       void this.round.finally(() => {
-        if (this.timer !== undefined) this.timer = setTimeout(tick, this.options.intervalMs);
+        if (this.timer !== undefined) this.timer = setTimeout(tick, failures > 0 ? Math.min(RETRY_MS, this.options.intervalMs) : this.options.intervalMs);
       });
     };
     this.timer = setTimeout(tick, 0);

@@ -1,10 +1,8 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { AppError, errorRegistry } from '../../contracts/index.js';
+import { isDatabaseUnavailable } from '../../db/database.js';
 import { familyOfUrl, renderers, type RenderableError } from './error-envelopes.js';
-
-/** pg and network error codes that mean "the database is out of reach": answer 503, not 500. */
-const unavailableCodes = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EPIPE', '57P01', '57P02', '57P03', '53300']);
 
 /**
  * Normalises anything thrown into a registry error, like graphile-worker's coerceError:
@@ -25,8 +23,7 @@ export function toAppError(error: unknown): AppError {
   if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return new AppError('PV1004', {});
   if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new AppError('PV1012', {});
   if (e.code === 'FST_ERR_RATE_LIMIT' || e.statusCode === 429) return new AppError('PV1011', {});
-  if (e.code && unavailableCodes.has(e.code)) return unavailable();
-  if (typeof e.message === 'string' && /timeout exceeded when trying to connect|Connection terminated/i.test(e.message)) return unavailable();
+  if (isDatabaseUnavailable(error)) return unavailable();
   if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) {
     return new AppError('PV1002', {}, e.message || errorRegistry.PV1002.message);
   }

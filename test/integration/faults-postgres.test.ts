@@ -172,7 +172,7 @@ describe('a read in flight when its connection is cut', () => {
    * Sends a request while `table` is locked, waits until the producer's read of it waits on the
    * lock, terminates the producer's backends, then lets the lock go; resolves with the answer.
    */
-  const cutWhileReading = async <T>(table: 'access_tokens' | 'commands', send: () => Promise<T>): Promise<T> => {
+  const cutWhileReading = async <T>(table: 'access_tokens' | 'commands' | 'vault_tokens', send: () => Promise<T>): Promise<T> => {
     const db = stack.database.db;
     await holder.query('begin');
     await holder.query(`lock table ${table} in access exclusive mode`);
@@ -209,6 +209,17 @@ describe('a read in flight when its connection is cut', () => {
     expect(replay.status, JSON.stringify(replay.body)).toBe(200);
     expect(replay.headers['idempotent-replayed']).toBe('true');
     expect(replay.body.job_id).toBe(first.body.job_id);
+  });
+
+  it('a transaction cut under its write: 503 PV1010 with Retry-After (the ROLLBACK on the ended client fails too), not 500', { timeout: 30_000 }, async () => {
+    await createCollection(stack, 'cut_write');
+    // the tokenize route writes in a transaction; its INSERT waits on the lock, and is cut there
+    const answer = await cutWhileReading('vault_tokens', () =>
+      call(stack, 'POST', '/api/pvlt/1.0/data/collections/cut_write/tokens?reason=AppFunctionality', { headers: stack.admin, body: [{ object: { id: 'o1' } }] }),
+    );
+    expect(answer.status, JSON.stringify(answer.body)).toBe(503);
+    expect(answer.body).toMatchObject({ error_code: 'PV1010' });
+    expect(Number(answer.headers['retry-after'])).toBeGreaterThan(0);
   });
 });
 

@@ -6,10 +6,11 @@ import { migrateToLatest } from '../../db/migrate.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { startProducer } from '../../producer/server.js';
 import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
-import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, sleep, StepLog, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
-import { killChildren, launchWorker, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
+import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, sleep, StepLog, streamEvents, tally, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
+import { killChildren, launchWorker, producerEnv, type ServiceProcess, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
+import { prng } from '../helpers/prng.js';
 import { type OwnPostgres, postgresBinaries, startOwnPostgres, stopOwnPostgresServers } from '../helpers/postgres-server.js';
-import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -284,5 +285,189 @@ describe('a worker started before Postgres or Redis is up', () => {
       await killChildren();
       await producer.close();
     }
+  });
+});
+
+/**
+ * Many processes, each killed once: two producers and three workers on one database and queue
+ * take a mixed load over HTTP (single deletes, rotates, revoke-alls, and one bulk delete by tag
+ * of 100 batches), and each of the five is killed -9 at a moment drawn from a seeded PRNG
+ * (KILL_SEED replays a run), then started again. Clients send each command with an
+ * Idempotency-Key and, when their connection fails (their producer died), send it again to the
+ * other producer. At the end every command is accounted for: one per key, one terminal state,
+ * its effect once (tokens deleted once, generations bumped once, audit rows once), and its
+ * events complete on the stream (deduplicated by event_id).
+ */
+describe('two producer and three worker processes, each killed -9 once under a mixed load and started again', () => {
+  const BATCH = 100;
+  let redis: OwnRedis;
+  let stack: Stack;
+
+  beforeAll(async () => {
+    redis = await startOwnRedis();
+    stack = await startStack({ worker: false, env: { REDIS_URL: redis.url, DELETE_BATCH_SIZE: String(BATCH) } });
+  });
+
+  afterAll(async () => {
+    await killChildren();
+    await stack?.close();
+    await stopOwnRedisServers();
+  });
+
+  type Spec = { type: 'tokens.delete'; token_ids: [string] } | { type: 'tokens.delete'; tags: ['breach'] } | { type: 'tokens.rotate'; token_ids: [string, string] } | { type: 'temporary_tokens.revoke_all'; subject: { kind: 'user'; id: string } };
+
+  it('every command accounted for: one per Idempotency-Key, one terminal state, each effect, audit row and event once', { timeout: 150_000 }, async () => {
+    const db = stack.database.db;
+    const collection = 'killed_all';
+    await createCollection(stack, collection);
+    // the bulk delete: 10,000 tagged tokens, 100 batches (seconds: a worker may die under it)
+    await seedVaultTokens(db, { collection, count: 10_000, tag: 'breach', tagRatio: 1, tenantId: null, objectPrefix: 'b' });
+    const breach = await tokenIdsOf(db, collection, 'breach');
+    const singles = await tokenize(stack, collection, Array.from({ length: 300 }, (_, i) => ({ object: { id: `s${i}` } })));
+    const rotated = await tokenize(stack, collection, Array.from({ length: 200 }, (_, i) => ({ object: { id: `r${i}` } })));
+    const users: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
+      expect(created.status).toBe(201);
+      users.push(created.body.id as string);
+    }
+
+    const seed = Number(process.env.KILL_SEED ?? Date.now() % 1_000_000);
+    console.info(`kill seed ${seed} (KILL_SEED=${seed} replays it)`);
+    const random = prng(seed);
+    const specs: Spec[] = [
+      ...singles.map((t): Spec => ({ type: 'tokens.delete', token_ids: [t] })),
+      ...Array.from({ length: 100 }, (_, i): Spec => ({ type: 'tokens.rotate', token_ids: [rotated[2 * i]!, rotated[2 * i + 1]!] })),
+      ...Array.from({ length: 120 }, (_, i): Spec => ({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: users[i % users.length]! } })),
+    ];
+    for (let i = specs.length - 1; i > 0; i--) {
+      const j = Math.floor(random() * (i + 1));
+      [specs[i], specs[j]] = [specs[j]!, specs[i]!];
+    }
+    // the bulk delete goes first, so that it is under way when workers die
+    specs.unshift({ type: 'tokens.delete', tags: ['breach'] });
+
+    // the five processes; a producer comes back on its own port
+    const ports = [await freePort(), await freePort()];
+    const producerOn = (port: number) => spawnProducer(producerEnv(stack.config, port, 'warn'), { readyTimeoutMs: 60_000 });
+    const producers: (ServiceProcess | undefined)[] = await Promise.all(ports.map(producerOn));
+    const workers: (WorkerProcess | undefined)[] = [];
+    for (let i = 0; i < 3; i++) workers.push(await spawnWorker(stack.config));
+
+    // each process killed once, when this many commands have been accepted (a fraction of the load)
+    const kills = [...['producer 0', 'producer 1', 'worker 0', 'worker 1', 'worker 2'].map((name) => ({ name, at: Math.floor((0.05 + 0.75 * random()) * specs.length) }))].sort((a, b) => a.at - b.at);
+    console.info(`kills: ${kills.map((k) => `${k.name} at ${k.at}`).join(', ')}`);
+    // started again in the background (slowly, on a loaded machine: several may start at once)
+    const restarts: Promise<unknown>[] = [];
+    const killedWith: string[] = [];
+    const killNow = async (name: string) => {
+      const [kind, n] = name.split(' ') as ['producer' | 'worker', string];
+      const i = Number(n);
+      const list = kind === 'producer' ? producers : workers;
+      const victim = list[i]!;
+      list[i] = undefined;
+      expect((await victim.kill()).signal).toBe('SIGKILL');
+      killedWith.push(`${name}: ${(await db.selectFrom('commands').select('id').where('state', 'in', ['queued', 'running']).execute()).length} commands unfinished`);
+      const restart = kind === 'producer' ? producerOn(ports[i]!).then((p) => (producers[i] = p)) : spawnWorker(stack.config, { readyTimeoutMs: 60_000 }).then((w) => (workers[i] = w));
+      restart.catch(() => {}); // awaited after the load
+      restarts.push(restart);
+    };
+
+    // the load: 16 clients; a request whose connection fails goes again, same key, to the other producer
+    let accepted = 0;
+    let killed = 0;
+    const connectionFailures: string[] = [];
+    const unexpected: string[] = [];
+    const answers = await bounded(specs, 16, async (spec, index) => {
+      for (let attempt = 0; ; attempt++) {
+        while (killed < kills.length && accepted >= kills[killed]!.at) await killNow(kills[killed++]!.name);
+        const port = ports[(index + attempt) % 2]!;
+        try {
+          const response = await fetch(`http://127.0.0.1:${port}/v1/commands`, {
+            method: 'POST',
+            headers: { ...stack.admin, 'content-type': 'application/json', 'idempotency-key': `kill-${index}` },
+            body: JSON.stringify({ ...spec, ...(spec.type.startsWith('tokens.') ? { collection, reason: 'AppFunctionality' } : {}) }),
+            signal: AbortSignal.timeout(30_000),
+          });
+          const body = (await response.json()) as { job_id?: string };
+          if (response.status === 202 || response.status === 200) {
+            accepted++;
+            return { spec, id: body.job_id!, replayed: response.status === 200 };
+          }
+          unexpected.push(`${response.status} ${JSON.stringify(body)}`);
+          return undefined;
+        } catch (error) {
+          connectionFailures.push(String((error as Error).cause ?? error));
+          await sleep(50 + attempt * 50);
+        }
+      }
+    });
+    await Promise.all(restarts);
+    expect(killed).toBe(kills.length);
+    console.info(`killed: ${killedWith.join('; ')}`);
+    console.info(`${specs.length} commands accepted; ${connectionFailures.length} requests sent again after a connection failure; ${answers.filter((a) => a?.replayed).length} answered as replays`);
+    expect(unexpected).toEqual([]);
+    const jobs = answers.map((a) => a!);
+    const ids = jobs.map((j) => j.id);
+    expect(duplicates(ids)).toEqual([]);
+
+    // one command per key, no other
+    const recorded = await db.selectFrom('commands').select(['id', 'idempotency_key']).where('idempotency_key', 'like', 'kill-%').execute();
+    expect(recorded).toHaveLength(specs.length);
+    expect(new Map(recorded.map((r) => [r.idempotency_key, r.id]))).toEqual(new Map(ids.map((id, i) => [`kill-${i}`, id])));
+
+    await waitForTerminal(db, ids, 90_000);
+    const rows = await db.selectFrom('commands').select(['id', 'state', 'result', 'error', 'attempts']).where('id', 'in', ids).execute();
+    expect(rows.filter((r) => r.state !== 'succeeded').map((r) => `${r.id} ${r.state} ${JSON.stringify(r.error)}`)).toEqual([]);
+    const resultOf = new Map(rows.map((r) => [r.id, r.result as Record<string, any>]));
+    const { queue, close } = commandQueue(redis.url, stack.config.QUEUE_PREFIX);
+    const stalled = (await queue.getJobs(['completed'])).filter((j) => j.stalledCounter > 0 || j.attemptsMade > 1).length;
+    await close();
+    const bulkRow = await db.selectFrom('commands').select(['attempts', 'started_at', 'finished_at']).where('id', '=', ids[0]!).executeTakeFirstOrThrow();
+    console.info(`${stalled} jobs ran again after their worker died or failed; the bulk delete took ${bulkRow.finished_at!.getTime() - bulkRow.started_at!.getTime()} ms in ${bulkRow.attempts} attempts`);
+
+    // effects once: the tokens left, the results, the generations
+    const of = <T extends Spec['type']>(type: T) => jobs.filter((j) => j.spec.type === type);
+    const bulk = jobs[0]!;
+    expect(resultOf.get(bulk.id)).toEqual({ deleted: breach.length });
+    const deletes = of('tokens.delete').filter((j) => j !== bulk);
+    expect(deletes.filter((j) => resultOf.get(j.id)?.deleted !== 1).map((j) => j.id)).toEqual([]);
+    const mapping: Record<string, string> = Object.assign({}, ...of('tokens.rotate').map((j) => resultOf.get(j.id)?.mapping));
+    expect(Object.keys(mapping).sort()).toEqual([...rotated].sort());
+    expect(await tokenIdsOf(db, collection)).toEqual(Object.values(mapping).sort());
+    const revokes = of('temporary_tokens.revoke_all');
+    const generations = new Map((await db.selectFrom('subjects').select(['id', 'temporary_generation']).where('id', 'in', users).execute()).map((r) => [r.id, r.temporary_generation]));
+    const expectedGenerations = new Map(users.map((u) => [u, revokes.filter((j) => j.spec.type === 'temporary_tokens.revoke_all' && j.spec.subject.id === u).length]));
+    expect(generations).toEqual(expectedGenerations);
+    expect(revokes.map((j) => resultOf.get(j.id)!.generation as number).sort((a, b) => a - b)).toEqual([...expectedGenerations.values()].flatMap((n) => Array.from({ length: n }, (_, k) => k + 1)).sort((a, b) => a - b));
+
+    // audit rows once: one per single command, the bulk's batches naming each tagged token once
+    const audit = await db.selectFrom('audit_log').select(['command_id', 'action', 'data']).where('command_id', 'in', ids).execute();
+    const bulkAudited = audit.filter((r) => r.command_id === bulk.id).flatMap((r) => r.data.token_ids as string[]);
+    expect(duplicates(bulkAudited)).toEqual([]);
+    expect(bulkAudited.sort()).toEqual(breach);
+    const auditCount = tally(audit.filter((r) => r.command_id !== bulk.id).map((r) => r.command_id));
+    expect(ids.slice(1).filter((id) => auditCount.get(id) !== 1)).toEqual([]);
+    const expectedAction = { 'tokens.delete': 'tokens.deleted', 'tokens.rotate': 'tokens.rotated', 'temporary_tokens.revoke_all': 'temporary_tokens.revoked' } as const;
+    const actionOf = new Map(audit.map((r) => [r.command_id, r.action]));
+    expect(jobs.filter((j) => actionOf.get(j.id) !== expectedAction[j.spec.type]).map((j) => j.id)).toEqual([]);
+
+    // events: every outbox row of these commands on the stream (deduplicated by event_id), one
+    // terminal event each, each token's deletion announced once
+    await expect.poll(async () => (await db.selectFrom('outbox').select('id').where('command_id', 'in', ids).where('published_at', 'is', null).execute()).length, { timeout: 30_000, interval: 100 }).toBe(0);
+    const outbox = await db.selectFrom('outbox').select(['command_id', 'event']).where('command_id', 'in', ids).execute();
+    const streamed = new Map((await streamEvents(redis.url, stack.config.EVENTS_STREAM)).map((e) => [e.event_id, e]));
+    expect(outbox.filter((r) => !streamed.has(r.event.event_id)).map((r) => `${r.command_id} ${r.event.type}`)).toEqual([]);
+    const events = [...streamed.values()].filter((e) => ids.includes(e.job_id));
+    expect(events).toHaveLength(outbox.length);
+    const terminal = tally(events.filter((e) => e.type === 'command.succeeded' || e.type === 'command.failed').map((e) => e.job_id));
+    expect(ids.filter((id) => terminal.get(id) !== 1)).toEqual([]);
+    const announced = events.flatMap((e) => (e.type === 'tokens.deleted' ? e.data.token_ids : []));
+    expect(duplicates(announced)).toEqual([]);
+    expect(announced.length).toBe(breach.length + singles.length);
+
+    // the restarted processes run, and the producers serve
+    expect([...producers, ...workers].filter((p) => !p?.running())).toEqual([]);
+    for (const p of producers) expect((await fetch(`${p!.url}/readyz`, { signal: AbortSignal.timeout(10_000) })).status).toBe(200);
   });
 });

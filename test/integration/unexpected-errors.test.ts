@@ -78,7 +78,9 @@ describe('a command whose attempts end on an unexpected error', () => {
     for (;;) {
       const job = await queue.getJob(jobId);
       const state = job ? await job.getState() : 'missing';
-      if (state === 'completed' || state === 'failed') return { state, attemptsMade: job!.attemptsMade, failedReason: job!.failedReason };
+      // read again: another attempt may have ended between the read of the job and of its state
+      const ended = state === 'completed' || state === 'failed' ? await queue.getJob(jobId) : undefined;
+      if (ended) return { state, attemptsMade: ended.attemptsMade, failedReason: ended.failedReason };
       if (Date.now() > deadline) throw new Error(`job ${jobId} did not settle; state ${state}`);
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
