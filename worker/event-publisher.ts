@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../db/redis-connection.js';
 import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
@@ -16,7 +16,7 @@ export interface StreamOptions {
  * (holdWritesForTurn: with whatever else this turn sends on the connection, such as the
  * moveToFinished of the jobs whose commit wrote them).
  */
-export async function appendToStream(redis: Redis, { stream, maxLen }: StreamOptions, events: readonly string[]): Promise<void> {
+export async function appendToStream(redis: RedisClient, { stream, maxLen }: StreamOptions, events: readonly string[]): Promise<void> {
   if (events.length === 0) return;
   holdWritesForTurn(redis);
   await Promise.all(events.map((event) => redis.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, event)));
@@ -77,7 +77,7 @@ export class EventPublisher {
 
   constructor(
     private readonly db: Db,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly logger: Logger,
     private readonly options: EventPublisherOptions,
   ) {}
