@@ -37,6 +37,11 @@ export const ConfigSchema = z.object({
   DELETE_BATCH_SIZE: int(1, 100_000).default(20_000),
   EVENTS_STREAM: z.string().min(1).default(DEFAULT_EVENTS_STREAM),
   EVENTS_STREAM_MAXLEN: int(1000, 1_000_000_000).default(1_000_000),
+  /**
+   * An event counts as published (marked in the outbox) once this many replicas have it too
+   * (WAIT after its XADD): a failover cannot then lose it. 1 with REDIS_SENTINELS, else 0.
+   */
+  EVENTS_MIN_REPLICAS: int(0, 16).default(0),
   BOOTSTRAP_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   FORCE_ACCESS_REASON: bool.default(true),
   /** Requests per subject per window, shared by all producers through Redis; 0 turns it off. */

@@ -69,10 +69,13 @@ export const nodeList = (defaultPort: number) =>
 type Env = Record<string, string>;
 
 /**
- * Fills the defaults that depend on the topology: with REDIS_CLUSTER_NODES, QUEUE_PREFIX
- * `{revocation}` and EVENTS_STREAM `<prefix>:events` when unset. Changes `input` in place.
+ * Fills the defaults that depend on the topology, when unset: with REDIS_CLUSTER_NODES,
+ * QUEUE_PREFIX `{revocation}` and EVENTS_STREAM `<prefix>:events`; with REDIS_SENTINELS,
+ * EVENTS_MIN_REPLICAS 1 (a failover promotes a replica: what only the old primary had is lost).
+ * Changes `input` in place.
  */
 export function applyTopologyDefaults(input: Env): void {
+  if (input.REDIS_SENTINELS) input.EVENTS_MIN_REPLICAS ??= '1';
   if (!input.REDIS_CLUSTER_NODES) return;
   input.QUEUE_PREFIX ??= DEFAULT_CLUSTER_QUEUE_PREFIX;
   input.EVENTS_STREAM ??= defaultEventsStream(true, input.QUEUE_PREFIX);
@@ -96,6 +99,9 @@ export function topologyIssues(input: Env): string[] {
   }
   if (sentinel && !input.REDIS_SENTINEL_MASTER) issues.push('REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS: the name the sentinels know the primary by (`sentinel monitor <name> …`)');
   if (!sentinel && input.REDIS_SENTINEL_MASTER) issues.push('REDIS_SENTINEL_MASTER: only used with REDIS_SENTINELS, which is not set');
+  if (cluster && input.EVENTS_MIN_REPLICAS && input.EVENTS_MIN_REPLICAS !== '0') {
+    issues.push('EVENTS_MIN_REPLICAS: not supported with REDIS_CLUSTER_NODES (WAIT would reach a node of its own choosing, not the stream\'s): leave it unset');
+  }
   const prefix = input.QUEUE_PREFIX;
   if (cluster && prefix !== undefined && !isHashTag(prefix)) {
     issues.push(

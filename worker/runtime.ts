@@ -61,9 +61,10 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // events go on the stream from the process that committed them, right after the commit; the
   // relay (one leader among the worker processes, on a connection of its own that holds the relay
   // lock) publishes only what a worker left behind (it died between its commit and its XADD)
-  const stream = { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN };
-  // on the BullMQ worker's connection: a group's XADD and its jobs' moveToFinished go in one write
-  const publisher = new EventPublisher(db, workerRedis, logger, stream);
+  const stream = { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN, minReplicas: config.EVENTS_MIN_REPLICAS };
+  // on the BullMQ worker's connection: a group's XADD and its jobs' moveToFinished go in one write;
+  // unless the events wait for replicas (WAIT), which must not hold up the worker's commands
+  const publisher = new EventPublisher(db, config.EVENTS_MIN_REPLICAS > 0 ? redis : workerRedis, logger, stream);
   const onCommitted = (events: readonly OutboxEvent[]) => publisher.publish(events);
   const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker' });
   const relay = new OutboxRelay(db, relaySession, redis, logger, stream);

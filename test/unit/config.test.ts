@@ -180,6 +180,15 @@ describe('loadConfig', () => {
       expect(error.issues).toEqual([expect.stringMatching(message)]);
     });
 
+    it('counts an event published once a replica has it too by default with Sentinel (EVENTS_MIN_REPLICAS), not otherwise', () => {
+      expect(loadConfig({}).EVENTS_MIN_REPLICAS).toBe(0);
+      expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:1' }).EVENTS_MIN_REPLICAS).toBe(0);
+      expect(loadConfig({ REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_MASTER: 'm' }).EVENTS_MIN_REPLICAS).toBe(1);
+      expect(loadConfig({ REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_MASTER: 'm', EVENTS_MIN_REPLICAS: '0' }).EVENTS_MIN_REPLICAS).toBe(0);
+      expect(loadConfig({ EVENTS_MIN_REPLICAS: '2' }).EVENTS_MIN_REPLICAS).toBe(2);
+      expect(configError({ REDIS_CLUSTER_NODES: 'a:1', EVENTS_MIN_REPLICAS: '1' }).issues).toEqual([expect.stringMatching(/^EVENTS_MIN_REPLICAS: not supported with REDIS_CLUSTER_NODES/)]);
+    });
+
     it('loadRedisSettings reads the Redis settings alone (the CLI), with the same rules', () => {
       expect(loadRedisSettings({ PORT: 'abc', REDIS_CLUSTER_NODES: 'a:1' })).toMatchObject({ QUEUE_PREFIX: '{revocation}', EVENTS_STREAM: '{revocation}:events' });
       expect(() => loadRedisSettings({ REDIS_SENTINEL_MASTER: 'm' })).toThrow(ConfigError);
