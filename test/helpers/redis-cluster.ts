@@ -6,7 +6,8 @@ import { freePort, type OwnRedis, startOwnRedis } from './redis-server.js';
 /**
  * A Redis Cluster of the test's own: `masters` redis-servers (cluster mode, no replicas) on
  * free ports, joined by `redis-cli --cluster create`. Each node keeps an append-only file in its
- * directory (`appendonly yes`), so a node killed and started again comes back with its keys.
+ * directory (`appendonly yes`, unless `appendonly: false`), so a node killed and started again
+ * comes back with its keys.
  * The nodes are OwnRedis servers: `stopOwnRedisServers()` stops them and removes their
  * directories.
  */
@@ -22,14 +23,14 @@ export interface OwnRedisCluster {
 
 const run = promisify(execFile);
 
-export async function startOwnRedisCluster(masters = 3): Promise<OwnRedisCluster> {
+export async function startOwnRedisCluster(masters = 3, { appendonly = true } = {}): Promise<OwnRedisCluster> {
   const nodes: OwnRedis[] = [];
   for (let i = 0; i < masters; i++) {
     // the cluster bus port is set (Redis 7): port + 10000 may be taken or out of range
     const busPort = await freePort();
     nodes.push(
       await startOwnRedis({
-        args: (dir) => ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-port', String(busPort), '--cluster-node-timeout', '5000', '--appendonly', 'yes'],
+        args: (dir) => ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-port', String(busPort), '--cluster-node-timeout', '5000', '--appendonly', appendonly ? 'yes' : 'no'],
       }),
     );
   }
