@@ -1,10 +1,12 @@
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isUnreachable } from '../../bin/runtime.js';
+import { pingRedis } from '../../db/redis-connection.js';
 import { EventConsumer, type RevocationEvent } from '../../index.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
 import { bounded, expectDeletedOnce, sleep, waitForTerminal } from '../helpers/faults.js';
 import { type OwnRedisCluster, startOwnRedisCluster } from '../helpers/redis-cluster.js';
-import { stopOwnRedisServers } from '../helpers/redis-server.js';
+import { freePort, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -113,5 +115,12 @@ describe('on a Redis Cluster of three masters', () => {
     await expect.poll(async () => (await db.selectFrom('outbox').select('id').where('published_at', 'is', null).execute()).length, { timeout: 20_000, interval: 200 }).toBe(0);
     const streamed = new Set((await stack.events()).filter((e) => e.type === 'command.succeeded').map((e) => e.job_id));
     expect(jobs.filter((j) => !streamed.has(j.id)).map((j) => j.id)).toEqual([]);
+  });
+
+  it('a process started before any node answers is told Redis is unreachable (it retries), not that the cluster is broken', async () => {
+    const nowhere = await freePort();
+    const error: unknown = await pingRedis({ kind: 'cluster', nodes: [{ host: '127.0.0.1', port: nowhere }], auth: { tls: false } }, 'test-probe').catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect(isUnreachable(error)).toBe(true);
   });
 });

@@ -1,8 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isUnreachable } from '../../bin/runtime.js';
+import { pingRedis } from '../../db/redis-connection.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
 import { bounded, duplicates, expectDeletedOnce, waitForTerminal } from '../helpers/faults.js';
 import { type OwnSentinelGroup, startOwnSentinelGroup } from '../helpers/redis-sentinel.js';
-import { stopOwnRedisServers } from '../helpers/redis-server.js';
+import { freePort, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -70,5 +72,14 @@ describe('on a Redis primary watched by Sentinel', () => {
     const committed = (await db.selectFrom('outbox').select('event_id').where('command_id', 'in', ids).execute()).map((r) => r.event_id);
     const streamed = new Set((await stack.events()).map((e) => e.event_id));
     expect(committed.filter((id) => !streamed.has(id))).toEqual([]);
+  });
+
+  it('a process started before a sentinel answers, or knows the primary, is told Redis is unreachable (it retries)', async () => {
+    const nowhere = await freePort();
+    const probe = (sentinelPort: number, master: string) => pingRedis({ kind: 'sentinel', sentinels: [{ host: '127.0.0.1', port: sentinelPort }], master, auth: { tls: false } }, 'test-probe').catch((e: unknown) => e);
+    for (const error of [await probe(nowhere, group.master), await probe(group.sentinels[0]!.port, 'not-monitored')]) {
+      expect(error).toBeInstanceOf(Error);
+      expect(isUnreachable(error)).toBe(true);
+    }
   });
 });
