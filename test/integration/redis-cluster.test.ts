@@ -5,6 +5,7 @@ import { pingRedis } from '../../db/redis-connection.js';
 import { EventConsumer, type RevocationEvent } from '../../index.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
 import { bounded, expectDeletedOnce, sleep, waitForTerminal } from '../helpers/faults.js';
+import { runCli } from '../helpers/processes.js';
 import { type OwnRedisCluster, startOwnRedisCluster } from '../helpers/redis-cluster.js';
 import { freePort, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -38,14 +39,17 @@ describe('on a Redis Cluster of three masters', () => {
   }, 60_000);
 
   afterAll(async () => {
-    for (const client of clients) client.disconnect();
-    // the stack closes its worker and deletes its keys through the cluster: bring every node back first
-    await Promise.all(cluster?.nodes.map((n) => n.start()) ?? []);
-    await stack?.close();
-    await stopOwnRedisServers();
+    try {
+      for (const client of clients) client.disconnect();
+      // the stack closes its worker and deletes its keys through the cluster: bring every node back first
+      await Promise.all(cluster?.nodes.map((n) => n.start()) ?? []);
+      await stack?.close();
+    } finally {
+      await stopOwnRedisServers();
+    }
   }, 60_000);
 
-  it('runs commands end to end; their events reach the stream, in the queue’s slot, and the client’s consumer', { timeout: 60_000 }, async () => {
+  it('runs commands end to end; their events reach the stream, in the queue’s slot, the client’s consumer and `revoke events`', { timeout: 60_000 }, async () => {
     stack = await startStack({ env: { REDIS_CLUSTER_NODES: cluster.setting, DELETE_BATCH_SIZE: '10' } });
     const { config } = stack;
     expect(config.QUEUE_PREFIX).toMatch(/^\{test-[0-9a-f]+\}$/);
@@ -83,6 +87,12 @@ describe('on a Redis Cluster of three masters', () => {
     expect(succeeded.sort()).toEqual([...ids].sort());
     const deletedByBulk = [...received.values()].filter((e) => e.type === 'tokens.deleted' && e.job_id === bulk.body.job_id).flatMap((e) => (e.type === 'tokens.deleted' ? e.data.token_ids : []));
     expect(deletedByBulk.sort()).toEqual(tokens.slice(30).sort());
+
+    // and `revoke events`, given the nodes: the stream defaults to QUEUE_PREFIX's, `{…}:events`
+    const run = await runCli(['events', '--json', '--redis-cluster-nodes', cluster.setting], { env: { QUEUE_PREFIX: config.QUEUE_PREFIX } });
+    expect(run.code).toBe(0);
+    const printed = run.stdout.trim().split('\n').map((line) => (JSON.parse(line) as RevocationEvent).event_id);
+    expect(new Set(printed)).toEqual(new Set(received.keys()));
   });
 
   it('loses nothing accepted when the master serving the queue’s slot is killed and started again mid-load: every command ends exactly once', { timeout: 90_000 }, async () => {

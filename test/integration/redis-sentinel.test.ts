@@ -26,8 +26,11 @@ describe('on a Redis primary watched by Sentinel', () => {
   }, 60_000);
 
   afterAll(async () => {
-    await stack?.close();
-    await stopOwnRedisServers();
+    try {
+      await stack?.close();
+    } finally {
+      await stopOwnRedisServers();
+    }
   }, 60_000);
 
   it('a failover mid-load loses nothing accepted: every command ends exactly once, every event reaches the stream', { timeout: 90_000 }, async () => {
