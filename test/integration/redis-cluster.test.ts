@@ -50,7 +50,8 @@ describe('on a Redis Cluster of three masters', () => {
   }, 60_000);
 
   it('runs commands end to end; their events reach the stream, in the queue’s slot, the client’s consumer and `revoke events`', { timeout: 60_000 }, async () => {
-    stack = await startStack({ env: { REDIS_CLUSTER_NODES: cluster.setting, DELETE_BATCH_SIZE: '10' } });
+    // the rate limiter on too (its counters in Redis): a limit these requests never reach
+    stack = await startStack({ env: { REDIS_CLUSTER_NODES: cluster.setting, DELETE_BATCH_SIZE: '10', RATE_LIMIT_MAX: '100000' } });
     const { config } = stack;
     expect(config.QUEUE_PREFIX).toMatch(/^\{test-[0-9a-f]+\}$/);
     expect(config.EVENTS_STREAM).toBe(`${config.QUEUE_PREFIX}:events`);
@@ -73,6 +74,10 @@ describe('on a Redis Cluster of three masters', () => {
     const queueNode = await cluster.nodeFor(`${config.QUEUE_PREFIX}:commands:wait`);
     expect((await cluster.nodeFor(config.EVENTS_STREAM)).port).toBe(queueNode.port);
     expect(Number(await queueNode.query('EXISTS', config.EVENTS_STREAM))).toBe(1);
+    const [, counters] = (await queueNode.query('SCAN', '0', 'MATCH', `${config.QUEUE_PREFIX}:rate-limit:*`, 'COUNT', '10000')) as [string, string[]];
+    // the admin's request counter, in the same slot
+    expect(counters).toHaveLength(1);
+    expect(counters[0]).toMatch(new RegExp(`^${config.QUEUE_PREFIX.replace(/[{}]/g, '\\$&')}:rate-limit:subject:`));
 
     // the typed client's consumer reads them through a cluster client
     const client = new Cluster([{ host: '127.0.0.1', port: cluster.nodes[0]!.port }]);
