@@ -43,7 +43,9 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
     logger,
     bus: new CommandBus(db, queue, redis, logger),
     waiter,
-    probes: { redis: () => redis.ping() },
+    // a read of a key of the queue rather than PING, which a cluster client sends to any node:
+    // this reaches the node serving the queue's slot
+    probes: { redis: () => redis.exists(`${config.QUEUE_PREFIX}:${COMMAND_QUEUE}:meta`) },
     advisors: [() => evictionWarnings(redis)],
     rateLimitRedis: redis,
   });

@@ -116,7 +116,10 @@ describe('on a Redis Cluster of three masters', () => {
     const fault = (async () => {
       while ((await recorded()) < before + 100) await sleep(20);
       await node.kill();
-      await sleep(1000);
+      // the producer is not ready while the queue's node is away (its probe reads a key of the queue)
+      const readiness = await call(stack, 'GET', '/readyz');
+      expect([readiness.status, readiness.body.checks.redis]).toEqual([503, expect.stringMatching(/^error: /)]);
+      await sleep(500);
       await node.start();
     })();
     const jobs = await submitSingleDeletes(stack, collection, targets);
