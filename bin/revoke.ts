@@ -23,9 +23,9 @@ Options:
   --json                  print JSON (one job view, or one event per line) instead of a progress bar
   --no-wait               submit and print the job ID without following it
   --idempotency-key KEY   make the submission safe to repeat (default: a new key each run)
-  --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379), or:
-  --redis-cluster-nodes H:P,…                    a Redis Cluster (env REDIS_CLUSTER_NODES)
-  --redis-sentinels H:P,… --redis-sentinel-master NAME   Sentinel (env REDIS_SENTINELS, REDIS_SENTINEL_MASTER)
+  --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379); a Redis Cluster:
+    --redis-cluster-nodes H:P,…  (env REDIS_CLUSTER_NODES); Sentinel: --redis-sentinels H:P,…
+    --redis-sentinel-master NAME  (env REDIS_SENTINELS, REDIS_SENTINEL_MASTER)
   --stream NAME           for events (env EVENTS_STREAM, default ${DEFAULT_EVENTS_STREAM}; {revocation}:events with a cluster)
 Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
 
