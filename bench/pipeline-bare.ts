@@ -10,15 +10,15 @@
  *                     COMMIT (the limit of execution); reports when BARE_JOBS jobs have ended.
  *                     With BARE_EVENTS_STREAM it then XADDs a command.succeeded event there: with
  *                     /bare/pipeline, the floor of request → event latency on this machine.
- * Environment: DATABASE_URL, REDIS_URL, QUEUE_PREFIX, PORT, WORKER_CONCURRENCY, BARE_JOBS,
+ * Environment: DATABASE_URL, REDIS_URL (or REDIS_CLUSTER_NODES), QUEUE_PREFIX, PORT, WORKER_CONCURRENCY, BARE_JOBS,
  * BARE_QUEUE (default the execution queue), BARE_EVENTS_STREAM.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import Fastify from 'fastify';
-import { Redis } from 'ioredis';
 import pg from 'pg';
-import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, EVENT_FIELD } from '../contracts/index.js';
+import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, EVENT_FIELD, loadRedisSettings, redisTopology } from '../contracts/index.js';
+import { connectRedis } from '../db/redis-connection.js';
 import { BARE_ACCEPT_QUEUE, BARE_EXEC_QUEUE, BARE_PIPELINE_QUEUE } from './pipeline-kit.js';
 
 const env = (name: string): string => {
@@ -34,12 +34,14 @@ process.on('SIGTERM', () => {
 process.on('disconnect', () => process.exit(0)); // the bench went away
 
 const prefix = env('QUEUE_PREFIX');
+// the service's own connections (db/redis-connection.ts), to the same Redis
+const topology = redisTopology(loadRedisSettings(process.env));
 
 if (env('BARE_MODE') === 'http') {
   // Same pool size and Redis options as the producer (producer/server.ts); like every pool of the
   // service's (db/create-db.ts), it keeps its idle connections.
   const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: 10, application_name: 'bench-bare-http', idleTimeoutMillis: 0 });
-  const redis = new Redis(env('REDIS_URL'), { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: 'bench-bare-http' });
+  const redis = connectRedis(topology, { name: 'bench-bare-http', whenDown: 'fail' });
   await new Promise((resolve) => redis.once('ready', resolve));
   const queue = new Queue(BARE_ACCEPT_QUEUE, { connection: redis, prefix });
   const app = Fastify({ logger: false });
@@ -91,9 +93,9 @@ if (env('BARE_MODE') === 'http') {
   const concurrency = Number(env('WORKER_CONCURRENCY'));
   const expected = Number(env('BARE_JOBS'));
   const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: Math.min(50, concurrency + 4), application_name: 'bench-bare-worker', idleTimeoutMillis: 0 });
-  const connection = new Redis(env('REDIS_URL'), { maxRetriesPerRequest: null, connectionName: 'bench-bare-worker' });
+  const connection = connectRedis(topology, { name: 'bench-bare-worker', whenDown: 'wait' });
   const stream = process.env.BARE_EVENTS_STREAM;
-  const events = stream ? new Redis(env('REDIS_URL'), { maxRetriesPerRequest: null, connectionName: 'bench-bare-events' }) : undefined;
+  const events = stream ? connectRedis(topology, { name: 'bench-bare-events', whenDown: 'wait' }) : undefined;
   let completed = 0;
   let failed = 0;
   let firstError: string | undefined;

@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { Redis } from 'ioredis';
 import pg from 'pg';
-import { EVENT_FIELD } from '../contracts/index.js';
+import { EVENT_FIELD, type RedisTopology } from '../contracts/index.js';
+import { connectRedis, type RedisClient } from '../db/redis-connection.js';
 
 /** Queue names of the baselines (under the run's QUEUE_PREFIX, so the cleanup finds them). */
 export const BARE_ACCEPT_QUEUE = 'bare-accept';
@@ -367,12 +367,12 @@ export class EventWatch {
   readonly failed = new Map<string, number>();
   events = 0;
   private running = true;
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly loop: Promise<void>;
   error: Error | undefined;
 
-  constructor(redisUrl: string, private readonly stream: string) {
-    this.redis = new Redis(redisUrl, { maxRetriesPerRequest: null, connectionName: 'bench-pipeline-events' });
+  constructor(topology: RedisTopology, private readonly stream: string) {
+    this.redis = connectRedis(topology, { name: 'bench-pipeline-events', whenDown: 'wait' });
     this.redis.on('error', () => {});
     this.loop = this.run();
   }

@@ -15,6 +15,8 @@
  *       `Prefer: respond-async` (completed/s from the events): requests/s, p99, the ratio, and
  *       the producer's resident memory during each loop.
  * Every delete command names a token of its own, so none fails with PV3009.
+ * On a Redis Cluster: REDIS_CLUSTER_NODES=host:port,… in the environment (the run's keys then
+ * share the hash tag {bench-…}); Redis CPU and script counts are summed over its nodes.
  * Usage: npm run bench:pipeline [-- --latency-only --sync-only --duration 10 --connections 32 --sync-connections 32,256 --worker-concurrency 64 --tokens 200000 --profile /tmp/prof --quick --rates 300 --fractions 0.25,0.5,0.9 --rate-limit 10000000 --log-level info]
  */
 import os from 'node:os';
@@ -22,11 +24,11 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { sql } from 'kysely';
-import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, COMMAND_QUEUE } from '../contracts/index.js';
+import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, COMMAND_QUEUE, redisTopology } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
 import type { Db } from '../db/database.js';
+import { connectRedis, type RedisClient, serverConnections } from '../db/redis-connection.js';
 import { migrateToLatest } from '../db/migrate.js';
 import { insertCollection } from '../db/repositories/collection.repository.js';
 import {
@@ -63,7 +65,7 @@ import {
   waitForHttp,
   writeSyscalls,
 } from './pipeline-kit.js';
-import { benchConfig, dropDatabase, fmt } from './support.js';
+import { benchConfig, benchRedisEnv, dropDatabase, fmt } from './support.js';
 
 const { values } = parseArgs({
   options: {
@@ -148,7 +150,7 @@ const pct = (fraction: number) => (Number.isFinite(fraction) ? `${fmt(fraction *
 /** Environment of every process of the run. */
 const baseEnv: Record<string, string> = {
   DATABASE_URL: config.DATABASE_URL,
-  REDIS_URL: config.REDIS_URL,
+  ...benchRedisEnv(),
   HOST: '127.0.0.1',
   LOG_LEVEL: 'silent',
   QUEUE_PREFIX: config.QUEUE_PREFIX,
@@ -163,7 +165,7 @@ const serviceEnv: Record<string, string> = { ...baseEnv, RATE_LIMIT_MAX, LOG_LEV
 // ---------------------------------------------------------------- run state and cleanup
 
 let db: Db | undefined;
-let redis: Redis | undefined;
+let redis: RedisClient | undefined;
 let watch: EventWatch | undefined;
 const queues: Queue[] = [];
 const children = new Set<Child>();
@@ -178,13 +180,16 @@ function cleanup(): Promise<void> {
     await db?.destroy().catch(() => {});
     if (redis) {
       try {
-        let cursor = '0';
         let removed = 0;
-        do {
-          const [next, keys] = await redis.scan(cursor, 'MATCH', `${config.QUEUE_PREFIX}:*`, 'COUNT', 1000);
-          cursor = next;
-          if (keys.length) removed += await redis.unlink(...keys);
-        } while (cursor !== '0');
+        // on a cluster, every node's keys (the run's share one slot: one UNLINK takes many)
+        for (const server of serverConnections(redis)) {
+          let cursor = '0';
+          do {
+            const [next, keys] = await server.scan(cursor, 'MATCH', `${config.QUEUE_PREFIX}:*`, 'COUNT', 1000);
+            cursor = next;
+            if (keys.length) removed += await server.unlink(...keys);
+          } while (cursor !== '0');
+        }
         await redis.unlink(config.EVENTS_STREAM);
         progress(`removed ${removed} Redis keys under ${config.QUEUE_PREFIX}:`);
       } catch (error) {
@@ -256,18 +261,21 @@ interface RedisCommandTime {
   scriptUs: number;
 }
 
-let redisPid: number | undefined;
+let redisPids: number[] | undefined;
 
-/** Redis's CPU seconds so far and its script calls, from one INFO (sections cpu and commandstats). */
+/** Redis's CPU seconds so far and its script calls, from one INFO (sections cpu and commandstats) per server: every node of a cluster. */
 async function redisCounters(): Promise<{ cpu: number; scripts: RedisCommandTime }> {
-  const info = await redis!.info('cpu', 'commandstats');
-  const value = (key: string) => Number(new RegExp(`^${key}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
   const scripts: RedisCommandTime = { scriptCalls: 0, scriptUs: 0 };
-  for (const [, calls, us] of info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+),usec=(\d+)/gm)) {
-    scripts.scriptCalls += Number(calls);
-    scripts.scriptUs += Number(us);
+  let cpu = 0;
+  for (const info of await Promise.all(serverConnections(redis!).map((server) => server.info('cpu', 'commandstats')))) {
+    const value = (key: string) => Number(new RegExp(`^${key}:([\\d.]+)`, 'm').exec(info)?.[1] ?? 0);
+    for (const [, calls, us] of info.matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+),usec=(\d+)/gm)) {
+      scripts.scriptCalls += Number(calls);
+      scripts.scriptUs += Number(us);
+    }
+    cpu += value('used_cpu_sys') + value('used_cpu_user');
   }
-  return { cpu: value('used_cpu_sys') + value('used_cpu_user'), scripts };
+  return { cpu, scripts };
 }
 
 async function snapCpu(): Promise<CpuSnap> {
@@ -282,13 +290,13 @@ async function snapCpu(): Promise<CpuSnap> {
     from pg_stat_wal w`.execute(db!);
   const backends = activity.rows[0]?.pids ?? [];
   const apps = activity.rows[0]?.apps ?? [];
-  redisPid ??= Number(/^process_id:(\d+)/m.exec(await redis!.info('server'))?.[1] ?? Number.NaN);
+  redisPids ??= await Promise.all(serverConnections(redis!).map(async (server) => Number(/^process_id:(\d+)/m.exec(await server.info('server'))?.[1] ?? Number.NaN)));
   // the awaits first, then every /proc counter at once
   const redisNow = await redisCounters().catch(() => ({ cpu: Number.NaN, scripts: { scriptCalls: Number.NaN, scriptUs: Number.NaN } }));
   const usage = process.cpuUsage();
   const switches = new Map([...children].map((c) => [c.name, contextSwitches(c.pid)]));
   switches.set('bench', contextSwitches(process.pid));
-  switches.set('redis', contextSwitches(redisPid));
+  switches.set('redis', redisPids.reduce((sum, pid) => sum + contextSwitches(pid), 0));
   return {
     self: (usage.user + usage.system) / 1e6,
     children: new Map([...children].map((c) => [c.name, cpuSeconds(c.pid)])),
@@ -642,7 +650,7 @@ try {
   let t = performance.now();
   await migrateToLatest(config.DATABASE_URL);
   db = createDb(config.DATABASE_URL, { max: 3, applicationName: 'bench-pipeline' });
-  redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'bench-pipeline' });
+  redis = connectRedis(redisTopology(config), { name: 'bench-pipeline', whenDown: 'wait' });
   await insertCollection(db, 'svc');
   await insertCollection(db, 'bare');
   await sql`
@@ -652,7 +660,7 @@ try {
   await sql`vacuum analyze vault_tokens`.execute(db);
   // the seeding's dirty pages written now, not by a checkpoint in the middle of a measured phase
   await sql`checkpoint`.execute(db);
-  watch = new EventWatch(config.REDIS_URL, config.EVENTS_STREAM);
+  watch = new EventWatch(redisTopology(config), config.EVENTS_STREAM);
   progress(`database ${new URL(config.DATABASE_URL).pathname.slice(1)} migrated, ${TOKENS} single tokens seeded in ${f1((performance.now() - t) / 1000)} s`);
 
   // ---- (a0) the disk under Postgres, with nothing else of the run going on: every commit waits on it

@@ -3,19 +3,33 @@ import pg from 'pg';
 import pino from 'pino';
 import { type Config, loadConfig } from '../contracts/index.js';
 
-/** A throwaway database and Redis namespace for one benchmark run, removed at the end. */
+/**
+ * Where the run's Redis is: REDIS_CLUSTER_NODES (a Redis Cluster) if set in the environment,
+ * else REDIS_URL (default the local server). The environment of the run's child processes.
+ */
+export function benchRedisEnv(): Record<string, string> {
+  const nodes = process.env.REDIS_CLUSTER_NODES;
+  return nodes ? { REDIS_CLUSTER_NODES: nodes } : { REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379' };
+}
+
+/**
+ * A throwaway database and Redis namespace for one benchmark run, removed at the end. On a
+ * cluster (benchRedisEnv) the namespace is a hash tag, `{bench-…}`, as the service requires.
+ */
 export function benchConfig(env: Record<string, string> = {}): { config: Config; databaseName: string } {
   const id = randomBytes(4).toString('hex');
   const server = new URL(process.env.BENCH_DATABASE_SERVER_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
   const databaseName = `rev_bench_${id}`;
   server.pathname = `/${databaseName}`;
+  const redis = benchRedisEnv();
+  const prefix = redis.REDIS_CLUSTER_NODES ? `{bench-${id}}` : `bench-${id}`;
   const config = loadConfig({
     DATABASE_URL: server.toString(),
-    REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379',
+    ...redis,
     PORT: '0',
     LOG_LEVEL: 'silent',
-    QUEUE_PREFIX: `bench-${id}`,
-    EVENTS_STREAM: `bench-${id}:events`,
+    QUEUE_PREFIX: prefix,
+    EVENTS_STREAM: `${prefix}:events`,
     BOOTSTRAP_ADMIN_TOKEN: `bench-admin-${id}-0123456789`,
     ...env,
   });

@@ -2,9 +2,9 @@
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { Redis } from 'ioredis';
-import { type CommandInput, type CommandPreview, DEFAULT_EVENTS_STREAM, EVENT_FIELD, JobListQuery, JobState, type JobView, terminalStates } from '../contracts/index.js';
+import { type CommandInput, type CommandPreview, ConfigError, DEFAULT_EVENTS_STREAM, EVENT_FIELD, JobListQuery, JobState, type JobView, loadRedisSettings, redisTopology, terminalStates } from '../contracts/index.js';
 import { RevocationApiError, RevocationClient } from '../client/revocation-client.js';
+import { connectRedis } from '../db/redis-connection.js';
 
 const usage = `revoke: incident CLI of the revocation service
 
@@ -28,8 +28,10 @@ Options:
                           missing IDs); nothing is submitted or changed
   --no-wait               submit and print the job ID without following it
   --idempotency-key KEY   make the submission safe to repeat (default: a new key each run)
-  --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379)
-  --stream NAME           for events (env EVENTS_STREAM, default ${DEFAULT_EVENTS_STREAM})
+  --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379); a Redis Cluster:
+    --redis-cluster-nodes H:P,…  (env REDIS_CLUSTER_NODES); Sentinel: --redis-sentinels H:P,…
+    --redis-sentinel-master NAME  (env REDIS_SENTINELS, REDIS_SENTINEL_MASTER)
+  --stream NAME           for events (env EVENTS_STREAM, default ${DEFAULT_EVENTS_STREAM}; {revocation}:events with a cluster)
 Lists take repeated flags or commas: --tag a --tag b, or --tag a,b.
 
 jobs lists the jobs you may see (yours; every job with subjects:admin), newest first, a table
@@ -79,6 +81,9 @@ function parseArguments() {
         follow: { type: 'boolean', default: false },
         from: { type: 'string' },
         'redis-url': { type: 'string' },
+        'redis-cluster-nodes': { type: 'string' },
+        'redis-sentinels': { type: 'string' },
+        'redis-sentinel-master': { type: 'string' },
         stream: { type: 'string' },
         state: { type: 'string' },
         type: { type: 'string' },
@@ -237,9 +242,22 @@ async function follow(api: RevocationClient, jobId: string): Promise<JobView> {
   }
 }
 
+/** Where the events are: the Redis flags if any is given (the environment's topology is then ignored), else the environment. */
+function eventSource() {
+  const flags = { REDIS_URL: values['redis-url'], REDIS_CLUSTER_NODES: values['redis-cluster-nodes'], REDIS_SENTINELS: values['redis-sentinels'], REDIS_SENTINEL_MASTER: values['redis-sentinel-master'] };
+  const fromFlags = Object.values(flags).some((v) => v !== undefined);
+  try {
+    return loadRedisSettings({ ...process.env, ...(fromFlags ? flags : {}), ...(values.stream !== undefined ? { EVENTS_STREAM: values.stream } : {}) });
+  } catch (error) {
+    if (error instanceof ConfigError) usageError(error.issues.join('; '));
+    throw error;
+  }
+}
+
 async function events(): Promise<void> {
-  const redis = new Redis(values['redis-url'] ?? process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { maxRetriesPerRequest: null });
-  const stream = values.stream ?? process.env.EVENTS_STREAM ?? DEFAULT_EVENTS_STREAM;
+  const settings = eventSource();
+  const redis = connectRedis(redisTopology(settings), { name: 'revocation-cli', whenDown: 'wait' });
+  const stream = settings.EVENTS_STREAM;
   let last = values.from ?? (values.follow ? '$' : '0');
   let stopping = false;
   process.on('SIGINT', () => {

@@ -68,5 +68,9 @@ export function isUnreachable(error: unknown): boolean {
 
 /** 53300 too many connections, 57P03 starting up or shutting down; the rest from the network. */
 const unreachableCodes = new Set(['53300', '57P03', 'ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-/** pg's pool timeout; ioredis's closed connection; Redis out of clients, or loading its data. */
-const unreachableMessages = /timeout exceeded when trying to connect|Connection is closed|max number of clients reached|^LOADING /i;
+/**
+ * pg's pool timeout; ioredis's closed connection; Redis out of clients, or loading its data; no
+ * node of a cluster answers, or the cluster lacks a slot; no sentinel answers or knows the primary.
+ */
+const unreachableMessages =
+  /timeout exceeded when trying to connect|Connection is closed|max number of clients reached|^LOADING |None of startup nodes is available|Failed to refresh slots cache|^CLUSTERDOWN|All sentinels are unreachable/i;

@@ -1,12 +1,18 @@
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { DEFAULT_EVENTS_STREAM, EVENT_FIELD, RevocationEvent } from '../contracts/index.js';
 
 export interface EventConsumerOptions {
-  redis: Redis;
+  /**
+   * An ioredis connection: `new Redis(url)`, `new Redis({ sentinels, name })`, or for a Redis
+   * Cluster `new Cluster([{ host, port }, …])` (with a cluster the service's stream is
+   * `{revocation}:events` unless EVENTS_STREAM says otherwise: pass it as `stream`).
+   */
+  redis: Redis | Cluster;
   /** Consumer group: instances of one service share it and split the events. */
   group: string;
   /** This instance's name within the group. */
   consumer: string;
+  /** The service's EVENTS_STREAM (default `revocation:events`). */
   stream?: string;
   /** Where a new group starts: '$' only new events (default), '0' the whole stream. */
   startId?: string;

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { DEFAULT_EVENTS_STREAM, DEFAULT_QUEUE_PREFIX } from './queue.js';
+import { applyTopologyDefaults, nodeList, topologyIssues } from './redis-topology.js';
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
@@ -8,7 +9,13 @@ const url = (protocols: RegExp) => z.string().refine((v) => URL.canParse(v) && p
 /** Every setting of SPEC §9, with defaults that work against a local Postgres and Redis. */
 export const ConfigSchema = z.object({
   DATABASE_URL: url(/^postgres(ql)?:$/).default('postgres://postgres:postgres@127.0.0.1:5432/revocation'),
+  /** One Redis server. Unset with REDIS_CLUSTER_NODES or REDIS_SENTINELS (see redis-topology.ts). */
   REDIS_URL: url(/^rediss?:$/).default('redis://127.0.0.1:6379'),
+  /** A Redis Cluster: some of its nodes, `host:port,…`; the client learns the rest. */
+  REDIS_CLUSTER_NODES: nodeList(6379).optional(),
+  /** Sentinel: the sentinels, `host:port,…` (port 26379 if left out), with REDIS_SENTINEL_MASTER. */
+  REDIS_SENTINELS: nodeList(26379).optional(),
+  REDIS_SENTINEL_MASTER: z.string().regex(/^[\w.-]+$/, 'must be the name the sentinels monitor the primary by').optional(),
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: int(0, 65535).default(8080),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -30,6 +37,11 @@ export const ConfigSchema = z.object({
   DELETE_BATCH_SIZE: int(1, 100_000).default(20_000),
   EVENTS_STREAM: z.string().min(1).default(DEFAULT_EVENTS_STREAM),
   EVENTS_STREAM_MAXLEN: int(1000, 1_000_000_000).default(1_000_000),
+  /**
+   * An event counts as published (marked in the outbox) once this many replicas have it too
+   * (WAIT after its XADD): a failover cannot then lose it. 1 with REDIS_SENTINELS, else 0.
+   */
+  EVENTS_MIN_REPLICAS: int(0, 16).default(0),
   BOOTSTRAP_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   FORCE_ACCESS_REASON: bool.default(true),
   /** Requests per subject per window, shared by all producers through Redis; 0 turns it off. */
@@ -75,17 +87,34 @@ export class ConfigError extends Error {
  * every wrong variable; never returns a partial configuration.
  */
 export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  return parseSettings(ConfigSchema, env);
+}
+
+/** The settings a Redis client of the service needs: the topology, the queue prefix, the stream. */
+export const RedisSettingsSchema = ConfigSchema.pick({ REDIS_URL: true, REDIS_CLUSTER_NODES: true, REDIS_SENTINELS: true, REDIS_SENTINEL_MASTER: true, QUEUE_PREFIX: true, EVENTS_STREAM: true });
+export type RedisSettings = z.infer<typeof RedisSettingsSchema>;
+
+/** Like loadConfig, for the Redis settings alone (the CLI's `revoke events`): other variables are not looked at. */
+export function loadRedisSettings(env: Record<string, string | undefined> = process.env): RedisSettings {
+  return parseSettings(RedisSettingsSchema, env);
+}
+
+function parseSettings<S extends z.ZodObject>(schema: S, env: Record<string, string | undefined>): z.infer<S> {
   const input: Record<string, string> = {};
-  for (const key of Object.keys(ConfigSchema.shape)) {
+  for (const key of Object.keys(schema.shape)) {
     const value = env[key];
     if (value !== undefined && value !== '') input[key] = value;
   }
-  const parsed = ConfigSchema.safeParse(input);
-  if (parsed.success) return parsed.data;
-  throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}${describeValue(i.path, input)}`));
+  const issues = topologyIssues(input);
+  applyTopologyDefaults(input);
+  const parsed = schema.safeParse(input);
+  if (!parsed.success) issues.push(...parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}${describeValue(i.path, input)}`));
+  if (issues.length > 0 || !parsed.success) throw new ConfigError(issues);
+  return parsed.data;
 }
 
-const secretKeys = new Set(['BOOTSTRAP_ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL']);
+/** Variables whose value may hold a secret: a password in a URL, the admin token. */
+const secretKeys = new Set(['BOOTSTRAP_ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL', 'REDIS_CLUSTER_NODES', 'REDIS_SENTINELS']);
 
 function describeValue(path: PropertyKey[], input: Record<string, string>): string {
   const key = String(path[0]);

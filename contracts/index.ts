@@ -9,3 +9,4 @@ export * from './queue.js';
 export * from './subjects.js';
 export * from './vault.js';
 export * from './audit.js';
+export * from './redis-topology.js';

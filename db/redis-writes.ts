@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { type RedisClient, serverConnections } from './redis-connection.js';
 
 /** Sockets whose writes are held until the end of the current turn (see holdWritesForTurn). */
 const held = new WeakSet<object>();
@@ -15,15 +16,18 @@ const held = new WeakSet<object>();
  * (BullMQ's 52) onto itself: ~40 µs and ~14 KB each.
  *
  * Calling it again in the same turn does nothing more. A connection not yet connected has no
- * socket: its commands wait in ioredis's offline queue as always, and nothing is held.
+ * socket: its commands wait in ioredis's offline queue as always, and nothing is held. A cluster
+ * client's writes are held on each node's connection: one write per node that gets commands.
  */
-export function holdWritesForTurn(redis: Redis): void {
-  const socket = (redis as { stream?: Redis['stream'] }).stream;
-  if (!socket || socket.destroyed || held.has(socket)) return;
-  held.add(socket);
-  socket.cork();
-  setImmediate(() => {
-    held.delete(socket);
-    socket.uncork();
-  });
+export function holdWritesForTurn(redis: RedisClient): void {
+  for (const server of serverConnections(redis)) {
+    const socket = (server as { stream?: Redis['stream'] }).stream;
+    if (!socket || socket.destroyed || held.has(socket)) continue;
+    held.add(socket);
+    socket.cork();
+    setImmediate(() => {
+      held.delete(socket);
+      socket.uncork();
+    });
+  }
 }

@@ -1,6 +1,6 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../db/redis-connection.js';
 import type { Logger } from 'pino';
 import { AppError, type Config } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
@@ -59,7 +59,7 @@ export interface AppDeps {
   /** Settings warnings shown by /readyz. */
   advisors?: HealthAdvisor[];
   /** Shared counters of the rate limiter; no limiting without it. */
-  rateLimitRedis?: Redis;
+  rateLimitRedis?: RedisClient;
 }
 
 export type App = FastifyInstance;

@@ -1,19 +1,12 @@
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
+import { COMMAND_QUEUE, type CommandJobData, type Config, redisTopology } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
+import { connectRedis, evictionWarnings } from '../db/redis-connection.js';
 import { type App, buildApp } from './app.js';
 import { CommandBus } from './services/command-bus.js';
 import { JobWaiter } from './services/job-waiter.js';
 import { ensureBootstrapAdmin } from './services/subjects.service.js';
-
-/** Warnings about Redis settings that can lose queued jobs. Empty when CONFIG is not allowed. */
-export async function redisWarnings(redis: Redis): Promise<string[]> {
-  const reply = (await redis.config('GET', 'maxmemory-policy').catch(() => [])) as string[];
-  const policy = reply[1];
-  return policy && policy !== 'noeviction' ? [`redis maxmemory-policy is ${policy}; use noeviction so queued jobs are never evicted`] : [];
-}
 
 export interface RunningProducer {
   app: App;
@@ -35,7 +28,7 @@ export interface RunningProducer {
 export async function startProducer(config: Config, logger: Logger): Promise<RunningProducer> {
   // A short connect timeout: with Postgres unreachable, requests answer 503 quickly.
   const db = createDb(config.DATABASE_URL, { max: 10, applicationName: 'revocation-producer', connectionTimeoutMillis: 1500 });
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1, enableOfflineQueue: false, connectionName: 'revocation-producer' });
+  const redis = connectRedis(redisTopology(config), { name: 'revocation-producer', whenDown: 'fail' });
   redis.on('error', (error) => logger.debug({ err: error }, 'producer redis error'));
   const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
   queue.on('error', (error) => logger.debug({ err: error }, 'producer queue error'));
@@ -50,8 +43,10 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
     logger,
     bus: new CommandBus(db, queue, redis, logger),
     waiter,
-    probes: { redis: () => redis.ping() },
-    advisors: [() => redisWarnings(redis)],
+    // a read of a key of the queue rather than PING, which a cluster client sends to any node:
+    // this reaches the node serving the queue's slot
+    probes: { redis: () => redis.exists(`${config.QUEUE_PREFIX}:${COMMAND_QUEUE}:meta`) },
+    advisors: [() => evictionWarnings(redis)],
     rateLimitRedis: redis,
   });
   const url = await app.listen({ host: config.HOST, port: config.PORT });

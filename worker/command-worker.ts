@@ -1,11 +1,11 @@
 import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../db/redis-connection.js';
 import { holdWritesForTurn } from '../db/redis-writes.js';
 import { COMMAND_QUEUE, COMMAND_WORKER_OPTIONS, type CommandJobData } from '../contracts/index.js';
 import { CommandNotFound, CommandReleased, type ExecutionOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';
 
 export interface CommandWorkerOptions {
-  connection: Redis;
+  connection: RedisClient;
   prefix: string;
   concurrency: number;
   /** Aborted at shutdown: multi-step commands are released after their current step (see below). */

@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../db/redis-connection.js';
 import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
@@ -9,17 +9,38 @@ import { eventsPublished } from './metrics.js';
 export interface StreamOptions {
   stream: string;
   maxLen: number;
+  /** Replicas that must have the events too (WAIT) before they count as published; 0 or absent: the primary's word. */
+  minReplicas?: number;
+  /** How long WAIT waits for them (ms). */
+  replicaTimeoutMs?: number;
+}
+
+/** Events the primary took but fewer replicas than asked acknowledged in time: a failover could lose them. */
+export class NotReplicated extends Error {
+  constructor(acknowledged: number, wanted: number, timeoutMs: number) {
+    super(`events on the primary, but on ${acknowledged} of the ${wanted} replica(s) asked for after ${timeoutMs} ms: not counted as published`);
+    this.name = 'NotReplicated';
+  }
 }
 
 /**
  * Appends `events` (JSON texts) to the stream, in order, one XADD MAXLEN ~ each, all in one write
  * (holdWritesForTurn: with whatever else this turn sends on the connection, such as the
- * moveToFinished of the jobs whose commit wrote them).
+ * moveToFinished of the jobs whose commit wrote them). With `minReplicas`, a WAIT follows in the
+ * same write, and NotReplicated is thrown unless that many replicas have every one of them: the
+ * caller publishes them again (consumers dedupe on event_id). WAIT holds the connection until
+ * the replicas answer: give it a connection that nothing else waits on.
  */
-export async function appendToStream(redis: Redis, { stream, maxLen }: StreamOptions, events: readonly string[]): Promise<void> {
+export async function appendToStream(redis: RedisClient, { stream, maxLen, minReplicas = 0, replicaTimeoutMs = 1000 }: StreamOptions, events: readonly string[]): Promise<void> {
   if (events.length === 0) return;
   holdWritesForTurn(redis);
-  await Promise.all(events.map((event) => redis.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, event)));
+  const added = Promise.all(events.map((event) => redis.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, event)));
+  if (minReplicas === 0) {
+    await added;
+    return;
+  }
+  const [, acknowledged] = await Promise.all([added, redis.wait(minReplicas, replicaTimeoutMs)]);
+  if (acknowledged < minReplicas) throw new NotReplicated(acknowledged, minReplicas, replicaTimeoutMs);
 }
 
 export interface EventPublisherOptions extends StreamOptions {
@@ -77,7 +98,7 @@ export class EventPublisher {
 
   constructor(
     private readonly db: Db,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly logger: Logger,
     private readonly options: EventPublisherOptions,
   ) {}

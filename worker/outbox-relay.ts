@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../db/redis-connection.js';
 import type { Logger } from 'pino';
 import type { Db, Executor } from '../db/database.js';
 import { holdsRelayLock, markAndClaim, releaseRelayLock, tryRelayLock } from '../db/repositories/outbox.repository.js';
@@ -51,7 +51,7 @@ export class OutboxRelay {
   constructor(
     private readonly db: Db,
     private readonly connect: () => Db,
-    private readonly redis: Redis,
+    private readonly redis: RedisClient,
     private readonly logger: Logger,
     private readonly options: RelayOptions,
   ) {}

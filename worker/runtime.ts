@@ -1,8 +1,8 @@
 import { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { Redis } from 'ioredis';
-import { COMMAND_QUEUE, type CommandJobData, type Config } from '../contracts/index.js';
+import { COMMAND_QUEUE, type CommandJobData, type Config, redisTopology } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
+import { connectRedis, evictionWarnings, pingRedis, type RedisClient } from '../db/redis-connection.js';
 import { DatabaseNotMigrated, pendingMigrations } from '../db/migrate.js';
 import { startCommandWorker } from './command-worker.js';
 import { commandsFinished, copyStepsRerun, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
@@ -38,7 +38,8 @@ export interface RunningWorker {
  */
 export async function startWorker(config: Config, logger: Logger): Promise<RunningWorker> {
   // the connections below wait for Redis in silence: find out now whether it answers
-  await pingRedis(config.REDIS_URL);
+  const topology = redisTopology(config);
+  await pingRedis(topology, 'revocation-worker');
   // Jobs waiting for a group hold no connection, so the pool need not grow with the concurrency:
   // the lanes, up to 16 commands running alone (bulk deletes, each with its progress count at
   // times), the reconciler and the sweeper. More jobs than that wait for a connection.
@@ -52,17 +53,18 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
     await db.destroy();
     throw new DatabaseNotMigrated(pending);
   }
-  const workerRedis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-worker' });
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: null, connectionName: 'revocation-relay' });
+  const workerRedis = connectRedis(topology, { name: 'revocation-worker', whenDown: 'wait' });
+  const redis = connectRedis(topology, { name: 'revocation-relay', whenDown: 'wait' });
   for (const r of [workerRedis, redis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));
   await warnOnEvictionPolicy(redis, logger);
 
   // events go on the stream from the process that committed them, right after the commit; the
   // relay (one leader among the worker processes, on a connection of its own that holds the relay
   // lock) publishes only what a worker left behind (it died between its commit and its XADD)
-  const stream = { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN };
-  // on the BullMQ worker's connection: a group's XADD and its jobs' moveToFinished go in one write
-  const publisher = new EventPublisher(db, workerRedis, logger, stream);
+  const stream = { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN, minReplicas: config.EVENTS_MIN_REPLICAS };
+  // on the BullMQ worker's connection: a group's XADD and its jobs' moveToFinished go in one write;
+  // unless the events wait for replicas (WAIT), which must not hold up the worker's commands
+  const publisher = new EventPublisher(db, config.EVENTS_MIN_REPLICAS > 0 ? redis : workerRedis, logger, stream);
   const onCommitted = (events: readonly OutboxEvent[]) => publisher.publish(events);
   const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker' });
   const relay = new OutboxRelay(db, relaySession, redis, logger, stream);
@@ -113,34 +115,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   };
 }
 
-/**
- * One PING on a connection of its own that does not reconnect. Throws the connection's error
- * (ECONNREFUSED, a timeout, `max number of clients reached`, …) if Redis does not answer.
- */
-async function pingRedis(url: string): Promise<void> {
-  const probe = new Redis(url, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => null, connectTimeout: 5000, connectionName: 'revocation-worker' });
-  // ioredis rejects with `Connection is closed`; the cause comes as an 'error' event
-  let cause: unknown;
-  probe.on('error', (error) => (cause ??= error));
-  try {
-    await probe.connect();
-    await probe.ping();
-  } catch (error) {
-    throw cause ?? error;
-  } finally {
-    probe.disconnect();
-  }
-}
-
 /** BullMQ loses jobs if Redis evicts keys: say so loudly. */
-async function warnOnEvictionPolicy(redis: Redis, logger: Logger): Promise<void> {
-  try {
-    const reply = (await redis.config('GET', 'maxmemory-policy')) as string[];
-    const policy = reply[1];
-    if (policy && policy !== 'noeviction') {
-      logger.warn({ policy }, 'Redis maxmemory-policy is not noeviction: under memory pressure Redis may evict queued jobs (the reconciler re-enqueues them from Postgres, at a delay)');
-    }
-  } catch {
-    // CONFIG may be disabled (managed Redis): nothing to check
-  }
+async function warnOnEvictionPolicy(redis: RedisClient, logger: Logger): Promise<void> {
+  for (const warning of await evictionWarnings(redis)) logger.warn(`${warning} (under memory pressure Redis may evict queued jobs; the reconciler re-enqueues them from Postgres, at a delay)`);
 }

@@ -1,6 +1,6 @@
 import fastifyRateLimit from '@fastify/rate-limit';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../db/redis-connection.js';
 import { AppError } from '../../contracts/index.js';
 
 export interface RateLimitOptions {
@@ -8,7 +8,7 @@ export interface RateLimitOptions {
   max: number;
   windowSeconds: number;
   /** Counters live in Redis, so every producer instance shares them. */
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
 }
 

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import DataLoader from 'dataloader';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../db/redis-connection.js';
 import type { Logger } from 'pino';
 import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, isShortCommand } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
@@ -33,7 +33,7 @@ export class CommandBus {
     readonly db: Db,
     readonly queue: Queue<CommandJobData>,
     /** The queue's connection (its writes are held for the turn a batch of jobs is added in). */
-    redis: Redis,
+    redis: RedisClient,
     readonly logger: Logger,
   ) {
     const options = { cache: false, maxBatchSize: MAX_RECORD_BATCH, batchScheduleFn: (callback: () => void) => setImmediate(callback) };

@@ -1,13 +1,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 
 /**
  * A redis-server of the test's own, on a free port, for fault injection (FLUSHALL, stop,
- * restart): the shared Redis is never touched. No persistence (`--save "" --appendonly no`),
- * so a restart comes back empty, as a Redis without persistence does.
+ * restart): the shared Redis is never touched. No persistence (`--save "" --appendonly no`)
+ * unless `args` turn it on, so a restart comes back empty, as a Redis without persistence does.
+ * The same for a sentinel (`sentinel`), and for the nodes of a cluster (redis-cluster.ts).
  *
  * Every server started here is tracked; `stopOwnRedisServers()` (call it in afterAll) stops
  * the ones still running, and a process 'exit' hook SIGKILLs any left as a last resort. Only
@@ -23,10 +25,21 @@ export interface OwnRedis {
   start(): Promise<void>;
   /** Stops it (SIGTERM, SIGKILL after 5 s); resolves once the process is gone. No-op if stopped. */
   stop(): Promise<void>;
+  /** kill -9: no shutdown save, connections cut; resolves once the process is gone. No-op if stopped. */
+  kill(): Promise<void>;
   /** stop() then start(): every key is gone, every client connection was cut. */
   restart(): Promise<void>;
   /** Sends one command (e.g. FLUSHALL) over a fresh connection; resolves with the raw reply line. */
   command(...args: string[]): Promise<string>;
+  /** Sends one command over a fresh connection; resolves with the whole reply, parsed (bulk text, arrays). */
+  query(...args: string[]): Promise<unknown>;
+}
+
+export interface OwnRedisOptions {
+  /** redis-server arguments after the defaults (later ones win), given its directory: e.g. ['--appendonly', 'yes']. */
+  args?: (dir: string) => string[];
+  /** A sentinel instead: this configuration (given its port and directory) is written to <dir>/sentinel.conf. */
+  sentinel?: (port: number, dir: string) => string;
 }
 
 const servers = new Map<OwnRedis, string>(); // server → its working directory
@@ -85,8 +98,21 @@ function sendCommand(port: number, args: string[], timeoutMs = 2000): Promise<st
   });
 }
 
-/** Starts a redis-server of our own on a free port; resolves once it answers PING. */
-export async function startOwnRedis(): Promise<OwnRedis> {
+/** The whole reply to one command, parsed by ioredis, on a connection that neither retries nor reconnects. */
+async function queryServer(port: number, args: string[]): Promise<unknown> {
+  const redis = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false, connectTimeout: 2000 });
+  redis.on('error', () => {});
+  try {
+    await redis.connect();
+    const [name, ...rest] = args;
+    return await redis.call(name ?? 'PING', ...rest);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Starts a redis-server (or a sentinel) of our own on a free port; resolves once it answers PING. */
+export async function startOwnRedis(options: OwnRedisOptions = {}): Promise<OwnRedis> {
   installExitHook();
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'own-redis-'));
@@ -94,11 +120,17 @@ export async function startOwnRedis(): Promise<OwnRedis> {
   let output = '';
 
   const isRunning = () => child !== undefined && child.exitCode === null && child.signalCode === null;
+  const sentinelConfig = options.sentinel ? join(dir, 'sentinel.conf') : undefined;
+  // a sentinel rewrites its configuration file as it learns: written once, kept across restarts
+  if (sentinelConfig && options.sentinel) writeFileSync(sentinelConfig, options.sentinel(port, dir));
+  const argv = sentinelConfig
+    ? [sentinelConfig, '--sentinel', '--port', String(port), '--bind', '127.0.0.1', '--daemonize', 'no']
+    : ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir, ...(options.args?.(dir) ?? [])];
 
   async function start(): Promise<void> {
     if (isRunning()) return;
     output = '';
-    const started = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir], {
+    const started = spawn('redis-server', argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     child = started;
@@ -118,11 +150,11 @@ export async function startOwnRedis(): Promise<OwnRedis> {
     }
   }
 
-  async function stop(): Promise<void> {
+  async function stop(signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
     const running = child;
     if (!running || !isRunning()) return;
     const exited = new Promise<void>((resolve) => running.once('exit', () => resolve()));
-    running.kill('SIGTERM');
+    running.kill(signal);
     const timer = setTimeout(() => running.kill('SIGKILL'), 5000);
     await exited;
     clearTimeout(timer);
@@ -133,12 +165,14 @@ export async function startOwnRedis(): Promise<OwnRedis> {
     url: `redis://127.0.0.1:${port}`,
     running: isRunning,
     start,
-    stop,
+    stop: () => stop(),
+    kill: () => stop('SIGKILL'),
     async restart() {
       await stop();
       await start();
     },
     command: (...args: string[]) => sendCommand(port, args),
+    query: (...args: string[]) => queryServer(port, args),
   };
   servers.set(server, dir);
   await start();

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pino from 'pino';
-import { type Config, EVENT_FIELD, loadConfig, RevocationEvent } from '../../contracts/index.js';
+import { type Config, EVENT_FIELD, loadConfig, RevocationEvent, redisTopology } from '../../contracts/index.js';
+import { connectRedis, type RedisClient } from '../../db/redis-connection.js';
 import { type RunningProducer, startProducer } from '../../producer/server.js';
 import { type RunningWorker, startWorker } from '../../worker/runtime.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
@@ -15,8 +16,8 @@ export interface Stack {
   producer: RunningProducer;
   /** Started unless `{ worker: false }`. */
   worker: RunningWorker | undefined;
-  /** A Redis connection for reading the stream and the queue. */
-  redis: Redis;
+  /** A Redis connection for reading the stream and the queue (a cluster client on a cluster). */
+  redis: RedisClient;
   admin: Record<string, string>;
   /** Every event on this stack's stream so far, parsed and validated against the contract. */
   events(): Promise<RevocationEvent[]>;
@@ -32,17 +33,21 @@ export interface StackOptions {
 /**
  * A producer and (by default) a worker, as `npm start` runs them, on a database, queue prefix
  * and event stream of their own. `close()` stops both and removes the database and the keys.
+ * On the shared Redis unless `env` names another: REDIS_URL, REDIS_CLUSTER_NODES (the prefix
+ * is then a hash tag, `{test-…}`, and the stream in its slot) or REDIS_SENTINELS.
  */
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const database = await createTestDatabase();
   const id = randomBytes(6).toString('hex');
+  const cluster = Boolean(options.env?.REDIS_CLUSTER_NODES);
+  const prefix = cluster ? `{test-${id}}` : `test-${id}`;
   const config = loadConfig({
     DATABASE_URL: database.url,
-    REDIS_URL: TEST_REDIS_URL,
+    ...(options.env?.REDIS_CLUSTER_NODES || options.env?.REDIS_SENTINELS ? {} : { REDIS_URL: TEST_REDIS_URL }),
     PORT: '0',
     LOG_LEVEL: 'silent',
-    QUEUE_PREFIX: `test-${id}`,
-    EVENTS_STREAM: `test-${id}:events`,
+    QUEUE_PREFIX: prefix,
+    EVENTS_STREAM: `${prefix}:events`,
     WORKER_CONCURRENCY: '4',
     BOOTSTRAP_ADMIN_TOKEN: ADMIN_TOKEN,
     RATE_LIMIT_MAX: '0', // tests that are about rate limits turn it on
@@ -51,7 +56,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const logger = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
   const producer = await startProducer(config, logger);
   const workers: RunningWorker[] = [];
-  const redis = new Redis(config.REDIS_URL, { maxRetriesPerRequest: 1 });
+  const topology = redisTopology(config);
+  const redis = topology.kind === 'single' ? new Redis(topology.url, { maxRetriesPerRequest: 1 }) : connectRedis(topology, { name: 'test-stack', whenDown: 'wait' });
   const stack: Stack = {
     config,
     database,
@@ -72,7 +78,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       await producer.close();
       for (const worker of workers) await worker.close();
       redis.disconnect();
-      await deleteKeys(config.REDIS_URL, config.QUEUE_PREFIX, [config.EVENTS_STREAM]);
+      await deleteKeys(topology, config.QUEUE_PREFIX, [config.EVENTS_STREAM]);
       await database.drop();
     },
   };

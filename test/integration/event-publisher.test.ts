@@ -6,7 +6,7 @@ import { type AuditContext, EVENT_FIELD, RevocationEvent } from '../../contracts
 import { type OutboxEvent, outboxRows } from '../../db/repositories/outbox.repository.js';
 import { CommandReleased, executeCommand } from '../../worker/command-executor.js';
 import { toEvents } from '../../worker/event-envelope.js';
-import { appendToStream, EventPublisher } from '../../worker/event-publisher.js';
+import { appendToStream, EventPublisher, NotReplicated } from '../../worker/event-publisher.js';
 import { OutboxRelay } from '../../worker/outbox-relay.js';
 import { createDb } from '../../db/create-db.js';
 import { call, createCollection, tokenize, waitForEvents } from '../helpers/api.js';
@@ -280,5 +280,19 @@ describe('appendToStream', () => {
     expect(pipeline).not.toHaveBeenCalled();
     pipeline.mockRestore();
     writes.restore();
+  });
+
+  it('with minReplicas, does not count events as published until that many replicas have them (WAIT in the same write)', async () => {
+    const lone = `${stream}:lone`;
+    await redis.ping();
+    const writes = countSocketWrites(redis);
+    // the shared Redis has no replica: the events are on it, yet a failover could lose them
+    const unreplicated = appendToStream(redis, { stream: lone, maxLen: 1000, minReplicas: 1, replicaTimeoutMs: 50 }, ['{"n":1}', '{"n":2}']);
+    await expect(unreplicated).rejects.toBeInstanceOf(NotReplicated);
+    await expect(unreplicated).rejects.toThrow('on 0 of the 1 replica(s) asked for after 50 ms');
+    expect(writes.count()).toBe(1);
+    writes.restore();
+    expect(await redis.xlen(lone)).toBe(2);
+    await redis.del(lone);
   });
 });

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_EVENTS_STREAM, DEFAULT_QUEUE_PREFIX, loadConfig } from '../../contracts/index.js';
+import { ConfigError, DEFAULT_EVENTS_STREAM, DEFAULT_QUEUE_PREFIX, loadConfig, loadRedisSettings, redisTopology } from '../../contracts/index.js';
 
 const projectRoot = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -115,5 +115,83 @@ describe('loadConfig', () => {
     });
     expect(result.status).toBe(1);
     expect(result.stderr).toContain('PORT');
+  });
+
+  describe('Redis topology (SPEC §9)', () => {
+    it('is one server by default, at REDIS_URL', () => {
+      expect(redisTopology(loadConfig({}))).toEqual({ kind: 'single', url: 'redis://127.0.0.1:6379' });
+    });
+
+    it('is a cluster with REDIS_CLUSTER_NODES, whose queue prefix and stream default to one hash tag', () => {
+      const config = loadConfig({ REDIS_CLUSTER_NODES: 'node-a:7000, node-b:7001,[::1]:7002,node-c' });
+      expect(config).toMatchObject({ QUEUE_PREFIX: '{revocation}', EVENTS_STREAM: '{revocation}:events' });
+      expect(redisTopology(config)).toEqual({
+        kind: 'cluster',
+        nodes: [
+          { host: 'node-a', port: 7000 },
+          { host: 'node-b', port: 7001 },
+          { host: '::1', port: 7002 },
+          { host: 'node-c', port: 6379 },
+        ],
+        auth: { tls: false },
+      });
+      // a prefix of one's own: the stream follows it into its slot
+      expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:1', QUEUE_PREFIX: '{svc}' })).toMatchObject({ QUEUE_PREFIX: '{svc}', EVENTS_STREAM: '{svc}:events' });
+      // nothing writes the stream together with the queue's keys: it may live in another slot
+      expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:1', EVENTS_STREAM: 'audit:events' })).toMatchObject({ QUEUE_PREFIX: '{revocation}', EVENTS_STREAM: 'audit:events' });
+    });
+
+    it('takes credentials and TLS for every node from URL entries, and never echoes them', () => {
+      const config = loadConfig({ REDIS_CLUSTER_NODES: 'rediss://app:s3cr%40t@a:7000,rediss://app:s3cr%40t@b:7001' });
+      expect(redisTopology(config)).toMatchObject({ kind: 'cluster', auth: { username: 'app', password: 's3cr@t', tls: true } });
+      const error = configError({ REDIS_CLUSTER_NODES: 'rediss://app:Hidden-9@a:7000,redis://b:7001' });
+      expect(error.issues).toEqual([expect.stringMatching(/^REDIS_CLUSTER_NODES: entries disagree on credentials or TLS/)]);
+      expect(error.message).not.toContain('Hidden-9');
+    });
+
+    it('is Sentinel with REDIS_SENTINELS and REDIS_SENTINEL_MASTER (sentinel port 26379 unless given)', () => {
+      const config = loadConfig({ REDIS_SENTINELS: 's1,s2:26380', REDIS_SENTINEL_MASTER: 'mymaster' });
+      expect(config).toMatchObject({ QUEUE_PREFIX: DEFAULT_QUEUE_PREFIX, EVENTS_STREAM: DEFAULT_EVENTS_STREAM });
+      expect(redisTopology(config)).toEqual({
+        kind: 'sentinel',
+        sentinels: [
+          { host: 's1', port: 26379 },
+          { host: 's2', port: 26380 },
+        ],
+        master: 'mymaster',
+        auth: { tls: false },
+      });
+    });
+
+    it.each([
+      [{ REDIS_CLUSTER_NODES: 'a:1', REDIS_SENTINELS: 'b:2', REDIS_SENTINEL_MASTER: 'm' }, /^REDIS_CLUSTER_NODES: set REDIS_CLUSTER_NODES \(a Redis Cluster\) or REDIS_SENTINELS .*, not both$/],
+      [{ REDIS_URL: 'redis://x:6379', REDIS_CLUSTER_NODES: 'a:1' }, /^REDIS_URL: set REDIS_URL \(one Redis server\) or REDIS_CLUSTER_NODES, not both$/],
+      [{ REDIS_URL: 'redis://x:6379', REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_MASTER: 'm' }, /^REDIS_URL: set REDIS_URL \(one Redis server\) or REDIS_SENTINELS, not both$/],
+      [{ REDIS_SENTINELS: 'a:1' }, /^REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS/],
+      [{ REDIS_SENTINEL_MASTER: 'm' }, /^REDIS_SENTINEL_MASTER: only used with REDIS_SENTINELS, which is not set$/],
+      [{ REDIS_CLUSTER_NODES: 'a:1', QUEUE_PREFIX: 'revocation' }, /^QUEUE_PREFIX: with REDIS_CLUSTER_NODES it must be a hash tag such as \{revocation\}.*set QUEUE_PREFIX=\{revocation\} .*\(got "revocation"\)$/],
+      [{ REDIS_CLUSTER_NODES: 'a:b' }, /^REDIS_CLUSTER_NODES: must be host:port entries separated by commas/],
+      [{ REDIS_CLUSTER_NODES: 'a:1,,b:2' }, /^REDIS_CLUSTER_NODES: must be host:port entries/],
+      [{ REDIS_CLUSTER_NODES: 'http://a:1' }, /^REDIS_CLUSTER_NODES: must be host:port entries/],
+      [{ REDIS_SENTINELS: 'a:1/db', REDIS_SENTINEL_MASTER: 'm' }, /^REDIS_SENTINELS: must be host:port entries/],
+      [{ REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_MASTER: 'my master' }, /^REDIS_SENTINEL_MASTER: must be the name the sentinels monitor the primary by/],
+    ])('refuses %j, saying what to set', (env, message) => {
+      const error = configError(env);
+      expect(error.issues).toEqual([expect.stringMatching(message)]);
+    });
+
+    it('counts an event published once a replica has it too by default with Sentinel (EVENTS_MIN_REPLICAS), not otherwise', () => {
+      expect(loadConfig({}).EVENTS_MIN_REPLICAS).toBe(0);
+      expect(loadConfig({ REDIS_CLUSTER_NODES: 'a:1' }).EVENTS_MIN_REPLICAS).toBe(0);
+      expect(loadConfig({ REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_MASTER: 'm' }).EVENTS_MIN_REPLICAS).toBe(1);
+      expect(loadConfig({ REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_MASTER: 'm', EVENTS_MIN_REPLICAS: '0' }).EVENTS_MIN_REPLICAS).toBe(0);
+      expect(loadConfig({ EVENTS_MIN_REPLICAS: '2' }).EVENTS_MIN_REPLICAS).toBe(2);
+      expect(configError({ REDIS_CLUSTER_NODES: 'a:1', EVENTS_MIN_REPLICAS: '1' }).issues).toEqual([expect.stringMatching(/^EVENTS_MIN_REPLICAS: not supported with REDIS_CLUSTER_NODES/)]);
+    });
+
+    it('loadRedisSettings reads the Redis settings alone (the CLI), with the same rules', () => {
+      expect(loadRedisSettings({ PORT: 'abc', REDIS_CLUSTER_NODES: 'a:1' })).toMatchObject({ QUEUE_PREFIX: '{revocation}', EVENTS_STREAM: '{revocation}:events' });
+      expect(() => loadRedisSettings({ REDIS_SENTINEL_MASTER: 'm' })).toThrow(ConfigError);
+    });
   });
 });
