@@ -106,7 +106,9 @@ async function lockoutRow(r: number, db: Db, service: RunningProducer): Promise<
   const left = await sql<{ n: string }>`select count(*) as n from access_tokens where subject_id = 'bench-lockout-svc'`.execute(db);
   if (job.state !== 'succeeded' || job.result?.revoked !== L || left.rows[0]?.n !== '0') throw new Error(`the lockout did not finish: ${JSON.stringify(job)}, ${left.rows[0]?.n} left`);
   const runMs = Date.parse(job.finished_at) - Date.parse(job.started_at);
-  log(`#${r} (d) raw DELETE of ${raw.numAffectedRows} access tokens: ${fmt(rawMs)} ms | lockout: 202 after ${fmt(acceptedMs)} ms, job ran ${runMs} ms, last event after ${fmt(svcMs)} ms | (d) ratio ${fmt(svcMs / rawMs, 2)}`);
+  log(
+    `#${r} (d) raw DELETE of ${raw.numAffectedRows} access tokens: ${fmt(rawMs)} ms | lockout: 202 after ${fmt(acceptedMs)} ms, job ran ${runMs} ms, last event after ${fmt(svcMs)} ms | (d) ratio ${fmt(svcMs / rawMs, 2)}`,
+  );
   return svcMs / rawMs;
 }
 
@@ -114,7 +116,9 @@ let producer: Awaited<ReturnType<typeof startProducer>> | undefined;
 let worker: Awaited<ReturnType<typeof startWorker>> | undefined;
 let db: Db | undefined;
 try {
-  log(`bench:bulk  ${lockoutOnly ? 'lockout only' : `tokens=${N} per collection, tagged=${ratio}, temporary=${T}`}, lockout-tokens=${L}, DELETE_BATCH_SIZE=${config.DELETE_BATCH_SIZE}, repeats=${repeats}`);
+  log(
+    `bench:bulk  ${lockoutOnly ? 'lockout only' : `tokens=${N} per collection, tagged=${ratio}, temporary=${T}`}, lockout-tokens=${L}, DELETE_BATCH_SIZE=${config.DELETE_BATCH_SIZE}, repeats=${repeats}`,
+  );
   let t = process.hrtime.bigint();
   await migrateToLatest(urlOf(templateName));
   const template = createDb(urlOf(templateName), { max: 2 });
@@ -123,19 +127,32 @@ try {
     await insertCollection(template, collection);
     matches = await seedVaultTokens(template, { collection, count: N, tag: 'breach', tagRatio: ratio, tenantId: null, objectPrefix: `${collection}-` });
   }
-  for (const [id, count] of T > 0 ? ([['bench-many', T], ['bench-few', 10]] as const) : []) {
+  for (const [id, count] of T > 0
+    ? ([
+        ['bench-many', T],
+        ['bench-few', 10],
+      ] as const)
+    : []) {
     await upsertSubject(template, { id, kind: 'user', domain_id: 'default', capabilities: [], tenant_ids: null, collections: null });
     await seedTemporaryAccessTokens(template, id, count, 7 * 24 * 3600);
   }
   // (d): the raw DELETE's subject and the lockout's, each holding L tokens (half named, half temporary), and one holding none (the warm-up)
-  for (const [id, count] of L > 0 ? ([['bench-lockout-raw', L], ['bench-lockout-svc', L], ['bench-lockout-warm', 0]] as const) : []) {
+  for (const [id, count] of L > 0
+    ? ([
+        ['bench-lockout-raw', L],
+        ['bench-lockout-svc', L],
+        ['bench-lockout-warm', 0],
+      ] as const)
+    : []) {
     await upsertSubject(template, { id, kind: 'user', domain_id: 'default', capabilities: [], tenant_ids: null, collections: null });
     await seedNamedAccessTokens(template, id, Math.ceil(count / 2));
     await seedTemporaryAccessTokens(template, id, Math.floor(count / 2), 7 * 24 * 3600);
   }
   await sql`vacuum analyze`.execute(template);
   await template.destroy();
-  log(`seeded ${lockoutOnly ? '' : `2 × ${N} vault tokens (${matches} tagged each)${T > 0 ? ` and ${T} + 10 temporary access tokens` : ''}, `}${L > 0 ? `2 × ${L} access tokens for (d)` : ''} in ${fmt(ms(t) / 1000)} s`);
+  log(
+    `seeded ${lockoutOnly ? '' : `2 × ${N} vault tokens (${matches} tagged each)${T > 0 ? ` and ${T} + 10 temporary access tokens` : ''}, `}${L > 0 ? `2 × ${L} access tokens for (d)` : ''} in ${fmt(ms(t) / 1000)} s`,
+  );
 
   const ratios: number[] = [];
   const lockoutRatios: number[] = [];
@@ -169,12 +186,18 @@ try {
     worker = await startWorker(config, silent);
     producer = await startProducer(config, silent);
     const headers = { authorization: `Bearer ${config.BOOTSTRAP_ADMIN_TOKEN}` };
-    const warm = await fetch(`${producer.url}/api/pvlt/1.0/data/collections/bench_svc/tokens?tags=nothing&reason=FraudPreventionSecurityAndCompliance`, { method: 'DELETE', headers: { ...headers, prefer: 'wait=10' } });
+    const warm = await fetch(`${producer.url}/api/pvlt/1.0/data/collections/bench_svc/tokens?tags=nothing&reason=FraudPreventionSecurityAndCompliance`, {
+      method: 'DELETE',
+      headers: { ...headers, prefer: 'wait=10' },
+    });
     if (warm.status !== 404) throw new Error(`warm-up answered ${warm.status}: ${await warm.text()}`);
     await sql`checkpoint`.execute(db);
     const lastId = (await redis.xrevrange(config.EVENTS_STREAM, '+', '-', 'COUNT', 1))[0]?.[0] ?? '0';
     t = process.hrtime.bigint();
-    const response = await fetch(`${producer.url}/api/pvlt/1.0/data/collections/bench_svc/tokens?tags=breach&reason=FraudPreventionSecurityAndCompliance`, { method: 'DELETE', headers: { ...headers, prefer: 'respond-async' } });
+    const response = await fetch(`${producer.url}/api/pvlt/1.0/data/collections/bench_svc/tokens?tags=breach&reason=FraudPreventionSecurityAndCompliance`, {
+      method: 'DELETE',
+      headers: { ...headers, prefer: 'respond-async' },
+    });
     const acceptedMs = ms(t);
     if (response.status !== 202) throw new Error(`the delete answered ${response.status}: ${await response.text()}`);
     const jobId = response.headers.get('location')!.split('/').pop()!;
@@ -185,7 +208,9 @@ try {
     if (job.state !== 'succeeded' || left.rows[0]?.n !== '0') throw new Error(`the delete did not finish: ${JSON.stringify(job)}, ${left.rows[0]?.n} left`);
     const runMs = Date.parse(job.finished_at) - Date.parse(job.started_at);
     ratios.push(svcMs / rawMs);
-    log(`#${r} (a) raw DELETE of ${raw.numAffectedRows}: ${fmt(rawMs)} ms | (b) service: 202 after ${fmt(acceptedMs)} ms, job ran ${runMs} ms, last event after ${fmt(svcMs)} ms | (b)/(a) = ${fmt(svcMs / rawMs, 2)}`);
+    log(
+      `#${r} (a) raw DELETE of ${raw.numAffectedRows}: ${fmt(rawMs)} ms | (b) service: 202 after ${fmt(acceptedMs)} ms, job ran ${runMs} ms, last event after ${fmt(svcMs)} ms | (b)/(a) = ${fmt(svcMs / rawMs, 2)}`,
+    );
 
     // (c) revoke-all: T temporary tokens vs 10, on the first copy
     if (T > 0 && r === 1) {
@@ -202,7 +227,9 @@ try {
         many.push(await revokeAll('bench-many'));
         few.push(await revokeAll('bench-few'));
       }
-      log(`(c) revoke-all, request → 204 succeeded (median of 5): ${T} tokens ${fmt(median(many))} ms, 10 tokens ${fmt(median(few))} ms; ratio ${fmt(median(many) / median(few), 2)}   (target ≤ 1.2; ${T} case < 50 ms)`);
+      log(
+        `(c) revoke-all, request → 204 succeeded (median of 5): ${T} tokens ${fmt(median(many))} ms, 10 tokens ${fmt(median(few))} ms; ratio ${fmt(median(many) / median(few), 2)}   (target ≤ 1.2; ${T} case < 50 ms)`,
+      );
     }
     if (L > 0) lockoutRatios.push(await lockoutRow(r, db, producer));
     await producer.close();

@@ -86,7 +86,13 @@ if (env('BARE_MODE') === 'http') {
   });
 
   const url = await app.listen({ host: '127.0.0.1', port: Number(env('PORT')) });
-  closers.push(() => app.close(), () => queue.close(), () => pipelineQueue.close(), async () => redis.disconnect(), () => pool.end());
+  closers.push(
+    () => app.close(),
+    () => queue.close(),
+    () => pipelineQueue.close(),
+    async () => redis.disconnect(),
+    () => pool.end(),
+  );
   tell({ type: 'ready', url });
 } else {
   // Same pool sizing as the service worker (worker/runtime.ts).
@@ -134,6 +140,11 @@ if (env('BARE_MODE') === 'http') {
     firstError ??= error.message;
   });
   await worker.waitUntilReady();
-  closers.push(() => worker.close(), async () => connection.disconnect(), async () => events?.disconnect(), () => pool.end());
+  closers.push(
+    () => worker.close(),
+    async () => connection.disconnect(),
+    async () => events?.disconnect(),
+    () => pool.end(),
+  );
   tell({ type: 'ready' });
 }

@@ -371,7 +371,10 @@ export class EventWatch {
   private readonly loop: Promise<void>;
   error: Error | undefined;
 
-  constructor(topology: RedisTopology, private readonly stream: string) {
+  constructor(
+    topology: RedisTopology,
+    private readonly stream: string,
+  ) {
     this.redis = connectRedis(topology, { name: 'bench-pipeline-events', whenDown: 'wait' });
     this.redis.on('error', () => {});
     this.loop = this.run();
@@ -382,7 +385,7 @@ export class EventWatch {
     while (this.running) {
       let reply: [string, [string, string[]][]][] | null;
       try {
-        reply = (await this.redis.xread('COUNT', 5000, 'BLOCK', 250, 'STREAMS', this.stream, cursor));
+        reply = await this.redis.xread('COUNT', 5000, 'BLOCK', 250, 'STREAMS', this.stream, cursor);
       } catch (error) {
         if (!this.running) return;
         this.error = error as Error;

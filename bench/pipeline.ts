@@ -112,12 +112,18 @@ const TOKENS = Number(values.tokens);
 const WARMUP = Number(values.warmup);
 const DRAIN_TIMEOUT_S = Number(values['drain-timeout']);
 const OPEN_SOCKETS = Number(values['open-loop-sockets']);
-const FRACTIONS = values.fractions.split(',').filter((f) => f.trim() !== '').map(Number);
+const FRACTIONS = values.fractions
+  .split(',')
+  .filter((f) => f.trim() !== '')
+  .map(Number);
 const FIXED_RATES = values.rates ? values.rates.split(',').map(Number) : [];
 const QUICK = values.quick;
 const LATENCY_ONLY = values['latency-only'];
 const SYNC_ONLY = values['sync-only'];
-const SYNC_CONNECTIONS = (values['sync-connections'] ?? (QUICK ? '' : '32,256')).split(',').filter((c) => c.trim() !== '').map(Number);
+const SYNC_CONNECTIONS = (values['sync-connections'] ?? (QUICK ? '' : '32,256'))
+  .split(',')
+  .filter((c) => c.trim() !== '')
+  .map(Number);
 const DISK_PROBE_S = Number(values['disk-probe']);
 if (LATENCY_ONLY && (QUICK || FIXED_RATES.length === 0)) throw new Error('--latency-only needs --rates, and not --quick');
 if (SYNC_ONLY && (QUICK || LATENCY_ONLY || SYNC_CONNECTIONS.length === 0)) throw new Error('--sync-only needs --sync-connections, and neither --quick nor --latency-only');
@@ -296,7 +302,10 @@ async function snapCpu(): Promise<CpuSnap> {
   const usage = process.cpuUsage();
   const switches = new Map([...children].map((c) => [c.name, contextSwitches(c.pid)]));
   switches.set('bench', contextSwitches(process.pid));
-  switches.set('redis', redisPids.reduce((sum, pid) => sum + contextSwitches(pid), 0));
+  switches.set(
+    'redis',
+    redisPids.reduce((sum, pid) => sum + contextSwitches(pid), 0),
+  );
   return {
     self: (usage.user + usage.system) / 1e6,
     children: new Map([...children].map((c) => [c.name, cpuSeconds(c.pid)])),
@@ -352,7 +361,18 @@ async function cpuSince(before: CpuSnap): Promise<CpuUse> {
   const openedBy = new Map<string, number>();
   for (const [pid, app] of after.backendApps) if (!before.backendApps.has(pid)) openedBy.set(app, (openedBy.get(app) ?? 0) + 1);
   const gc = [...children].map((c): [string, GcPauses] => [c.name, gcPausesBetween(c, before.at, after.at)]).filter(([, p]) => p.count > 0);
-  return { parts, writes, switches, redisScripts, sessionsOpened: after.sessions - before.sessions, sessionsOpenedBy: [...openedBy], machineBusy: after.machine.busy - before.machine.busy, machineTotal: after.machine.total - before.machine.total, gc, wal: { bytes: after.wal.bytes - before.wal.bytes, fpi: after.wal.fpi - before.wal.fpi, syncs: after.wal.syncs - before.wal.syncs } };
+  return {
+    parts,
+    writes,
+    switches,
+    redisScripts,
+    sessionsOpened: after.sessions - before.sessions,
+    sessionsOpenedBy: [...openedBy],
+    machineBusy: after.machine.busy - before.machine.busy,
+    machineTotal: after.machine.total - before.machine.total,
+    gc,
+    wal: { bytes: after.wal.bytes - before.wal.bytes, fpi: after.wal.fpi - before.wal.fpi, syncs: after.wal.syncs - before.wal.syncs },
+  };
 }
 
 function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
@@ -381,7 +401,10 @@ function cpuLine(use: CpuUse, perOps?: { ops: number; what: string }): string {
       ? `; redis scripts per ${perOps.what}: ${f1(scriptCalls / perOps.ops)} calls, ${f0(scriptUs / scriptCalls)} µs each (script time ÷ Redis CPU ${pct(scriptUs / 1e6 / redisSeconds)})`
       : '';
   // WAL: every byte is written, and every flush waited on, by some commit
-  const perOpWal = perOps && perOps.ops > 0 ? `; WAL per ${perOps.what}: ${f2(use.wal.bytes / 1024 / perOps.ops)} KB, ${f2(use.wal.fpi / perOps.ops)} full-page images, ${f2(use.wal.syncs / perOps.ops)} flushes` : '';
+  const perOpWal =
+    perOps && perOps.ops > 0
+      ? `; WAL per ${perOps.what}: ${f2(use.wal.bytes / 1024 / perOps.ops)} KB, ${f2(use.wal.fpi / perOps.ops)} full-page images, ${f2(use.wal.syncs / perOps.ops)} flushes`
+      : '';
   return `cpu-s: ${parts}; machine busy ${f1(use.machineBusy)} of ${f1(use.machineTotal)}${perOp}${perOpWrites}${perOpSwitches}${perOpScripts}${perOpWal}; Postgres sessions opened ${use.sessionsOpened}${use.sessionsOpenedBy.length ? ` (${use.sessionsOpenedBy.map(([app, n]) => `${app} ${n}`).join(', ')})` : ''}`;
 }
 
@@ -643,7 +666,10 @@ const runStart = performance.now();
 try {
   log(
     `bench:pipeline  duration=${D}s connections=${C} WORKER_CONCURRENCY=${CONCURRENCY} tokens=${TOKENS} warmup=${WARMUP}s ` +
-      `(node ${process.version}, ${os.cpus().length} cpus, load avg ${os.loadavg().map((l) => fmt(l, 2)).join(' ')})`,
+      `(node ${process.version}, ${os.cpus().length} cpus, load avg ${os
+        .loadavg()
+        .map((l) => fmt(l, 2))
+        .join(' ')})`,
   );
 
   // ---- setup: database, tokens, Redis, events reader
@@ -783,10 +809,13 @@ try {
     const drainSeconds = (performance.now() - t) / 1000;
     const done = watch.succeeded.size + watch.failed.size - before;
     report.drain = { jobs: N, seconds: drainSeconds, done, cpu: await cpuSince(cpu), timedOut };
-    progress(`(b) service worker (pid ${worker.pid}): ${done} of ${N} commands → command.succeeded/failed event in ${f2(drainSeconds)} s = ${f0(rate(done, drainSeconds))} /s${timedOut ? ' (TIMED OUT)' : ''}`);
+    progress(
+      `(b) service worker (pid ${worker.pid}): ${done} of ${N} commands → command.succeeded/failed event in ${f2(drainSeconds)} s = ${f0(rate(done, drainSeconds))} /s${timedOut ? ' (TIMED OUT)' : ''}`,
+    );
     await drainService(DRAIN_TIMEOUT_S);
     const afterDrain = await commandStates();
-    if (afterDrain.failed) log(`  !! ${afterDrain.failed} commands failed: ${JSON.stringify((await sql`select error, count(*) from commands where state = 'failed' group by error`.execute(db)).rows)}`);
+    if (afterDrain.failed)
+      log(`  !! ${afterDrain.failed} commands failed: ${JSON.stringify((await sql`select error, count(*) from commands where state = 'failed' group by error`.execute(db)).rows)}`);
   } else {
     // --latency-only (the open-loop rows at --rates, for the service and the bare pipeline) or
     // --sync-only ((d)), nothing else. The full run's earlier phases leave ~100,000 commands
@@ -814,7 +843,9 @@ try {
     report.sustained = { load, completed: completedInWindow, cpu: sustainedCpu, backlogDrainS };
     maxRate = Math.min(rate(load.ok, D), rate(completedInWindow, D));
     report.maxRate = maxRate;
-    progress(`(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`);
+    progress(
+      `(b) sustained: accepted ${f0(rate(load.ok, D))}/s, completed ${f0(rate(completedInWindow, D))}/s [${statuses(load)}]; backlog drained in ${f1(backlogDrainS)} s → maximum rate ${f0(maxRate)}/s`,
+    );
   }
 
   if (!LATENCY_ONLY) {
@@ -1012,8 +1043,15 @@ function printReport(): void {
   };
 
   log('\n================ bench:pipeline report ================');
-  log(`machine: ${os.cpus().length} cpus, load avg now ${os.loadavg().map((l) => fmt(l, 2)).join(' ')} (shared: absolute figures are noisy, ratios matter)`);
-  log(`settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}, the service's RATE_LIMIT_MAX=${RATE_LIMIT_MAX}${RATE_LIMIT_MAX === '0' ? ' (off)' : ''} and LOG_LEVEL=${SERVICE_LOG_LEVEL}; node flags of every child: ${childNodeFlags.join(' ')}`);
+  log(
+    `machine: ${os.cpus().length} cpus, load avg now ${os
+      .loadavg()
+      .map((l) => fmt(l, 2))
+      .join(' ')} (shared: absolute figures are noisy, ratios matter)`,
+  );
+  log(
+    `settings: ${D} s per measured phase (after ${WARMUP} s warm-up for closed loops), ${C} connections, WORKER_CONCURRENCY=${CONCURRENCY}, the service's RATE_LIMIT_MAX=${RATE_LIMIT_MAX}${RATE_LIMIT_MAX === '0' ? ' (off)' : ''} and LOG_LEVEL=${SERVICE_LOG_LEVEL}; node flags of every child: ${childNodeFlags.join(' ')}`,
+  );
   if (r.disk) log(`disk under Postgres (8 KiB written and fdatasync'd every 5 ms for ${DISK_PROBE_S} s before the phases, nothing else running): ${diskPhrase(r.disk)}`);
 
   // a section is printed when the run measured something of it (--sync-only: (d) alone)
@@ -1025,7 +1063,9 @@ function printReport(): void {
     if (bad) log(`        ${bad}`);
   }
   if (r.bareDrain) {
-    log(`    execution, bare BullMQ worker (BEGIN; DELETE 1; COMMIT):  ${f0(rate(r.bareDrain.jobs, r.bareDrain.seconds))} jobs/s   (${r.bareDrain.jobs} pre-filled jobs drained in ${f2(r.bareDrain.seconds)} s${r.bareDrain.failed ? `, ${r.bareDrain.failed} FAILED` : ''})`);
+    log(
+      `    execution, bare BullMQ worker (BEGIN; DELETE 1; COMMIT):  ${f0(rate(r.bareDrain.jobs, r.bareDrain.seconds))} jobs/s   (${r.bareDrain.jobs} pre-filled jobs drained in ${f2(r.bareDrain.seconds)} s${r.bareDrain.failed ? `, ${r.bareDrain.failed} FAILED` : ''})`,
+    );
     log(`        ${cpuLine(r.bareDrain.cpu, { ops: r.bareDrain.jobs, what: 'job' })}`);
   }
 
@@ -1044,7 +1084,9 @@ function printReport(): void {
   }
   if (r.sustained) {
     const s = r.sustained;
-    log(`    sustained, both running, closed loop (${C} connections):  accepted ${f0(rate(s.load.ok, D))}/s, completed ${f0(rate(s.completed, D))}/s   (HTTP ${lat(s.load)}; backlog drained ${f1(s.backlogDrainS)} s after)`);
+    log(
+      `    sustained, both running, closed loop (${C} connections):  accepted ${f0(rate(s.load.ok, D))}/s, completed ${f0(rate(s.completed, D))}/s   (HTTP ${lat(s.load)}; backlog drained ${f1(s.backlogDrainS)} s after)`,
+    );
     log(`        ${cpuLine(s.cpu, { ops: s.completed, what: 'completed command' })}`);
     const bad = anomalies(s.load, '202');
     if (bad) log(`        ${bad}`);
@@ -1059,7 +1101,11 @@ function printReport(): void {
           `${f1(row.p50).padStart(8)} ${f1(row.p99).padStart(8)} ${f1(row.max).padStart(8)}   ${`${f1(row.http50)} / ${f1(row.http99)}`.padStart(19)}   ${f1(row.lag99).padStart(20)}`,
       );
       if (row.missing || row.failed || row.accepted !== row.sent) {
-        log(`            !! sent ${row.sent}, 202 ${row.accepted} [${Object.entries(row.statuses).map(([s, n]) => `${s}×${n}`).join(' ')}], failed ${row.failed}, events missing ${row.missing}${row.firstUnexpected ? `; first: ${row.firstUnexpected}` : ''}`);
+        log(
+          `            !! sent ${row.sent}, 202 ${row.accepted} [${Object.entries(row.statuses)
+            .map(([s, n]) => `${s}×${n}`)
+            .join(' ')}], failed ${row.failed}, events missing ${row.missing}${row.firstUnexpected ? `; first: ${row.firstUnexpected}` : ''}`,
+        );
       }
     }
     log('    where the time goes (p50 / p99 ms per command, from Postgres timestamps; same clock):');
@@ -1144,7 +1190,8 @@ function printReport(): void {
     verdicts.push(`    ${'verify p99 ÷ bare p99 (figure, no target)'.padEnd(52)} ${f2(p(r.verify) / p(r.bareVerify)).padStart(10)}`);
   }
   if (r.sustained && r.bareAccept) verdicts.push(`    ${'sustained accepted/s ÷ bare durable accept (figure)'.padEnd(52)} ${f2(r.sustained.load.ok / r.bareAccept.ok).padStart(10)}`);
-  if (r.sustained && r.bareDrain) verdicts.push(`    ${'sustained completed/s ÷ bare worker (figure)'.padEnd(52)} ${f2(rate(r.sustained.completed, D) / rate(r.bareDrain.jobs, r.bareDrain.seconds)).padStart(10)}`);
+  if (r.sustained && r.bareDrain)
+    verdicts.push(`    ${'sustained completed/s ÷ bare worker (figure)'.padEnd(52)} ${f2(rate(r.sustained.completed, D) / rate(r.bareDrain.jobs, r.bareDrain.seconds)).padStart(10)}`);
   for (const row of r.syncRows) {
     verdict(`(d) sync req/s ÷ async completed/s, ${row.connections} conns`, rate(row.sync.load.ok, D) / rate(row.async.completed, D), 0.8, '≥');
     verdicts.push(`    ${`  service cpu/cmd, respond-async ÷ sync (figure)`.padEnd(52)} ${f2(serviceCpuMs(row.async) / serviceCpuMs(row.sync)).padStart(10)}`);

@@ -114,7 +114,9 @@ try {
   console.log(`\nmedians over ${ROUNDS} rounds of ${N} transactions (lock, DELETE, commit statement):`);
   console.log(`  baseline, plain pool (5 round trips): ${fmt(m('plain', 'wall'), 0)} µs; CPU client ${fmt(m('plain', 'client'), 0)}, backend ${fmt(m('plain', 'backend'), 0)}`);
   console.log(`  worker pool, pipelined (3 round trips): ${fmt(m('pipelined', 'wall'), 0)} µs; CPU client ${fmt(m('pipelined', 'client'), 0)}, backend ${fmt(m('pipelined', 'backend'), 0)}`);
-  console.log(`  worker pool, the job's copy (2 round trips: no lock statement): ${fmt(m('carried', 'wall'), 0)} µs; CPU client ${fmt(m('carried', 'client'), 0)}, backend ${fmt(m('carried', 'backend'), 0)}`);
+  console.log(
+    `  worker pool, the job's copy (2 round trips: no lock statement): ${fmt(m('carried', 'wall'), 0)} µs; CPU client ${fmt(m('carried', 'client'), 0)}, backend ${fmt(m('carried', 'backend'), 0)}`,
+  );
   console.log(`  pipelined ÷ plain: ${ratios('pipelined', 'plain')}`);
   console.log(`  copy ÷ plain: ${ratios('carried', 'plain')}`);
   console.log(`  copy ÷ pipelined: ${ratios('carried', 'pipelined')}`);

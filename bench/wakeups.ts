@@ -60,7 +60,12 @@ async function main(): Promise<void> {
     });
 
   // one connection: the statements queue on it, as on a worker's lane
-  const client = new pg.Pool({ connectionString: process.env.BENCH_DATABASE_SERVER_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres', application_name: 'bench-wakeups', max: 1, idleTimeoutMillis: 0 });
+  const client = new pg.Pool({
+    connectionString: process.env.BENCH_DATABASE_SERVER_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+    application_name: 'bench-wakeups',
+    max: 1,
+    idleTimeoutMillis: 0,
+  });
   const backendPid = Number((await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid);
 
   const redis = new Redis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', { connectionName: 'bench-wakeups' });

@@ -2,7 +2,19 @@
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { type CommandInput, type CommandPreview, ConfigError, DEFAULT_EVENTS_STREAM, EVENT_FIELD, JobListQuery, JobState, type JobView, loadRedisSettings, redisTopology, terminalStates } from '../contracts/index.js';
+import {
+  type CommandInput,
+  type CommandPreview,
+  ConfigError,
+  DEFAULT_EVENTS_STREAM,
+  EVENT_FIELD,
+  JobListQuery,
+  JobState,
+  type JobView,
+  loadRedisSettings,
+  redisTopology,
+  terminalStates,
+} from '../contracts/index.js';
 import { RevocationApiError, RevocationClient } from '../client/revocation-client.js';
 import { connectRedis } from '../db/redis-connection.js';
 
@@ -100,14 +112,16 @@ function parseArguments() {
 }
 const { values, positionals } = parseArguments();
 
-
 function usageError(message: string): never {
   process.stderr.write(`revoke: ${message}\n\n${usage}\n`);
   process.exit(2);
 }
 
 const list = (items: string[] | undefined) => {
-  const all = (items ?? []).flatMap((i) => i.split(',')).map((i) => i.trim()).filter(Boolean);
+  const all = (items ?? [])
+    .flatMap((i) => i.split(','))
+    .map((i) => i.trim())
+    .filter(Boolean);
   return all.length > 0 ? all : undefined;
 };
 
@@ -171,7 +185,8 @@ function client(): RevocationClient {
 }
 
 function summary(job: JobView): string {
-  if (job.state === 'failed') return `job ${job.job_id} failed: ${job.error?.error_code} ${job.error?.message}${job.error && Object.keys(job.error.context).length ? ` ${JSON.stringify(job.error.context)}` : ''}`;
+  if (job.state === 'failed')
+    return `job ${job.job_id} failed: ${job.error?.error_code} ${job.error?.message}${job.error && Object.keys(job.error.context).length ? ` ${JSON.stringify(job.error.context)}` : ''}`;
   if (job.state === 'cancelled') return `job ${job.job_id} cancelled${typeof job.result?.deleted === 'number' ? `: deleted ${job.result.deleted} tokens before it stopped` : ''}`;
   const result = job.result ?? {};
   if (job.type === 'tokens.delete') return `job ${job.job_id} succeeded: deleted ${String(result.deleted)} tokens`;
@@ -244,7 +259,12 @@ async function follow(api: RevocationClient, jobId: string): Promise<JobView> {
 
 /** Where the events are: the Redis flags if any is given (the environment's topology is then ignored), else the environment. */
 function eventSource() {
-  const flags = { REDIS_URL: values['redis-url'], REDIS_CLUSTER_NODES: values['redis-cluster-nodes'], REDIS_SENTINELS: values['redis-sentinels'], REDIS_SENTINEL_MASTER: values['redis-sentinel-master'] };
+  const flags = {
+    REDIS_URL: values['redis-url'],
+    REDIS_CLUSTER_NODES: values['redis-cluster-nodes'],
+    REDIS_SENTINELS: values['redis-sentinels'],
+    REDIS_SENTINEL_MASTER: values['redis-sentinel-master'],
+  };
   const fromFlags = Object.values(flags).some((v) => v !== undefined);
   try {
     return loadRedisSettings({ ...process.env, ...(fromFlags ? flags : {}), ...(values.stream !== undefined ? { EVENTS_STREAM: values.stream } : {}) });
@@ -266,9 +286,7 @@ async function events(): Promise<void> {
   });
   try {
     for (;;) {
-      const reply = values.follow
-        ? await redis.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', stream, last)
-        : await redis.xread('COUNT', 500, 'STREAMS', stream, last);
+      const reply = values.follow ? await redis.xread('COUNT', 500, 'BLOCK', 5000, 'STREAMS', stream, last) : await redis.xread('COUNT', 500, 'STREAMS', stream, last);
       const entries = reply?.[0]?.[1] ?? [];
       for (const [id, fields] of entries) {
         last = id;
@@ -326,7 +344,10 @@ function jobLine(job?: JobView): string {
   };
   const cells = job ? [job.job_id, job.type, job.state, job.created_at, job.finished_at ?? '-', outcome(job)] : ['JOB ID', 'TYPE', 'STATE', 'CREATED', 'FINISHED', 'OUTCOME'];
   const widths = [36, 27, 9, 24, 24];
-  return cells.map((c, i) => (i < widths.length ? c.padEnd(widths[i]!) : c)).join('  ').trimEnd();
+  return cells
+    .map((c, i) => (i < widths.length ? c.padEnd(widths[i]!) : c))
+    .join('  ')
+    .trimEnd();
 }
 
 async function main(): Promise<number> {
@@ -352,7 +373,11 @@ async function main(): Promise<number> {
   if (verb === 'status') {
     if (!arg) usageError('status needs a job ID');
     const job = values.follow ? await follow(api, arg) : await api.job(arg);
-    process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${terminalStates.includes(job.state) ? summary(job) : `job ${job.job_id} ${job.state}${job.progress ? `: ${job.progress.processed}/${job.progress.total ?? '?'}` : ''}`}\n`);
+    process.stdout.write(
+      values.json
+        ? `${JSON.stringify(job)}\n`
+        : `${terminalStates.includes(job.state) ? summary(job) : `job ${job.job_id} ${job.state}${job.progress ? `: ${job.progress.processed}/${job.progress.total ?? '?'}` : ''}`}\n`,
+    );
     return job.state === 'failed' ? 1 : 0;
   }
   if (verb === 'cancel') {

@@ -42,7 +42,6 @@ function parseArguments() {
 }
 const { values } = parseArguments();
 
-
 function fail(message: string): never {
   process.stderr.write(`seed: ${message}\n\n${usage}\n`);
   process.exit(2);

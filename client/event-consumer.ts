@@ -60,9 +60,7 @@ export class EventConsumer {
     const count = this.options.batchSize ?? 100;
     const claimed = (await redis.xautoclaim(this.stream, group, consumer, this.options.claimIdleMs ?? 60_000, '0-0', 'COUNT', count)) as [string, Entry[]];
     let handled = await this.handle(claimed[1] ?? [], handler);
-    const reply = (await redis.xreadgroup('GROUP', group, consumer, 'COUNT', count, 'BLOCK', this.options.blockMs ?? 5000, 'STREAMS', this.stream, '>')) as
-      | [string, Entry[]][]
-      | null;
+    const reply = (await redis.xreadgroup('GROUP', group, consumer, 'COUNT', count, 'BLOCK', this.options.blockMs ?? 5000, 'STREAMS', this.stream, '>')) as [string, Entry[]][] | null;
     handled += await this.handle(reply?.[0]?.[1] ?? [], handler);
     return handled;
   }

@@ -1,5 +1,17 @@
 import type { z } from 'zod';
-import { type CommandInput, CommandPreview, type CommandType, JobPage, type JobState, JobView, type SubjectRef, SubjectTokensPage, SubjectView, terminalStates, type UpdateSubjectBody } from '../contracts/index.js';
+import {
+  type CommandInput,
+  CommandPreview,
+  type CommandType,
+  JobPage,
+  type JobState,
+  JobView,
+  type SubjectRef,
+  SubjectTokensPage,
+  SubjectView,
+  terminalStates,
+  type UpdateSubjectBody,
+} from '../contracts/index.js';
 
 export interface ClientOptions {
   /** e.g. http://127.0.0.1:8080 */
@@ -13,7 +25,10 @@ export interface ClientOptions {
 
 /** An answer that was not a success; `body` holds the service's error envelope. */
 export class RevocationApiError extends Error {
-  constructor(readonly status: number, readonly body: unknown) {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+  ) {
     const envelope = body as { error_code?: string; message?: string } | undefined;
     super(envelope?.message ? `${status} ${envelope.error_code ?? ''}: ${envelope.message}` : `HTTP ${status}`);
     this.name = 'RevocationApiError';

@@ -60,14 +60,7 @@ export const SubjectUnlockCommand = z.strictObject({
   subject: SubjectRef,
 });
 
-const commandMembers = [
-  TokensDeleteCommand,
-  TokensRotateCommand,
-  AccessTokenRevokeCommand,
-  TemporaryTokensRevokeAllCommand,
-  SubjectLockoutCommand,
-  SubjectUnlockCommand,
-] as const;
+const commandMembers = [TokensDeleteCommand, TokensRotateCommand, AccessTokenRevokeCommand, TemporaryTokensRevokeAllCommand, SubjectLockoutCommand, SubjectUnlockCommand] as const;
 
 /** Every revocation is one of these; `type` is the tag a `switch` is checked against. */
 export const Command = z.discriminatedUnion('type', commandMembers).superRefine(requireDeleteCriterion);
@@ -120,9 +113,7 @@ type WithAuditFields<T extends readonly z.ZodObject[]> = {
 };
 
 /** Body of `POST /v1/commands`: a command, flat, with its access reason fields. */
-export const CommandRequest = z
-  .discriminatedUnion('type', commandMembers.map((member) => member.extend(auditFields)) as WithAuditFields<typeof commandMembers>)
-  .superRefine(requireDeleteCriterion);
+export const CommandRequest = z.discriminatedUnion('type', commandMembers.map((member) => member.extend(auditFields)) as WithAuditFields<typeof commandMembers>).superRefine(requireDeleteCriterion);
 export type CommandRequest = z.infer<typeof CommandRequest>;
 /** What a client sends: defaults (such as `archived: false`) may be left out. */
 export type CommandInput = z.input<typeof CommandRequest>;

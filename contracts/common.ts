@@ -1,15 +1,7 @@
 import { z } from 'zod';
 
 /** Capabilities of SPEC §2. The bootstrap admin holds every one. */
-export const capabilities = [
-  'tokens:write',
-  'tokens:tokenize',
-  'tokens:read',
-  'tokens:manage',
-  'security_admin',
-  'tokens:verify',
-  'subjects:admin',
-] as const;
+export const capabilities = ['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as const;
 export const Capability = z.enum(capabilities);
 export type Capability = z.infer<typeof Capability>;
 
@@ -62,9 +54,24 @@ const STORABLE_MESSAGE = 'may not contain NUL characters or unpaired surrogates'
 export const StoredText = z.string().refine(isStorableText, STORABLE_MESSAGE);
 
 export const TenantId = Identifier;
-export const Tag = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space').refine(isStorableText, STORABLE_MESSAGE);
-export const TokenId = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space').refine(isStorableText, STORABLE_MESSAGE);
-export const ObjectId = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space').refine(isStorableText, STORABLE_MESSAGE);
+export const Tag = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[^,\s]+$/, 'may not contain commas or white space')
+  .refine(isStorableText, STORABLE_MESSAGE);
+export const TokenId = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[^,\s]+$/, 'may not contain commas or white space')
+  .refine(isStorableText, STORABLE_MESSAGE);
+export const ObjectId = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[^,\s]+$/, 'may not contain commas or white space')
+  .refine(isStorableText, STORABLE_MESSAGE);
 
 export const MAX_TOKEN_IDS = 10_000;
 export const MAX_TAGS_PER_TOKEN = 10;

@@ -15,7 +15,10 @@ export const ConfigSchema = z.object({
   REDIS_CLUSTER_NODES: nodeList(6379).optional(),
   /** Sentinel: the sentinels, `host:port,…` (port 26379 if left out), with REDIS_SENTINEL_MASTER. */
   REDIS_SENTINELS: nodeList(26379).optional(),
-  REDIS_SENTINEL_MASTER: z.string().regex(/^[\w.-]+$/, 'must be the name the sentinels monitor the primary by').optional(),
+  REDIS_SENTINEL_MASTER: z
+    .string()
+    .regex(/^[\w.-]+$/, 'must be the name the sentinels monitor the primary by')
+    .optional(),
   HOST: z.string().min(1).default('127.0.0.1'),
   PORT: int(0, 65535).default(8080),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

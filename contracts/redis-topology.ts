@@ -8,10 +8,7 @@ export interface RedisNode {
 }
 
 /** What the service connects to: one server, a Redis Cluster, or a primary found through Sentinel. */
-export type RedisTopology =
-  | { kind: 'single'; url: string }
-  | { kind: 'cluster'; nodes: RedisNode[]; auth: RedisAuth }
-  | { kind: 'sentinel'; sentinels: RedisNode[]; master: string; auth: RedisAuth };
+export type RedisTopology = { kind: 'single'; url: string } | { kind: 'cluster'; nodes: RedisNode[]; auth: RedisAuth } | { kind: 'sentinel'; sentinels: RedisNode[]; master: string; auth: RedisAuth };
 
 /** Credentials and TLS given in URL-form entries (`rediss://user:password@host:port`), for every node. */
 export interface RedisAuth {
@@ -56,7 +53,11 @@ export const nodeList = (defaultPort: number) =>
         return z.NEVER;
       }
       nodes.push({ host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: url.port ? Number(url.port) : defaultPort });
-      const given: RedisAuth = { tls: url.protocol === 'rediss:', ...(url.username ? { username: decodeURIComponent(url.username) } : {}), ...(url.password ? { password: decodeURIComponent(url.password) } : {}) };
+      const given: RedisAuth = {
+        tls: url.protocol === 'rediss:',
+        ...(url.username ? { username: decodeURIComponent(url.username) } : {}),
+        ...(url.password ? { password: decodeURIComponent(url.password) } : {}),
+      };
       if (auth && JSON.stringify(auth) !== JSON.stringify(given)) {
         ctx.addIssue({ code: 'custom', message: 'entries disagree on credentials or TLS (they apply to every node: give them alike, or in every entry)' });
         return z.NEVER;
@@ -100,7 +101,7 @@ export function topologyIssues(input: Env): string[] {
   if (sentinel && !input.REDIS_SENTINEL_MASTER) issues.push('REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS: the name the sentinels know the primary by (`sentinel monitor <name> …`)');
   if (!sentinel && input.REDIS_SENTINEL_MASTER) issues.push('REDIS_SENTINEL_MASTER: only used with REDIS_SENTINELS, which is not set');
   if (cluster && input.EVENTS_MIN_REPLICAS && input.EVENTS_MIN_REPLICAS !== '0') {
-    issues.push('EVENTS_MIN_REPLICAS: not supported with REDIS_CLUSTER_NODES (WAIT would reach a node of its own choosing, not the stream\'s): leave it unset');
+    issues.push("EVENTS_MIN_REPLICAS: not supported with REDIS_CLUSTER_NODES (WAIT would reach a node of its own choosing, not the stream's): leave it unset");
   }
   const prefix = input.QUEUE_PREFIX;
   if (cluster && prefix !== undefined && !isHashTag(prefix)) {

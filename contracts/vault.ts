@@ -63,7 +63,12 @@ export function isStoredTokenType(type: TokenType): type is StoredTokenType {
 /** A token's scope: free text, '' when none was given. */
 export const TokenScope = StoredText.max(256);
 /** The name of a property a token stands for (`props` of a tokenize item). */
-export const PropertyName = z.string().min(1).max(200).regex(/^[^,\s]+$/, 'may not contain commas or white space').refine(isStorableText, 'may not contain NUL characters or unpaired surrogates');
+export const PropertyName = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[^,\s]+$/, 'may not contain commas or white space')
+  .refine(isStorableText, 'may not contain NUL characters or unpaired surrogates');
 export const MAX_PROPS_PER_TOKEN = 100;
 
 /** One tokenize item: Piiano's `TokenizeRequest` with an object ID, plus this service's `tenant_id`. */

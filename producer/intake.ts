@@ -94,12 +94,10 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
 
 /** A synchronous seed call whose job outlived the wait: 503, the job going on (SPEC §5). */
 function stillRunning(id: string, waited: number): AppError {
-  return new AppError(
-    'PV1009',
-    { job_id: id },
-    `The job did not end within ${waited} s; it goes on. Poll /v1/jobs/${id}, or send the request again with the same Idempotency-Key for its outcome.`,
-    { location: `/v1/jobs/${id}`, 'retry-after': '5' },
-  );
+  return new AppError('PV1009', { job_id: id }, `The job did not end within ${waited} s; it goes on. Poll /v1/jobs/${id}, or send the request again with the same Idempotency-Key for its outcome.`, {
+    location: `/v1/jobs/${id}`,
+    'retry-after': '5',
+  });
 }
 
 /**

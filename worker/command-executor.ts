@@ -1,15 +1,5 @@
 import type { Logger } from 'pino';
-import {
-  AppError,
-  AuditContext,
-  Command,
-  type CommandType,
-  isShortCommand,
-  type EventDraft,
-  type JobProgress,
-  type StoredError,
-  terminalStates,
-} from '../contracts/index.js';
+import { AppError, AuditContext, Command, type CommandType, isShortCommand, type EventDraft, type JobProgress, type StoredError, terminalStates } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
 import { type Db, isDatabaseUnavailable, type Trx } from '../db/database.js';
 import { CommandNotAsExpected, commitStep, findCommand, type LockedCommand, lockCommands, type StepRecord, useOneCore, withdrawCancelRequest } from '../db/repositories/command.repository.js';
@@ -250,7 +240,16 @@ async function lockForStep(trx: Trx, id: string, turn?: SharedTurn): Promise<{ r
  * nothing more: this step ends it cancelled (alone: in a group, RunAlone first), unless it may
  * no longer be cancelled (a started lockout: see cancellable), whose cancel is dropped.
  */
-async function runStep(deps: ExecutorDeps, trx: Trx, id: string, first: boolean, turn: SharedTurn | undefined, known: Parsed | undefined, total: number | null, remember: (parsed: Parsed) => void): Promise<StepResult> {
+async function runStep(
+  deps: ExecutorDeps,
+  trx: Trx,
+  id: string,
+  first: boolean,
+  turn: SharedTurn | undefined,
+  known: Parsed | undefined,
+  total: number | null,
+  remember: (parsed: Parsed) => void,
+): Promise<StepResult> {
   const { row, live } = await lockForStep(trx, id, turn);
   if (!live) return { ended: row };
   const parsed = known ?? parseRow(row);
@@ -322,7 +321,15 @@ function stepRecord(id: string, first: boolean, { command, audit }: Parsed, outc
 }
 
 /** The audit context of a failure whose command's stored one does not parse: recorded by the worker, for no tenant (admins see it). */
-const unreadableAudit: AuditContext = { actor: { id: 'revocation-worker', kind: 'service' }, tenant_ids: null, reason: null, adhoc_reason: null, custom_audit: null, request_id: null, source: 'system' };
+const unreadableAudit: AuditContext = {
+  actor: { id: 'revocation-worker', kind: 'service' },
+  tenant_ids: null,
+  reason: null,
+  adhoc_reason: null,
+  custom_audit: null,
+  request_id: null,
+  source: 'system',
+};
 
 /**
  * What a failure records of its command, from the row even when its payload or audit context no
@@ -342,24 +349,29 @@ function failureFacts(row: CommandRow): { type: string; collection: string | nul
  */
 async function recordFailure(deps: ExecutorDeps, id: string, countAttempt: boolean, error: StoredError): Promise<ExecutionOutcome> {
   let events: OutboxEvent[] = [];
-  const outcome = await runTransaction(deps.db, async (trx): Promise<ExecutionOutcome> => {
-    events = [];
-    const { row, live } = await lockForStep(trx, id);
-    if (!live) return storedOutcome(row);
-    const { type, collection, audit } = failureFacts(row);
-    // steps of an earlier delivery may have left events unpublished (see runStep)
-    const earlier = row.state === 'running' ? await unpublishedEventsOf(trx, id) : [];
-    const written = await commitStep(trx, {
-      id,
-      start: countAttempt,
-      audit,
-      entries: [{ action: 'command.failed', collection, data: { command_type: type, error } }],
-      events: toEvents(id, audit, [{ type: 'command.failed', data: { command_type: type, error } }]),
-      end: { state: 'failed', error },
-    });
-    events = [...earlier, ...written];
-    return { state: 'failed', error };
-  }, deps.retryPolicy ?? defaultRetryPolicy, deps.onConflictRetry);
+  const outcome = await runTransaction(
+    deps.db,
+    async (trx): Promise<ExecutionOutcome> => {
+      events = [];
+      const { row, live } = await lockForStep(trx, id);
+      if (!live) return storedOutcome(row);
+      const { type, collection, audit } = failureFacts(row);
+      // steps of an earlier delivery may have left events unpublished (see runStep)
+      const earlier = row.state === 'running' ? await unpublishedEventsOf(trx, id) : [];
+      const written = await commitStep(trx, {
+        id,
+        start: countAttempt,
+        audit,
+        entries: [{ action: 'command.failed', collection, data: { command_type: type, error } }],
+        events: toEvents(id, audit, [{ type: 'command.failed', data: { command_type: type, error } }]),
+        end: { state: 'failed', error },
+      });
+      events = [...earlier, ...written];
+      return { state: 'failed', error };
+    },
+    deps.retryPolicy ?? defaultRetryPolicy,
+    deps.onConflictRetry,
+  );
   if (events.length > 0) deps.onCommitted?.(events);
   deps.logger.info({ error_code: error.error_code }, 'command failed');
   return outcome;

@@ -46,7 +46,8 @@ export function commandProcessor(deps: ExecutorDeps, stop?: AbortSignal) {
         throw new WaitingError();
       }
       if (error instanceof CommandNotFound) throw new UnrecoverableError(error.message);
-      if (!(error instanceof UnrecoverableError)) logger.warn({ err: error, final_attempt: finalAttempt }, 'command attempt failed; it runs again (BullMQ retries it, or the reconciler once its job is dead)');
+      if (!(error instanceof UnrecoverableError))
+        logger.warn({ err: error, final_attempt: finalAttempt }, 'command attempt failed; it runs again (BullMQ retries it, or the reconciler once its job is dead)');
       throw error;
     }
   };

@@ -183,10 +183,15 @@ export class EventPublisher {
     while (this.waiting.length > 0) {
       const batch = this.waiting.slice(0, size);
       try {
-        await appendToStream(this.redis, this.options, batch.map((e) => e.event));
+        await appendToStream(
+          this.redis,
+          this.options,
+          batch.map((e) => e.event),
+        );
       } catch (error) {
         this.failures++;
-        if (this.failures === 1 || this.failures % 30 === 0) this.logger.warn({ err: error, failures: this.failures }, 'could not put committed events on the stream; retrying (the relay publishes them if this process stops)');
+        if (this.failures === 1 || this.failures % 30 === 0)
+          this.logger.warn({ err: error, failures: this.failures }, 'could not put committed events on the stream; retrying (the relay publishes them if this process stops)');
         if (this.closed) {
           for (const event of this.waiting.splice(0)) this.leave(event);
           break;

@@ -103,7 +103,11 @@ export class OutboxRelay {
     for (;;) {
       const rows = await markAndClaim(db, published, limit, minAgeMs);
       if (rows.length === 0) return total;
-      await appendToStream(this.redis, this.options, rows.map((r) => r.event));
+      await appendToStream(
+        this.redis,
+        this.options,
+        rows.map((r) => r.event),
+      );
       published = rows.map((r) => r.id);
       total += rows.length;
       this.published += rows.length;

@@ -85,12 +85,27 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // shutdown waits for one transaction per active job, not for the rest of a breach
   const shutdown = new AbortController();
   // short commands delivered together share a transaction (one commit for the group)
-  const group = config.GROUP_COMMIT_MAX > 1 ? new StepGroup(db, { lanes: config.GROUP_COMMIT_LANES, spareLaneAfterMs: config.GROUP_COMMIT_SPARE_LANE_MS, maxSize: config.GROUP_COMMIT_MAX, onConflictRetry, onCommitted, onGroupCommitted: (steps) => groupCommitSize.observe(steps) }) : undefined;
+  const group =
+    config.GROUP_COMMIT_MAX > 1
+      ? new StepGroup(db, {
+          lanes: config.GROUP_COMMIT_LANES,
+          spareLaneAfterMs: config.GROUP_COMMIT_SPARE_LANE_MS,
+          maxSize: config.GROUP_COMMIT_MAX,
+          onConflictRetry,
+          onCommitted,
+          onGroupCommitted: (steps) => groupCommitSize.observe(steps),
+        })
+      : undefined;
   const worker = startCommandWorker(
     { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onCopyRerun, onFinished, onCommitted, ...(group ? { group } : {}) },
     { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },
   );
-  const sweeper = new Sweeper(db, logger, { intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000, graceSeconds: config.SWEEPER_GRACE_SECONDS, outboxRetentionSeconds: config.OUTBOX_RETENTION_SECONDS, jobRetentionDays: config.JOB_RETENTION_DAYS });
+  const sweeper = new Sweeper(db, logger, {
+    intervalMs: config.SWEEPER_INTERVAL_SECONDS * 1000,
+    graceSeconds: config.SWEEPER_GRACE_SECONDS,
+    outboxRetentionSeconds: config.OUTBOX_RETENTION_SECONDS,
+    jobRetentionDays: config.JOB_RETENTION_DAYS,
+  });
   relay.start();
   reconciler.start();
   sweeper.start();

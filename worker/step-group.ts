@@ -138,10 +138,11 @@ export class StepGroup {
     const after = this.options.spareLaneAfterMs ?? 20;
     const waited = performance.now() - oldest.since;
     if (this.busyLanes === 0 || waited >= after) void this.lane();
-    else this.spareTimer ??= setTimeout(() => {
-      this.spareTimer = undefined;
-      this.openLane();
-    }, after - waited).unref();
+    else
+      this.spareTimer ??= setTimeout(() => {
+        this.spareTimer = undefined;
+        this.openLane();
+      }, after - waited).unref();
   }
 
   private async lane(): Promise<void> {
@@ -161,7 +162,7 @@ export class StepGroup {
   private take(): Entry[] {
     const group: Entry[] = [];
     const ids = new Set<string>();
-    for (let i = 0; i < this.waiting.length && group.length < this.options.maxSize; ) {
+    for (let i = 0; i < this.waiting.length && group.length < this.options.maxSize;) {
       const entry = this.waiting[i]!;
       if (ids.has(entry.commandId)) i++;
       else {
@@ -312,7 +313,10 @@ async function runCalls(trx: Trx, arrived: readonly StepCall[]): Promise<void> {
     try {
       if (unit.length === 1) unit[0]!.resolve(await unit[0]!.handler.step(unit[0]!.context));
       else {
-        const outcomes = await unit[0]!.handler.stepMany!(trx, unit.map((call) => call.context));
+        const outcomes = await unit[0]!.handler.stepMany!(
+          trx,
+          unit.map((call) => call.context),
+        );
         unit.forEach((call, i) => {
           const outcome = outcomes[i]!;
           if (outcome instanceof Error) {

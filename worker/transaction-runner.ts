@@ -24,7 +24,11 @@ export function conflictState(error: unknown): string | undefined {
 
 /** Raised when a transaction still conflicts after every retry. */
 export class ConflictRetriesExhausted extends Error {
-  constructor(readonly sqlState: string, readonly tries: number, options?: { cause: unknown }) {
+  constructor(
+    readonly sqlState: string,
+    readonly tries: number,
+    options?: { cause: unknown },
+  ) {
     super(`transaction conflicted ${tries} times (SQLSTATE ${sqlState})`, options);
     this.name = 'ConflictRetriesExhausted';
   }

@@ -71,7 +71,9 @@ export async function findAccessTokensByHashes(db: Executor, secretHashes: reado
   // and compiled once per shape (Kysely's builder and compiler cost ~5 % of a verify request)
   let text = lookupByHashes.get(secretHashes.length);
   if (text === undefined) {
-    const compiled = withSubject(db).where('access_tokens.secret_hash', 'in', [...secretHashes]).compile();
+    const compiled = withSubject(db)
+      .where('access_tokens.secret_hash', 'in', [...secretHashes])
+      .compile();
     // its parameters are the hashes and nothing else, so another call's hashes can take their place
     if (compiled.parameters.length !== secretHashes.length) throw new Error('the token lookup has parameters besides the hashes');
     text = compiled.sql;
@@ -103,9 +105,7 @@ export function credentialColumns({ token, subject }: AccessTokenWithSubject) {
 }
 
 /** The SQL types of credentialColumns, for a `jsonb_to_recordset(...) as alias (...)` column list. */
-export const credentialColumnTypes = sql.raw(
-  'token_id text, secret_hash text, subject_id text, kind text, domain_id text, capabilities text[], tenant_ids text[], collections text[]',
-);
+export const credentialColumnTypes = sql.raw('token_id text, secret_hash text, subject_id text, kind text, domain_id text, capabilities text[], tenant_ids text[], collections text[]');
 
 /**
  * A condition for a statement that acts for callers, on a row `alias` holding credentialColumns:
@@ -271,11 +271,13 @@ export async function revokeAndRecordAccessTokens(trx: Executor, subjectId: stri
   return { revoked: n, lastId, more, events: outbox.length, outbox };
 }
 
-
-
 /** Takes a subject ID; returns how many access tokens it holds (what a lockout has left). Index: access_tokens_subject_id. */
 export async function countAccessTokensOf(db: Executor, subjectId: string): Promise<number> {
-  const row = await db.selectFrom('access_tokens').select((eb) => eb.fn.countAll<string>().as('n')).where('subject_id', '=', subjectId).executeTakeFirstOrThrow();
+  const row = await db
+    .selectFrom('access_tokens')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .where('subject_id', '=', subjectId)
+    .executeTakeFirstOrThrow();
   return Number(row.n);
 }
 
@@ -292,7 +294,10 @@ export async function listAccessTokensOf(db: Executor, subjectId: string, afterI
     .select(sql<boolean>`t.temporary and t.generation < s.temporary_generation`.as('revoked'))
     .where('t.subject_id', '=', subjectId);
   if (afterId !== undefined) query = query.where(sql`t.id collate "C"`, '>', afterId);
-  return query.orderBy(sql`t.id collate "C"`).limit(limit).execute();
+  return query
+    .orderBy(sql`t.id collate "C"`)
+    .limit(limit)
+    .execute();
 }
 
 /**

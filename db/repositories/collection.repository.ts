@@ -3,7 +3,12 @@ import type { CollectionRow } from '../collection.table.js';
 
 /** Inserts a collection. Returns the row, or undefined if the name is taken. */
 export async function insertCollection(db: Executor, name: string): Promise<CollectionRow | undefined> {
-  return db.insertInto('collections').values({ name }).onConflict((oc) => oc.column('name').doNothing()).returningAll().executeTakeFirst();
+  return db
+    .insertInto('collections')
+    .values({ name })
+    .onConflict((oc) => oc.column('name').doNothing())
+    .returningAll()
+    .executeTakeFirst();
 }
 
 /** Takes a name; returns whether the collection exists. */

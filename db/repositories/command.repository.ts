@@ -126,7 +126,11 @@ export async function lockCommands(trx: Executor, ids: readonly string[], option
  * Never waits for the command row. A cancel asked already is kept as it was (the first asker).
  */
 export async function requestCancel(db: Executor, commandId: string, by: Canceller): Promise<void> {
-  await db.insertInto('command_cancellations').values({ command_id: commandId, requested_by: JSON.stringify(by) }).onConflict((oc) => oc.column('command_id').doNothing()).execute();
+  await db
+    .insertInto('command_cancellations')
+    .values({ command_id: commandId, requested_by: JSON.stringify(by) })
+    .onConflict((oc) => oc.column('command_id').doNothing())
+    .execute();
 }
 
 /** Removes the cancel asked of a command (it ended, cancelled or not). */
@@ -286,14 +290,7 @@ export async function findUnfinishedLockout(db: Executor, subjectId: string): Pr
 
 /** Non-terminal commands accepted before `olderThan`, oldest first (the reconciler's list). */
 export async function listUnfinishedCommands(db: Executor, olderThan: Date, limit: number): Promise<{ id: string; state: JobState }[]> {
-  return db
-    .selectFrom('commands')
-    .select(['id', 'state'])
-    .where('state', 'in', ['queued', 'running'])
-    .where('created_at', '<', olderThan)
-    .orderBy('created_at')
-    .limit(limit)
-    .execute();
+  return db.selectFrom('commands').select(['id', 'state']).where('state', 'in', ['queued', 'running']).where('created_at', '<', olderThan).orderBy('created_at').limit(limit).execute();
 }
 
 export interface CommandListFilter {

@@ -132,10 +132,7 @@ export async function markPublished(db: Executor, ids: readonly string[]): Promi
  * Index: outbox_unpublished (the unpublished rows are few).
  */
 export async function unpublishedEventsOf(db: Executor, commandId: string): Promise<OutboxEvent[]> {
-  return executePrepared(
-    db,
-    sql<OutboxEvent>`select ${asOutboxEvent} from outbox where published_at is null and command_id = ${commandId} order by id`.compile(db),
-  );
+  return executePrepared(db, sql<OutboxEvent>`select ${asOutboxEvent} from outbox where published_at is null and command_id = ${commandId} order by id`.compile(db));
 }
 
 /**

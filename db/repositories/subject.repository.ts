@@ -10,7 +10,12 @@ export async function findSubject(db: Executor, id: string): Promise<SubjectRow 
 
 /** Inserts a subject. Returns the row, or undefined if the ID is taken. */
 export async function insertSubject(db: Executor, subject: NewSubject): Promise<SubjectRow | undefined> {
-  return db.insertInto('subjects').values(subject).onConflict((oc) => oc.column('id').doNothing()).returningAll().executeTakeFirst();
+  return db
+    .insertInto('subjects')
+    .values(subject)
+    .onConflict((oc) => oc.column('id').doNothing())
+    .returningAll()
+    .executeTakeFirst();
 }
 
 /** Creates the subject or overwrites its kind, domain, capabilities and scopes. Returns the row. */
@@ -65,7 +70,13 @@ export async function disableSubject(db: Executor, kind: SubjectKind, id: string
 
 /** Enables a locked-out subject again (clears `disabled_at`). Returns the subject, or undefined if no such subject of that kind. */
 export async function enableSubject(db: Executor, kind: SubjectKind, id: string): Promise<SubjectRow | undefined> {
-  return db.updateTable('subjects').set({ disabled_at: null, updated_at: sql`now()` }).where('id', '=', id).where('kind', '=', kind).returningAll().executeTakeFirst();
+  return db
+    .updateTable('subjects')
+    .set({ disabled_at: null, updated_at: sql`now()` })
+    .where('id', '=', id)
+    .where('kind', '=', kind)
+    .returningAll()
+    .executeTakeFirst();
 }
 
 /**

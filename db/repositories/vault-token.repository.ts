@@ -62,11 +62,7 @@ export async function queryVaultTokens(db: Executor, collection: string, scope: 
 export async function countVaultTokens(db: Executor, collection: string, scope: TenantScope): Promise<{ active: number; archived: number; total: number }> {
   const row = await db
     .selectFrom('vault_tokens')
-    .select([
-      sql<string>`count(*) filter (where not ${isArchived})`.as('active'),
-      sql<string>`count(*) filter (where ${isArchived})`.as('archived'),
-      sql<string>`count(*)`.as('total'),
-    ])
+    .select([sql<string>`count(*) filter (where not ${isArchived})`.as('active'), sql<string>`count(*) filter (where ${isArchived})`.as('archived'), sql<string>`count(*)`.as('total')])
     .where('collection', '=', collection)
     .where((eb) => inTenantScope(eb, scope))
     .executeTakeFirstOrThrow();
@@ -100,7 +96,14 @@ export function isListed(criteria: TokenCriteria): boolean {
  */
 export async function deleteVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number): Promise<{ id: string; token_id: string }[]> {
   const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
-  const rows = await executePrepared(trx, trx.deleteFrom('vault_tokens').where(sql`ctid`, '=', sql`any(array(${candidates}))`).returning(['id', 'token_id']).compile());
+  const rows = await executePrepared(
+    trx,
+    trx
+      .deleteFrom('vault_tokens')
+      .where(sql`ctid`, '=', sql`any(array(${candidates}))`)
+      .returning(['id', 'token_id'])
+      .compile(),
+  );
   return rows.sort((a, b) => compareKeys(a.id, b.id));
 }
 
@@ -215,7 +218,15 @@ export interface DeletedBatch {
  * with no token IDs and `last: true`, as a named delete's last batch does.
  * For criteria that may match many tokens (tags, a tenant); see deleteVaultTokens for lists.
  */
-export async function deleteAndRecordVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number, record: DeletionRecord): Promise<DeletedBatch> {
+export async function deleteAndRecordVaultTokens(
+  trx: Executor,
+  collection: string,
+  scope: TenantScope,
+  criteria: TokenCriteria,
+  afterId: string,
+  limit: number,
+  record: DeletionRecord,
+): Promise<DeletedBatch> {
   const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
   // after the last deleted key (a scalar subquery, not EXISTS: EXISTS drops the order, and scans)
   const next = firstMatchAfter(trx, collection, scope, criteria, sql<string>`(select last_id from batch)`);
@@ -292,12 +303,22 @@ function rotateTargets(db: Executor, collection: string, scope: TenantScope, tok
  * Locks the active tokens in `scope` with these token IDs, in key order (so concurrent rotates
  * lock in the same order). Returns their keys, token IDs and tenants.
  */
-export async function lockVaultTokensForRotate(trx: Executor, collection: string, scope: TenantScope, tokenIds: readonly string[]): Promise<{ id: string; token_id: string; tenant_id: string | null }[]> {
+export async function lockVaultTokensForRotate(
+  trx: Executor,
+  collection: string,
+  scope: TenantScope,
+  tokenIds: readonly string[],
+): Promise<{ id: string; token_id: string; tenant_id: string | null }[]> {
   return rotateTargets(trx, collection, scope, tokenIds).forUpdate().execute();
 }
 
 /** What lockVaultTokensForRotate would lock, read without a lock (a dry run). */
-export async function findVaultTokensForRotate(db: Executor, collection: string, scope: TenantScope, tokenIds: readonly string[]): Promise<{ id: string; token_id: string; tenant_id: string | null }[]> {
+export async function findVaultTokensForRotate(
+  db: Executor,
+  collection: string,
+  scope: TenantScope,
+  tokenIds: readonly string[],
+): Promise<{ id: string; token_id: string; tenant_id: string | null }[]> {
   return rotateTargets(db, collection, scope, tokenIds).execute();
 }
 

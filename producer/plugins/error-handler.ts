@@ -61,7 +61,11 @@ export function installErrorHandling(app: FastifyInstance, confirmCaller: (reque
     const path = request.url.split('?')[0] ?? '';
     const allowed = allowedMethods(request.url);
     if (allowed.length === 0) return sendError(request, reply, new AppError('PV1008', { method: request.method, url: path }));
-    return sendError(request, reply, new AppError('PV1013', { method: request.method, allowed: allowed.join(', ') }, `${request.method} is not allowed on ${path}; it allows ${allowed.join(', ')}.`, { allow: allowed.join(', ') }));
+    return sendError(
+      request,
+      reply,
+      new AppError('PV1013', { method: request.method, allowed: allowed.join(', ') }, `${request.method} is not allowed on ${path}; it allows ${allowed.join(', ')}.`, { allow: allowed.join(', ') }),
+    );
   });
 }
 

@@ -36,14 +36,10 @@ export function keystoneRoutes(app: ZodApp, deps: AppDeps): void {
 
   // Keystone's token validation; Fastify answers HEAD from this GET (the same status and
   // headers, no body). `X-Subject-Token` comes back, as Keystone sends it: no cache keeps it.
-  app.get(
-    '/v3/auth/tokens',
-    { config: { family: 'keystone', subjectToken: true }, schema: { querystring: KeystoneValidateQuery, response: { 200: KeystoneTokenBody } } },
-    async (request, reply) => {
-      const lookup = request.subjectToken;
-      if (!lookup) throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to validate.');
-      const body = validateKeystoneToken(request.caller, lookup, request.query.allow_expired);
-      return reply.header('x-subject-token', lookup.secret).header('cache-control', 'no-store').send(body);
-    },
-  );
+  app.get('/v3/auth/tokens', { config: { family: 'keystone', subjectToken: true }, schema: { querystring: KeystoneValidateQuery, response: { 200: KeystoneTokenBody } } }, async (request, reply) => {
+    const lookup = request.subjectToken;
+    if (!lookup) throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to validate.');
+    const body = validateKeystoneToken(request.caller, lookup, request.query.allow_expired);
+    return reply.header('x-subject-token', lookup.secret).header('cache-control', 'no-store').send(body);
+  });
 }

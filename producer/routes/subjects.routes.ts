@@ -27,23 +27,15 @@ export function subjectRoutes(app: ZodApp, deps: AppDeps): void {
     return getSubject(deps.db, request.params.id);
   });
 
-  app.patch(
-    '/v1/subjects/:id',
-    { config: { family: 'native' }, schema: { params: SubjectIdParams, body: UpdateSubjectBody, response: { 200: SubjectView } } },
-    async (request) => {
-      requireCapability(request.caller, 'subjects:admin');
-      return updateSubject(deps.db, request.params.id, request.body);
-    },
-  );
+  app.patch('/v1/subjects/:id', { config: { family: 'native' }, schema: { params: SubjectIdParams, body: UpdateSubjectBody, response: { 200: SubjectView } } }, async (request) => {
+    requireCapability(request.caller, 'subjects:admin');
+    return updateSubject(deps.db, request.params.id, request.body);
+  });
 
-  app.get(
-    '/v1/subjects/:id/tokens',
-    { config: { family: 'native' }, schema: { params: SubjectIdParams, querystring: SubjectTokensQuery, response: { 200: SubjectTokensPage } } },
-    async (request) => {
-      requireCapability(request.caller, 'subjects:admin');
-      return listSubjectTokens(deps.db, request.params.id, request.query);
-    },
-  );
+  app.get('/v1/subjects/:id/tokens', { config: { family: 'native' }, schema: { params: SubjectIdParams, querystring: SubjectTokensQuery, response: { 200: SubjectTokensPage } } }, async (request) => {
+    requireCapability(request.caller, 'subjects:admin');
+    return listSubjectTokens(deps.db, request.params.id, request.query);
+  });
 
   app.post(
     '/v1/subjects/:id/tokens',

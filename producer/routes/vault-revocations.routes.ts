@@ -21,37 +21,45 @@ const rotated: SeedSuccess = (result) => ({ status: 200, body: (result as { mapp
 
 /** Piiano's delete and rotate, as `tokens.delete` and `tokens.rotate` commands answered as Piiano does (SPEC §5, §6). */
 export function vaultRevocationRoutes(app: ZodApp, deps: AppDeps): void {
-  app.delete(`${base}/tokens`, { config: { family: 'piiano', cachedCredential: true }, schema: { params: CollectionParams, querystring: DeleteTokensQuery, response: deleteResponses } }, async (request, reply) => {
-    const q = request.query;
-    if (!q.token_ids && !q.object_ids && !q.tags) {
-      throw new AppError('PV1002', { parameters: 'token_ids,object_ids,tags' }, 'At least one of token_ids, object_ids or tags is required.');
-    }
-    const input = {
-      type: 'tokens.delete' as const,
-      collection: request.params.collection,
-      token_ids: q.token_ids,
-      object_ids: q.object_ids,
-      tags: q.tags,
-      tenant_id: q.tenant_id,
-      archived: q.options?.includes('archived') ?? false,
-      reason: q.reason,
-      adhoc_reason: q.adhoc_reason,
-      custom_audit: q.custom_audit,
-    };
-    return submit(deps, request, reply, { input, answer: { seed: deleted } });
-  });
+  app.delete(
+    `${base}/tokens`,
+    { config: { family: 'piiano', cachedCredential: true }, schema: { params: CollectionParams, querystring: DeleteTokensQuery, response: deleteResponses } },
+    async (request, reply) => {
+      const q = request.query;
+      if (!q.token_ids && !q.object_ids && !q.tags) {
+        throw new AppError('PV1002', { parameters: 'token_ids,object_ids,tags' }, 'At least one of token_ids, object_ids or tags is required.');
+      }
+      const input = {
+        type: 'tokens.delete' as const,
+        collection: request.params.collection,
+        token_ids: q.token_ids,
+        object_ids: q.object_ids,
+        tags: q.tags,
+        tenant_id: q.tenant_id,
+        archived: q.options?.includes('archived') ?? false,
+        reason: q.reason,
+        adhoc_reason: q.adhoc_reason,
+        custom_audit: q.custom_audit,
+      };
+      return submit(deps, request, reply, { input, answer: { seed: deleted } });
+    },
+  );
 
-  app.post(`${base}/rotate/tokens`, { config: { family: 'piiano', cachedCredential: true }, schema: { params: CollectionParams, querystring: RotateTokensQuery, response: rotateResponses } }, async (request, reply) => {
-    const q = request.query;
-    if (!q.token_ids) throw new AppError('PV1002', { parameters: 'token_ids' }, 'token_ids is required.');
-    const input = {
-      type: 'tokens.rotate' as const,
-      collection: request.params.collection,
-      token_ids: q.token_ids,
-      reason: q.reason,
-      adhoc_reason: q.adhoc_reason,
-      custom_audit: q.custom_audit,
-    };
-    return submit(deps, request, reply, { input, answer: { seed: rotated } });
-  });
+  app.post(
+    `${base}/rotate/tokens`,
+    { config: { family: 'piiano', cachedCredential: true }, schema: { params: CollectionParams, querystring: RotateTokensQuery, response: rotateResponses } },
+    async (request, reply) => {
+      const q = request.query;
+      if (!q.token_ids) throw new AppError('PV1002', { parameters: 'token_ids' }, 'token_ids is required.');
+      const input = {
+        type: 'tokens.rotate' as const,
+        collection: request.params.collection,
+        token_ids: q.token_ids,
+        reason: q.reason,
+        adhoc_reason: q.adhoc_reason,
+        custom_audit: q.custom_audit,
+      };
+      return submit(deps, request, reply, { input, answer: { seed: rotated } });
+    },
+  );
 }

@@ -45,15 +45,11 @@ export function vaultTokenRoutes(app: ZodApp, deps: AppDeps): void {
     },
   );
 
-  app.get(
-    `${base}/count/tokens`,
-    { config: { family: 'piiano' }, schema: { params: CollectionParams, querystring: CountTokensQuery, response: { 200: CountTokensResponse } } },
-    async (request) => {
-      requireCapability(request.caller, 'tokens:read');
-      requireCollection(request.caller, request.params.collection);
-      resolveReason(request.query, force);
-      const scope = tenantScope(request.caller.subject, request.headers['x-tenant-id']);
-      return countTokens(deps.db, request.params.collection, scope);
-    },
-  );
+  app.get(`${base}/count/tokens`, { config: { family: 'piiano' }, schema: { params: CollectionParams, querystring: CountTokensQuery, response: { 200: CountTokensResponse } } }, async (request) => {
+    requireCapability(request.caller, 'tokens:read');
+    requireCollection(request.caller, request.params.collection);
+    resolveReason(request.query, force);
+    const scope = tenantScope(request.caller.subject, request.headers['x-tenant-id']);
+    return countTokens(deps.db, request.params.collection, scope);
+  });
 }

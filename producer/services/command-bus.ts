@@ -151,10 +151,7 @@ async function enqueue(bus: CommandBus, job: CommandJobData): Promise<void> {
   const id = job.command_id;
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([
-      bus.addJob(job),
-      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`enqueue timed out after ${ENQUEUE_TIMEOUT_MS} ms`)), ENQUEUE_TIMEOUT_MS))),
-    ]);
+    await Promise.race([bus.addJob(job), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`enqueue timed out after ${ENQUEUE_TIMEOUT_MS} ms`)), ENQUEUE_TIMEOUT_MS)))]);
   } catch (error) {
     bus.logger.warn({ err: error, job_id: id }, 'command recorded but not enqueued; the reconciler will enqueue it');
   } finally {

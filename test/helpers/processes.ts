@@ -324,7 +324,10 @@ async function spawnListening(script: string, env: Record<string, string | undef
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         if (!handle.running()) throw new Error(`${script} exited before it was ready (${JSON.stringify(await handle.exited)})\nstdout: ${handle.stdout()}\nstderr: ${handle.stderr()}`);
-        const status = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then((r) => r.status, () => 0);
+        const status = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1_000) }).then(
+          (r) => r.status,
+          () => 0,
+        );
         if (status === 200) break;
         if (Date.now() > deadline) throw new Error(`${script} not ready after ${timeoutMs} ms\nstdout: ${handle.stdout()}\nstderr: ${handle.stderr()}`);
         await new Promise((resolve) => setTimeout(resolve, 50));

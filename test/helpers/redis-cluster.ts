@@ -30,7 +30,18 @@ export async function startOwnRedisCluster(masters = 3, { appendonly = true } = 
     const busPort = await freePort();
     nodes.push(
       await startOwnRedis({
-        args: (dir) => ['--cluster-enabled', 'yes', '--cluster-config-file', join(dir, 'nodes.conf'), '--cluster-port', String(busPort), '--cluster-node-timeout', '5000', '--appendonly', appendonly ? 'yes' : 'no'],
+        args: (dir) => [
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          join(dir, 'nodes.conf'),
+          '--cluster-port',
+          String(busPort),
+          '--cluster-node-timeout',
+          '5000',
+          '--appendonly',
+          appendonly ? 'yes' : 'no',
+        ],
       }),
     );
   }

@@ -354,9 +354,7 @@ function dashboardRow(route: string): Row {
       otherUser: na('the dashboard is not per user'),
       providerVsUser: na('the dashboard does not look at the caller kind'),
       entitled: na(ONLY_ADMIN),
-      admin: DASHBOARD_GLOBAL_ACTIONS.has(route)
-        ? na('pauses or resumes every queue of this stack; the GET rows show the admin gets through the gate')
-        : { status: 0, gate: true },
+      admin: DASHBOARD_GLOBAL_ACTIONS.has(route) ? na('pauses or resumes every queue of this stack; the GET rows show the admin gets through the gate') : { status: 0, gate: true },
     },
   };
 }
@@ -372,27 +370,24 @@ const NOT_IN_MATRIX: Record<string, string> = {
 };
 
 const MATRIX: Record<string, Row> = {
-  'POST /api/pvlt/1.0/data/collections/:collection/tokens': vaultRow(
-    'tokens:tokenize',
-    (c) => ({ url: vaultUrl(c, 'tokens?reason=AppFunctionality'), body: [{ object: { id: 'mx-object' } }] }),
-    { status: 200, check: (res, _fx, label) => expect.soft(res.body, label).toEqual([{ token_id: expect.any(String) }]) },
-  ),
-  'POST /api/pvlt/1.0/data/collections/:collection/query/tokens': vaultRow(
-    'tokens:read',
-    (c) => ({ url: vaultUrl(c, 'query/tokens?reason=AppFunctionality'), body: { tags: ['mx-none'] } }),
-    { status: 200, check: (res, _fx, label) => expect.soft(res.body, label).toEqual([]) },
-  ),
+  'POST /api/pvlt/1.0/data/collections/:collection/tokens': vaultRow('tokens:tokenize', (c) => ({ url: vaultUrl(c, 'tokens?reason=AppFunctionality'), body: [{ object: { id: 'mx-object' } }] }), {
+    status: 200,
+    check: (res, _fx, label) => expect.soft(res.body, label).toEqual([{ token_id: expect.any(String) }]),
+  }),
+  'POST /api/pvlt/1.0/data/collections/:collection/query/tokens': vaultRow('tokens:read', (c) => ({ url: vaultUrl(c, 'query/tokens?reason=AppFunctionality'), body: { tags: ['mx-none'] } }), {
+    status: 200,
+    check: (res, _fx, label) => expect.soft(res.body, label).toEqual([]),
+  }),
   'GET /api/pvlt/1.0/data/collections/:collection/count/tokens': vaultRow('tokens:read', (c) => ({ url: vaultUrl(c, 'count/tokens?reason=AppFunctionality') }), {
     status: 200,
     check: (res, _fx, label) => expect.soft(res.body, label).toEqual({ active: expect.any(Number), archived: expect.any(Number), total: expect.any(Number) }),
   }),
   // an entitled caller's job runs and finds nothing: the seed's own answer
   'DELETE /api/pvlt/1.0/data/collections/:collection/tokens': vaultRow('tokens:write', (c) => ({ url: vaultUrl(c, 'tokens?tags=mx-none&reason=AppFunctionality') }), nothingMatched),
-  'POST /api/pvlt/1.0/data/collections/:collection/rotate/tokens': vaultRow(
-    'tokens:write',
-    (c) => ({ url: vaultUrl(c, 'rotate/tokens?token_ids=mx-none&reason=AppFunctionality') }),
-    { status: 404, check: answered({ error_code: 'PV3087', message: expect.any(String), context: { token_ids: 'mx-none' } }) },
-  ),
+  'POST /api/pvlt/1.0/data/collections/:collection/rotate/tokens': vaultRow('tokens:write', (c) => ({ url: vaultUrl(c, 'rotate/tokens?token_ids=mx-none&reason=AppFunctionality') }), {
+    status: 404,
+    check: answered({ error_code: 'PV3087', message: expect.any(String), context: { token_ids: 'mx-none' } }),
+  }),
 
   'DELETE /v3/auth/tokens': {
     family: 'keystone',
@@ -529,9 +524,24 @@ const MATRIX: Record<string, Row> = {
         caller: (fx) => fx.plain.headers,
         status: 200,
         // other rows' cells submit more of plain's jobs; jobs-list.test.ts checks the list is exactly the caller's
-        check: (res, fx, label) => expect.soft(res.body?.jobs?.map((j: JobView) => j.job_id), `${label}: its own job`).toContain(fx.plainJobId),
+        check: (res, fx, label) =>
+          expect
+            .soft(
+              res.body?.jobs?.map((j: JobView) => j.job_id),
+              `${label}: its own job`,
+            )
+            .toContain(fx.plainJobId),
       },
-      admin: { status: 200, check: (res, fx, label) => expect.soft(res.body?.jobs?.map((j: JobView) => j.job_id), label).toContain(fx.plainJobId) },
+      admin: {
+        status: 200,
+        check: (res, fx, label) =>
+          expect
+            .soft(
+              res.body?.jobs?.map((j: JobView) => j.job_id),
+              label,
+            )
+            .toContain(fx.plainJobId),
+      },
     },
   },
 
@@ -550,7 +560,12 @@ const MATRIX: Record<string, Row> = {
         check: (res, fx, label) => {
           const actors: string[] = (res.body?.entries ?? []).map((e: { actor: { id: string } }) => e.actor.id);
           expect.soft(actors, `${label}: nothing of ${fx.plain.id}`).not.toContain(fx.plain.id);
-          expect.soft(actors.filter((a) => a !== fx.otherPlain.id), `${label}: only its own entries`).toEqual([]);
+          expect
+            .soft(
+              actors.filter((a) => a !== fx.otherPlain.id),
+              `${label}: only its own entries`,
+            )
+            .toEqual([]);
         },
       },
       providerVsUser: na('the audit trail does not look at the caller kind'),
@@ -559,13 +574,29 @@ const MATRIX: Record<string, Row> = {
         status: 200,
         check: (res, fx, label) => {
           const entries: { actor: { id: string }; job_id: string | null }[] = res.body?.entries ?? [];
-          expect.soft(entries.map((e) => e.job_id), `${label}: its own job's entries`).toContain(fx.plainJobId);
-          expect.soft(entries.filter((e) => e.actor.id !== fx.plain.id), `${label}: only its own entries`).toEqual([]);
+          expect
+            .soft(
+              entries.map((e) => e.job_id),
+              `${label}: its own job's entries`,
+            )
+            .toContain(fx.plainJobId);
+          expect
+            .soft(
+              entries.filter((e) => e.actor.id !== fx.plain.id),
+              `${label}: only its own entries`,
+            )
+            .toEqual([]);
         },
       },
       admin: {
         status: 200,
-        check: (res, fx, label) => expect.soft(res.body?.entries?.map((e: { job_id: string | null }) => e.job_id), label).toContain(fx.plainJobId),
+        check: (res, fx, label) =>
+          expect
+            .soft(
+              res.body?.entries?.map((e: { job_id: string | null }) => e.job_id),
+              label,
+            )
+            .toContain(fx.plainJobId),
       },
     },
   },
@@ -594,7 +625,13 @@ const MATRIX: Record<string, Row> = {
   ),
   'GET /v1/subjects/:id/tokens': adminOnlyRow((fx) => ({ url: `/v1/subjects/${fx.victim.id}/tokens` }), {
     status: 200,
-    check: (res, fx, label) => expect.soft(res.body?.tokens?.map((t: { token_id: string }) => t.token_id), label).toContain(fx.victim.tokenId),
+    check: (res, fx, label) =>
+      expect
+        .soft(
+          res.body?.tokens?.map((t: { token_id: string }) => t.token_id),
+          label,
+        )
+        .toContain(fx.victim.tokenId),
   }),
 
   'POST /v1/subjects/:id/tokens': {
@@ -724,13 +761,20 @@ describe('authorization matrix', () => {
     const revoked = { user: await principal({ kind: 'user', capabilities: every }, { temporary: true }), provider: await principal({ kind: 'provider', capabilities: every }, { temporary: true }) };
     for (const p of [...Object.values(expired), ...Object.values(revoked)]) expect(await authenticates(p.headers)).toBe(true);
     for (const p of Object.values(expired)) {
-      await stack.database.db.updateTable('access_tokens').set({ expires_at: new Date(Date.now() - 60_000) }).where('id', '=', p.tokenId).execute();
+      await stack.database.db
+        .updateTable('access_tokens')
+        .set({ expires_at: new Date(Date.now() - 60_000) })
+        .where('id', '=', p.tokenId)
+        .execute();
     }
     const bumpUser = await call(stack, 'DELETE', onezoneUserUrl(revoked.user.id), { headers: { ...stack.admin, ...WAIT } });
     expect(bumpUser.status).toBe(204);
     const bumpProvider = await call(stack, 'DELETE', PROVIDER_URL, { headers: { ...(await subjectToken(revoked.provider.id)), ...WAIT } });
     expect(bumpProvider.status).toBe(204);
-    for (const [state, group] of [['expired', expired], ['revoked', revoked]] as const) {
+    for (const [state, group] of [
+      ['expired', expired],
+      ['revoked', revoked],
+    ] as const) {
       for (const p of Object.values(group)) {
         const verified = await call(stack, 'GET', '/v1/auth/verify', { headers: { ...stack.admin, 'x-subject-token': p.token } });
         expect(verified.body?.context?.reason).toBe(state);
@@ -746,7 +790,16 @@ describe('authorization matrix', () => {
     const audit = { actor: { id: plain.id, kind: 'user' }, tenant_ids: null, reason: null, adhoc_reason: null, custom_audit: null, request_id: 'mx', source: 'http' };
     await stack.database.db
       .insertInto('commands')
-      .values({ id: plainCancelledJobId, type: 'temporary_tokens.revoke_all', payload: JSON.stringify({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: plain.id } }), payload_hash: 'mx', submitter_id: plain.id, audit: JSON.stringify(audit), state: 'cancelled', finished_at: new Date() })
+      .values({
+        id: plainCancelledJobId,
+        type: 'temporary_tokens.revoke_all',
+        payload: JSON.stringify({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: plain.id } }),
+        payload_hash: 'mx',
+        submitter_id: plain.id,
+        audit: JSON.stringify(audit),
+        state: 'cancelled',
+        finished_at: new Date(),
+      })
       .execute();
 
     fx = {
@@ -873,7 +926,10 @@ describe('authorization matrix', () => {
 
   it('answers POST /v1/commands?dry_run=true in every situation as the submission: the same refusals, and a 200 preview where it accepts (SPEC §10)', async () => {
     const row = MATRIX['POST /v1/commands']!;
-    const commandsBefore = await stack.database.db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+    const commandsBefore = await stack.database.db
+      .selectFrom('commands')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .executeTakeFirstOrThrow();
     let ran = 0;
     for (const situation of SITUATIONS) {
       const cell = row.cells[situation];
@@ -892,7 +948,10 @@ describe('authorization matrix', () => {
       if (cell.code) expect.soft(res.body, `${label}: native envelope of ${cell.code}`).toEqual(envelope('native', cell.code));
     }
     expect(ran).toBeGreaterThan(5);
-    const commandsAfter = await stack.database.db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+    const commandsAfter = await stack.database.db
+      .selectFrom('commands')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .executeTakeFirstOrThrow();
     expect(commandsAfter.n, 'a dry run records nothing').toBe(commandsBefore.n);
   });
 });

@@ -88,7 +88,9 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
 
     // a worker process, then the breach delete by tag
     const first = await spawnWorker(stack.config);
-    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${collection}/tokens?tags=${tag}&reason=FraudPreventionSecurityAndCompliance`, { headers: { ...stack.admin, prefer: 'respond-async' } });
+    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${collection}/tokens?tags=${tag}&reason=FraudPreventionSecurityAndCompliance`, {
+      headers: { ...stack.admin, prefer: 'respond-async' },
+    });
     expect(accepted.status).toBe(202);
     const id = accepted.body.job_id as string;
 
@@ -109,7 +111,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     expect(await countTagged(db, collection, tag)).toBe(total / 2 - processed);
     expect(await countTagged(db, collection, 'bulk')).toBe(total / 2);
     const committedSoFar = (await deletedEventsInOutbox(db, id)).filter((e) => e.type === 'tokens.deleted');
-    expect(committedSoFar.flatMap((e) => (e.data).token_ids)).toHaveLength(processed);
+    expect(committedSoFar.flatMap((e) => e.data.token_ids)).toHaveLength(processed);
     expect((await deletedEventsInOutbox(db, id)).some((e) => e.type === 'command.succeeded' || e.type === 'command.failed')).toBe(false);
 
     // the dead worker's BullMQ job is still 'active' under a lock that would expire on its own
@@ -160,7 +162,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     // stream: at least once, so deduplicated by event_id it is exactly the outbox
     const events = await waitForEvents(stack, (es) => es.some((e) => e.job_id === id && e.type === 'command.succeeded'), 30_000);
     const unique = new Map(events.filter((e) => e.job_id === id).map((e) => [e.event_id, e]));
-    const streamed = [...unique.values()].filter((e) => e.type === 'tokens.deleted').flatMap((e) => (e.data).token_ids);
+    const streamed = [...unique.values()].filter((e) => e.type === 'tokens.deleted').flatMap((e) => e.data.token_ids);
     expect(duplicates(streamed)).toEqual([]);
     expect(sorted(streamed)).toEqual(sorted(tagged));
   }, 150_000);
@@ -199,7 +201,11 @@ describe('matching tokens created after a bulk delete was accepted', () => {
     const id = accepted.body.job_id as string;
 
     // accepted, not started yet (no worker): five more matching tokens
-    const early = await tokenize(stack, collection, Array.from({ length: 5 }, (_, i) => ({ object: { id: `early-${i}` }, tags: [tag] })));
+    const early = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 5 }, (_, i) => ({ object: { id: `early-${i}` }, tags: [tag] })),
+    );
 
     // start a worker; once a batch has committed, hold the command row so the next batch waits
     await stack.startWorker();
@@ -210,14 +216,24 @@ describe('matching tokens created after a bulk delete was accepted', () => {
     expect(await countTagged(db, collection, tag)).toBeGreaterThan(2 * BATCH);
 
     // while it runs: five more matching tokens, committed between two batches
-    const late = await tokenize(stack, collection, Array.from({ length: 5 }, (_, i) => ({ object: { id: `late-${i}` }, tags: [tag] })));
+    const late = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 5 }, (_, i) => ({ object: { id: `late-${i}` }, tags: [tag] })),
+    );
     await holder.query('commit');
 
     const done = await waitForJob(stack, id, stack.admin, 30_000);
     const deleted = seeded + early.length + late.length;
     expect(done).toMatchObject({ state: 'succeeded', result: { deleted }, progress: { processed: deleted, total: deleted } });
     expect(await countTagged(db, collection, tag)).toBe(0);
-    expect(await db.selectFrom('vault_tokens').select('token_id').where('token_id', 'in', [...early, ...late]).execute()).toEqual([]);
+    expect(
+      await db
+        .selectFrom('vault_tokens')
+        .select('token_id')
+        .where('token_id', 'in', [...early, ...late])
+        .execute(),
+    ).toEqual([]);
     expect(await countTagged(db, collection, 'bulk')).toBe(seeded);
     const audited = (await db.selectFrom('audit_log').select('data').where('command_id', '=', id).execute()).flatMap((r) => r.data.token_ids as string[]);
     expect(audited).toHaveLength(deleted);
@@ -235,11 +251,18 @@ describe('a bulk delete whose remaining matches a concurrent delete took between
   it("still ends with a tokens.deleted event marked last (one with no token IDs), as a named delete's last batch does", async () => {
     const collection = `lastbatch_${randomUUID().slice(0, 8)}`;
     await createCollection(stack, collection);
-    await tokenize(stack, collection, [1, 2, 3].map((i) => ({ object: { id: `o${i}` }, tags: ['gone'] })));
+    await tokenize(
+      stack,
+      collection,
+      [1, 2, 3].map((i) => ({ object: { id: `o${i}` }, tags: ['gone'] })),
+    );
     const audit: AuditContext = { actor: { id: 'admin', kind: 'service' }, tenant_ids: null, reason: 'AppFunctionality', adhoc_reason: null, custom_audit: null, request_id: 'r', source: 'http' };
     const command = { type: 'tokens.delete' as const, collection, tags: ['gone'], archived: false };
     const commandId = randomUUID();
-    await stack.database.db.insertInto('commands').values({ id: commandId, type: command.type, payload: JSON.stringify(command), payload_hash: 'h', submitter_id: 'admin', audit: JSON.stringify(audit) }).execute();
+    await stack.database.db
+      .insertInto('commands')
+      .values({ id: commandId, type: command.type, payload: JSON.stringify(command), payload_hash: 'h', submitter_id: 'admin', audit: JSON.stringify(audit) })
+      .execute();
     const step = (checkpoint: Record<string, unknown> | null) =>
       stack.database.db.transaction().execute((trx) => deleteTokensHandler.step({ trx, commandId, command, audit, checkpoint, progress: null, total: null, settings: { deleteBatchSize: 2 } }));
 

@@ -68,7 +68,9 @@ class TokenHolder {
   async untilWorkerWaits(db: Db, timeoutMs = 20_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where application_name = 'revocation-worker' and ${this.pid}::int = any(pg_blocking_pids(pid))`.execute(db);
+      const { rows } = await sql<{ n: number }>`select count(*)::int as n from pg_stat_activity where application_name = 'revocation-worker' and ${this.pid}::int = any(pg_blocking_pids(pid))`.execute(
+        db,
+      );
       if (rows[0]!.n > 0) return;
       if (Date.now() > deadline) throw new Error(`no worker waited for the held tokens within ${timeoutMs} ms`);
       await new Promise((resolve) => setTimeout(resolve, 20));
@@ -133,7 +135,11 @@ describe('cancelling a queued job', () => {
     writer = await subjectWithToken(stack, { kind: 'service', capabilities: ['tokens:write'] });
     other = await subjectWithToken(stack, { kind: 'service', capabilities: ['tokens:write'] });
     victim = await subjectWithToken(stack, { kind: 'user' }, { temporary: true, ttl_seconds: 3600 });
-    tokensKept = await tokenize(stack, collection, Array.from({ length: 25 }, (_, i) => ({ object: { id: `q${i}` }, tags: ['queued'] })));
+    tokensKept = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 25 }, (_, i) => ({ object: { id: `q${i}` }, tags: ['queued'] })),
+    );
   });
   afterAll(() => stack?.close());
 
@@ -155,7 +161,11 @@ describe('cancelling a queued job', () => {
 
     const events = await outboxOf(stack.database.db, id);
     expect(events.map((e) => e.type)).toEqual(['command.cancelled']);
-    expect(events[0]).toMatchObject({ job_id: id, audit: { actor: { id: writer.subject.id } }, data: { command_type: 'tokens.delete', result: { deleted: 0 }, cancelled_by: { id: writer.subject.id, kind: 'service', request_id: expect.any(String) } } });
+    expect(events[0]).toMatchObject({
+      job_id: id,
+      audit: { actor: { id: writer.subject.id } },
+      data: { command_type: 'tokens.delete', result: { deleted: 0 }, cancelled_by: { id: writer.subject.id, kind: 'service', request_id: expect.any(String) } },
+    });
     const audit = await stack.database.db.selectFrom('audit_log').select(['action', 'collection', 'actor_id', 'data']).where('command_id', '=', id).execute();
     expect(audit).toEqual([{ action: 'command.cancelled', collection, actor_id: writer.subject.id, data: events[0]!.data }]);
     expect(await cancelledCount(stack, 'tokens.delete')).toBe(metricBefore + 1);
@@ -168,14 +178,21 @@ describe('cancelling a queued job', () => {
     const revoke = await submit(stack, { type: 'access_token.revoke', token_id: victim.tokenId });
     const revokeAll = await submit(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: victim.subject.id } });
     const lockout = await submit(stack, { type: 'subject.lockout', subject: { kind: 'user', id: victim.subject.id } });
-    for (const [accepted, result] of [[named, { deleted: 0 }], [rotate, null], [revoke, null], [revokeAll, null], [lockout, { subject: { kind: 'user', id: victim.subject.id }, revoked: 0 }]] as const) {
+    for (const [accepted, result] of [
+      [named, { deleted: 0 }],
+      [rotate, null],
+      [revoke, null],
+      [revokeAll, null],
+      [lockout, { subject: { kind: 'user', id: victim.subject.id }, revoked: 0 }],
+    ] as const) {
       expect(accepted.status).toBe(202);
       const r = await cancel(stack, accepted.body.job_id);
       expect(r.status, accepted.body.type).toBe(200);
       expect(r.body, accepted.body.type).toMatchObject({ state: 'cancelled', result });
-      expect((await outboxOf(stack.database.db, accepted.body.job_id)).map((e) => [e.type, e.data]), accepted.body.type).toEqual([
-        ['command.cancelled', { command_type: accepted.body.type, result, cancelled_by: { id: 'admin', kind: 'service', request_id: expect.any(String) } }],
-      ]);
+      expect(
+        (await outboxOf(stack.database.db, accepted.body.job_id)).map((e) => [e.type, e.data]),
+        accepted.body.type,
+      ).toEqual([['command.cancelled', { command_type: accepted.body.type, result, cancelled_by: { id: 'admin', kind: 'service', request_id: expect.any(String) } }]]);
       cancelledJobs.push(JobView.parse(r.body));
     }
   });
@@ -300,7 +317,7 @@ describe('cancelling a running bulk delete (one worker in the process)', () => {
     expect(deleted).toHaveLength(4 * BATCH);
     expect(events.map((e) => e.type).filter((t) => t.startsWith('command.'))).toEqual(['command.cancelled']);
     expect(events.at(-1)).toMatchObject({ type: 'command.cancelled', data: { result: { deleted: 4 * BATCH } } });
-    const audited = (await stack.database.db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).orderBy('id').execute());
+    const audited = await stack.database.db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).orderBy('id').execute();
     expect(audited.filter((a) => a.action === 'tokens.deleted').flatMap((a) => a.data.token_ids as string[])).toEqual(deleted);
     expect(audited.at(-1)?.action).toBe('command.cancelled');
     expect(await cancelledCount(stack, 'tokens.delete')).toBe(metricBefore + 1);
@@ -368,7 +385,14 @@ describe('cancelling a running bulk delete (one worker in the process)', () => {
   it('refuses to cancel a lockout that has started (409 PV3013): it has disabled the account, and its remaining tokens must go before an unlock', async () => {
     const { id: subjectId } = (await subjectWithToken(stack, { kind: 'user' })).subject as { id: string };
     await seedNamedAccessTokens(stack.database.db, subjectId, 3 * BATCH);
-    const tokens = (await stack.database.db.selectFrom('access_tokens').select('id').where('subject_id', '=', subjectId).orderBy(sql`id collate "C"`).execute()).map((t) => t.id);
+    const tokens = (
+      await stack.database.db
+        .selectFrom('access_tokens')
+        .select('id')
+        .where('subject_id', '=', subjectId)
+        .orderBy(sql`id collate "C"`)
+        .execute()
+    ).map((t) => t.id);
     // the lockout waits in its second batch, after its first step disabled the subject
     const holder = await TokenHolder.lockRows(stack.database.url, 'access_tokens', [tokens[BATCH + 3]!]);
     let id: string;
@@ -422,7 +446,11 @@ describe('cancelling a running bulk delete (one worker in the process)', () => {
     for (const job of [succeeded, failed]) {
       const r = await cancel(stack, job.job_id);
       expect(r.status, job.state).toBe(409);
-      expect(r.body, job.state).toEqual({ error_code: 'PV3011', message: `The job has already ${job.state}; only a queued or running job can be cancelled.`, context: { job_id: job.job_id, state: job.state } });
+      expect(r.body, job.state).toEqual({
+        error_code: 'PV3011',
+        message: `The job has already ${job.state}; only a queued or running job can be cancelled.`,
+        context: { job_id: job.job_id, state: job.state },
+      });
       expect((await call(stack, 'GET', `/v1/jobs/${job.job_id}`, { headers: stack.admin })).body).toEqual(job);
       expect((await outboxOf(stack.database.db, job.job_id)).some((e) => e.type === 'command.cancelled')).toBe(false);
     }

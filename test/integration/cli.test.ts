@@ -21,7 +21,10 @@ async function tokenIds(db: Db, collection: string, tag?: string): Promise<strin
 }
 
 async function commandCount(db: Db): Promise<number> {
-  const row = await db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+  const row = await db
+    .selectFrom('commands')
+    .select((eb) => eb.fn.countAll<string>().as('n'))
+    .executeTakeFirstOrThrow();
   return Number(row.n);
 }
 
@@ -65,7 +68,13 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     const job = jobOf(run.stdout);
     expect(job).toMatchObject({ type: 'tokens.delete', state: 'succeeded', result: { deleted: 3 }, progress: { processed: 3, total: 3 }, error: null });
     expect(await tokenIds(stack.database.db, collection, 'leak-json')).toEqual([]);
-    expect(await stack.database.db.selectFrom('vault_tokens').select('token_id').where('token_id', 'in', [...doomed, bystander!]).execute()).toEqual([{ token_id: bystander }]);
+    expect(
+      await stack.database.db
+        .selectFrom('vault_tokens')
+        .select('token_id')
+        .where('token_id', 'in', [...doomed, bystander!])
+        .execute(),
+    ).toEqual([{ token_id: bystander }]);
     const row = await stack.database.db.selectFrom('commands').select(['audit', 'idempotency_key']).where('id', '=', job.job_id).executeTakeFirstOrThrow();
     expect(row.audit).toMatchObject({ source: 'cli', reason: 'FraudPreventionSecurityAndCompliance', actor: { id: 'admin' } });
     expect(row.idempotency_key).toEqual(expect.any(String));
@@ -116,7 +125,10 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
   });
 
   it('delete --no-wait prints the accepted job; status --json prints the job as GET /v1/jobs does', async () => {
-    await tokenize(stack, collection, [{ object: { id: 's1' }, tags: ['leak-status'] }, { object: { id: 's2' }, tags: ['leak-status'] }]);
+    await tokenize(stack, collection, [
+      { object: { id: 's1' }, tags: ['leak-status'] },
+      { object: { id: 's2' }, tags: ['leak-status'] },
+    ]);
 
     const submitted = await revoke(['delete', '--collection', collection, '--tag', 'leak-status', ...REASON, '--json', '--no-wait']);
     expect(submitted.code).toBe(0);
@@ -211,7 +223,10 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
   });
 
   it('without --json, delete shows a progress bar and ends with "succeeded: deleted N tokens"', async () => {
-    await tokenize(stack, collection, [{ object: { id: 'p1' }, tags: ['leak-bar'] }, { object: { id: 'p2' }, tags: ['leak-bar'] }]);
+    await tokenize(stack, collection, [
+      { object: { id: 'p1' }, tags: ['leak-bar'] },
+      { object: { id: 'p2' }, tags: ['leak-bar'] },
+    ]);
 
     const run = await revoke(['delete', '--collection', collection, '--tag', 'leak-bar', ...REASON]);
 
@@ -243,7 +258,12 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     });
 
     const ownRevoke = (args: string[]) => revoke(args, { REVOCATION_TOKEN: own.token });
-    const jsonLines = (stdout: string) => stdout.trim().split('\n').filter(Boolean).map((line) => JobView.parse(JSON.parse(line)));
+    const jsonLines = (stdout: string) =>
+      stdout
+        .trim()
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JobView.parse(JSON.parse(line)));
 
     it('jobs prints a table of the caller’s jobs, newest first; jobs --json one job view per line', async () => {
       const [table, json] = await Promise.all([ownRevoke(['jobs']), ownRevoke(['jobs', '--json'])]);
@@ -305,7 +325,11 @@ describe('the revoke CLI: dry runs and cancels', { timeout: 60_000 }, () => {
   const revoke = (args: string[]) => runCli(args, { env });
 
   it('delete --dry-run prints what the delete would touch, exits 0, and submits nothing', async () => {
-    const ids = await tokenize(stack, collection, Array.from({ length: 25 }, (_, i) => ({ object: { id: `d${i}` }, tags: ['leak-dry'] })));
+    const ids = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 25 }, (_, i) => ({ object: { id: `d${i}` }, tags: ['leak-dry'] })),
+    );
     const before = await commandCount(stack.database.db);
 
     const run = await revoke(['delete', '--collection', collection, '--tag', 'leak-dry', ...REASON, '--dry-run']);
@@ -354,7 +378,11 @@ describe('the revoke CLI: dry runs and cancels', { timeout: 60_000 }, () => {
     expect(status.stdout).toBe(`job ${id} cancelled: deleted 0 tokens before it stopped\n`);
     expect(await tokenIds(stack.database.db, collection, 'leak-cancel')).toHaveLength(1);
 
-    await stack.database.db.updateTable('commands').set({ state: 'succeeded', result: JSON.stringify({ deleted: 1 }) }).where('id', '=', id).execute();
+    await stack.database.db
+      .updateTable('commands')
+      .set({ state: 'succeeded', result: JSON.stringify({ deleted: 1 }) })
+      .where('id', '=', id)
+      .execute();
     const ended = await revoke(['cancel', id]);
     expect(ended.code).toBe(3);
     expect(ended.stderr).toMatch(/revoke: the service answered 409 PV3011: The job has already succeeded/);

@@ -2,17 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import {
-  type CachedToken,
-  EVENT_FIELD,
-  EventConsumer,
-  type EventConsumerOptions,
-  JobView,
-  RevocationApiError,
-  RevocationClient,
-  RevocationEvent,
-  TokenCacheInvalidator,
-} from '../../index.js';
+import { type CachedToken, EVENT_FIELD, EventConsumer, type EventConsumerOptions, JobView, RevocationApiError, RevocationClient, RevocationEvent, TokenCacheInvalidator } from '../../index.js';
 import { call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
@@ -207,11 +197,20 @@ describe('the client package against a running service', () => {
 
     it('preview shows what a command would touch now and records nothing; a refusal is RevocationApiError as for submit', async () => {
       const { collection, ids } = await collectionWithTokens('preview', [{ object: { id: 'o1' }, tags: ['breach'] }, { object: { id: 'o2' }, tags: ['breach'] }, { object: { id: 'o3' } }]);
-      const commands = () => stack.database.db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
+      const commands = () =>
+        stack.database.db
+          .selectFrom('commands')
+          .select((eb) => eb.fn.countAll<string>().as('n'))
+          .executeTakeFirstOrThrow();
       const before = await commands();
 
       expect(await client.preview({ type: 'tokens.delete', collection, tags: ['breach'], reason: REASON })).toEqual({ type: 'tokens.delete', matches: 2, sample: ids.slice(0, 2) });
-      expect(await client.preview({ type: 'tokens.rotate', collection, token_ids: [ids[2]!, 'gone'], reason: REASON })).toEqual({ type: 'tokens.rotate', matches: 1, sample: [ids[2]], missing: ['gone'] });
+      expect(await client.preview({ type: 'tokens.rotate', collection, token_ids: [ids[2]!, 'gone'], reason: REASON })).toEqual({
+        type: 'tokens.rotate',
+        matches: 1,
+        sample: [ids[2]],
+        missing: ['gone'],
+      });
       const refused = await client.preview({ type: 'tokens.delete', collection: 'no_such_collection', tags: ['x'], reason: REASON }).catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(RevocationApiError);
       expect(refused).toMatchObject({ status: 404, errorCode: 'PV3001' });
@@ -298,16 +297,17 @@ describe('the client package against a running service', () => {
     let realEvents: string[];
 
     beforeAll(async () => {
-      const { collection } = await collectionWithTokens('source', [1, 2, 3].map((n) => ({ object: { id: `o${n}` }, tags: [`s${n}`] })));
+      const { collection } = await collectionWithTokens(
+        'source',
+        [1, 2, 3].map((n) => ({ object: { id: `o${n}` }, tags: [`s${n}`] })),
+      );
       const jobs = [];
       for (const n of [1, 2, 3]) jobs.push(await client.run({ type: 'tokens.delete', collection, archived: false, tags: [`s${n}`], reason: REASON }));
       const jobIds = new Set(jobs.map((j) => j.job_id));
       const deadline = Date.now() + 10_000;
       for (;;) {
         const entries = await stack.redis.xrange(stack.config.EVENTS_STREAM, '-', '+');
-        realEvents = entries
-          .map(([, fields]) => fields[fields.indexOf(EVENT_FIELD) + 1]!)
-          .filter((raw) => jobIds.has((JSON.parse(raw) as { job_id: string }).job_id));
+        realEvents = entries.map(([, fields]) => fields[fields.indexOf(EVENT_FIELD) + 1]!).filter((raw) => jobIds.has((JSON.parse(raw) as { job_id: string }).job_id));
         if (realEvents.length === 6 || Date.now() > deadline) break;
         await sleep(50);
       }
@@ -432,11 +432,14 @@ describe('the client package against a running service', () => {
       await events.ensureGroup();
       const job = await client.lockout({ kind: 'user', id: user.subject.id });
       expect(job.state).toBe('succeeded');
-      const received = await consumeUntil(events, (es) => es.some((e) => e.type === 'command.succeeded' && e.job_id === job.job_id), (event) => invalidator.apply(event));
+      const received = await consumeUntil(
+        events,
+        (es) => es.some((e) => e.type === 'command.succeeded' && e.job_id === job.job_id),
+        (event) => invalidator.apply(event),
+      );
       expect(received.filter((e) => e.job_id === job.job_id).map((e) => e.type)).toEqual(['subject.locked', 'access_token.revoked', 'command.succeeded']);
       expect([...invalidator.access.keys()]).toEqual([other.tokenId]);
     });
-
 
     it('drops exactly the cached tokens that real delete, rotate, access-token revoke and revoke-all events name', async () => {
       const { collection, ids } = await collectionWithTokens('cache', [

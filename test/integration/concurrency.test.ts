@@ -50,7 +50,12 @@ async function currentTokenIds(db: Db, collection: string): Promise<string[]> {
 async function waitForTerminal(db: Db, ids: readonly string[], n: number, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const row = await db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).where('id', 'in', [...ids]).where('state', 'in', ['succeeded', 'failed']).executeTakeFirstOrThrow();
+    const row = await db
+      .selectFrom('commands')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('id', 'in', [...ids])
+      .where('state', 'in', ['succeeded', 'failed'])
+      .executeTakeFirstOrThrow();
     if (Number(row.n) >= n || Date.now() > deadline) return;
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
@@ -106,15 +111,26 @@ describe('overlapping rotates and deletes on two worker processes', () => {
       } else {
         submitted.push(...(await submitAll(stack, shuffled)));
       }
-      if (wave < 2) await waitForTerminal(stack.database.db, submitted.map((s) => s.id), Math.ceil(submitted.length / 2));
+      if (wave < 2)
+        await waitForTerminal(
+          stack.database.db,
+          submitted.map((s) => s.id),
+          Math.ceil(submitted.length / 2),
+        );
     }
 
     // every command ends, succeeded or failed with a business error
     const views = await Promise.all(submitted.map((s) => waitForJob(stack, s.id, stack.admin, 90_000)));
     const stuck = views.filter((v) => v.state !== 'succeeded' && v.state !== 'failed');
-    expect(stuck.map((v) => `${v.job_id} ${v.state}`), note).toEqual([]);
+    expect(
+      stuck.map((v) => `${v.job_id} ${v.state}`),
+      note,
+    ).toEqual([]);
     const badFailures = views.filter((v) => v.state === 'failed' && !BUSINESS_ERRORS.has(v.error?.error_code));
-    expect(badFailures.map((v) => `${v.job_id} ${JSON.stringify(v.error)}`), note).toEqual([]);
+    expect(
+      badFailures.map((v) => `${v.job_id} ${JSON.stringify(v.error)}`),
+      note,
+    ).toEqual([]);
     const viewOf = new Map(views.map((v) => [v.job_id as string, v]));
     const bodyOf = new Map(submitted.map((s) => [s.id, s.body]));
     expect(viewOf.get(breachId)?.state, note).toBe('succeeded');
@@ -128,7 +144,11 @@ describe('overlapping rotates and deletes on two worker processes', () => {
     const audit = await stack.database.db
       .selectFrom('audit_log')
       .select(['id', 'command_id', 'action', 'data'])
-      .where('command_id', 'in', submitted.map((s) => s.id))
+      .where(
+        'command_id',
+        'in',
+        submitted.map((s) => s.id),
+      )
       .orderBy('id')
       .execute();
     const deletedBy = new Map<string, number>();
@@ -194,9 +214,15 @@ describe('overlapping rotates and deletes on two worker processes', () => {
       const view = viewOf.get(s.id);
       const audited = audit.filter((r) => r.command_id === s.id);
       if (view.state === 'failed') {
-        expect(audited.map((r) => r.action), `${note}: ${s.id}`).toEqual(['command.failed']);
+        expect(
+          audited.map((r) => r.action),
+          `${note}: ${s.id}`,
+        ).toEqual(['command.failed']);
       } else if (s.body.type === 'tokens.rotate') {
-        expect(audited.map((r) => r.action), `${note}: ${s.id}`).toEqual(['tokens.rotated']);
+        expect(
+          audited.map((r) => r.action),
+          `${note}: ${s.id}`,
+        ).toEqual(['tokens.rotated']);
         expect(view.result.mapping, `${note}: ${s.id}`).toEqual(renamedBy.get(s.id));
       } else {
         expect(new Set(audited.map((r) => r.action)), `${note}: ${s.id}`).toEqual(new Set(['tokens.deleted']));
@@ -206,7 +232,11 @@ describe('overlapping rotates and deletes on two worker processes', () => {
     const succeededOutbox = await stack.database.db
       .selectFrom('outbox')
       .select('command_id')
-      .where('command_id', 'in', submitted.map((s) => s.id))
+      .where(
+        'command_id',
+        'in',
+        submitted.map((s) => s.id),
+      )
       .where((eb) => eb(eb.ref('event', '->>').key('type'), '=', 'command.succeeded'))
       .execute();
     const succeededIds = views.filter((v) => v.state === 'succeeded').map((v) => v.job_id as string);
@@ -220,7 +250,10 @@ describe('overlapping rotates and deletes on two worker processes', () => {
       expect({ object_id: row.object_id, tags: row.tags }, `${note}: ${row.token_id}`).toEqual({ object_id: `o${i}`, tags: [isBreach(i) ? 'breach' : 'kept', `t-${i}`] });
     }
     // the breach delete missed nothing: every token of the breach existed before it ran
-    expect(rows.filter((r) => r.tags.includes('breach')), note).toEqual([]);
+    expect(
+      rows.filter((r) => r.tags.includes('breach')),
+      note,
+    ).toEqual([]);
     expect(rows.length, note).toBeGreaterThan(0);
     expect(breachDeletedRenamed, `${note}: renamed tokens the breach delete found`).toBeGreaterThan(0);
     // the test meant something: several rotates and deletes took effect, and some lost their race
@@ -231,7 +264,11 @@ describe('overlapping rotates and deletes on two worker processes', () => {
   it('of two rotates of the same tokens sent at once, one wins and the other fails PV3087', { timeout: 60_000 }, async () => {
     const collection = 'pair';
     await createCollection(stack, collection);
-    const ids = await tokenize(stack, collection, Array.from({ length: 10 }, (_, i) => ({ object: { id: `p${i}` } })));
+    const ids = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 10 }, (_, i) => ({ object: { id: `p${i}` } })),
+    );
     const bystander = await tokenize(stack, collection, [{ object: { id: 'bystander' } }]);
 
     const submitted = await submitAll(stack, [
@@ -250,7 +287,15 @@ describe('overlapping rotates and deletes on two worker processes', () => {
     expect(Object.keys(mapping).sort()).toEqual([...ids].sort());
     const left = await currentTokenIds(stack.database.db, collection);
     expect(left.sort()).toEqual([...Object.values(mapping), ...bystander].sort());
-    const audit = await stack.database.db.selectFrom('audit_log').select('action').where('command_id', 'in', submitted.map((s) => s.id)).execute();
+    const audit = await stack.database.db
+      .selectFrom('audit_log')
+      .select('action')
+      .where(
+        'command_id',
+        'in',
+        submitted.map((s) => s.id),
+      )
+      .execute();
     expect(audit.map((r) => r.action).sort()).toEqual(['command.failed', 'tokens.rotated']);
   });
 });

@@ -26,8 +26,7 @@ describe('the credential cache of command routes', () => {
 
   const deleteCommand = (tokenId: string) => ({ type: 'tokens.delete', collection: COLLECTION, token_ids: [tokenId], reason: 'AppFunctionality' });
   const submit = (headers: Record<string, string>, body: unknown = deleteCommand(uid('tok'))) => call(stack, 'POST', '/v1/commands', { headers, body });
-  const commandsOf = async (subjectId: string) =>
-    Number((await sql<{ n: string }>`select count(*) as n from commands where submitter_id = ${subjectId}`.execute(stack.database.db)).rows[0]!.n);
+  const commandsOf = async (subjectId: string) => Number((await sql<{ n: string }>`select count(*) as n from commands where submitter_id = ${subjectId}`.execute(stack.database.db)).rows[0]!.n);
   const cacheHits = async () => {
     const text = await (await fetch(`${stack.producer.url}/metrics`)).text();
     return Number(/^revocation_credential_cache_lookups_total\{outcome="hit"\} (\d+)/m.exec(text)?.[1] ?? 0);
@@ -149,7 +148,9 @@ describe('the credential cache of command routes', () => {
     const before = await cacheHits();
     const del = await call(stack, 'DELETE', `${DELETE}?reason=AppFunctionality&token_ids=${a}`, { headers: { ...writer.headers, prefer: 'wait=10' } });
     expect(del.status).toBe(200);
-    const rot = await call(stack, 'POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?reason=AppFunctionality&token_ids=${b}`, { headers: { ...writer.headers, prefer: 'respond-async' } });
+    const rot = await call(stack, 'POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?reason=AppFunctionality&token_ids=${b}`, {
+      headers: { ...writer.headers, prefer: 'respond-async' },
+    });
     expect(rot.status).toBe(202);
     expect(await cacheHits()).toBe(before + 2);
     await sql`delete from access_tokens where id = ${writer.tokenId}`.execute(stack.database.db);

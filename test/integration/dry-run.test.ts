@@ -34,7 +34,9 @@ describe('POST /v1/commands?dry_run=true', () => {
   async function state(): Promise<Record<string, string>> {
     const out: Record<string, string> = {};
     for (const table of ['commands', 'outbox', 'audit_log', 'vault_tokens', 'access_tokens', 'subjects']) {
-      const r = await sql<{ n: number; digest: string }>`select count(*)::int as n, coalesce(md5(string_agg(t::text, '|' order by t::text)), '') as digest from ${sql.table(table)} t`.execute(stack.database.db);
+      const r = await sql<{ n: number; digest: string }>`select count(*)::int as n, coalesce(md5(string_agg(t::text, '|' order by t::text)), '') as digest from ${sql.table(table)} t`.execute(
+        stack.database.db,
+      );
       out[table] = `${r.rows[0]!.n} ${r.rows[0]!.digest}`;
     }
     for (const key of (await stack.redis.keys(`${stack.config.QUEUE_PREFIX}:*`)).sort()) {
@@ -48,7 +50,8 @@ describe('POST /v1/commands?dry_run=true', () => {
     stack = await startStack({ worker: false });
     await createCollection(stack, COLLECTION);
     writerA = await subjectWithToken(stack, { kind: 'service', capabilities: ['tokens:write'], tenant_ids: [A] });
-    const items = (prefix: string, n: number, tenant: string | null) => Array.from({ length: n }, (_, i) => ({ object: { id: `${prefix}-${i}` }, tags: ['breach'], token_id: `${prefix}-${String(i).padStart(2, '0')}`, ...(tenant && { tenant_id: tenant }) }));
+    const items = (prefix: string, n: number, tenant: string | null) =>
+      Array.from({ length: n }, (_, i) => ({ object: { id: `${prefix}-${i}` }, tags: ['breach'], token_id: `${prefix}-${String(i).padStart(2, '0')}`, ...(tenant && { tenant_id: tenant }) }));
     // interleaved, so that the first keys of the collection are not all one tenant's
     const a1 = await tokenize(stack, COLLECTION, items('a1', 10, A));
     const b = await tokenize(stack, COLLECTION, items('b', 3, B));
@@ -67,7 +70,9 @@ describe('POST /v1/commands?dry_run=true', () => {
 
     expect(r.status).toBe(200);
     expect(CommandPreview.parse(r.body)).toEqual(r.body);
-    const inKeyOrder = (await stack.database.db.selectFrom('vault_tokens').select('token_id').where('collection', '=', COLLECTION).where('archived_at', 'is', null).orderBy('id').execute()).map((t) => t.token_id);
+    const inKeyOrder = (await stack.database.db.selectFrom('vault_tokens').select('token_id').where('collection', '=', COLLECTION).where('archived_at', 'is', null).orderBy('id').execute()).map(
+      (t) => t.token_id,
+    );
     expect(r.body).toEqual({ type: 'tokens.delete', matches: 30, sample: inKeyOrder.slice(0, PREVIEW_SAMPLE_SIZE) });
     expect(r.body.sample).toHaveLength(PREVIEW_SAMPLE_SIZE);
     expect(r.headers.location).toBeUndefined();
@@ -132,11 +137,16 @@ describe('POST /v1/commands?dry_run=true', () => {
     const db = stack.database.db;
     // the first temporary token is of an older generation (a revoke-all ran since)
     await db.updateTable('subjects').set({ temporary_generation: 1 }).where('id', '=', user.subject.id).execute();
-    const issue = async (body: { temporary: boolean; ttl_seconds?: number }) => (await call(stack, 'POST', `/v1/subjects/${user.subject.id}/tokens`, { headers: stack.admin, body })).body.token_id as string;
+    const issue = async (body: { temporary: boolean; ttl_seconds?: number }) =>
+      (await call(stack, 'POST', `/v1/subjects/${user.subject.id}/tokens`, { headers: stack.admin, body })).body.token_id as string;
     const live = [await issue({ temporary: true, ttl_seconds: 3600 }), await issue({ temporary: true, ttl_seconds: 3600 }), await issue({ temporary: true, ttl_seconds: 3600 })];
     await issue({ temporary: false });
     const expired = await issue({ temporary: true, ttl_seconds: 3600 });
-    await db.updateTable('access_tokens').set({ expires_at: new Date(Date.now() - 1000) }).where('id', '=', expired).execute();
+    await db
+      .updateTable('access_tokens')
+      .set({ expires_at: new Date(Date.now() - 1000) })
+      .where('id', '=', expired)
+      .execute();
 
     const r = await preview({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: user.subject.id } });
 
@@ -153,7 +163,12 @@ describe('POST /v1/commands?dry_run=true', () => {
     const user = await subjectWithToken(stack, { kind: 'user' });
     await seedNamedAccessTokens(stack.database.db, user.subject.id, 14);
     await seedTemporaryAccessTokens(stack.database.db, user.subject.id, 10, 3600);
-    const byId = await stack.database.db.selectFrom('access_tokens').select('id').where('subject_id', '=', user.subject.id).orderBy(sql`id collate "C"`).execute();
+    const byId = await stack.database.db
+      .selectFrom('access_tokens')
+      .select('id')
+      .where('subject_id', '=', user.subject.id)
+      .orderBy(sql`id collate "C"`)
+      .execute();
     const before = await state();
 
     const lockout = await preview({ type: 'subject.lockout', subject: { kind: 'user', id: user.subject.id } });

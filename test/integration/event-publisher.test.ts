@@ -45,7 +45,11 @@ describe('a worker publishing its own events', () => {
 
   it('puts every event it commits on the stream and marks it; the relay publishes none of them', async () => {
     await createCollection(stack, 'own');
-    const tokens = await tokenize(stack, 'own', Array.from({ length: 6 }, (_, i) => ({ object: { id: `own-${i}` }, tags: i < 3 ? ['own-tag'] : [] })));
+    const tokens = await tokenize(
+      stack,
+      'own',
+      Array.from({ length: 6 }, (_, i) => ({ object: { id: `own-${i}` }, tags: i < 3 ? ['own-tag'] : [] })),
+    );
     const jobs = [
       await submit(stack, { type: 'tokens.delete', collection: 'own', token_ids: [tokens[3]], reason: 'AppFunctionality' }),
       await submit(stack, { type: 'tokens.delete', collection: 'own', tags: ['own-tag'], reason: 'AppFunctionality' }), // events written by the batch statement
@@ -87,8 +91,8 @@ describe('EventPublisher', () => {
   async function committed(n: number, { commandId = randomUUID() as string, terminal = false } = {}): Promise<OutboxEvent[]> {
     const drafts = Array.from({ length: n }, (_, i) =>
       terminal && i === n - 1
-        ? ({ type: 'command.succeeded' as const, data: { command_type: 'tokens.delete' as const, result: { deleted: n - 1 } } })
-        : ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: false } } }),
+        ? { type: 'command.succeeded' as const, data: { command_type: 'tokens.delete' as const, result: { deleted: n - 1 } } }
+        : { type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: false } } },
     );
     const events = toEvents(commandId, audit, drafts);
     const rows = await stack.database.db.insertInto('outbox').values(outboxRows(commandId, events)).returning(['id', 'event_id']).execute();
@@ -102,7 +106,11 @@ describe('EventPublisher', () => {
       await stack.database.db
         .selectFrom('outbox')
         .select('id')
-        .where('id', 'in', events.map((e) => e.id))
+        .where(
+          'id',
+          'in',
+          events.map((e) => e.id),
+        )
         .where('published_at', 'is', null)
         .execute()
     ).length;
@@ -228,7 +236,11 @@ describe('EventPublisher', () => {
 
   it('a delivery that resumes a command publishes the events an earlier delivery left unpublished first, in order', async () => {
     await createCollection(stack, 'resume');
-    await tokenize(stack, 'resume', Array.from({ length: 6 }, (_, i) => ({ object: { id: `resume-${i}` }, tags: ['resume-tag'] })));
+    await tokenize(
+      stack,
+      'resume',
+      Array.from({ length: 6 }, (_, i) => ({ object: { id: `resume-${i}` }, tags: ['resume-tag'] })),
+    );
     const id = await submit(stack, { type: 'tokens.delete', collection: 'resume', tags: ['resume-tag'], reason: 'AppFunctionality' });
     const db = stack.database.db;
     const settings = { deleteBatchSize: 2 };

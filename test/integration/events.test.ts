@@ -60,7 +60,15 @@ describe('completion events and the audit log', () => {
       responderId = responder.subject.id;
       const as = (requestId: string) => ({ ...responder.headers, 'x-tenant-id': 'tenant-a', 'x-request-id': requestId, prefer: 'wait=10' });
 
-      deletedIds = await tokenize(stack, collection, [{ object: { id: 'o1' }, tags: ['breach'] }, { object: { id: 'o2' }, tags: ['breach'] }], { ...responder.headers, 'x-tenant-id': 'tenant-a' });
+      deletedIds = await tokenize(
+        stack,
+        collection,
+        [
+          { object: { id: 'o1' }, tags: ['breach'] },
+          { object: { id: 'o2' }, tags: ['breach'] },
+        ],
+        { ...responder.headers, 'x-tenant-id': 'tenant-a' },
+      );
       rotatedIds = await tokenize(stack, collection, [{ object: { id: 'o3' } }, { object: { id: 'o4' } }], { ...responder.headers, 'x-tenant-id': 'tenant-a' });
 
       const del = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${collection}/tokens?tags=breach&reason=Other&adhoc_reason=${encodeURIComponent('incident 7')}&custom_audit=ticket-7`, {
@@ -200,7 +208,10 @@ describe('completion events and the audit log', () => {
         await eventsOf(jobs[name]);
         const rows = await auditRows(jobs[name]);
         expect(rows.length, name).toBeGreaterThanOrEqual(1);
-        expect(rows.map((r) => r.action), name).toContain(actions[name]);
+        expect(
+          rows.map((r) => r.action),
+          name,
+        ).toContain(actions[name]);
         for (const row of rows) {
           expect(row).toMatchObject({ actor_id: responderId, actor_kind: 'user', request_id: requestIds[name], source: 'http' });
         }
@@ -217,7 +228,9 @@ describe('completion events and the audit log', () => {
     const ids = await tokenize(stack, c, items);
     expect(ids).toHaveLength(2500);
 
-    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${c}/tokens?tags=mass-breach&reason=FraudPreventionSecurityAndCompliance`, { headers: { ...stack.admin, prefer: 'respond-async' } });
+    const accepted = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${c}/tokens?tags=mass-breach&reason=FraudPreventionSecurityAndCompliance`, {
+      headers: { ...stack.admin, prefer: 'respond-async' },
+    });
     expect(accepted.status).toBe(202);
     const jobId = accepted.body.job_id as string;
     const job = await waitForJob(stack, jobId);

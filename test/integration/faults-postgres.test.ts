@@ -48,11 +48,26 @@ describe('Postgres connections cut while jobs run', () => {
     await createCollection(stack, collection);
     // a breach of 10,000 tokens (100 batches of 100), 300 single deletes, 50 rotates of two
     await seedVaultTokens(db, { collection, count: 20_000, tag: 'breach', tagRatio: 0.5, tenantId: null, objectPrefix: 'seed-' });
-    const breach = (await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', collection).where('tags', '@>', sql<string[]>`array['breach']::text[]`).execute()).map((r) => r.token_id);
+    const breach = (
+      await db
+        .selectFrom('vault_tokens')
+        .select('token_id')
+        .where('collection', '=', collection)
+        .where('tags', '@>', sql<string[]>`array['breach']::text[]`)
+        .execute()
+    ).map((r) => r.token_id);
     expect(breach).toHaveLength(10_000);
     const seededKept = (await tokenIdsOf(db, collection)).filter((id) => !new Set(breach).has(id));
-    const singles = await tokenize(stack, collection, Array.from({ length: 300 }, (_, i) => ({ object: { id: `single-${i}` } })));
-    const rotated = await tokenize(stack, collection, Array.from({ length: 100 }, (_, i) => ({ object: { id: `rotate-${i}` } })));
+    const singles = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 300 }, (_, i) => ({ object: { id: `single-${i}` } })),
+    );
+    const rotated = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 100 }, (_, i) => ({ object: { id: `rotate-${i}` } })),
+    );
 
     const submit = async (body: Record<string, unknown>) => {
       const r = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { ...body, reason: 'AppFunctionality' } });
@@ -71,14 +86,24 @@ describe('Postgres connections cut while jobs run', () => {
     const worker = await stack.startWorker();
     // once the breach delete is under way, cut every connection of the worker, again and again,
     // until several commands needed another attempt (and at least five rounds)
-    await expect.poll(async () => (await db.selectFrom('commands').select('progress').where('id', '=', bulkId).executeTakeFirstOrThrow()).progress?.processed ?? 0, { timeout: 20_000, interval: 20 }).toBeGreaterThan(0);
+    await expect
+      .poll(async () => (await db.selectFrom('commands').select('progress').where('id', '=', bulkId).executeTakeFirstOrThrow()).progress?.processed ?? 0, { timeout: 20_000, interval: 20 })
+      .toBeGreaterThan(0);
     let terminated = 0;
     let rounds = 0;
     let retried = 0;
     for (; rounds < 60; rounds++) {
       terminated += await terminateBackends(db, stack.database.name, ['revocation-worker']);
       await sleep(150);
-      retried = Number((await db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).where('attempts', '>', 1).executeTakeFirstOrThrow()).n);
+      retried = Number(
+        (
+          await db
+            .selectFrom('commands')
+            .select((eb) => eb.fn.countAll<string>().as('n'))
+            .where('attempts', '>', 1)
+            .executeTakeFirstOrThrow()
+        ).n,
+      );
       if ((rounds >= 5 && retried >= 3) || (await countInStates(db, all, ['succeeded', 'failed'])) === all.length) break;
     }
     console.info(`pg_terminate_backend: ${terminated} worker backends in ${rounds + 1} rounds; ${retried} commands retried`);
@@ -92,7 +117,16 @@ describe('Postgres connections cut while jobs run', () => {
     }
     // a command that needed another attempt after a committed step counts it in Postgres (the bulk
     // delete, cut between its batches); on a slow machine its retry may come after the last cut
-    retried = Number((await db.selectFrom('commands').select((eb) => eb.fn.countAll<string>().as('n')).where('id', 'in', all).where('attempts', '>', 1).executeTakeFirstOrThrow()).n);
+    retried = Number(
+      (
+        await db
+          .selectFrom('commands')
+          .select((eb) => eb.fn.countAll<string>().as('n'))
+          .where('id', 'in', all)
+          .where('attempts', '>', 1)
+          .executeTakeFirstOrThrow()
+      ).n,
+    );
     expect(retried).toBeGreaterThan(0);
 
     const rows = await db.selectFrom('commands').select(['id', 'type', 'state', 'result', 'error', 'attempts']).where('id', 'in', all).execute();
@@ -134,7 +168,11 @@ describe('Postgres connections cut while jobs run', () => {
     const db = stack.database.db;
     const collection = 'cut_producer';
     await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 5 }, (_, i) => ({ object: { id: `o${i}` } })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 5 }, (_, i) => ({ object: { id: `o${i}` } })),
+    );
     await stack.startWorker();
 
     const cut = await terminateBackends(db, stack.database.name, ['revocation-producer', 'revocation-waiter']);
@@ -199,8 +237,7 @@ describe('a read in flight when its connection is cut', () => {
 
   it('the idempotency lookup: read again on a fresh connection, the replay is answered as usual', { timeout: 30_000 }, async () => {
     const { tokenId } = await subjectWithToken(stack, { kind: 'user' });
-    const revoke = () =>
-      call(stack, 'POST', '/v1/commands', { headers: { ...stack.admin, 'idempotency-key': 'cut-replay' }, body: { type: 'access_token.revoke', token_id: tokenId } });
+    const revoke = () => call(stack, 'POST', '/v1/commands', { headers: { ...stack.admin, 'idempotency-key': 'cut-replay' }, body: { type: 'access_token.revoke', token_id: tokenId } });
     const first = await revoke();
     expect(first.status).toBe(202);
     expect(await waitForJob(stack, first.body.job_id as string)).toMatchObject({ state: 'succeeded' });

@@ -39,7 +39,11 @@ describe('a worker process killed -9 during a burst of 1,000 single-token delete
     const db = stack.database.db;
     const collection = 'burst';
     await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 1_100 }, (_, i) => ({ object: { id: `o${i}` } })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 1_100 }, (_, i) => ({ object: { id: `o${i}` } })),
+    );
     const targets = tokens.slice(0, 1_000);
     const kept = tokens.slice(1_000);
 
@@ -107,7 +111,9 @@ describe('a worker process killed -9 during a burst of 1,000 single-token delete
       await expectDeletedOnce(db, collection, jobs, kept);
 
       // and the relays announced each command's end on the stream (at least once)
-      await expect.poll(async () => (await db.selectFrom('outbox').select('id').where('command_id', 'in', ids).where('published_at', 'is', null).execute()).length, { timeout: 20_000, interval: 100 }).toBe(0);
+      await expect
+        .poll(async () => (await db.selectFrom('outbox').select('id').where('command_id', 'in', ids).where('published_at', 'is', null).execute()).length, { timeout: 20_000, interval: 100 })
+        .toBe(0);
       const streamed = new Set((await streamEvents(redis.url, stack.config.EVENTS_STREAM)).filter((e) => e.type === 'command.succeeded').map((e) => e.job_id));
       expect(ids.filter((id) => !streamed.has(id))).toEqual([]);
     } finally {
@@ -173,7 +179,9 @@ describe('a bulk delete whose worker process is killed -9 while another worker r
     // its job stays active until its lock expires and a stalled check moves it back to wait
     const bound = COMMAND_WORKER_OPTIONS.lockDuration + COMMAND_WORKER_OPTIONS.stalledInterval + 6_000;
     await steps.steps(id, committed + 1, bound);
-    console.info(`kill -9 after ${committed} batches; the other worker committed the next one ${Date.now() - killedAt} ms after the kill (lockDuration ${COMMAND_WORKER_OPTIONS.lockDuration} ms, stalledInterval ${COMMAND_WORKER_OPTIONS.stalledInterval} ms)`);
+    console.info(
+      `kill -9 after ${committed} batches; the other worker committed the next one ${Date.now() - killedAt} ms after the kill (lockDuration ${COMMAND_WORKER_OPTIONS.lockDuration} ms, stalledInterval ${COMMAND_WORKER_OPTIONS.stalledInterval} ms)`,
+    );
 
     const done = await waitForJob(stack, id, stack.admin, 60_000);
     console.info(`the command ended ${Date.now() - killedAt} ms after the kill`);
@@ -249,43 +257,54 @@ describe('a worker started before Postgres or Redis is up', () => {
   });
 
   const bin = postgresBinaries();
-  it.skipIf(bin === undefined)('Postgres not up yet (a server of its own, stopped): it retries with backoff, saying so, starts once Postgres is up, and runs the command queued for it', { timeout: 120_000 }, async () => {
-    const postgres: OwnPostgres = await startOwnPostgres(bin!);
-    const redis = await startOwnRedis();
-    const url = postgres.url('revocation');
-    await migrateToLatest(url);
-    const config = loadConfig({ DATABASE_URL: url, REDIS_URL: redis.url, PORT: '0', LOG_LEVEL: 'silent', QUEUE_PREFIX: 'late-postgres', WORKER_CONCURRENCY: '4', BOOTSTRAP_ADMIN_TOKEN: ADMIN_TOKEN, RATE_LIMIT_MAX: '0' });
-    const producer = await startProducer(config, pino({ level: 'silent' }));
-    const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
-    const send = async (method: string, path: string, body?: unknown) => {
-      const response = await fetch(`${producer.url}${path}`, { method, headers: admin, ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal: AbortSignal.timeout(10_000) });
-      return { status: response.status, body: (await response.json()) as any };
-    };
-    try {
-      // a command accepted and queued while no worker runs; then Postgres goes down
-      expect((await send('POST', '/v1/collections', { name: 'late_postgres' })).status).toBe(201);
-      const tokenized = await send('POST', '/api/pvlt/1.0/data/collections/late_postgres/tokens?reason=AppFunctionality', [{ object: { id: 'o1' } }]);
-      expect(tokenized.status).toBe(200);
-      const accepted = await send('POST', '/v1/commands', { type: 'tokens.delete', collection: 'late_postgres', token_ids: [tokenized.body[0].token_id], reason: 'AppFunctionality' });
-      expect(accepted.status).toBe(202);
-      await postgres.stop();
+  it.skipIf(bin === undefined)(
+    'Postgres not up yet (a server of its own, stopped): it retries with backoff, saying so, starts once Postgres is up, and runs the command queued for it',
+    { timeout: 120_000 },
+    async () => {
+      const postgres: OwnPostgres = await startOwnPostgres(bin!);
+      const redis = await startOwnRedis();
+      const url = postgres.url('revocation');
+      await migrateToLatest(url);
+      const config = loadConfig({
+        DATABASE_URL: url,
+        REDIS_URL: redis.url,
+        PORT: '0',
+        LOG_LEVEL: 'silent',
+        QUEUE_PREFIX: 'late-postgres',
+        WORKER_CONCURRENCY: '4',
+        BOOTSTRAP_ADMIN_TOKEN: ADMIN_TOKEN,
+        RATE_LIMIT_MAX: '0',
+      });
+      const producer = await startProducer(config, pino({ level: 'silent' }));
+      const admin = { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' };
+      const send = async (method: string, path: string, body?: unknown) => {
+        const response = await fetch(`${producer.url}${path}`, { method, headers: admin, ...(body === undefined ? {} : { body: JSON.stringify(body) }), signal: AbortSignal.timeout(10_000) });
+        return { status: response.status, body: (await response.json()) as any };
+      };
+      try {
+        // a command accepted and queued while no worker runs; then Postgres goes down
+        expect((await send('POST', '/v1/collections', { name: 'late_postgres' })).status).toBe(201);
+        const tokenized = await send('POST', '/api/pvlt/1.0/data/collections/late_postgres/tokens?reason=AppFunctionality', [{ object: { id: 'o1' } }]);
+        expect(tokenized.status).toBe(200);
+        const accepted = await send('POST', '/v1/commands', { type: 'tokens.delete', collection: 'late_postgres', token_ids: [tokenized.body[0].token_id], reason: 'AppFunctionality' });
+        expect(accepted.status).toBe(202);
+        await postgres.stop();
 
-      const worker = launchWorker(config);
-      await retriedTwice(worker);
-      await postgres.start();
-      await worker.waitForLog('worker ready', 30_000);
+        const worker = launchWorker(config);
+        await retriedTwice(worker);
+        await postgres.start();
+        await worker.waitForLog('worker ready', 30_000);
 
-      // the producer reads the job on fresh connections (503 while its pool notices the restart)
-      let job: any;
-      await expect
-        .poll(async () => (job = (await send('GET', `/v1/jobs/${accepted.body.job_id}`)).body).state, { timeout: 30_000, interval: 100 })
-        .toBe('succeeded');
-      expect(job).toMatchObject({ result: { deleted: 1 } });
-    } finally {
-      await killChildren();
-      await producer.close();
-    }
-  });
+        // the producer reads the job on fresh connections (503 while its pool notices the restart)
+        let job: any;
+        await expect.poll(async () => (job = (await send('GET', `/v1/jobs/${accepted.body.job_id}`)).body).state, { timeout: 30_000, interval: 100 }).toBe('succeeded');
+        expect(job).toMatchObject({ result: { deleted: 1 } });
+      } finally {
+        await killChildren();
+        await producer.close();
+      }
+    },
+  );
 });
 
 /**
@@ -314,7 +333,11 @@ describe('two producer and three worker processes, each killed -9 once under a m
     await stopOwnRedisServers();
   });
 
-  type Spec = { type: 'tokens.delete'; token_ids: [string] } | { type: 'tokens.delete'; tags: ['breach'] } | { type: 'tokens.rotate'; token_ids: [string, string] } | { type: 'temporary_tokens.revoke_all'; subject: { kind: 'user'; id: string } };
+  type Spec =
+    | { type: 'tokens.delete'; token_ids: [string] }
+    | { type: 'tokens.delete'; tags: ['breach'] }
+    | { type: 'tokens.rotate'; token_ids: [string, string] }
+    | { type: 'temporary_tokens.revoke_all'; subject: { kind: 'user'; id: string } };
 
   it('every command accounted for: one per Idempotency-Key, one terminal state, each effect, audit row and event once', { timeout: 150_000 }, async () => {
     const db = stack.database.db;
@@ -323,8 +346,16 @@ describe('two producer and three worker processes, each killed -9 once under a m
     // the bulk delete: 10,000 tagged tokens, 100 batches (seconds: a worker may die under it)
     await seedVaultTokens(db, { collection, count: 10_000, tag: 'breach', tagRatio: 1, tenantId: null, objectPrefix: 'b' });
     const breach = await tokenIdsOf(db, collection, 'breach');
-    const singles = await tokenize(stack, collection, Array.from({ length: 300 }, (_, i) => ({ object: { id: `s${i}` } })));
-    const rotated = await tokenize(stack, collection, Array.from({ length: 200 }, (_, i) => ({ object: { id: `r${i}` } })));
+    const singles = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 300 }, (_, i) => ({ object: { id: `s${i}` } })),
+    );
+    const rotated = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 200 }, (_, i) => ({ object: { id: `r${i}` } })),
+    );
     const users: string[] = [];
     for (let i = 0; i < 8; i++) {
       const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
@@ -424,7 +455,9 @@ describe('two producer and three worker processes, each killed -9 once under a m
     const stalled = (await queue.getJobs(['completed'])).filter((j) => j.stalledCounter > 0 || j.attemptsMade > 1).length;
     await close();
     const bulkRow = await db.selectFrom('commands').select(['attempts', 'started_at', 'finished_at']).where('id', '=', ids[0]!).executeTakeFirstOrThrow();
-    console.info(`${stalled} jobs ran again after their worker died or failed; the bulk delete took ${bulkRow.finished_at!.getTime() - bulkRow.started_at!.getTime()} ms in ${bulkRow.attempts} attempts`);
+    console.info(
+      `${stalled} jobs ran again after their worker died or failed; the bulk delete took ${bulkRow.finished_at!.getTime() - bulkRow.started_at!.getTime()} ms in ${bulkRow.attempts} attempts`,
+    );
 
     // effects once: the tokens left, the results, the generations
     const of = <T extends Spec['type']>(type: T) => jobs.filter((j) => j.spec.type === type);
@@ -439,7 +472,9 @@ describe('two producer and three worker processes, each killed -9 once under a m
     const generations = new Map((await db.selectFrom('subjects').select(['id', 'temporary_generation']).where('id', 'in', users).execute()).map((r) => [r.id, r.temporary_generation]));
     const expectedGenerations = new Map(users.map((u) => [u, revokes.filter((j) => j.spec.type === 'temporary_tokens.revoke_all' && j.spec.subject.id === u).length]));
     expect(generations).toEqual(expectedGenerations);
-    expect(revokes.map((j) => resultOf.get(j.id)!.generation as number).sort((a, b) => a - b)).toEqual([...expectedGenerations.values()].flatMap((n) => Array.from({ length: n }, (_, k) => k + 1)).sort((a, b) => a - b));
+    expect(revokes.map((j) => resultOf.get(j.id)!.generation as number).sort((a, b) => a - b)).toEqual(
+      [...expectedGenerations.values()].flatMap((n) => Array.from({ length: n }, (_, k) => k + 1)).sort((a, b) => a - b),
+    );
 
     // audit rows once: one per single command, the bulk's batches naming each tagged token once
     const audit = await db.selectFrom('audit_log').select(['command_id', 'action', 'data']).where('command_id', 'in', ids).execute();
@@ -454,7 +489,9 @@ describe('two producer and three worker processes, each killed -9 once under a m
 
     // events: every outbox row of these commands on the stream (deduplicated by event_id), one
     // terminal event each, each token's deletion announced once
-    await expect.poll(async () => (await db.selectFrom('outbox').select('id').where('command_id', 'in', ids).where('published_at', 'is', null).execute()).length, { timeout: 30_000, interval: 100 }).toBe(0);
+    await expect
+      .poll(async () => (await db.selectFrom('outbox').select('id').where('command_id', 'in', ids).where('published_at', 'is', null).execute()).length, { timeout: 30_000, interval: 100 })
+      .toBe(0);
     const outbox = await db.selectFrom('outbox').select(['command_id', 'event']).where('command_id', 'in', ids).execute();
     const streamed = new Map((await streamEvents(redis.url, stack.config.EVENTS_STREAM)).map((e) => [e.event_id, e]));
     expect(outbox.filter((r) => !streamed.has(r.event.event_id)).map((r) => `${r.command_id} ${r.event.type}`)).toEqual([]);

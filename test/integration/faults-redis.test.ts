@@ -59,7 +59,11 @@ describe('faults of a Redis of our own', () => {
       const db = stack.database.db;
       const collection = 'lost_jobs';
       await createCollection(stack, collection);
-      const tokens = await tokenize(stack, collection, Array.from({ length: 1_100 }, (_, i) => ({ object: { id: `o${i}` } })));
+      const tokens = await tokenize(
+        stack,
+        collection,
+        Array.from({ length: 1_100 }, (_, i) => ({ object: { id: `o${i}` } })),
+      );
       const targets = tokens.slice(0, 1_000);
       const kept = tokens.slice(1_000);
 
@@ -70,13 +74,25 @@ describe('faults of a Redis of our own', () => {
 
         await inject();
         expect(await redis.command('DBSIZE')).toBe(':0');
-        const queued = await db.selectFrom('commands').select('state').where('id', 'in', jobs.map((j) => j.id)).execute();
+        const queued = await db
+          .selectFrom('commands')
+          .select('state')
+          .where(
+            'id',
+            'in',
+            jobs.map((j) => j.id),
+          )
+          .execute();
         expect(new Set(queued.map((r) => r.state))).toEqual(new Set(['queued']));
 
         // past the reconciler's grace period, start a worker: its first round re-enqueues them all
         await sleep(RECONCILER_GRACE_MS + 100);
         const worker = await stack.startWorker();
-        const took = await waitForTerminal(db, jobs.map((j) => j.id), 90_000);
+        const took = await waitForTerminal(
+          db,
+          jobs.map((j) => j.id),
+          90_000,
+        );
         console.info(`reconciled and ran 1,000 lost commands in ${took} ms`);
         expect(worker.reconciler.requeued).toBe(1_000);
 
@@ -96,7 +112,11 @@ describe('faults of a Redis of our own', () => {
     const db = stack.database.db;
     const collection = 'redis_down';
     await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 25 }, (_, i) => ({ object: { id: `o${i}` } })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 25 }, (_, i) => ({ object: { id: `o${i}` } })),
+    );
     const toDelete = tokens.slice(0, 10);
     const toRotate = tokens.slice(10, 20);
     const untouched = tokens.slice(20);
@@ -140,7 +160,12 @@ describe('faults of a Redis of our own', () => {
     const renamed = done.filter((r) => r.type === 'tokens.rotate').flatMap((r) => Object.entries((r.result as { mapping: Record<string, string> }).mapping));
     expect(renamed.map(([old]) => old).sort()).toEqual([...toRotate].sort());
     expect(await tokenIdsOf(db, collection)).toEqual([...untouched, ...renamed.map(([, fresh]) => fresh)].sort());
-    const terminalEvents = await db.selectFrom('outbox').select('command_id').where('command_id', 'in', ids).where((eb) => eb(eb.ref('event', '->>').key('type'), 'in', ['command.succeeded', 'command.failed'])).execute();
+    const terminalEvents = await db
+      .selectFrom('outbox')
+      .select('command_id')
+      .where('command_id', 'in', ids)
+      .where((eb) => eb(eb.ref('event', '->>').key('type'), 'in', ['command.succeeded', 'command.failed']))
+      .execute();
     expect(terminalEvents.map((r) => r.command_id).sort()).toEqual([...ids].sort());
   });
 
@@ -152,7 +177,11 @@ describe('faults of a Redis of our own', () => {
     await createCollection(stack, collection);
     // two deletes of 2,500 IDs (three `tokens.deleted` events each, at most 1,000 IDs per event)
     // and two rotates
-    const tokens = await tokenize(stack, collection, Array.from({ length: 5_010 }, (_, i) => ({ object: { id: `o${i}` } })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 5_010 }, (_, i) => ({ object: { id: `o${i}` } })),
+    );
 
     // hold the commands inside their transaction: a table lock every delete and rotate waits on
     const holder = new pg.Client({ connectionString: stack.database.url, application_name: 'faults-redis-holder' });
@@ -177,7 +206,9 @@ describe('faults of a Redis of our own', () => {
       await expect
         .poll(
           async () => {
-            const { rows } = await sql<{ n: string }>`select count(*) as n from pg_stat_activity where datname = ${stack.database.name} and application_name = 'revocation-worker' and wait_event_type = 'Lock'`.execute(db);
+            const { rows } = await sql<{
+              n: string;
+            }>`select count(*) as n from pg_stat_activity where datname = ${stack.database.name} and application_name = 'revocation-worker' and wait_event_type = 'Lock'`.execute(db);
             return Number(rows[0]?.n);
           },
           { timeout: 15_000, interval: 50 },
@@ -196,7 +227,9 @@ describe('faults of a Redis of our own', () => {
 
       // Redis is back (empty): the relay publishes what waited
       await redis.start();
-      await expect.poll(async () => (await db.selectFrom('outbox').select('id').where('command_id', 'in', ids).where('published_at', 'is', null).execute()).length, { timeout: 20_000, interval: 100 }).toBe(0);
+      await expect
+        .poll(async () => (await db.selectFrom('outbox').select('id').where('command_id', 'in', ids).where('published_at', 'is', null).execute()).length, { timeout: 20_000, interval: 100 })
+        .toBe(0);
 
       const streamed = await streamEvents(redis.url, stack.config.EVENTS_STREAM);
       for (const id of ids) {
@@ -204,7 +237,10 @@ describe('faults of a Redis of our own', () => {
         const seen = new Set<string>();
         const ofCommand = streamed.filter((e) => e.job_id === id && !seen.has(e.event_id) && seen.add(e.event_id));
         const expected = committed.filter((r) => r.command_id === id).map((r) => r.event_id);
-        expect(ofCommand.map((e) => e.event_id), `stream order of ${id}`).toEqual(expected);
+        expect(
+          ofCommand.map((e) => e.event_id),
+          `stream order of ${id}`,
+        ).toEqual(expected);
         const types = ofCommand.map((e) => e.type);
         expect(types.at(-1)).toBe('command.succeeded');
         expect(types.slice(0, -1).every((t) => t === 'tokens.deleted' || t === 'tokens.rotated')).toBe(true);

@@ -52,7 +52,11 @@ function exitWithin(child: WorkerProcess, ms: number) {
 }
 
 async function commandsOf(db: Db, collection: string) {
-  return db.selectFrom('commands').select(['id', 'state', 'progress', 'attempts']).where(sql<string>`payload->>'collection'`, '=', collection).execute();
+  return db
+    .selectFrom('commands')
+    .select(['id', 'state', 'progress', 'attempts'])
+    .where(sql<string>`payload->>'collection'`, '=', collection)
+    .execute();
 }
 
 async function progressOf(db: Db, id: string): Promise<JobProgress> {
@@ -91,114 +95,127 @@ describe('graceful shutdown of producer and worker processes', () => {
   /** Deletes one vault token by ID (native route). */
   const deleteOne = (collection: string, token: string) => ({ type: 'tokens.delete', collection, token_ids: [token], reason: 'AppFunctionality' });
 
-  it('producer, SIGTERM: in-flight requests finish, new connections are refused, a request arriving on an open one gets 503 PV1010, it exits 0, and every accepted command runs', { timeout: 90_000 }, async () => {
-    const db = stack.database.db;
-    const collection = 'drain_producer';
-    await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 6 }, (_, i) => ({ object: { id: `o${i}` } })));
-    const port = await freePort();
-    const producer = await spawnProducer(producerEnv(stack.config, port));
-    const connections: RawConnection[] = [];
-    try {
-      // a `Prefer: wait=30` request, waiting for a job no worker runs yet
-      const waiting = await RawConnection.open(port);
-      connections.push(waiting);
-      waiting.send('POST', '/v1/commands', { ...admin, prefer: 'wait=30' }, deleteOne(collection, tokens[0]!));
-      await expect.poll(async () => (await commandsOf(db, collection)).length, { timeout: 10_000, interval: 20 }).toBe(1);
-
-      // three requests in flight: the commands table is held, so each waits on its INSERT (sent
-      // one after another, so that each is its own INSERT rather than one batch of three)
-      await holder.query('begin');
-      await holder.query('lock table commands in exclusive mode');
-      const inFlight = await Promise.all([1, 2, 3].map(() => RawConnection.open(port)));
-      connections.push(...inFlight);
-      for (const [i, c] of inFlight.entries()) {
-        c.send('POST', '/v1/commands', admin, deleteOne(collection, tokens[i + 1]!));
-        await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-producer'), { timeout: 10_000, interval: 20 }).toBe(i + 1);
-      }
-
-      // a request that is arriving, its headers half sent, on a connection of its own
-      const arriving = await RawConnection.open(port);
-      connections.push(arriving);
-      const late = RawConnection.request('POST', '/v1/commands', admin, deleteOne(collection, tokens[4]!));
-      const split = late.indexOf('\r\n') + 2;
-      arriving.write(late.slice(0, split));
-
-      producer.signal('SIGTERM');
-      await producer.waitForLog('draining', 10_000);
-
-      // the waiting request does not hold the drain: it is answered now, 202 with its job
-      const waited = await waiting.response(0, 10_000);
-      expect(waited.status).toBe(202);
-      expect(waited.body).toMatchObject({ state: 'queued', job_id: expect.any(String) });
-      expect(waited.headers.location).toBe(`/v1/jobs/${waited.body.job_id}`);
-      expect(waited.headers.connection).toBe('close');
-
-      // new connections: refused once the listener is closed (a 503 PV1010 before that)
-      const early: RawResponse[] = [];
-      let refused: unknown;
-      for (const deadline = Date.now() + 10_000; refused === undefined && Date.now() < deadline; ) {
-        try {
-          const fresh = await RawConnection.open(port);
-          fresh.send('POST', '/v1/commands', admin, deleteOne(collection, tokens[5]!));
-          early.push(await fresh.response(0, 5_000));
-          fresh.destroy();
-          await sleep(20);
-        } catch (error) {
-          refused = error;
-        }
-      }
-      expect((refused as NodeJS.ErrnoException | undefined)?.code).toBe('ECONNREFUSED');
-      for (const response of early) expectUnavailable(response);
-
-      // the request arriving on an open connection now: 503 PV1010, and the connection closes
-      arriving.write(late.slice(split));
-      const turnedAway = await arriving.response(0, 10_000);
-      expectUnavailable(turnedAway);
-      expect(turnedAway.headers.connection).toBe('close');
-      await arriving.closed(10_000);
-
-      // the in-flight requests hold the drain
-      await sleep(300);
-      expect(producer.running()).toBe(true);
-
-      // let them through: each finishes with its 202, and its connection is closed after it
-      await holder.query('commit');
-      const answers = await Promise.all(inFlight.map((c) => c.response(0)));
-      for (const a of answers) {
-        expect(a.status).toBe(202);
-        expect(a.body.state).toBe('queued');
-        expect(a.headers.connection).toBe('close');
-      }
-      await Promise.all([waiting, ...inFlight].map((c) => c.closed(10_000)));
-
-      const exit = await exitWithin(producer, EXIT_BOUND_MS);
-      expect(exit).toEqual({ code: 0, signal: null });
-      expect(producer.messages()).toContain('stopped');
-
-      // exactly the four answered commands were recorded, and each was enqueued before the exit
-      const accepted = [waited, ...answers].map((a) => a.body.job_id as string);
-      expect(duplicates(accepted)).toEqual([]);
-      expect((await commandsOf(db, collection)).map((r) => r.id).sort()).toEqual([...accepted].sort());
-      const { queue, close } = commandQueue(redis.url, stack.config.QUEUE_PREFIX);
+  it(
+    'producer, SIGTERM: in-flight requests finish, new connections are refused, a request arriving on an open one gets 503 PV1010, it exits 0, and every accepted command runs',
+    { timeout: 90_000 },
+    async () => {
+      const db = stack.database.db;
+      const collection = 'drain_producer';
+      await createCollection(stack, collection);
+      const tokens = await tokenize(
+        stack,
+        collection,
+        Array.from({ length: 6 }, (_, i) => ({ object: { id: `o${i}` } })),
+      );
+      const port = await freePort();
+      const producer = await spawnProducer(producerEnv(stack.config, port));
+      const connections: RawConnection[] = [];
       try {
-        for (const id of accepted) expect(await (await queue.getJob(id))?.getState()).toBe('waiting');
-      } finally {
-        await close();
-      }
+        // a `Prefer: wait=30` request, waiting for a job no worker runs yet
+        const waiting = await RawConnection.open(port);
+        connections.push(waiting);
+        waiting.send('POST', '/v1/commands', { ...admin, prefer: 'wait=30' }, deleteOne(collection, tokens[0]!));
+        await expect.poll(async () => (await commandsOf(db, collection)).length, { timeout: 10_000, interval: 20 }).toBe(1);
 
-      // another worker runs them: nothing accepted is lost, nothing refused ran
-      const worker = await spawnWorker(stack.config);
-      await waitForTerminal(db, accepted, 30_000);
-      await expectDeletedOnce(db, collection, accepted.map((id, i) => ({ id, token: tokens[i]! })), tokens.slice(4));
-      worker.signal('SIGTERM');
-      expect(await exitWithin(worker, EXIT_BOUND_MS)).toEqual({ code: 0, signal: null });
-    } finally {
-      await holder.query('rollback').catch(() => {});
-      for (const c of connections) c.destroy();
-      await producer.kill();
-    }
-  });
+        // three requests in flight: the commands table is held, so each waits on its INSERT (sent
+        // one after another, so that each is its own INSERT rather than one batch of three)
+        await holder.query('begin');
+        await holder.query('lock table commands in exclusive mode');
+        const inFlight = await Promise.all([1, 2, 3].map(() => RawConnection.open(port)));
+        connections.push(...inFlight);
+        for (const [i, c] of inFlight.entries()) {
+          c.send('POST', '/v1/commands', admin, deleteOne(collection, tokens[i + 1]!));
+          await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-producer'), { timeout: 10_000, interval: 20 }).toBe(i + 1);
+        }
+
+        // a request that is arriving, its headers half sent, on a connection of its own
+        const arriving = await RawConnection.open(port);
+        connections.push(arriving);
+        const late = RawConnection.request('POST', '/v1/commands', admin, deleteOne(collection, tokens[4]!));
+        const split = late.indexOf('\r\n') + 2;
+        arriving.write(late.slice(0, split));
+
+        producer.signal('SIGTERM');
+        await producer.waitForLog('draining', 10_000);
+
+        // the waiting request does not hold the drain: it is answered now, 202 with its job
+        const waited = await waiting.response(0, 10_000);
+        expect(waited.status).toBe(202);
+        expect(waited.body).toMatchObject({ state: 'queued', job_id: expect.any(String) });
+        expect(waited.headers.location).toBe(`/v1/jobs/${waited.body.job_id}`);
+        expect(waited.headers.connection).toBe('close');
+
+        // new connections: refused once the listener is closed (a 503 PV1010 before that)
+        const early: RawResponse[] = [];
+        let refused: unknown;
+        for (const deadline = Date.now() + 10_000; refused === undefined && Date.now() < deadline;) {
+          try {
+            const fresh = await RawConnection.open(port);
+            fresh.send('POST', '/v1/commands', admin, deleteOne(collection, tokens[5]!));
+            early.push(await fresh.response(0, 5_000));
+            fresh.destroy();
+            await sleep(20);
+          } catch (error) {
+            refused = error;
+          }
+        }
+        expect((refused as NodeJS.ErrnoException | undefined)?.code).toBe('ECONNREFUSED');
+        for (const response of early) expectUnavailable(response);
+
+        // the request arriving on an open connection now: 503 PV1010, and the connection closes
+        arriving.write(late.slice(split));
+        const turnedAway = await arriving.response(0, 10_000);
+        expectUnavailable(turnedAway);
+        expect(turnedAway.headers.connection).toBe('close');
+        await arriving.closed(10_000);
+
+        // the in-flight requests hold the drain
+        await sleep(300);
+        expect(producer.running()).toBe(true);
+
+        // let them through: each finishes with its 202, and its connection is closed after it
+        await holder.query('commit');
+        const answers = await Promise.all(inFlight.map((c) => c.response(0)));
+        for (const a of answers) {
+          expect(a.status).toBe(202);
+          expect(a.body.state).toBe('queued');
+          expect(a.headers.connection).toBe('close');
+        }
+        await Promise.all([waiting, ...inFlight].map((c) => c.closed(10_000)));
+
+        const exit = await exitWithin(producer, EXIT_BOUND_MS);
+        expect(exit).toEqual({ code: 0, signal: null });
+        expect(producer.messages()).toContain('stopped');
+
+        // exactly the four answered commands were recorded, and each was enqueued before the exit
+        const accepted = [waited, ...answers].map((a) => a.body.job_id as string);
+        expect(duplicates(accepted)).toEqual([]);
+        expect((await commandsOf(db, collection)).map((r) => r.id).sort()).toEqual([...accepted].sort());
+        const { queue, close } = commandQueue(redis.url, stack.config.QUEUE_PREFIX);
+        try {
+          for (const id of accepted) expect(await (await queue.getJob(id))?.getState()).toBe('waiting');
+        } finally {
+          await close();
+        }
+
+        // another worker runs them: nothing accepted is lost, nothing refused ran
+        const worker = await spawnWorker(stack.config);
+        await waitForTerminal(db, accepted, 30_000);
+        await expectDeletedOnce(
+          db,
+          collection,
+          accepted.map((id, i) => ({ id, token: tokens[i]! })),
+          tokens.slice(4),
+        );
+        worker.signal('SIGTERM');
+        expect(await exitWithin(worker, EXIT_BOUND_MS)).toEqual({ code: 0, signal: null });
+      } finally {
+        await holder.query('rollback').catch(() => {});
+        for (const c of connections) c.destroy();
+        await producer.kill();
+      }
+    },
+  );
 
   it('producer, a second signal while draining: exits non-zero at once', { timeout: 60_000 }, async () => {
     const db = stack.database.db;
@@ -239,7 +256,11 @@ describe('graceful shutdown of producer and worker processes', () => {
     const db = stack.database.db;
     const collection = 'drain_worker_singles';
     await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 420 }, (_, i) => ({ object: { id: `o${i}` } })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 420 }, (_, i) => ({ object: { id: `o${i}` } })),
+    );
     const targets = tokens.slice(0, 400);
 
     const first = await spawnWorker(stack.config);
@@ -276,92 +297,96 @@ describe('graceful shutdown of producer and worker processes', () => {
     }
   });
 
-  it('worker, SIGTERM in the middle of a long bulk delete: it exits 0 after the current batch, the job goes back to the queue, another worker finishes it, each token deleted once', { timeout: 120_000 }, async () => {
-    const db = stack.database.db;
-    const collection = 'drain_worker_bulk';
-    const tag = 'breach-drain';
-    await createCollection(stack, collection);
-    const seeded = 60_000;
-    expect(await seedVaultTokens(db, { collection, count: seeded, tag, tagRatio: 0.5, tenantId: null, objectPrefix: 'obj-' })).toBe(seeded / 2);
-    const tagged = await tokenIdsOf(db, collection, tag);
-    const untagged = await tokenIdsOf(db, collection, 'bulk');
-    const total = tagged.length;
+  it(
+    'worker, SIGTERM in the middle of a long bulk delete: it exits 0 after the current batch, the job goes back to the queue, another worker finishes it, each token deleted once',
+    { timeout: 120_000 },
+    async () => {
+      const db = stack.database.db;
+      const collection = 'drain_worker_bulk';
+      const tag = 'breach-drain';
+      await createCollection(stack, collection);
+      const seeded = 60_000;
+      expect(await seedVaultTokens(db, { collection, count: seeded, tag, tagRatio: 0.5, tenantId: null, objectPrefix: 'obj-' })).toBe(seeded / 2);
+      const tagged = await tokenIdsOf(db, collection, tag);
+      const untagged = await tokenIdsOf(db, collection, 'bulk');
+      const total = tagged.length;
 
-    const first = await spawnWorker(stack.config);
-    const accepted = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'tokens.delete', collection, tags: [tag], reason: 'FraudPreventionSecurityAndCompliance' } });
-    expect(accepted.status).toBe(202);
-    const id = accepted.body.job_id as string;
+      const first = await spawnWorker(stack.config);
+      const accepted = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'tokens.delete', collection, tags: [tag], reason: 'FraudPreventionSecurityAndCompliance' } });
+      expect(accepted.status).toBe(202);
+      const id = accepted.body.job_id as string;
 
-    // three batches in, hold the command row: the next batch waits on it, mid-transaction
-    await steps.steps(id, 3);
-    await holder.query('begin');
-    await holder.query('select id from commands where id = $1 for update', [id]);
-    await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-worker'), { timeout: 10_000, interval: 20 }).toBeGreaterThanOrEqual(1);
-    const before = await progressOf(db, id);
-    expect(before.processed).toBeGreaterThanOrEqual(3 * BATCH);
+      // three batches in, hold the command row: the next batch waits on it, mid-transaction
+      await steps.steps(id, 3);
+      await holder.query('begin');
+      await holder.query('select id from commands where id = $1 for update', [id]);
+      await expect.poll(() => backendsWaitingOnLocks(db, stack.database.name, 'revocation-worker'), { timeout: 10_000, interval: 20 }).toBeGreaterThanOrEqual(1);
+      const before = await progressOf(db, id);
+      expect(before.processed).toBeGreaterThanOrEqual(3 * BATCH);
 
-    first.signal('SIGTERM');
-    await first.waitForLog('draining', 10_000);
-    await sleep(300);
-    expect(first.running()).toBe(true); // it waits for the batch in its transaction
-    await holder.query('commit');
+      first.signal('SIGTERM');
+      await first.waitForLog('draining', 10_000);
+      await sleep(300);
+      expect(first.running()).toBe(true); // it waits for the batch in its transaction
+      await holder.query('commit');
 
-    const exit = await exitWithin(first, EXIT_BOUND_MS);
-    expect(exit).toEqual({ code: 0, signal: null });
-    expect(first.messages()).toEqual(expect.arrayContaining(['draining', 'stopped']));
-    expect(first.messages().some((m) => m.includes('released'))).toBe(true);
+      const exit = await exitWithin(first, EXIT_BOUND_MS);
+      expect(exit).toEqual({ code: 0, signal: null });
+      expect(first.messages()).toEqual(expect.arrayContaining(['draining', 'stopped']));
+      expect(first.messages().some((m) => m.includes('released'))).toBe(true);
 
-    // exactly one more batch committed, then it stopped: far from done, not failed
-    const after = await progressOf(db, id);
-    expect(after).toEqual({ processed: before.processed + BATCH, total });
-    const row = await db.selectFrom('commands').select(['state', 'result', 'error']).where('id', '=', id).executeTakeFirstOrThrow();
-    expect(row).toEqual({ state: 'running', result: null, error: null });
-    expect((await tokenIdsOf(db, collection, tag)).length).toBe(total - after.processed);
+      // exactly one more batch committed, then it stopped: far from done, not failed
+      const after = await progressOf(db, id);
+      expect(after).toEqual({ processed: before.processed + BATCH, total });
+      const row = await db.selectFrom('commands').select(['state', 'result', 'error']).where('id', '=', id).executeTakeFirstOrThrow();
+      expect(row).toEqual({ state: 'running', result: null, error: null });
+      expect((await tokenIdsOf(db, collection, tag)).length).toBe(total - after.processed);
 
-    const { queue, close } = commandQueue(redis.url, stack.config.QUEUE_PREFIX);
-    try {
-      // the job was handed back: waiting, no lock left, no attempt spent
-      const job = await queue.getJob(id);
-      expect(await job?.getState()).toBe('waiting');
-      expect(job?.attemptsMade).toBe(0);
-      expect(await stack.redis.exists(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}:lock`)).toBe(0);
-    } finally {
-      await close();
-    }
+      const { queue, close } = commandQueue(redis.url, stack.config.QUEUE_PREFIX);
+      try {
+        // the job was handed back: waiting, no lock left, no attempt spent
+        const job = await queue.getJob(id);
+        expect(await job?.getState()).toBe('waiting');
+        expect(job?.attemptsMade).toBe(0);
+        expect(await stack.redis.exists(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}:lock`)).toBe(0);
+      } finally {
+        await close();
+      }
 
-    // its relay published every event it committed before it exited
-    const committed = await db.selectFrom('outbox').select(['event_id', 'published_at']).where('command_id', '=', id).orderBy('id').execute();
-    expect(committed.length).toBe(after.processed / BATCH);
-    expect(committed.filter((r) => r.published_at === null)).toEqual([]);
-    const published = new Set((await streamEvents(redis.url, stack.config.EVENTS_STREAM)).filter((e) => e.job_id === id).map((e) => e.event_id));
-    expect(committed.filter((r) => !published.has(r.event_id))).toEqual([]);
+      // its relay published every event it committed before it exited
+      const committed = await db.selectFrom('outbox').select(['event_id', 'published_at']).where('command_id', '=', id).orderBy('id').execute();
+      expect(committed.length).toBe(after.processed / BATCH);
+      expect(committed.filter((r) => r.published_at === null)).toEqual([]);
+      const published = new Set((await streamEvents(redis.url, stack.config.EVENTS_STREAM)).filter((e) => e.job_id === id).map((e) => e.event_id));
+      expect(committed.filter((r) => !published.has(r.event_id))).toEqual([]);
 
-    // another worker takes the job from the queue (no reconciler needed) and resumes it
-    const second = await spawnWorker(stack.config);
-    await waitForTerminal(db, [id], 90_000);
-    const done = (await call(stack, 'GET', `/v1/jobs/${id}`, { headers: stack.admin })).body;
-    expect(done).toMatchObject({ state: 'succeeded', result: { deleted: total }, progress: { processed: total, total }, error: null, attempts: 2 });
-    expect(second.messages()).not.toContain('reconciler enqueued commands again');
+      // another worker takes the job from the queue (no reconciler needed) and resumes it
+      const second = await spawnWorker(stack.config);
+      await waitForTerminal(db, [id], 90_000);
+      const done = (await call(stack, 'GET', `/v1/jobs/${id}`, { headers: stack.admin })).body;
+      expect(done).toMatchObject({ state: 'succeeded', result: { deleted: total }, progress: { processed: total, total }, error: null, attempts: 2 });
+      expect(second.messages()).not.toContain('reconciler enqueued commands again');
 
-    // effect, audit and events: each tagged token exactly once, the others kept
-    expect(await tokenIdsOf(db, collection, tag)).toEqual([]);
-    expect(await tokenIdsOf(db, collection)).toEqual(untagged);
-    const audit = await db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).execute();
-    expect(new Set(audit.map((r) => r.action))).toEqual(new Set(['tokens.deleted']));
-    const audited = audit.flatMap((r) => r.data.token_ids as string[]);
-    expect(duplicates(audited)).toEqual([]);
-    expect(audited.sort()).toEqual(tagged);
-    const outbox = await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute();
-    const announced = outbox.filter((r) => r.event.type === 'tokens.deleted').flatMap((r) => (r.event.data as { token_ids: string[] }).token_ids);
-    expect(duplicates(announced)).toEqual([]);
-    expect(announced.sort()).toEqual(tagged);
-    const indexes = outbox.filter((r) => r.event.type === 'tokens.deleted').map((r) => (r.event.data as { batch: { index: number } }).batch.index);
-    expect(indexes).toEqual(indexes.map((_, i) => i));
-    expect(outbox.filter((r) => r.event.type === 'command.succeeded')).toHaveLength(1);
+      // effect, audit and events: each tagged token exactly once, the others kept
+      expect(await tokenIdsOf(db, collection, tag)).toEqual([]);
+      expect(await tokenIdsOf(db, collection)).toEqual(untagged);
+      const audit = await db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).execute();
+      expect(new Set(audit.map((r) => r.action))).toEqual(new Set(['tokens.deleted']));
+      const audited = audit.flatMap((r) => r.data.token_ids as string[]);
+      expect(duplicates(audited)).toEqual([]);
+      expect(audited.sort()).toEqual(tagged);
+      const outbox = await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute();
+      const announced = outbox.filter((r) => r.event.type === 'tokens.deleted').flatMap((r) => (r.event.data as { token_ids: string[] }).token_ids);
+      expect(duplicates(announced)).toEqual([]);
+      expect(announced.sort()).toEqual(tagged);
+      const indexes = outbox.filter((r) => r.event.type === 'tokens.deleted').map((r) => (r.event.data as { batch: { index: number } }).batch.index);
+      expect(indexes).toEqual(indexes.map((_, i) => i));
+      expect(outbox.filter((r) => r.event.type === 'command.succeeded')).toHaveLength(1);
 
-    second.signal('SIGTERM');
-    expect(await exitWithin(second, EXIT_BOUND_MS)).toEqual({ code: 0, signal: null });
-  });
+      second.signal('SIGTERM');
+      expect(await exitWithin(second, EXIT_BOUND_MS)).toEqual({ code: 0, signal: null });
+    },
+  );
 
   it('worker, a second signal while draining: exits non-zero at once; the batch it was in rolls back', { timeout: 60_000 }, async () => {
     const db = stack.database.db;
@@ -396,7 +421,12 @@ describe('graceful shutdown of producer and worker processes', () => {
 
       // its connection is gone: the batch it was waiting to run never commits
       await holder.query('commit');
-      await expect.poll(async () => (await sql<{ n: string }>`select count(*) as n from pg_stat_activity where datname = ${stack.database.name} and application_name = 'revocation-worker'`.execute(db)).rows[0]?.n, { timeout: 10_000, interval: 50 }).toBe('0');
+      await expect
+        .poll(
+          async () => (await sql<{ n: string }>`select count(*) as n from pg_stat_activity where datname = ${stack.database.name} and application_name = 'revocation-worker'`.execute(db)).rows[0]?.n,
+          { timeout: 10_000, interval: 50 },
+        )
+        .toBe('0');
       expect(await progressOf(db, id)).toEqual(before);
       expect((await tokenIdsOf(db, collection, tag)).length).toBe(total - before.processed);
       const row = await db.selectFrom('commands').select('state').where('id', '=', id).executeTakeFirstOrThrow();

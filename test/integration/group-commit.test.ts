@@ -92,7 +92,11 @@ describe.each([
 
   async function commandsOf(ids: string[]) {
     // xmin: the transaction that wrote the row last (rows one transaction wrote share it)
-    const rows = await db.selectFrom('commands').select(['id', 'state', 'attempts', 'result', 'error', sql<string>`xmin::text`.as('xmin')]).where('id', 'in', ids).execute();
+    const rows = await db
+      .selectFrom('commands')
+      .select(['id', 'state', 'attempts', 'result', 'error', sql<string>`xmin::text`.as('xmin')])
+      .where('id', 'in', ids)
+      .execute();
     return new Map(rows.map((r) => [r.id, r]));
   }
 
@@ -441,7 +445,11 @@ describe('the jobs a group commit ends, on BullMQ', () => {
   ])("finish in one write $what each job's moveToFinished is sent while the worker's connection holds its writes", async ({ publishing }) => {
     const collection = `one_write_${publishing}`;
     await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 12 }, (_, i) => ({ object: { id: `w-${i}` } })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 12 }, (_, i) => ({ object: { id: `w-${i}` } })),
+    );
     const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
     const connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
     const db = createDb(stack.database.url, { max: 8, pipeline: true, applicationName: 'one-write-test' });
@@ -453,16 +461,19 @@ describe('the jobs a group commit ends, on BullMQ', () => {
       // the jobs wait while the worker starts, then come at once: all but the first share groups
       await queue.pause();
       const ids = await deleteEachOf(stack, collection, tokens);
-      worker = startCommandWorker({ db, logger: silent, settings: { deleteBatchSize: 100 }, group, ...(onCommitted ? { onCommitted } : {}) }, { connection, prefix: stack.config.QUEUE_PREFIX, concurrency: 16 });
+      worker = startCommandWorker(
+        { db, logger: silent, settings: { deleteBatchSize: 100 }, group, ...(onCommitted ? { onCommitted } : {}) },
+        { connection, prefix: stack.config.QUEUE_PREFIX, concurrency: 16 },
+      );
       await worker.waitUntilReady();
       const sha = Object.entries((connection as unknown as { scriptsSet: Record<string, { sha: string }> }).scriptsSet).find(([name]) => name.startsWith('moveToFinished:'))![1].sha;
       const socket = connection.stream;
       const sent: { text: string; held: boolean }[] = [];
       const write = socket.write.bind(socket);
-      socket.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
+      socket.write = (chunk: string | Uint8Array, ...rest: never[]) => {
         sent.push({ text: String(chunk), held: socket.writableCorked > 0 });
         return write(chunk, ...rest);
-      });
+      };
       await queue.resume();
       for (let i = 0; ; i++) {
         const states = await stack.database.db.selectFrom('commands').select('state').where('id', 'in', ids).execute();

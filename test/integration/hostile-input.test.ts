@@ -135,7 +135,9 @@ function withQuery(path: string, pairs: Pairs, raw = ''): string {
  * without the bytes HTTP forbids in a header (Node refuses those before the app sees them).
  */
 function wire(value: string): string {
-  return Buffer.from(value, 'utf8').toString('latin1').replace(/[^\t\x20-\x7e\x80-\xff]/g, '');
+  return Buffer.from(value, 'utf8')
+    .toString('latin1')
+    .replace(/[^\t\x20-\x7e\x80-\xff]/g, '');
 }
 
 const jsonHeaders: Headers = { 'content-type': 'application/json' };
@@ -150,17 +152,98 @@ function jsonCase(method: string, url: string, body: unknown, headers: Headers, 
 
 /** Characters that break naive code: NUL, unpaired surrogates, bidi controls, separators, … */
 const ODD = [
-  '\u0000', '\ud800', '\udbff', '\udc00', '\udfff', '\u202e', '\u202d', '\u200f', '\u200e', '\u2066', '\u2069', '\ufeff',
-  '\uffff', '\ufffe', '\u0085', '\u2028', '\u00a0', '\u0301', '\u3000', '\ud83d\ude00', 'é', 'İ', 'ß', '\t', '\n', '\r\n',
-  '\\', '"', "'", '%', '/', '..', ',', ';', '&', '=', '?', '#', '+', ' ', '\u0001', '\u007f', '{', '}', '[', ']', '$', '`',
+  '\u0000',
+  '\ud800',
+  '\udbff',
+  '\udc00',
+  '\udfff',
+  '\u202e',
+  '\u202d',
+  '\u200f',
+  '\u200e',
+  '\u2066',
+  '\u2069',
+  '\ufeff',
+  '\uffff',
+  '\ufffe',
+  '\u0085',
+  '\u2028',
+  '\u00a0',
+  '\u0301',
+  '\u3000',
+  '\ud83d\ude00',
+  'é',
+  'İ',
+  'ß',
+  '\t',
+  '\n',
+  '\r\n',
+  '\\',
+  '"',
+  "'",
+  '%',
+  '/',
+  '..',
+  ',',
+  ';',
+  '&',
+  '=',
+  '?',
+  '#',
+  '+',
+  ' ',
+  '\u0001',
+  '\u007f',
+  '{',
+  '}',
+  '[',
+  ']',
+  '$',
+  '`',
 ];
 /** Strings that look like injections or type confusion. */
 const SQLISH = [
-  "' OR '1'='1", "'; DROP TABLE vault_tokens; --", '" OR ""="', '1; SELECT pg_sleep(5)--', "%' --", "admin'--", "') OR ('1'='1",
-  '$$ || $$', "'||(SELECT encode(secret_hash,'hex') FROM access_tokens LIMIT 1)||'", '1 UNION SELECT NULL--', '\\x00',
-  "E'\\\\x27'", '*', '%', '_', 'NULL', 'null', 'undefined', 'true', 'NaN', '-1', '1e309', '0x7fffffffffffffff',
-  '9223372036854775808', '[]', '{}', '__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', '${jndi:ldap://x/a}',
-  '{{7*7}}', '<script>alert(1)</script>', '../../etc/passwd', '..%2f..%2f', '%00', '%ff', '%', 'a%2Cb', '\u0000--',
+  "' OR '1'='1",
+  "'; DROP TABLE vault_tokens; --",
+  '" OR ""="',
+  '1; SELECT pg_sleep(5)--',
+  "%' --",
+  "admin'--",
+  "') OR ('1'='1",
+  '$$ || $$',
+  "'||(SELECT encode(secret_hash,'hex') FROM access_tokens LIMIT 1)||'",
+  '1 UNION SELECT NULL--',
+  '\\x00',
+  "E'\\\\x27'",
+  '*',
+  '%',
+  '_',
+  'NULL',
+  'null',
+  'undefined',
+  'true',
+  'NaN',
+  '-1',
+  '1e309',
+  '0x7fffffffffffffff',
+  '9223372036854775808',
+  '[]',
+  '{}',
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'hasOwnProperty',
+  '${jndi:ldap://x/a}',
+  '{{7*7}}',
+  '<script>alert(1)</script>',
+  '../../etc/passwd',
+  '..%2f..%2f',
+  '%00',
+  '%ff',
+  '%',
+  'a%2Cb',
+  '\u0000--',
 ];
 const ALNUM = 'abcdefghijklmnopqrstuvwxyz0123456789';
 const alnum = fc.string({ unit: fc.constantFrom(...ALNUM), minLength: 1, maxLength: 12 });
@@ -198,7 +281,11 @@ const REASONS: readonly string[] = AccessReason.options;
 const notIdentifier = hostileText.filter((s) => !IDENTIFIER.test(s));
 const notCollectionName = hostileText.filter((s) => !COLLECTION_NAME.test(s));
 /** A JSON value that is not a string matching `valid`. */
-const notAString = (valid: RegExp) => fc.oneof(hostileText.filter((s) => !valid.test(s)), hostileJson.filter((v) => typeof v !== 'string' || !valid.test(v)));
+const notAString = (valid: RegExp) =>
+  fc.oneof(
+    hostileText.filter((s) => !valid.test(s)),
+    hostileJson.filter((v) => typeof v !== 'string' || !valid.test(v)),
+  );
 
 /**
  * Items of a list (token IDs, object IDs, tags) that no list accepts, whichever way it is split
@@ -209,7 +296,10 @@ const badItemQuery = fc.oneof(
   fc.tuple(alnum, fc.constantFrom('\u0000', ' ', '\t', '\u00a0', '\u2028', '\ufeff', '\u3000', '\n'), alnum).map(([a, b, c]) => a + b + c),
   fc.integer({ min: 201, max: 400 }).map((n) => 'i'.repeat(n)),
 );
-const badItemBody = fc.oneof(badItemQuery, fc.tuple(alnum, fc.constantFrom('\ud800', '\udc00', '\udbff', ','), alnum).map(([a, b, c]) => a + b + c));
+const badItemBody = fc.oneof(
+  badItemQuery,
+  fc.tuple(alnum, fc.constantFrom('\ud800', '\udc00', '\udbff', ','), alnum).map(([a, b, c]) => a + b + c),
+);
 const items = (min: number, max: number) => fc.uniqueArray(alnum, { minLength: min, maxLength: max });
 /** 10,001 distinct IDs: one more than any request may name. */
 const tooManyIds = fc.tuple(alnum, fc.integer({ min: 10_001, max: 10_020 })).map(([p, n]) => Array.from({ length: n }, (_, i) => `${p}${i}`));
@@ -243,7 +333,20 @@ const noise: fc.Arbitrary<Headers> = fc.record(
 );
 
 const ALL_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'TRACE'];
-const NON_JSON_TYPES = ['text/plain', 'text/html', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=xyz', 'application/xml', 'application/octet-stream', 'application/jsonx', 'application/vnd.api+json', 'json', ';;;', 'image/png', 'application/javascript'];
+const NON_JSON_TYPES = [
+  'text/plain',
+  'text/html',
+  'application/x-www-form-urlencoded',
+  'multipart/form-data; boundary=xyz',
+  'application/xml',
+  'application/octet-stream',
+  'application/jsonx',
+  'application/vnd.api+json',
+  'json',
+  ';;;',
+  'image/png',
+  'application/javascript',
+];
 
 const throwsOnParse = (text: string) => {
   try {
@@ -254,7 +357,30 @@ const throwsOnParse = (text: string) => {
   }
 };
 const invalidJsonText = fc.oneof(
-  fc.constantFrom('{', '[', '{"a":', '{"a":1,}', '[1,]', "{'a':1}", 'NaN', 'Infinity', 'undefined', '{"a":1}}', '{"a" 1}', '"unterminated', '{"a":"\\x41"}', '{"a":"\\u12"}', '01', '- 1', '[1 2]', 'tru', 'nul', '\u0000', '{"a":1}\u0000', '  '),
+  fc.constantFrom(
+    '{',
+    '[',
+    '{"a":',
+    '{"a":1,}',
+    '[1,]',
+    "{'a':1}",
+    'NaN',
+    'Infinity',
+    'undefined',
+    '{"a":1}}',
+    '{"a" 1}',
+    '"unterminated',
+    '{"a":"\\x41"}',
+    '{"a":"\\u12"}',
+    '01',
+    '- 1',
+    '[1 2]',
+    'tru',
+    'nul',
+    '\u0000',
+    '{"a":1}\u0000',
+    '  ',
+  ),
   fc.string({ unit: hostileChar, minLength: 1, maxLength: 30 }).filter(throwsOnParse),
 );
 /** JSON that the server's parser refuses although JSON.parse takes it: prototype pollution. */
@@ -313,21 +439,23 @@ describe('hostile input to every route', () => {
       unknownSecret.map((t) => ({ headers: { 'x-auth-token': t }, poison: 'unknown X-Auth-Token' })),
       headerText.map((v) => ({ headers: { authorization: v }, poison: 'garbage Authorization' })),
       headerText.map((v) => ({ headers: { 'x-auth-token': v }, poison: 'garbage X-Auth-Token' })),
-      fc.constantFrom<Headers>(
-        { authorization: `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}` },
-        { authorization: `Bearer ${ADMIN_TOKEN} ${ADMIN_TOKEN}` },
-        { authorization: `Bearer ${ADMIN_TOKEN}x` },
-        { authorization: `Bearer x${ADMIN_TOKEN}` },
-        { authorization: `Bearer ${ADMIN_TOKEN.toUpperCase()}` },
-        { authorization: `Bearer ${ADMIN_TOKEN.slice(0, -1)}` },
-        { authorization: `Token ${ADMIN_TOKEN}` },
-        { authorization: `Bearer ${EXPIRED_SECRET}` },
-        { 'x-auth-token': EXPIRED_SECRET },
-        { authorization: 'Bearer nope', 'x-auth-token': ADMIN_TOKEN },
-        { authorization: `Bearer ${'a'.repeat(513)}` },
-        { 'x-auth-token': ' ' },
-        { authorization: '' },
-      ).map((headers) => ({ headers, poison: `bad credential ${JSON.stringify(headers).slice(0, 60)}` })),
+      fc
+        .constantFrom<Headers>(
+          { authorization: `Basic ${Buffer.from(`admin:${ADMIN_TOKEN}`).toString('base64')}` },
+          { authorization: `Bearer ${ADMIN_TOKEN} ${ADMIN_TOKEN}` },
+          { authorization: `Bearer ${ADMIN_TOKEN}x` },
+          { authorization: `Bearer x${ADMIN_TOKEN}` },
+          { authorization: `Bearer ${ADMIN_TOKEN.toUpperCase()}` },
+          { authorization: `Bearer ${ADMIN_TOKEN.slice(0, -1)}` },
+          { authorization: `Token ${ADMIN_TOKEN}` },
+          { authorization: `Bearer ${EXPIRED_SECRET}` },
+          { 'x-auth-token': EXPIRED_SECRET },
+          { authorization: 'Bearer nope', 'x-auth-token': ADMIN_TOKEN },
+          { authorization: `Bearer ${'a'.repeat(513)}` },
+          { 'x-auth-token': ' ' },
+          { authorization: '' },
+        )
+        .map((headers) => ({ headers, poison: `bad credential ${JSON.stringify(headers).slice(0, 60)}` })),
     );
 
   /** Methods the path does not have (HEAD counts as GET's). */
@@ -362,28 +490,65 @@ describe('hostile input to every route', () => {
     ];
     const wrong = wrongMethods(spec.template);
     if (wrong.length > 0) {
-      kinds.push(fc.tuple(valid, fc.constantFrom(...wrong), adminAuth).map(([v, m, auth]) => ({ method: m, url: v.url, headers: { ...head(v.headers, v.body), ...auth }, ...payload(v.body), poison: `wrong method ${m}`, expect: [404, 405] })));
+      kinds.push(
+        fc
+          .tuple(valid, fc.constantFrom(...wrong), adminAuth)
+          .map(([v, m, auth]) => ({ method: m, url: v.url, headers: { ...head(v.headers, v.body), ...auth }, ...payload(v.body), poison: `wrong method ${m}`, expect: [404, 405] })),
+      );
     }
     if (spec.forbidden) {
-      kinds.push(fc.tuple(valid, spec.forbidden).map(([v, auth]) => ({ method, url: v.url, headers: { ...head(v.headers, v.body), ...auth }, ...payload(v.body), poison: 'caller without the capability', expect: [403] })));
+      kinds.push(
+        fc
+          .tuple(valid, spec.forbidden)
+          .map(([v, auth]) => ({ method, url: v.url, headers: { ...head(v.headers, v.body), ...auth }, ...payload(v.body), poison: 'caller without the capability', expect: [403] })),
+      );
     }
     if (spec.commands) {
-      const badKey = fc.oneof(fc.constant(''), fc.integer({ min: 256, max: 2000 }).map((n) => 'k'.repeat(n)));
-      kinds.push(fc.tuple(valid, badKey, adminAuth).map(([v, key, auth]) => ({ method, url: v.url, headers: { ...head(v.headers, v.body), ...auth, 'idempotency-key': key }, ...payload(v.body), poison: `Idempotency-Key of ${key.length} characters`, expect: [400] })));
+      const badKey = fc.oneof(
+        fc.constant(''),
+        fc.integer({ min: 256, max: 2000 }).map((n) => 'k'.repeat(n)),
+      );
+      kinds.push(
+        fc
+          .tuple(valid, badKey, adminAuth)
+          .map(([v, key, auth]) => ({
+            method,
+            url: v.url,
+            headers: { ...head(v.headers, v.body), ...auth, 'idempotency-key': key },
+            ...payload(v.body),
+            poison: `Idempotency-Key of ${key.length} characters`,
+            expect: [400],
+          })),
+      );
     }
     if (spec.json) {
       const text = (v: { body?: unknown }) => JSON.stringify(v.body ?? {});
       kinds.push(
-        fc.tuple(valid, invalidJsonText, adminAuth).map(([v, t, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...jsonHeaders, ...auth }, payload: t, poison: 'invalid JSON', expect: [400] })),
-        fc.tuple(valid, pollutingJson, adminAuth).map(([v, t, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...jsonHeaders, ...auth }, payload: t, poison: 'prototype-polluting JSON', expect: [400] })),
-        fc.tuple(valid, deepJson, adminAuth).map(([v, t, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...jsonHeaders, ...auth }, payload: t, poison: 'deeply nested JSON', expect: [400] })),
+        fc
+          .tuple(valid, invalidJsonText, adminAuth)
+          .map(([v, t, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...jsonHeaders, ...auth }, payload: t, poison: 'invalid JSON', expect: [400] })),
+        fc
+          .tuple(valid, pollutingJson, adminAuth)
+          .map(([v, t, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...jsonHeaders, ...auth }, payload: t, poison: 'prototype-polluting JSON', expect: [400] })),
+        fc
+          .tuple(valid, deepJson, adminAuth)
+          .map(([v, t, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...jsonHeaders, ...auth }, payload: t, poison: 'deeply nested JSON', expect: [400] })),
         fc.tuple(valid, adminAuth).map(([v, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...jsonHeaders, ...auth }, payload: '', poison: 'empty JSON body', expect: [400] })),
         fc.tuple(valid, adminAuth).map(([v, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...auth }, payload: text(v), poison: 'a body without Content-Type', expect: [415] })),
-        fc.tuple(valid, fc.constantFrom(...NON_JSON_TYPES), adminAuth).map(([v, type, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...auth, 'content-type': type }, payload: text(v), poison: `Content-Type ${type}`, expect: [400, 415] })),
+        fc
+          .tuple(valid, fc.constantFrom(...NON_JSON_TYPES), adminAuth)
+          .map(([v, type, auth]) => ({ method, url: v.url, headers: { ...v.headers, ...auth, 'content-type': type }, payload: text(v), poison: `Content-Type ${type}`, expect: [400, 415] })),
         fc.tuple(valid, fc.integer({ min: 1, max: 50 }), fc.boolean(), adminAuth).map(([v, d, more, auth]) => {
           const body = text(v);
           const length = more ? Buffer.byteLength(body) + d : Math.max(0, Buffer.byteLength(body) - d);
-          return { method, url: v.url, headers: { ...v.headers, ...jsonHeaders, ...auth, 'content-length': String(length) }, payload: body, poison: `Content-Length ${length} for ${Buffer.byteLength(body)} bytes`, expect: [400] };
+          return {
+            method,
+            url: v.url,
+            headers: { ...v.headers, ...jsonHeaders, ...auth, 'content-length': String(length) },
+            payload: body,
+            poison: `Content-Length ${length} for ${Buffer.byteLength(body)} bytes`,
+            expect: [400],
+          };
         }),
       );
     }
@@ -391,8 +556,7 @@ describe('hostile input to every route', () => {
   }
 
   /** A case sent with the admin credential. */
-  const admin = (arb: fc.Arbitrary<Omit<Case, 'headers'> & { headers?: Headers }>): fc.Arbitrary<Case> =>
-    fc.tuple(arb, adminAuth).map(([c, auth]) => ({ ...c, headers: { ...c.headers, ...auth } }));
+  const admin = (arb: fc.Arbitrary<Omit<Case, 'headers'> & { headers?: Headers }>): fc.Arbitrary<Case> => fc.tuple(arb, adminAuth).map(([c, auth]) => ({ ...c, headers: { ...c.headers, ...auth } }));
 
   // -------------------------------------------------------------------------------------------
   // Effects: every table of the database, every key of the test's Redis namespace
@@ -454,7 +618,12 @@ describe('hostile input to every route', () => {
    */
   function unroutable(url: string): 'undecodable' | 'long segment' | undefined {
     try {
-      return url.split('?')[0]!.split('/').some((segment) => decodeURIComponent(segment).length > 500) ? 'long segment' : undefined;
+      return url
+        .split('?')[0]!
+        .split('/')
+        .some((segment) => decodeURIComponent(segment).length > 500)
+        ? 'long segment'
+        : undefined;
     } catch {
       return 'undecodable';
     }
@@ -483,7 +652,11 @@ describe('hostile input to every route', () => {
     nobody = await subjectWithToken(stack, { id: 'hostile-nobody', kind: 'service', capabilities: [] });
     // a provider: the one caller the provider routes accept (its credential is never sent)
     await subjectWithToken(stack, { id: 'hostile-provider', kind: 'provider' });
-    seededTokenIds = await tokenize(stack, COLLECTION, [1, 2, 3, 4, 5].map((i) => ({ object: { id: `obj-${i}` }, tags: ['breach'], token_id: `seed-${i}` })));
+    seededTokenIds = await tokenize(
+      stack,
+      COLLECTION,
+      [1, 2, 3, 4, 5].map((i) => ({ object: { id: `obj-${i}` }, tags: ['breach'], token_id: `seed-${i}` })),
+    );
     // an access token that expired an hour ago: a known secret that must not authenticate
     await insertAccessToken(stack.database.db, {
       id: randomUUID(),
@@ -494,13 +667,27 @@ describe('hostile input to every route', () => {
       generation: null,
       expires_at: new Date(Date.now() - 3_600_000),
     });
-    const job = await stack.producer.app.inject({ method: 'POST', url: '/v1/commands', headers: { ...jsonHeaders, authorization: `Bearer ${ADMIN_TOKEN}` }, payload: JSON.stringify({ type: 'tokens.delete', collection: COLLECTION, token_ids: ['no-such-token'], reason: 'AppFunctionality' }) });
+    const job = await stack.producer.app.inject({
+      method: 'POST',
+      url: '/v1/commands',
+      headers: { ...jsonHeaders, authorization: `Bearer ${ADMIN_TOKEN}` },
+      payload: JSON.stringify({ type: 'tokens.delete', collection: COLLECTION, token_ids: ['no-such-token'], reason: 'AppFunctionality' }),
+    });
     expect(job.statusCode).toBe(202);
     adminJobId = (JSON.parse(job.body) as { job_id: string }).job_id;
     // a job that ended (no worker runs here): cancelling it is 409
-    const ended = await stack.producer.app.inject({ method: 'POST', url: '/v1/commands', headers: { ...jsonHeaders, authorization: `Bearer ${ADMIN_TOKEN}` }, payload: JSON.stringify({ type: 'tokens.rotate', collection: COLLECTION, token_ids: ['no-such-token'], reason: 'AppFunctionality' }) });
+    const ended = await stack.producer.app.inject({
+      method: 'POST',
+      url: '/v1/commands',
+      headers: { ...jsonHeaders, authorization: `Bearer ${ADMIN_TOKEN}` },
+      payload: JSON.stringify({ type: 'tokens.rotate', collection: COLLECTION, token_ids: ['no-such-token'], reason: 'AppFunctionality' }),
+    });
     endedJobId = (JSON.parse(ended.body) as { job_id: string }).job_id;
-    await stack.database.db.updateTable('commands').set({ state: 'failed', finished_at: new Date(), error: JSON.stringify({ error_code: 'PV3087', message: 'One or more token IDs not found.', context: { token_ids: 'no-such-token' } }) }).where('id', '=', endedJobId).execute();
+    await stack.database.db
+      .updateTable('commands')
+      .set({ state: 'failed', finished_at: new Date(), error: JSON.stringify({ error_code: 'PV3087', message: 'One or more token IDs not found.', context: { token_ids: 'no-such-token' } }) })
+      .where('id', '=', endedJobId)
+      .execute();
   });
 
   afterAll(async () => {
@@ -519,7 +706,10 @@ describe('hostile input to every route', () => {
 
   const validReason: fc.Arbitrary<Pairs> = fc.oneof(
     fc.constantFrom(...REASONS.filter((r) => r !== 'Other')).map((r): Pairs => [['reason', r]]),
-    alnum.map((a): Pairs => [['reason', 'Other'], ['adhoc_reason', a]]),
+    alnum.map((a): Pairs => [
+      ['reason', 'Other'],
+      ['adhoc_reason', a],
+    ]),
   );
 
   interface QueryPoison {
@@ -531,17 +721,65 @@ describe('hostile input to every route', () => {
   const reasonPoison: fc.Arbitrary<QueryPoison> = fc.oneof(
     fc.constant({ pairs: [] as Pairs, poison: 'no reason' }),
     hostileText.filter((s) => !REASONS.includes(s)).map((s) => ({ pairs: [['reason', s]] as Pairs, poison: 'unknown reason' })),
-    fc.tuple(fc.constantFrom(...REASONS), fc.constantFrom(...REASONS)).map(([a, b]) => ({ pairs: [['reason', a], ['reason', b]] as Pairs, poison: 'reason repeated' })),
+    fc.tuple(fc.constantFrom(...REASONS), fc.constantFrom(...REASONS)).map(([a, b]) => ({
+      pairs: [
+        ['reason', a],
+        ['reason', b],
+      ] as Pairs,
+      poison: 'reason repeated',
+    })),
     fc.constant({ pairs: [['reason', 'Other']] as Pairs, poison: 'Other without adhoc_reason' }),
-    fc.oneof(fc.constant(''), badText(1000, false)).map((s) => ({ pairs: [['reason', 'Other'], ['adhoc_reason', s]] as Pairs, poison: `adhoc_reason of ${s.length} chars / NUL` })),
-    badText(4000, false).map((s) => ({ pairs: [['reason', 'AppFunctionality'], ['custom_audit', s]] as Pairs, poison: `custom_audit of ${s.length} chars / NUL` })),
-    hostileText.filter((s) => s !== 'true' && s !== 'false').map((s) => ({ pairs: [['reason', 'AppFunctionality'], ['reload_cache', s]] as Pairs, poison: 'reload_cache not true/false' })),
+    fc.oneof(fc.constant(''), badText(1000, false)).map((s) => ({
+      pairs: [
+        ['reason', 'Other'],
+        ['adhoc_reason', s],
+      ] as Pairs,
+      poison: `adhoc_reason of ${s.length} chars / NUL`,
+    })),
+    badText(4000, false).map((s) => ({
+      pairs: [
+        ['reason', 'AppFunctionality'],
+        ['custom_audit', s],
+      ] as Pairs,
+      poison: `custom_audit of ${s.length} chars / NUL`,
+    })),
+    hostileText
+      .filter((s) => s !== 'true' && s !== 'false')
+      .map((s) => ({
+        pairs: [
+          ['reason', 'AppFunctionality'],
+          ['reload_cache', s],
+        ] as Pairs,
+        poison: 'reload_cache not true/false',
+      })),
   );
 
   /** A query parameter the route does not know (its querystring schema is strict). */
   const unknownParam = (known: string[]): fc.Arbitrary<QueryPoison> =>
     fc
-      .tuple(fc.oneof(alnum.map((k) => `x_${k}`), fc.constantFrom('__proto__', 'constructor', 'reason[]', 'token_ids[0]', 'hasOwnProperty', 'REASON', 'Reason', 'tags[]', 'limit[]', 'options', 'tags', 'token_ids', 'object_ids', 'tenant_id', 'expiration_secs')), hostileText)
+      .tuple(
+        fc.oneof(
+          alnum.map((k) => `x_${k}`),
+          fc.constantFrom(
+            '__proto__',
+            'constructor',
+            'reason[]',
+            'token_ids[0]',
+            'hasOwnProperty',
+            'REASON',
+            'Reason',
+            'tags[]',
+            'limit[]',
+            'options',
+            'tags',
+            'token_ids',
+            'object_ids',
+            'tenant_id',
+            'expiration_secs',
+          ),
+        ),
+        hostileText,
+      )
       .filter(([k]) => !known.includes(k))
       .map(([k, v]) => ({ pairs: [[k, v]] as Pairs, poison: `unknown parameter ${k}` }));
 
@@ -550,7 +788,9 @@ describe('hostile input to every route', () => {
   /** A collection path segment that names no collection: malformed, raw bytes, or missing. */
   const collectionPoison = fc.oneof(
     notCollectionName.map((c) => ({ segment: pct(c), poison: `bad collection ${JSON.stringify(c).slice(0, 40)}`, expect: [400, 404] })),
-    fc.constantFrom('%', '%zz', '%ff', '%c0%af', '%ED%A0%80', '%00', `${COLLECTION}%2f..`, '%2e%2e', `${COLLECTION};x=1`, `%20${COLLECTION}`, `${COLLECTION}%00`, 'a'.repeat(501)).map((raw) => ({ segment: raw, poison: `raw collection segment ${raw.slice(0, 40)}`, expect: [400, 404] })),
+    fc
+      .constantFrom('%', '%zz', '%ff', '%c0%af', '%ED%A0%80', '%00', `${COLLECTION}%2f..`, '%2e%2e', `${COLLECTION};x=1`, `%20${COLLECTION}`, `${COLLECTION}%00`, 'a'.repeat(501))
+      .map((raw) => ({ segment: raw, poison: `raw collection segment ${raw.slice(0, 40)}`, expect: [400, 404] })),
     alnum.map((a) => ({ segment: `zzmissing_${a}`, poison: 'no such collection', expect: [404] })),
   );
 
@@ -566,7 +806,12 @@ describe('hostile input to every route', () => {
     fc.constant({ headers: {}, poison: 'no X-Subject-Token', expect: [400] }),
     fc.constantFrom('', ' ', '\t').map((v) => ({ headers: { 'x-subject-token': v }, poison: 'blank X-Subject-Token', expect: [400] })),
     fc.integer({ min: 513, max: 4000 }).map((n) => ({ headers: { 'x-subject-token': 't'.repeat(n) }, poison: 'oversized X-Subject-Token', expect: [400] })),
-    fc.oneof(unknownSecret, headerText.filter((v) => v.trim() !== '' && v.length <= 512)).map((v) => ({ headers: { 'x-subject-token': v }, poison: 'unknown X-Subject-Token', expect: [404] })),
+    fc
+      .oneof(
+        unknownSecret,
+        headerText.filter((v) => v.trim() !== '' && v.length <= 512),
+      )
+      .map((v) => ({ headers: { 'x-subject-token': v }, poison: 'unknown X-Subject-Token', expect: [404] })),
   );
 
   // -------------------------------------------------------------------------------------------
@@ -580,9 +825,17 @@ describe('hostile input to every route', () => {
       items(1, 5).map((xs): Pairs => xs.map((x) => ['token_ids', x])),
       fc.constant<Pairs>([['token_ids', seededTokenIds.join(',')]]),
       fc.constant<Pairs>([['tags', 'breach']]),
-      fc.tuple(items(1, 3), items(1, 3)).map(([a, b]): Pairs => [['object_ids', a.join(',')], ['tags', b.join(',')]]),
+      fc.tuple(items(1, 3), items(1, 3)).map(([a, b]): Pairs => [
+        ['object_ids', a.join(',')],
+        ['tags', b.join(',')],
+      ]),
     );
-    const deleteExtras = fc.subarray<[string, string]>([['options', 'archived'], ['custom_audit', 'incident 42'], ['reload_cache', 'false'], ['tenant_id', 'acme']]);
+    const deleteExtras = fc.subarray<[string, string]>([
+      ['options', 'archived'],
+      ['custom_audit', 'incident 42'],
+      ['reload_cache', 'false'],
+      ['tenant_id', 'acme'],
+    ]);
     const deleteKeys = ['token_ids', 'object_ids', 'tags', 'tenant_id', 'options', ...REASON_KEYS];
     const q = (segment: string, ...parts: Pairs[]) => withQuery(tokensPath(segment), parts.flat());
 
@@ -595,28 +848,79 @@ describe('hostile input to every route', () => {
       poisons: [
         admin(fc.tuple(criteria, reasonPoison).map(([c, p]) => ({ method: 'DELETE', url: q(COLLECTION, c, p.pairs), poison: p.poison, expect: [400] }))),
         admin(fc.tuple(criteria, validReason, unknownParam(deleteKeys)).map(([c, r, p]) => ({ method: 'DELETE', url: q(COLLECTION, c, r, p.pairs), poison: p.poison, expect: [400] }))),
-        admin(fc.tuple(validReason, deleteExtras, fc.constantFrom<Pairs>([], [['tags', '']], [['token_ids', ',, ,']], [['object_ids', ' ']])).map(([r, e, empty]) => ({ method: 'DELETE', url: q(COLLECTION, r, e, empty), poison: 'no criterion', expect: [400] }))),
-        admin(fc.tuple(tooManyIds, fc.constantFrom('token_ids', 'object_ids'), validReason).map(([ids, key, r]) => ({ method: 'DELETE', url: q(COLLECTION, [[key, ids.join(',')]], r), poison: `${ids.length} ${key}`, expect: [400] }))),
-        admin(fc.tuple(tooManyTags, validReason).map(([tags, r]) => ({ method: 'DELETE', url: q(COLLECTION, tags.map((t): [string, string] => ['tags', t]), r), poison: `${tags.length} tags`, expect: [400] }))),
-        admin(fc.tuple(items(0, 3), badItemQuery, fc.constantFrom('token_ids', 'object_ids', 'tags'), validReason).map(([ok, bad, key, r]) => ({ method: 'DELETE', url: q(COLLECTION, [[key, [...ok, bad].join(',')]], r), poison: `bad item in ${key}`, expect: [400] }))),
+        admin(
+          fc
+            .tuple(validReason, deleteExtras, fc.constantFrom<Pairs>([], [['tags', '']], [['token_ids', ',, ,']], [['object_ids', ' ']]))
+            .map(([r, e, empty]) => ({ method: 'DELETE', url: q(COLLECTION, r, e, empty), poison: 'no criterion', expect: [400] })),
+        ),
+        admin(
+          fc
+            .tuple(tooManyIds, fc.constantFrom('token_ids', 'object_ids'), validReason)
+            .map(([ids, key, r]) => ({ method: 'DELETE', url: q(COLLECTION, [[key, ids.join(',')]], r), poison: `${ids.length} ${key}`, expect: [400] })),
+        ),
+        admin(
+          fc.tuple(tooManyTags, validReason).map(([tags, r]) => ({
+            method: 'DELETE',
+            url: q(
+              COLLECTION,
+              tags.map((t): [string, string] => ['tags', t]),
+              r,
+            ),
+            poison: `${tags.length} tags`,
+            expect: [400],
+          })),
+        ),
+        admin(
+          fc
+            .tuple(items(0, 3), badItemQuery, fc.constantFrom('token_ids', 'object_ids', 'tags'), validReason)
+            .map(([ok, bad, key, r]) => ({ method: 'DELETE', url: q(COLLECTION, [[key, [...ok, bad].join(',')]], r), poison: `bad item in ${key}`, expect: [400] })),
+        ),
         admin(
           fc
             .tuple(criteria, validReason, hostileText)
             .filter(([, , o]) => {
-              const parts = o.split(',').map((p) => p.trim()).filter((p) => p !== '');
+              const parts = o
+                .split(',')
+                .map((p) => p.trim())
+                .filter((p) => p !== '');
               return parts.length > 5 || parts.some((p) => p !== 'archived');
             })
             .map(([c, r, o]) => ({ method: 'DELETE', url: q(COLLECTION, c, r, [['options', o]]), poison: 'unknown option', expect: [400] })),
         ),
-        admin(fc.tuple(criteria, validReason, fc.oneof(notIdentifier.map((t): Pairs => [['tenant_id', t]]), fc.constant<Pairs>([['tenant_id', 'a'], ['tenant_id', 'b']]))).map(([c, r, t]) => ({ method: 'DELETE', url: q(COLLECTION, c, r, t), poison: 'bad tenant_id', expect: [400] }))),
+        admin(
+          fc
+            .tuple(
+              criteria,
+              validReason,
+              fc.oneof(
+                notIdentifier.map((t): Pairs => [['tenant_id', t]]),
+                fc.constant<Pairs>([
+                  ['tenant_id', 'a'],
+                  ['tenant_id', 'b'],
+                ]),
+              ),
+            )
+            .map(([c, r, t]) => ({ method: 'DELETE', url: q(COLLECTION, c, r, t), poison: 'bad tenant_id', expect: [400] })),
+        ),
         admin(fc.tuple(collectionPoison, criteria, validReason).map(([p, c, r]) => ({ method: 'DELETE', url: q(p.segment, c, r), poison: p.poison, expect: p.expect }))),
-        admin(fc.tuple(criteria, validReason).map(([c, r]) => ({ method: 'DELETE', url: q(COLLECTION, c, r), headers: { 'x-tenant-id': 't'.repeat(201) }, poison: 'X-Tenant-Id over 200 characters', expect: [400] }))),
-        admin(fc.tuple(criteria, validReason, fc.constantFrom('a b', 'a/b', 'x\ty')).map(([c, r, t]) => ({ method: 'DELETE', url: q(COLLECTION, c, r), headers: { 'x-tenant-id': t }, poison: 'X-Tenant-Id not an identifier', expect: [400] }))),
+        admin(
+          fc
+            .tuple(criteria, validReason)
+            .map(([c, r]) => ({ method: 'DELETE', url: q(COLLECTION, c, r), headers: { 'x-tenant-id': 't'.repeat(201) }, poison: 'X-Tenant-Id over 200 characters', expect: [400] })),
+        ),
+        admin(
+          fc
+            .tuple(criteria, validReason, fc.constantFrom('a b', 'a/b', 'x\ty'))
+            .map(([c, r, t]) => ({ method: 'DELETE', url: q(COLLECTION, c, r), headers: { 'x-tenant-id': t }, poison: 'X-Tenant-Id not an identifier', expect: [400] })),
+        ),
       ],
     };
 
     const rotatePath = (segment: string) => `${VAULT}/${segment}/rotate/tokens`;
-    const ids: fc.Arbitrary<Pairs> = fc.oneof(items(1, 5).map((xs): Pairs => [['token_ids', xs.join(',')]]), fc.constant<Pairs>([['token_ids', seededTokenIds.join(',')]]));
+    const ids: fc.Arbitrary<Pairs> = fc.oneof(
+      items(1, 5).map((xs): Pairs => [['token_ids', xs.join(',')]]),
+      fc.constant<Pairs>([['token_ids', seededTokenIds.join(',')]]),
+    );
     const rq = (segment: string, ...parts: Pairs[]) => withQuery(rotatePath(segment), parts.flat());
     const rotateSpec: RouteSpec = {
       method: 'POST',
@@ -627,9 +931,17 @@ describe('hostile input to every route', () => {
       poisons: [
         admin(fc.tuple(ids, reasonPoison).map(([i, p]) => ({ method: 'POST', url: rq(COLLECTION, i, p.pairs), poison: p.poison, expect: [400] }))),
         admin(fc.tuple(ids, validReason, unknownParam(['token_ids', ...REASON_KEYS])).map(([i, r, p]) => ({ method: 'POST', url: rq(COLLECTION, i, r, p.pairs), poison: p.poison, expect: [400] }))),
-        admin(fc.tuple(validReason, fc.constantFrom<Pairs>([], [['token_ids', '']], [['token_ids', ' , ']])).map(([r, e]) => ({ method: 'POST', url: rq(COLLECTION, r, e), poison: 'no token_ids', expect: [400] }))),
+        admin(
+          fc
+            .tuple(validReason, fc.constantFrom<Pairs>([], [['token_ids', '']], [['token_ids', ' , ']]))
+            .map(([r, e]) => ({ method: 'POST', url: rq(COLLECTION, r, e), poison: 'no token_ids', expect: [400] })),
+        ),
         admin(fc.tuple(tooManyIds, validReason).map(([t, r]) => ({ method: 'POST', url: rq(COLLECTION, [['token_ids', t.join(',')]], r), poison: `${t.length} token_ids`, expect: [400] }))),
-        admin(fc.tuple(items(0, 3), badItemQuery, validReason).map(([ok, bad, r]) => ({ method: 'POST', url: rq(COLLECTION, [['token_ids', [...ok, bad].join(',')]], r), poison: 'bad token id', expect: [400] }))),
+        admin(
+          fc
+            .tuple(items(0, 3), badItemQuery, validReason)
+            .map(([ok, bad, r]) => ({ method: 'POST', url: rq(COLLECTION, [['token_ids', [...ok, bad].join(',')]], r), poison: 'bad token id', expect: [400] })),
+        ),
         admin(fc.tuple(collectionPoison, ids, validReason).map(([p, i, r]) => ({ method: 'POST', url: rq(p.segment, i, r), poison: p.poison, expect: p.expect }))),
       ],
     };
@@ -648,10 +960,28 @@ describe('hostile input to every route', () => {
       hostileJson.filter((v) => !isObject(v)).map((item) => ({ item, poison: 'item not an object' })),
       fc.constant({ item: {}, poison: 'item without object' }),
       hostileJson.filter((v) => !isObject(v)).map((object) => ({ item: { object }, poison: 'object not an object' })),
-      fc.oneof(badItemBody, fc.constant(''), hostileJson.filter((v) => typeof v !== 'string')).map((id) => ({ item: { object: { id } }, poison: 'bad object.id' })),
+      fc
+        .oneof(
+          badItemBody,
+          fc.constant(''),
+          hostileJson.filter((v) => typeof v !== 'string'),
+        )
+        .map((id) => ({ item: { object: { id } }, poison: 'bad object.id' })),
       fc.tuple(alnum, hostileJson).map(([k, v]) => ({ item: { object: { id: 'o', [`x_${k}`]: v } }, poison: 'extra key in object' })),
-      fc.oneof(tooManyTags, badItemBody.map((t) => [t]), hostileJson.filter((v) => !Array.isArray(v))).map((tags) => ({ item: { object: { id: 'o' }, tags }, poison: 'bad tags' })),
-      fc.oneof(badItemBody, fc.constant(''), hostileJson.filter((v) => typeof v !== 'string')).map((token_id) => ({ item: { object: { id: 'o' }, token_id }, poison: 'bad token_id' })),
+      fc
+        .oneof(
+          tooManyTags,
+          badItemBody.map((t) => [t]),
+          hostileJson.filter((v) => !Array.isArray(v)),
+        )
+        .map((tags) => ({ item: { object: { id: 'o' }, tags }, poison: 'bad tags' })),
+      fc
+        .oneof(
+          badItemBody,
+          fc.constant(''),
+          hostileJson.filter((v) => typeof v !== 'string'),
+        )
+        .map((token_id) => ({ item: { object: { id: 'o' }, token_id }, poison: 'bad token_id' })),
       notAString(IDENTIFIER).map((tenant_id) => ({ item: { object: { id: 'o' }, tenant_id }, poison: 'bad tenant_id' })),
       fc.tuple(alnum, hostileJson).map(([k, v]) => ({ item: { object: { id: 'o' }, [`x_${k}`]: v }, poison: 'extra key in item' })),
     );
@@ -666,38 +996,113 @@ describe('hostile input to every route', () => {
         admin(fc.tuple(validReason, unknownParam(['expiration_secs', ...REASON_KEYS]), validItems).map(([r, p, body]) => jsonCase('POST', tq(COLLECTION, r, p.pairs), body, {}, p.poison, [400]))),
         admin(
           fc
-            .tuple(validReason, fc.oneof(fc.integer({ min: -1_000_000_000, max: 0 }).map(String), fc.integer({ min: 315_360_001, max: 2 ** 31 }).map(String), fc.double().map(String), hostileText).filter((s) => !validExpiration(s)), validItems)
+            .tuple(
+              validReason,
+              fc
+                .oneof(fc.integer({ min: -1_000_000_000, max: 0 }).map(String), fc.integer({ min: 315_360_001, max: 2 ** 31 }).map(String), fc.double().map(String), hostileText)
+                .filter((s) => !validExpiration(s)),
+              validItems,
+            )
             .map(([r, e, body]) => jsonCase('POST', tq(COLLECTION, r, [['expiration_secs', e]]), body, {}, `expiration_secs ${e.slice(0, 30)}`, [400])),
         ),
-        admin(fc.tuple(validReason, validItems).map(([r, body]) => jsonCase('POST', tq(COLLECTION, r, [['expiration_secs', '60'], ['expiration_secs', '60']]), body, {}, 'expiration_secs repeated', [400]))),
+        admin(
+          fc.tuple(validReason, validItems).map(([r, body]) =>
+            jsonCase(
+              'POST',
+              tq(COLLECTION, r, [
+                ['expiration_secs', '60'],
+                ['expiration_secs', '60'],
+              ]),
+              body,
+              {},
+              'expiration_secs repeated',
+              [400],
+            ),
+          ),
+        ),
         admin(validReason.map((r) => jsonCase('POST', tq(COLLECTION, r), [], {}, 'no items', [400]))),
-        admin(fc.tuple(validReason, fc.integer({ min: 10_001, max: 10_010 })).map(([r, n]) => jsonCase('POST', tq(COLLECTION, r), Array.from({ length: n }, (_, i) => ({ object: { id: `o${i}` } })), {}, `${n} items`, [400]))),
-        admin(fc.tuple(validReason, hostileJson.filter((v) => !Array.isArray(v))).map(([r, body]) => jsonCase('POST', tq(COLLECTION, r), body, {}, 'body not an array', [400]))),
-        admin(fc.tuple(validReason, validItems, badItem, fc.nat()).map(([r, body, bad, at]) => {
-          const all: unknown[] = [...body];
-          all.splice(at % (all.length + 1), 0, bad.item);
-          return jsonCase('POST', tq(COLLECTION, r), all, {}, bad.poison, [400]);
-        })),
-        admin(fc.tuple(validReason, alnum).map(([r, id]) => jsonCase('POST', tq(COLLECTION, r), [{ object: { id: 'a' }, token_id: `dup-${id}` }, { object: { id: 'b' }, token_id: `dup-${id}` }], {}, 'token_id twice', [400]))),
+        admin(
+          fc.tuple(validReason, fc.integer({ min: 10_001, max: 10_010 })).map(([r, n]) =>
+            jsonCase(
+              'POST',
+              tq(COLLECTION, r),
+              Array.from({ length: n }, (_, i) => ({ object: { id: `o${i}` } })),
+              {},
+              `${n} items`,
+              [400],
+            ),
+          ),
+        ),
+        admin(
+          fc
+            .tuple(
+              validReason,
+              hostileJson.filter((v) => !Array.isArray(v)),
+            )
+            .map(([r, body]) => jsonCase('POST', tq(COLLECTION, r), body, {}, 'body not an array', [400])),
+        ),
+        admin(
+          fc.tuple(validReason, validItems, badItem, fc.nat()).map(([r, body, bad, at]) => {
+            const all: unknown[] = [...body];
+            all.splice(at % (all.length + 1), 0, bad.item);
+            return jsonCase('POST', tq(COLLECTION, r), all, {}, bad.poison, [400]);
+          }),
+        ),
+        admin(
+          fc.tuple(validReason, alnum).map(([r, id]) =>
+            jsonCase(
+              'POST',
+              tq(COLLECTION, r),
+              [
+                { object: { id: 'a' }, token_id: `dup-${id}` },
+                { object: { id: 'b' }, token_id: `dup-${id}` },
+              ],
+              {},
+              'token_id twice',
+              [400],
+            ),
+          ),
+        ),
         // all or nothing: the new items before the taken ID must not be created
-        admin(fc.tuple(validReason, validItems).map(([r, body]) => jsonCase('POST', tq(COLLECTION, r), [...body, { object: { id: 'x' }, token_id: seededTokenIds[0] }], {}, 'a token_id already taken', [409]))),
-        admin(fc.tuple(validReason, alnum).map(([r, t]) => jsonCase('POST', tq(COLLECTION, r), [{ object: { id: 'a' }, tenant_id: `other-${t}` }], { 'x-tenant-id': `mine-${t}` }, 'item tenant outside X-Tenant-Id', [403]))),
+        admin(
+          fc
+            .tuple(validReason, validItems)
+            .map(([r, body]) => jsonCase('POST', tq(COLLECTION, r), [...body, { object: { id: 'x' }, token_id: seededTokenIds[0] }], {}, 'a token_id already taken', [409])),
+        ),
+        admin(
+          fc
+            .tuple(validReason, alnum)
+            .map(([r, t]) => jsonCase('POST', tq(COLLECTION, r), [{ object: { id: 'a' }, tenant_id: `other-${t}` }], { 'x-tenant-id': `mine-${t}` }, 'item tenant outside X-Tenant-Id', [403])),
+        ),
         // the header's tenant is stored on the tokens: it must be an identifier, as a tenant_id in the body must
-        admin(fc.tuple(validReason, validItems, fc.constantFrom('a b', 'a/b', 'a;b', 'x\ty', 'ok,a b')).map(([r, body, t]) => jsonCase('POST', tq(COLLECTION, r), body, { 'x-tenant-id': t }, 'X-Tenant-Id not an identifier', [400]))),
+        admin(
+          fc
+            .tuple(validReason, validItems, fc.constantFrom('a b', 'a/b', 'a;b', 'x\ty', 'ok,a b'))
+            .map(([r, body, t]) => jsonCase('POST', tq(COLLECTION, r), body, { 'x-tenant-id': t }, 'X-Tenant-Id not an identifier', [400])),
+        ),
         admin(fc.tuple(collectionPoison, validReason, validItems).map(([p, r, body]) => jsonCase('POST', tq(p.segment, r), body, {}, p.poison, p.expect))),
       ],
     };
 
     const queryPath = (segment: string) => `${VAULT}/${segment}/query/tokens`;
     const qq = (segment: string, ...parts: Pairs[]) => withQuery(queryPath(segment), parts.flat());
-    const validQueryBody = fc.oneof(items(1, 4).map((t) => ({ token_ids: t })), items(1, 4).map((t) => ({ tags: t })), fc.tuple(items(1, 3), items(1, 3)).map(([o, t]) => ({ object_ids: o, tags: t })));
+    const validQueryBody = fc.oneof(
+      items(1, 4).map((t) => ({ token_ids: t })),
+      items(1, 4).map((t) => ({ tags: t })),
+      fc.tuple(items(1, 3), items(1, 3)).map(([o, t]) => ({ object_ids: o, tags: t })),
+    );
     const badQueryBody: fc.Arbitrary<{ body: unknown; poison: string }> = fc.oneof(
       fc.constant({ body: {}, poison: 'no criterion' }),
       fc.constantFrom('token_ids', 'object_ids', 'tags').map((k) => ({ body: { [k]: [] }, poison: `empty ${k}` })),
       fc.tuple(tooManyIds, fc.constantFrom('token_ids', 'object_ids')).map(([t, k]) => ({ body: { [k]: t }, poison: `${t.length} ${k}` })),
       tooManyTags.map((t) => ({ body: { tags: t }, poison: `${t.length} tags` })),
       fc.tuple(items(0, 2), badItemBody, fc.constantFrom('token_ids', 'object_ids', 'tags')).map(([ok, bad, k]) => ({ body: { [k]: [...ok, bad] }, poison: `bad item in ${k}` })),
-      fc.tuple(fc.constantFrom('token_ids', 'object_ids', 'tags'), hostileJson.filter((v) => !Array.isArray(v) && v !== undefined)).map(([k, v]) => ({ body: { [k]: v }, poison: `${k} not an array` })),
+      fc
+        .tuple(
+          fc.constantFrom('token_ids', 'object_ids', 'tags'),
+          hostileJson.filter((v) => !Array.isArray(v) && v !== undefined),
+        )
+        .map(([k, v]) => ({ body: { [k]: v }, poison: `${k} not an array` })),
       fc.tuple(items(1, 2), alnum, hostileJson).map(([t, k, v]) => ({ body: { tags: t, [`x_${k}`]: v }, poison: 'extra key' })),
       hostileJson.filter((v) => !isObject(v)).map((body) => ({ body, poison: 'body not an object' })),
     );
@@ -777,12 +1182,30 @@ describe('hostile input to every route', () => {
         admin(fc.tuple(validSubject, notAString(IDENTIFIER), fc.constantFrom('id', 'domain_id')).map(([s, v, k]) => jsonCase('POST', '/v1/subjects', { ...s, [k]: v }, {}, `bad ${k}`, [400]))),
         admin(
           fc
-            .tuple(validSubject, fc.oneof(hostileText.filter((c) => !(['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as string[]).includes(c)).map((c) => ['tokens:read', c]), fc.constant(Array(8).fill('tokens:read')), hostileJson.filter((v) => !Array.isArray(v))))
+            .tuple(
+              validSubject,
+              fc.oneof(
+                hostileText
+                  .filter((c) => !(['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as string[]).includes(c))
+                  .map((c) => ['tokens:read', c]),
+                fc.constant(Array(8).fill('tokens:read')),
+                hostileJson.filter((v) => !Array.isArray(v)),
+              ),
+            )
             .map(([s, capabilities]) => jsonCase('POST', '/v1/subjects', { ...s, capabilities }, {}, 'bad capabilities', [400])),
         ),
         admin(
           fc
-            .tuple(validSubject, fc.constantFrom('tenant_ids', 'collections'), fc.oneof(fc.constant([] as unknown[]), fc.constant(Array.from({ length: 1001 }, (_, i) => `t${i}`)), notIdentifier.map((t) => [t]), hostileJson.filter((v) => !Array.isArray(v) && JSON.stringify(v ?? null) !== 'null')))
+            .tuple(
+              validSubject,
+              fc.constantFrom('tenant_ids', 'collections'),
+              fc.oneof(
+                fc.constant([] as unknown[]),
+                fc.constant(Array.from({ length: 1001 }, (_, i) => `t${i}`)),
+                notIdentifier.map((t) => [t]),
+                hostileJson.filter((v) => !Array.isArray(v) && JSON.stringify(v ?? null) !== 'null'),
+              ),
+            )
             .filter(([, k, v]) => !(k === 'collections' && Array.isArray(v) && v.length === 1001)) // 1001 names: also invalid, but keep it to tenant_ids
             .map(([s, k, v]) => jsonCase('POST', '/v1/subjects', { ...s, [k]: v }, {}, `bad ${k}`, [400])),
         ),
@@ -811,11 +1234,27 @@ describe('hostile input to every route', () => {
         admin(fc.constant(jsonCase('POST', issuePath(VICTIM), { name: 'x' }, {}, 'no temporary', [400]))),
         admin(
           fc
-            .oneof(fc.integer({ max: 0 }), fc.integer({ min: 604_801 }), fc.double().filter((d) => !Number.isInteger(d)), hostileJson.filter((v) => typeof v !== 'number'))
+            .oneof(
+              fc.integer({ max: 0 }),
+              fc.integer({ min: 604_801 }),
+              fc.double().filter((d) => !Number.isInteger(d)),
+              hostileJson.filter((v) => typeof v !== 'number'),
+            )
             .map((ttl) => jsonCase('POST', issuePath(VICTIM), { temporary: true, ttl_seconds: ttl }, {}, 'bad ttl_seconds', [400])),
         ),
         admin(fc.integer({ min: 1, max: 3600 }).map((ttl) => jsonCase('POST', issuePath(VICTIM), { temporary: false, ttl_seconds: ttl }, {}, 'ttl_seconds on a named token', [400]))),
-        admin(fc.tuple(fc.boolean(), fc.oneof(fc.constant(''), badText(200, true), hostileJson.filter((v) => typeof v !== 'string'))).map(([temporary, name]) => jsonCase('POST', issuePath(VICTIM), { temporary, name }, {}, 'bad name', [400]))),
+        admin(
+          fc
+            .tuple(
+              fc.boolean(),
+              fc.oneof(
+                fc.constant(''),
+                badText(200, true),
+                hostileJson.filter((v) => typeof v !== 'string'),
+              ),
+            )
+            .map(([temporary, name]) => jsonCase('POST', issuePath(VICTIM), { temporary, name }, {}, 'bad name', [400])),
+        ),
         admin(fc.tuple(alnum, hostileJson).map(([k, v]) => jsonCase('POST', issuePath(VICTIM), { temporary: true, [`x_${k}`]: v }, {}, 'extra key', [400]))),
         admin(hostileJson.filter((v) => !isObject(v)).map((body) => jsonCase('POST', issuePath(VICTIM), body, {}, 'body not an object', [400]))),
         // a subject may issue itself temporary tokens only
@@ -838,20 +1277,46 @@ describe('hostile input to every route', () => {
 
     const validGrants = fc
       .record(
-        { capabilities: fc.subarray(['tokens:read', 'tokens:write', 'tokens:manage']), tenant_ids: fc.oneof(items(1, 3), fc.constant(null)), collections: fc.oneof(fc.constant([COLLECTION]), fc.constant(null)) },
+        {
+          capabilities: fc.subarray(['tokens:read', 'tokens:write', 'tokens:manage']),
+          tenant_ids: fc.oneof(items(1, 3), fc.constant(null)),
+          collections: fc.oneof(fc.constant([COLLECTION]), fc.constant(null)),
+        },
         { requiredKeys: [] },
       )
       .filter((g) => Object.keys(g).length > 0);
     const badGrant: fc.Arbitrary<{ body: unknown; poison: string }> = fc.oneof(
       fc.constant({ body: {}, poison: 'no grant named' }),
       fc
-        .oneof(hostileText.filter((c) => !(['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as string[]).includes(c)).map((c) => ['tokens:read', c]), fc.constant(Array(8).fill('tokens:read')), hostileJson.filter((v) => !Array.isArray(v)))
+        .oneof(
+          hostileText
+            .filter((c) => !(['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as string[]).includes(c))
+            .map((c) => ['tokens:read', c]),
+          fc.constant(Array(8).fill('tokens:read')),
+          hostileJson.filter((v) => !Array.isArray(v)),
+        )
         .map((capabilities) => ({ body: { capabilities }, poison: 'bad capabilities' })),
       fc
-        .tuple(fc.constantFrom('tenant_ids', 'collections'), fc.oneof(fc.constant([] as unknown[]), fc.constant(Array.from({ length: 1001 }, (_, i) => `t${i}`)), notIdentifier.map((t) => [t]), hostileJson.filter((v) => !Array.isArray(v) && JSON.stringify(v ?? null) !== 'null')))
+        .tuple(
+          fc.constantFrom('tenant_ids', 'collections'),
+          fc.oneof(
+            fc.constant([] as unknown[]),
+            fc.constant(Array.from({ length: 1001 }, (_, i) => `t${i}`)),
+            notIdentifier.map((t) => [t]),
+            hostileJson.filter((v) => !Array.isArray(v) && JSON.stringify(v ?? null) !== 'null'),
+          ),
+        )
         .map(([k, v]) => ({ body: { [k]: v }, poison: `bad ${k}` })),
       notCollectionName.map((c) => ({ body: { collections: [c] }, poison: 'bad collection name' })),
-      fc.tuple(fc.oneof(alnum.map((k) => `x_${k}`), fc.constantFrom('id', 'kind', 'domain_id', 'temporary_generation', 'disabled_at')), hostileJson).map(([k, v]) => ({ body: { capabilities: [], [k]: v }, poison: `key ${k}` })),
+      fc
+        .tuple(
+          fc.oneof(
+            alnum.map((k) => `x_${k}`),
+            fc.constantFrom('id', 'kind', 'domain_id', 'temporary_generation', 'disabled_at'),
+          ),
+          hostileJson,
+        )
+        .map(([k, v]) => ({ body: { capabilities: [], [k]: v }, poison: `key ${k}` })),
       hostileJson.filter((v) => !isObject(v)).map((body) => ({ body, poison: 'body not an object' })),
     );
     const subjectUpdate: RouteSpec = {
@@ -871,11 +1336,23 @@ describe('hostile input to every route', () => {
       const n = Number(v);
       return Number.isInteger(n) && n >= 1 && n <= 1000;
     };
-    const validPage = fc.subarray<[string, string]>([['limit', '10'], ['after', 'a']]);
+    const validPage = fc.subarray<[string, string]>([
+      ['limit', '10'],
+      ['after', 'a'],
+    ]);
     const pagePoison: fc.Arbitrary<QueryPoison> = fc.oneof(
-      fc.oneof(hostileText, fc.integer().map(String), fc.double().map(String)).filter((v) => !validPageLimit(v)).map((v) => ({ pairs: [['limit', v]] as Pairs, poison: `bad limit ${v.slice(0, 25)}` })),
+      fc
+        .oneof(hostileText, fc.integer().map(String), fc.double().map(String))
+        .filter((v) => !validPageLimit(v))
+        .map((v) => ({ pairs: [['limit', v]] as Pairs, poison: `bad limit ${v.slice(0, 25)}` })),
       notIdentifier.map((v) => ({ pairs: [['after', v]] as Pairs, poison: 'bad after' })),
-      fc.constantFrom('limit', 'after').map((k) => ({ pairs: [[k, k === 'limit' ? '5' : 'a'], [k, k === 'limit' ? '6' : 'b']] as Pairs, poison: `${k} repeated` })),
+      fc.constantFrom('limit', 'after').map((k) => ({
+        pairs: [
+          [k, k === 'limit' ? '5' : 'a'],
+          [k, k === 'limit' ? '6' : 'b'],
+        ] as Pairs,
+        poison: `${k} repeated`,
+      })),
       unknownParam(['limit', 'after']),
     );
     const subjectTokens: RouteSpec = {
@@ -884,7 +1361,11 @@ describe('hostile input to every route', () => {
       valid: validPage.map((pairs) => ({ url: withQuery(issuePath(VICTIM), pairs) })),
       forbidden: nobodyAuth(),
       poisons: [
-        admin(fc.tuple(validPage, pagePoison).map(([ok, p]) => ({ method: 'GET', url: withQuery(issuePath(VICTIM), [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] }))),
+        admin(
+          fc
+            .tuple(validPage, pagePoison)
+            .map(([ok, p]) => ({ method: 'GET', url: withQuery(issuePath(VICTIM), [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })),
+        ),
         admin(idSegmentPoison.map((p) => ({ method: 'GET', url: issuePath(p.segment), poison: p.poison, expect: [400, 404] }))),
         admin(missingId.map((id) => ({ method: 'GET', url: issuePath(id), poison: 'no such subject', expect: [404] }))),
       ],
@@ -915,7 +1396,9 @@ describe('hostile input to every route', () => {
       fc.tuple(arb, fc.boolean()).map(([c, dry]) => (dry && !c.url.includes('?') ? { ...c, url: `${c.url}?dry_run=true`, poison: `${c.poison} (dry run)` } : c));
     const dryRunPoison: fc.Arbitrary<{ query: string; poison: string }> = fc.oneof(
       hostileText.filter((v) => v !== 'true' && v !== 'false').map((v) => ({ query: `dry_run=${pct(v)}`, poison: `dry_run=${v.slice(0, 20)}` })),
-      fc.constantFrom('dry_run=true&dry_run=true', 'dry_run=true&dry_run=false', 'dry_run', 'dry_run[]=true', 'dryrun=true', 'DRY_RUN=true', 'dry_run=TRUE', 'dry_run=1').map((query) => ({ query, poison: `query ${query}` })),
+      fc
+        .constantFrom('dry_run=true&dry_run=true', 'dry_run=true&dry_run=false', 'dry_run', 'dry_run[]=true', 'dryrun=true', 'DRY_RUN=true', 'dry_run=TRUE', 'dry_run=1')
+        .map((query) => ({ query, poison: `query ${query}` })),
       unknownParam(['dry_run']).map((p) => ({ query: p.pairs.map(([k, v]) => `${pct(k)}=${pct(v)}`).join('&'), poison: p.poison })),
       fc.tuple(unknownParam(['dry_run']), fc.boolean()).map(([p, before]) => {
         const unknown = p.pairs.map(([k, v]) => `${pct(k)}=${pct(v)}`).join('&');
@@ -931,23 +1414,117 @@ describe('hostile input to every route', () => {
       forbidden: nobodyAuth(),
       poisons: [
         admin(fc.tuple(validCommand, dryRunPoison).map(([c, p]) => jsonCase('POST', `/v1/commands?${p.query}`, c, {}, p.poison, [400]))),
-        orDryRun(admin(fc.tuple(validCommand, fc.oneof(hostileText.filter((t) => !(commandTypes as string[]).includes(t)), hostileJson.filter((v) => typeof v !== 'string'))).map(([c, type]) => cmd({ ...c, type }, 'bad type')))),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                validCommand,
+                fc.oneof(
+                  hostileText.filter((t) => !(commandTypes as string[]).includes(t)),
+                  hostileJson.filter((v) => typeof v !== 'string'),
+                ),
+              )
+              .map(([c, type]) => cmd({ ...c, type }, 'bad type')),
+          ),
+        ),
         orDryRun(admin(validCommand.map((c) => cmd(without(c, 'type'), 'no type')))),
         orDryRun(admin(fc.tuple(validCommand, alnum, hostileJson).map(([c, k, v]) => cmd({ ...c, [`x_${k}`]: v }, 'extra key')))),
         orDryRun(admin(hostileJson.filter((v) => !isObject(v)).map((body) => cmd(body, 'body not an object')))),
         orDryRun(admin(deleteCommand.map((c) => cmd(without(c, 'tags', 'token_ids', 'object_ids'), 'delete without criterion')))),
-        orDryRun(admin(fc.tuple(vaultCommand, fc.oneof(fc.constant([] as unknown[]), tooManyIds, fc.tuple(items(0, 2), badItemBody).map(([ok, bad]) => [...ok, bad]), hostileJson.filter((v) => !Array.isArray(v)))).map(([c, token_ids]) => cmd({ ...c, token_ids }, 'bad token_ids')))),
-        orDryRun(admin(fc.tuple(deleteCommand, fc.oneof(tooManyTags, fc.constant([] as string[]), badItemBody.map((t) => [t]))).map(([c, tags]) => cmd({ ...c, tags }, 'bad tags')))),
-        orDryRun(admin(fc.tuple(deleteCommand, fc.oneof(badItemBody.map((o) => [o]), fc.constant([] as string[]))).map(([c, object_ids]) => cmd({ ...c, object_ids }, 'bad object_ids')))),
-        orDryRun(admin(fc.tuple(deleteCommand, hostileJson.filter((v) => typeof v !== 'boolean')).map(([c, archived]) => cmd({ ...c, archived }, 'archived not a boolean')))),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                vaultCommand,
+                fc.oneof(
+                  fc.constant([] as unknown[]),
+                  tooManyIds,
+                  fc.tuple(items(0, 2), badItemBody).map(([ok, bad]) => [...ok, bad]),
+                  hostileJson.filter((v) => !Array.isArray(v)),
+                ),
+              )
+              .map(([c, token_ids]) => cmd({ ...c, token_ids }, 'bad token_ids')),
+          ),
+        ),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                deleteCommand,
+                fc.oneof(
+                  tooManyTags,
+                  fc.constant([] as string[]),
+                  badItemBody.map((t) => [t]),
+                ),
+              )
+              .map(([c, tags]) => cmd({ ...c, tags }, 'bad tags')),
+          ),
+        ),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                deleteCommand,
+                fc.oneof(
+                  badItemBody.map((o) => [o]),
+                  fc.constant([] as string[]),
+                ),
+              )
+              .map(([c, object_ids]) => cmd({ ...c, object_ids }, 'bad object_ids')),
+          ),
+        ),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                deleteCommand,
+                hostileJson.filter((v) => typeof v !== 'boolean'),
+              )
+              .map(([c, archived]) => cmd({ ...c, archived }, 'archived not a boolean')),
+          ),
+        ),
         orDryRun(admin(fc.tuple(deleteCommand, notAString(IDENTIFIER)).map(([c, tenant_id]) => cmd({ ...c, tenant_id }, 'bad tenant_id')))),
         orDryRun(admin(fc.tuple(vaultCommand, notAString(COLLECTION_NAME)).map(([c, collection]) => cmd({ ...c, collection }, 'bad collection')))),
         orDryRun(admin(fc.tuple(vaultCommand, alnum).map(([c, a]) => cmd({ ...c, collection: `zzmissing_${a}` }, 'no such collection', [404])))),
         orDryRun(admin(vaultCommand.map((c) => cmd(without(c, 'reason'), 'no reason')))),
-        orDryRun(admin(fc.tuple(validCommand, hostileJson.filter((v) => typeof v !== 'string' || !REASONS.includes(v)).filter((v) => v !== undefined)).map(([c, reason]) => cmd({ ...c, reason }, 'unknown reason')))),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                validCommand,
+                hostileJson.filter((v) => typeof v !== 'string' || !REASONS.includes(v)).filter((v) => v !== undefined),
+              )
+              .map(([c, reason]) => cmd({ ...c, reason }, 'unknown reason')),
+          ),
+        ),
         orDryRun(admin(validCommand.map((c) => cmd({ ...c, reason: 'Other' }, 'Other without adhoc_reason')))),
-        orDryRun(admin(fc.tuple(validCommand, fc.oneof(fc.constant(''), badText(1000, true), hostileJson.filter((v) => typeof v !== 'string' && v !== undefined))).map(([c, adhoc]) => cmd({ ...c, reason: 'Other', adhoc_reason: adhoc }, 'bad adhoc_reason')))),
-        orDryRun(admin(fc.tuple(validCommand, fc.oneof(badText(4000, true), hostileJson.filter((v) => typeof v !== 'string' && v !== undefined))).map(([c, custom]) => cmd({ ...c, reason: 'AppFunctionality', custom_audit: custom }, 'bad custom_audit')))),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                validCommand,
+                fc.oneof(
+                  fc.constant(''),
+                  badText(1000, true),
+                  hostileJson.filter((v) => typeof v !== 'string' && v !== undefined),
+                ),
+              )
+              .map(([c, adhoc]) => cmd({ ...c, reason: 'Other', adhoc_reason: adhoc }, 'bad adhoc_reason')),
+          ),
+        ),
+        orDryRun(
+          admin(
+            fc
+              .tuple(
+                validCommand,
+                fc.oneof(
+                  badText(4000, true),
+                  hostileJson.filter((v) => typeof v !== 'string' && v !== undefined),
+                ),
+              )
+              .map(([c, custom]) => cmd({ ...c, reason: 'AppFunctionality', custom_audit: custom }, 'bad custom_audit')),
+          ),
+        ),
         orDryRun(admin(fc.oneof(notAString(IDENTIFIER), fc.constant(undefined)).map((token_id) => cmd({ type: 'access_token.revoke', token_id }, 'bad token_id')))),
         orDryRun(admin(missingId.map((token_id) => cmd({ type: 'access_token.revoke', token_id }, 'no such access token', [404])))),
         orDryRun(
@@ -979,9 +1556,19 @@ describe('hostile input to every route', () => {
           ),
         ),
         orDryRun(admin(fc.tuple(fc.constantFrom('subject.lockout', 'subject.unlock'), missingId).map(([type, id]) => cmd({ type, subject: { kind: 'user', id } }, `${type}: no such subject`, [404])))),
-        orDryRun(admin(fc.tuple(fc.constantFrom('subject.lockout', 'subject.unlock'), fc.constantFrom('provider', 'service')).map(([type, kind]) => cmd({ type, subject: { kind, id: VICTIM } }, `${type}: a subject of another kind`, [404])))),
+        orDryRun(
+          admin(
+            fc
+              .tuple(fc.constantFrom('subject.lockout', 'subject.unlock'), fc.constantFrom('provider', 'service'))
+              .map(([type, kind]) => cmd({ type, subject: { kind, id: VICTIM } }, `${type}: a subject of another kind`, [404])),
+          ),
+        ),
         // a security_admin may lock out a subject of its own domain only: none is missing, the reader holds none
-        orDryRun(fc.tuple(readerAuth(), fc.constantFrom('subject.lockout', 'subject.unlock')).map(([auth, type]) => cmd({ type, subject: { kind: 'user', id: VICTIM } }, `${type} without security_admin`, [403], auth))),
+        orDryRun(
+          fc
+            .tuple(readerAuth(), fc.constantFrom('subject.lockout', 'subject.unlock'))
+            .map(([auth, type]) => cmd({ type, subject: { kind: 'user', id: VICTIM } }, `${type} without security_admin`, [403], auth)),
+        ),
         // a provider's temporary tokens are that provider's alone to revoke: the admin is refused before any lookup
         orDryRun(admin(missingId.map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id } }, "another provider's tokens", [403])))),
         orDryRun(admin(fc.constantFrom('admin', 'hostile-reader').map((id) => cmd({ type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id } }, 'a subject that is not a user', [404])))),
@@ -995,7 +1582,14 @@ describe('hostile input to every route', () => {
       valid: fc.constant({ url: `/v1/jobs/${adminJobId}` }),
       poisons: [
         // an empty ID is no poison: /v1/jobs/ is the job list (GET /v1/jobs, trailing slashes ignored)
-        admin(fc.oneof(hostileText.filter((s) => s !== '').map(pct), fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`)).map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'bad job id', expect: [400, 404] }))),
+        admin(
+          fc
+            .oneof(
+              hostileText.filter((s) => s !== '').map(pct),
+              fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`),
+            )
+            .map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'bad job id', expect: [400, 404] })),
+        ),
         admin(fc.uuid().map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'no such job', expect: [404] }))),
         // another subject's job does not exist for the reader
         readerAuth().map((auth) => ({ method: 'GET', url: `/v1/jobs/${adminJobId}`, headers: auth, poison: "another subject's job", expect: [404] })),
@@ -1008,7 +1602,14 @@ describe('hostile input to every route', () => {
       template: '/v1/jobs/:id/cancel',
       valid: fc.constant({ url: cancelPath(adminJobId) }),
       poisons: [
-        admin(fc.oneof(hostileText.map(pct), fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`)).map((id) => ({ method: 'POST', url: cancelPath(id), poison: 'bad job id', expect: [400, 404] }))),
+        admin(
+          fc
+            .oneof(
+              hostileText.map(pct),
+              fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${adminJobId}%00`, `${adminJobId};x`, adminJobId.toUpperCase().replace(/-/g, ''), `{${adminJobId}}`),
+            )
+            .map((id) => ({ method: 'POST', url: cancelPath(id), poison: 'bad job id', expect: [400, 404] })),
+        ),
         admin(fc.uuid().map((id) => ({ method: 'POST', url: cancelPath(id), poison: 'no such job', expect: [404] }))),
         // another subject's job does not exist for the reader: not cancelled, not even found
         readerAuth().map((auth) => ({ method: 'POST', url: cancelPath(adminJobId), headers: auth, poison: "another subject's job", expect: [404] })),
@@ -1022,34 +1623,84 @@ describe('hostile input to every route', () => {
       const n = Number(s);
       return Number.isInteger(n) && n >= 1 && n <= 1000;
     };
-    const validAudit = fc.subarray<[string, string]>([['job_id', adminJobId], ['collection', COLLECTION], ['since', '2020-01-01T00:00:00Z'], ['after_id', '0'], ['limit', '10']]);
+    const validAudit = fc.subarray<[string, string]>([
+      ['job_id', adminJobId],
+      ['collection', COLLECTION],
+      ['since', '2020-01-01T00:00:00Z'],
+      ['after_id', '0'],
+      ['limit', '10'],
+    ]);
     const auditPoison: fc.Arbitrary<QueryPoison> = fc.oneof(
       hostileText.filter((s) => !LOOSE_UUID.test(s)).map((s) => ({ pairs: [['job_id', s]] as Pairs, poison: 'bad job_id' })),
       notCollectionName.map((s) => ({ pairs: [['collection', s]] as Pairs, poison: 'bad collection' })),
-      fc.oneof(hostileText.filter((s) => !LOOSE_ISO.test(s)), fc.constantFrom('2021-02-30T00:00:00Z', '2021-13-01T00:00:00Z', '2021-01-01T24:00:00Z', '2021-01-01T00:00:00+99:99', '2021-01-01', '1612137600')).map((s) => ({ pairs: [['since', s]] as Pairs, poison: 'bad since' })),
-      fc.oneof(hostileText.filter((s) => !/^\d{1,19}$/.test(s)), fc.bigInt({ min: 2n ** 63n, max: 10n ** 19n - 1n }).map(String), fc.bigInt({ min: 10n ** 19n, max: 10n ** 30n }).map(String)).map((s) => ({ pairs: [['after_id', s]] as Pairs, poison: `bad after_id ${s.slice(0, 25)}` })),
-      fc.oneof(hostileText, fc.integer().map(String), fc.double().map(String)).filter((s) => !validLimit(s)).map((s) => ({ pairs: [['limit', s]] as Pairs, poison: `bad limit ${s.slice(0, 25)}` })),
-      fc.constantFrom('job_id', 'collection', 'since', 'after_id', 'limit').map((k) => ({ pairs: [[k, k === 'limit' ? '5' : k === 'job_id' ? adminJobId : k === 'since' ? '2020-01-01T00:00:00Z' : k === 'after_id' ? '1' : COLLECTION], [k, k === 'limit' ? '6' : k === 'job_id' ? adminJobId : k === 'since' ? '2020-01-01T00:00:00Z' : k === 'after_id' ? '2' : COLLECTION]] as Pairs, poison: `${k} repeated` })),
+      fc
+        .oneof(
+          hostileText.filter((s) => !LOOSE_ISO.test(s)),
+          fc.constantFrom('2021-02-30T00:00:00Z', '2021-13-01T00:00:00Z', '2021-01-01T24:00:00Z', '2021-01-01T00:00:00+99:99', '2021-01-01', '1612137600'),
+        )
+        .map((s) => ({ pairs: [['since', s]] as Pairs, poison: 'bad since' })),
+      fc
+        .oneof(
+          hostileText.filter((s) => !/^\d{1,19}$/.test(s)),
+          fc.bigInt({ min: 2n ** 63n, max: 10n ** 19n - 1n }).map(String),
+          fc.bigInt({ min: 10n ** 19n, max: 10n ** 30n }).map(String),
+        )
+        .map((s) => ({ pairs: [['after_id', s]] as Pairs, poison: `bad after_id ${s.slice(0, 25)}` })),
+      fc
+        .oneof(hostileText, fc.integer().map(String), fc.double().map(String))
+        .filter((s) => !validLimit(s))
+        .map((s) => ({ pairs: [['limit', s]] as Pairs, poison: `bad limit ${s.slice(0, 25)}` })),
+      fc.constantFrom('job_id', 'collection', 'since', 'after_id', 'limit').map((k) => ({
+        pairs: [
+          [k, k === 'limit' ? '5' : k === 'job_id' ? adminJobId : k === 'since' ? '2020-01-01T00:00:00Z' : k === 'after_id' ? '1' : COLLECTION],
+          [k, k === 'limit' ? '6' : k === 'job_id' ? adminJobId : k === 'since' ? '2020-01-01T00:00:00Z' : k === 'after_id' ? '2' : COLLECTION],
+        ] as Pairs,
+        poison: `${k} repeated`,
+      })),
       unknownParam(['job_id', 'collection', 'since', 'after_id', 'limit']),
     );
     const audit: RouteSpec = {
       method: 'GET',
       template: '/v1/audit',
       valid: validAudit.map((pairs) => ({ url: withQuery('/v1/audit', pairs) })),
-      poisons: [admin(fc.tuple(validAudit, auditPoison).map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/audit', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })))],
+      poisons: [
+        admin(
+          fc
+            .tuple(validAudit, auditPoison)
+            .map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/audit', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })),
+        ),
+      ],
     };
 
     const JOB_LIST_KEYS = ['state', 'type', 'since', 'limit', 'cursor'];
     const jobCursor = encodeJobCursor({ createdAt: '2030-01-01T00:00:00.000000Z', id: '00000000-0000-4000-8000-000000000000' });
-    const validJobList = fc.subarray<[string, string]>([['state', 'failed'], ['type', 'tokens.delete'], ['since', '2020-01-01'], ['limit', '10'], ['cursor', jobCursor]]);
+    const validJobList = fc.subarray<[string, string]>([
+      ['state', 'failed'],
+      ['type', 'tokens.delete'],
+      ['since', '2020-01-01'],
+      ['limit', '10'],
+      ['cursor', jobCursor],
+    ]);
     const forgedCursor = (text: string) => Buffer.from(text, 'utf8').toString('base64url');
     const jobListPoison: fc.Arbitrary<QueryPoison> = fc.oneof(
-      fc.oneof(hostileText, fc.constantFrom('FAILED', 'failed ', 'done', '')).filter((s) => !JobState.options.includes(s as JobState)).map((s) => ({ pairs: [['state', s]] as Pairs, poison: 'bad state' })),
-      fc.oneof(hostileText, fc.constantFrom('TOKENS.DELETE', 'tokens', 'tokens.delete,tokens.rotate')).filter((s) => !(commandTypes as string[]).includes(s)).map((s) => ({ pairs: [['type', s]] as Pairs, poison: 'bad type' })),
       fc
-        .oneof(hostileText.filter((s) => !LOOSE_ISO.test(s) && !/^\d{4}-\d\d-\d\d$/.test(s)), fc.constantFrom('2021-02-30T00:00:00Z', '2021-02-30', '2021-13-01', '2021-01-01T00:00:00', '0000-01-01T00:00:00Z', '0000-01-01', '1612137600'))
+        .oneof(hostileText, fc.constantFrom('FAILED', 'failed ', 'done', ''))
+        .filter((s) => !JobState.options.includes(s as JobState))
+        .map((s) => ({ pairs: [['state', s]] as Pairs, poison: 'bad state' })),
+      fc
+        .oneof(hostileText, fc.constantFrom('TOKENS.DELETE', 'tokens', 'tokens.delete,tokens.rotate'))
+        .filter((s) => !(commandTypes as string[]).includes(s))
+        .map((s) => ({ pairs: [['type', s]] as Pairs, poison: 'bad type' })),
+      fc
+        .oneof(
+          hostileText.filter((s) => !LOOSE_ISO.test(s) && !/^\d{4}-\d\d-\d\d$/.test(s)),
+          fc.constantFrom('2021-02-30T00:00:00Z', '2021-02-30', '2021-13-01', '2021-01-01T00:00:00', '0000-01-01T00:00:00Z', '0000-01-01', '1612137600'),
+        )
         .map((s) => ({ pairs: [['since', s]] as Pairs, poison: 'bad since' })),
-      fc.oneof(hostileText, fc.integer().map(String), fc.double().map(String)).filter((s) => !validLimit(s) || Number(s) > 500).map((s) => ({ pairs: [['limit', s]] as Pairs, poison: `bad limit ${s.slice(0, 25)}` })),
+      fc
+        .oneof(hostileText, fc.integer().map(String), fc.double().map(String))
+        .filter((s) => !validLimit(s) || Number(s) > 500)
+        .map((s) => ({ pairs: [['limit', s]] as Pairs, poison: `bad limit ${s.slice(0, 25)}` })),
       fc
         .oneof(
           hostileText,
@@ -1061,7 +1712,13 @@ describe('hostile input to every route', () => {
         .map((s) => ({ pairs: [['cursor', s]] as Pairs, poison: 'bad cursor' })),
       fc.constantFrom(...JOB_LIST_KEYS).map((k) => {
         const v = { state: 'failed', type: 'tokens.delete', since: '2020-01-01', limit: '5', cursor: jobCursor }[k]!;
-        return { pairs: [[k, v], [k, v]] as Pairs, poison: `${k} repeated` };
+        return {
+          pairs: [
+            [k, v],
+            [k, v],
+          ] as Pairs,
+          poison: `${k} repeated`,
+        };
       }),
       unknownParam(JOB_LIST_KEYS),
     );
@@ -1069,7 +1726,13 @@ describe('hostile input to every route', () => {
       method: 'GET',
       template: '/v1/jobs',
       valid: validJobList.map((pairs) => ({ url: withQuery('/v1/jobs', pairs) })),
-      poisons: [admin(fc.tuple(validJobList, jobListPoison).map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/jobs', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })))],
+      poisons: [
+        admin(
+          fc
+            .tuple(validJobList, jobListPoison)
+            .map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/jobs', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })),
+        ),
+      ],
     };
 
     return {
@@ -1110,10 +1773,24 @@ describe('hostile input to every route', () => {
       admin(missingId.map((id) => ({ method, url: userPath(id), poison: 'no such user', expect: [404] }))),
       admin(fc.constantFrom('admin', 'hostile-reader', 'hostile-provider').map((id) => ({ method, url: userPath(id), poison: 'a subject that is not a user', expect: [404] }))),
     ];
-    const userDelete: RouteSpec = { method: 'DELETE', template: '/api/v3/onezone/users/:id/tokens/temporary', valid: fc.constant({ url: userPath(VICTIM) }), commands: true, forbidden: readerAuth(), poisons: userPoisons('DELETE') };
-    const userGet: RouteSpec = { method: 'GET', template: '/api/v3/onezone/users/:id/tokens/temporary', valid: fc.constant({ url: userPath(VICTIM) }), forbidden: readerAuth(), poisons: userPoisons('GET') };
+    const userDelete: RouteSpec = {
+      method: 'DELETE',
+      template: '/api/v3/onezone/users/:id/tokens/temporary',
+      valid: fc.constant({ url: userPath(VICTIM) }),
+      commands: true,
+      forbidden: readerAuth(),
+      poisons: userPoisons('DELETE'),
+    };
+    const userGet: RouteSpec = {
+      method: 'GET',
+      template: '/api/v3/onezone/users/:id/tokens/temporary',
+      valid: fc.constant({ url: userPath(VICTIM) }),
+      forbidden: readerAuth(),
+      poisons: userPoisons('GET'),
+    };
     // The provider routes act on the calling provider: any other caller is the poison.
-    const notProvider = () => fc.constantFrom<Headers>({ authorization: `Bearer ${ADMIN_TOKEN}` }, { 'x-auth-token': reader.token }, { authorization: `Bearer ${victim.token}` }, { authorization: `Bearer ${nobody.token}` });
+    const notProvider = () =>
+      fc.constantFrom<Headers>({ authorization: `Bearer ${ADMIN_TOKEN}` }, { 'x-auth-token': reader.token }, { authorization: `Bearer ${victim.token}` }, { authorization: `Bearer ${nobody.token}` });
     const providerPath = '/api/v3/onezone/provider/tokens/temporary';
     const providerDelete: RouteSpec = { method: 'DELETE', template: providerPath, valid: fc.constant({ url: providerPath }), forbidden: notProvider(), poisons: [] };
     const providerGet: RouteSpec = { method: 'GET', template: providerPath, valid: fc.constant({ url: providerPath }), forbidden: notProvider(), poisons: [] };
@@ -1131,8 +1808,7 @@ describe('hostile input to every route', () => {
   const productSpecs = () => ({ ...vaultSpecs(), ...nativeSpecs(), ...seedRouteSpecs() });
 
   /** GET routes are also asked with HEAD now and then (Fastify answers HEAD for every GET). */
-  const sometimesHead = (arb: fc.Arbitrary<Case>) =>
-    fc.tuple(arb, fc.integer({ min: 0, max: 5 })).map(([c, dice]) => (c.method === 'GET' && dice === 0 ? { ...c, method: 'HEAD' } : c));
+  const sometimesHead = (arb: fc.Arbitrary<Case>) => fc.tuple(arb, fc.integer({ min: 0, max: 5 })).map(([c, dice]) => (c.method === 'GET' && dice === 0 ? { ...c, method: 'HEAD' } : c));
 
   // -------------------------------------------------------------------------------------------
   // Public routes, documentation, the queue dashboard
@@ -1151,25 +1827,61 @@ describe('hostile input to every route', () => {
     return fc.tuple(...parts.map((p) => (p.startsWith(':') || p === '*' ? value : fc.constant(p)))).map((xs) => xs.join(''));
   };
   const junkQuery = fc.array(fc.tuple(hostileText, hostileText), { maxLength: 3 }) as fc.Arbitrary<Pairs>;
-  const junkBody = fc.option(fc.oneof(hostileJson.map((v) => JSON.stringify(v) ?? 'null'), invalidJsonText), { nil: undefined });
+  const junkBody = fc.option(
+    fc.oneof(
+      hostileJson.map((v) => JSON.stringify(v) ?? 'null'),
+      invalidJsonText,
+    ),
+    { nil: undefined },
+  );
 
   function publicCases(): fc.Arbitrary<Case> {
     const pub = routes.filter((r) => isPublic(r.url));
     const paths = [...new Set(pub.map((r) => r.url))];
-    return fc.tuple(
-      fc.oneof(
-        // methods the path does not have: 404 in the native envelope
-        fc.constantFrom(...paths).chain((template) => {
-          const wrong = wrongMethods(template);
-          return fc.tuple(fill(template), fc.constantFrom(...wrong), junkQuery).map(([url, method, q]) => ({ method, url: withQuery(url, q), headers: {}, poison: `wrong method ${method}`, expect: [404, 405] }));
-        }),
-        // the methods it has, with junk: answered without a 5xx
-        fc.constantFrom(...pub).chain((r) => fc.tuple(fill(r.url), junkQuery, junkBody, badCredential()).map(([url, q, body, bad]) => ({ method: r.method, url: withQuery(url, q), headers: { ...bad.headers, ...(body !== undefined && jsonHeaders) }, ...(body !== undefined && { payload: body }), poison: 'junk on a public route' }))),
-        // paths under /docs that are not there, traversal included
-        fc.oneof(hostileText.map(pct), fc.constantFrom('..%2f..%2fpackage.json', '%2e%2e/%2e%2e/package.json', 'static/..%2f..%2f..%2fpackage.json', 'static/%2e%2e%2f%2e%2e%2fpackage.json', '..\\..\\package.json', 'static/%00', 'json%00', '%ff')).map((p) => ({ method: 'GET', url: `/docs/${p}`, headers: {}, poison: 'a path under /docs' })),
-      ),
-      noise,
-    ).map(([c, n]) => ({ ...c, headers: { ...n, ...c.headers } }));
+    return fc
+      .tuple(
+        fc.oneof(
+          // methods the path does not have: 404 in the native envelope
+          fc.constantFrom(...paths).chain((template) => {
+            const wrong = wrongMethods(template);
+            return fc
+              .tuple(fill(template), fc.constantFrom(...wrong), junkQuery)
+              .map(([url, method, q]) => ({ method, url: withQuery(url, q), headers: {}, poison: `wrong method ${method}`, expect: [404, 405] }));
+          }),
+          // the methods it has, with junk: answered without a 5xx
+          fc
+            .constantFrom(...pub)
+            .chain((r) =>
+              fc
+                .tuple(fill(r.url), junkQuery, junkBody, badCredential())
+                .map(([url, q, body, bad]) => ({
+                  method: r.method,
+                  url: withQuery(url, q),
+                  headers: { ...bad.headers, ...(body !== undefined && jsonHeaders) },
+                  ...(body !== undefined && { payload: body }),
+                  poison: 'junk on a public route',
+                })),
+            ),
+          // paths under /docs that are not there, traversal included
+          fc
+            .oneof(
+              hostileText.map(pct),
+              fc.constantFrom(
+                '..%2f..%2fpackage.json',
+                '%2e%2e/%2e%2e/package.json',
+                'static/..%2f..%2f..%2fpackage.json',
+                'static/%2e%2e%2f%2e%2e%2fpackage.json',
+                '..\\..\\package.json',
+                'static/%00',
+                'json%00',
+                '%ff',
+              ),
+            )
+            .map((p) => ({ method: 'GET', url: `/docs/${p}`, headers: {}, poison: 'a path under /docs' })),
+        ),
+        noise,
+      )
+      .map(([c, n]) => ({ ...c, headers: { ...n, ...c.headers } }));
   }
 
   /** No 5xx; an error in the native envelope; never a file from outside the documentation. */
@@ -1214,7 +1926,10 @@ describe('hostile input to every route', () => {
         fc.constantFrom(...dash).chain((r) => fc.tuple(fc.constant(r.method), fill(r.url))),
         junkQuery,
         junkBody,
-        fc.oneof(dashboardBadCredential().map((h) => ({ headers: h, expect: [401] })), nonAdmin.map((h) => ({ headers: h, expect: [403] }))),
+        fc.oneof(
+          dashboardBadCredential().map((h) => ({ headers: h, expect: [401] })),
+          nonAdmin.map((h) => ({ headers: h, expect: [403] })),
+        ),
         noise,
       )
       .map(([[method, url], q, body, auth, n]) => ({
@@ -1237,7 +1952,12 @@ describe('hostile input to every route', () => {
     const reads = routes.filter((r) => isDashboard(r.url) && r.method === 'GET');
     const basicAdmin = { authorization: `Basic ${Buffer.from(`ops:${ADMIN_TOKEN}`).toString('base64')}` };
     return fc
-      .tuple(fc.constantFrom(...reads).chain((r) => fill(r.url)), junkQuery, fc.constantFrom<Headers>(basicAdmin, { authorization: `Bearer ${ADMIN_TOKEN}` }), noise)
+      .tuple(
+        fc.constantFrom(...reads).chain((r) => fill(r.url)),
+        junkQuery,
+        fc.constantFrom<Headers>(basicAdmin, { authorization: `Bearer ${ADMIN_TOKEN}` }),
+        noise,
+      )
       .map(([url, q, auth, n]) => ({ method: 'GET', url: withQuery(url, q), headers: { ...n, ...auth }, poison: 'dashboard read with junk parameters' }));
   }
 
@@ -1261,10 +1981,15 @@ describe('hostile input to every route', () => {
     const uncovered = routes.filter((r) => r.method !== 'HEAD' && !(`${r.method} ${r.url}` in specs) && !isPublic(r.url) && !isDashboard(r.url));
     expect(uncovered, 'routes without hostile cases').toEqual([]);
     const known = new Set(routes.map((r) => `${r.method} ${r.url}`));
-    expect(Object.keys(specs).filter((k) => !known.has(k)), 'specs of routes the app does not have').toEqual([]);
+    expect(
+      Object.keys(specs).filter((k) => !known.has(k)),
+      'specs of routes the app does not have',
+    ).toEqual([]);
     // the OpenAPI document lists only routes the app has
     const doc = await stack.producer.app.inject({ method: 'GET', url: '/docs/json' });
-    const documented = Object.entries(JSON.parse(doc.body).paths as Record<string, Record<string, unknown>>).flatMap(([path, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`));
+    const documented = Object.entries(JSON.parse(doc.body).paths as Record<string, Record<string, unknown>>).flatMap(([path, ops]) =>
+      Object.keys(ops).map((m) => `${m.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`),
+    );
     expect(documented.length).toBeGreaterThan(10);
     expect(documented.filter((k) => !known.has(k))).toEqual([]);
     expect(documented.filter((k) => !(k in specs) && !isPublic(k.split(' ')[1]!))).toEqual([]);
@@ -1299,24 +2024,40 @@ describe('hostile input to every route', () => {
     'GET /api/v3/onezone/provider/tokens/temporary',
   ];
   for (const key of productKeys) {
-    it(`${key}: generated hostile requests get a 4xx in the family's envelope and change nothing`, async () => {
-      const entry = productSpecs()[key];
-      expect(entry, `a spec for ${key}`).toBeDefined();
-      await runProperty(key, sometimesHead(hostileRoute(entry!.spec)), entry!.numRuns, rejected);
-    }, PROPERTY_TIMEOUT);
+    it(
+      `${key}: generated hostile requests get a 4xx in the family's envelope and change nothing`,
+      async () => {
+        const entry = productSpecs()[key];
+        expect(entry, `a spec for ${key}`).toBeDefined();
+        await runProperty(key, sometimesHead(hostileRoute(entry!.spec)), entry!.numRuns, rejected);
+      },
+      PROPERTY_TIMEOUT,
+    );
   }
 
-  it('public routes and documentation: wrong methods are 404, junk never a 5xx, no file outside the docs', async () => {
-    await runProperty('public routes and /docs', publicCases(), OTHER_PROPERTIES.public, publicCheck);
-  }, PROPERTY_TIMEOUT);
+  it(
+    'public routes and documentation: wrong methods are 404, junk never a 5xx, no file outside the docs',
+    async () => {
+      await runProperty('public routes and /docs', publicCases(), OTHER_PROPERTIES.public, publicCheck);
+    },
+    PROPERTY_TIMEOUT,
+  );
 
-  it('queue dashboard: every route, without an admin credential, is 401 (Basic challenge) or 403 and changes nothing', async () => {
-    await runProperty('dashboard without an admin', dashboardCases(), OTHER_PROPERTIES.dashboard, dashboardCheck);
-  }, PROPERTY_TIMEOUT);
+  it(
+    'queue dashboard: every route, without an admin credential, is 401 (Basic challenge) or 403 and changes nothing',
+    async () => {
+      await runProperty('dashboard without an admin', dashboardCases(), OTHER_PROPERTIES.dashboard, dashboardCheck);
+    },
+    PROPERTY_TIMEOUT,
+  );
 
-  it('queue dashboard: read routes, as an admin, with junk parameters never answer a 5xx', async () => {
-    await runProperty('dashboard reads as an admin', dashboardAdminCases(), OTHER_PROPERTIES.dashboardAdmin, dashboardAdminCheck);
-  }, PROPERTY_TIMEOUT);
+  it(
+    'queue dashboard: read routes, as an admin, with junk parameters never answer a 5xx',
+    async () => {
+      await runProperty('dashboard reads as an admin', dashboardAdminCases(), OTHER_PROPERTIES.dashboardAdmin, dashboardAdminCheck);
+    },
+    PROPERTY_TIMEOUT,
+  );
 
   it('ran at least 10,000 generated cases', () => {
     console.log(`hostile input: ${executed} generated cases ran`);
@@ -1378,25 +2119,29 @@ describe('hostile input to every route', () => {
         });
         socket.on('close', () => settle(true));
         socket.on('error', () => {}); // a reset after the answer is expected; 'close' follows
-        socket.on('connect', () => void (async () => {
-          socket.write(head);
-          if (body && 'bytes' in body) socket.write(body.bytes);
-          if (body && 'stream' in body) {
-            const filler = Buffer.alloc(64 * 1024, 0x20);
-            let sent = 0;
-            const send = (chunk: Buffer) => {
-              socket.write(`${chunk.length.toString(16)}\r\n`);
-              socket.write(chunk);
-              return socket.write('\r\n');
-            };
-            send(Buffer.from('['));
-            while (!settled && !socket.destroyed && sent < body.stream) {
-              sent += filler.length;
-              if (!send(filler)) await new Promise((resume) => (socket.once('drain', resume), socket.once('close', resume)));
-            }
-            if (!settled && !socket.destroyed) socket.write(`1\r\n]\r\n0\r\n\r\n`);
-          }
-        })());
+        socket.on(
+          'connect',
+          () =>
+            void (async () => {
+              socket.write(head);
+              if (body && 'bytes' in body) socket.write(body.bytes);
+              if (body && 'stream' in body) {
+                const filler = Buffer.alloc(64 * 1024, 0x20);
+                let sent = 0;
+                const send = (chunk: Buffer) => {
+                  socket.write(`${chunk.length.toString(16)}\r\n`);
+                  socket.write(chunk);
+                  return socket.write('\r\n');
+                };
+                send(Buffer.from('['));
+                while (!settled && !socket.destroyed && sent < body.stream) {
+                  sent += filler.length;
+                  if (!send(filler)) await new Promise((resume) => (socket.once('drain', resume), socket.once('close', resume)));
+                }
+                if (!settled && !socket.destroyed) socket.write(`1\r\n]\r\n0\r\n\r\n`);
+              }
+            })(),
+        );
       });
     }
 
@@ -1404,7 +2149,9 @@ describe('hostile input to every route', () => {
     const headerLimit = () => (stack.producer.app.server as unknown as { maxHeaderSize?: number }).maxHeaderSize ?? nodeMaxHeaderSize;
     const host = () => new URL(stack.producer.url).host;
     const head = (method: string, path: string, headers: Record<string, string>) =>
-      `${method} ${path} HTTP/1.1\r\nHost: ${host()}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`;
+      `${method} ${path} HTTP/1.1\r\nHost: ${host()}\r\n${Object.entries(headers)
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join('')}\r\n`;
     const auth = () => ({ authorization: `Bearer ${ADMIN_TOKEN}` });
 
     /** One route per family, each of which reads a body. */
@@ -1459,7 +2206,9 @@ describe('hostile input to every route', () => {
       const body = Buffer.alloc(BODY_LIMIT, 0x20);
       body[0] = 0x5b; // [
       body[BODY_LIMIT - 1] = 0x5d; // ]: an empty list of items, padded
-      const r = await rawRequest(head('POST', `${VAULT}/${COLLECTION}/tokens?reason=AppFunctionality`, { ...auth(), 'content-type': 'application/json', 'content-length': String(BODY_LIMIT) }), { bytes: body });
+      const r = await rawRequest(head('POST', `${VAULT}/${COLLECTION}/tokens?reason=AppFunctionality`, { ...auth(), 'content-type': 'application/json', 'content-length': String(BODY_LIMIT) }), {
+        bytes: body,
+      });
       expectEnvelope('piiano', r, 400, 'PV1002');
       expect(await snapshot()).toEqual(before);
     });

@@ -34,11 +34,15 @@ describe('Idempotency-Key', () => {
     const c = await freshCollection();
     const body = JSON.stringify({ type: 'tokens.delete', collection: c, tags: ['t'], reason: 'AppFunctionality' });
     const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const request = http.request(`${stack.producer.url}/v1/commands`, { method: 'POST', headers: { ...writer.headers, 'content-type': 'application/json', 'idempotency-key': ['key-a', 'key-b'] } }, (response) => {
-        let text = '';
-        response.on('data', (chunk) => (text += chunk));
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, text }));
-      });
+      const request = http.request(
+        `${stack.producer.url}/v1/commands`,
+        { method: 'POST', headers: { ...writer.headers, 'content-type': 'application/json', 'idempotency-key': ['key-a', 'key-b'] } },
+        (response) => {
+          let text = '';
+          response.on('data', (chunk) => (text += chunk));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, text }));
+        },
+      );
       request.on('error', reject);
       request.end(body);
     });
@@ -191,7 +195,10 @@ describe('Idempotency-Key', () => {
 
   it('creates exactly one command for twenty concurrent submissions with one key', async () => {
     const c = await freshCollection();
-    await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['race'] }, { object: { id: 'o2' }, tags: ['race'] }]);
+    await tokenize(stack, c, [
+      { object: { id: 'o1' }, tags: ['race'] },
+      { object: { id: 'o2' }, tags: ['race'] },
+    ]);
     const key = uid('key');
     const command = { type: 'tokens.delete', collection: c, tags: ['race'], reason: 'AppFunctionality' };
     const answers = await Promise.all(Array.from({ length: 20 }, () => submit(command, key)));

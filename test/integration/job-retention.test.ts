@@ -33,12 +33,21 @@ async function endedDaysAgo(db: Db, ids: readonly string[], days: number): Promi
 }
 
 async function present(db: Db, ids: readonly string[]): Promise<string[]> {
-  const rows = await db.selectFrom('commands').select('id').where('id', 'in', [...ids]).execute();
+  const rows = await db
+    .selectFrom('commands')
+    .select('id')
+    .where('id', 'in', [...ids])
+    .execute();
   return rows.map((r) => r.id).sort();
 }
 
 async function auditOf(db: Db, ids: readonly string[]): Promise<Record<string, string[]>> {
-  const rows = await db.selectFrom('audit_log').select(['command_id', 'action']).where('command_id', 'in', [...ids]).orderBy('id').execute();
+  const rows = await db
+    .selectFrom('audit_log')
+    .select(['command_id', 'action'])
+    .where('command_id', 'in', [...ids])
+    .orderBy('id')
+    .execute();
   const byJob: Record<string, string[]> = {};
   for (const row of rows) (byJob[row.command_id!] ??= []).push(row.action);
   return byJob;
@@ -79,7 +88,11 @@ describe('job retention: jobs run by a worker', () => {
     const old = [await run(revokeAll()), await run(failingDelete()), await run(revokeAll())];
     const recent = [await run(revokeAll()), await run(failingDelete())];
     expect(old.map((j) => j.state)).toEqual(['succeeded', 'failed', 'succeeded']);
-    await endedDaysAgo(db, old.map((j) => j.job_id), DAYS + 1);
+    await endedDaysAgo(
+      db,
+      old.map((j) => j.job_id),
+      DAYS + 1,
+    );
     await endedDaysAgo(db, [recent[0]!.job_id], DAYS - 1);
     const all = [...old, ...recent].map((j) => j.job_id);
     const auditBefore = await auditOf(db, all);
@@ -133,12 +146,21 @@ describe('job retention: jobs run by a worker', () => {
   it('works in statements of at most batchSize commands until a batch comes back short', async () => {
     const jobs = [];
     for (let i = 0; i < 5; i++) jobs.push(await run(revokeAll()));
-    await endedDaysAgo(db, jobs.map((j) => j.job_id), DAYS + 1);
+    await endedDaysAgo(
+      db,
+      jobs.map((j) => j.job_id),
+      DAYS + 1,
+    );
 
     expect(await deleteFinishedCommands(db, DAYS, 2)).toBe(2);
     expect(await sweeper(db, 2).sweepJobsOnce()).toBe(3);
 
-    expect(await present(db, jobs.map((j) => j.job_id))).toEqual([]);
+    expect(
+      await present(
+        db,
+        jobs.map((j) => j.job_id),
+      ),
+    ).toEqual([]);
   });
 });
 
@@ -221,7 +243,10 @@ describe('job retention: the worker sweeps on its interval', () => {
     const own = await startStack({ env: { SWEEPER_INTERVAL_SECONDS: '1', JOB_RETENTION_DAYS: '1' } });
     try {
       const carol = await subjectWithToken(own, { id: uid('carol'), kind: 'user' });
-      const r = await call(own, 'POST', '/v1/commands', { headers: { ...carol.headers, prefer: 'wait=10' }, body: { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: carol.subject.id } } });
+      const r = await call(own, 'POST', '/v1/commands', {
+        headers: { ...carol.headers, prefer: 'wait=10' },
+        body: { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: carol.subject.id } },
+      });
       expect(r.body.state).toBe('succeeded');
       const jobId: string = r.body.job_id;
       const fresh = await submitFresh(own, carol);

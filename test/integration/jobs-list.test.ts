@@ -171,7 +171,12 @@ describe('GET /v1/jobs', () => {
       expect(rest.jobs).toHaveLength(20);
       const all = [...big.jobs, ...rest.jobs];
       expect(new Set(ids(all)).size).toBe(520);
-      expect(all.map((j) => j.created_at)).toEqual(all.map((j) => j.created_at).sort().reverse());
+      expect(all.map((j) => j.created_at)).toEqual(
+        all
+          .map((j) => j.created_at)
+          .sort()
+          .reverse(),
+      );
 
       // exactly a page left: the page says it is the last
       const last20 = await list(bulk.headers, `?limit=20&cursor=${big.next_cursor}`);

@@ -61,7 +61,15 @@ describe('keystoneclient against the Keystone routes', () => {
   async function expiredToken(subjectId: string) {
     const secret = newSecret();
     const expiresAt = new Date(Date.now() - 3600_000);
-    const row = await insertAccessToken(stack.database.db, { id: randomUUID(), subject_id: subjectId, secret_hash: hashSecret(secret), name: null, temporary: true, generation: 0, expires_at: expiresAt });
+    const row = await insertAccessToken(stack.database.db, {
+      id: randomUUID(),
+      subject_id: subjectId,
+      secret_hash: hashSecret(secret),
+      name: null,
+      temporary: true,
+      generation: 0,
+      expires_at: expiresAt,
+    });
     return { token: secret, tokenId: row.id, expiresAt: expiresAt.toISOString() };
   }
 

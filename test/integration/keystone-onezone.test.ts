@@ -288,7 +288,7 @@ describe('Keystone and Onezone revocation routes', () => {
       expect(get.body).toEqual(onezoneError());
     });
 
-    it("lets no one but the provider revoke its temporary tokens through POST /v1/commands, tokens:manage and the admin included", async () => {
+    it('lets no one but the provider revoke its temporary tokens through POST /v1/commands, tokens:manage and the admin included', async () => {
       const provider = await subject({ kind: 'provider' });
       const temp = await issue(provider.subject.id, { temporary: true });
       const manager = await subject({ kind: 'user', capabilities: ['tokens:manage'] });

@@ -39,7 +39,15 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
   async function expiredToken(subjectId: string) {
     const secret = newSecret();
     const expiresAt = new Date(Date.now() - 3600_000);
-    const row = await insertAccessToken(stack.database.db, { id: randomUUID(), subject_id: subjectId, secret_hash: hashSecret(secret), name: null, temporary: true, generation: 0, expires_at: expiresAt });
+    const row = await insertAccessToken(stack.database.db, {
+      id: randomUUID(),
+      subject_id: subjectId,
+      secret_hash: hashSecret(secret),
+      name: null,
+      temporary: true,
+      generation: 0,
+      expires_at: expiresAt,
+    });
     return { token: secret, tokenId: row.id, expiresAt: expiresAt.toISOString() };
   }
 
@@ -85,7 +93,7 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
     expect(Date.parse(r.body.token.issued_at)).toBeLessThan(Date.parse(r.body.token.expires_at));
   });
 
-  it('lets a caller with tokens:verify validate anyone\'s token', async () => {
+  it("lets a caller with tokens:verify validate anyone's token", async () => {
     const user = await subject({ kind: 'user', domain_id: uid('dom') });
     const r = await validate(gateway.token, user.token);
     expect(r.status).toBe(200);

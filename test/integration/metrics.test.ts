@@ -74,9 +74,7 @@ describe('GET /metrics', () => {
   /** The sum of every series of `name` whose labels include `labels`. */
   async function metric(name: string, labels: Record<string, string> = {}): Promise<number> {
     const { samples } = await scrape();
-    return samples
-      .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-      .reduce((sum, s) => sum + s.value, 0);
+    return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((sum, s) => sum + s.value, 0);
   }
 
   it('answers without a credential in the Prometheus text format', async () => {
@@ -166,7 +164,10 @@ describe('GET /metrics', () => {
     const before = { failed: await failedOnCopy(), notAsExpected: await notAsExpected() };
 
     // a short delete naming no token fails on the copy, then again on the stored command
-    const missing = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'tokens.delete', collection: 'cards', token_ids: ['metrics-no-such-token'], reason: 'AppFunctionality' } });
+    const missing = await call(stack, 'POST', '/v1/commands', {
+      headers: stack.admin,
+      body: { type: 'tokens.delete', collection: 'cards', token_ids: ['metrics-no-such-token'], reason: 'AppFunctionality' },
+    });
     expect(await waitForJob(stack, missing.body.job_id)).toMatchObject({ state: 'failed', error: { error_code: 'PV3009' } });
     await expect.poll(failedOnCopy).toBe(before.failed + 1);
 

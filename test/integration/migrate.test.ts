@@ -40,10 +40,7 @@ async function databaseExists(name: string): Promise<boolean> {
 /** Our tables in the public schema, sorted; a table created twice would show twice. */
 async function publicTables(name: string): Promise<string[]> {
   return withClient(databaseUrl(name), async (c) => {
-    const r = await c.query<{ table_name: string }>(
-      `select table_name from information_schema.tables where table_schema = 'public' and table_name = any($1) order by table_name`,
-      [TABLES],
-    );
+    const r = await c.query<{ table_name: string }>(`select table_name from information_schema.tables where table_schema = 'public' and table_name = any($1) order by table_name`, [TABLES]);
     return r.rows.map((row) => row.table_name);
   });
 }
@@ -66,11 +63,19 @@ describe('migrateToLatest', () => {
     expect(await publicTables(name)).toEqual(TABLES);
     expect(await appliedMigrations(name)).toEqual(ALL);
     // the ID lists of audit rows and events are stored uncompressed (0002)
-    const storage = await withClient(databaseUrl(name), async (c) =>
-      (await c.query<{ attname: string; attstorage: string }>(
-        "select attname, attstorage from pg_attribute where (attrelid, attname) in (('audit_log'::regclass, 'data'), ('outbox'::regclass, 'event')) order by attname",
-      )).rows);
-    expect(storage).toEqual([{ attname: 'data', attstorage: 'e' }, { attname: 'event', attstorage: 'e' }]);
+    const storage = await withClient(
+      databaseUrl(name),
+      async (c) =>
+        (
+          await c.query<{ attname: string; attstorage: string }>(
+            "select attname, attstorage from pg_attribute where (attrelid, attname) in (('audit_log'::regclass, 'data'), ('outbox'::regclass, 'event')) order by attname",
+          )
+        ).rows,
+    );
+    expect(storage).toEqual([
+      { attname: 'data', attstorage: 'e' },
+      { attname: 'event', attstorage: 'e' },
+    ]);
   });
 
   it('applies nothing when run again on an up-to-date database', async () => {

@@ -52,7 +52,10 @@ describe("Onezone errors carry Onedata's error ids", () => {
 
   it('401: no token, or a token that does not authenticate, is unauthorized', async () => {
     for (const headers of [{}, { 'x-auth-token': 'rvk_never-issued' }] as Record<string, string>[]) {
-      for (const [method, url] of [['DELETE', PROVIDER_PATH], ['GET', userPath('someone')]] as const) {
+      for (const [method, url] of [
+        ['DELETE', PROVIDER_PATH],
+        ['GET', userPath('someone')],
+      ] as const) {
         const r = await call(stack, method, url, { headers });
         expect(r.status, `${method} ${url}`).toBe(401);
         expect(r.body).toEqual(onedataError('unauthorized', 'PV1005'));

@@ -40,7 +40,11 @@ describe('the outbox relay', () => {
   /** Commits `n` events of one command, as written `ageMs` ago (as if no publisher had put them on the stream since). */
   async function commitEvents(n: number, ageMs = 0): Promise<string[]> {
     const commandId = randomUUID();
-    const events = toEvents(commandId, audit, Array.from({ length: n }, (_, i) => ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: i === n - 1 } } })));
+    const events = toEvents(
+      commandId,
+      audit,
+      Array.from({ length: n }, (_, i) => ({ type: 'tokens.deleted' as const, data: { collection: 'c', token_ids: [`t${i}`], batch: { index: i, last: i === n - 1 } } })),
+    );
     const createdAt = new Date(Date.now() - ageMs);
     await stack.database.db
       .insertInto('outbox')
@@ -59,7 +63,11 @@ describe('the outbox relay', () => {
     const [event] = toEvents(commandId, audit, [{ type: 'tokens.deleted', data: { collection: 'c', token_ids: ['t'], batch: { index: 0, last: true } } }]);
     const { written, began } = await stack.database.db.transaction().execute(async (trx) => {
       await sql`select pg_sleep(0.3)`.execute(trx);
-      const row = await trx.insertInto('outbox').values(outboxRows(commandId, [event!])).returning(['created_at']).executeTakeFirstOrThrow();
+      const row = await trx
+        .insertInto('outbox')
+        .values(outboxRows(commandId, [event!]))
+        .returning(['created_at'])
+        .executeTakeFirstOrThrow();
       const { rows } = await sql<{ began: Date }>`select now() as began`.execute(trx);
       return { written: row.created_at, began: rows[0]!.began };
     });

@@ -1,16 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
-import {
-  ApiError,
-  type Count,
-  type Reason,
-  type rest_HTTPError,
-  type RotatedTokens,
-  type TokenizeRequest,
-  type TokenMetadata,
-  type TokenValue,
-  VaultClient,
-} from '@piiano/vault-client';
+import { ApiError, type Count, type Reason, type rest_HTTPError, type RotatedTokens, type TokenizeRequest, type TokenMetadata, type TokenValue, VaultClient } from '@piiano/vault-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCollection, subjectWithToken } from '../helpers/api.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
@@ -121,7 +111,12 @@ describe('@piiano/vault-client against the producer', () => {
 
     it.each(['pci', 'pci_oneway', 'deterministic'] as const)('refuses type %s: the client rejects with 400 PV1002 naming the type, and nothing is created', async (type) => {
       const c = await freshCollection();
-      const e = await rejectionOf(tokenize(c, [{ type: 'randomized', object: { id: 'o1' } }, { type, object: { id: 'o2' } }]));
+      const e = await rejectionOf(
+        tokenize(c, [
+          { type: 'randomized', object: { id: 'o1' } },
+          { type, object: { id: 'o2' } },
+        ]),
+      );
       const body = expectPiianoError(e, 400, 'PV1002');
       expect(body.message).toContain(type);
       expect(body.context).toEqual({ index: '1', type });
@@ -130,11 +125,13 @@ describe('@piiano/vault-client against the producer', () => {
 
     it('searches by token_ids, object_ids and tags, a token matching every criterion given', async () => {
       const c = await freshCollection();
-      const ids = (await tokenize(c, [
-        { type: 'randomized', object: { id: 'o1' }, tags: ['red', 'big'] },
-        { type: 'randomized', object: { id: 'o2' }, tags: ['red'] },
-        { type: 'pointer', object: { id: 'o3' } },
-      ])).map((t) => t.token_id);
+      const ids = (
+        await tokenize(c, [
+          { type: 'randomized', object: { id: 'o1' }, tags: ['red', 'big'] },
+          { type: 'randomized', object: { id: 'o2' }, tags: ['red'] },
+          { type: 'pointer', object: { id: 'o3' } },
+        ])
+      ).map((t) => t.token_id);
       const idsOf = (found: TokenMetadata[]) => found.map((t) => t.token_id);
       expect(idsOf(await search(c, { token_ids: [ids[0]!, ids[2]!] }))).toEqual([ids[0], ids[2]]);
       expect(idsOf(await search(c, { object_ids: ['o2', 'o3'] }))).toEqual([ids[1], ids[2]]);
@@ -146,10 +143,16 @@ describe('@piiano/vault-client against the producer', () => {
 
     it('searches archived tokens with options archived, and adds agg with include_aggregated_data', async () => {
       const c = await freshCollection();
-      const [old, current] = (await tokenize(c, [
-        { type: 'randomized', object: { id: 'o1' }, tags: ['x'] },
-        { type: 'randomized', object: { id: 'o2' }, tags: ['x'] },
-      ], { expirationSecs: '3600' })).map((t) => t.token_id);
+      const [old, current] = (
+        await tokenize(
+          c,
+          [
+            { type: 'randomized', object: { id: 'o1' }, tags: ['x'] },
+            { type: 'randomized', object: { id: 'o2' }, tags: ['x'] },
+          ],
+          { expirationSecs: '3600' },
+        )
+      ).map((t) => t.token_id);
       await archive(c, [old!]);
       expect((await search(c, { tags: ['x'] })).map((t) => t.token_id)).toEqual([current]);
       const archived = await search(c, { tags: ['x'] }, ['archived']);
@@ -161,7 +164,12 @@ describe('@piiano/vault-client against the producer', () => {
 
     it('counts active, archived and total as the client types Count', async () => {
       const c = await freshCollection();
-      const ids = (await tokenize(c, [1, 2, 3].map((i) => ({ type: 'randomized' as const, object: { id: `o${i}` } })))).map((t) => t.token_id);
+      const ids = (
+        await tokenize(
+          c,
+          [1, 2, 3].map((i) => ({ type: 'randomized' as const, object: { id: `o${i}` } })),
+        )
+      ).map((t) => t.token_id);
       await archive(c, [ids[0]!]);
       const count: Count = await client.tokens.getTokensCount({ collection: c, reason: REASON });
       expect(count).toEqual({ active: 2, archived: 1, total: 3 });
@@ -216,15 +224,28 @@ describe('@piiano/vault-client against the producer', () => {
     it('400 PV1002 for invalid items, the list of problems as one string', async () => {
       const c = await freshCollection();
       const tags = Array.from({ length: 11 }, (_, i) => `tag${i}`);
-      const e = await rejectionOf(tokenize(c, [{ type: 'randomized', object: { id: 'o1' }, tags }, { type: 'randomized', object: { id: '' } }]));
+      const e = await rejectionOf(
+        tokenize(c, [
+          { type: 'randomized', object: { id: 'o1' }, tags },
+          { type: 'randomized', object: { id: '' } },
+        ]),
+      );
       const body = expectPiianoError(e, 400, 'PV1002');
       expect(body.context.body).toMatch(/tags.*,.*object\.id|object\.id.*,.*tags/);
     });
 
     it('409 PV3007 for a token_id already used, the conflicting IDs as one string', async () => {
       const c = await freshCollection();
-      await tokenize(c, [{ type: 'randomized', object: { id: 'o1' }, token_id: 'dup-1' }, { type: 'randomized', object: { id: 'o2' }, token_id: 'dup-2' }]);
-      const e = await rejectionOf(tokenize(c, [{ type: 'pointer', object: { id: 'o3' }, token_id: 'dup-1' }, { type: 'pointer', object: { id: 'o4' }, token_id: 'dup-2' }]));
+      await tokenize(c, [
+        { type: 'randomized', object: { id: 'o1' }, token_id: 'dup-1' },
+        { type: 'randomized', object: { id: 'o2' }, token_id: 'dup-2' },
+      ]);
+      const e = await rejectionOf(
+        tokenize(c, [
+          { type: 'pointer', object: { id: 'o3' }, token_id: 'dup-1' },
+          { type: 'pointer', object: { id: 'o4' }, token_id: 'dup-2' },
+        ]),
+      );
       expect(expectPiianoError(e, 409, 'PV3007').context).toEqual({ token_ids: 'dup-1,dup-2' });
     });
   });
@@ -248,24 +269,36 @@ describe('@piiano/vault-client against the producer', () => {
   describe('delete and rotate (synchronous seed routes)', () => {
     it('deleteTokens by token_ids resolves to {} once they are gone', async () => {
       const c = await freshCollection();
-      const [a, b, keep] = (await tokenize(c, [1, 2, 3].map((i) => ({ type: 'randomized' as const, object: { id: `o${i}` } })))).map((t) => t.token_id);
+      const [a, b, keep] = (
+        await tokenize(
+          c,
+          [1, 2, 3].map((i) => ({ type: 'randomized' as const, object: { id: `o${i}` } })),
+        )
+      ).map((t) => t.token_id);
       expect(await client.tokens.deleteTokens({ collection: c, reason: REASON, tokenIds: [a!, b!] })).toEqual({});
       expect(await idsOn(c, { token_ids: [a!, b!, keep!] })).toEqual([keep]);
     });
 
     it('deleteTokens by object_ids', async () => {
       const c = await freshCollection();
-      const [a, keep] = (await tokenize(c, [{ type: 'randomized', object: { id: 'leaked' } }, { type: 'pointer', object: { id: 'fine' } }])).map((t) => t.token_id);
+      const [a, keep] = (
+        await tokenize(c, [
+          { type: 'randomized', object: { id: 'leaked' } },
+          { type: 'pointer', object: { id: 'fine' } },
+        ])
+      ).map((t) => t.token_id);
       expect(await client.tokens.deleteTokens({ collection: c, reason: REASON, objectIds: ['leaked'] })).toEqual({});
       expect(await idsOn(c, { token_ids: [a!, keep!] })).toEqual([keep]);
     });
 
     it('deleteTokens by tags takes the tokens holding every listed tag', async () => {
       const c = await freshCollection();
-      const [both, one] = (await tokenize(c, [
-        { type: 'randomized', object: { id: 'o1' }, tags: ['breach', 'eu'] },
-        { type: 'randomized', object: { id: 'o2' }, tags: ['breach'] },
-      ])).map((t) => t.token_id);
+      const [both, one] = (
+        await tokenize(c, [
+          { type: 'randomized', object: { id: 'o1' }, tags: ['breach', 'eu'] },
+          { type: 'randomized', object: { id: 'o2' }, tags: ['breach'] },
+        ])
+      ).map((t) => t.token_id);
       expect(await client.tokens.deleteTokens({ collection: c, reason: REASON, tags: ['breach', 'eu'] })).toEqual({});
       expect(await idsOn(c, { tags: ['breach'] })).toEqual([one]);
       expect(await idsOn(c, { token_ids: [both!] })).toEqual([]);
@@ -273,10 +306,12 @@ describe('@piiano/vault-client against the producer', () => {
 
     it('deleteTokens with options archived takes archived tokens only', async () => {
       const c = await freshCollection();
-      const [old, current] = (await tokenize(c, [
-        { type: 'randomized', object: { id: 'o1' }, tags: ['x'] },
-        { type: 'randomized', object: { id: 'o2' }, tags: ['x'] },
-      ])).map((t) => t.token_id);
+      const [old, current] = (
+        await tokenize(c, [
+          { type: 'randomized', object: { id: 'o1' }, tags: ['x'] },
+          { type: 'randomized', object: { id: 'o2' }, tags: ['x'] },
+        ])
+      ).map((t) => t.token_id);
       await archive(c, [old!]);
       expect(await client.tokens.deleteTokens({ collection: c, reason: REASON, tags: ['x'], options: ['archived'] })).toEqual({});
       expect(await idsOn(c, { tags: ['x'] }, '&options=archived')).toEqual([]);
@@ -294,12 +329,14 @@ describe('@piiano/vault-client against the producer', () => {
 
     it('deleteTokens narrows to a tenant by the tenant_id parameter and by xTenantId', async () => {
       const c = await freshCollection();
-      const [a1, b1, a2, b2] = (await tokenize(c, [
-        { type: 'randomized', object: { id: 'o1' }, tags: ['p'], tenant_id: A },
-        { type: 'randomized', object: { id: 'o2' }, tags: ['p'], tenant_id: B },
-        { type: 'randomized', object: { id: 'o3' }, tags: ['h'], tenant_id: A },
-        { type: 'randomized', object: { id: 'o4' }, tags: ['h'], tenant_id: B },
-      ])).map((t) => t.token_id);
+      const [a1, b1, a2, b2] = (
+        await tokenize(c, [
+          { type: 'randomized', object: { id: 'o1' }, tags: ['p'], tenant_id: A },
+          { type: 'randomized', object: { id: 'o2' }, tags: ['p'], tenant_id: B },
+          { type: 'randomized', object: { id: 'o3' }, tags: ['h'], tenant_id: A },
+          { type: 'randomized', object: { id: 'o4' }, tags: ['h'], tenant_id: B },
+        ])
+      ).map((t) => t.token_id);
       expect(await client.tokens.deleteTokens({ collection: c, reason: REASON, tags: ['p'], tenantId: A })).toEqual({});
       expect(await idsOn(c, { tags: ['p'] })).toEqual([b1]);
       expect(await ofAB.tokens.deleteTokens({ collection: c, reason: REASON, tags: ['h'], xTenantId: [B] })).toEqual({});
@@ -317,10 +354,12 @@ describe('@piiano/vault-client against the producer', () => {
 
     it('rotateTokens resolves to the {old: new} mapping; the old IDs are gone, the new ones found with everything else kept', async () => {
       const c = await freshCollection();
-      const [a, b] = (await tokenize(c, [
-        { type: 'pointer', object: { id: 'o1' }, tags: ['r'], scope: 'cards', tenant_id: A },
-        { type: 'randomized', object: { id: 'o2' }, tags: ['r'] },
-      ])).map((t) => t.token_id);
+      const [a, b] = (
+        await tokenize(c, [
+          { type: 'pointer', object: { id: 'o1' }, tags: ['r'], scope: 'cards', tenant_id: A },
+          { type: 'randomized', object: { id: 'o2' }, tags: ['r'] },
+        ])
+      ).map((t) => t.token_id);
       const before = await searchOnNewConnection(c, { tags: ['r'] });
       const mapping: RotatedTokens = await client.tokens.rotateTokens({ collection: c, reason: REASON, tokenIds: [a!, b!] });
       expect(Object.keys(mapping).sort()).toEqual([a, b].sort());

@@ -32,7 +32,8 @@ describe('pipelined transaction boundaries', () => {
   });
 
   const last = (id: number, note = 'last') => executePrepared(db, sql`${sql.raw(LAST_IN_TRANSACTION)}insert into pipelined (id, note) values (${id}, ${note}) returning id`.compile(db));
-  const lastIn = (trx: Db, id: number, note = 'last') => executePrepared(trx, sql<{ id: number }>`${sql.raw(LAST_IN_TRANSACTION)}insert into pipelined (id, note) values (${id}, ${note}) returning id`.compile(trx));
+  const lastIn = (trx: Db, id: number, note = 'last') =>
+    executePrepared(trx, sql<{ id: number }>`${sql.raw(LAST_IN_TRANSACTION)}insert into pipelined (id, note) values (${id}, ${note}) returning id`.compile(trx));
   const rows = async () => (await sql<{ id: number; note: string }>`select id, note from pipelined order by id`.execute(database.db)).rows;
   const inTransaction = async () => (await sql<{ status: string }>`select case when now() = statement_timestamp() then 'no' else 'yes' end as status`.execute(db)).rows[0]?.status;
 
@@ -147,7 +148,10 @@ describe('pipelined transaction boundaries', () => {
         await expect(sql`insert into pipelined (id, note) values (2, 'refused')`.execute(trx)).rejects.toThrow(/after the transaction's last one/);
         await sql`insert into pipelined (id, note) values (3, 'after a refusal')`.execute(trx);
       })
-      .then(() => 'committed', (error: unknown) => error);
+      .then(
+        () => 'committed',
+        (error: unknown) => error,
+      );
     expect((await rows()).map((r) => r.id)).toEqual([1]);
     expect(outcome).toBeInstanceOf(CommittedAhead);
     expect(await inTransaction()).toBe('no');

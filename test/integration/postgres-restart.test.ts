@@ -74,7 +74,17 @@ describe.skipIf(bin === undefined)('Postgres stopped under load and started agai
     redis = await startOwnRedis();
     const url = postgres.url('revocation');
     await migrateToLatest(url);
-    config = loadConfig({ DATABASE_URL: url, REDIS_URL: redis.url, PORT: '0', LOG_LEVEL: 'warn', QUEUE_PREFIX: 'pg-restart', EVENTS_STREAM: 'pg-restart:events', WORKER_CONCURRENCY: '4', BOOTSTRAP_ADMIN_TOKEN: ADMIN_TOKEN, RATE_LIMIT_MAX: '0' });
+    config = loadConfig({
+      DATABASE_URL: url,
+      REDIS_URL: redis.url,
+      PORT: '0',
+      LOG_LEVEL: 'warn',
+      QUEUE_PREFIX: 'pg-restart',
+      EVENTS_STREAM: 'pg-restart:events',
+      WORKER_CONCURRENCY: '4',
+      BOOTSTRAP_ADMIN_TOKEN: ADMIN_TOKEN,
+      RATE_LIMIT_MAX: '0',
+    });
     db = createDb(url, { max: 2, applicationName: 'restart-test' });
   });
 
@@ -117,8 +127,17 @@ describe.skipIf(bin === undefined)('Postgres stopped under load and started agai
       const url = producers[producer]!.url;
       const request =
         kind === 'native'
-          ? fetch(`${url}/v1/commands`, { method: 'POST', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ type: 'tokens.delete', collection: COLLECTION, token_ids: [token], reason: 'AppFunctionality' }), signal: AbortSignal.timeout(CLIENT_TIMEOUT_MS) })
-          : fetch(`${url}/api/pvlt/1.0/data/collections/${COLLECTION}/tokens?token_ids=${token}&reason=AppFunctionality`, { method: 'DELETE', headers: admin, signal: AbortSignal.timeout(CLIENT_TIMEOUT_MS) });
+          ? fetch(`${url}/v1/commands`, {
+              method: 'POST',
+              headers: { ...admin, 'content-type': 'application/json' },
+              body: JSON.stringify({ type: 'tokens.delete', collection: COLLECTION, token_ids: [token], reason: 'AppFunctionality' }),
+              signal: AbortSignal.timeout(CLIENT_TIMEOUT_MS),
+            })
+          : fetch(`${url}/api/pvlt/1.0/data/collections/${COLLECTION}/tokens?token_ids=${token}&reason=AppFunctionality`, {
+              method: 'DELETE',
+              headers: admin,
+              signal: AbortSignal.timeout(CLIENT_TIMEOUT_MS),
+            });
       try {
         const response = await request;
         const text = await response.text();
@@ -269,7 +288,24 @@ describe.skipIf(bin === undefined)('the reconciler when Postgres comes back', ()
     // an unfinished command with no job (its attempts ran out during the outage, say)
     const id = randomUUID();
     const command = { type: 'tokens.delete', collection: 'c', token_ids: ['t1'], archived: false } as const;
-    await db.insertInto('commands').values({ id, type: command.type, payload: JSON.stringify(command), payload_hash: 'h', submitter_id: 'admin', idempotency_key: null, audit: JSON.stringify({ reason: 'AppFunctionality' }), progress: null, checkpoint: null, result: null, error: null, started_at: null, finished_at: null }).execute();
+    await db
+      .insertInto('commands')
+      .values({
+        id,
+        type: command.type,
+        payload: JSON.stringify(command),
+        payload_hash: 'h',
+        submitter_id: 'admin',
+        idempotency_key: null,
+        audit: JSON.stringify({ reason: 'AppFunctionality' }),
+        progress: null,
+        checkpoint: null,
+        result: null,
+        error: null,
+        started_at: null,
+        finished_at: null,
+      })
+      .execute();
     await postgres.stop();
 
     const failed: unknown[] = [];

@@ -152,13 +152,15 @@ describe('two worker processes and a producer under 5,000 mixed commands over ov
       if (row.action === 'tokens.deleted') {
         const deleted = row.data.token_ids as string[];
         const expected = 'tags' in spec ? [...state].filter(([, tagged]) => tagged.includes(spec.tags[0])).map(([t]) => t) : spec.token_ids.filter((t) => state.has(t));
-        if (spec.type !== 'tokens.delete' || JSON.stringify(sorted(deleted)) !== JSON.stringify(sorted(expected))) violations.push(`${id} deleted ${deleted.length}, a serial run would delete ${JSON.stringify(sorted(expected))}: ${JSON.stringify(sorted(deleted))}`);
+        if (spec.type !== 'tokens.delete' || JSON.stringify(sorted(deleted)) !== JSON.stringify(sorted(expected)))
+          violations.push(`${id} deleted ${deleted.length}, a serial run would delete ${JSON.stringify(sorted(expected))}: ${JSON.stringify(sorted(deleted))}`);
         for (const t of deleted) state.delete(t);
         const result = byId.get(id)?.result as { deleted?: number } | null;
         if (result?.deleted !== deleted.length) violations.push(`${id} result ${JSON.stringify(result)} but ${deleted.length} deleted`);
       } else if (row.action === 'tokens.rotated') {
         const mapping = row.data.mapping as Record<string, string>;
-        if (spec.type !== 'tokens.rotate' || JSON.stringify(sorted(Object.keys(mapping))) !== JSON.stringify(sorted(spec.token_ids))) violations.push(`${id} rotated ${JSON.stringify(mapping)} for ${JSON.stringify(spec)}`);
+        if (spec.type !== 'tokens.rotate' || JSON.stringify(sorted(Object.keys(mapping))) !== JSON.stringify(sorted(spec.token_ids)))
+          violations.push(`${id} rotated ${JSON.stringify(mapping)} for ${JSON.stringify(spec)}`);
         for (const [old, fresh] of Object.entries(mapping)) {
           if (!state.has(old) || state.has(fresh)) violations.push(`${id} renamed ${old} (present: ${state.has(old)}) to ${fresh} (present: ${state.has(fresh)})`);
           state.set(fresh, state.get(old)!);

@@ -14,7 +14,7 @@ describe('per-subject rate limiting and security headers', () => {
   afterAll(() => stack?.close());
 
   /** A user and its named token, written straight to the database: the admin's calls count too. */
-  async function user(id: string, capabilities: ('tokens:read')[] = []) {
+  async function user(id: string, capabilities: 'tokens:read'[] = []) {
     await insertSubject(stack.database.db, { id, kind: 'user', domain_id: 'default', capabilities, tenant_ids: null, collections: null });
     const secret = newSecret();
     await insertAccessToken(stack.database.db, { id: randomUUID(), subject_id: id, secret_hash: hashSecret(secret), name: null, temporary: false, generation: null, expires_at: null });

@@ -199,7 +199,13 @@ describe.each(kinds)('a job delivered twice to the processor, one delivery after
 
     const errors: unknown[] = [];
     const job = await shortJob(id);
-    for (let i = 0; i < 2; i++) errors.push(await run(job).then(() => undefined, (e: unknown) => e));
+    for (let i = 0; i < 2; i++)
+      errors.push(
+        await run(job).then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      );
 
     for (const error of errors) {
       expect(error).toBeInstanceOf(UnrecoverableError);
@@ -296,7 +302,11 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
   const shortJob = async (id: string) => fakeJob(id, copies ? await copyHints(db, id) : {});
 
   it('both deliveries of a rotate resolve with the same mapping; tokens are renamed once', async () => {
-    const ids = await tokenize(stack, 'dup', Array.from({ length: 4 }, (_, i) => ({ object: { id: `c${i}` } })));
+    const ids = await tokenize(
+      stack,
+      'dup',
+      Array.from({ length: 4 }, (_, i) => ({ object: { id: `c${i}` } })),
+    );
     const id = await submit(stack, { type: 'tokens.rotate', collection: 'dup', token_ids: ids, reason: 'AppFunctionality' });
 
     const job = await shortJob(id);
@@ -306,14 +316,23 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
     expect(second).toEqual(first);
     const mapping = (first as Extract<ExecutionOutcome, { state: 'succeeded' }>).result.mapping as Record<string, string>;
     expect(Object.keys(mapping).sort()).toEqual([...ids].sort());
-    const remaining = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'dup').where('token_id', 'in', [...ids, ...Object.values(mapping)]).execute();
+    const remaining = await db
+      .selectFrom('vault_tokens')
+      .select('token_id')
+      .where('collection', '=', 'dup')
+      .where('token_id', 'in', [...ids, ...Object.values(mapping)])
+      .execute();
     expect(remaining.map((r) => r.token_id).sort()).toEqual(Object.values(mapping).sort());
     expect(count(await outboxTypes(db, id), 'command.succeeded')).toBe(1);
     expect((await auditRows(db, id)).map((r) => r.action)).toEqual(['tokens.rotated']);
   });
 
   it('both deliveries of a batched delete resolve with the same count; each token is deleted by one batch', async () => {
-    const ids = await tokenize(stack, 'dup', Array.from({ length: 9 }, (_, i) => ({ object: { id: `t${i}` }, tags: ['twice-at-once'] })));
+    const ids = await tokenize(
+      stack,
+      'dup',
+      Array.from({ length: 9 }, (_, i) => ({ object: { id: `t${i}` }, tags: ['twice-at-once'] })),
+    );
     const id = await submit(stack, { type: 'tokens.delete', collection: 'dup', tags: ['twice-at-once'], reason: 'AppFunctionality' });
 
     const [first, second] = await Promise.all([processor(2)(fakeJob(id)), processor(2)(fakeJob(id))]);
@@ -330,7 +349,12 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
     const batches = outbox.filter((r) => r.event.type === 'tokens.deleted').map((r) => (r.event.data as { batch: { index: number; last: boolean } }).batch);
     expect(batches.map((b) => b.index)).toEqual([0, 1, 2, 3, 4]);
     expect(batches.map((b) => b.last)).toEqual([false, false, false, false, true]);
-    expect(count(outbox.map((r) => r.event.type), 'command.succeeded')).toBe(1);
+    expect(
+      count(
+        outbox.map((r) => r.event.type),
+        'command.succeeded',
+      ),
+    ).toBe(1);
     expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', progress: { processed: 9, total: 9 }, result: { deleted: 9 } });
   });
 
@@ -339,7 +363,14 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
     const id = await submit(stack, { type: 'tokens.rotate', collection: 'dup', token_ids: [present, 'never-was'], reason: 'AppFunctionality' });
 
     const job = await shortJob(id);
-    const errors = await Promise.all([0, 1].map(() => processor()(job).then(() => undefined, (e: unknown) => e)));
+    const errors = await Promise.all(
+      [0, 1].map(() =>
+        processor()(job).then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      ),
+    );
 
     for (const error of errors) {
       expect(error).toBeInstanceOf(UnrecoverableError);
@@ -347,7 +378,13 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
     }
     const row = await commandRow(db, id);
     expect(row).toMatchObject({ state: 'failed', error: { error_code: 'PV3087', context: { token_ids: 'never-was' } } });
-    expect(await db.selectFrom('vault_tokens').select('token_id').where('token_id', '=', present as string).execute()).toHaveLength(1);
+    expect(
+      await db
+        .selectFrom('vault_tokens')
+        .select('token_id')
+        .where('token_id', '=', present as string)
+        .execute(),
+    ).toHaveLength(1);
     expect(await outboxTypes(db, id)).toEqual(['command.failed']);
     expect((await auditRows(db, id)).map((r) => r.action)).toEqual(['command.failed']);
   });
@@ -403,8 +440,7 @@ describe("a job carrying its command's copy", () => {
       const running = run(fakeJob(id, await hintsOf(id)));
       // the worker waits on the command row in its LAST statement (commitSteps', marked so; the
       // text shown is cut short), its effect already applied
-      const waiting = async () =>
-        (await observer.query<{ query: string }>(`select query from pg_stat_activity where application_name = 'redelivery-carried-test' and wait_event_type = 'Lock'`)).rows;
+      const waiting = async () => (await observer.query<{ query: string }>(`select query from pg_stat_activity where application_name = 'redelivery-carried-test' and wait_event_type = 'Lock'`)).rows;
       await expect.poll(waiting, { timeout: 5000 }).toEqual([{ query: expect.stringContaining(LAST_IN_TRANSACTION) }]);
       // the token row is the worker's already (deleted by its open transaction)
       await expect(observer.query('select 1 from vault_tokens where token_id = $1 for update nowait', [token])).rejects.toMatchObject({ code: '55P03' });
@@ -502,7 +538,10 @@ describe("a job carrying its command's copy", () => {
 
   it('a copy of a failing command: the failure is recorded once, from the stored command', async () => {
     const id = await submit(stack, deleteOf('not-there'));
-    const error = await run(fakeJob(id, await hintsOf(id))).then(() => undefined, (e: unknown) => e);
+    const error = await run(fakeJob(id, await hintsOf(id))).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect((error as Error).message).toMatch(/^PV3009: /);
     expect(await commandRow(db, id)).toMatchObject({ state: 'failed', attempts: 1, error: { error_code: 'PV3009' } });
     expect(await outboxTypes(db, id)).toEqual(['command.failed']);

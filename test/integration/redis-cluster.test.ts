@@ -57,7 +57,11 @@ describe('on a Redis Cluster of three masters', () => {
     expect(config.EVENTS_STREAM).toBe(`${config.QUEUE_PREFIX}:events`);
     const collection = 'on_cluster';
     await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 60 }, (_, i) => ({ object: { id: `o${i}` }, tags: i >= 30 ? ['breach'] : [] })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 60 }, (_, i) => ({ object: { id: `o${i}` }, tags: i >= 30 ? ['breach'] : [] })),
+    );
 
     const singles = await submitSingleDeletes(stack, collection, tokens.slice(0, 10));
     const rotate = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'tokens.rotate', collection, token_ids: tokens.slice(10, 12), reason: REASON } });
@@ -96,7 +100,10 @@ describe('on a Redis Cluster of three masters', () => {
     // and `revoke events`, given the nodes: the stream defaults to QUEUE_PREFIX's, `{…}:events`
     const run = await runCli(['events', '--json', '--redis-cluster-nodes', cluster.setting], { env: { QUEUE_PREFIX: config.QUEUE_PREFIX } });
     expect(run.code).toBe(0);
-    const printed = run.stdout.trim().split('\n').map((line) => (JSON.parse(line) as RevocationEvent).event_id);
+    const printed = run.stdout
+      .trim()
+      .split('\n')
+      .map((line) => (JSON.parse(line) as RevocationEvent).event_id);
     expect(new Set(printed)).toEqual(new Set(received.keys()));
   });
 
@@ -105,7 +112,11 @@ describe('on a Redis Cluster of three masters', () => {
     const { db } = stack.database;
     const collection = 'node_killed';
     await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 330 }, (_, i) => ({ object: { id: `o${i}` } })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 330 }, (_, i) => ({ object: { id: `o${i}` } })),
+    );
     const targets = tokens.slice(0, 300);
     const kept = tokens.slice(300);
     const node = await cluster.nodeFor(`${stack.config.QUEUE_PREFIX}:commands:wait`);
@@ -126,7 +137,11 @@ describe('on a Redis Cluster of three masters', () => {
     await fault;
     await cluster.waitUntilOk();
 
-    const took = await waitForTerminal(db, jobs.map((j) => j.id), 60_000);
+    const took = await waitForTerminal(
+      db,
+      jobs.map((j) => j.id),
+      60_000,
+    );
     console.info(`300 commands, a master killed and restarted mid-load: all ended ${took} ms after the last was accepted`);
     await expectDeletedOnce(db, collection, jobs, kept);
     // every event is published (by the worker that committed it, or by the relay), each command's end on the stream

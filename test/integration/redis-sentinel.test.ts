@@ -38,7 +38,11 @@ describe('on a Redis primary watched by Sentinel', () => {
     const { db } = stack.database;
     const collection = 'failover';
     await createCollection(stack, collection);
-    const tokens = await tokenize(stack, collection, Array.from({ length: 550 }, (_, i) => ({ object: { id: `o${i}` }, tags: i < 200 ? ['breach'] : [] })));
+    const tokens = await tokenize(
+      stack,
+      collection,
+      Array.from({ length: 550 }, (_, i) => ({ object: { id: `o${i}` }, tags: i < 200 ? ['breach'] : [] })),
+    );
     const breached = tokens.slice(0, 200);
     const targets = tokens.slice(200, 500);
     const kept = tokens.slice(500);
@@ -79,7 +83,8 @@ describe('on a Redis primary watched by Sentinel', () => {
 
   it('a process started before a sentinel answers, or knows the primary, is told Redis is unreachable (it retries)', async () => {
     const nowhere = await freePort();
-    const probe = (sentinelPort: number, master: string) => pingRedis({ kind: 'sentinel', sentinels: [{ host: '127.0.0.1', port: sentinelPort }], master, auth: { tls: false } }, 'test-probe').catch((e: unknown) => e);
+    const probe = (sentinelPort: number, master: string) =>
+      pingRedis({ kind: 'sentinel', sentinels: [{ host: '127.0.0.1', port: sentinelPort }], master, auth: { tls: false } }, 'test-probe').catch((e: unknown) => e);
     for (const error of [await probe(nowhere, group.master), await probe(group.sentinels[0]!.port, 'not-monitored')]) {
       expect(error).toBeInstanceOf(Error);
       expect(isUnreachable(error)).toBe(true);

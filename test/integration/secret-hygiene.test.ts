@@ -253,12 +253,20 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
     const query = await http('POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/query/tokens?reason=AppFunctionality`, { headers: { 'x-auth-token': service }, body: { tags: ['breach-1'] } });
     expect(query.status).toBe(200);
     expect(query.body).toHaveLength(3);
-    expect((await http('GET', `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`, { headers: { authorization: `bearer ${service}` } })).body).toEqual({ active: 6, archived: 0, total: 6 });
+    expect((await http('GET', `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`, { headers: { authorization: `bearer ${service}` } })).body).toEqual({
+      active: 6,
+      archived: 0,
+      total: 6,
+    });
 
     // delete (Prefer: wait), rotate (polled), a native command with an Idempotency-Key and its replay
-    const deleted = await http('DELETE', `/api/pvlt/1.0/data/collections/${COLLECTION}/tokens?tags=breach-1&reason=FraudPreventionSecurityAndCompliance&adhoc_reason=incident`, { headers: { 'x-auth-token': service, prefer: 'wait=10' } });
+    const deleted = await http('DELETE', `/api/pvlt/1.0/data/collections/${COLLECTION}/tokens?tags=breach-1&reason=FraudPreventionSecurityAndCompliance&adhoc_reason=incident`, {
+      headers: { 'x-auth-token': service, prefer: 'wait=10' },
+    });
     expect(deleted.status).toBe(200);
-    const rotate = await http('POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?token_ids=hyg-3,hyg-4&reason=Maintenance`, { headers: { prefer: 'respond-async', authorization: `Bearer ${service}` } });
+    const rotate = await http('POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?token_ids=hyg-3,hyg-4&reason=Maintenance`, {
+      headers: { prefer: 'respond-async', authorization: `Bearer ${service}` },
+    });
     expect(rotate.status).toBe(202);
     expect((await waitForJob(rotate.body.job_id, { 'x-auth-token': service })).state).toBe('succeeded');
     const command = { type: 'tokens.delete', collection: COLLECTION, token_ids: ['hyg-5'], reason: 'Other', adhoc_reason: 'cleanup', custom_audit: '{"ticket":"SEC-1"}' };
@@ -268,7 +276,9 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
     expect(replayed.status).toBe(200);
     expect(replayed.body.job_id).toBe(submitted.body.job_id);
     // a command that fails (rotate of a missing ID), so failure paths log too
-    const failing = await http('POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?token_ids=no-such-token&reason=Maintenance`, { headers: { authorization: `Bearer ${service}`, prefer: 'wait=10' } });
+    const failing = await http('POST', `/api/pvlt/1.0/data/collections/${COLLECTION}/rotate/tokens?token_ids=no-such-token&reason=Maintenance`, {
+      headers: { authorization: `Bearer ${service}`, prefer: 'wait=10' },
+    });
     expect(failing.status).toBe(404);
 
     // a gateway verifies alice's token (X-Subject-Token)
@@ -310,7 +320,9 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
     // credentials that fail: a secret with a byte more, and requests Node refuses before the
     // app (header too large; a forbidden header byte), which Fastify logs at trace level
     expect((await http('GET', `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`, { headers: { authorization: `Bearer ${service}x` } })).status).toBe(401);
-    expect(await raw(`GET /v1/audit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${adminSecret}\r\nX-Subject-Token: ${service}\r\nX-Padding: ${'p'.repeat(20_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431/);
+    expect(await raw(`GET /v1/audit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${adminSecret}\r\nX-Subject-Token: ${service}\r\nX-Padding: ${'p'.repeat(20_000)}\r\n\r\n`)).toMatch(
+      /^HTTP\/1\.1 431/,
+    );
     expect(await raw(`GET /v1/audit HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${gateway}\r\nX-Bad\u0001: y\r\n\r\n`)).toMatch(/^HTTP\/1\.1 400/);
 
     // every job ends, and its events reach the stream
@@ -404,7 +416,8 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
         else if (type === 'set') values = await redis.smembersBuffer(key);
         else if (type === 'zset') values = await redis.zrangeBuffer(key, 0, -1, 'WITHSCORES');
         else if (type === 'stream') values = (await redis.xrangeBuffer(key, '-', '+')).flatMap(([entryId, fields]) => [entryId, ...fields]);
-        else if (type === 'none') continue; // gone since the scan (BullMQ's own expiry)
+        else if (type === 'none')
+          continue; // gone since the scan (BullMQ's own expiry)
         else throw new Error(`key ${key} has a type this test cannot read: ${type}`);
         haystacks[`redis ${type} ${key}`] = [key, ...values.map((v) => (Buffer.isBuffer(v) ? v.toString('utf8') : v))].join('\n');
         searched.keys++;

@@ -183,7 +183,11 @@ describe('Prefer on a seed route while no worker runs', () => {
       if (rows.length === 2) break;
       await new Promise((resolve) => setTimeout(resolve, 25));
     }
-    await db.updateTable('subjects').set({ capabilities: ['tokens:write', 'tokens:read'] }).where('id', '=', writer.subject.id).execute();
+    await db
+      .updateTable('subjects')
+      .set({ capabilities: ['tokens:write', 'tokens:read'] })
+      .where('id', '=', writer.subject.id)
+      .execute();
     await stack.startWorker();
     const r = await pending;
     expect(r.status).toBe(404);

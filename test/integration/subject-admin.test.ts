@@ -37,7 +37,9 @@ describe('subject administration', () => {
   });
 
   const patch = (id: string, body: unknown, headers: Headers = stack.admin) =>
-    stack.producer.app.inject({ method: 'PATCH', url: `/v1/subjects/${id}`, headers: { ...headers, 'content-type': 'application/json' }, payload: JSON.stringify(body) }).then((r) => ({ status: r.statusCode, body: r.json() }));
+    stack.producer.app
+      .inject({ method: 'PATCH', url: `/v1/subjects/${id}`, headers: { ...headers, 'content-type': 'application/json' }, payload: JSON.stringify(body) })
+      .then((r) => ({ status: r.statusCode, body: r.json() }));
   /** The same request at either producer. */
   const submitAt = async (producer: RunningProducer, headers: Headers, extra: Headers = {}) => {
     const r = await producer.app.inject({
@@ -55,7 +57,16 @@ describe('subject administration', () => {
       const made = await subjectWithToken(stack, { id: uid('ann'), kind: 'provider', domain_id: 'acme', capabilities: ['tokens:read'], tenant_ids: ['t1'] });
       const r = await call(stack, 'GET', `/v1/subjects/${made.subject.id}`, { headers: stack.admin });
       expect(r.status).toBe(200);
-      expect(SubjectView.parse(r.body)).toEqual({ id: made.subject.id, kind: 'provider', domain_id: 'acme', capabilities: ['tokens:read'], tenant_ids: ['t1'], collections: null, temporary_generation: 0, disabled_at: null });
+      expect(SubjectView.parse(r.body)).toEqual({
+        id: made.subject.id,
+        kind: 'provider',
+        domain_id: 'acme',
+        capabilities: ['tokens:read'],
+        tenant_ids: ['t1'],
+        collections: null,
+        temporary_generation: 0,
+        disabled_at: null,
+      });
     });
 
     it('is 404 for an unknown subject and 403 without subjects:admin', async () => {
@@ -81,7 +92,17 @@ describe('subject administration', () => {
     it('validates like POST /v1/subjects, and changes nothing on a refusal', async () => {
       const made = await subjectWithToken(stack, { id: uid('cid'), kind: 'user', capabilities: ['tokens:read'] });
       const before = (await call(stack, 'GET', `/v1/subjects/${made.subject.id}`, { headers: stack.admin })).body;
-      for (const body of [{}, { capabilities: ['tokens:nope'] }, { tenant_ids: [] }, { collections: ['1bad'] }, { tenant_ids: ['a b'] }, { kind: 'service' }, { domain_id: 'x' }, { capabilities: 'tokens:read' }, []]) {
+      for (const body of [
+        {},
+        { capabilities: ['tokens:nope'] },
+        { tenant_ids: [] },
+        { collections: ['1bad'] },
+        { tenant_ids: ['a b'] },
+        { kind: 'service' },
+        { domain_id: 'x' },
+        { capabilities: 'tokens:read' },
+        [],
+      ]) {
         const r = await patch(made.subject.id, body);
         expect(r.status, JSON.stringify(body)).toBe(400);
         expect(r.body.error_code).toBe('PV1002');
@@ -125,7 +146,10 @@ describe('subject administration', () => {
       const made = await subjectWithToken(stack, { id: uid('dora'), kind: 'user' });
       const id = made.subject.id as string;
       const issued = [made.tokenId];
-      for (const body of [{ temporary: false, name: 'ci' }, { temporary: true, ttl_seconds: 600 }]) {
+      for (const body of [
+        { temporary: false, name: 'ci' },
+        { temporary: true, ttl_seconds: 600 },
+      ]) {
         const r = await call(stack, 'POST', `/v1/subjects/${id}/tokens`, { headers: stack.admin, body });
         issued.push(r.body.token_id);
       }

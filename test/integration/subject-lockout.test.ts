@@ -307,9 +307,15 @@ describe('a lockout delivered again and again', () => {
 
     const outbox = async () => (await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute()).map((r) => r.event);
     const events = await outbox();
-    const revoked = events.filter((e): e is EventOfType<'access_token.revoked'> => e.type === 'access_token.revoked').map((e) => e.data as { token_ids: string[]; batch: { index: number; last: boolean } });
+    const revoked = events
+      .filter((e): e is EventOfType<'access_token.revoked'> => e.type === 'access_token.revoked')
+      .map((e) => e.data as { token_ids: string[]; batch: { index: number; last: boolean } });
     expect(revoked.flatMap((d) => d.token_ids)).toEqual(sorted(tokenIds));
-    expect(revoked.map((d) => d.batch)).toEqual([{ index: 0, last: false }, { index: 1, last: false }, { index: 2, last: true }]);
+    expect(revoked.map((d) => d.batch)).toEqual([
+      { index: 0, last: false },
+      { index: 1, last: false },
+      { index: 2, last: true },
+    ]);
     const audit = await db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).orderBy('id').execute();
     expect(audit.map((r) => r.action)).toEqual(['subject.locked', 'access_token.revoked', 'access_token.revoked', 'access_token.revoked']);
     expect(audit.flatMap((r) => (r.data.token_ids as string[] | undefined) ?? [])).toEqual(sorted(tokenIds));
@@ -346,7 +352,18 @@ describe('an unlock while a lockout of the subject has not ended', () => {
     const run = stack.database.db
       .transaction()
       .setIsolationLevel('repeatable read')
-      .execute((trx) => subjectUnlockHandler.step({ trx, commandId: randomUUID(), command: { type: 'subject.unlock', subject }, audit, checkpoint: null, progress: null, total: null, settings: { deleteBatchSize: 10 } }));
+      .execute((trx) =>
+        subjectUnlockHandler.step({
+          trx,
+          commandId: randomUUID(),
+          command: { type: 'subject.unlock', subject },
+          audit,
+          checkpoint: null,
+          progress: null,
+          total: null,
+          settings: { deleteBatchSize: 10 },
+        }),
+      );
     await expect(run).rejects.toMatchObject({ code: 'PV3016', context: { subject_id: subject.id, job_id: queued.body.job_id } });
   });
 });
@@ -365,9 +382,15 @@ describe('a lockout whose remaining tokens a concurrent revoke took between two 
     const audit = { actor: { id: 'admin', kind: 'service' as const }, tenant_ids: null, reason: null, adhoc_reason: null, custom_audit: null, request_id: 'r', source: 'http' as const };
     const command = { type: 'subject.lockout' as const, subject: { kind: 'user' as const, id: frank.subject.id as string } };
     const commandId = randomUUID();
-    await db.insertInto('commands').values({ id: commandId, type: command.type, payload: JSON.stringify(command), payload_hash: 'h', submitter_id: 'admin', audit: JSON.stringify(audit) }).execute();
+    await db
+      .insertInto('commands')
+      .values({ id: commandId, type: command.type, payload: JSON.stringify(command), payload_hash: 'h', submitter_id: 'admin', audit: JSON.stringify(audit) })
+      .execute();
     const step = (checkpoint: Record<string, unknown> | null) =>
-      db.transaction().setIsolationLevel('repeatable read').execute((trx) => subjectLockoutHandler.step({ trx, commandId, command, audit, checkpoint, progress: null, total: null, settings: { deleteBatchSize: 2 } }));
+      db
+        .transaction()
+        .setIsolationLevel('repeatable read')
+        .execute((trx) => subjectLockoutHandler.step({ trx, commandId, command, audit, checkpoint, progress: null, total: null, settings: { deleteBatchSize: 2 } }));
     const eventsOf = (outcome: Awaited<ReturnType<typeof step>>) => (outcome.outbox ?? []).map((e) => (JSON.parse(e.event) as { data: unknown }).data);
 
     const disabled = await step(null);

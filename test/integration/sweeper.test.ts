@@ -105,7 +105,11 @@ describe('the sweeper', () => {
   }
 
   async function tokensOf(subjectId: string): Promise<number> {
-    const row = await db.selectFrom('access_tokens').select((eb) => eb.fn.countAll<string>().as('n')).where('subject_id', '=', subjectId).executeTakeFirstOrThrow();
+    const row = await db
+      .selectFrom('access_tokens')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('subject_id', '=', subjectId)
+      .executeTakeFirstOrThrow();
     return Number(row.n);
   }
 
@@ -250,7 +254,8 @@ describe('the sweeper', () => {
       await db.deleteFrom('outbox').execute();
     });
 
-    const sweeper = (batchSize?: number, on: Db = db) => new Sweeper(on, silent, { intervalMs: 60_000, graceSeconds: HOUR, outboxRetentionSeconds: HOUR, ...(batchSize !== undefined && { batchSize }) });
+    const sweeper = (batchSize?: number, on: Db = db) =>
+      new Sweeper(on, silent, { intervalMs: 60_000, graceSeconds: HOUR, outboxRetentionSeconds: HOUR, ...(batchSize !== undefined && { batchSize }) });
 
     /**
      * Writes `n` events of a new command to the outbox, published `publishedAgo` seconds ago
@@ -263,7 +268,13 @@ describe('the sweeper', () => {
       const ago = (publishedAgo ?? 0) + 60;
       const rows = await db
         .insertInto('outbox')
-        .values(outboxRows(commandId, toEvents(commandId, audit, drafts)).map((row) => ({ ...row, created_at: sql<Date>`now() - make_interval(secs => ${ago})`, published_at: publishedAgo === null ? null : sql<Date>`now() - make_interval(secs => ${publishedAgo})` })))
+        .values(
+          outboxRows(commandId, toEvents(commandId, audit, drafts)).map((row) => ({
+            ...row,
+            created_at: sql<Date>`now() - make_interval(secs => ${ago})`,
+            published_at: publishedAgo === null ? null : sql<Date>`now() - make_interval(secs => ${publishedAgo})`,
+          })),
+        )
         .returning('id')
         .execute();
       return rows.map((r) => r.id);

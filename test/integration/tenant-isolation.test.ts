@@ -136,9 +136,9 @@ describe('tenant isolation', () => {
     const events = (await waitForEvents(stack, (all) => all.some((e) => e.job_id === jobId && e.type.startsWith('command.')))).filter((e) => e.job_id === jobId);
     for (const event of events) expect(event.tenant_ids, event.type).toEqual([A]);
     return events.flatMap((e) => {
-        const data = e.data as { token_ids?: string[]; mapping?: Record<string, string> };
-        return [...(data.token_ids ?? []), ...Object.keys(data.mapping ?? {})];
-      });
+      const data = e.data as { token_ids?: string[]; mapping?: Record<string, string> };
+      return [...(data.token_ids ?? []), ...Object.keys(data.mapping ?? {})];
+    });
   }
 
   const callers: { label: string; headers: () => Headers }[] = [
@@ -310,7 +310,12 @@ describe('tenant isolation', () => {
       const sync = await rotate([w.a.tagged, w.b.tagged, w.none]);
       expect(sync.status).toBe(404);
       expect(sync.body).toEqual({ error_code: 'PV3087', message: expect.any(String), context: { token_ids: `${w.b.tagged},${w.none}` } });
-      expect(sync.body).toEqual(swap((await rotate([w.a.tagged, n1, n2])).body, [[n1, w.b.tagged], [n2, w.none]]));
+      expect(sync.body).toEqual(
+        swap((await rotate([w.a.tagged, n1, n2])).body, [
+          [n1, w.b.tagged],
+          [n2, w.none],
+        ]),
+      );
       const archivedOfB = await rotate([w.b.archived]);
       expect(archivedOfB.body).toEqual(swap((await rotate([n1])).body, [[n1, w.b.archived]]));
 
@@ -318,7 +323,10 @@ describe('tenant isolation', () => {
       expect(queued.status).toBe(202);
       const queuedNobody = await rotate([n1, n2], ASYNC);
       expect(outcome(await waitForJob(stack, queued.body.job_id, as()))).toEqual(
-        swap(outcome(await waitForJob(stack, queuedNobody.body.job_id, as())), [[n1, w.b.tagged], [n2, w.b.sharedObject]]),
+        swap(outcome(await waitForJob(stack, queuedNobody.body.job_id, as())), [
+          [n1, w.b.tagged],
+          [n2, w.b.sharedObject],
+        ]),
       );
 
       const native = async (ids: string[]) => {
@@ -401,8 +409,14 @@ describe('tenant isolation', () => {
         const r = await call(stack, 'GET', `/v1/audit?${query}`, { headers: as() });
         expect(r.status, query).toBe(200);
         const entries = r.body.entries as { job_id: string | null; tenant_ids: string[] | null; data: unknown }[];
-        expect(entries.map((e) => e.job_id), query).toContain(myJob);
-        expect(entries.map((e) => e.job_id), query).not.toContain(w.bJobId);
+        expect(
+          entries.map((e) => e.job_id),
+          query,
+        ).toContain(myJob);
+        expect(
+          entries.map((e) => e.job_id),
+          query,
+        ).not.toContain(w.bJobId);
         for (const entry of entries) {
           expect(entry.tenant_ids, query).toEqual([A]);
           for (const id of bTokens) expect(JSON.stringify(entry.data), query).not.toContain(id);
@@ -480,7 +494,10 @@ describe('tenant isolation', () => {
         const count = await call(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { headers: { ...onlyA, 'x-tenant-id': blank } });
         expect(count, `'${blank}'`).toMatchObject({ status: 200, body: { active: 3, archived: 0, total: 3 } });
         const query = await call(stack, 'POST', url(w.collection, `query/tokens?${REASON}`), { headers: { ...onlyA, 'x-tenant-id': blank }, body: { token_ids: [w.b.tagged, w.dupId] } });
-        expect(query.body.flatMap((t: TokenMetadata) => t.tokens.map((ref) => ref.effective_tenant_id)), `'${blank}'`).toEqual([A]);
+        expect(
+          query.body.flatMap((t: TokenMetadata) => t.tokens.map((ref) => ref.effective_tenant_id)),
+          `'${blank}'`,
+        ).toEqual([A]);
       }
       const repeatedBlank = await rawRequest(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': ['', ' '] });
       expect(repeatedBlank).toEqual({ status: 200, body: { active: 3, archived: 0, total: 3 } });

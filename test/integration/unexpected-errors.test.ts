@@ -133,11 +133,17 @@ describe('a command whose attempts end on an unexpected error', () => {
     await sql`update commands set checkpoint = '{"after_id": 1}'::jsonb where id = ${id}`.execute(stack.database.db);
     const run = commandProcessor({ db, logger: silent, settings: { deleteBatchSize: 1 } });
 
-    const first = await run(fakeJob(id, 1, 2)).then(() => undefined, (e: unknown) => e);
+    const first = await run(fakeJob(id, 1, 2)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(first).not.toBeInstanceOf(UnrecoverableError); // BullMQ retries it
     expect(await commandRow(id)).toMatchObject({ state: 'running', error: null });
 
-    const last = await run(fakeJob(id, 2, 2)).then(() => undefined, (e: unknown) => e);
+    const last = await run(fakeJob(id, 2, 2)).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(last).toBeInstanceOf(UnrecoverableError);
     expect((last as Error).message).toBe(`PV1000: ${internal.message}`);
     expect(await commandRow(id)).toMatchObject({ state: 'failed', error: internal });
@@ -158,7 +164,12 @@ describe('a command whose attempts end on an unexpected error', () => {
     expect(await commandRow(id)).toMatchObject({ state: 'failed', error: internal });
     const [event, ...more] = await outbox(id);
     expect(more).toEqual([]);
-    expect(event).toMatchObject({ type: 'command.failed', tenant_ids: null, audit: { actor: { id: 'revocation-worker', kind: 'service' }, source: 'system' }, data: { command_type: 'tokens.rotate', error: internal } });
+    expect(event).toMatchObject({
+      type: 'command.failed',
+      tenant_ids: null,
+      audit: { actor: { id: 'revocation-worker', kind: 'service' }, source: 'system' },
+      data: { command_type: 'tokens.rotate', error: internal },
+    });
     const audit = await stack.database.db.selectFrom('audit_log').select(['action', 'actor_id', 'collection']).where('command_id', '=', id).execute();
     expect(audit).toEqual([{ action: 'command.failed', actor_id: 'revocation-worker', collection: 'odd' }]);
   });
@@ -173,9 +184,19 @@ describe('a command whose attempts end on an unexpected error', () => {
     try {
       await blocker.query('begin');
       await blocker.query('select 1 from commands where id = $1 for update', [id]);
-      const attempt = run(fakeJob(id, 5, 5)).then(() => undefined, (e: unknown) => e);
+      const attempt = run(fakeJob(id, 5, 5)).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       const waiting = async () =>
-        (await stack.database.db.selectFrom(sql<{ pid: number }>`pg_stat_activity`.as('a')).select('pid').where(sql`application_name`, '=', 'unexpected-errors-test').where(sql`wait_event_type`, '=', 'Lock').execute()).map((r) => r.pid);
+        (
+          await stack.database.db
+            .selectFrom(sql<{ pid: number }>`pg_stat_activity`.as('a'))
+            .select('pid')
+            .where(sql`application_name`, '=', 'unexpected-errors-test')
+            .where(sql`wait_event_type`, '=', 'Lock')
+            .execute()
+        ).map((r) => r.pid);
       await expect.poll(waiting, { timeout: 5000 }).toHaveLength(1);
       await sql`select pg_terminate_backend(${(await waiting())[0]!})`.execute(stack.database.db);
       await blocker.query('commit');

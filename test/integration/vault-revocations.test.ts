@@ -159,7 +159,16 @@ describe('Piiano delete and rotate tokens', () => {
     it('deletes only active tokens by default and only archived (expired) ones with options=archived', async () => {
       const c = await freshCollection();
       const [active] = await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['t'] }]);
-      const expiring = await tokenize(stack, c, [{ object: { id: 'o2' }, tags: ['t'] }, { object: { id: 'o3' }, tags: ['t'] }], stack.admin, '&expiration_secs=1');
+      const expiring = await tokenize(
+        stack,
+        c,
+        [
+          { object: { id: 'o2' }, tags: ['t'] },
+          { object: { id: 'o3' }, tags: ['t'] },
+        ],
+        stack.admin,
+        '&expiration_secs=1',
+      );
       // Wait until both expiring tokens are past their expiry, i.e. archived.
       const deadline = Date.now() + 10_000;
       while ((await query(c, { token_ids: expiring }, '&options=archived')).length < 2 && Date.now() < deadline) {
@@ -312,7 +321,11 @@ describe('Piiano delete and rotate tokens', () => {
       const rot = await call(stack, 'POST', rotateUrl(c, `token_ids=${list}&reason=AppFunctionality`), { headers: writer });
       expect(rot.status).toBe(400);
       expect(rot.body.error_code).toBe('PV1002');
-      const rows = await stack.database.db.selectFrom('commands').select('id').where('payload', '@>', JSON.stringify({ collection: c }) as never).execute();
+      const rows = await stack.database.db
+        .selectFrom('commands')
+        .select('id')
+        .where('payload', '@>', JSON.stringify({ collection: c }) as never)
+        .execute();
       expect(rows).toEqual([]);
     });
 

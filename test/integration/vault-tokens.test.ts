@@ -38,11 +38,7 @@ describe('tokenize, query and count', () => {
   describe('round trip', () => {
     it('returns the token IDs in input order and finds the tokens by tag, object ID and token ID', async () => {
       const c = await newCollection();
-      const ids = await tokenize(stack, c, [
-        { object: { id: 'obj-1' }, tags: ['red', 'big'] },
-        { object: { id: 'obj-2' }, tags: ['red'] },
-        { object: { id: 'obj-3' } },
-      ]);
+      const ids = await tokenize(stack, c, [{ object: { id: 'obj-1' }, tags: ['red', 'big'] }, { object: { id: 'obj-2' }, tags: ['red'] }, { object: { id: 'obj-3' } }]);
       expect(ids).toHaveLength(3);
       expect(new Set(ids).size).toBe(3);
 

@@ -54,7 +54,18 @@ describe('loadConfig', () => {
       DATABASE_URL: 'postgresql://u@db:5432/x',
       REDIS_URL: 'rediss://cache:6380',
     });
-    expect(config).toMatchObject({ PORT: 9090, WORKER_CONCURRENCY: 3, GROUP_COMMIT_MAX: 1, GROUP_COMMIT_SPARE_LANE_MS: 0, CREDENTIAL_CACHE_MAX: 0, OUTBOX_RETENTION_SECONDS: 0, JOB_RETENTION_DAYS: 1, FORCE_ACCESS_REASON: false, LOG_LEVEL: 'debug', QUEUE_PREFIX: '{revocation}' });
+    expect(config).toMatchObject({
+      PORT: 9090,
+      WORKER_CONCURRENCY: 3,
+      GROUP_COMMIT_MAX: 1,
+      GROUP_COMMIT_SPARE_LANE_MS: 0,
+      CREDENTIAL_CACHE_MAX: 0,
+      OUTBOX_RETENTION_SECONDS: 0,
+      JOB_RETENTION_DAYS: 1,
+      FORCE_ACCESS_REASON: false,
+      LOG_LEVEL: 'debug',
+      QUEUE_PREFIX: '{revocation}',
+    });
   });
 
   it.each([
@@ -169,7 +180,10 @@ describe('loadConfig', () => {
       [{ REDIS_URL: 'redis://x:6379', REDIS_SENTINELS: 'a:1', REDIS_SENTINEL_MASTER: 'm' }, /^REDIS_URL: set REDIS_URL \(one Redis server\) or REDIS_SENTINELS, not both$/],
       [{ REDIS_SENTINELS: 'a:1' }, /^REDIS_SENTINEL_MASTER: required with REDIS_SENTINELS/],
       [{ REDIS_SENTINEL_MASTER: 'm' }, /^REDIS_SENTINEL_MASTER: only used with REDIS_SENTINELS, which is not set$/],
-      [{ REDIS_CLUSTER_NODES: 'a:1', QUEUE_PREFIX: 'revocation' }, /^QUEUE_PREFIX: with REDIS_CLUSTER_NODES it must be a hash tag such as \{revocation\}.*set QUEUE_PREFIX=\{revocation\} .*\(got "revocation"\)$/],
+      [
+        { REDIS_CLUSTER_NODES: 'a:1', QUEUE_PREFIX: 'revocation' },
+        /^QUEUE_PREFIX: with REDIS_CLUSTER_NODES it must be a hash tag such as \{revocation\}.*set QUEUE_PREFIX=\{revocation\} .*\(got "revocation"\)$/,
+      ],
       [{ REDIS_CLUSTER_NODES: 'a:b' }, /^REDIS_CLUSTER_NODES: must be host:port entries separated by commas/],
       [{ REDIS_CLUSTER_NODES: 'a:1,,b:2' }, /^REDIS_CLUSTER_NODES: must be host:port entries/],
       [{ REDIS_CLUSTER_NODES: 'http://a:1' }, /^REDIS_CLUSTER_NODES: must be host:port entries/],

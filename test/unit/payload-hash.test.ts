@@ -8,7 +8,16 @@ import { payloadHash } from '../../producer/services/command-bus.js';
  * These hashes were computed by the first implementation (Object.entries, sort, map, join).
  */
 describe('payloadHash', () => {
-  const audit = (changes: Partial<AuditContext> = {}): AuditContext => ({ actor: { id: 'admin', kind: 'service' }, tenant_ids: null, reason: 'AppFunctionality', adhoc_reason: null, custom_audit: null, request_id: 'r', source: 'http', ...changes });
+  const audit = (changes: Partial<AuditContext> = {}): AuditContext => ({
+    actor: { id: 'admin', kind: 'service' },
+    tenant_ids: null,
+    reason: 'AppFunctionality',
+    adhoc_reason: null,
+    custom_audit: null,
+    request_id: 'r',
+    source: 'http',
+    ...changes,
+  });
   const as = (command: Record<string, unknown>) => command as unknown as Command;
 
   it('gives the hashes it always gave', () => {

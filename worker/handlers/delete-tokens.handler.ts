@@ -45,7 +45,10 @@ function namedEffects(collection: string, rows: readonly { id: string; token_id:
   const lastId = rows.at(-1)?.id ?? null;
   const tokenIds = rows.map((r) => r.token_id);
   const parts = chunk(tokenIds, MAX_TOKEN_IDS_PER_EVENT);
-  const events: EventDraft[] = parts.map((ids, i) => ({ type: 'tokens.deleted', data: { collection, token_ids: ids, batch: { index: state.event_index + i, last: !more && i === parts.length - 1 } } }));
+  const events: EventDraft[] = parts.map((ids, i) => ({
+    type: 'tokens.deleted',
+    data: { collection, token_ids: ids, batch: { index: state.event_index + i, last: !more && i === parts.length - 1 } },
+  }));
   const entries: AuditEntry[] = rows.length > 0 ? [{ action: 'tokens.deleted', collection, data: { token_ids: tokenIds, batch: { index: state.event_index, size: rows.length } } }] : [];
   return { batch: { deleted: rows.length, lastId, more, events: parts.length, outbox: [] }, events, audit: entries };
 }
@@ -89,7 +92,14 @@ export const deleteTokensHandler: CommandHandler<'tokens.delete'> = {
   async stepMany(trx, contexts) {
     const listed = contexts.map(({ command, checkpoint }) => checkpoint === null && isListed(criteriaOf(command)));
     const batch = contexts.filter((_, i) => listed[i]);
-    const deleted = batch.length === 0 ? [] : await deleteListedVaultTokensTogether(trx, batch.map(({ command, audit }) => ({ collection: command.collection, scope: audit.tenant_ids, criteria: criteriaOf(command) })), contexts[0]!.settings.deleteBatchSize);
+    const deleted =
+      batch.length === 0
+        ? []
+        : await deleteListedVaultTokensTogether(
+            trx,
+            batch.map(({ command, audit }) => ({ collection: command.collection, scope: audit.tenant_ids, criteria: criteriaOf(command) })),
+            contexts[0]!.settings.deleteBatchSize,
+          );
     let next = 0;
     return contexts.map(({ command, total }, i) => {
       if (!listed[i]) return new RunAlone();

@@ -36,8 +36,7 @@ interface StepEffects {
  * effect and the command's terminal state together.
  */
 export type StepOutcome<T extends CommandType> =
-  | (StepEffects & { done: false; checkpoint: Record<string, unknown>; progress: JobProgress })
-  | (StepEffects & { done: true; result: CommandResults[T]; progress?: JobProgress });
+  (StepEffects & { done: false; checkpoint: Record<string, unknown>; progress: JobProgress }) | (StepEffects & { done: true; result: CommandResults[T]; progress?: JobProgress });
 
 /**
  * The rule of one command type. `step` runs inside a transaction it does not own and must not
