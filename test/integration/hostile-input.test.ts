@@ -509,16 +509,14 @@ describe('hostile input to every route', () => {
         fc.integer({ min: 256, max: 2000 }).map((n) => 'k'.repeat(n)),
       );
       kinds.push(
-        fc
-          .tuple(valid, badKey, adminAuth)
-          .map(([v, key, auth]) => ({
-            method,
-            url: v.url,
-            headers: { ...head(v.headers, v.body), ...auth, 'idempotency-key': key },
-            ...payload(v.body),
-            poison: `Idempotency-Key of ${key.length} characters`,
-            expect: [400],
-          })),
+        fc.tuple(valid, badKey, adminAuth).map(([v, key, auth]) => ({
+          method,
+          url: v.url,
+          headers: { ...head(v.headers, v.body), ...auth, 'idempotency-key': key },
+          ...payload(v.body),
+          poison: `Idempotency-Key of ${key.length} characters`,
+          expect: [400],
+        })),
       );
     }
     if (spec.json) {
@@ -1849,19 +1847,15 @@ describe('hostile input to every route', () => {
               .map(([url, method, q]) => ({ method, url: withQuery(url, q), headers: {}, poison: `wrong method ${method}`, expect: [404, 405] }));
           }),
           // the methods it has, with junk: answered without a 5xx
-          fc
-            .constantFrom(...pub)
-            .chain((r) =>
-              fc
-                .tuple(fill(r.url), junkQuery, junkBody, badCredential())
-                .map(([url, q, body, bad]) => ({
-                  method: r.method,
-                  url: withQuery(url, q),
-                  headers: { ...bad.headers, ...(body !== undefined && jsonHeaders) },
-                  ...(body !== undefined && { payload: body }),
-                  poison: 'junk on a public route',
-                })),
-            ),
+          fc.constantFrom(...pub).chain((r) =>
+            fc.tuple(fill(r.url), junkQuery, junkBody, badCredential()).map(([url, q, body, bad]) => ({
+              method: r.method,
+              url: withQuery(url, q),
+              headers: { ...bad.headers, ...(body !== undefined && jsonHeaders) },
+              ...(body !== undefined && { payload: body }),
+              poison: 'junk on a public route',
+            })),
+          ),
           // paths under /docs that are not there, traversal included
           fc
             .oneof(
