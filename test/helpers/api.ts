@@ -1,5 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import type { LightMyRequestResponse } from 'fastify';
+import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
+import { hashSecret, newSecret } from '../../producer/secrets.js';
 import type { Stack } from './stack.js';
 
 type Method = 'GET' | 'POST' | 'DELETE';
@@ -42,6 +45,29 @@ export async function subjectWithToken(stack: Stack, spec: SubjectSpec, token: {
   const issued = await call(stack, 'POST', `/v1/subjects/${created.body.id}/tokens`, { headers: stack.admin, body: token });
   if (issued.status !== 201) throw new Error(`token: ${issued.status} ${JSON.stringify(issued.body)}`);
   return { subject: created.body, token: issued.body.token as string, tokenId: issued.body.token_id as string, headers: bearer(issued.body.token) };
+}
+
+/** Issues `subjectId` a temporary token of ten minutes as the admin. */
+export async function issueTemporaryToken(stack: Stack, subjectId: string) {
+  const r = await call(stack, 'POST', `/v1/subjects/${subjectId}/tokens`, { headers: stack.admin, body: { temporary: true, ttl_seconds: 600 } });
+  if (r.status !== 201) throw new Error(`token: ${r.status} ${JSON.stringify(r.body)}`);
+  return { token: r.body.token as string, tokenId: r.body.token_id as string, expiresAt: r.body.expires_at as string };
+}
+
+/** A temporary token of `subjectId`, of generation 0, that expired an hour ago, written straight to the database. */
+export async function insertExpiredToken(stack: Stack, subjectId: string) {
+  const secret = newSecret();
+  const expiresAt = new Date(Date.now() - 3600_000);
+  const row = await insertAccessToken(stack.database.db, {
+    id: randomUUID(),
+    subject_id: subjectId,
+    secret_hash: hashSecret(secret),
+    name: null,
+    temporary: true,
+    generation: 0,
+    expires_at: expiresAt,
+  });
+  return { token: secret, tokenId: row.id, expiresAt: expiresAt.toISOString() };
 }
 
 export async function createCollection(stack: Stack, name: string): Promise<void> {

@@ -1,10 +1,9 @@
 import { execFile } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
-import { hashSecret, newSecret } from '../../producer/secrets.js';
-import { call, subjectWithToken } from '../helpers/api.js';
+import { newSecret } from '../../producer/secrets.js';
+import { call, insertExpiredToken, issueTemporaryToken, subjectWithToken } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -51,30 +50,8 @@ describe('keystoneclient against the Keystone routes', () => {
   });
   afterAll(() => stack?.close());
 
-  async function temporaryToken(subjectId: string) {
-    const r = await call(stack, 'POST', `/v1/subjects/${subjectId}/tokens`, { headers: stack.admin, body: { temporary: true, ttl_seconds: 600 } });
-    expect(r.status).toBe(201);
-    return { token: r.body.token as string, tokenId: r.body.token_id as string, expiresAt: r.body.expires_at as string };
-  }
-
-  /** A temporary token of `subjectId` that expired an hour ago, written straight to the database. */
-  async function expiredToken(subjectId: string) {
-    const secret = newSecret();
-    const expiresAt = new Date(Date.now() - 3600_000);
-    const row = await insertAccessToken(stack.database.db, {
-      id: randomUUID(),
-      subject_id: subjectId,
-      secret_hash: hashSecret(secret),
-      name: null,
-      temporary: true,
-      generation: 0,
-      expires_at: expiresAt,
-    });
-    return { token: secret, tokenId: row.id, expiresAt: expiresAt.toISOString() };
-  }
-
   it('tokens.validate() gives an AccessInfoV3 of the user, with the token as auth_token and its ID as audit_id', async () => {
-    const temporary = await temporaryToken(user.subject.id);
+    const temporary = await issueTemporaryToken(stack, user.subject.id);
     const [named, temp] = await keystoneClient(stack, gateway.token, [
       { op: 'validate', token: user.token },
       { op: 'validate', token: temporary.token },
@@ -120,7 +97,7 @@ describe('keystoneclient against the Keystone routes', () => {
   });
 
   it('an unknown or expired token raises NotFound; allow_expired validates the expired one', async () => {
-    const expired = await expiredToken(user.subject.id);
+    const expired = await insertExpiredToken(stack, user.subject.id);
     const [unknown, refused, allowed, data] = await keystoneClient(stack, gateway.token, [
       { op: 'validate', token: newSecret() },
       { op: 'validate', token: expired.token },
@@ -140,7 +117,7 @@ describe('keystoneclient against the Keystone routes', () => {
   });
 
   it('tokens.revoke_token() is accepted and the token ends revoked', async () => {
-    const victim = await temporaryToken(user.subject.id);
+    const victim = await issueTemporaryToken(stack, user.subject.id);
     const [revoked] = await keystoneClient(stack, user.token, [{ op: 'revoke_token', token: victim.token }]);
     expect(revoked.ok).toBe(true);
     expect([202, 204]).toContain(revoked.http_status);
@@ -154,7 +131,7 @@ describe('keystoneclient against the Keystone routes', () => {
   });
 
   it('tokens.revoke_token() answers 204 and the token no longer validates on the very next request (SPEC §5)', async () => {
-    const victim = await temporaryToken(user.subject.id);
+    const victim = await issueTemporaryToken(stack, user.subject.id);
     const [revoked] = await keystoneClient(stack, user.token, [{ op: 'revoke_token', token: victim.token }]);
     expect(revoked).toEqual({ ok: true, http_status: 204 });
     // the gateway asks: to its user, a token that is gone is no longer provably its own (403)

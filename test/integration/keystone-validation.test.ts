@@ -1,9 +1,8 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeystoneTokenBody } from '../../contracts/index.js';
-import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
-import { hashSecret, newSecret } from '../../producer/secrets.js';
-import { call, type SubjectSpec, subjectWithToken } from '../helpers/api.js';
+import { newSecret } from '../../producer/secrets.js';
+import { call, insertExpiredToken, issueTemporaryToken, type SubjectSpec, subjectWithToken } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
@@ -27,28 +26,6 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
 
   async function subject(spec: SubjectSpec) {
     return subjectWithToken(stack, { id: uid(spec.kind), ...spec });
-  }
-
-  async function temporaryToken(subjectId: string) {
-    const r = await call(stack, 'POST', `/v1/subjects/${subjectId}/tokens`, { headers: stack.admin, body: { temporary: true, ttl_seconds: 600 } });
-    expect(r.status).toBe(201);
-    return { token: r.body.token as string, tokenId: r.body.token_id as string, expiresAt: r.body.expires_at as string };
-  }
-
-  /** A temporary token of generation 0 that expired an hour ago, written straight to the database. */
-  async function expiredToken(subjectId: string) {
-    const secret = newSecret();
-    const expiresAt = new Date(Date.now() - 3600_000);
-    const row = await insertAccessToken(stack.database.db, {
-      id: randomUUID(),
-      subject_id: subjectId,
-      secret_hash: hashSecret(secret),
-      name: null,
-      temporary: true,
-      generation: 0,
-      expires_at: expiresAt,
-    });
-    return { token: secret, tokenId: row.id, expiresAt: expiresAt.toISOString() };
   }
 
   /** Revokes every temporary token of the user, through the native route, and waits for it. */
@@ -86,7 +63,7 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
 
   it('gives a temporary token its expiry in microseconds, and takes ?nocatalog as keystoneclient sends it', async () => {
     const user = await subject({ kind: 'user' });
-    const temp = await temporaryToken(user.subject.id);
+    const temp = await issueTemporaryToken(stack, user.subject.id);
     const r = await validate(user.token, temp.token, '?nocatalog');
     expect(r.status).toBe(200);
     expect(r.body.token).toMatchObject({ audit_ids: [temp.tokenId], expires_at: keystoneTime(temp.expiresAt) });
@@ -121,10 +98,10 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
 
   it('answers 404 for a deleted token and for a revoked temporary token', async () => {
     const user = await subject({ kind: 'user' });
-    const deleted = await temporaryToken(user.subject.id);
+    const deleted = await issueTemporaryToken(stack, user.subject.id);
     const del = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'X-Auth-Token': user.token, 'X-Subject-Token': deleted.token, prefer: 'wait=10' } });
     expect(del.status).toBe(204);
-    const revoked = await temporaryToken(user.subject.id);
+    const revoked = await issueTemporaryToken(stack, user.subject.id);
     expect((await validate(gateway.token, revoked.token)).status).toBe(200);
     await revokeTemporaryTokens(user.subject.id);
     for (const secret of [deleted.token, revoked.token]) {
@@ -138,7 +115,7 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
 
   it('answers 404 for an expired token; ?allow_expired=1 or true validates it, other values do not', async () => {
     const user = await subject({ kind: 'user' });
-    const expired = await expiredToken(user.subject.id);
+    const expired = await insertExpiredToken(stack, user.subject.id);
     const refused = await validate(user.token, expired.token);
     expect(refused.status).toBe(404);
     expect(refused.body).toEqual(keystoneError(404, 'Not Found'));
@@ -155,8 +132,8 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
 
   it('does not let allow_expired validate a revoked token, expired or not', async () => {
     const user = await subject({ kind: 'user' });
-    const expired = await expiredToken(user.subject.id);
-    const live = await temporaryToken(user.subject.id);
+    const expired = await insertExpiredToken(stack, user.subject.id);
+    const live = await issueTemporaryToken(stack, user.subject.id);
     await revokeTemporaryTokens(user.subject.id);
     for (const secret of [expired.token, live.token]) {
       const r = await validate(gateway.token, secret, '?allow_expired=1');
@@ -193,7 +170,7 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
     const anonymous = await call(stack, 'GET', '/v3/auth/tokens', { headers: { 'X-Subject-Token': user.token } });
     expect(anonymous.status).toBe(401);
     expect(anonymous.body).toEqual(keystoneError(401, 'Unauthorized'));
-    const expiredCaller = await expiredToken(user.subject.id);
+    const expiredCaller = await insertExpiredToken(stack, user.subject.id);
     const stale = await validate(expiredCaller.token, user.token);
     expect(stale.status).toBe(401);
     expect(stale.body).toEqual(keystoneError(401, 'Unauthorized'));
