@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import DataLoader from 'dataloader';
 import type { RedisClient } from '../../db/redis-connection.js';
@@ -71,7 +71,7 @@ async function eachAloneOnFailure<I, O>(items: readonly I[], run: (batch: readon
 
 export interface Submission {
   /** The new command's ID (an Idempotency-Key replay keeps the earlier command's). */
-  id?: string;
+  id: string;
   caller: Caller;
   command: Command;
   audit: AuditContext;
@@ -125,7 +125,7 @@ export async function recordCommand(bus: CommandBus, submission: Submission): Pr
   const hash = payloadHash(submission.command, submission.audit, submission.identity);
   const outcome = await bus.record({
     command: {
-      id: submission.id ?? randomUUID(),
+      id: submission.id,
       type: submission.command.type,
       payload: submission.command,
       payload_hash: hash,
