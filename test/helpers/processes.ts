@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -65,9 +66,14 @@ function childEnv(env: Record<string, string | undefined>): NodeJS.ProcessEnv {
   return base;
 }
 
-/** `node --import tsx <script> …args` from the project root, output piped. */
+/** The compiled entry point of `script` (`bin/worker.ts` → `dist/bin/worker.js`), built by test/global-setup.ts. */
+export function compiled(script: string): string {
+  return join('dist', script.replace(/\.ts$/, '.js'));
+}
+
+/** `node dist/<script>.js …args` from the project root, output piped. */
 function spawnScript(script: string, args: readonly string[], env: Record<string, string | undefined>): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], {
+  const child = spawn(process.execPath, [compiled(script), ...args], {
     cwd: PROJECT_ROOT,
     env: childEnv(env),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -199,7 +205,7 @@ export interface SpawnWorkerOptions {
 
 const verbose: readonly LogLevel[] = ['info', 'debug', 'trace'];
 
-/** Starts `node --import tsx bin/worker.ts` for this configuration and waits until it is ready. */
+/** Starts `node dist/bin/worker.js` for this configuration and waits until it is ready. */
 export async function spawnWorker(config: Config, options: SpawnWorkerOptions = {}): Promise<WorkerProcess> {
   const logLevel = options.logLevel ?? 'info';
   const timeoutMs = options.readyTimeoutMs ?? 20_000;
@@ -223,7 +229,7 @@ export async function spawnWorker(config: Config, options: SpawnWorkerOptions = 
 }
 
 /**
- * Starts `node --import tsx bin/worker.ts` for this configuration and returns at once, before it
+ * Starts `node dist/bin/worker.js` for this configuration and returns at once, before it
  * is ready: for a test that watches how it starts (its dependencies not up yet, say).
  */
 export function launchWorker(config: Config, options: Pick<SpawnWorkerOptions, 'logLevel' | 'env'> = {}): WorkerProcess {
@@ -258,7 +264,7 @@ export interface RunOptions {
   timeoutMs?: number;
 }
 
-/** Runs `node --import tsx <script> …args` to its end; captures stdout, stderr and the exit status. */
+/** Runs `node dist/<script>.js …args` to its end; captures stdout, stderr and the exit status. */
 export async function runScript(script: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   const child = spawnScript(script, args, options.env ?? {});
   let stdout = '';
@@ -280,7 +286,7 @@ export async function runScript(script: string, args: readonly string[], options
   return { code, signal, stdout, stderr, timedOut };
 }
 
-/** Runs the incident CLI: `node --import tsx bin/revoke.ts …args`. */
+/** Runs the incident CLI: `node dist/bin/revoke.js …args`. */
 export function runCli(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return runScript('bin/revoke.ts', args, options);
 }
@@ -293,7 +299,7 @@ export function spawnCli(args: readonly string[], options: RunOptions = {}): Wor
   return watch(spawnScript('bin/revoke.ts', args, options.env ?? {}));
 }
 
-/** Runs the seeder: `node --import tsx bin/seed.ts …args`. */
+/** Runs the seeder: `node dist/bin/seed.js …args`. */
 export function runSeed(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return runScript('bin/seed.ts', args, options);
 }
@@ -341,7 +347,7 @@ async function spawnListening(script: string, env: Record<string, string | undef
 }
 
 /**
- * Starts `node --import tsx bin/start.ts` (migrate, producer, worker, relay and reconciler in
+ * Starts `node dist/bin/start.js` (migrate, producer, worker, relay and reconciler in
  * one process, as `npm start` runs them) with exactly this environment (LOG_LEVEL defaults to
  * `info`: readiness is read from the `revocation service ready` log line), and waits until it
  * is ready. PORT should be a free port (or 0).
@@ -369,7 +375,7 @@ export function producerEnv(config: Config, port: number, logLevel: LogLevel = '
 }
 
 /**
- * Starts `node --import tsx bin/producer.ts` (the HTTP producer alone, as `npm run producer`
+ * Starts `node dist/bin/producer.js` (the HTTP producer alone, as `npm run producer`
  * runs it; the database must be migrated) with exactly this environment (see `producerEnv`;
  * LOG_LEVEL defaults to `info`: readiness is read from the `producer ready` log line; quieter,
  * from `GET /healthz`), and waits until it listens.

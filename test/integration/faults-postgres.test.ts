@@ -46,8 +46,8 @@ describe('Postgres connections cut while jobs run', () => {
     const db = stack.database.db;
     const collection = 'cut';
     await createCollection(stack, collection);
-    // a breach of 10,000 tokens (100 batches of 100), 300 single deletes, 50 rotates of two
-    await seedVaultTokens(db, { collection, count: 20_000, tag: 'breach', tagRatio: 0.5, tenantId: null, objectPrefix: 'seed-' });
+    // a breach of 2,000 tokens (20 batches of 100), 100 single deletes, 20 rotates of two
+    await seedVaultTokens(db, { collection, count: 4_000, tag: 'breach', tagRatio: 0.5, tenantId: null, objectPrefix: 'seed-' });
     const breach = (
       await db
         .selectFrom('vault_tokens')
@@ -56,17 +56,17 @@ describe('Postgres connections cut while jobs run', () => {
         .where('tags', '@>', sql<string[]>`array['breach']::text[]`)
         .execute()
     ).map((r) => r.token_id);
-    expect(breach).toHaveLength(10_000);
+    expect(breach).toHaveLength(2_000);
     const seededKept = (await tokenIdsOf(db, collection)).filter((id) => !new Set(breach).has(id));
     const singles = await tokenize(
       stack,
       collection,
-      Array.from({ length: 300 }, (_, i) => ({ object: { id: `single-${i}` } })),
+      Array.from({ length: 100 }, (_, i) => ({ object: { id: `single-${i}` } })),
     );
     const rotated = await tokenize(
       stack,
       collection,
-      Array.from({ length: 100 }, (_, i) => ({ object: { id: `rotate-${i}` } })),
+      Array.from({ length: 40 }, (_, i) => ({ object: { id: `rotate-${i}` } })),
     );
 
     const submit = async (body: Record<string, unknown>) => {
@@ -77,7 +77,7 @@ describe('Postgres connections cut while jobs run', () => {
     const bulkId = await submit({ type: 'tokens.delete', collection, tags: ['breach'] });
     const singleIds = await bounded(singles, 20, (token) => submit({ type: 'tokens.delete', collection, token_ids: [token] }));
     const rotateIds = await bounded(
-      Array.from({ length: 50 }, (_, i) => rotated.slice(2 * i, 2 * i + 2)),
+      Array.from({ length: 20 }, (_, i) => rotated.slice(2 * i, 2 * i + 2)),
       20,
       (pair) => submit({ type: 'tokens.rotate', collection, token_ids: pair }),
     );
@@ -132,7 +132,7 @@ describe('Postgres connections cut while jobs run', () => {
     const rows = await db.selectFrom('commands').select(['id', 'type', 'state', 'result', 'error', 'attempts']).where('id', 'in', all).execute();
     expect(rows.filter((r) => r.state !== 'succeeded').map((r) => `${r.id} ${r.state} ${JSON.stringify(r.error)}`)).toEqual([]);
     const resultOf = new Map(rows.map((r) => [r.id, r.result as Record<string, unknown>]));
-    expect(resultOf.get(bulkId)).toEqual({ deleted: 10_000 });
+    expect(resultOf.get(bulkId)).toEqual({ deleted: 2_000 });
     for (const id of singleIds) expect(resultOf.get(id)).toEqual({ deleted: 1 });
     const mapping = Object.assign({}, ...rotateIds.map((id) => resultOf.get(id)?.mapping as Record<string, string>)) as Record<string, string>;
     expect(Object.keys(mapping).sort()).toEqual([...rotated].sort());

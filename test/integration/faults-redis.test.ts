@@ -94,7 +94,9 @@ describe('faults of a Redis of our own', () => {
           90_000,
         );
         console.info(`reconciled and ran 1,000 lost commands in ${took} ms`);
-        expect(worker.reconciler.requeued).toBe(1_000);
+        // at least once each: a round that lists a command just before its job completes (and is
+        // removed) enqueues it again, and that run finds the command ended and does nothing
+        expect(worker.reconciler.requeued).toBeGreaterThanOrEqual(1_000);
 
         await expectDeletedOnce(db, collection, jobs, kept);
         // and the relay announced each command's end on the stream

@@ -1,13 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { connect } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigSchema, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
 import { hashSecret, newSecret, sameHash } from '../../producer/secrets.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { compiled, PROJECT_ROOT } from '../helpers/processes.js';
 import { deleteKeys, TEST_REDIS_URL } from '../helpers/redis.js';
 
 /**
@@ -24,7 +24,6 @@ import { deleteKeys, TEST_REDIS_URL } from '../helpers/redis.js';
  * secret that was never sent cannot make the search pass.
  */
 
-const PROJECT_ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const COLLECTION = 'hyg_cards';
 
 // ---------------------------------------------------------------------------------------------
@@ -39,12 +38,12 @@ interface Service {
 
 const children: ChildProcess[] = [];
 
-/** `node --import tsx <script>`, as `npm run producer` / `npm run worker` run it, output piped. */
+/** `node dist/<script>.js`, as `npm run producer` / `npm run worker` run it, output piped. */
 function spawnBin(script: string, env: Record<string, string>): Service {
   const base: NodeJS.ProcessEnv = { ...process.env };
   // the child gets exactly the configuration given here
   for (const key of ['NODE_OPTIONS', ...Object.keys(ConfigSchema.shape)]) delete base[key];
-  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: PROJECT_ROOT, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [compiled(script)], { cwd: PROJECT_ROOT, env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(child);
   let output = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));

@@ -1,9 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { compiled, PROJECT_ROOT } from '../helpers/processes.js';
 import { ConfigError, DEFAULT_EVENTS_STREAM, DEFAULT_QUEUE_PREFIX, loadConfig, loadRedisSettings, redisTopology } from '../../contracts/index.js';
-
-const projectRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 /** The ConfigError loadConfig throws for `env`; fails the test if it does not throw one. */
 function configError(env: Record<string, string>): ConfigError {
@@ -117,9 +115,9 @@ describe('loadConfig', () => {
     expect(JSON.stringify(error.issues)).not.toContain(adminSecret);
   });
 
-  it('stops bin/migrate.ts with exit code 1 and a message naming the variable', () => {
-    const result = spawnSync(process.execPath, ['--import', 'tsx', 'bin/migrate.ts'], {
-      cwd: projectRoot,
+  it('stops bin/migrate with exit code 1 and a message naming the variable', () => {
+    const result = spawnSync(process.execPath, [compiled('bin/migrate.ts')], {
+      cwd: PROJECT_ROOT,
       env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', PORT: 'abc' },
       encoding: 'utf8',
       timeout: 30_000,
