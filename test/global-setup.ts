@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -24,4 +24,7 @@ export default function setup(): void {
   const built = statSync(buildInfo, { throwIfNoEntry: false })?.mtimeMs ?? 0;
   if (Math.max(...sources.map((source) => newestChange(join(root, source)))) <= built) return;
   execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json', '--incremental', '--tsBuildInfoFile', buildInfo], { cwd: root, stdio: 'inherit' });
+  // tsc leaves the file as it was when no output changed: mark this build as the newest
+  const now = new Date();
+  utimesSync(buildInfo, now, now);
 }
