@@ -9,6 +9,7 @@ COPY contracts ./contracts
 COPY db ./db
 COPY producer ./producer
 COPY worker ./worker
+COPY observability ./observability
 COPY client ./client
 COPY bin ./bin
 RUN npm run build

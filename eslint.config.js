@@ -31,4 +31,7 @@ export default tseslint.config(
     },
   },
   { files: ['eslint.config.js'], ...tseslint.configs.disableTypeChecked },
+  // a CommonJS preload that child processes of a test load with --require
+  { files: ['test/helpers/*.cjs'], ...tseslint.configs.disableTypeChecked },
+  { files: ['test/helpers/*.cjs'], languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', process: 'readonly' } }, rules: { '@typescript-eslint/no-require-imports': 'off' } },
 );

@@ -1,4 +1,5 @@
 import { migrateToLatest } from '../db/migrate.js';
+import { startTracing } from '../observability/tracing.js';
 import { startProducer } from '../producer/server.js';
 import { startWorker } from '../worker/runtime.js';
 import { configOrExit, createLogger, retryWhileUnreachable } from './runtime.js';
@@ -7,6 +8,7 @@ import { closeOnSignal } from './signals.js';
 /** `npm start`: migrate, then producer, worker, relay and reconciler in one process. */
 const config = configOrExit();
 const logger = createLogger(config, 'revocation');
+const stopTracing = await startTracing(config, 'revocation');
 await retryWhileUnreachable(logger, () => migrateToLatest(config.DATABASE_URL));
 const worker = await retryWhileUnreachable(logger, () => startWorker(config, logger.child({ role: 'worker' })));
 const producer = await startProducer(config, logger.child({ role: 'producer' }));
@@ -14,4 +16,5 @@ logger.info({ url: producer.url }, 'revocation service ready');
 closeOnSignal(logger, async () => {
   await producer.close();
   await worker.close();
+  await stopTracing?.();
 });

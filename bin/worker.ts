@@ -1,3 +1,4 @@
+import { startTracing } from '../observability/tracing.js';
 import { serveMetrics } from '../worker/metrics.js';
 import { startWorker } from '../worker/runtime.js';
 import { configOrExit, createLogger, retryWhileUnreachable } from './runtime.js';
@@ -6,6 +7,7 @@ import { closeOnSignal } from './signals.js';
 /** `npm run worker`: a worker with the outbox relay and the reconciler (run `npm run migrate` first). */
 const config = configOrExit();
 const logger = createLogger(config, 'revocation-worker');
+const stopTracing = await startTracing(config, 'revocation-worker');
 const worker = await retryWhileUnreachable(logger, () => startWorker(config, logger)).catch((error: unknown) => {
   logger.fatal({ err: error }, error instanceof Error ? error.message : 'the worker could not start');
   process.exit(1);
@@ -15,4 +17,5 @@ logger.info({ concurrency: config.WORKER_CONCURRENCY, metrics_port: config.METRI
 closeOnSignal(logger, async () => {
   metrics?.close();
   await worker.close();
+  await stopTracing?.();
 });

@@ -75,6 +75,14 @@ export const ConfigSchema = z.object({
     .min(1, 'must be at least 1 (day): an Idempotency-Key is kept at least 24 hours')
     .max(36_500, 'must be at most 36500 days')
     .default(30),
+  /**
+   * Traces (OpenTelemetry) are exported to this OTLP/HTTP collector when set; unset, nothing of
+   * OpenTelemetry is loaded. The exporter reads it, and the SDK's other OTEL_* variables, from
+   * the environment as the OpenTelemetry specification says (observability/tracing.ts).
+   */
+  OTEL_EXPORTER_OTLP_ENDPOINT: url(/^https?:$/).optional(),
+  /** How spans are encoded for the collector: OTLP/HTTP protobuf (the specification's default) or JSON. */
+  OTEL_EXPORTER_OTLP_PROTOCOL: z.enum(['http/protobuf', 'http/json'], { message: 'must be http/protobuf or http/json (gRPC is not supported)' }).default('http/protobuf'),
 });
 export type Config = z.infer<typeof ConfigSchema>;
 
@@ -117,7 +125,7 @@ function parseSettings<S extends z.ZodObject>(schema: S, env: Record<string, str
 }
 
 /** Variables whose value may hold a secret: a password in a URL, the admin token. */
-const secretKeys = new Set(['BOOTSTRAP_ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL', 'REDIS_CLUSTER_NODES', 'REDIS_SENTINELS']);
+const secretKeys = new Set(['BOOTSTRAP_ADMIN_TOKEN', 'DATABASE_URL', 'REDIS_URL', 'REDIS_CLUSTER_NODES', 'REDIS_SENTINELS', 'OTEL_EXPORTER_OTLP_ENDPOINT']);
 
 function describeValue(path: PropertyKey[], input: Record<string, string>): string {
   const key = String(path[0]);

@@ -4,6 +4,7 @@ import type { RedisClient } from '../db/redis-connection.js';
 import type { Logger } from 'pino';
 import { AppError, type Config } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
+import { httpTracing } from '../observability/tracing.js';
 import type { RouteFamily } from './plugins/error-envelopes.js';
 import { CredentialCache, installAuthentication } from './plugins/authenticate.js';
 import { installErrorHandling, sendError, toAppError } from './plugins/error-handler.js';
@@ -91,6 +92,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
       void sendError(request, reply, toAppError(error));
     },
   });
+  // before every hook and route: a request's span is active in all of them
+  const tracing = httpTracing();
+  if (tracing) await app.register(tracing);
   // first of the onRequest hooks, so that an answer any later hook gives (401, 503) has them too
   registerSecurityHeaders(app);
   app.setValidatorCompiler(validatorCompiler);

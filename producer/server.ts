@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { COMMAND_QUEUE, type CommandJobData, type Config, redisTopology } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
 import { connectRedis, evictionWarnings } from '../db/redis-connection.js';
+import { queueTelemetry } from '../observability/tracing.js';
 import { type App, buildApp } from './app.js';
 import { CommandBus } from './services/command-bus.js';
 import { JobWaiter } from './services/job-waiter.js';
@@ -30,7 +31,7 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
   const db = createDb(config.DATABASE_URL, { max: 10, applicationName: 'revocation-producer', connectionTimeoutMillis: 1500 });
   const redis = connectRedis(redisTopology(config), { name: 'revocation-producer', whenDown: 'fail' });
   redis.on('error', (error) => logger.debug({ err: error }, 'producer redis error'));
-  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
+  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX, ...queueTelemetry() });
   queue.on('error', (error) => logger.debug({ err: error }, 'producer queue error'));
   const waiter = new JobWaiter(config.DATABASE_URL, db, logger);
   await waiter.start();

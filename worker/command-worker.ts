@@ -2,6 +2,7 @@ import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { RedisClient } from '../db/redis-connection.js';
 import { holdWritesForTurn } from '../db/redis-writes.js';
 import { COMMAND_QUEUE, COMMAND_WORKER_OPTIONS, type CommandJobData } from '../contracts/index.js';
+import { queueTelemetry } from '../observability/tracing.js';
 import { CommandNotFound, CommandReleased, type ExecutionOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';
 
 export interface CommandWorkerOptions {
@@ -68,6 +69,8 @@ export function startCommandWorker(deps: ExecutorDeps, options: CommandWorkerOpt
     prefix: options.prefix,
     concurrency: options.concurrency,
     autorun: true,
+    // with tracing on, each job is processed in a span whose parent is the context the job carries
+    ...queueTelemetry(),
   });
   worker.on('error', (error) => deps.logger.error({ err: error }, 'worker error'));
   return worker;

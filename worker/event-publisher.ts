@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
 import { holdWritesForTurn } from '../db/redis-writes.js';
+import { activeTrace, inSpan, type TraceContext } from '../observability/tracing.js';
 import { commandsWithUnpublishedEvents, markPublished, type OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { eventsPublished } from './metrics.js';
 
@@ -80,6 +81,8 @@ export interface EventPublisherOptions extends StreamOptions {
  */
 export class EventPublisher {
   private readonly waiting: OutboxEvent[] = [];
+  /** The trace each waiting event was handed over in (tracing on): its XADD is traced there. */
+  private readonly traces = new WeakMap<OutboxEvent, TraceContext>();
   private sending: Promise<void> | undefined;
   private toMark: string[] = [];
   private markTimer: NodeJS.Timeout | undefined;
@@ -106,9 +109,13 @@ export class EventPublisher {
   /** Hands over events just committed (in outbox order); returns at once. After close(), they are left to the relay. */
   publish(events: readonly OutboxEvent[]): void {
     const max = this.options.maxWaiting ?? 10_000;
+    const trace = activeTrace();
     for (const event of events) {
       if (this.closed || this.relayed.has(event.commandId) || this.waiting.length >= max) this.leave(event);
-      else this.waiting.push(event);
+      else {
+        this.waiting.push(event);
+        if (trace) this.traces.set(event, trace);
+      }
     }
     if (this.waiting.length > 0) this.sending ??= this.send();
   }
@@ -183,11 +190,10 @@ export class EventPublisher {
     while (this.waiting.length > 0) {
       const batch = this.waiting.slice(0, size);
       try {
-        await appendToStream(
-          this.redis,
-          this.options,
-          batch.map((e) => e.event),
-        );
+        // in the trace its first event was handed over in, linked to the others'
+        const traced = { kind: 'client', traces: batch.map((e) => this.traces.get(e)), attributes: { 'db.operation.name': 'XADD', 'revocation.events': batch.length } } as const;
+        const texts = batch.map((e) => e.event);
+        await inSpan('XADD', () => appendToStream(this.redis, this.options, texts), traced);
       } catch (error) {
         this.failures++;
         if (this.failures === 1 || this.failures % 30 === 0)

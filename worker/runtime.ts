@@ -4,6 +4,7 @@ import { COMMAND_QUEUE, type CommandJobData, type Config, redisTopology } from '
 import { createDb } from '../db/create-db.js';
 import { connectRedis, evictionWarnings, pingRedis, type RedisClient } from '../db/redis-connection.js';
 import { DatabaseNotMigrated, pendingMigrations } from '../db/migrate.js';
+import { queueTelemetry } from '../observability/tracing.js';
 import { startCommandWorker } from './command-worker.js';
 import { commandsFinished, copyStepsRerun, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
@@ -68,7 +69,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   const onCommitted = (events: readonly OutboxEvent[]) => publisher.publish(events);
   const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker' });
   const relay = new OutboxRelay(db, relaySession, redis, logger, stream);
-  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX });
+  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX, ...queueTelemetry() });
   const reconciler = new Reconciler(db, queue, logger, { intervalMs: 15_000, graceMs: 2_000 });
   const stats: WorkerStats = { conflictRetries: {} };
   const onConflictRetry = (sqlState: string) => {

@@ -2,6 +2,7 @@ import type { CommandType } from '../contracts/index.js';
 import type { Db, Trx } from '../db/database.js';
 import { CommandNotAsExpected, commitSteps, type LockedCommand, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
+import { activeTrace, inSpan, type TraceContext, withTrace } from '../observability/tracing.js';
 import type { CommandHandler, StepContext, StepOutcome } from './handlers/handler.js';
 import { conflictState, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
 
@@ -59,6 +60,8 @@ interface Entry {
   carried: boolean;
   /** When it was submitted (performance.now()). */
   since: number;
+  /** Its job's trace context: the group's work is traced in the first step's, linked to each. */
+  trace: TraceContext | undefined;
   fn: StepFn<unknown>;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
@@ -126,7 +129,7 @@ export class StepGroup {
    */
   run<T>(commandId: string, fn: StepFn<T>, options: { carried?: boolean } = {}): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.waiting.push({ commandId, carried: options.carried === true, since: performance.now(), fn, resolve: resolve as (value: unknown) => void, reject });
+      this.waiting.push({ commandId, carried: options.carried === true, since: performance.now(), trace: activeTrace(), fn, resolve: resolve as (value: unknown) => void, reject });
       this.openLane();
     });
   }
@@ -150,7 +153,11 @@ export class StepGroup {
     this.stats.maxLanes = Math.max(this.stats.maxLanes, this.busyLanes);
     try {
       while (this.waiting.length > 0) {
-        await this.runGroup(this.take());
+        const group = this.take();
+        // a group is traced in its first step's trace, linked to the others' (a step alone: see alone)
+        await (group.length > 1
+          ? inSpan('transaction', () => this.runGroup(group), { traces: group.map((entry) => entry.trace), attributes: { 'revocation.group_commit.steps': group.length } })
+          : this.runGroup(group));
         this.openLane();
       }
     } finally {
@@ -176,7 +183,7 @@ export class StepGroup {
 
   /** A step in a transaction of its own, with conflict retries: exactly as without a group. Never rejects. */
   private alone(entry: Entry): Promise<void> {
-    return runTransaction(this.db, (trx) => entry.fn(trx), this.policy, this.options.onConflictRetry).then(entry.resolve, entry.reject);
+    return withTrace(entry.trace, () => runTransaction(this.db, (trx) => entry.fn(trx), this.policy, this.options.onConflictRetry)).then(entry.resolve, entry.reject);
   }
 
   private async runGroup(group: Entry[]): Promise<void> {

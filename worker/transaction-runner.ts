@@ -1,4 +1,5 @@
 import type { Db, Trx } from '../db/database.js';
+import { inSpan } from '../observability/tracing.js';
 
 /** SQLSTATEs that mean "another transaction got there first": retry the whole transaction. */
 const conflictStates = new Set(['40001', '40P01']);
@@ -45,17 +46,21 @@ function backoff(policy: RetryPolicy, retry: number): number {
  * backoff) when it conflicts with a concurrent one. Returns what `fn` returns; throws
  * ConflictRetriesExhausted when conflicts outlast the policy, or any other error at once.
  * `fn` MUST be safe to run more than once: nothing it does outside the transaction is undone.
+ * Traced as one span `transaction`, its retries included.
  */
-export async function runTransaction<T>(db: Db, fn: (trx: Trx) => Promise<T>, policy: RetryPolicy = defaultRetryPolicy, onRetry?: (sqlState: string) => void): Promise<T> {
-  for (let retry = 0; ; retry++) {
-    try {
-      return await db.transaction().setIsolationLevel('repeatable read').execute(fn);
-    } catch (error) {
-      const state = conflictState(error);
-      if (state === undefined) throw error;
-      if (retry >= policy.retries) throw new ConflictRetriesExhausted(state, retry + 1, { cause: error });
-      onRetry?.(state);
-      await new Promise((resolve) => setTimeout(resolve, backoff(policy, retry)));
+export function runTransaction<T>(db: Db, fn: (trx: Trx) => Promise<T>, policy: RetryPolicy = defaultRetryPolicy, onRetry?: (sqlState: string) => void): Promise<T> {
+  return inSpan('transaction', async (span) => {
+    for (let retry = 0; ; retry++) {
+      try {
+        return await db.transaction().setIsolationLevel('repeatable read').execute(fn);
+      } catch (error) {
+        const state = conflictState(error);
+        if (state === undefined) throw error;
+        if (retry >= policy.retries) throw new ConflictRetriesExhausted(state, retry + 1, { cause: error });
+        onRetry?.(state);
+        span?.addEvent('conflict: retried', { 'db.response.status_code': state });
+        await new Promise((resolve) => setTimeout(resolve, backoff(policy, retry)));
+      }
     }
-  }
+  });
 }

@@ -31,6 +31,8 @@ describe('loadConfig', () => {
     expect(config.DELETE_BATCH_SIZE).toBeGreaterThanOrEqual(1);
     expect(config).toMatchObject({ GROUP_COMMIT_MAX: 32, GROUP_COMMIT_LANES: 2, GROUP_COMMIT_SPARE_LANE_MS: 20, CREDENTIAL_CACHE_MAX: 10_000, OUTBOX_RETENTION_SECONDS: 3600, JOB_RETENTION_DAYS: 30 });
     expect(config.BOOTSTRAP_ADMIN_TOKEN).toBeUndefined();
+    // tracing off
+    expect(config.OTEL_EXPORTER_OTLP_ENDPOINT).toBeUndefined();
   });
 
   it('treats empty strings as unset', () => {
@@ -51,6 +53,8 @@ describe('loadConfig', () => {
       QUEUE_PREFIX: '{revocation}',
       DATABASE_URL: 'postgresql://u@db:5432/x',
       REDIS_URL: 'rediss://cache:6380',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
     });
     expect(config).toMatchObject({
       PORT: 9090,
@@ -63,6 +67,8 @@ describe('loadConfig', () => {
       FORCE_ACCESS_REASON: false,
       LOG_LEVEL: 'debug',
       QUEUE_PREFIX: '{revocation}',
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://collector:4318',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
     });
   });
 
@@ -85,6 +91,9 @@ describe('loadConfig', () => {
     ['FORCE_ACCESS_REASON', 'maybe'],
     ['BOOTSTRAP_ADMIN_TOKEN', 'too-short'],
     ['QUEUE_PREFIX', 'has space'],
+    ['OTEL_EXPORTER_OTLP_ENDPOINT', 'collector:4318'],
+    ['OTEL_EXPORTER_OTLP_ENDPOINT', 'grpc://collector:4317'],
+    ['OTEL_EXPORTER_OTLP_PROTOCOL', 'grpc'],
   ])('rejects %s=%s with a ConfigError naming the variable', (name, value) => {
     const error = configError({ [name]: value });
     expect(error.message).toContain(name);
