@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { readdirSync, statSync, utimesSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('../', import.meta.url));
 const buildInfo = join(root, 'dist', '.tsbuildinfo');
-const sources = ['contracts', 'db', 'producer', 'worker', 'client', 'bin', 'bench', 'index.ts', 'tsconfig.json', 'tsconfig.build.json', 'package-lock.json'];
+const { include } = JSON.parse(readFileSync(join(root, 'tsconfig.build.json'), 'utf8')) as { include: string[] };
+const sources = [...include, 'tsconfig.json', 'tsconfig.build.json', 'package-lock.json'];
 
 function newestChange(path: string): number {
   const stat = statSync(path, { throwIfNoEntry: false });
