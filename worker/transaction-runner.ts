@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Db, Trx } from '../db/database.js';
 
 /** SQLSTATEs that mean "another transaction got there first": retry the whole transaction. */
@@ -55,7 +56,7 @@ export async function runTransaction<T>(db: Db, fn: (trx: Trx) => Promise<T>, po
       if (state === undefined) throw error;
       if (retry >= policy.retries) throw new ConflictRetriesExhausted(state, retry + 1, { cause: error });
       onRetry?.(state);
-      await new Promise((resolve) => setTimeout(resolve, backoff(policy, retry)));
+      await sleep(backoff(policy, retry));
     }
   }
 }
