@@ -3,6 +3,7 @@ import { request as httpRequest } from 'node:http';
 import type { LightMyRequestResponse } from 'fastify';
 import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
 import { hashSecret, newSecret } from '../../producer/secrets.js';
+import { sleep } from './sleep.js';
 import type { Stack } from './stack.js';
 
 type Method = 'GET' | 'POST' | 'DELETE';
@@ -88,7 +89,7 @@ export async function waitForJob(stack: Stack, jobId: string, headers: Record<st
   for (;;) {
     const r = await call(stack, 'GET', `/v1/jobs/${jobId}`, { headers });
     if (r.body?.state === 'succeeded' || r.body?.state === 'failed' || r.body?.state === 'cancelled' || Date.now() > deadline) return r.body;
-    await new Promise((resolve) => setTimeout(resolve, 25));
+    await sleep(25);
   }
 }
 
@@ -99,7 +100,7 @@ export async function waitForEvents(stack: Stack, predicate: (events: Awaited<Re
     const events = await stack.events();
     if (predicate(events)) return events;
     if (Date.now() > deadline) throw new Error(`events did not arrive; have ${events.length}: ${events.map((e) => e.type).join(', ')}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 

@@ -7,6 +7,7 @@ import { expect } from 'vitest';
 import { COMMAND_QUEUE, type CommandJobData, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
+import { sleep } from './sleep.js';
 
 /**
  * Shared pieces of the fault-injection tests (worker and producer processes killed or signalled):
@@ -14,8 +15,6 @@ import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
  * executor's per-step notifications, and a raw HTTP/1.1 connection (keep-alive, pipelining) for
  * talking to a draining producer.
  */
-
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs `fn` over `items`, at most `n` at a time; results in input order. */
 export async function bounded<T, R>(items: readonly T[], n: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {

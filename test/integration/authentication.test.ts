@@ -2,10 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorRegistry } from '../../contracts/index.js';
 import { bearer, call, createCollection, rawRequest, subjectWithToken, tokenize } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const COLLECTION = 'auth_cards';
 const COUNT = `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`;

@@ -11,6 +11,7 @@ import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler
 import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { StepLog, tokenIdsOf } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -127,7 +128,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     for (let round = 0; !(await queue.getJob(id)); round++) {
       if (round > 100) throw new Error('the reconciler did not re-enqueue the unfinished command');
       await second.reconciler.reconcileOnce();
-      if (!(await queue.getJob(id))) await new Promise((resolve) => setTimeout(resolve, 100));
+      if (!(await queue.getJob(id))) await sleep(100);
     }
 
     const done = await waitForJob(stack, id, stack.admin, 90_000);

@@ -9,6 +9,7 @@ import type { Db } from '../../db/database.js';
 import { seedNamedAccessTokens, seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -38,7 +39,7 @@ async function untilCancelAsked(db: Db, id: string, timeoutMs = 20_000): Promise
   const deadline = Date.now() + timeoutMs;
   while (!(await db.selectFrom('command_cancellations').select('command_id').where('command_id', '=', id).executeTakeFirst())) {
     if (Date.now() > deadline) throw new Error(`no cancel was asked of ${id} within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
 }
 
@@ -73,7 +74,7 @@ class TokenHolder {
       );
       if (rows[0]!.n > 0) return;
       if (Date.now() > deadline) throw new Error(`no worker waited for the held tokens within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await sleep(20);
     }
   }
 
@@ -104,7 +105,7 @@ async function completedJob(stack: Stack, id: string, timeoutMs = 20_000): Promi
       // read again once completed: the job read before may predate its return value
       if (job && (await job.getState()) === 'completed') return (await queue.getJob(id))?.returnvalue;
       if (Date.now() > deadline) throw new Error(`job ${id} did not complete within ${timeoutMs} ms (state ${job ? await job.getState() : 'missing'})`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
   } finally {
     await queue.close();
@@ -225,7 +226,7 @@ describe('cancelling a queued job', () => {
     const ids = async () => (await stack.database.db.selectFrom('commands').select('id').where('state', '=', 'queued').execute()).map((r) => r.id);
     for (let round = 0; (await ids()).length < 2; round++) {
       if (round > 200) throw new Error('the seed calls were not recorded');
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
     const queued = await ids();
     for (const id of queued) expect((await cancel(stack, id)).status).toBe(200);

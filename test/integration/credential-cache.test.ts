@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bumpTemporaryGeneration, upsertSubject } from '../../db/repositories/subject.repository.js';
 import { bearer, call, createCollection, type SubjectSpec, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -73,7 +74,7 @@ describe('the credential cache of command routes', () => {
 
   it('refuses a token that expired since it was cached: 401', async () => {
     const writer = await cachedWriter({}, { temporary: true, ttl_seconds: 1 });
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await sleep(1100);
     expect((await submit(writer.headers)).status).toBe(401);
     expect(await commandsOf(writer.subject.id)).toBe(1);
   });

@@ -12,6 +12,7 @@ import { createDb } from '../../db/create-db.js';
 import { call, createCollection, tokenize, waitForEvents } from '../helpers/api.js';
 import { countSocketWrites, TEST_REDIS_URL } from '../helpers/redis.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -126,7 +127,7 @@ describe('EventPublisher', () => {
       const second = await committed(2);
       publisher.publish(first);
       publisher.publish(second);
-      await new Promise((resolve) => setTimeout(resolve, 300)); // a few refused tries
+      await sleep(300); // a few refused tries
       expect(publisher.published).toBe(0);
       expect(await unpublished([...first, ...second])).toBe(5);
 

@@ -15,13 +15,13 @@ import {
   RawConnection,
   type RawResponse,
   StepLog,
-  sleep,
   streamEvents,
   tokenIdsOf,
   waitForTerminal,
 } from '../helpers/faults.js';
 import { killChildren, producerEnv, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**

@@ -14,6 +14,7 @@ import type { OutboxEvent } from '../../db/repositories/outbox.repository.js';
 import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { StepGroup } from '../../worker/step-group.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -203,7 +204,7 @@ describe.each([
         const { rows } = await blocker.query<{ n: number }>(`select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid) where not l.granted and a.datname = current_database()`);
         if (rows[0]!.n > 0) break;
         if (i > 500) throw new Error('the group never waited for the blocked row');
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await sleep(10);
       }
       await blocker.query('commit');
       const { outcomes, retries } = await running;
@@ -400,10 +401,10 @@ describe.each([
         const { rows } = await blocker.query<{ n: number }>(`select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid) where not l.granted and a.datname = current_database()`);
         if (rows[0]!.n > 0) break;
         if (i > 500) throw new Error('the first lane never waited for the held row');
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await sleep(10);
       }
       const rest = Promise.all(otherIds.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true })));
-      await new Promise((resolve) => setTimeout(resolve, 400));
+      await sleep(400);
       const states = [...(await commandsOf(otherIds)).values()].map((r) => r.state);
       expect(states).toEqual(otherIds.map(() => (opens ? 'succeeded' : 'queued')));
       expect(group.stats.maxLanes).toBe(opens ? 2 : 1);
@@ -480,7 +481,7 @@ describe('the jobs a group commit ends, on BullMQ', () => {
         const jobs = await Promise.all(ids.map((id) => queue.getJobState(id)));
         if (states.every((r) => r.state === 'succeeded') && jobs.every((state) => state === 'completed')) break;
         if (i > 500) throw new Error('the commands did not finish');
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        await sleep(20);
       }
       expect(group.stats.steps).toBeGreaterThan(0); // some ran in groups
       // EVALSHA, or EVAL with the script's text the first time this Redis sees it (NOSCRIPT)

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newSecret } from '../../producer/secrets.js';
 import { call, insertExpiredToken, issueTemporaryToken, subjectWithToken } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -125,7 +126,7 @@ describe('keystoneclient against the Keystone routes', () => {
     let status = 200;
     while (status === 200 && Date.now() < deadline) {
       status = (await call(stack, 'GET', '/v3/auth/tokens', { headers: { 'x-auth-token': gateway.token, 'x-subject-token': victim.token } })).status;
-      if (status === 200) await new Promise((resolve) => setTimeout(resolve, 25));
+      if (status === 200) await sleep(25);
     }
     expect(status).toBe(404);
   });

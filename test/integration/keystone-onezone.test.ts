@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView } from '../../contracts/index.js';
 import { type SubjectSpec, bearer, call, subjectWithToken, waitForJob } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const WAIT = { prefer: 'wait=10' };
@@ -85,7 +86,7 @@ describe('Keystone and Onezone revocation routes', () => {
       const user = await subject({ kind: 'user', capabilities: [] });
       const shortLived = await issue(user.subject.id, { temporary: true, ttl_seconds: 1 });
       const deadline = Date.now() + 10_000;
-      while ((await verify(shortLived.token)).status === 200 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+      while ((await verify(shortLived.token)).status === 200 && Date.now() < deadline) await sleep(200);
       expect((await verify(shortLived.token)).body.context).toMatchObject({ reason: 'expired' });
       const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': shortLived.token, ...WAIT } });
       expect(r.status).toBe(204);

@@ -10,6 +10,7 @@ import type { Db } from '../../db/database.js';
 import { CommandReleased, type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { commandProcessor } from '../../worker/command-worker.js';
 import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -243,7 +244,7 @@ describe('a finished job removed from BullMQ and added again', () => {
       const state = job ? await job.getState() : 'missing';
       if (state === 'completed' || state === 'failed') return { state, returnvalue: job?.returnvalue as ExecutionOutcome | undefined, failedReason: job?.failedReason };
       if (Date.now() > deadline) throw new Error(`job ${jobId} did not settle; state ${state}`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
   }
 

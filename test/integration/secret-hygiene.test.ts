@@ -9,6 +9,7 @@ import { ConfigSchema, EVENT_FIELD, RevocationEvent } from '../../contracts/inde
 import { hashSecret, newSecret, sameHash } from '../../producer/secrets.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
 import { deleteKeys, TEST_REDIS_URL } from '../helpers/redis.js';
+import { sleep } from '../helpers/sleep.js';
 
 /**
  * Secret hygiene (README "Security model", SPEC §1 and §3): access-token secrets are shown once,
@@ -68,7 +69,7 @@ async function waitForLog(service: Service, msg: string, timeoutMs = 30_000): Pr
     }
     if (service.child.exitCode !== null) throw new Error(`exited before logging '${msg}':\n${service.output()}`);
     if (Date.now() > deadline) throw new Error(`no '${msg}' after ${timeoutMs} ms:\n${service.output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 
@@ -178,7 +179,7 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
       expect(r.status).toBe(200);
       if (r.body.state === 'succeeded' || r.body.state === 'failed') return r.body;
       if (Date.now() > deadline) throw new Error(`job ${jobId} still ${r.body.state}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
   }
 
@@ -332,7 +333,7 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
       const ended = new Set((await events()).filter((e) => e.type === 'command.succeeded' || e.type === 'command.failed').map((e) => e.job_id));
       if ([...jobs].every((j) => ended.has(j))) break;
       if (Date.now() > deadline) throw new Error(`events missing for ${[...jobs].filter((j) => !ended.has(j)).join(', ')}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
     const types = new Set((await events()).map((e) => e.type));
     for (const type of ['tokens.deleted', 'tokens.rotated', 'access_token.revoked', 'temporary_tokens.revoked', 'command.succeeded', 'command.failed'] as const) expect(types).toContain(type);

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView } from '../../contracts/index.js';
 import { call, createCollection, rawRequest, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const deleteUrl = (collection: string, query: string) => `/api/pvlt/1.0/data/collections/${collection}/tokens?reason=AppFunctionality&${query}`;
@@ -181,7 +182,7 @@ describe('Prefer on a seed route while no worker runs', () => {
     for (let n = 0; n < 200; n++) {
       const rows = await db.selectFrom('commands').select('id').where('submitter_id', '=', writer.subject.id).execute();
       if (rows.length === 2) break;
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
     await db
       .updateTable('subjects')

@@ -13,6 +13,7 @@ import { subjectUnlockHandler } from '../../worker/handlers/subject-unlock.handl
 import { bearer, call, createCollection, subjectWithToken, waitForEvents, waitForJob } from '../helpers/api.js';
 import { StepLog } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -464,7 +465,7 @@ describe('a lockout whose worker process is killed -9 in the middle', () => {
     for (let round = 0; !(await queue.getJob(jobId)); round++) {
       if (round > 100) throw new Error('the reconciler did not re-enqueue the unfinished lockout');
       await second.reconciler.reconcileOnce();
-      if (!(await queue.getJob(jobId))) await new Promise((resolve) => setTimeout(resolve, 100));
+      if (!(await queue.getJob(jobId))) await sleep(100);
     }
 
     const done = await waitForJob(stack, jobId, stack.admin, 60_000);

@@ -12,6 +12,7 @@ import { CommandReleased, executeCommand } from '../../worker/command-executor.j
 import { commandProcessor, startCommandWorker } from '../../worker/command-worker.js';
 import { Reconciler } from '../../worker/reconciler.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -82,7 +83,7 @@ describe('a command whose attempts end on an unexpected error', () => {
       const ended = state === 'completed' || state === 'failed' ? await queue.getJob(jobId) : undefined;
       if (ended) return { state, attemptsMade: ended.attemptsMade, failedReason: ended.failedReason };
       if (Date.now() > deadline) throw new Error(`job ${jobId} did not settle; state ${state}`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
   }
 

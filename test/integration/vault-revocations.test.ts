@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView, type TokenMetadata } from '../../contracts/index.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const WAIT = { prefer: 'wait=10' };
@@ -172,7 +173,7 @@ describe('Piiano delete and rotate tokens', () => {
       // Wait until both expiring tokens are past their expiry, i.e. archived.
       const deadline = Date.now() + 10_000;
       while ((await query(c, { token_ids: expiring }, '&options=archived')).length < 2 && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await sleep(200);
       }
       expect(ids(await query(c, { token_ids: expiring }, '&options=archived'))).toEqual(new Set(expiring));
 

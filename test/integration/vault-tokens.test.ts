@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TokenMetadata, QueryTokensResponse } from '../../contracts/index.js';
 import { call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 /** A collection name of its own for each test (letters, digits and _). */
