@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
 import type { LightMyRequestResponse } from 'fastify';
 import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
 import { hashSecret, newSecret } from '../../producer/secrets.js';
@@ -102,21 +101,4 @@ export async function waitForEvents(stack: Stack, predicate: (events: Awaited<Re
     if (Date.now() > deadline) throw new Error(`events did not arrive; have ${events.length}: ${events.map((e) => e.type).join(', ')}`);
     await sleep(50);
   }
-}
-
-/**
- * One request over a real socket (not inject), so a header can repeat or keep its spelling.
- * Resolves with the status and the parsed JSON body.
- */
-export function rawRequest(stack: Stack, method: string, path: string, headers: Record<string, string | string[]>): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(new URL(path, stack.producer.url), { method, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorRegistry } from '../../contracts/index.js';
-import { bearer, call, createCollection, rawRequest, subjectWithToken, tokenize } from '../helpers/api.js';
+import { bearer, call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { rawRequest } from '../helpers/http.js';
 import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -169,9 +170,9 @@ describe('authentication and authorization', () => {
       expect(single).toMatchObject({ status: 200, body: { active: 1, archived: 0, total: 1 } });
       const commaSeparated = await call(stack, 'GET', path, { headers: { ...reader.headers, 'x-tenant-id': 'n-1, n-3' } });
       expect(commaSeparated).toMatchObject({ status: 200, body: { active: 2, archived: 0, total: 2 } });
-      const repeated = await rawRequest(stack, 'GET', path, { ...reader.headers, 'x-tenant-id': ['n-1', 'n-2'] });
+      const repeated = await rawRequest(stack.producer.url, 'GET', path, { headers: { ...reader.headers, 'x-tenant-id': ['n-1', 'n-2'] } });
       expect(repeated).toMatchObject({ status: 200, body: { active: 2, archived: 0, total: 2 } });
-      const repeatedOutside = await rawRequest(stack, 'GET', path, { ...reader.headers, 'x-tenant-id': ['n-1', 'elsewhere'] });
+      const repeatedOutside = await rawRequest(stack.producer.url, 'GET', path, { headers: { ...reader.headers, 'x-tenant-id': ['n-1', 'elsewhere'] } });
       expect(repeatedOutside.status).toBe(403);
       expect(repeatedOutside.body.error_code).toBe('PV1006');
     });

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { rawRequest } from '../helpers/http.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const uid = (prefix: string) => `${prefix}_${randomBytes(5).toString('hex')}`;
@@ -32,22 +32,10 @@ describe('Idempotency-Key', () => {
 
   it('refuses an Idempotency-Key header sent twice (Node would join them into one key, "a, b") with 400 PV1002, over HTTP', async () => {
     const c = await freshCollection();
-    const body = JSON.stringify({ type: 'tokens.delete', collection: c, tags: ['t'], reason: 'AppFunctionality' });
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const request = http.request(
-        `${stack.producer.url}/v1/commands`,
-        { method: 'POST', headers: { ...writer.headers, 'content-type': 'application/json', 'idempotency-key': ['key-a', 'key-b'] } },
-        (response) => {
-          let text = '';
-          response.on('data', (chunk) => (text += chunk));
-          response.on('end', () => resolve({ status: response.statusCode ?? 0, text }));
-        },
-      );
-      request.on('error', reject);
-      request.end(body);
-    });
-    expect(status).toBe(400);
-    expect(JSON.parse(text)).toMatchObject({ error_code: 'PV1002', context: { header: 'Idempotency-Key' } });
+    const body = { type: 'tokens.delete', collection: c, tags: ['t'], reason: 'AppFunctionality' };
+    const r = await rawRequest(stack.producer.url, 'POST', '/v1/commands', { headers: { ...writer.headers, 'idempotency-key': ['key-a', 'key-b'] }, body });
+    expect(r.status).toBe(400);
+    expect(r.body).toMatchObject({ error_code: 'PV1002', context: { header: 'Idempotency-Key' } });
     expect(await commandRows(writer.subject.id, 'key-a, key-b')).toEqual([]);
   });
 

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
 import { ApiError, type Count, type Reason, type rest_HTTPError, type RotatedTokens, type TokenizeRequest, type TokenMetadata, type TokenValue, VaultClient } from '@piiano/vault-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCollection, subjectWithToken } from '../helpers/api.js';
+import { rawRequest } from '../helpers/http.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -251,18 +251,11 @@ describe('@piiano/vault-client against the producer', () => {
   });
 
   /** A search over a socket of its own (not the client's pooled one), as the admin. */
-  function searchOnNewConnection(collection: string, query: Record<string, string[]>, options = ''): Promise<TokenMetadata[]> {
-    return new Promise((resolve, reject) => {
-      const path = `/api/pvlt/1.0/data/collections/${collection}/query/tokens?reason=${REASON}${options}`;
-      const req = httpRequest(new URL(path, stack.producer.url), { method: 'POST', agent: false, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' } }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (text += chunk));
-        res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(text) as TokenMetadata[]) : reject(new Error(`search: ${res.statusCode} ${text}`))));
-      });
-      req.on('error', reject);
-      req.end(JSON.stringify(query));
-    });
+  async function searchOnNewConnection(collection: string, query: Record<string, string[]>, options = ''): Promise<TokenMetadata[]> {
+    const path = `/api/pvlt/1.0/data/collections/${collection}/query/tokens?reason=${REASON}${options}`;
+    const r = await rawRequest(stack.producer.url, 'POST', path, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, body: query });
+    if (r.status !== 200) throw new Error(`search: ${r.status} ${r.text}`);
+    return r.body as TokenMetadata[];
   }
   const idsOn = async (collection: string, query: Record<string, string[]>, options = '') => (await searchOnNewConnection(collection, query, options)).map((t) => t.token_id);
 

@@ -1,7 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TokenMetadata } from '../../contracts/index.js';
-import { call, createCollection, rawRequest, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { rawRequest } from '../helpers/http.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -475,14 +476,14 @@ describe('tenant isolation', () => {
       for (const route of everyRoute(w, job).filter((r) => r.body === undefined)) {
         const tricks: Record<string, string | string[]>[] = [{ 'x-tenant-id': [A, B] }, { 'x-tenant-id': [B, A] }, { 'X-TENANT-ID': B }, { 'X-Tenant-Id': [A, B.toUpperCase()] }];
         for (const tenantHeaders of tricks) {
-          const r = await rawRequest(stack, route.method, route.path, { ...onlyA, ...tenantHeaders, ...WAIT });
+          const r = await rawRequest(stack.producer.url, route.method, route.path, { headers: { ...onlyA, ...tenantHeaders, ...WAIT } });
           expect(r.status, `${route.name} with ${JSON.stringify(tenantHeaders)}`).toBe(403);
           expect(r.body?.error_code, `${route.name} with ${JSON.stringify(tenantHeaders)}`).toBe('PV1006');
         }
       }
       // repeating one's own tenant is fine and still sees only A
-      const repeatedOwn = await rawRequest(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': [A, A] });
-      expect(repeatedOwn).toEqual({ status: 200, body: { active: 2, archived: 0, total: 2 } });
+      const repeatedOwn = await rawRequest(stack.producer.url, 'GET', url(w.collection, `count/tokens?${REASON}`), { headers: { ...onlyA, 'x-tenant-id': [A, A] } });
+      expect(repeatedOwn).toMatchObject({ status: 200, body: { active: 2, archived: 0, total: 2 } });
       expect(await aTokenIds(w)).toEqual(aBefore);
       await expectUntouched(w, before);
     });
@@ -499,8 +500,8 @@ describe('tenant isolation', () => {
           `'${blank}'`,
         ).toEqual([A]);
       }
-      const repeatedBlank = await rawRequest(stack, 'GET', url(w.collection, `count/tokens?${REASON}`), { ...onlyA, 'x-tenant-id': ['', ' '] });
-      expect(repeatedBlank).toEqual({ status: 200, body: { active: 3, archived: 0, total: 3 } });
+      const repeatedBlank = await rawRequest(stack.producer.url, 'GET', url(w.collection, `count/tokens?${REASON}`), { headers: { ...onlyA, 'x-tenant-id': ['', ' '] } });
+      expect(repeatedBlank).toMatchObject({ status: 200, body: { active: 3, archived: 0, total: 3 } });
 
       const del = await call(stack, 'DELETE', url(w.collection, `tokens?tags=shared&${REASON}`), { headers: { ...onlyA, 'x-tenant-id': '', ...WAIT } });
       expect(del.status).toBe(200);
