@@ -1,8 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Capability, capabilities, COMMAND_QUEUE, CommandPreview, type ErrorCode, errorRegistry, JobView } from '../../contracts/index.js';
 import { bearer, call, createCollection, subjectWithToken, type SubjectSpec, waitForJob } from '../helpers/api.js';
+import { type Family, keystoneError, onezoneError, piianoError } from '../helpers/envelopes.js';
 import { servedRoutes } from '../helpers/routes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -49,7 +49,6 @@ const SITUATIONS = [
 ] as const;
 type Situation = (typeof SITUATIONS)[number];
 
-type Family = 'piiano' | 'native' | 'keystone' | 'onezone';
 type Headers = Record<string, string>;
 
 interface Principal {
@@ -184,7 +183,7 @@ function answered(body: unknown) {
     expect.soft(res.headers.location, `${label}: Location`).toMatch(/^\/v1\/jobs\/[0-9a-f-]{36}$/);
   };
 }
-const nothingMatched = { status: 404, check: answered({ error_code: 'PV3009', message: expect.any(String), context: {} }) };
+const nothingMatched = { status: 404, check: answered(piianoError('PV3009', {})) };
 const noContent = { status: 204, check: answered(undefined) };
 
 /** `{ generation: N }` of the Onezone GET routes. */
@@ -386,7 +385,7 @@ const MATRIX: Record<string, Row> = {
   'DELETE /api/pvlt/1.0/data/collections/:collection/tokens': vaultRow('tokens:write', (c) => ({ url: vaultUrl(c, 'tokens?tags=mx-none&reason=AppFunctionality') }), nothingMatched),
   'POST /api/pvlt/1.0/data/collections/:collection/rotate/tokens': vaultRow('tokens:write', (c) => ({ url: vaultUrl(c, 'rotate/tokens?token_ids=mx-none&reason=AppFunctionality') }), {
     status: 404,
-    check: answered({ error_code: 'PV3087', message: expect.any(String), context: { token_ids: 'mx-none' } }),
+    check: answered(piianoError('PV3087', { token_ids: 'mx-none' })),
   }),
 
   'DELETE /v3/auth/tokens': {
@@ -715,16 +714,14 @@ function onedataId(code: ErrorCode): string {
 
 /** The body of an error `code` in a family's envelope (SPEC §7). */
 function envelope(family: Family, code: ErrorCode): unknown {
-  const { status } = errorRegistry[code];
-  const text = expect.stringMatching(/\S/);
   switch (family) {
     case 'piiano':
     case 'native':
-      return { error_code: code, message: text, context: expect.any(Object) };
+      return piianoError(code);
     case 'keystone':
-      return { error: { code: status, title: STATUS_CODES[status], message: text } };
+      return keystoneError(errorRegistry[code].status);
     case 'onezone':
-      return { error: { id: onedataId(code), details: expect.objectContaining({ error_code: code }), description: text } };
+      return onezoneError(onedataId(code), code);
   }
 }
 

@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView } from '../../contracts/index.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { piianoError } from '../helpers/envelopes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const JOB_VIEW_KEYS = ['attempts', 'created_at', 'error', 'finished_at', 'idempotency_key', 'job_id', 'progress', 'result', 'started_at', 'state', 'type'];
@@ -103,7 +104,7 @@ describe('POST /v1/commands and GET /v1/jobs/{id}', () => {
     it.each(cases)('rejects %s with 400 PV1002', async (_name, body) => {
       const r = await submit(body, stack.admin);
       expect(r.status).toBe(400);
-      expect(r.body).toMatchObject({ error_code: 'PV1002', message: expect.any(String), context: expect.any(Object) });
+      expect(r.body).toMatchObject(piianoError('PV1002'));
       expect(r.headers.location).toBeUndefined();
     });
 

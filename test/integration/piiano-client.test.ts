@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { ApiError, type Count, type Reason, type rest_HTTPError, type RotatedTokens, type TokenizeRequest, type TokenMetadata, type TokenValue, VaultClient } from '@piiano/vault-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCollection, subjectWithToken } from '../helpers/api.js';
+import { piianoError } from '../helpers/envelopes.js';
 import { rawRequest } from '../helpers/http.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
@@ -32,7 +33,7 @@ async function rejectionOf(promise: Promise<unknown>): Promise<{ status: number;
 /** What the client's `rest_HTTPError` type promises: `context: Record<string, string>`. */
 function expectPiianoError(e: { status: number; body: rest_HTTPError; message: string }, status: number, code: string): rest_HTTPError {
   expect(e.status).toBe(status);
-  expect(e.body).toEqual({ error_code: code, message: expect.any(String), context: expect.any(Object) });
+  expect(e.body).toEqual(piianoError(code));
   for (const [key, value] of Object.entries(e.body.context)) expect(typeof value, `context.${key}`).toBe('string');
   // the client puts the code and message in its error's own message when the body is Piiano's
   expect(e.message).toContain(`${code}: ${e.body.message}`);
