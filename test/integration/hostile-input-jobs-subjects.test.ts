@@ -17,6 +17,7 @@ import {
   notIdentifier,
   type Pairs,
   pct,
+  poisonedGet,
   type QueryPoison,
   subjectTokenPoison,
   unknownParam,
@@ -29,6 +30,22 @@ import { admin, COLLECTION, describeHostileRoutes, type FamilySpecs, nobodyAuth,
  * audit trail (SPEC §4.6, §7): every generated request is a 4xx in the native envelope and
  * changes nothing. The generators and the harness are in test/helpers/hostile/.
  */
+/** A capabilities value no subject takes: an unknown capability, more than there are, not a list. */
+const badCapabilities = fc.oneof(
+  hostileText
+    .filter((c) => !(['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as string[]).includes(c))
+    .map((c) => ['tokens:read', c]),
+  fc.constant(Array(8).fill('tokens:read')),
+  hostileJson.filter((v) => !Array.isArray(v)),
+);
+/** A tenant_ids or collections value no subject takes: empty, over 1,000 names, a bad name, not a list (null is "any"). */
+const badScope = fc.oneof(
+  fc.constant([] as unknown[]),
+  fc.constant(Array.from({ length: 1001 }, (_, i) => `t${i}`)),
+  notIdentifier.map((t) => [t]),
+  hostileJson.filter((v) => !Array.isArray(v) && JSON.stringify(v ?? null) !== 'null'),
+);
+
 /** A spec per route of the plan: its valid requests and its poisons, naming the world's fixtures. */
 function specs(w: World): FamilySpecs<'jobs-subjects'> {
   const collections: RouteSpec = {
@@ -67,32 +84,10 @@ function specs(w: World): FamilySpecs<'jobs-subjects'> {
       admin(fc.tuple(validSubject, notAString(/^(user|provider|service)$/)).map(([s, kind]) => jsonCase('POST', '/v1/subjects', { ...s, kind }, {}, 'bad kind', [400]))),
       admin(validSubject.map(({ kind: _kind, ...s }) => jsonCase('POST', '/v1/subjects', s, {}, 'no kind', [400]))),
       admin(fc.tuple(validSubject, notAString(IDENTIFIER), fc.constantFrom('id', 'domain_id')).map(([s, v, k]) => jsonCase('POST', '/v1/subjects', { ...s, [k]: v }, {}, `bad ${k}`, [400]))),
+      admin(fc.tuple(validSubject, badCapabilities).map(([s, capabilities]) => jsonCase('POST', '/v1/subjects', { ...s, capabilities }, {}, 'bad capabilities', [400]))),
       admin(
         fc
-          .tuple(
-            validSubject,
-            fc.oneof(
-              hostileText
-                .filter((c) => !(['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as string[]).includes(c))
-                .map((c) => ['tokens:read', c]),
-              fc.constant(Array(8).fill('tokens:read')),
-              hostileJson.filter((v) => !Array.isArray(v)),
-            ),
-          )
-          .map(([s, capabilities]) => jsonCase('POST', '/v1/subjects', { ...s, capabilities }, {}, 'bad capabilities', [400])),
-      ),
-      admin(
-        fc
-          .tuple(
-            validSubject,
-            fc.constantFrom('tenant_ids', 'collections'),
-            fc.oneof(
-              fc.constant([] as unknown[]),
-              fc.constant(Array.from({ length: 1001 }, (_, i) => `t${i}`)),
-              notIdentifier.map((t) => [t]),
-              hostileJson.filter((v) => !Array.isArray(v) && JSON.stringify(v ?? null) !== 'null'),
-            ),
-          )
+          .tuple(validSubject, fc.constantFrom('tenant_ids', 'collections'), badScope)
           .filter(([, k, v]) => !(k === 'collections' && Array.isArray(v) && v.length === 1001)) // 1001 names: also invalid, but keep it to tenant_ids
           .map(([s, k, v]) => jsonCase('POST', '/v1/subjects', { ...s, [k]: v }, {}, `bad ${k}`, [400])),
       ),
@@ -174,26 +169,8 @@ function specs(w: World): FamilySpecs<'jobs-subjects'> {
     .filter((g) => Object.keys(g).length > 0);
   const badGrant: fc.Arbitrary<{ body: unknown; poison: string }> = fc.oneof(
     fc.constant({ body: {}, poison: 'no grant named' }),
-    fc
-      .oneof(
-        hostileText
-          .filter((c) => !(['tokens:write', 'tokens:tokenize', 'tokens:read', 'tokens:manage', 'security_admin', 'tokens:verify', 'subjects:admin'] as string[]).includes(c))
-          .map((c) => ['tokens:read', c]),
-        fc.constant(Array(8).fill('tokens:read')),
-        hostileJson.filter((v) => !Array.isArray(v)),
-      )
-      .map((capabilities) => ({ body: { capabilities }, poison: 'bad capabilities' })),
-    fc
-      .tuple(
-        fc.constantFrom('tenant_ids', 'collections'),
-        fc.oneof(
-          fc.constant([] as unknown[]),
-          fc.constant(Array.from({ length: 1001 }, (_, i) => `t${i}`)),
-          notIdentifier.map((t) => [t]),
-          hostileJson.filter((v) => !Array.isArray(v) && JSON.stringify(v ?? null) !== 'null'),
-        ),
-      )
-      .map(([k, v]) => ({ body: { [k]: v }, poison: `bad ${k}` })),
+    badCapabilities.map((capabilities) => ({ body: { capabilities }, poison: 'bad capabilities' })),
+    fc.tuple(fc.constantFrom('tenant_ids', 'collections'), badScope).map(([k, v]) => ({ body: { [k]: v }, poison: `bad ${k}` })),
     notCollectionName.map((c) => ({ body: { collections: [c] }, poison: 'bad collection name' })),
     fc
       .tuple(
@@ -248,11 +225,7 @@ function specs(w: World): FamilySpecs<'jobs-subjects'> {
     valid: validPage.map((pairs) => ({ url: withQuery(issuePath(VICTIM), pairs) })),
     forbidden: nobodyAuth(w),
     poisons: [
-      admin(
-        fc
-          .tuple(validPage, pagePoison)
-          .map(([ok, p]) => ({ method: 'GET', url: withQuery(issuePath(VICTIM), [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })),
-      ),
+      admin(poisonedGet(issuePath(VICTIM), validPage, pagePoison)),
       admin(idSegmentPoison.map((p) => ({ method: 'GET', url: issuePath(p.segment), poison: p.poison, expect: [400, 404] }))),
       admin(missingId.map((id) => ({ method: 'GET', url: issuePath(id), poison: 'no such subject', expect: [404] }))),
     ],
@@ -352,13 +325,7 @@ function specs(w: World): FamilySpecs<'jobs-subjects'> {
     method: 'GET',
     template: '/v1/audit',
     valid: validAudit.map((pairs) => ({ url: withQuery('/v1/audit', pairs) })),
-    poisons: [
-      admin(
-        fc
-          .tuple(validAudit, auditPoison)
-          .map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/audit', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })),
-      ),
-    ],
+    poisons: [admin(poisonedGet('/v1/audit', validAudit, auditPoison))],
   };
 
   const JOB_LIST_KEYS = ['state', 'type', 'since', 'limit', 'cursor'];
@@ -415,13 +382,7 @@ function specs(w: World): FamilySpecs<'jobs-subjects'> {
     method: 'GET',
     template: '/v1/jobs',
     valid: validJobList.map((pairs) => ({ url: withQuery('/v1/jobs', pairs) })),
-    poisons: [
-      admin(
-        fc
-          .tuple(validJobList, jobListPoison)
-          .map(([ok, p]) => ({ method: 'GET', url: withQuery('/v1/jobs', [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] })),
-      ),
-    ],
+    poisons: [admin(poisonedGet('/v1/jobs', validJobList, jobListPoison))],
   };
 
   return {

@@ -374,6 +374,10 @@ export const reasonPoison: fc.Arbitrary<QueryPoison> = fc.oneof(
     })),
 );
 
+/** A GET of `path`: the valid parameters, the poison's in place of those of the same name. */
+export const poisonedGet = (path: string, valid: fc.Arbitrary<Pairs>, poison: fc.Arbitrary<QueryPoison>) =>
+  fc.tuple(valid, poison).map(([ok, p]) => ({ method: 'GET', url: withQuery(path, [...ok.filter(([k]) => !p.pairs.some(([pk]) => pk === k)), ...p.pairs]), poison: p.poison, expect: [400] }));
+
 /** A query parameter the route does not know (its querystring schema is strict). */
 export const unknownParam = (known: string[]): fc.Arbitrary<QueryPoison> =>
   fc
