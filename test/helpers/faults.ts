@@ -115,6 +115,18 @@ export function commandQueue(url: string, prefix: string): { queue: Queue<Comman
   };
 }
 
+/**
+ * Runs a reconciler until the command's job is on the queue again: what brings back a command
+ * whose job is gone (a killed worker's, removed) without waiting for the reconciler's interval.
+ */
+export async function reconcileUntilQueued(queue: Queue<CommandJobData>, reconciler: { reconcileOnce(): Promise<unknown> }, id: string): Promise<void> {
+  for (let round = 0; !(await queue.getJob(id)); round++) {
+    if (round > 100) throw new Error(`the reconciler did not re-enqueue command ${id}`);
+    await reconciler.reconcileOnce();
+    if (!(await queue.getJob(id))) await sleep(100);
+  }
+}
+
 /** Every event on the stream (a fresh connection), parsed against the contract. */
 export async function streamEvents(url: string, stream: string): Promise<RevocationEvent[]> {
   const redis = new Redis(url, { maxRetriesPerRequest: 3 });

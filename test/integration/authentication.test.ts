@@ -1,13 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorRegistry } from '../../contracts/index.js';
-import { bearer, call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { bearer, call, createCollection, subjectWithToken, tokenize, uid } from '../helpers/api.js';
 import { keystoneError, onezoneError, piianoError } from '../helpers/envelopes.js';
 import { rawRequest } from '../helpers/http.js';
 import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 const COLLECTION = 'auth_cards';
 const COUNT = `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`;

@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Capability, capabilities, COMMAND_QUEUE, CommandPreview, type ErrorCode, errorRegistry, JobView } from '../../contracts/index.js';
-import { bearer, call, createCollection, subjectWithToken, type SubjectSpec, waitForJob } from '../helpers/api.js';
+import { bearer, call, createCollection, type SubjectSpec, subjectWithToken, uid, waitForJob } from '../helpers/api.js';
 import { type Family, keystoneError, onezoneError, piianoError } from '../helpers/envelopes.js';
 import { servedRoutes } from '../helpers/routes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -11,8 +11,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
  * cell the documented status in the route family's error envelope (SPEC §7), or "n/a" with
  * the reason. The route list comes from the running app, so a new route without a row fails.
  */
-
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 const COLLECTION = 'mx_cards';
 const OTHER_COLLECTION = 'mx_other';
@@ -606,7 +604,7 @@ const MATRIX: Record<string, Row> = {
   }),
   'POST /v1/subjects': adminOnlyRow(() => ({ url: '/v1/subjects', body: { id: uid('mx-made'), kind: 'user' } }), {
     status: 201,
-    check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-made-/), kind: 'user', capabilities: [] }),
+    check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-made_/), kind: 'user', capabilities: [] }),
   }),
 
   'GET /v1/subjects/:id': adminOnlyRow((fx) => ({ url: `/v1/subjects/${fx.victim.id}` }), {
@@ -620,7 +618,7 @@ const MATRIX: Record<string, Row> = {
       expect(made.status).toBe(201);
       return { url: `/v1/subjects/${made.body.id}`, body: { capabilities: ['tokens:read'] } };
     },
-    { status: 200, check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-patched-/), capabilities: ['tokens:read'] }) },
+    { status: 200, check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-patched_/), capabilities: ['tokens:read'] }) },
   ),
   'GET /v1/subjects/:id/tokens': adminOnlyRow((fx) => ({ url: `/v1/subjects/${fx.victim.id}/tokens` }), {
     status: 200,

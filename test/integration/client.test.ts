@@ -3,11 +3,10 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type CachedToken, EVENT_FIELD, EventConsumer, type EventConsumerOptions, JobView, RevocationApiError, RevocationClient, RevocationEvent, TokenCacheInvalidator } from '../../index.js';
-import { call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, tokenize, uid } from '../helpers/api.js';
 import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
-const uid = (prefix: string) => `${prefix}_${randomBytes(5).toString('hex')}`;
 /** The delays the client sleeps between polls: its calls of Node's promise timer, watched (the timer still runs). */
 const clientSleeps = vi.hoisted(() => [] as number[]);
 vi.mock('node:timers/promises', async (importOriginal) => {

@@ -1,12 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KeystoneTokenBody } from '../../contracts/index.js';
 import { newSecret } from '../../producer/secrets.js';
-import { call, insertExpiredToken, issueTemporaryToken, type SubjectSpec, subjectWithToken } from '../helpers/api.js';
+import { call, insertExpiredToken, issueToken, type SubjectSpec, subjectWithToken, uid } from '../helpers/api.js';
 import { keystoneError } from '../helpers/envelopes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 /** A JavaScript ISO time in Keystone's format: microseconds and Z. */
 const keystoneTime = (iso: string) => iso.replace(/Z$/, '000Z');
@@ -61,10 +58,10 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
 
   it('gives a temporary token its expiry in microseconds, and takes ?nocatalog as keystoneclient sends it', async () => {
     const user = await subject({ kind: 'user' });
-    const temp = await issueTemporaryToken(stack, user.subject.id);
+    const temp = await issueToken(stack, user.subject.id);
     const r = await validate(user.token, temp.token, '?nocatalog');
     expect(r.status).toBe(200);
-    expect(r.body.token).toMatchObject({ audit_ids: [temp.tokenId], expires_at: keystoneTime(temp.expiresAt) });
+    expect(r.body.token).toMatchObject({ audit_ids: [temp.tokenId], expires_at: keystoneTime(temp.expiresAt!) });
     expect(Date.parse(r.body.token.issued_at)).toBeLessThan(Date.parse(r.body.token.expires_at));
   });
 
@@ -96,10 +93,10 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
 
   it('answers 404 for a deleted token and for a revoked temporary token', async () => {
     const user = await subject({ kind: 'user' });
-    const deleted = await issueTemporaryToken(stack, user.subject.id);
+    const deleted = await issueToken(stack, user.subject.id);
     const del = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'X-Auth-Token': user.token, 'X-Subject-Token': deleted.token, prefer: 'wait=10' } });
     expect(del.status).toBe(204);
-    const revoked = await issueTemporaryToken(stack, user.subject.id);
+    const revoked = await issueToken(stack, user.subject.id);
     expect((await validate(gateway.token, revoked.token)).status).toBe(200);
     await revokeTemporaryTokens(user.subject.id);
     for (const secret of [deleted.token, revoked.token]) {
@@ -131,7 +128,7 @@ describe('Keystone token validation: GET and HEAD /v3/auth/tokens', () => {
   it('does not let allow_expired validate a revoked token, expired or not', async () => {
     const user = await subject({ kind: 'user' });
     const expired = await insertExpiredToken(stack, user.subject.id);
-    const live = await issueTemporaryToken(stack, user.subject.id);
+    const live = await issueToken(stack, user.subject.id);
     await revokeTemporaryTokens(user.subject.id);
     for (const secret of [expired.token, live.token]) {
       const r = await validate(gateway.token, secret, '?allow_expired=1');

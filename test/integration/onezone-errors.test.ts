@@ -1,10 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, type SubjectSpec, subjectWithToken } from '../helpers/api.js';
+import { call, type SubjectSpec, subjectWithToken, uid } from '../helpers/api.js';
 import { onezoneError } from '../helpers/envelopes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 const PROVIDER_PATH = '/api/v3/onezone/provider/tokens/temporary';
 const userPath = (id: string) => `/api/v3/onezone/users/${id}/tokens/temporary`;

@@ -1,19 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView } from '../../contracts/index.js';
-import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { call, freshCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
 import { rawRequest } from '../helpers/http.js';
 import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const deleteUrl = (collection: string, query: string) => `/api/pvlt/1.0/data/collections/${collection}/tokens?reason=AppFunctionality&${query}`;
 const searchUrl = (collection: string) => `/api/pvlt/1.0/data/collections/${collection}/query/tokens?reason=AppFunctionality`;
-
-async function freshCollection(stack: Stack): Promise<string> {
-  const name = `c_${randomBytes(5).toString('hex')}`;
-  await createCollection(stack, name);
-  return name;
-}
 
 /** Whether a token is still found, asked over a new socket (not the connection that deleted it). */
 async function stillFound(stack: Stack, collection: string, tokenId: string): Promise<boolean> {

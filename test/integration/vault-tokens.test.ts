@@ -1,12 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TokenMetadata, QueryTokensResponse } from '../../contracts/index.js';
-import { call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, tokenize, uid } from '../helpers/api.js';
 import { piianoError } from '../helpers/envelopes.js';
 import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 /** A collection name of its own for each test (letters, digits and _). */
 let counter = 0;
