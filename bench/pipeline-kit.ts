@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import http from 'node:http';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { EVENT_FIELD, type RedisTopology } from '../contracts/index.js';
 import { connectRedis, type RedisClient } from '../db/redis-connection.js';
@@ -158,7 +159,7 @@ export async function closedLoop(base: URL, connections: number, seconds: number
         }
       } else {
         result.firstUnexpected ??= describe(answer);
-        if (answer instanceof Error) await new Promise((resolve) => setTimeout(resolve, 10));
+        if (answer instanceof Error) await sleep(10);
       }
     }
   };
@@ -276,7 +277,7 @@ export class WalWatch {
       this.seen.samples++;
       if (ms >= this.seen.stuckMs) this.seen.stuck++;
       if (ms > this.seen.longestMs) [this.seen.longestMs, this.seen.longestAt] = [ms, Date.now()];
-      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+      await sleep(intervalMs);
     }
   }
 
@@ -332,7 +333,7 @@ export async function probeDisk(dataDir: string, seconds: number, gapMs = 5): Pr
       const t = performance.now();
       await handle.datasync();
       times.push(performance.now() - t);
-      await new Promise((resolve) => setTimeout(resolve, gapMs));
+      await sleep(gapMs);
     }
   } finally {
     await handle.close();
@@ -389,7 +390,7 @@ export class EventWatch {
       } catch (error) {
         if (!this.running) return;
         this.error = error as Error;
-        await new Promise((resolve) => setTimeout(resolve, 100));
+        await sleep(100);
         continue;
       }
       const now = performance.now();
@@ -411,7 +412,7 @@ export class EventWatch {
     const deadline = performance.now() + timeoutMs;
     let pending = ids.filter((id) => !this.succeeded.has(id) && !this.failed.has(id));
     while (pending.length > 0 && performance.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
       pending = pending.filter((id) => !this.succeeded.has(id) && !this.failed.has(id));
     }
   }
@@ -580,7 +581,7 @@ export async function waitForHttp(child: Child, url: string, timeoutMs = 30_000)
       // not listening yet
     }
     if (performance.now() > deadline) throw new Error(`${child.name}: ${url} not ready within ${timeoutMs} ms; last output:\n${child.output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
 }
 

@@ -21,6 +21,7 @@
  */
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Queue } from 'bullmq';
@@ -145,7 +146,6 @@ const BARE_JS = distBench('./pipeline-bare.js');
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 const progress = (line: string) => log(`  · ${line}`);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const rate = (n: number, seconds: number) => n / seconds;
 const f0 = (n: number) => (Number.isFinite(n) ? fmt(n, 0) : '—');
 const f1 = (n: number) => (Number.isFinite(n) ? fmt(n, 1) : '—');

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import pino, { type Logger } from 'pino';
 import { type Config, ConfigError, loadConfig } from '../contracts/index.js';
 import { isConnectionLost } from '../db/database.js';
@@ -51,7 +52,7 @@ export async function retryWhileUnreachable<T>(logger: Logger, start: () => Prom
       const ceiling = Math.min(500 * 2 ** (attempt - 1), 10_000);
       const retryInMs = Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
       logger.warn({ err: error, attempt, retry_in_ms: retryInMs }, 'Postgres or Redis cannot be reached yet; retrying');
-      await new Promise((resolve) => setTimeout(resolve, retryInMs));
+      await sleep(retryInMs);
     }
   }
 }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { z } from 'zod';
 import {
   type CommandInput,
@@ -170,7 +171,7 @@ export class RevocationClient {
       options.onUpdate?.(job);
       if (terminalStates.includes(job.state)) return job;
       if (Date.now() + delay > deadline) throw new Error(`job ${id} did not end in time (state ${job.state})`);
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await sleep(delay);
       delay = Math.min(options.maxPollMs ?? 2000, delay * 2);
     }
   }

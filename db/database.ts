@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Kysely, Transaction } from 'kysely';
 import type { AccessTokenTable } from './access-token.table.js';
 import type { AuditLogTable } from './audit-log.table.js';
@@ -66,7 +67,7 @@ export async function retryReadOnce<T>(read: () => Promise<T>): Promise<T> {
     if (!isConnectionLost(error)) throw error;
     // the pool's idle connections to that server may have died with this one, and the pool drops
     // each only once it has read its closing: give it a moment, or the retry may take a dead one
-    await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+    await sleep(SETTLE_MS);
     return read();
   }
 }

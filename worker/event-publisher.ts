@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { RedisClient } from '../db/redis-connection.js';
 import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
@@ -202,7 +203,7 @@ export class EventPublisher {
           for (const event of this.waiting.splice(0)) this.leave(event);
           break;
         }
-        await new Promise((resolve) => setTimeout(resolve, Math.min(5000, 50 * 2 ** Math.min(this.failures, 7))));
+        await sleep(Math.min(5000, 50 * 2 ** Math.min(this.failures, 7)));
         continue;
       }
       this.failures = 0;

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Db, Trx } from '../db/database.js';
 import { inSpan } from '../observability/tracing.js';
 
@@ -59,7 +60,7 @@ export function runTransaction<T>(db: Db, fn: (trx: Trx) => Promise<T>, policy: 
         if (retry >= policy.retries) throw new ConflictRetriesExhausted(state, retry + 1, { cause: error });
         onRetry?.(state);
         span?.addEvent('conflict: retried', { 'db.response.status_code': state });
-        await new Promise((resolve) => setTimeout(resolve, backoff(policy, retry)));
+        await sleep(backoff(policy, retry));
       }
     }
   });

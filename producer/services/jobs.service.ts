@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AppError, type Canceller, decodeJobCursor, encodeJobCursor, isIsoDay, type JobListQuery, type JobPage, type JobState, type JobView, terminalStates } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
@@ -134,7 +135,7 @@ export async function cancelJob(deps: { db: Db; waiter: JobWaiter }, caller: Cal
       if (Date.now() >= deadline) return { row, done: false };
     }
     // the waiter answers early only when the producer is draining: do not spin on the row meanwhile
-    if (Date.now() < retryAt) await new Promise((resolve) => setTimeout(resolve, retryAt - Date.now()));
+    if (Date.now() < retryAt) await sleep(retryAt - Date.now());
   }
 }
 

@@ -1,11 +1,14 @@
-import { randomUUID } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { LightMyRequestResponse } from 'fastify';
 import { insertAccessToken } from '../../db/repositories/access-token.repository.js';
 import { hashSecret, newSecret } from '../../producer/secrets.js';
+import { sleep } from './sleep.js';
 import type { Stack } from './stack.js';
 
 type Method = 'GET' | 'POST' | 'DELETE';
+
+/** A name no other test has: `prefix_` and ten hex digits (a collection name or an ID, if `prefix` is one). */
+export const uid = (prefix: string) => `${prefix}_${randomBytes(5).toString('hex')}`;
 
 /** Calls the producer in-process; returns status, headers and the parsed JSON body. */
 export async function call(stack: Stack, method: Method, url: string, options: { headers?: Record<string, string>; body?: unknown } = {}) {
@@ -47,11 +50,11 @@ export async function subjectWithToken(stack: Stack, spec: SubjectSpec, token: {
   return { subject: created.body, token: issued.body.token as string, tokenId: issued.body.token_id as string, headers: bearer(issued.body.token) };
 }
 
-/** Issues `subjectId` a temporary token of ten minutes as the admin. */
-export async function issueTemporaryToken(stack: Stack, subjectId: string) {
-  const r = await call(stack, 'POST', `/v1/subjects/${subjectId}/tokens`, { headers: stack.admin, body: { temporary: true, ttl_seconds: 600 } });
+/** Issues `subjectId` an access token as the admin (by default a temporary one of ten minutes); returns its secret, ID, expiry and generation. */
+export async function issueToken(stack: Stack, subjectId: string, body: { temporary: boolean; ttl_seconds?: number; name?: string } = { temporary: true, ttl_seconds: 600 }) {
+  const r = await call(stack, 'POST', `/v1/subjects/${subjectId}/tokens`, { headers: stack.admin, body });
   if (r.status !== 201) throw new Error(`token: ${r.status} ${JSON.stringify(r.body)}`);
-  return { token: r.body.token as string, tokenId: r.body.token_id as string, expiresAt: r.body.expires_at as string };
+  return { token: r.body.token as string, tokenId: r.body.token_id as string, expiresAt: r.body.expires_at as string | null, generation: r.body.generation as number | null };
 }
 
 /** A temporary token of `subjectId`, of generation 0, that expired an hour ago, written straight to the database. */
@@ -75,11 +78,25 @@ export async function createCollection(stack: Stack, name: string): Promise<void
   if (r.status !== 201) throw new Error(`collection: ${r.status} ${JSON.stringify(r.body)}`);
 }
 
+/** Creates a collection of a name no other test has (see `uid`) as the admin; returns its name. */
+export async function freshCollection(stack: Stack, prefix = 'c'): Promise<string> {
+  const name = uid(prefix);
+  await createCollection(stack, name);
+  return name;
+}
+
 /** Tokenizes items into a collection as the admin (or `headers`); returns the token IDs. */
 export async function tokenize(stack: Stack, collection: string, items: unknown[], headers: Record<string, string> = stack.admin, query = ''): Promise<string[]> {
   const r = await call(stack, 'POST', `/api/pvlt/1.0/data/collections/${collection}/tokens?reason=AppFunctionality${query}`, { headers, body: items });
   if (r.status !== 200) throw new Error(`tokenize: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body.map((t: { token_id: string }) => t.token_id);
+}
+
+/** Submits a command with POST /v1/commands as the admin (`headers` added); returns its job ID once accepted (202). */
+export async function submitCommand(stack: Stack, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<string> {
+  const r = await call(stack, 'POST', '/v1/commands', { headers: { ...stack.admin, ...headers }, body });
+  if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.job_id as string;
 }
 
 /** Polls the job until it ends (or `timeoutMs`); returns its last view. */
@@ -88,7 +105,7 @@ export async function waitForJob(stack: Stack, jobId: string, headers: Record<st
   for (;;) {
     const r = await call(stack, 'GET', `/v1/jobs/${jobId}`, { headers });
     if (r.body?.state === 'succeeded' || r.body?.state === 'failed' || r.body?.state === 'cancelled' || Date.now() > deadline) return r.body;
-    await new Promise((resolve) => setTimeout(resolve, 25));
+    await sleep(25);
   }
 }
 
@@ -99,23 +116,6 @@ export async function waitForEvents(stack: Stack, predicate: (events: Awaited<Re
     const events = await stack.events();
     if (predicate(events)) return events;
     if (Date.now() > deadline) throw new Error(`events did not arrive; have ${events.length}: ${events.map((e) => e.type).join(', ')}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
-}
-
-/**
- * One request over a real socket (not inject), so a header can repeat or keep its spelling.
- * Resolves with the status and the parsed JSON body.
- */
-export function rawRequest(stack: Stack, method: string, path: string, headers: Record<string, string | string[]>): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(new URL(path, stack.producer.url), { method, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (text += chunk));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text ? JSON.parse(text) : undefined }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
 }

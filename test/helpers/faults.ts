@@ -1,4 +1,3 @@
-import { Socket } from 'node:net';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
@@ -7,15 +6,13 @@ import { expect } from 'vitest';
 import { COMMAND_QUEUE, type CommandJobData, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
+import { sleep } from './sleep.js';
 
 /**
  * Shared pieces of the fault-injection tests (worker and producer processes killed or signalled):
- * bounded concurrency, waiting for commands to end, the exactly-once checks, a listener for the
- * executor's per-step notifications, and a raw HTTP/1.1 connection (keep-alive, pipelining) for
- * talking to a draining producer.
+ * bounded concurrency, waiting for commands to end, the exactly-once checks and a listener for the
+ * executor's per-step notifications.
  */
-
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Runs `fn` over `items`, at most `n` at a time; results in input order. */
 export async function bounded<T, R>(items: readonly T[], n: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
@@ -118,6 +115,18 @@ export function commandQueue(url: string, prefix: string): { queue: Queue<Comman
   };
 }
 
+/**
+ * Runs a reconciler until the command's job is on the queue again: what brings back a command
+ * whose job is gone (a killed worker's, removed) without waiting for the reconciler's interval.
+ */
+export async function reconcileUntilQueued(queue: Queue<CommandJobData>, reconciler: { reconcileOnce(): Promise<unknown> }, id: string): Promise<void> {
+  for (let round = 0; !(await queue.getJob(id)); round++) {
+    if (round > 100) throw new Error(`the reconciler did not re-enqueue command ${id}`);
+    await reconciler.reconcileOnce();
+    if (!(await queue.getJob(id))) await sleep(100);
+  }
+}
+
 /** Every event on the stream (a fresh connection), parsed against the contract. */
 export async function streamEvents(url: string, stream: string): Promise<RevocationEvent[]> {
   const redis = new Redis(url, { maxRetriesPerRequest: 3 });
@@ -185,148 +194,5 @@ export class StepLog {
 
   async close(): Promise<void> {
     await this.client.end().catch(() => {});
-  }
-}
-
-export interface RawResponse {
-  status: number;
-  headers: Record<string, string>;
-  body: any;
-}
-
-/**
- * One HTTP/1.1 keep-alive connection on a raw socket, so a test decides exactly which requests
- * travel on which connection: a request sent while an earlier one is still unanswered is
- * pipelined behind it (the server reads it at once and answers in order). Responses must carry
- * Content-Length (Fastify's JSON answers do).
- */
-export class RawConnection {
-  private buffer = Buffer.alloc(0);
-  private readonly responses: RawResponse[] = [];
-  private readonly listeners = new Set<() => void>();
-  private ended = false;
-  private failure: Error | undefined;
-
-  private constructor(private readonly socket: Socket) {
-    socket.on('data', (chunk: Buffer) => {
-      this.buffer = Buffer.concat([this.buffer, chunk]);
-      this.parse();
-      this.notify();
-    });
-    socket.on('error', (error) => {
-      this.failure = error;
-      this.notify();
-    });
-    socket.on('close', () => {
-      this.ended = true;
-      this.notify();
-    });
-  }
-
-  /** Connects; rejects with the socket error (ECONNREFUSED, …). */
-  static open(port: number): Promise<RawConnection> {
-    return new Promise((resolve, reject) => {
-      const socket = new Socket();
-      const onError = (error: Error) => reject(error);
-      socket.once('error', onError);
-      socket.connect(port, '127.0.0.1', () => {
-        socket.off('error', onError);
-        resolve(new RawConnection(socket));
-      });
-    });
-  }
-
-  /** The bytes of one request (JSON body if given). */
-  static request(method: string, path: string, headers: Record<string, string>, body?: unknown): string {
-    const payload = body === undefined ? '' : JSON.stringify(body);
-    const lines = [`${method} ${path} HTTP/1.1`, 'host: 127.0.0.1', 'connection: keep-alive'];
-    for (const [k, v] of Object.entries(headers)) lines.push(`${k}: ${v}`);
-    if (body !== undefined) lines.push('content-type: application/json', `content-length: ${Buffer.byteLength(payload)}`);
-    return `${lines.join('\r\n')}\r\n\r\n${payload}`;
-  }
-
-  /** Writes one request; does not wait for the answer. */
-  send(method: string, path: string, headers: Record<string, string>, body?: unknown): void {
-    this.write(RawConnection.request(method, path, headers, body));
-  }
-
-  /** Writes raw bytes (part of a request, say). */
-  write(text: string): void {
-    this.socket.write(text);
-  }
-
-  /** Responses received so far. */
-  received(): number {
-    return this.responses.length;
-  }
-
-  /** Resolves with the n-th response (0-based) of this connection; rejects if it closes first. */
-  response(n: number, timeoutMs = 30_000): Promise<RawResponse> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const r = this.responses[n];
-        if (r) return done(() => resolve(r));
-        if (this.ended || this.failure) return done(() => reject(this.failure ?? new Error(`connection closed after ${this.responses.length} responses`)));
-      };
-      const done = (then: () => void) => {
-        clearTimeout(timer);
-        this.listeners.delete(check);
-        then();
-      };
-      const timer = setTimeout(() => done(() => reject(new Error(`no response #${n} in ${timeoutMs} ms`))), timeoutMs);
-      this.listeners.add(check);
-      check();
-    });
-  }
-
-  /** Resolves once the server has closed the connection. */
-  closed(timeoutMs = 30_000): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        if (this.ended) done(resolve);
-      };
-      const done = (then: () => void) => {
-        clearTimeout(timer);
-        this.listeners.delete(check);
-        then();
-      };
-      const timer = setTimeout(() => done(() => reject(new Error(`connection still open after ${timeoutMs} ms`))), timeoutMs);
-      this.listeners.add(check);
-      check();
-    });
-  }
-
-  destroy(): void {
-    this.socket.destroy();
-  }
-
-  private notify(): void {
-    for (const listener of [...this.listeners]) listener();
-  }
-
-  private parse(): void {
-    for (;;) {
-      const end = this.buffer.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      const head = this.buffer.subarray(0, end).toString('latin1').split('\r\n');
-      const status = Number(head[0]?.split(' ')[1]);
-      const headers: Record<string, string> = {};
-      for (const line of head.slice(1)) {
-        const i = line.indexOf(':');
-        headers[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
-      }
-      if (headers['transfer-encoding']) throw new Error(`RawConnection does not read ${headers['transfer-encoding']} bodies`);
-      const length = Number(headers['content-length'] ?? 0);
-      if (this.buffer.length < end + 4 + length) return;
-      const text = this.buffer.subarray(end + 4, end + 4 + length).toString('utf8');
-      this.buffer = this.buffer.subarray(end + 4 + length);
-      let body: unknown = text;
-      try {
-        body = text ? JSON.parse(text) : undefined;
-      } catch {
-        // not JSON
-      }
-      this.responses.push({ status, headers, body });
-    }
   }
 }

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { COMMAND_QUEUE, type Config, ConfigSchema } from '../../contracts/index.js';
+import { sleep } from './sleep.js';
 
 /**
  * Child processes for tests: worker, producer and service processes (`bin/worker.ts`,
@@ -224,7 +225,7 @@ export async function spawnWorker(config: Config, options: SpawnWorkerOptions = 
       await handle.kill();
       throw new Error(`worker process not ready after ${timeoutMs} ms\nstdout: ${handle.stdout()}\nstderr: ${handle.stderr()}`);
     }
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 
@@ -336,7 +337,7 @@ async function spawnListening(script: string, env: Record<string, string | undef
         );
         if (status === 200) break;
         if (Date.now() > deadline) throw new Error(`${script} not ready after ${timeoutMs} ms\nstdout: ${handle.stdout()}\nstderr: ${handle.stderr()}`);
-        await new Promise((resolve) => setTimeout(resolve, 50));
+        await sleep(50);
       }
     }
   } catch (error) {

@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { freePort, type OwnRedis, startOwnRedis } from './redis-server.js';
+import { sleep } from './sleep.js';
 
 /**
  * A Redis Cluster of the test's own: `masters` redis-servers (cluster mode, no replicas) on
@@ -54,7 +55,7 @@ export async function startOwnRedisCluster(masters = 3, { appendonly = true } = 
       const states = await Promise.all(nodes.filter((n) => n.running()).map((n) => n.query('CLUSTER', 'INFO').then(String, () => '')));
       if (states.every((info) => info.includes('cluster_state:ok'))) return;
       if (Date.now() > deadline) throw new Error(`the cluster is not ok after ${timeoutMs} ms:\n${states.join('\n')}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
+      await sleep(100);
     }
   }
   await waitUntilOk();

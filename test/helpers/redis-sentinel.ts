@@ -1,4 +1,5 @@
 import { type OwnRedis, startOwnRedis } from './redis-server.js';
+import { sleep } from './sleep.js';
 
 /**
  * A primary watched by Sentinel, of the test's own: a primary, one replica of it, and three
@@ -28,7 +29,7 @@ async function until(what: string, check: () => Promise<boolean>, timeoutMs = 30
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`${what}: not after ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
 }
 

@@ -4,6 +4,7 @@ import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { sleep } from './sleep.js';
 
 /**
  * A redis-server of the test's own, on a free port, for fault injection (FLUSHALL, stop,
@@ -146,7 +147,7 @@ export async function startOwnRedis(options: OwnRedisOptions = {}): Promise<OwnR
         await stop();
         throw new Error(`redis-server on port ${port} did not answer PING in 10 s:\n${output}`);
       }
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
   }
 

@@ -1,11 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IssuedAccessToken, MAX_TEMPORARY_TTL_SECONDS, SubjectView, VerifiedAccessToken } from '../../contracts/index.js';
-import { bearer, call, type SubjectSpec, subjectWithToken } from '../helpers/api.js';
+import { bearer, call, type SubjectSpec, subjectWithToken, uid } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const WAIT = { prefer: 'wait=10' };
 
 describe('subjects and access tokens', () => {

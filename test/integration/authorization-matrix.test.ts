@@ -1,8 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Capability, capabilities, COMMAND_QUEUE, CommandPreview, type ErrorCode, errorRegistry, JobView } from '../../contracts/index.js';
-import { bearer, call, createCollection, subjectWithToken, type SubjectSpec, waitForJob } from '../helpers/api.js';
+import { bearer, call, createCollection, type SubjectSpec, subjectWithToken, uid, waitForJob } from '../helpers/api.js';
+import { type Family, keystoneError, onezoneError, piianoError } from '../helpers/envelopes.js';
 import { servedRoutes } from '../helpers/routes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -11,8 +11,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
  * cell the documented status in the route family's error envelope (SPEC §7), or "n/a" with
  * the reason. The route list comes from the running app, so a new route without a row fails.
  */
-
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 const COLLECTION = 'mx_cards';
 const OTHER_COLLECTION = 'mx_other';
@@ -49,7 +47,6 @@ const SITUATIONS = [
 ] as const;
 type Situation = (typeof SITUATIONS)[number];
 
-type Family = 'piiano' | 'native' | 'keystone' | 'onezone';
 type Headers = Record<string, string>;
 
 interface Principal {
@@ -184,7 +181,7 @@ function answered(body: unknown) {
     expect.soft(res.headers.location, `${label}: Location`).toMatch(/^\/v1\/jobs\/[0-9a-f-]{36}$/);
   };
 }
-const nothingMatched = { status: 404, check: answered({ error_code: 'PV3009', message: expect.any(String), context: {} }) };
+const nothingMatched = { status: 404, check: answered(piianoError('PV3009', {})) };
 const noContent = { status: 204, check: answered(undefined) };
 
 /** `{ generation: N }` of the Onezone GET routes. */
@@ -386,7 +383,7 @@ const MATRIX: Record<string, Row> = {
   'DELETE /api/pvlt/1.0/data/collections/:collection/tokens': vaultRow('tokens:write', (c) => ({ url: vaultUrl(c, 'tokens?tags=mx-none&reason=AppFunctionality') }), nothingMatched),
   'POST /api/pvlt/1.0/data/collections/:collection/rotate/tokens': vaultRow('tokens:write', (c) => ({ url: vaultUrl(c, 'rotate/tokens?token_ids=mx-none&reason=AppFunctionality') }), {
     status: 404,
-    check: answered({ error_code: 'PV3087', message: expect.any(String), context: { token_ids: 'mx-none' } }),
+    check: answered(piianoError('PV3087', { token_ids: 'mx-none' })),
   }),
 
   'DELETE /v3/auth/tokens': {
@@ -607,7 +604,7 @@ const MATRIX: Record<string, Row> = {
   }),
   'POST /v1/subjects': adminOnlyRow(() => ({ url: '/v1/subjects', body: { id: uid('mx-made'), kind: 'user' } }), {
     status: 201,
-    check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-made-/), kind: 'user', capabilities: [] }),
+    check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-made_/), kind: 'user', capabilities: [] }),
   }),
 
   'GET /v1/subjects/:id': adminOnlyRow((fx) => ({ url: `/v1/subjects/${fx.victim.id}` }), {
@@ -621,7 +618,7 @@ const MATRIX: Record<string, Row> = {
       expect(made.status).toBe(201);
       return { url: `/v1/subjects/${made.body.id}`, body: { capabilities: ['tokens:read'] } };
     },
-    { status: 200, check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-patched-/), capabilities: ['tokens:read'] }) },
+    { status: 200, check: (res, _fx, label) => expect.soft(res.body, label).toMatchObject({ id: expect.stringMatching(/^mx-patched_/), capabilities: ['tokens:read'] }) },
   ),
   'GET /v1/subjects/:id/tokens': adminOnlyRow((fx) => ({ url: `/v1/subjects/${fx.victim.id}/tokens` }), {
     status: 200,
@@ -715,16 +712,14 @@ function onedataId(code: ErrorCode): string {
 
 /** The body of an error `code` in a family's envelope (SPEC §7). */
 function envelope(family: Family, code: ErrorCode): unknown {
-  const { status } = errorRegistry[code];
-  const text = expect.stringMatching(/\S/);
   switch (family) {
     case 'piiano':
     case 'native':
-      return { error_code: code, message: text, context: expect.any(Object) };
+      return piianoError(code);
     case 'keystone':
-      return { error: { code: status, title: STATUS_CODES[status], message: text } };
+      return keystoneError(errorRegistry[code].status);
     case 'onezone':
-      return { error: { id: onedataId(code), details: expect.objectContaining({ error_code: code }), description: text } };
+      return onezoneError(onedataId(code), code);
   }
 }
 

@@ -1,15 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type AuditContext, COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
+import { type AuditContext, COMMAND_QUEUE } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
-import { StepLog, tokenIdsOf } from '../helpers/faults.js';
+import { commandQueue, reconcileUntilQueued, StepLog, tokenIdsOf } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -54,8 +52,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
   const total = 40_000; // half of them tagged: a breach of 20,000 tokens, 20 batches
   let stack: Stack;
   let steps: StepLog;
-  let connection: Redis;
-  let queue: Queue<CommandJobData>;
+  let commands: ReturnType<typeof commandQueue>;
   let tagged: string[];
   let untagged: string[];
 
@@ -69,15 +66,13 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     for (const id of tagged) all.delete(id);
     untagged = [...all];
     steps = await StepLog.listen(stack.database.url);
-    connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
-    queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
+    commands = commandQueue(stack.config.REDIS_URL, stack.config.QUEUE_PREFIX);
   });
 
   afterAll(async () => {
     await killChildren();
     await steps?.close();
-    await queue?.close().catch(() => {});
-    connection?.disconnect();
+    await commands?.close();
     await stack?.close();
   });
 
@@ -117,18 +112,14 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     // the dead worker's BullMQ job is still 'active' under a lock that would expire on its own
     // (lockDuration 30 s); expire it now, drop the stalled job, and let a reconciler re-enqueue it
     const lockKey = `${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}:lock`;
-    const stalled = await queue.getJob(id);
+    const stalled = await commands.queue.getJob(id);
     expect(await stalled?.getState()).toBe('active');
     expect(await stack.redis.pttl(lockKey)).toBeGreaterThan(0);
     await stack.redis.del(lockKey);
     await stalled!.remove();
-    expect(await queue.getJob(id)).toBeUndefined();
+    expect(await commands.queue.getJob(id)).toBeUndefined();
     const second = await stack.startWorker();
-    for (let round = 0; !(await queue.getJob(id)); round++) {
-      if (round > 100) throw new Error('the reconciler did not re-enqueue the unfinished command');
-      await second.reconciler.reconcileOnce();
-      if (!(await queue.getJob(id))) await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await reconcileUntilQueued(commands.queue, second.reconciler, id);
 
     const done = await waitForJob(stack, id, stack.admin, 90_000);
     expect(done).toMatchObject({ state: 'succeeded', result: { deleted: total / 2 }, progress: { processed: total / 2, total: total / 2 }, error: null });

@@ -1,14 +1,14 @@
 import { randomBytes } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, COMMAND_QUEUE, type CommandJobData, JobView, type RevocationEvent } from '../../contracts/index.js';
+import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, COMMAND_QUEUE, JobView, type RevocationEvent } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { seedNamedAccessTokens, seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { commandQueue } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -38,8 +38,19 @@ async function untilCancelAsked(db: Db, id: string, timeoutMs = 20_000): Promise
   const deadline = Date.now() + timeoutMs;
   while (!(await db.selectFrom('command_cancellations').select('command_id').where('command_id', '=', id).executeTakeFirst())) {
     if (Date.now() > deadline) throw new Error(`no cancel was asked of ${id} within ${timeoutMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
+}
+
+/**
+ * Sends a cancel of the command while `holder` keeps its worker's step waiting and, once the
+ * cancel has been asked of that step, lets the step go; returns the cancel's answer.
+ */
+async function cancelWhileHeld(stack: Stack, id: string, holder: { release(): Promise<void> }) {
+  const cancelled = cancel(stack, id);
+  await untilCancelAsked(stack.database.db, id);
+  await holder.release();
+  return cancelled;
 }
 
 /** Holds row locks on tokens in a transaction of its own: a worker whose batch takes one of them waits at that batch. */
@@ -73,7 +84,7 @@ class TokenHolder {
       );
       if (rows[0]!.n > 0) return;
       if (Date.now() > deadline) throw new Error(`no worker waited for the held tokens within ${timeoutMs} ms`);
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await sleep(20);
     }
   }
 
@@ -95,8 +106,7 @@ async function keysOf(db: Db, collection: string): Promise<string[]> {
 
 /** The BullMQ job once it has completed (polled), with what the processor returned. */
 async function completedJob(stack: Stack, id: string, timeoutMs = 20_000): Promise<unknown> {
-  const connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
-  const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
+  const { queue, close } = commandQueue(stack.config.REDIS_URL, stack.config.QUEUE_PREFIX);
   try {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
@@ -104,11 +114,10 @@ async function completedJob(stack: Stack, id: string, timeoutMs = 20_000): Promi
       // read again once completed: the job read before may predate its return value
       if (job && (await job.getState()) === 'completed') return (await queue.getJob(id))?.returnvalue;
       if (Date.now() > deadline) throw new Error(`job ${id} did not complete within ${timeoutMs} ms (state ${job ? await job.getState() : 'missing'})`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
   } finally {
-    await queue.close();
-    connection.disconnect();
+    await close();
   }
 }
 
@@ -225,7 +234,7 @@ describe('cancelling a queued job', () => {
     const ids = async () => (await stack.database.db.selectFrom('commands').select('id').where('state', '=', 'queued').execute()).map((r) => r.id);
     for (let round = 0; (await ids()).length < 2; round++) {
       if (round > 200) throw new Error('the seed calls were not recorded');
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
     const queued = await ids();
     for (const id of queued) expect((await cancel(stack, id)).status).toBe(200);
@@ -289,10 +298,7 @@ describe('cancelling a running bulk delete (one worker in the process)', () => {
       expect(accepted.status).toBe(202);
       const id = accepted.body.job_id as string;
       await holder.untilWorkerWaits(stack.database.db);
-      const cancelled = cancel(stack, id);
-      await untilCancelAsked(stack.database.db, id);
-      await holder.release();
-      return { id, answer: await cancelled };
+      return { id, answer: await cancelWhileHeld(stack, id, holder) };
     } finally {
       await holder.release();
     }
@@ -420,10 +426,7 @@ describe('cancelling a running bulk delete (one worker in the process)', () => {
     try {
       id = (await submit(stack, { type: 'subject.lockout', subject: { kind: 'user', id: subjectId } })).body.job_id as string;
       await holder.untilWorkerWaits(stack.database.db);
-      const cancelled = cancel(stack, id);
-      await untilCancelAsked(stack.database.db, id);
-      await holder.release();
-      answer = await cancelled;
+      answer = await cancelWhileHeld(stack, id, holder);
     } finally {
       await holder.release();
     }
@@ -485,10 +488,7 @@ describe('cancelling a bulk delete whose worker process was killed -9 mid-way', 
       expect((await worker.kill()).signal).toBe('SIGKILL');
 
       // its backend still holds the row until its statement ends and it finds the client gone
-      const cancelled = cancel(stack, id);
-      await untilCancelAsked(stack.database.db, id);
-      await holder.release();
-      answer = await cancelled;
+      answer = await cancelWhileHeld(stack, id, holder);
     } finally {
       await holder.release();
     }
@@ -501,15 +501,13 @@ describe('cancelling a bulk delete whose worker process was killed -9 mid-way', 
     expect(await stack.database.db.selectFrom('command_cancellations').selectAll().execute()).toEqual([]);
 
     // the dead worker's job comes back (as a stalled job does): the worker that takes it finds the command ended
-    const connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
-    const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
+    const { queue, close } = commandQueue(stack.config.REDIS_URL, stack.config.QUEUE_PREFIX);
     try {
       await stack.redis.del(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}:lock`);
       await (await queue.getJob(id))!.remove();
       await queue.add(COMMAND_JOB_NAME, { command_id: id }, { ...COMMAND_JOB_OPTIONS, jobId: id });
     } finally {
-      await queue.close();
-      connection.disconnect();
+      await close();
     }
     await stack.startWorker();
     expect(await completedJob(stack, id)).toEqual({ state: 'cancelled', result: { deleted: 9 * BATCH } });

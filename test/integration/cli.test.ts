@@ -4,6 +4,7 @@ import { CommandPreview, JobView, RevocationEvent } from '../../contracts/index.
 import type { Db } from '../../db/database.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { killChildren, runCli, runSeed, spawnCli } from '../helpers/processes.js';
+import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -394,7 +395,7 @@ describe('the revoke CLI: dry runs and cancels', { timeout: 60_000 }, () => {
     const cli = spawnCli(['delete', '--collection', collection, '--tag', 'leak-interrupt', ...REASON], { env });
     for (let round = 0; !/accepted job [0-9a-f-]{36}/.test(cli.stderr()); round++) {
       if (round > 600 || !cli.running()) throw new Error(`the CLI did not accept the job: ${cli.stderr()}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
     const id = /accepted job ([0-9a-f-]{36})/.exec(cli.stderr())![1]!;
 

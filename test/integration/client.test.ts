@@ -3,11 +3,20 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type CachedToken, EVENT_FIELD, EventConsumer, type EventConsumerOptions, JobView, RevocationApiError, RevocationClient, RevocationEvent, TokenCacheInvalidator } from '../../index.js';
-import { call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, tokenize, uid } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
-const uid = (prefix: string) => `${prefix}_${randomBytes(5).toString('hex')}`;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** The delays the client sleeps between polls: its calls of Node's promise timer, watched (the timer still runs). */
+const clientSleeps = vi.hoisted(() => [] as number[]);
+vi.mock('node:timers/promises', async (importOriginal) => {
+  const timers = await importOriginal<typeof import('node:timers/promises')>();
+  const setTimeout: typeof timers.setTimeout = (ms, ...rest) => {
+    if (new Error().stack?.includes('revocation-client')) clientSleeps.push(Number(ms));
+    return timers.setTimeout(ms, ...rest);
+  };
+  return { ...timers, setTimeout };
+});
 const REASON = 'AppFunctionality';
 // `archived` defaults to false on the wire, but the client's CommandRequest type (zod output) requires it
 
@@ -154,29 +163,19 @@ describe('the client package against a running service', () => {
       const submitted = await client.submit({ type: 'tokens.delete', collection, archived: false, token_ids: ids, reason: REASON });
       expect(submitted.state).not.toBe('succeeded');
 
-      // the delays the client sleeps between polls (its own setTimeout calls only)
-      const delays: number[] = [];
-      const originalSetTimeout = globalThis.setTimeout;
-      const spy = vi.spyOn(globalThis, 'setTimeout').mockImplementation((handler: () => void, ms?: number) => {
-        if (new Error().stack?.includes('revocation-client')) delays.push(Number(ms));
-        return originalSetTimeout(handler, ms);
-      });
+      clientSleeps.length = 0;
       const updates: JobView[] = [];
-      let final: JobView;
-      try {
-        final = await client.waitForJob(submitted.job_id, {
-          pollMs: 20,
-          maxPollMs: 80,
-          timeoutMs: 20_000,
-          onUpdate: (job) => {
-            updates.push(job);
-            // the job is held by the lock; let it go after a few polls
-            if (updates.length === 6) void lock.release();
-          },
-        });
-      } finally {
-        spy.mockRestore();
-      }
+      const final = await client.waitForJob(submitted.job_id, {
+        pollMs: 20,
+        maxPollMs: 80,
+        timeoutMs: 20_000,
+        onUpdate: (job) => {
+          updates.push(job);
+          // the job is held by the lock; let it go after a few polls
+          if (updates.length === 6) void lock.release();
+        },
+      });
+      const delays = [...clientSleeps];
       expect(final).toMatchObject({ job_id: submitted.job_id, state: 'succeeded', result: { deleted: 1 } });
       expect(updates.length).toBeGreaterThanOrEqual(7);
       expect(updates.at(-1)).toEqual(final);

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../db/database.js';
 import type { RunningWorker } from '../../worker/runtime.js';
 import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 import { prng } from '../helpers/prng.js';
 
@@ -57,7 +58,7 @@ async function waitForTerminal(db: Db, ids: readonly string[], n: number, timeou
       .where('state', 'in', ['succeeded', 'failed'])
       .executeTakeFirstOrThrow();
     if (Number(row.n) >= n || Date.now() > deadline) return;
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
   }
 }
 

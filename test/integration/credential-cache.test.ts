@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bumpTemporaryGeneration, upsertSubject } from '../../db/repositories/subject.repository.js';
-import { bearer, call, createCollection, type SubjectSpec, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { bearer, call, createCollection, type SubjectSpec, subjectWithToken, tokenize, uid, waitForJob } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -11,7 +11,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
  * the answer must be the one a fresh lookup would give, and nothing may be recorded for a
  * credential that no longer holds.
  */
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 const COLLECTION = 'cache_cards';
 const DELETE = `/api/pvlt/1.0/data/collections/${COLLECTION}/tokens`;
 
@@ -73,7 +72,7 @@ describe('the credential cache of command routes', () => {
 
   it('refuses a token that expired since it was cached: 401', async () => {
     const writer = await cachedWriter({}, { temporary: true, ttl_seconds: 1 });
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await sleep(1100);
     expect((await submit(writer.headers)).status).toBe(401);
     expect(await commandsOf(writer.subject.id)).toBe(1);
   });

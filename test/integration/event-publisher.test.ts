@@ -9,9 +9,10 @@ import { toEvents } from '../../worker/event-envelope.js';
 import { appendToStream, EventPublisher, NotReplicated } from '../../worker/event-publisher.js';
 import { OutboxRelay } from '../../worker/outbox-relay.js';
 import { createDb } from '../../db/create-db.js';
-import { call, createCollection, tokenize, waitForEvents } from '../helpers/api.js';
+import { createCollection, submitCommand, tokenize, waitForEvents } from '../helpers/api.js';
 import { countSocketWrites, TEST_REDIS_URL } from '../helpers/redis.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -26,12 +27,6 @@ const audit: AuditContext = { actor: { id: 'admin', kind: 'service' }, tenant_id
 
 function eventIdsOf(entries: [string, string[]][]): string[] {
   return entries.map(([, fields]) => RevocationEvent.parse(JSON.parse(fields[fields.indexOf(EVENT_FIELD) + 1]!)).event_id);
-}
-
-async function submit(stack: Stack, body: Record<string, unknown>): Promise<string> {
-  const r = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body });
-  if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body.job_id as string;
 }
 
 describe('a worker publishing its own events', () => {
@@ -51,10 +46,10 @@ describe('a worker publishing its own events', () => {
       Array.from({ length: 6 }, (_, i) => ({ object: { id: `own-${i}` }, tags: i < 3 ? ['own-tag'] : [] })),
     );
     const jobs = [
-      await submit(stack, { type: 'tokens.delete', collection: 'own', token_ids: [tokens[3]], reason: 'AppFunctionality' }),
-      await submit(stack, { type: 'tokens.delete', collection: 'own', tags: ['own-tag'], reason: 'AppFunctionality' }), // events written by the batch statement
-      await submit(stack, { type: 'tokens.rotate', collection: 'own', token_ids: [tokens[4]], reason: 'AppFunctionality' }),
-      await submit(stack, { type: 'tokens.delete', collection: 'own', token_ids: ['no-such-token'], reason: 'AppFunctionality' }), // fails
+      await submitCommand(stack, { type: 'tokens.delete', collection: 'own', token_ids: [tokens[3]], reason: 'AppFunctionality' }),
+      await submitCommand(stack, { type: 'tokens.delete', collection: 'own', tags: ['own-tag'], reason: 'AppFunctionality' }), // events written by the batch statement
+      await submitCommand(stack, { type: 'tokens.rotate', collection: 'own', token_ids: [tokens[4]], reason: 'AppFunctionality' }),
+      await submitCommand(stack, { type: 'tokens.delete', collection: 'own', token_ids: ['no-such-token'], reason: 'AppFunctionality' }), // fails
     ];
     const events = await waitForEvents(stack, (es) => jobs.every((id) => es.some((e) => e.job_id === id && (e.type === 'command.succeeded' || e.type === 'command.failed'))));
     const ofJobs = events.filter((e) => jobs.includes(e.job_id));
@@ -126,7 +121,7 @@ describe('EventPublisher', () => {
       const second = await committed(2);
       publisher.publish(first);
       publisher.publish(second);
-      await new Promise((resolve) => setTimeout(resolve, 300)); // a few refused tries
+      await sleep(300); // a few refused tries
       expect(publisher.published).toBe(0);
       expect(await unpublished([...first, ...second])).toBe(5);
 
@@ -241,7 +236,7 @@ describe('EventPublisher', () => {
       'resume',
       Array.from({ length: 6 }, (_, i) => ({ object: { id: `resume-${i}` }, tags: ['resume-tag'] })),
     );
-    const id = await submit(stack, { type: 'tokens.delete', collection: 'resume', tags: ['resume-tag'], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'resume', tags: ['resume-tag'], reason: 'AppFunctionality' });
     const db = stack.database.db;
     const settings = { deleteBatchSize: 2 };
 

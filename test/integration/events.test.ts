@@ -1,10 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RevocationEvent } from '../../contracts/index.js';
-import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { call, freshCollection, subjectWithToken, tokenize, uid, waitForEvents, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-
-const uid = (prefix: string) => `${prefix}_${randomBytes(5).toString('hex')}`;
 
 type EventOfType<T extends RevocationEvent['type']> = Extract<RevocationEvent, { type: T }>;
 
@@ -15,12 +12,6 @@ describe('completion events and the audit log', () => {
     stack = await startStack();
   });
   afterAll(() => stack?.close());
-
-  async function freshCollection(): Promise<string> {
-    const name = uid('c');
-    await createCollection(stack, name);
-    return name;
-  }
 
   /** Waits until the command's terminal event is on the stream; returns the command's events. */
   async function eventsOf(jobId: string): Promise<RevocationEvent[]> {
@@ -50,7 +41,7 @@ describe('completion events and the audit log', () => {
     let revokedTokenId: string;
 
     beforeAll(async () => {
-      collection = await freshCollection();
+      collection = await freshCollection(stack);
       const responder = await subjectWithToken(stack, {
         id: uid('responder'),
         kind: 'user',
@@ -223,7 +214,7 @@ describe('completion events and the audit log', () => {
   });
 
   it('splits a delete of more than 1,000 tokens into tokens.deleted events of at most 1,000 IDs, indexed 0..n-1, only the last marked last', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     const items = Array.from({ length: 2500 }, (_, i) => ({ object: { id: `obj-${i}` }, tags: ['mass-breach'] }));
     const ids = await tokenize(stack, c, items);
     expect(ids).toHaveLength(2500);

@@ -8,9 +8,10 @@ import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { type RunningProducer, startProducer } from '../../producer/server.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
-import { backendsWaitingOnLocks, bounded, countInStates, duplicates, sleep, tokenIdsOf } from '../helpers/faults.js';
+import { backendsWaitingOnLocks, bounded, countInStates, duplicates, tokenIdsOf } from '../helpers/faults.js';
 import { killChildren, runScript } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**

@@ -6,11 +6,12 @@ import { migrateToLatest } from '../../db/migrate.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { startProducer } from '../../producer/server.js';
 import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
-import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, sleep, StepLog, streamEvents, tally, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
+import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, StepLog, streamEvents, tally, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
 import { killChildren, launchWorker, producerEnv, type ServiceProcess, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { prng } from '../helpers/prng.js';
 import { type OwnPostgres, postgresBinaries, startOwnPostgres, stopOwnPostgresServers } from '../helpers/postgres-server.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**

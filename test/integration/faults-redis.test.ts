@@ -2,8 +2,9 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { call, createCollection, tokenize } from '../helpers/api.js';
-import { bounded, commandQueue, expectDeletedOnce, sleep, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
+import { bounded, commandQueue, expectDeletedOnce, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**

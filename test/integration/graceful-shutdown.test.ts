@@ -5,23 +5,11 @@ import { COMMAND_QUEUE, type JobProgress } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
-import {
-  backendsWaitingOnLocks,
-  bounded,
-  commandQueue,
-  countInStates,
-  duplicates,
-  expectDeletedOnce,
-  RawConnection,
-  type RawResponse,
-  StepLog,
-  sleep,
-  streamEvents,
-  tokenIdsOf,
-  waitForTerminal,
-} from '../helpers/faults.js';
+import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, StepLog, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
+import { RawConnection, type RawResponse } from '../helpers/http.js';
 import { killChildren, producerEnv, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**

@@ -13,7 +13,8 @@ import { EventPublisher } from '../../worker/event-publisher.js';
 import type { OutboxEvent } from '../../db/repositories/outbox.repository.js';
 import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { StepGroup } from '../../worker/step-group.js';
-import { call, createCollection, tokenize } from '../helpers/api.js';
+import { createCollection, submitCommand, tokenize } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -28,18 +29,12 @@ import { type Stack, startStack } from '../helpers/stack.js';
 
 const silent = pino({ level: 'silent' });
 
-async function submit(stack: Stack, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<string> {
-  const r = await call(stack, 'POST', '/v1/commands', { headers: { ...stack.admin, ...headers }, body });
-  if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body.job_id as string;
-}
-
 const deleteOne = (collection: string, tokenId: string) => ({ type: 'tokens.delete', collection, token_ids: [tokenId], reason: 'AppFunctionality' });
 
 /** Submits one single-token delete per token; returns the job IDs in order. */
 async function deleteEachOf(stack: Stack, collection: string, tokens: readonly string[]): Promise<string[]> {
   const ids: string[] = [];
-  for (const token of tokens) ids.push(await submit(stack, deleteOne(collection, token)));
+  for (const token of tokens) ids.push(await submitCommand(stack, deleteOne(collection, token)));
   return ids;
 }
 
@@ -139,10 +134,10 @@ describe.each([
   it('fails a command of a group alone, with nothing of it kept, and commits the others', async () => {
     const tokens = await collectionWith('one_fails', 6);
     const ids = await deleteEach('one_fails', tokens.slice(0, 3));
-    const missing = await submit(stack, deleteOne('one_fails', 'no-such-token'));
+    const missing = await submitCommand(stack, deleteOne('one_fails', 'no-such-token'));
     ids.push(missing);
     // a rotate naming a real token and a missing one: all or nothing (PV3087)
-    const halfRotate = await submit(stack, { type: 'tokens.rotate', collection: 'one_fails', token_ids: [tokens[3], 'also-missing'], reason: 'AppFunctionality' });
+    const halfRotate = await submitCommand(stack, { type: 'tokens.rotate', collection: 'one_fails', token_ids: [tokens[3], 'also-missing'], reason: 'AppFunctionality' });
     ids.push(halfRotate);
     ids.push(...(await deleteEach('one_fails', tokens.slice(4))));
 
@@ -170,8 +165,8 @@ describe.each([
   it('runs a long command (a delete by tag) alone, in its batches, even when its job says it is short', async () => {
     const tagged = await collectionWith('mixed', 5, ['long']);
     const single = await collectionWith('mixed', 4);
-    const ids = [await submit(stack, deleteOne('mixed', single[0]!))];
-    const long = await submit(stack, { type: 'tokens.delete', collection: 'mixed', tags: ['long'], reason: 'AppFunctionality' });
+    const ids = [await submitCommand(stack, deleteOne('mixed', single[0]!))];
+    const long = await submitCommand(stack, { type: 'tokens.delete', collection: 'mixed', tags: ['long'], reason: 'AppFunctionality' });
     ids.push(long);
     ids.push(...(await deleteEach('mixed', single.slice(1))));
 
@@ -203,7 +198,7 @@ describe.each([
         const { rows } = await blocker.query<{ n: number }>(`select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid) where not l.granted and a.datname = current_database()`);
         if (rows[0]!.n > 0) break;
         if (i > 500) throw new Error('the group never waited for the blocked row');
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await sleep(10);
       }
       await blocker.query('commit');
       const { outcomes, retries } = await running;
@@ -239,10 +234,10 @@ describe.each([
   it('deletes the named tokens of a group in one statement, as if the deletes ran one after another in group order', async () => {
     const [filler, x, y, z, w] = await collectionWith('together', 5);
     // the filler runs alone (the lane is free); the three others wait and share one group
-    const ids = [await submit(stack, deleteOne('together', filler!))];
-    ids.push(await submit(stack, deleteSome('together', [x, y])));
-    ids.push(await submit(stack, deleteSome('together', [y, z])));
-    ids.push(await submit(stack, deleteSome('together', [w, 'no-such-token'])));
+    const ids = [await submitCommand(stack, deleteOne('together', filler!))];
+    ids.push(await submitCommand(stack, deleteSome('together', [x, y])));
+    ids.push(await submitCommand(stack, deleteSome('together', [y, z])));
+    ids.push(await submitCommand(stack, deleteSome('together', [w, 'no-such-token'])));
     const many = vi.spyOn(deleteTokensHandler, 'stepMany');
     try {
       const { outcomes, group } = await runTogether(ids);
@@ -267,9 +262,9 @@ describe.each([
 
   it('two deletes of a group naming the same tokens: one deletes them all, the other finds none (never a share each)', async () => {
     const [filler, x, y] = await collectionWith('same_tokens', 3);
-    const ids = [await submit(stack, deleteOne('same_tokens', filler!))];
-    const first = await submit(stack, deleteSome('same_tokens', [x, y]));
-    const second = await submit(stack, deleteSome('same_tokens', [y, x]));
+    const ids = [await submitCommand(stack, deleteOne('same_tokens', filler!))];
+    const first = await submitCommand(stack, deleteSome('same_tokens', [x, y]));
+    const second = await submitCommand(stack, deleteSome('same_tokens', [y, x]));
 
     const { outcomes } = await runTogether([...ids, first, second]);
 
@@ -280,9 +275,9 @@ describe.each([
 
   it('a delete and a rotate of the same token in one group: the result of one of the two orders', async () => {
     const [filler, x] = await collectionWith('delete_rotate', 2);
-    const ids = [await submit(stack, deleteOne('delete_rotate', filler!))];
-    const remove = await submit(stack, deleteOne('delete_rotate', x!));
-    const rotate = await submit(stack, { type: 'tokens.rotate', collection: 'delete_rotate', token_ids: [x], reason: 'AppFunctionality' });
+    const ids = [await submitCommand(stack, deleteOne('delete_rotate', filler!))];
+    const remove = await submitCommand(stack, deleteOne('delete_rotate', x!));
+    const rotate = await submitCommand(stack, { type: 'tokens.rotate', collection: 'delete_rotate', token_ids: [x], reason: 'AppFunctionality' });
 
     const { outcomes } = await runTogether([...ids, remove, rotate]);
 
@@ -310,13 +305,13 @@ describe.each([
       { object: { id: 'o4' } },
     ]);
     await db.updateTable('vault_tokens').set({ archived_at: new Date() }).where('collection', '=', 'scoped_group').where('token_id', '=', archived!).execute();
-    const ids = [await submit(stack, deleteOne('scoped_group', filler!))];
+    const ids = [await submitCommand(stack, deleteOne('scoped_group', filler!))];
     // scope t1: the t2 token is as if it did not exist
-    const scoped = await submit(stack, deleteSome('scoped_group', [t1, t2]), { 'x-tenant-id': 't1' });
-    const objects = await submit(stack, { type: 'tokens.delete', collection: 'scoped_group', object_ids: ['shared-object'], reason: 'AppFunctionality' });
+    const scoped = await submitCommand(stack, deleteSome('scoped_group', [t1, t2]), { 'x-tenant-id': 't1' });
+    const objects = await submitCommand(stack, { type: 'tokens.delete', collection: 'scoped_group', object_ids: ['shared-object'], reason: 'AppFunctionality' });
     // active tokens only: the archived one is not deleted, so this one matches nothing
-    const activeOnly = await submit(stack, deleteOne('scoped_group', archived!));
-    const archivedOnly = await submit(stack, { ...deleteOne('scoped_group', archived!), archived: true });
+    const activeOnly = await submitCommand(stack, deleteOne('scoped_group', archived!));
+    const archivedOnly = await submitCommand(stack, { ...deleteOne('scoped_group', archived!), archived: true });
 
     const many = vi.spyOn(deleteTokensHandler, 'stepMany');
     try {
@@ -340,9 +335,9 @@ describe.each([
 
   it('a grouped delete matching more than a batch leaves the group and deletes in batches of its own', async () => {
     const [filler, ...named] = await collectionWith('over_batch', 7);
-    const ids = [await submit(stack, deleteOne('over_batch', filler!))];
-    const big = await submit(stack, deleteSome('over_batch', named.slice(0, 3)));
-    const small = await submit(stack, deleteSome('over_batch', named.slice(3, 5)));
+    const ids = [await submitCommand(stack, deleteOne('over_batch', filler!))];
+    const big = await submitCommand(stack, deleteSome('over_batch', named.slice(0, 3)));
+    const small = await submitCommand(stack, deleteSome('over_batch', named.slice(3, 5)));
 
     const { outcomes } = await runTogether([...ids, big, small], { deleteBatchSize: 2 });
 
@@ -385,7 +380,7 @@ describe.each([
   ])('a second lane opens for steps that waited $spareLaneAfterMs ms behind a lane stuck on a lock: $opens', async ({ spareLaneAfterMs, opens }) => {
     const collection = `spare_lane_${opens}`;
     const [stuck, ...others] = await collectionWith(collection, 4);
-    const stuckId = await submit(stack, deleteOne(collection, stuck!));
+    const stuckId = await submitCommand(stack, deleteOne(collection, stuck!));
     const otherIds = await deleteEach(collection, others);
     const group = new StepGroup(db, { lanes: 2, spareLaneAfterMs, maxSize: 32 });
     const deps = { db, logger: silent, settings: { deleteBatchSize: 100 }, group };
@@ -400,10 +395,10 @@ describe.each([
         const { rows } = await blocker.query<{ n: number }>(`select count(*)::int as n from pg_locks l join pg_stat_activity a using (pid) where not l.granted and a.datname = current_database()`);
         if (rows[0]!.n > 0) break;
         if (i > 500) throw new Error('the first lane never waited for the held row');
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await sleep(10);
       }
       const rest = Promise.all(otherIds.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true })));
-      await new Promise((resolve) => setTimeout(resolve, 400));
+      await sleep(400);
       const states = [...(await commandsOf(otherIds)).values()].map((r) => r.state);
       expect(states).toEqual(otherIds.map(() => (opens ? 'succeeded' : 'queued')));
       expect(group.stats.maxLanes).toBe(opens ? 2 : 1);
@@ -417,8 +412,8 @@ describe.each([
 
   it('the producer marks the jobs of short commands short, and only those, and gives them a copy of the command as recorded', async () => {
     const [token] = await collectionWith('hints', 1);
-    const shortId = await submit(stack, deleteOne('hints', token!));
-    const longId = await submit(stack, { type: 'tokens.delete', collection: 'hints', tags: ['any'], reason: 'AppFunctionality' });
+    const shortId = await submitCommand(stack, deleteOne('hints', token!));
+    const longId = await submitCommand(stack, { type: 'tokens.delete', collection: 'hints', tags: ['any'], reason: 'AppFunctionality' });
     const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
     try {
       const stored = await db.selectFrom('commands').select(['payload', 'audit']).where('id', '=', shortId).executeTakeFirstOrThrow();
@@ -480,7 +475,7 @@ describe('the jobs a group commit ends, on BullMQ', () => {
         const jobs = await Promise.all(ids.map((id) => queue.getJobState(id)));
         if (states.every((r) => r.state === 'succeeded') && jobs.every((state) => state === 'completed')) break;
         if (i > 500) throw new Error('the commands did not finish');
-        await new Promise((resolve) => setTimeout(resolve, 20));
+        await sleep(20);
       }
       expect(group.stats.steps).toBeGreaterThan(0); // some ran in groups
       // EVALSHA, or EVAL with the script's text the first time this Redis sees it (NOSCRIPT)

@@ -1,10 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { call, freshCollection, subjectWithToken, tokenize, uid, waitForJob } from '../helpers/api.js';
+import { rawRequest } from '../helpers/http.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-
-const uid = (prefix: string) => `${prefix}_${randomBytes(5).toString('hex')}`;
 
 describe('Idempotency-Key', () => {
   let stack: Stack;
@@ -16,12 +13,6 @@ describe('Idempotency-Key', () => {
   });
   afterAll(() => stack?.close());
 
-  async function freshCollection(): Promise<string> {
-    const name = uid('c');
-    await createCollection(stack, name);
-    return name;
-  }
-
   function submit(body: unknown, key: string, headers: Record<string, string> = writer.headers) {
     return call(stack, 'POST', '/v1/commands', { headers: { ...headers, 'idempotency-key': key }, body });
   }
@@ -31,23 +22,11 @@ describe('Idempotency-Key', () => {
   }
 
   it('refuses an Idempotency-Key header sent twice (Node would join them into one key, "a, b") with 400 PV1002, over HTTP', async () => {
-    const c = await freshCollection();
-    const body = JSON.stringify({ type: 'tokens.delete', collection: c, tags: ['t'], reason: 'AppFunctionality' });
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const request = http.request(
-        `${stack.producer.url}/v1/commands`,
-        { method: 'POST', headers: { ...writer.headers, 'content-type': 'application/json', 'idempotency-key': ['key-a', 'key-b'] } },
-        (response) => {
-          let text = '';
-          response.on('data', (chunk) => (text += chunk));
-          response.on('end', () => resolve({ status: response.statusCode ?? 0, text }));
-        },
-      );
-      request.on('error', reject);
-      request.end(body);
-    });
-    expect(status).toBe(400);
-    expect(JSON.parse(text)).toMatchObject({ error_code: 'PV1002', context: { header: 'Idempotency-Key' } });
+    const c = await freshCollection(stack);
+    const body = { type: 'tokens.delete', collection: c, tags: ['t'], reason: 'AppFunctionality' };
+    const r = await rawRequest(stack.producer.url, 'POST', '/v1/commands', { headers: { ...writer.headers, 'idempotency-key': ['key-a', 'key-b'] }, body });
+    expect(r.status).toBe(400);
+    expect(r.body).toMatchObject({ error_code: 'PV1002', context: { header: 'Idempotency-Key' } });
     expect(await commandRows(writer.subject.id, 'key-a, key-b')).toEqual([]);
   });
 
@@ -116,7 +95,7 @@ describe('Idempotency-Key', () => {
   });
 
   it('replays the same job with 200 and Idempotent-Replayed: true for the same key and command', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['t'] }]);
     const key = uid('key');
     const command = { type: 'tokens.delete', collection: c, tags: ['t'], reason: 'AppFunctionality' };
@@ -141,7 +120,7 @@ describe('Idempotency-Key', () => {
   });
 
   it('answers 422 PV3010 when the same key comes with a different command, and keeps the first one', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     const key = uid('key');
     const first = await submit({ type: 'tokens.rotate', collection: c, token_ids: ['a'], reason: 'AppFunctionality' }, key);
     expect(first.status).toBe(202);
@@ -155,7 +134,7 @@ describe('Idempotency-Key', () => {
   });
 
   it('answers 422 PV3010 on a seed route too when the key was used for another command', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     const key = uid('key');
     const first = await call(stack, 'DELETE', `/api/pvlt/1.0/data/collections/${c}/tokens?tags=x&reason=AppFunctionality`, { headers: { ...writer.headers, 'idempotency-key': key } });
     expect(first.status).toBe(404);
@@ -165,7 +144,7 @@ describe('Idempotency-Key', () => {
   });
 
   it('scopes the key to the subject: another subject using the same key gets a new job', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     const key = uid('key');
     const other = await subjectWithToken(stack, { kind: 'service', capabilities: ['tokens:write'] });
     const command = { type: 'tokens.rotate', collection: c, token_ids: ['a'], reason: 'AppFunctionality' };
@@ -182,7 +161,7 @@ describe('Idempotency-Key', () => {
   });
 
   it('accepts a key of 255 characters and rejects one of 256 with 400 PV1002', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     const command = { type: 'tokens.rotate', collection: c, token_ids: ['a'], reason: 'AppFunctionality' };
     const ok = await submit(command, 'k'.repeat(255));
     expect(ok.status).toBe(202);
@@ -194,7 +173,7 @@ describe('Idempotency-Key', () => {
   });
 
   it('creates exactly one command for twenty concurrent submissions with one key', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     await tokenize(stack, c, [
       { object: { id: 'o1' }, tags: ['race'] },
       { object: { id: 'o2' }, tags: ['race'] },
@@ -216,7 +195,7 @@ describe('Idempotency-Key', () => {
   });
 
   it('replays a finished rotate with Prefer: wait as the identical mapping, rotating nothing again', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     const [a, b] = await tokenize(stack, c, [{ object: { id: 'o1' } }, { object: { id: 'o2' } }]);
     const key = uid('key');
     const url = `/api/pvlt/1.0/data/collections/${c}/rotate/tokens?token_ids=${a},${b}&reason=AppFunctionality`;
@@ -239,7 +218,7 @@ describe('Idempotency-Key', () => {
   });
 
   it('replays the same job through the native route as the same finished rotate mapping', async () => {
-    const c = await freshCollection();
+    const c = await freshCollection(stack);
     const [a] = await tokenize(stack, c, [{ object: { id: 'o1' } }]);
     const key = uid('key');
     const command = { type: 'tokens.rotate', collection: c, token_ids: [a], reason: 'AppFunctionality' };

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
@@ -7,7 +6,7 @@ import type { JobView } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { deleteFinishedCommands } from '../../db/repositories/command.repository.js';
 import { Sweeper } from '../../worker/sweeper.js';
-import { call, createCollection, subjectWithToken, waitForJob } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, uid, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -19,7 +18,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
 
 const DAYS = 30;
 const silent = pino({ level: 'silent' });
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 type Principal = Awaited<ReturnType<typeof subjectWithToken>>;
 
 const sweeper = (db: Db, batchSize?: number) => new Sweeper(db, silent, { intervalMs: 60_000, graceSeconds: 3600, jobRetentionDays: DAYS, ...(batchSize !== undefined && { batchSize }) });

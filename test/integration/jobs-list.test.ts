@@ -1,8 +1,7 @@
-import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeJobCursor, JobPage, type JobView } from '../../contracts/index.js';
-import { call, createCollection, subjectWithToken, waitForJob } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, uid, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -12,7 +11,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
 
 type Principal = Awaited<ReturnType<typeof subjectWithToken>>;
 
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 const AUDIT = { actor: { id: 'seed', kind: 'service' }, tenant_ids: null, reason: 'AppFunctionality', adhoc_reason: null, custom_audit: null, request_id: 'seed', source: 'http' };
 
 describe('GET /v1/jobs', () => {

@@ -3,7 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { newSecret } from '../../producer/secrets.js';
-import { call, insertExpiredToken, issueTemporaryToken, subjectWithToken } from '../helpers/api.js';
+import { call, insertExpiredToken, issueToken, subjectWithToken } from '../helpers/api.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -51,7 +52,7 @@ describe('keystoneclient against the Keystone routes', () => {
   afterAll(() => stack?.close());
 
   it('tokens.validate() gives an AccessInfoV3 of the user, with the token as auth_token and its ID as audit_id', async () => {
-    const temporary = await issueTemporaryToken(stack, user.subject.id);
+    const temporary = await issueToken(stack, user.subject.id);
     const [named, temp] = await keystoneClient(stack, gateway.token, [
       { op: 'validate', token: user.token },
       { op: 'validate', token: temporary.token },
@@ -69,7 +70,7 @@ describe('keystoneclient against the Keystone routes', () => {
       will_expire_soon: false,
       scoped: false,
     });
-    expect(temp).toMatchObject({ ok: true, auth_token: temporary.token, audit_id: temporary.tokenId, expires: pythonTime(temporary.expiresAt), will_expire_soon: false });
+    expect(temp).toMatchObject({ ok: true, auth_token: temporary.token, audit_id: temporary.tokenId, expires: pythonTime(temporary.expiresAt!), will_expire_soon: false });
     expect(Date.parse(temp.issued)).toBeLessThanOrEqual(Date.parse(temp.expires));
   });
 
@@ -117,7 +118,7 @@ describe('keystoneclient against the Keystone routes', () => {
   });
 
   it('tokens.revoke_token() is accepted and the token ends revoked', async () => {
-    const victim = await issueTemporaryToken(stack, user.subject.id);
+    const victim = await issueToken(stack, user.subject.id);
     const [revoked] = await keystoneClient(stack, user.token, [{ op: 'revoke_token', token: victim.token }]);
     expect(revoked.ok).toBe(true);
     expect([202, 204]).toContain(revoked.http_status);
@@ -125,13 +126,13 @@ describe('keystoneclient against the Keystone routes', () => {
     let status = 200;
     while (status === 200 && Date.now() < deadline) {
       status = (await call(stack, 'GET', '/v3/auth/tokens', { headers: { 'x-auth-token': gateway.token, 'x-subject-token': victim.token } })).status;
-      if (status === 200) await new Promise((resolve) => setTimeout(resolve, 25));
+      if (status === 200) await sleep(25);
     }
     expect(status).toBe(404);
   });
 
   it('tokens.revoke_token() answers 204 and the token no longer validates on the very next request (SPEC §5)', async () => {
-    const victim = await issueTemporaryToken(stack, user.subject.id);
+    const victim = await issueToken(stack, user.subject.id);
     const [revoked] = await keystoneClient(stack, user.token, [{ op: 'revoke_token', token: victim.token }]);
     expect(revoked).toEqual({ ok: true, http_status: 204 });
     // the gateway asks: to its user, a token that is gone is no longer provably its own (403)

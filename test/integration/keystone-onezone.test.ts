@@ -1,18 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView } from '../../contracts/index.js';
-import { type SubjectSpec, bearer, call, subjectWithToken, waitForJob } from '../helpers/api.js';
+import { bearer, call, issueToken, type SubjectSpec, subjectWithToken, uid, waitForJob } from '../helpers/api.js';
+import { keystoneError, onezoneError } from '../helpers/envelopes.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const WAIT = { prefer: 'wait=10' };
-
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
-
-/** Keystone's error envelope. */
-const keystoneError = (code: number, title: string) => ({ error: { code, title, message: expect.any(String) } });
-
-/** Onezone's error envelope. */
-const onezoneError = () => ({ error: { id: expect.any(String), details: expect.any(Object), description: expect.any(String) } });
 
 describe('Keystone and Onezone revocation routes', () => {
   let stack: Stack;
@@ -25,13 +18,6 @@ describe('Keystone and Onezone revocation routes', () => {
   /** A subject with a named token; more tokens via `issue`. */
   async function subject(spec: SubjectSpec) {
     return subjectWithToken(stack, { id: uid(spec.kind), ...spec });
-  }
-
-  /** Issues another access token to `subjectId` as the admin; returns its secret and ID. */
-  async function issue(subjectId: string, body: { temporary: boolean; ttl_seconds?: number; name?: string }) {
-    const r = await call(stack, 'POST', `/v1/subjects/${subjectId}/tokens`, { headers: stack.admin, body });
-    expect(r.status).toBe(201);
-    return { token: r.body.token as string, tokenId: r.body.token_id as string, generation: r.body.generation as number | null };
   }
 
   /** GET /v1/auth/verify as the admin (tokens:verify). */
@@ -55,7 +41,7 @@ describe('Keystone and Onezone revocation routes', () => {
 
     it('answers 202 with the job view with Prefer: respond-async, and the job succeeds', async () => {
       const user = await subject({ kind: 'user', capabilities: [] });
-      const second = await issue(user.subject.id, { temporary: false });
+      const second = await issueToken(stack, user.subject.id, { temporary: false });
       const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { prefer: 'respond-async', 'x-auth-token': user.token, 'x-subject-token': second.token } });
       expect(r.status).toBe(202);
       expect(JobView.parse(r.body).type).toBe('access_token.revoke');
@@ -68,7 +54,7 @@ describe('Keystone and Onezone revocation routes', () => {
 
     it('afterwards verify answers 404 not_found for the deleted token, and it no longer authenticates', async () => {
       const user = await subject({ kind: 'user', capabilities: [] });
-      const victim = await issue(user.subject.id, { temporary: true });
+      const victim = await issueToken(stack, user.subject.id, { temporary: true });
       expect((await verify(victim.token)).status).toBe(200);
       const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': victim.token, ...WAIT } });
       expect(r.status).toBe(204);
@@ -78,14 +64,14 @@ describe('Keystone and Onezone revocation routes', () => {
       expect(await authStatus(victim.token)).toBe(401);
       const asVictim = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': victim.token, 'x-subject-token': user.token } });
       expect(asVictim.status).toBe(401);
-      expect(asVictim.body).toEqual(keystoneError(401, 'Unauthorized'));
+      expect(asVictim.body).toEqual(keystoneError(401));
     });
 
     it('deletes an expired token too', async () => {
       const user = await subject({ kind: 'user', capabilities: [] });
-      const shortLived = await issue(user.subject.id, { temporary: true, ttl_seconds: 1 });
+      const shortLived = await issueToken(stack, user.subject.id, { temporary: true, ttl_seconds: 1 });
       const deadline = Date.now() + 10_000;
-      while ((await verify(shortLived.token)).status === 200 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200));
+      while ((await verify(shortLived.token)).status === 200 && Date.now() < deadline) await sleep(200);
       expect((await verify(shortLived.token)).body.context).toMatchObject({ reason: 'expired' });
       const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': shortLived.token, ...WAIT } });
       expect(r.status).toBe(204);
@@ -98,7 +84,7 @@ describe('Keystone and Onezone revocation routes', () => {
       const other = await subject({ kind: 'user', domain_id: domain, capabilities: ['tokens:manage', 'tokens:write'] });
       const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': other.token, 'x-subject-token': victim.token, ...WAIT } });
       expect(r.status).toBe(403);
-      expect(r.body).toEqual(keystoneError(403, 'Forbidden'));
+      expect(r.body).toEqual(keystoneError(403));
       expect(await authStatus(victim.token)).not.toBe(401);
     });
 
@@ -107,7 +93,7 @@ describe('Keystone and Onezone revocation routes', () => {
       const admin = await subject({ kind: 'user', domain_id: uid('dom'), capabilities: ['security_admin'] });
       const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': admin.token, 'x-subject-token': victim.token, ...WAIT } });
       expect(r.status).toBe(403);
-      expect(r.body).toEqual(keystoneError(403, 'Forbidden'));
+      expect(r.body).toEqual(keystoneError(403));
       expect(await authStatus(victim.token)).not.toBe(401);
     });
 
@@ -124,31 +110,31 @@ describe('Keystone and Onezone revocation routes', () => {
       const user = await subject({ kind: 'user' });
       const unknown = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': 'rvk_not-a-real-token', ...WAIT } });
       expect(unknown.status).toBe(404);
-      expect(unknown.body).toEqual(keystoneError(404, 'Not Found'));
+      expect(unknown.body).toEqual(keystoneError(404));
 
-      const gone = await issue(user.subject.id, { temporary: false });
+      const gone = await issueToken(stack, user.subject.id, { temporary: false });
       const first = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': gone.token, ...WAIT } });
       expect(first.status).toBe(204);
       const again = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': gone.token, ...WAIT } });
       expect(again.status).toBe(404);
-      expect(again.body).toEqual(keystoneError(404, 'Not Found'));
+      expect(again.body).toEqual(keystoneError(404));
     });
 
     it('answers 400 in the Keystone envelope without X-Subject-Token', async () => {
       const user = await subject({ kind: 'user' });
       const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, ...WAIT } });
       expect(r.status).toBe(400);
-      expect(r.body).toEqual(keystoneError(400, 'Bad Request'));
+      expect(r.body).toEqual(keystoneError(400));
       expect(await authStatus(user.token)).not.toBe(401);
     });
 
     it("refuses an X-Tenant-Id outside the caller's tenant scope with 403, and revokes nothing", async () => {
       // SPEC §2: naming a tenant outside the subject's scope is 403, on every route.
       const user = await subject({ kind: 'user', tenant_ids: ['tenant-a'] });
-      const spare = await issue(user.subject.id, { temporary: false });
+      const spare = await issueToken(stack, user.subject.id, { temporary: false });
       const keystone = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': spare.token, 'x-tenant-id': 'tenant-z', ...WAIT } });
       expect(keystone.status).toBe(403);
-      expect(keystone.body).toEqual(keystoneError(403, 'Forbidden'));
+      expect(keystone.body).toEqual(keystoneError(403));
       expect(await authStatus(spare.token)).not.toBe(401);
       const onezone = await call(stack, 'DELETE', `/api/v3/onezone/users/${user.subject.id}/tokens/temporary`, { headers: { 'x-auth-token': user.token, 'x-tenant-id': 'tenant-z', ...WAIT } });
       expect(onezone.status).toBe(403);
@@ -159,7 +145,7 @@ describe('Keystone and Onezone revocation routes', () => {
       const user = await subject({ kind: 'user' });
       const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-subject-token': user.token } });
       expect(r.status).toBe(401);
-      expect(r.body).toEqual(keystoneError(401, 'Unauthorized'));
+      expect(r.body).toEqual(keystoneError(401));
     });
   });
 
@@ -168,8 +154,8 @@ describe('Keystone and Onezone revocation routes', () => {
 
     it('lets the user revoke their own: 204, old temporary tokens stop working and verify as revoked, named ones keep working', async () => {
       const user = await subject({ kind: 'user' });
-      const temp1 = await issue(user.subject.id, { temporary: true });
-      const temp2 = await issue(user.subject.id, { temporary: true, ttl_seconds: 600 });
+      const temp1 = await issueToken(stack, user.subject.id, { temporary: true });
+      const temp2 = await issueToken(stack, user.subject.id, { temporary: true, ttl_seconds: 600 });
       expect(await authStatus(temp1.token)).not.toBe(401);
 
       const r = await call(stack, 'DELETE', userUrl(user.subject.id), { headers: { 'x-auth-token': user.token, ...WAIT } });
@@ -185,7 +171,7 @@ describe('Keystone and Onezone revocation routes', () => {
       expect((await verify(user.token, user.headers)).status).toBe(200);
 
       // a temporary token issued after the revocation works
-      const fresh = await issue(user.subject.id, { temporary: true });
+      const fresh = await issueToken(stack, user.subject.id, { temporary: true });
       expect(fresh.generation).toBe(1);
       expect(await authStatus(fresh.token)).not.toBe(401);
     });
@@ -202,7 +188,7 @@ describe('Keystone and Onezone revocation routes', () => {
 
     it('refuses another user without tokens:manage with 403 in the Onezone envelope', async () => {
       const victim = await subject({ kind: 'user' });
-      const temp = await issue(victim.subject.id, { temporary: true });
+      const temp = await issueToken(stack, victim.subject.id, { temporary: true });
       const other = await subject({ kind: 'user', capabilities: ['security_admin'] });
       const r = await call(stack, 'DELETE', userUrl(victim.subject.id), { headers: { 'x-auth-token': other.token, ...WAIT } });
       expect(r.status).toBe(403);
@@ -214,7 +200,7 @@ describe('Keystone and Onezone revocation routes', () => {
 
     it('lets a caller with tokens:manage revoke any user', async () => {
       const victim = await subject({ kind: 'user' });
-      const temp = await issue(victim.subject.id, { temporary: true });
+      const temp = await issueToken(stack, victim.subject.id, { temporary: true });
       const manager = await subject({ kind: 'service', capabilities: ['tokens:manage'] });
       const r = await call(stack, 'DELETE', userUrl(victim.subject.id), { headers: { 'x-auth-token': manager.token, ...WAIT } });
       expect(r.status).toBe(204);
@@ -259,7 +245,7 @@ describe('Keystone and Onezone revocation routes', () => {
 
     it('lets a provider revoke its own temporary tokens: 204, generation increments, named token keeps working', async () => {
       const provider = await subject({ kind: 'provider' });
-      const temp = await issue(provider.subject.id, { temporary: true });
+      const temp = await issueToken(stack, provider.subject.id, { temporary: true });
       const headers = { 'x-auth-token': provider.token };
       expect((await call(stack, 'GET', providerUrl, { headers })).body).toEqual({ generation: 0 });
 
@@ -278,7 +264,7 @@ describe('Keystone and Onezone revocation routes', () => {
 
     it('refuses a user (not a provider) with 403 in the Onezone envelope', async () => {
       const user = await subject({ kind: 'user', capabilities: ['tokens:manage'] });
-      const temp = await issue(user.subject.id, { temporary: true });
+      const temp = await issueToken(stack, user.subject.id, { temporary: true });
       const r = await call(stack, 'DELETE', providerUrl, { headers: { 'x-auth-token': user.token, ...WAIT } });
       expect(r.status).toBe(403);
       expect(r.body).toEqual(onezoneError());
@@ -290,7 +276,7 @@ describe('Keystone and Onezone revocation routes', () => {
 
     it('lets no one but the provider revoke its temporary tokens through POST /v1/commands, tokens:manage and the admin included', async () => {
       const provider = await subject({ kind: 'provider' });
-      const temp = await issue(provider.subject.id, { temporary: true });
+      const temp = await issueToken(stack, provider.subject.id, { temporary: true });
       const manager = await subject({ kind: 'user', capabilities: ['tokens:manage'] });
       const otherProvider = await subject({ kind: 'provider', capabilities: ['tokens:manage'] });
       const body = { type: 'temporary_tokens.revoke_all', subject: { kind: 'provider', id: provider.subject.id } };

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keystoneError, onezoneError, piianoError } from '../helpers/envelopes.js';
 import { servedRoutes } from '../helpers/routes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -23,7 +24,7 @@ describe('405 Method Not Allowed', () => {
       const r = await send(method, '/v3/auth/tokens', { 'X-Auth-Token': 'anything', 'X-Subject-Token': 'anything' });
       expect(r.status, method).toBe(405);
       expect(r.allow).toBe('DELETE, GET, HEAD');
-      expect(r.body).toEqual({ error: { code: 405, title: 'Method Not Allowed', message: expect.stringContaining(method) } });
+      expect(r.body).toEqual(keystoneError(405, expect.stringContaining(method)));
     }
   });
 
@@ -33,7 +34,7 @@ describe('405 Method Not Allowed', () => {
         const r = await send(method, url, { 'x-auth-token': 'anything' });
         expect(r.status, `${method} ${url}`).toBe(405);
         expect(r.allow).toBe('DELETE, GET, HEAD');
-        expect(r.body).toEqual({ error: { id: 'notSupported', details: expect.objectContaining({ error_code: 'PV1013' }), description: expect.stringContaining(method) } });
+        expect(r.body).toEqual(onezoneError('notSupported', 'PV1013', {}, expect.stringContaining(method)));
       }
     }
   });
@@ -50,7 +51,7 @@ describe('405 Method Not Allowed', () => {
       const r = await send(c.method, c.url);
       expect(r.status, `${c.method} ${c.url}`).toBe(405);
       expect(r.allow).toBe(c.allow);
-      expect(r.body).toEqual({ error_code: 'PV1013', message: expect.any(String), context: { method: c.method, allowed: c.allow } });
+      expect(r.body).toEqual(piianoError('PV1013', { method: c.method, allowed: c.allow }));
     }
   });
 

@@ -1,17 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { call, type SubjectSpec, subjectWithToken } from '../helpers/api.js';
+import { call, type SubjectSpec, subjectWithToken, uid } from '../helpers/api.js';
+import { onezoneError } from '../helpers/envelopes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 const PROVIDER_PATH = '/api/v3/onezone/provider/tokens/temporary';
 const userPath = (id: string) => `/api/v3/onezone/users/${id}/tokens/temporary`;
-
-/** Onedata's error: its id, the details Onedata gives it (plus our error_code), a description. */
-const onedataError = (id: string, code: string, details: Record<string, unknown> = {}) => ({
-  error: { id, details: expect.objectContaining({ ...details, error_code: code }), description: expect.stringMatching(/\S/) },
-});
 
 /**
  * SPEC §6/§7: Onezone routes answer with Onedata's own error ids (ctool's errors:to_json). The
@@ -34,7 +27,7 @@ describe("Onezone errors carry Onedata's error ids", () => {
     for (const method of ['DELETE', 'GET'] as const) {
       const r = await call(stack, method, userPath('not%20an%20id'), { headers: { 'x-auth-token': manager.token, prefer: 'wait=10' } });
       expect(r.status, method).toBe(400);
-      expect(r.body).toEqual(onedataError('badValueIdentifier', 'PV1002', { key: 'id' }));
+      expect(r.body).toEqual(onezoneError('badValueIdentifier', 'PV1002', { key: 'id' }));
     }
   });
 
@@ -42,10 +35,10 @@ describe("Onezone errors carry Onedata's error ids", () => {
     const provider = await subject({ kind: 'provider' });
     const tenant = await call(stack, 'GET', PROVIDER_PATH, { headers: { 'x-auth-token': provider.token, 'x-tenant-id': 'not a tenant' } });
     expect(tenant.status).toBe(400);
-    expect(tenant.body).toEqual(onedataError('badValueIdentifier', 'PV1002', { key: 'X-Tenant-Id' }));
+    expect(tenant.body).toEqual(onezoneError('badValueIdentifier', 'PV1002', { key: 'X-Tenant-Id' }));
     const key = await call(stack, 'DELETE', PROVIDER_PATH, { headers: { 'x-auth-token': provider.token, 'idempotency-key': 'k'.repeat(256) } });
     expect(key.status).toBe(400);
-    expect(key.body).toEqual(onedataError('badValueString', 'PV1002', { key: 'Idempotency-Key' }));
+    expect(key.body).toEqual(onezoneError('badValueString', 'PV1002', { key: 'Idempotency-Key' }));
     // nothing was revoked
     expect((await call(stack, 'GET', PROVIDER_PATH, { headers: { 'x-auth-token': provider.token } })).body).toEqual({ generation: 0 });
   });
@@ -58,7 +51,7 @@ describe("Onezone errors carry Onedata's error ids", () => {
       ] as const) {
         const r = await call(stack, method, url, { headers });
         expect(r.status, `${method} ${url}`).toBe(401);
-        expect(r.body).toEqual(onedataError('unauthorized', 'PV1005'));
+        expect(r.body).toEqual(onezoneError('unauthorized', 'PV1005'));
       }
     }
   });
@@ -75,7 +68,7 @@ describe("Onezone errors carry Onedata's error ids", () => {
     for (const c of cases) {
       const r = await call(stack, c.method, c.url, { headers: { 'x-auth-token': user.token, prefer: 'wait=10', ...c.headers } });
       expect(r.status, `${c.method} ${c.url}`).toBe(403);
-      expect(r.body).toEqual(onedataError('forbidden', c.code));
+      expect(r.body).toEqual(onezoneError('forbidden', c.code));
     }
     expect((await call(stack, 'GET', userPath(victim.subject.id), { headers: stack.admin })).body).toEqual({ generation: 0 });
   });
@@ -85,10 +78,10 @@ describe("Onezone errors carry Onedata's error ids", () => {
     for (const method of ['DELETE', 'GET'] as const) {
       const r = await call(stack, method, userPath(uid('nobody')), { headers: { 'x-auth-token': manager.token, prefer: 'wait=10' } });
       expect(r.status, method).toBe(404);
-      expect(r.body).toEqual(onedataError('notFound', 'PV3003'));
+      expect(r.body).toEqual(onezoneError('notFound', 'PV3003'));
     }
     const path = await call(stack, 'GET', '/api/v3/onezone/users/x/tokens/named', { headers: { 'x-auth-token': manager.token } });
     expect(path.status).toBe(404);
-    expect(path.body).toEqual(onedataError('notFound', 'PV1008'));
+    expect(path.body).toEqual(onezoneError('notFound', 'PV1008'));
   });
 });

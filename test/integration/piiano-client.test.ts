@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { request as httpRequest } from 'node:http';
 import { ApiError, type Count, type Reason, type rest_HTTPError, type RotatedTokens, type TokenizeRequest, type TokenMetadata, type TokenValue, VaultClient } from '@piiano/vault-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createCollection, subjectWithToken } from '../helpers/api.js';
+import { freshCollection, subjectWithToken } from '../helpers/api.js';
+import { piianoError } from '../helpers/envelopes.js';
+import { rawRequest } from '../helpers/http.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -32,7 +33,7 @@ async function rejectionOf(promise: Promise<unknown>): Promise<{ status: number;
 /** What the client's `rest_HTTPError` type promises: `context: Record<string, string>`. */
 function expectPiianoError(e: { status: number; body: rest_HTTPError; message: string }, status: number, code: string): rest_HTTPError {
   expect(e.status).toBe(status);
-  expect(e.body).toEqual({ error_code: code, message: expect.any(String), context: expect.any(Object) });
+  expect(e.body).toEqual(piianoError(code));
   for (const [key, value] of Object.entries(e.body.context)) expect(typeof value, `context.${key}`).toBe('string');
   // the client puts the code and message in its error's own message when the body is Piiano's
   expect(e.message).toContain(`${code}: ${e.body.message}`);
@@ -56,12 +57,6 @@ describe('@piiano/vault-client against the producer', () => {
   });
   afterAll(() => stack?.close());
 
-  async function freshCollection(): Promise<string> {
-    const name = `pc_${randomBytes(5).toString('hex')}`;
-    await createCollection(stack, name);
-    return name;
-  }
-
   const tokenize = (collection: string, items: Item[], more: { expirationSecs?: string; xTenantId?: string[] } = {}): Promise<TokenValue[]> =>
     client.tokens.tokenize({ collection, reason: REASON, requestBody: items, ...more });
 
@@ -75,7 +70,7 @@ describe('@piiano/vault-client against the producer', () => {
 
   describe('tokenize, search and count', () => {
     it('tokenizes randomized and pointer tokens with tags, scope, props and tenant_id, and finds them as TokenMetadata', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const created = await tokenize(c, [
         { type: 'randomized', object: { id: 'person-1' }, tags: ['card', 'eu'], scope: 'billing', props: ['cc_number'], tenant_id: A },
         { type: 'pointer', object: { id: 'person-2' }, tags: ['card'], props: ['email', 'name'], token_id: 'ptr-1' },
@@ -98,7 +93,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('gives tokens the expiry of expirationSecs, and none for the empty value the client sends for "never"', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [expiring] = await tokenize(c, [{ type: 'randomized', object: { id: 'o1' } }], { expirationSecs: '3600' });
       const [lasting] = await tokenize(c, [{ type: 'randomized', object: { id: 'o2' } }], { expirationSecs: '' });
       const [e, l] = await search(c, { object_ids: ['o1', 'o2'] });
@@ -110,7 +105,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it.each(['pci', 'pci_oneway', 'deterministic'] as const)('refuses type %s: the client rejects with 400 PV1002 naming the type, and nothing is created', async (type) => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const e = await rejectionOf(
         tokenize(c, [
           { type: 'randomized', object: { id: 'o1' } },
@@ -124,7 +119,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('searches by token_ids, object_ids and tags, a token matching every criterion given', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const ids = (
         await tokenize(c, [
           { type: 'randomized', object: { id: 'o1' }, tags: ['red', 'big'] },
@@ -142,7 +137,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('searches archived tokens with options archived, and adds agg with include_aggregated_data', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [old, current] = (
         await tokenize(
           c,
@@ -163,7 +158,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('counts active, archived and total as the client types Count', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const ids = (
         await tokenize(
           c,
@@ -176,7 +171,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('takes X-Tenant-Id the way the client sends it (xTenantId, comma-joined): places, narrows and refuses tenants', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       // a caller of two tenants names one for its items
       const ambiguous = await rejectionOf(ofAB.tokens.tokenize({ collection: c, reason: REASON, requestBody: [{ type: 'randomized', object: { id: 'o1' } }] }));
       expectPiianoError(ambiguous, 400, 'PV1002');
@@ -201,7 +196,7 @@ describe('@piiano/vault-client against the producer', () => {
 
   describe('errors, as the client reports them', () => {
     it('401 PV1005 for a wrong API key', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const stranger = new VaultClient({ vaultURL: stack.producer.url, apiKey: 'not-a-token-of-this-service' });
       const e = await rejectionOf(stranger.tokens.getTokensCount({ collection: c, reason: REASON }));
       expect(expectPiianoError(e, 401, 'PV1005').context).toEqual({});
@@ -213,7 +208,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('400 for a bad reason, for Other without an adhoc reason, and with Other and one the request goes through', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const bad = await rejectionOf(client.tokens.getTokensCount({ collection: c, reason: 'BecauseICan' as Reason }));
       expect(expectPiianoError(bad, 400, 'PV1002').context).toEqual({ reason: 'BecauseICan' });
       const bare = await rejectionOf(client.tokens.getTokensCount({ collection: c, reason: 'Other' }));
@@ -222,7 +217,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('400 PV1002 for invalid items, the list of problems as one string', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const tags = Array.from({ length: 11 }, (_, i) => `tag${i}`);
       const e = await rejectionOf(
         tokenize(c, [
@@ -235,7 +230,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('409 PV3007 for a token_id already used, the conflicting IDs as one string', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       await tokenize(c, [
         { type: 'randomized', object: { id: 'o1' }, token_id: 'dup-1' },
         { type: 'randomized', object: { id: 'o2' }, token_id: 'dup-2' },
@@ -251,24 +246,17 @@ describe('@piiano/vault-client against the producer', () => {
   });
 
   /** A search over a socket of its own (not the client's pooled one), as the admin. */
-  function searchOnNewConnection(collection: string, query: Record<string, string[]>, options = ''): Promise<TokenMetadata[]> {
-    return new Promise((resolve, reject) => {
-      const path = `/api/pvlt/1.0/data/collections/${collection}/query/tokens?reason=${REASON}${options}`;
-      const req = httpRequest(new URL(path, stack.producer.url), { method: 'POST', agent: false, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' } }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (chunk: string) => (text += chunk));
-        res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(text) as TokenMetadata[]) : reject(new Error(`search: ${res.statusCode} ${text}`))));
-      });
-      req.on('error', reject);
-      req.end(JSON.stringify(query));
-    });
+  async function searchOnNewConnection(collection: string, query: Record<string, string[]>, options = ''): Promise<TokenMetadata[]> {
+    const path = `/api/pvlt/1.0/data/collections/${collection}/query/tokens?reason=${REASON}${options}`;
+    const r = await rawRequest(stack.producer.url, 'POST', path, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, body: query });
+    if (r.status !== 200) throw new Error(`search: ${r.status} ${r.text}`);
+    return r.body as TokenMetadata[];
   }
   const idsOn = async (collection: string, query: Record<string, string[]>, options = '') => (await searchOnNewConnection(collection, query, options)).map((t) => t.token_id);
 
   describe('delete and rotate (synchronous seed routes)', () => {
     it('deleteTokens by token_ids resolves to {} once they are gone', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [a, b, keep] = (
         await tokenize(
           c,
@@ -280,7 +268,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('deleteTokens by object_ids', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [a, keep] = (
         await tokenize(c, [
           { type: 'randomized', object: { id: 'leaked' } },
@@ -292,7 +280,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('deleteTokens by tags takes the tokens holding every listed tag', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [both, one] = (
         await tokenize(c, [
           { type: 'randomized', object: { id: 'o1' }, tags: ['breach', 'eu'] },
@@ -305,7 +293,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('deleteTokens with options archived takes archived tokens only', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [old, current] = (
         await tokenize(c, [
           { type: 'randomized', object: { id: 'o1' }, tags: ['x'] },
@@ -319,7 +307,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('deleteTokens records reason Other with its adhoc reason', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [a] = (await tokenize(c, [{ type: 'randomized', object: { id: 'o1' } }])).map((t) => t.token_id);
       expect(await client.tokens.deleteTokens({ collection: c, reason: 'Other', adhocReason: 'incident 7, leaked', tokenIds: [a!] })).toEqual({});
       expect(await idsOn(c, { token_ids: [a!] })).toEqual([]);
@@ -328,7 +316,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('deleteTokens narrows to a tenant by the tenant_id parameter and by xTenantId', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [a1, b1, a2, b2] = (
         await tokenize(c, [
           { type: 'randomized', object: { id: 'o1' }, tags: ['p'], tenant_id: A },
@@ -345,7 +333,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('deleteTokens matching nothing rejects with 404 PV3009', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       await tokenize(c, [{ type: 'randomized', object: { id: 'o1' }, tags: ['x'] }]);
       const e = await rejectionOf(client.tokens.deleteTokens({ collection: c, reason: REASON, tags: ['absent'] }));
       expectPiianoError(e, 404, 'PV3009');
@@ -353,7 +341,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('rotateTokens resolves to the {old: new} mapping; the old IDs are gone, the new ones found with everything else kept', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [a, b] = (
         await tokenize(c, [
           { type: 'pointer', object: { id: 'o1' }, tags: ['r'], scope: 'cards', tenant_id: A },
@@ -370,7 +358,7 @@ describe('@piiano/vault-client against the producer', () => {
     });
 
     it('rotateTokens naming a missing ID rejects with 404 PV3087 listing the missing IDs as one string, and rotates nothing', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack, 'pc');
       const [a] = (await tokenize(c, [{ type: 'randomized', object: { id: 'o1' } }])).map((t) => t.token_id);
       const e = await rejectionOf(client.tokens.rotateTokens({ collection: c, reason: REASON, tokenIds: [a!, 'ghost-1', 'ghost-2'] }));
       const body = expectPiianoError(e, 404, 'PV3087');

@@ -2,6 +2,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createDb } from '../../db/create-db.js';
 import { type TestDatabase, createTestDatabase } from '../helpers/database.js';
+import { sleep } from '../helpers/sleep.js';
 
 /**
  * createDb's pool keeps what it has opened (db/create-db.ts): pg-pool's default closes a
@@ -35,7 +36,7 @@ describe('the connection pool', () => {
 
       vi.advanceTimersByTime(60_000);
       vi.useRealTimers();
-      await new Promise((resolve) => setTimeout(resolve, 200));
+      await sleep(200);
       expect(await backends('revocation-test-pool')).toEqual(opened);
 
       await burst();

@@ -6,10 +6,11 @@ import { createDb } from '../../db/create-db.js';
 import type { Db } from '../../db/database.js';
 import { migrateToLatest } from '../../db/migrate.js';
 import { Reconciler } from '../../worker/reconciler.js';
-import { commandQueue, duplicates, expectDeletedOnce, sleep, streamEvents, tally, waitForTerminal } from '../helpers/faults.js';
+import { commandQueue, duplicates, expectDeletedOnce, streamEvents, tally, waitForTerminal } from '../helpers/faults.js';
 import { killChildren, producerEnv, type ServiceProcess, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { type OwnPostgres, postgresBinaries, startOwnPostgres, stopOwnPostgresServers } from '../helpers/postgres-server.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN } from '../helpers/stack.js';
 
 /**

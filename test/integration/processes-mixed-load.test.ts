@@ -1,9 +1,10 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCollection, tokenize } from '../helpers/api.js';
-import { backendsWaitingOnLocks, bounded, duplicates, sleep, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
+import { backendsWaitingOnLocks, bounded, duplicates, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
 import { killChildren, producerEnv, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 import { prng } from '../helpers/prng.js';
 

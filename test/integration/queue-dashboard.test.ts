@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_QUEUE } from '../../contracts/index.js';
 import { bearer, call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { piianoError } from '../helpers/envelopes.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 const basic = (password: string, user = 'admin') => ({ authorization: `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}` });
@@ -29,13 +30,13 @@ describe('the queue dashboard at /admin/queues', () => {
     expect(response.headers.get('www-authenticate')).toMatch(/^Basic realm="[^"]+"/);
     expect(response.headers.get('content-type')).toMatch(/^application\/json/);
     const body = (await response.json()) as Record<string, unknown>;
-    expect(body).toEqual({ error_code: code, message: expect.any(String), context: expect.any(Object) });
+    expect(body).toEqual(piianoError(code));
   }
 
   async function expectForbidden(response: Response) {
     expect(response.status).toBe(403);
     expect(response.headers.get('www-authenticate')).toBeNull();
-    expect(await response.json()).toEqual({ error_code: 'PV1007', message: expect.any(String), context: expect.any(Object) });
+    expect(await response.json()).toEqual(piianoError('PV1007'));
   }
 
   async function expectDashboardPage(response: Response) {

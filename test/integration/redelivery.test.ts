@@ -1,15 +1,16 @@
-import { type Job, Queue, UnrecoverableError } from 'bullmq';
+import { type Job, UnrecoverableError } from 'bullmq';
 import pg from 'pg';
-import { Redis } from 'ioredis';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_JOB_NAME, COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
+import { COMMAND_JOB_NAME, type CommandJobData } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
 import { LAST_IN_TRANSACTION } from '../../db/pipelined.js';
 import type { Db } from '../../db/database.js';
 import { CommandReleased, type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { commandProcessor } from '../../worker/command-worker.js';
-import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { call, createCollection, submitCommand, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
+import { commandQueue } from '../helpers/faults.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -23,13 +24,6 @@ const silent = pino({ level: 'silent' });
 /** A structurally valid BullMQ job for the processor: the first of five attempts. */
 function fakeJob(commandId: string, hints: Omit<CommandJobData, 'command_id'> = {}): Job<CommandJobData> {
   return { data: { command_id: commandId, ...hints }, attemptsMade: 0, opts: { attempts: 5 }, updateProgress: async () => {} } as unknown as Job<CommandJobData>;
-}
-
-/** Submits a command over HTTP as the admin; returns its job ID (= command ID). */
-async function submit(stack: Stack, body: Record<string, unknown>): Promise<string> {
-  const r = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body });
-  if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body.job_id as string;
 }
 
 async function tokenIdsOf(db: Db, collection: string): Promise<string[]> {
@@ -102,7 +96,7 @@ describe.each(kinds)('a job delivered twice to the processor, one delivery after
 
   it('rotates once and returns the identical mapping on the second delivery', async () => {
     const [a, b, keep] = await tokenize(stack, 'seq', [{ object: { id: 'r1' } }, { object: { id: 'r2' } }, { object: { id: 'r3' } }]);
-    const id = await submit(stack, { type: 'tokens.rotate', collection: 'seq', token_ids: [a, b], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.rotate', collection: 'seq', token_ids: [a, b], reason: 'AppFunctionality' });
     const run = processor();
 
     const job = await shortJob(id);
@@ -134,7 +128,7 @@ describe.each(kinds)('a job delivered twice to the processor, one delivery after
       { object: { id: 'd3' }, tags: ['gone-once'] },
     ]);
     const before = await tokenIdsOf(db, 'seq');
-    const id = await submit(stack, { type: 'tokens.delete', collection: 'seq', tags: ['gone-once'], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'seq', tags: ['gone-once'], reason: 'AppFunctionality' });
     const run = processor();
 
     const first = await run(fakeJob(id));
@@ -155,7 +149,7 @@ describe.each(kinds)('a job delivered twice to the processor, one delivery after
       'seq',
       Array.from({ length: 5 }, (_, i) => ({ object: { id: `b${i}` }, tags: ['batched-once'] })),
     );
-    const id = await submit(stack, { type: 'tokens.delete', collection: 'seq', tags: ['batched-once'], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'seq', tags: ['batched-once'], reason: 'AppFunctionality' });
     const run = processor(2);
 
     const first = await run(fakeJob(id));
@@ -176,7 +170,7 @@ describe.each(kinds)('a job delivered twice to the processor, one delivery after
     const userId = created.body.id as string;
     const generation = async () => (await db.selectFrom('subjects').select('temporary_generation').where('id', '=', userId).executeTakeFirstOrThrow()).temporary_generation;
     const before = await generation();
-    const id = await submit(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
+    const id = await submitCommand(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
     const run = processor();
 
     const job = await shortJob(id);
@@ -194,7 +188,7 @@ describe.each(kinds)('a job delivered twice to the processor, one delivery after
 
   it('a failed rotate delivered twice fails the same way both times and records one failure', async () => {
     const [present] = await tokenize(stack, 'seq', [{ object: { id: 'f1' } }]);
-    const id = await submit(stack, { type: 'tokens.rotate', collection: 'seq', token_ids: [present, 'no-such-token'], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.rotate', collection: 'seq', token_ids: [present, 'no-such-token'], reason: 'AppFunctionality' });
     const run = processor();
 
     const errors: unknown[] = [];
@@ -221,17 +215,14 @@ describe.each(kinds)('a job delivered twice to the processor, one delivery after
 
 describe('a finished job removed from BullMQ and added again', () => {
   let stack: Stack;
-  let connection: Redis;
-  let queue: Queue<CommandJobData>;
+  let commands: ReturnType<typeof commandQueue>;
   beforeAll(async () => {
     stack = await startStack();
-    connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
-    queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
+    commands = commandQueue(stack.config.REDIS_URL, stack.config.QUEUE_PREFIX);
     await createCollection(stack, 'again');
   });
   afterAll(async () => {
-    await queue?.close();
-    connection?.disconnect();
+    await commands?.close();
     await stack?.close();
   });
 
@@ -239,11 +230,11 @@ describe('a finished job removed from BullMQ and added again', () => {
   async function settle(jobId: string, timeoutMs = 15_000) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const job = await queue.getJob(jobId);
+      const job = await commands.queue.getJob(jobId);
       const state = job ? await job.getState() : 'missing';
       if (state === 'completed' || state === 'failed') return { state, returnvalue: job?.returnvalue as ExecutionOutcome | undefined, failedReason: job?.failedReason };
       if (Date.now() > deadline) throw new Error(`job ${jobId} did not settle; state ${state}`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
   }
 
@@ -259,13 +250,13 @@ describe('a finished job removed from BullMQ and added again', () => {
     expect(tokensAfterFirst).toEqual([...Object.values(mapping), ids[2]].sort());
 
     // the first delivery's BullMQ job is settled (or already trimmed): remove it, add it again
-    const previous = await queue.getJob(jobId);
+    const previous = await commands.queue.getJob(jobId);
     if (previous) {
       await settle(jobId);
       await previous.remove();
     }
-    expect(await queue.getJob(jobId)).toBeUndefined();
-    await queue.add(COMMAND_JOB_NAME, { command_id: jobId }, { jobId, attempts: 5 });
+    expect(await commands.queue.getJob(jobId)).toBeUndefined();
+    await commands.queue.add(COMMAND_JOB_NAME, { command_id: jobId }, { jobId, attempts: 5 });
     const redelivered = await settle(jobId);
 
     expect(redelivered.state).toBe('completed');
@@ -307,7 +298,7 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
       'dup',
       Array.from({ length: 4 }, (_, i) => ({ object: { id: `c${i}` } })),
     );
-    const id = await submit(stack, { type: 'tokens.rotate', collection: 'dup', token_ids: ids, reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.rotate', collection: 'dup', token_ids: ids, reason: 'AppFunctionality' });
 
     const job = await shortJob(id);
     const [first, second] = await Promise.all([processor()(job), processor()(job)]);
@@ -333,7 +324,7 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
       'dup',
       Array.from({ length: 9 }, (_, i) => ({ object: { id: `t${i}` }, tags: ['twice-at-once'] })),
     );
-    const id = await submit(stack, { type: 'tokens.delete', collection: 'dup', tags: ['twice-at-once'], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'dup', tags: ['twice-at-once'], reason: 'AppFunctionality' });
 
     const [first, second] = await Promise.all([processor(2)(fakeJob(id)), processor(2)(fakeJob(id))]);
 
@@ -360,7 +351,7 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
 
   it('both deliveries of a failing rotate fail with PV3087; one failure is recorded and nothing is renamed', async () => {
     const [present] = await tokenize(stack, 'dup', [{ object: { id: 'stays' } }]);
-    const id = await submit(stack, { type: 'tokens.rotate', collection: 'dup', token_ids: [present, 'never-was'], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.rotate', collection: 'dup', token_ids: [present, 'never-was'], reason: 'AppFunctionality' });
 
     const job = await shortJob(id);
     const errors = await Promise.all(
@@ -393,7 +384,7 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
     const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
     expect(created.status).toBe(201);
     const userId = created.body.id as string;
-    const id = await submit(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
+    const id = await submitCommand(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
 
     const job = await shortJob(id);
     const [first, second] = await Promise.all([processor()(job), processor()(job)]);
@@ -427,7 +418,7 @@ describe("a job carrying its command's copy", () => {
 
   it('applies the effect before it locks the command row, and commits effect, records and state together', async () => {
     const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c1' } }]);
-    const id = await submit(stack, deleteOf(token!));
+    const id = await submitCommand(stack, deleteOf(token!));
     // hold the command row: a step that locks it first waits before deleting anything
     const blocker = new pg.Client({ connectionString: stack.database.url });
     // outside any transaction (one sees pg_stat_activity as it was at its first look)
@@ -461,7 +452,7 @@ describe("a job carrying its command's copy", () => {
     const userId = created.body.id as string;
     const generation = async () => (await db.selectFrom('subjects').select('temporary_generation').where('id', '=', userId).executeTakeFirstOrThrow()).temporary_generation;
     const before = await generation();
-    const id = await submit(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
+    const id = await submitCommand(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
     const hints = await hintsOf(id);
 
     const first = await run(fakeJob(id, hints));
@@ -477,7 +468,7 @@ describe("a job carrying its command's copy", () => {
 
   it('a copy that differs from the stored command: its effect is rolled back and the stored command runs', async () => {
     const [stored, other] = await tokenize(stack, 'copy', [{ object: { id: 'c2' } }, { object: { id: 'c3' } }]);
-    const id = await submit(stack, deleteOf(stored!));
+    const id = await submitCommand(stack, deleteOf(stored!));
     const hints = await hintsOf(id);
     const forged = { ...hints, carried: { ...hints.carried!, payload: { ...hints.carried!.payload, token_ids: [other!] } as never } };
 
@@ -493,7 +484,7 @@ describe("a job carrying its command's copy", () => {
 
   it('a copy on which the step fails (no such token) decides nothing: the stored command runs and succeeds', async () => {
     const [stored] = await tokenize(stack, 'copy', [{ object: { id: 'c4' } }]);
-    const id = await submit(stack, deleteOf(stored!));
+    const id = await submitCommand(stack, deleteOf(stored!));
     const hints = await hintsOf(id);
     const forged = { ...hints, carried: { ...hints.carried!, payload: { ...hints.carried!.payload, token_ids: ['no-such-token'] } as never } };
 
@@ -504,7 +495,7 @@ describe("a job carrying its command's copy", () => {
 
   it('a copy whose audit context differs (another tenant scope, another request): the stored one is what runs and is recorded', async () => {
     const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c7' } }]);
-    const id = await submit(stack, deleteOf(token!));
+    const id = await submitCommand(stack, deleteOf(token!));
     const hints = await hintsOf(id);
     const stored = hints.carried!.audit;
     const forged = { ...hints, carried: { ...hints.carried!, audit: { ...stored, tenant_ids: ['someone-else'], request_id: 'forged' } } };
@@ -517,7 +508,7 @@ describe("a job carrying its command's copy", () => {
 
   it('a copy of a command an earlier delivery left running (resumed): it resumes from the checkpoint, not from the copy', async () => {
     const tokens = await tokenize(stack, 'copy', [{ object: { id: 'r8' } }, { object: { id: 'r9' } }, { object: { id: 'r10' } }]);
-    const id = await submit(stack, { type: 'tokens.delete', collection: 'copy', token_ids: tokens, reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'copy', token_ids: tokens, reason: 'AppFunctionality' });
     const hints = await hintsOf(id);
     // the first delivery commits one batch of one token, then is released (a shutdown)
     const stopped = new AbortController();
@@ -537,7 +528,7 @@ describe("a job carrying its command's copy", () => {
   });
 
   it('a copy of a failing command: the failure is recorded once, from the stored command', async () => {
-    const id = await submit(stack, deleteOf('not-there'));
+    const id = await submitCommand(stack, deleteOf('not-there'));
     const error = await run(fakeJob(id, await hintsOf(id))).then(
       () => undefined,
       (e: unknown) => e,
@@ -549,12 +540,12 @@ describe("a job carrying its command's copy", () => {
 
   it('a copy that is not a command, or a job for a command not in the database', async () => {
     const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c5' } }]);
-    const id = await submit(stack, deleteOf(token!));
+    const id = await submitCommand(stack, deleteOf(token!));
     expect(await run(fakeJob(id, { short: true, carried: { payload: { type: 'nonsense' }, audit: {} } as never }))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
 
     // a copy of a real command under an ID that is not in the database: nothing is deleted
     const [kept] = await tokenize(stack, 'copy', [{ object: { id: 'c6' } }]);
-    const real = await submit(stack, deleteOf(kept!));
+    const real = await submitCommand(stack, deleteOf(kept!));
     const hints = await hintsOf(real);
     const missing = '00000000-0000-4000-8000-000000000000';
     await expect(run(fakeJob(missing, hints))).rejects.toBeInstanceOf(UnrecoverableError);

@@ -4,10 +4,11 @@ import { isUnreachable } from '../../bin/runtime.js';
 import { pingRedis } from '../../db/redis-connection.js';
 import { EventConsumer, type RevocationEvent } from '../../index.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
-import { bounded, expectDeletedOnce, sleep, waitForTerminal } from '../helpers/faults.js';
+import { bounded, expectDeletedOnce, waitForTerminal } from '../helpers/faults.js';
 import { runCli } from '../helpers/processes.js';
 import { type OwnRedisCluster, startOwnRedisCluster } from '../helpers/redis-cluster.js';
 import { freePort, stopOwnRedisServers } from '../helpers/redis-server.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**

@@ -1,14 +1,15 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { connect } from 'node:net';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigSchema, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
 import { hashSecret, newSecret, sameHash } from '../../producer/secrets.js';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.js';
+import { rawRequest, sendRaw } from '../helpers/http.js';
 import { compiled, PROJECT_ROOT } from '../helpers/processes.js';
 import { deleteKeys, TEST_REDIS_URL } from '../helpers/redis.js';
+import { sleep } from '../helpers/sleep.js';
 
 /**
  * Secret hygiene (README "Security model", SPEC §1 and §3): access-token secrets are shown once,
@@ -67,7 +68,7 @@ async function waitForLog(service: Service, msg: string, timeoutMs = 30_000): Pr
     }
     if (service.child.exitCode !== null) throw new Error(`exited before logging '${msg}':\n${service.output()}`);
     if (Date.now() > deadline) throw new Error(`no '${msg}' after ${timeoutMs} ms:\n${service.output()}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
   }
 }
 
@@ -139,27 +140,16 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
   const searched = { tables: 0, rows: 0, keys: 0, logLines: 0 };
 
   async function http(method: string, path: string, options: { headers?: Record<string, string>; body?: unknown } = {}) {
-    const response = await fetch(`${base}${path}`, {
-      method,
-      headers: { ...(options.body !== undefined && { 'content-type': 'application/json' }), ...options.headers },
-      ...(options.body !== undefined && { body: JSON.stringify(options.body) }),
-    });
-    const text = await response.text();
-    let body: any;
-    try {
-      body = text ? JSON.parse(text) : undefined;
-    } catch {
-      body = text;
-    }
-    const job = response.headers.get('location')?.match(/^\/v1\/jobs\/(.+)$/)?.[1];
+    const r = await rawRequest(base, method, path, options);
+    const job = r.headers.location?.match(/^\/v1\/jobs\/(.+)$/)?.[1];
     if (job) jobs.add(job);
-    return { status: response.status, headers: response.headers, body };
+    return r;
   }
 
   async function issue(name: string, subjectId: string, token: { temporary: boolean; ttl_seconds?: number; name?: string }, headers: Record<string, string> = admin) {
     const r = await http('POST', `/v1/subjects/${subjectId}/tokens`, { headers, body: token });
     expect(r.status, JSON.stringify(r.body)).toBe(201);
-    expect(r.headers.get('cache-control')).toBe('no-store');
+    expect(r.headers['cache-control']).toBe('no-store');
     secrets[name] = r.body.token;
     tokenIds[name] = r.body.token_id;
     return r.body.token as string;
@@ -177,21 +167,8 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
       expect(r.status).toBe(200);
       if (r.body.state === 'succeeded' || r.body.state === 'failed') return r.body;
       if (Date.now() > deadline) throw new Error(`job ${jobId} still ${r.body.state}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
-  }
-
-  /** Sends raw bytes (a request Node itself refuses); resolves with the status line. */
-  function raw(request: string): Promise<string> {
-    const { hostname, port } = new URL(base);
-    return new Promise((resolve, reject) => {
-      const socket = connect(Number(port), hostname, () => socket.write(request));
-      let answer = '';
-      socket.setEncoding('latin1');
-      socket.on('data', (chunk: string) => (answer += chunk));
-      socket.on('error', () => {});
-      socket.on('close', () => (answer ? resolve(answer.split('\r\n')[0]!) : reject(new Error('no answer'))));
-    });
   }
 
   async function events(): Promise<RevocationEvent[]> {
@@ -319,10 +296,9 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
     // credentials that fail: a secret with a byte more, and requests Node refuses before the
     // app (header too large; a forbidden header byte), which Fastify logs at trace level
     expect((await http('GET', `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`, { headers: { authorization: `Bearer ${service}x` } })).status).toBe(401);
-    expect(await raw(`GET /v1/audit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${adminSecret}\r\nX-Subject-Token: ${service}\r\nX-Padding: ${'p'.repeat(20_000)}\r\n\r\n`)).toMatch(
-      /^HTTP\/1\.1 431/,
-    );
-    expect(await raw(`GET /v1/audit HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${gateway}\r\nX-Bad\u0001: y\r\n\r\n`)).toMatch(/^HTTP\/1\.1 400/);
+    const tooLarge = await sendRaw(base, `GET /v1/audit HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${adminSecret}\r\nX-Subject-Token: ${service}\r\nX-Padding: ${'p'.repeat(20_000)}\r\n\r\n`);
+    expect(tooLarge.status).toBe(431);
+    expect((await sendRaw(base, `GET /v1/audit HTTP/1.1\r\nHost: x\r\nX-Auth-Token: ${gateway}\r\nX-Bad\u0001: y\r\n\r\n`)).status).toBe(400);
 
     // every job ends, and its events reach the stream
     for (const job of jobs) expect(['succeeded', 'failed']).toContain((await waitForJob(job, admin)).state);
@@ -331,7 +307,7 @@ describe('secret hygiene: secrets never reach a log, a table, a queue or an even
       const ended = new Set((await events()).filter((e) => e.type === 'command.succeeded' || e.type === 'command.failed').map((e) => e.job_id));
       if ([...jobs].every((j) => ended.has(j))) break;
       if (Date.now() > deadline) throw new Error(`events missing for ${[...jobs].filter((j) => !ended.has(j)).join(', ')}`);
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
     const types = new Set((await events()).map((e) => e.type));
     for (const type of ['tokens.deleted', 'tokens.rotated', 'access_token.revoked', 'temporary_tokens.revoked', 'command.succeeded', 'command.failed'] as const) expect(types).toContain(type);

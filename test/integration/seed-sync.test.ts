@@ -1,27 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView } from '../../contracts/index.js';
-import { call, createCollection, rawRequest, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { call, freshCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { rawRequest } from '../helpers/http.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const deleteUrl = (collection: string, query: string) => `/api/pvlt/1.0/data/collections/${collection}/tokens?reason=AppFunctionality&${query}`;
 const searchUrl = (collection: string) => `/api/pvlt/1.0/data/collections/${collection}/query/tokens?reason=AppFunctionality`;
 
-async function freshCollection(stack: Stack): Promise<string> {
-  const name = `c_${randomBytes(5).toString('hex')}`;
-  await createCollection(stack, name);
-  return name;
-}
-
 /** Whether a token is still found, asked over a new socket (not the connection that deleted it). */
 async function stillFound(stack: Stack, collection: string, tokenId: string): Promise<boolean> {
-  const r = await fetch(new URL(searchUrl(collection), stack.producer.url), {
-    method: 'POST',
-    headers: { ...stack.admin, 'content-type': 'application/json', connection: 'close' },
-    body: JSON.stringify({ token_ids: [tokenId] }),
-  });
+  const r = await rawRequest(stack.producer.url, 'POST', searchUrl(collection), { headers: stack.admin, body: { token_ids: [tokenId] } });
   expect(r.status).toBe(200);
-  return JSON.stringify(await r.json()).includes(tokenId);
+  return r.text.includes(tokenId);
 }
 
 describe('seed routes answer synchronously (SPEC §5)', () => {
@@ -58,7 +50,7 @@ describe('seed routes answer synchronously (SPEC §5)', () => {
     const user = await subjectWithToken(stack, { kind: 'user' });
     const r = await call(stack, 'DELETE', '/v3/auth/tokens', { headers: { 'x-auth-token': user.token, 'x-subject-token': user.token } });
     expect(r.status).toBe(204);
-    const next = await rawRequest(stack, 'GET', '/v1/auth/verify', { 'x-auth-token': user.token, 'x-subject-token': user.token });
+    const next = await rawRequest(stack.producer.url, 'GET', '/v1/auth/verify', { headers: { 'x-auth-token': user.token, 'x-subject-token': user.token } });
     expect(next.status).toBe(401);
   });
 
@@ -66,7 +58,7 @@ describe('seed routes answer synchronously (SPEC §5)', () => {
     const user = await subjectWithToken(stack, { kind: 'user' }, { temporary: true, ttl_seconds: 600 });
     const r = await call(stack, 'DELETE', `/api/v3/onezone/users/${user.subject.id}/tokens/temporary`, { headers: { 'x-auth-token': user.token } });
     expect(r.status).toBe(204);
-    const next = await rawRequest(stack, 'GET', `/api/v3/onezone/users/${user.subject.id}/tokens/temporary`, { 'x-auth-token': user.token });
+    const next = await rawRequest(stack.producer.url, 'GET', `/api/v3/onezone/users/${user.subject.id}/tokens/temporary`, { headers: { 'x-auth-token': user.token } });
     expect(next.status).toBe(401);
   });
 
@@ -181,7 +173,7 @@ describe('Prefer on a seed route while no worker runs', () => {
     for (let n = 0; n < 200; n++) {
       const rows = await db.selectFrom('commands').select('id').where('submitter_id', '=', writer.subject.id).execute();
       if (rows.length === 2) break;
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
     await db
       .updateTable('subjects')

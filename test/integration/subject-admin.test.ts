@@ -1,10 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SubjectTokensPage, SubjectView } from '../../contracts/index.js';
 import { type RunningProducer, startProducer } from '../../producer/server.js';
-import { call, createCollection, subjectWithToken } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, uid } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -13,7 +12,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
  * commit on, at every producer, a credential served from a producer's cache included.
  */
 
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 const COLLECTION = 'admin_cards';
 const OTHER = 'admin_other';
 type Headers = Record<string, string>;

@@ -1,17 +1,15 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
+import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_QUEUE, type CommandJobData, type RevocationEvent } from '../../contracts/index.js';
+import { COMMAND_QUEUE, type RevocationEvent } from '../../contracts/index.js';
 import { seedNamedAccessTokens, seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
 import { CommandReleased, type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { subjectLockoutHandler } from '../../worker/handlers/subject-lockout.handler.js';
 import { subjectUnlockHandler } from '../../worker/handlers/subject-unlock.handler.js';
-import { bearer, call, createCollection, subjectWithToken, waitForEvents, waitForJob } from '../helpers/api.js';
-import { StepLog } from '../helpers/faults.js';
+import { bearer, call, createCollection, subjectWithToken, uid, waitForEvents, waitForJob } from '../helpers/api.js';
+import { commandQueue, reconcileUntilQueued, StepLog } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -22,7 +20,6 @@ import { type Stack, startStack } from '../helpers/stack.js';
  * holds in batches, with events and audit rows; `subject.unlock` enables it again.
  */
 
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 const COLLECTION = 'lockout_cards';
 type Headers = Record<string, string>;
 type EventOfType<T extends RevocationEvent['type']> = Extract<RevocationEvent, { type: T }>;
@@ -413,20 +410,17 @@ describe('a lockout whose worker process is killed -9 in the middle', () => {
   const TEMPORARY = 10_000;
   let stack: Stack;
   let steps: StepLog;
-  let connection: Redis;
-  let queue: Queue<CommandJobData>;
+  let commands: ReturnType<typeof commandQueue>;
 
   beforeAll(async () => {
     stack = await startStack({ worker: false, env: { DELETE_BATCH_SIZE: String(BATCH) } });
     steps = await StepLog.listen(stack.database.url);
-    connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
-    queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
+    commands = commandQueue(stack.config.REDIS_URL, stack.config.QUEUE_PREFIX);
   });
   afterAll(async () => {
     await killChildren();
     await steps?.close();
-    await queue?.close().catch(() => {});
-    connection?.disconnect();
+    await commands?.close();
     await stack?.close();
   });
 
@@ -459,13 +453,9 @@ describe('a lockout whose worker process is killed -9 in the middle', () => {
 
     // the dead worker's job: its lock dropped, the job removed, a reconciler re-enqueues the command
     await stack.redis.del(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${jobId}:lock`);
-    await (await queue.getJob(jobId))?.remove();
+    await (await commands.queue.getJob(jobId))?.remove();
     const second = await stack.startWorker();
-    for (let round = 0; !(await queue.getJob(jobId)); round++) {
-      if (round > 100) throw new Error('the reconciler did not re-enqueue the unfinished lockout');
-      await second.reconciler.reconcileOnce();
-      if (!(await queue.getJob(jobId))) await new Promise((resolve) => setTimeout(resolve, 100));
-    }
+    await reconcileUntilQueued(commands.queue, second.reconciler, jobId);
 
     const done = await waitForJob(stack, jobId, stack.admin, 60_000);
     expect(done).toMatchObject({ state: 'succeeded', result: { subject: { kind: 'user', id }, revoked: all.length }, progress: { processed: all.length, total: all.length } });

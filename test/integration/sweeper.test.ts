@@ -5,12 +5,13 @@ import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditContext } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
+import { countAccessTokensOf } from '../../db/repositories/access-token.repository.js';
 import { outboxRows } from '../../db/repositories/outbox.repository.js';
 import { seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
 import { BOOTSTRAP_ADMIN_ID } from '../../producer/services/subjects.service.js';
 import { toEvents } from '../../worker/event-envelope.js';
 import { Sweeper } from '../../worker/sweeper.js';
-import { call, createCollection, tokenize, waitForEvents } from '../helpers/api.js';
+import { call, createCollection, issueToken, tokenize, waitForEvents } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -72,15 +73,8 @@ describe('the sweeper', () => {
     return r.body.id as string;
   }
 
-  /** Issues an access token over HTTP; returns its ID and secret. */
-  async function issue(subjectId: string, body: { temporary: boolean; ttl_seconds?: number; name?: string }): Promise<{ id: string; secret: string }> {
-    const r = await call(stack, 'POST', `/v1/subjects/${subjectId}/tokens`, { headers: stack.admin, body });
-    if (r.status !== 201) throw new Error(`token: ${r.status} ${JSON.stringify(r.body)}`);
-    return { id: r.body.token_id as string, secret: r.body.token as string };
-  }
-
-  const temporary = (subjectId: string) => issue(subjectId, { temporary: true, ttl_seconds: 2 * HOUR });
-  const named = (subjectId: string) => issue(subjectId, { temporary: false, name: 'kept' });
+  const temporary = (subjectId: string) => issueToken(stack, subjectId, { temporary: true, ttl_seconds: 2 * HOUR });
+  const named = (subjectId: string) => issueToken(stack, subjectId, { temporary: false, name: 'kept' });
 
   /** Revokes every temporary token of the user (Onezone route, synchronous). */
   async function revokeAll(subjectId: string): Promise<void> {
@@ -104,15 +98,6 @@ describe('the sweeper', () => {
     return rows.map((r) => r.id).sort();
   }
 
-  async function tokensOf(subjectId: string): Promise<number> {
-    const row = await db
-      .selectFrom('access_tokens')
-      .select((eb) => eb.fn.countAll<string>().as('n'))
-      .where('subject_id', '=', subjectId)
-      .executeTakeFirstOrThrow();
-    return Number(row.n);
-  }
-
   function verify(secret: string) {
     return call(stack, 'GET', '/v1/auth/verify', { headers: { ...stack.admin, 'x-subject-token': secret } });
   }
@@ -127,10 +112,10 @@ describe('the sweeper', () => {
 
     expect(await sweeper(HOUR).sweepOnce()).toBe(revoked.length);
 
-    expect(await present(revoked.map((t) => t.id))).toEqual([]);
-    expect(await present([...current, name].map((t) => t.id))).toEqual([...current, name].map((t) => t.id).sort());
-    for (const t of [...current, name]) expect((await verify(t.secret)).status).toBe(200);
-    const gone = await verify(revoked[0].secret);
+    expect(await present(revoked.map((t) => t.tokenId))).toEqual([]);
+    expect(await present([...current, name].map((t) => t.tokenId))).toEqual([...current, name].map((t) => t.tokenId).sort());
+    for (const t of [...current, name]) expect((await verify(t.token)).status).toBe(200);
+    const gone = await verify(revoked[0].token);
     expect(gone.status).toBe(404);
     expect(gone.body.context).toEqual({ reason: 'not_found' });
   });
@@ -141,36 +126,36 @@ describe('the sweeper', () => {
     const name = await named(bob);
     await revokeAll(bob);
     const expired = await temporary(bob);
-    await expiredAgo(expired.id, 600);
+    await expiredAgo(expired.tokenId, 600);
 
     expect(await sweeper(HOUR).sweepOnce()).toBe(0);
 
-    expect(await tokensOf(bob)).toBe(5);
+    expect(await countAccessTokensOf(db, bob)).toBe(5);
     for (const t of revoked) {
-      const r = await verify(t.secret);
+      const r = await verify(t.token);
       expect(r.status).toBe(404);
       expect(r.body).toMatchObject({ error_code: 'PV3006', context: { reason: 'revoked' } });
     }
-    const r = await verify(expired.secret);
+    const r = await verify(expired.token);
     expect(r.status).toBe(404);
     expect(r.body).toMatchObject({ error_code: 'PV3006', context: { reason: 'expired' } });
-    expect((await verify(name.secret)).status).toBe(200);
+    expect((await verify(name.token)).status).toBe(200);
   });
 
   it('deletes tokens expired longer than the grace and keeps the ones expired more recently or still valid', async () => {
     const carol = await user();
     const [old1, old2, recent, valid] = await Promise.all([temporary(carol), temporary(carol), temporary(carol), temporary(carol)]);
     const name = await named(carol);
-    await expiredAgo(old1.id, 2 * HOUR);
-    await expiredAgo(old2.id, HOUR + 60);
-    await expiredAgo(recent.id, HOUR - 60);
+    await expiredAgo(old1.tokenId, 2 * HOUR);
+    await expiredAgo(old2.tokenId, HOUR + 60);
+    await expiredAgo(recent.tokenId, HOUR - 60);
 
     expect(await sweeper(HOUR).sweepOnce()).toBe(2);
 
-    expect(await present([old1.id, old2.id])).toEqual([]);
-    expect(await present([recent.id, valid.id, name.id])).toEqual([recent.id, valid.id, name.id].sort());
-    expect((await verify(recent.secret)).body.context).toEqual({ reason: 'expired' });
-    expect((await verify(valid.secret)).status).toBe(200);
+    expect(await present([old1.tokenId, old2.tokenId])).toEqual([]);
+    expect(await present([recent.tokenId, valid.tokenId, name.tokenId])).toEqual([recent.tokenId, valid.tokenId, name.tokenId].sort());
+    expect((await verify(recent.token)).body.context).toEqual({ reason: 'expired' });
+    expect((await verify(valid.token)).status).toBe(200);
   });
 
   it('with no grace deletes what was revoked a moment ago', async () => {
@@ -181,8 +166,8 @@ describe('the sweeper', () => {
 
     expect(await sweeper(0).sweepOnce()).toBe(2);
 
-    expect(await present(revoked.map((t) => t.id))).toEqual([]);
-    expect(await present([current.id])).toEqual([current.id]);
+    expect(await present(revoked.map((t) => t.tokenId))).toEqual([]);
+    expect(await present([current.tokenId])).toEqual([current.tokenId]);
   });
 
   it('works through a thousand revoked tokens in statements of at most batchSize rows', async () => {
@@ -196,8 +181,8 @@ describe('the sweeper', () => {
     const deleted = await sweeper(HOUR, 100, db.withPlugin(observer)).sweepOnce();
 
     expect(deleted).toBe(1000);
-    expect(await tokensOf(erin)).toBe(1);
-    expect(await present([kept.id])).toEqual([kept.id]);
+    expect(await countAccessTokensOf(db, erin)).toBe(1);
+    expect(await present([kept.tokenId])).toEqual([kept.tokenId]);
     expect(observer.deletes.every((n) => n <= 100)).toBe(true);
     expect(observer.deletes.filter((n) => n > 0)).toHaveLength(10);
     expect(observer.deletes.reduce((a, b) => a + b, 0)).toBe(1000);
@@ -224,7 +209,7 @@ describe('the sweeper', () => {
 
       expect(deleted).toBe(150);
       expect(await present(held)).toEqual(held);
-      expect(await tokensOf(frank)).toBe(50);
+      expect(await countAccessTokensOf(db, frank)).toBe(50);
       // the revoke-all goes on and commits: the sweep left it nothing to wait for
       await inFlight.query('update access_tokens set expires_at = expires_at where id = any($1)', [held]);
       await inFlight.query('commit');
@@ -240,7 +225,7 @@ describe('the sweeper', () => {
     // once that bump is past the grace too, the rows it held go as well
     await bumpedAgo(frank, 2 * HOUR);
     expect(await sweeper(HOUR, 30).sweepOnce()).toBe(50);
-    expect(await tokensOf(frank)).toBe(0);
+    expect(await countAccessTokensOf(db, frank)).toBe(0);
   });
 
   /**

@@ -1,17 +1,19 @@
 import { Writable } from 'node:stream';
-import { type Job, Queue, UnrecoverableError } from 'bullmq';
+import { type Job, UnrecoverableError } from 'bullmq';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_JOB_NAME, COMMAND_QUEUE, type CommandJobData, errorRegistry } from '../../contracts/index.js';
+import { COMMAND_JOB_NAME, type CommandJobData, errorRegistry } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
 import type { Db } from '../../db/database.js';
 import { CommandReleased, executeCommand } from '../../worker/command-executor.js';
 import { commandProcessor, startCommandWorker } from '../../worker/command-worker.js';
 import { Reconciler } from '../../worker/reconciler.js';
-import { call, createCollection, tokenize } from '../helpers/api.js';
+import { createCollection, submitCommand, tokenize } from '../helpers/api.js';
+import { commandQueue } from '../helpers/faults.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
@@ -41,29 +43,20 @@ function fakeJob(commandId: string, attempt: number, attempts: number): Job<Comm
   return { data: { command_id: commandId }, attemptsMade: attempt - 1, opts: { attempts }, updateProgress: async () => {} } as unknown as Job<CommandJobData>;
 }
 
-async function submit(stack: Stack, body: Record<string, unknown>): Promise<string> {
-  const r = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body });
-  if (r.status !== 202) throw new Error(`submit: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body.job_id as string;
-}
-
 describe('a command whose attempts end on an unexpected error', () => {
   let stack: Stack;
   let db: Db;
-  let connection: Redis;
-  let queue: Queue<CommandJobData>;
+  let commands: ReturnType<typeof commandQueue>;
 
   beforeAll(async () => {
     stack = await startStack({ worker: false });
     // the worker's pool: pipeline mode, COMMIT sent behind the last statement
     db = createDb(stack.database.url, { max: 8, pipeline: true, applicationName: 'unexpected-errors-test' });
-    connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
-    queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection, prefix: stack.config.QUEUE_PREFIX });
+    commands = commandQueue(stack.config.REDIS_URL, stack.config.QUEUE_PREFIX);
     await createCollection(stack, 'odd');
   });
   afterAll(async () => {
-    await queue?.close();
-    connection?.disconnect();
+    await commands?.close();
     await db?.destroy();
     await stack?.close();
   });
@@ -76,23 +69,23 @@ describe('a command whose attempts end on an unexpected error', () => {
   async function settle(jobId: string, timeoutMs = 20_000) {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const job = await queue.getJob(jobId);
+      const job = await commands.queue.getJob(jobId);
       const state = job ? await job.getState() : 'missing';
       // read again: another attempt may have ended between the read of the job and of its state
-      const ended = state === 'completed' || state === 'failed' ? await queue.getJob(jobId) : undefined;
+      const ended = state === 'completed' || state === 'failed' ? await commands.queue.getJob(jobId) : undefined;
       if (ended) return { state, attemptsMade: ended.attemptsMade, failedReason: ended.failedReason };
       if (Date.now() > deadline) throw new Error(`job ${jobId} did not settle; state ${state}`);
-      await new Promise((resolve) => setTimeout(resolve, 25));
+      await sleep(25);
     }
   }
 
   it('a stored payload that does not parse: the job fails after its attempts, the command ends failed with PV1000 and one command.failed event, and the reconciler leaves it', async () => {
     const [token] = await tokenize(stack, 'odd', [{ object: { id: 'o1' } }]);
-    const id = await submit(stack, { type: 'tokens.delete', collection: 'odd', token_ids: [token], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'odd', token_ids: [token], reason: 'AppFunctionality' });
     await sql`update commands set payload = payload - 'collection' where id = ${id}`.execute(stack.database.db);
     // the producer's job, replaced by one of three attempts without backoff
-    await (await queue.getJob(id))?.remove();
-    await queue.add(COMMAND_JOB_NAME, { command_id: id }, { jobId: id, attempts: 3 });
+    await (await commands.queue.getJob(id))?.remove();
+    await commands.queue.add(COMMAND_JOB_NAME, { command_id: id }, { jobId: id, attempts: 3 });
 
     const lines: Record<string, any>[] = [];
     const workerConnection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
@@ -107,9 +100,9 @@ describe('a command whose attempts end on an unexpected error', () => {
 
     expect(settled).toMatchObject({ state: 'failed', attemptsMade: 3, failedReason: `PV1000: ${internal.message}` });
     // the reconciler finds nothing to run again: the command ended
-    const reconciler = new Reconciler(stack.database.db, queue, silent, { intervalMs: 60_000, graceMs: 0 });
+    const reconciler = new Reconciler(stack.database.db, commands.queue, silent, { intervalMs: 60_000, graceMs: 0 });
     expect(await reconciler.reconcileOnce()).toBe(0);
-    expect(await (await queue.getJob(id))?.getState()).toBe('failed');
+    expect(await (await commands.queue.getJob(id))?.getState()).toBe('failed');
 
     expect(await commandRow(id)).toMatchObject({ state: 'failed', result: null, error: internal });
     const events = await outbox(id);
@@ -125,7 +118,7 @@ describe('a command whose attempts end on an unexpected error', () => {
 
   it('a handler that throws on a checkpoint it cannot read: retried while attempts remain, then PV1000 after the batch already committed, with one terminal event', async () => {
     const tokens = await tokenize(stack, 'odd', [{ object: { id: 'c1' } }, { object: { id: 'c2' } }, { object: { id: 'c3' } }]);
-    const id = await submit(stack, { type: 'tokens.delete', collection: 'odd', token_ids: tokens, reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'odd', token_ids: tokens, reason: 'AppFunctionality' });
     // a first delivery commits one batch, then is released (a shutdown)
     const stopped = new AbortController();
     stopped.abort();
@@ -157,7 +150,7 @@ describe('a command whose attempts end on an unexpected error', () => {
 
   it('a stored audit context that does not parse: the failure is still recorded, by the worker for no tenant', async () => {
     const [token] = await tokenize(stack, 'odd', [{ object: { id: 'a1' } }]);
-    const id = await submit(stack, { type: 'tokens.rotate', collection: 'odd', token_ids: [token], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.rotate', collection: 'odd', token_ids: [token], reason: 'AppFunctionality' });
     await sql`update commands set audit = '{"actor": null}'::jsonb where id = ${id}`.execute(stack.database.db);
 
     await expect(commandProcessor({ db, logger: silent, settings: { deleteBatchSize: 100 } })(fakeJob(id, 5, 5))).rejects.toThrow(`PV1000: ${internal.message}`);
@@ -176,7 +169,7 @@ describe('a command whose attempts end on an unexpected error', () => {
 
   it('the database dropping the connection on the last attempt is not such an error: the command is left to run again', async () => {
     const [token] = await tokenize(stack, 'odd', [{ object: { id: 'd1' } }]);
-    const id = await submit(stack, { type: 'tokens.delete', collection: 'odd', token_ids: [token], reason: 'AppFunctionality' });
+    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'odd', token_ids: [token], reason: 'AppFunctionality' });
     const run = commandProcessor({ db, logger: silent, settings: { deleteBatchSize: 100 } });
     // hold the command row; the worker's step waits on it, and its connection is terminated there
     const blocker = new pg.Client({ connectionString: stack.database.url });

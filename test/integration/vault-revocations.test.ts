@@ -1,7 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobView, type TokenMetadata } from '../../contracts/index.js';
-import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { call, freshCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { piianoError } from '../helpers/envelopes.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 const WAIT = { prefer: 'wait=10' };
@@ -20,12 +21,6 @@ describe('Piiano delete and rotate tokens', () => {
   afterAll(() => stack?.close());
 
   /** A fresh collection per test, so tests never see each other's tokens. */
-  async function freshCollection(): Promise<string> {
-    const name = `c_${randomBytes(5).toString('hex')}`;
-    await createCollection(stack, name);
-    return name;
-  }
-
   const tokensUrl = (collection: string, query: string) => `/api/pvlt/1.0/data/collections/${collection}/tokens?${query}`;
   const rotateUrl = (collection: string, query: string) => `/api/pvlt/1.0/data/collections/${collection}/rotate/tokens?${query}`;
 
@@ -40,7 +35,7 @@ describe('Piiano delete and rotate tokens', () => {
 
   describe('delete', () => {
     it('with Prefer: respond-async accepts with 202, the job view and Location, and the job deletes the tokens', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a, b, keep] = await tokenize(stack, c, [
         { object: { id: 'o1' }, tags: ['breach'] },
         { object: { id: 'o2' }, tags: ['breach'] },
@@ -58,7 +53,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('answers 200 {} synchronously with Prefer: wait, and the deleted tokens are gone from query', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a, b] = await tokenize(stack, c, [{ object: { id: 'o1' } }, { object: { id: 'o2' } }]);
       const r = await call(stack, 'DELETE', tokensUrl(c, `token_ids=${a}&reason=AppFunctionality`), { headers: { ...writer, ...WAIT } });
       expect(r.status).toBe(200);
@@ -69,27 +64,27 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('answers 404 PV3009 in the Piiano envelope synchronously when nothing matches', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['present'] }]);
       const r = await call(stack, 'DELETE', tokensUrl(c, 'tags=absent&reason=AppFunctionality'), { headers: { ...writer, ...WAIT } });
       expect(r.status).toBe(404);
-      expect(r.body).toMatchObject({ error_code: 'PV3009', message: expect.any(String), context: expect.any(Object) });
+      expect(r.body).toMatchObject(piianoError('PV3009'));
       expect((await query(c, { tags: ['present'] })).length).toBe(1);
     });
 
     it('fails the job with PV3009 asynchronously when nothing matches', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const accepted = await call(stack, 'DELETE', tokensUrl(c, 'object_ids=nobody&reason=AppFunctionality'), { headers: { ...writer, ...ASYNC } });
       expect(accepted.status).toBe(202);
       const job = await waitForJob(stack, accepted.body.job_id, writer);
-      expect(job).toMatchObject({ state: 'failed', result: null, error: { error_code: 'PV3009', message: expect.any(String), context: expect.any(Object) } });
+      expect(job).toMatchObject({ state: 'failed', result: null, error: piianoError('PV3009') });
       // the failed first attempt is counted (its step rolled back; the failure recorded it)
       expect(job.attempts).toBe(1);
       expect(job.started_at).not.toBeNull();
     });
 
     it('deletes only tokens matching token_ids AND tags', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [x, y, z] = await tokenize(stack, c, [
         { object: { id: 'o1' }, tags: ['x'] },
         { object: { id: 'o2' }, tags: ['y'] },
@@ -101,7 +96,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('deletes only tokens matching object_ids AND tags', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a, b, other] = await tokenize(stack, c, [
         { object: { id: 'person-1' }, tags: ['pii'] },
         { object: { id: 'person-1' }, tags: ['public'] },
@@ -113,7 +108,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('matches tags as "the token has every listed tag", given comma-separated', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [both, onlyA, onlyB] = await tokenize(stack, c, [
         { object: { id: 'o1' }, tags: ['a', 'b', 'c'] },
         { object: { id: 'o2' }, tags: ['a'] },
@@ -125,7 +120,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('accepts list parameters as repeated keys, the same as comma-separated', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [both, onlyA, t3, t4, t5] = await tokenize(stack, c, [
         { object: { id: 'o1' }, tags: ['a', 'b'] },
         { object: { id: 'o2' }, tags: ['a'] },
@@ -143,7 +138,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('filters by the tenant_id parameter', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [t1a, t1b, t2] = await tokenize(stack, c, [
         { object: { id: 'o1' }, tags: ['leak'], tenant_id: 'tenant-1' },
         { object: { id: 'o2' }, tags: ['leak'], tenant_id: 'tenant-1' },
@@ -157,7 +152,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('deletes only active tokens by default and only archived (expired) ones with options=archived', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [active] = await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['t'] }]);
       const expiring = await tokenize(
         stack,
@@ -172,7 +167,7 @@ describe('Piiano delete and rotate tokens', () => {
       // Wait until both expiring tokens are past their expiry, i.e. archived.
       const deadline = Date.now() + 10_000;
       while ((await query(c, { token_ids: expiring }, '&options=archived')).length < 2 && Date.now() < deadline) {
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await sleep(200);
       }
       expect(ids(await query(c, { token_ids: expiring }, '&options=archived'))).toEqual(new Set(expiring));
 
@@ -191,7 +186,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('with options=archived leaves active tokens alone and answers PV3009 when only active ones match', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [active] = await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['live'] }]);
       const r = await call(stack, 'DELETE', tokensUrl(c, 'tags=live&options=archived&reason=AppFunctionality'), { headers: { ...writer, ...WAIT } });
       expect(r.status).toBe(404);
@@ -202,7 +197,7 @@ describe('Piiano delete and rotate tokens', () => {
 
   describe('rotate', () => {
     it('with Prefer: respond-async accepts with 202 and the job result maps each old ID to a new one', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a, b] = await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['k'] }, { object: { id: 'o2' } }]);
       const accepted = await call(stack, 'POST', rotateUrl(c, `token_ids=${a},${b}&reason=AppFunctionality`), { headers: { ...writer, ...ASYNC } });
       expect(accepted.status).toBe(202);
@@ -219,7 +214,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('answers 200 with the {old: new} mapping synchronously; the token is found under its new ID only, unchanged otherwise', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a] = await tokenize(stack, c, [{ type: 'pointer', object: { id: 'person-9' }, tags: ['x', 'y'], scope: 'cards', tenant_id: 'tn' }]);
       const [before] = await query(c, { token_ids: [a!] });
       const r = await call(stack, 'POST', rotateUrl(c, `token_ids=${a}&reason=AppFunctionality`), { headers: { ...writer, ...WAIT } });
@@ -235,7 +230,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('accepts token_ids as repeated keys', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a, b] = await tokenize(stack, c, [{ object: { id: 'o1' } }, { object: { id: 'o2' } }]);
       const r = await call(stack, 'POST', rotateUrl(c, `token_ids=${a}&token_ids=${b}&reason=AppFunctionality`), { headers: { ...writer, ...WAIT } });
       expect(r.status).toBe(200);
@@ -243,7 +238,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('answers 404 PV3087 listing the missing IDs and rotates nothing when one ID is missing', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a, b] = await tokenize(stack, c, [{ object: { id: 'o1' } }, { object: { id: 'o2' } }]);
       const r = await call(stack, 'POST', rotateUrl(c, `token_ids=${a},missing-1,${b},missing-2&reason=AppFunctionality`), { headers: { ...writer, ...WAIT } });
       expect(r.status).toBe(404);
@@ -256,7 +251,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('fails the job with PV3087 asynchronously when an ID is missing', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a] = await tokenize(stack, c, [{ object: { id: 'o1' } }]);
       const accepted = await call(stack, 'POST', rotateUrl(c, `token_ids=${a},ghost&reason=AppFunctionality`), { headers: { ...writer, ...ASYNC } });
       expect(accepted.status).toBe(202);
@@ -269,14 +264,14 @@ describe('Piiano delete and rotate tokens', () => {
 
   describe('validation and access', () => {
     it('rejects a delete without token_ids, object_ids or tags with 400 PV1002', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const r = await call(stack, 'DELETE', tokensUrl(c, 'reason=AppFunctionality'), { headers: writer });
       expect(r.status).toBe(400);
-      expect(r.body).toMatchObject({ error_code: 'PV1002', message: expect.any(String), context: expect.any(Object) });
+      expect(r.body).toMatchObject(piianoError('PV1002'));
     });
 
     it('rejects a delete or rotate without a reason with 400 PV1001', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a] = await tokenize(stack, c, [{ object: { id: 'o1' } }]);
       const del = await call(stack, 'DELETE', tokensUrl(c, `token_ids=${a}`), { headers: writer });
       expect(del.status).toBe(400);
@@ -288,7 +283,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('rejects reason=Other without adhoc_reason with 400, and accepts it with one', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a] = await tokenize(stack, c, [{ object: { id: 'o1' } }]);
       const bad = await call(stack, 'DELETE', tokensUrl(c, `token_ids=${a}&reason=Other`), { headers: writer });
       expect(bad.status).toBe(400);
@@ -299,21 +294,21 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('rejects an unknown reason with 400 PV1002', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const r = await call(stack, 'DELETE', tokensUrl(c, 'tags=a&reason=BecauseICan'), { headers: writer });
       expect(r.status).toBe(400);
       expect(r.body.error_code).toBe('PV1002');
     });
 
     it('rejects a rotate without token_ids with 400 PV1002', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const r = await call(stack, 'POST', rotateUrl(c, 'reason=AppFunctionality'), { headers: writer });
       expect(r.status).toBe(400);
       expect(r.body.error_code).toBe('PV1002');
     });
 
     it('rejects 10,001 token_ids with 400 PV1002 on delete and on rotate', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const list = Array.from({ length: 10_001 }, (_, i) => `t${i}`).join(',');
       const del = await call(stack, 'DELETE', tokensUrl(c, `token_ids=${list}&reason=AppFunctionality`), { headers: writer });
       expect(del.status).toBe(400);
@@ -339,7 +334,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('answers 403 PV1007 to a caller without tokens:write, and deletes nothing', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const [a] = await tokenize(stack, c, [{ object: { id: 'o1' }, tags: ['z'] }]);
       const reader = (await subjectWithToken(stack, { kind: 'service', capabilities: ['tokens:read', 'tokens:tokenize'] })).headers;
       const del = await call(stack, 'DELETE', tokensUrl(c, 'tags=z&reason=AppFunctionality'), { headers: reader });
@@ -352,7 +347,7 @@ describe('Piiano delete and rotate tokens', () => {
     });
 
     it('answers 401 PV1005 without a credential', async () => {
-      const c = await freshCollection();
+      const c = await freshCollection(stack);
       const r = await call(stack, 'DELETE', tokensUrl(c, 'tags=a&reason=AppFunctionality'));
       expect(r.status).toBe(401);
       expect(r.body.error_code).toBe('PV1005');

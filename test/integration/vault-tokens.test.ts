@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type TokenMetadata, QueryTokensResponse } from '../../contracts/index.js';
-import { call, createCollection, subjectWithToken, tokenize } from '../helpers/api.js';
+import { call, createCollection, subjectWithToken, tokenize, uid } from '../helpers/api.js';
+import { piianoError } from '../helpers/envelopes.js';
+import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const uid = (prefix: string) => `${prefix}-${randomBytes(5).toString('hex')}`;
 
 /** A collection name of its own for each test (letters, digits and _). */
 let counter = 0;
@@ -220,7 +219,7 @@ describe('tokenize, query and count', () => {
     it('holds only strings: a missing reason is an empty string, not null', async () => {
       const c = await newCollection();
       const r = await call(stack, 'GET', `${base(c)}/count/tokens`, { headers: stack.admin });
-      expect(r.body).toEqual({ error_code: 'PV1001', message: expect.any(String), context: { reason: '' } });
+      expect(r.body).toEqual(piianoError('PV1001', { reason: '' }));
     });
   });
 
