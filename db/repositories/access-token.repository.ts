@@ -1,11 +1,9 @@
 import { CompiledQuery, type RawBuilder, sql } from 'kysely';
-import type { EventOf } from '../../contracts/index.js';
 import type { AccessTokenRow, NewAccessToken } from '../access-token.table.js';
-import type { NewAuditLog } from '../audit-log.table.js';
 import { type Executor, retryReadOnce } from '../database.js';
 import { executePrepared } from '../prepared.js';
 import type { SubjectRow } from '../subject.table.js';
-import { executeBatchStatement, type OutboxEvent } from './outbox.repository.js';
+import { type BatchRecord, type BatchResult, executeBatchStatement } from './bulk-batch.repository.js';
 
 export interface AccessTokenWithSubject {
   token: AccessTokenRow;
@@ -194,81 +192,51 @@ export async function deleteAccessToken(db: Executor, id: string): Promise<Acces
   return db.deleteFrom('access_tokens').where('id', '=', id).returningAll().executeTakeFirst();
 }
 
-/** What a lockout batch writes beside its deletions: its audit row and its events (templates the statement fills in). */
-export interface RevocationRecord {
-  /** The batch's audit row; its `data` is replaced by the subject, the token IDs and the batch. */
-  audit: NewAuditLog;
-  /** A batched access_token.revoked event (empty token_ids), copied once per slice of IDs with a fresh event_id. */
-  event: EventOf<'access_token.revoked'>;
-  /** The batch index of the first event (and of the audit row). */
-  eventIndex: number;
-  idsPerEvent: number;
-}
-
-export interface RevokedBatch {
-  revoked: number;
-  /** The highest token ID revoked (where the next batch starts); null when none was. */
-  lastId: string | null;
-  /** Whether the subject holds a token with a higher ID. */
-  more: boolean;
-  /** Events written. */
-  events: number;
-  /** The outbox rows written, in order, for the worker to publish once the step commits. */
-  outbox: OutboxEvent[];
+/**
+ * Takes a subject ID; returns the upper bounds of a lockout's batches of at most `size` of its
+ * tokens with an ID above `afterId`: every `size`-th ID in ID order (collate "C"), except the
+ * highest one. Batch i revokes the IDs in (bound i-1, bound i], the last batch every ID above the
+ * last bound. Drawn once, by index-only walks of access_tokens_subject_id (one statement per
+ * bound, each too cheap for the JIT that one recursive statement set off), so that no batch walks
+ * the index again: once the first batch has deleted rows on every page of the subject's, such a
+ * walk pays a heap visit per token.
+ */
+export async function lockoutBatchBounds(db: Executor, subjectId: string, afterId: string, size: number): Promise<string[]> {
+  const bounds: string[] = [];
+  const after = (id: string, skip: number) =>
+    sql<{ id: string }>`select id from access_tokens where subject_id = ${subjectId} and id collate "C" > ${id} order by id collate "C" offset ${skip}::int limit 1`.execute(db);
+  for (let from = afterId; ;) {
+    const [bound] = (await after(from, size - 1)).rows;
+    if (!bound) break;
+    bounds.push(bound.id);
+    from = bound.id;
+  }
+  // the highest ID bounds nothing: the last batch takes every ID above the last bound
+  if (bounds.length > 0 && (await after(bounds.at(-1)!, 0)).rows.length === 0) bounds.pop();
+  return bounds;
 }
 
 /**
- * Deletes, in ONE statement, at most `limit` access tokens of the subject with an ID above
- * `afterId`, lowest IDs first (index access_tokens_subject_id), named and temporary alike, and
- * writes what the batch leaves behind: its audit row and its `access_token.revoked` outbox
- * events (IDs in order, `record.idsPerEvent` per event, the last one of the last batch marked
- * `last`). The IDs stay in Postgres; only the finished events come back (one row each), to be
- * put on the stream. `more` is an index probe past the batch's last ID. A batch that finds nothing after
- * earlier ones (a concurrent revoke took the rest) writes one event with no IDs, marked last.
- * Under REPEATABLE READ a token a concurrent transaction deleted since the snapshot raises
- * 40001, and the caller retries.
+ * Revokes (deletes), in ONE statement, the subject's access tokens with an ID in (`afterId`,
+ * `upTo`] (`upTo` null: every ID above `afterId`), named and temporary alike, and writes the
+ * batch's audit rows and `access_token.revoked` events (executeBatchStatement): one bitmap scan
+ * of access_tokens_subject_id, as a plain DELETE of the subject's tokens would make. The IDs go
+ * into the events in the order the batch deleted them (by page), not sorted: sorting them cost
+ * about as much as deleting them. `more` is whether `upTo` was given (a batch is left above it).
+ * Under REPEATABLE READ a token a concurrent transaction deleted since the snapshot raises 40001,
+ * and the caller retries.
  */
-export async function revokeAndRecordAccessTokens(trx: Executor, subjectId: string, afterId: string, limit: number, record: RevocationRecord): Promise<RevokedBatch> {
-  const { data: _data, ...auditRow } = record.audit;
-  const auditColumns = Object.keys(auditRow);
-  const per = record.idsPerEvent;
-  const template = JSON.stringify(record.event);
-  const ctes = sql`
-    upper as materialized (
-      -- the batch's last ID: an index-only walk over at most a batch of entries
-      select max(id collate "C") as id from (
-        select id from access_tokens where subject_id = ${subjectId} and id collate "C" > ${afterId} order by id collate "C" limit ${limit}::int) as c
-    ), deleted as (
-      -- one index range scan, as a plain DELETE of the subject's tokens would walk it
-      delete from access_tokens where subject_id = ${subjectId} and id collate "C" > ${afterId} and id collate "C" <= (select id from upper)
+export async function revokeAndRecordAccessTokens(trx: Executor, subjectId: string, afterId: string, upTo: string | null, record: BatchRecord<'access_token.revoked'>): Promise<BatchResult> {
+  const deletion = sql`
+    deleted as (
+      delete from access_tokens where subject_id = ${subjectId} and id collate "C" > ${afterId} ${upTo === null ? sql`` : sql`and id collate "C" <= ${upTo}`}
       returning id
     ), batch as (
-      select count(*)::int as n, (select id from upper) as last_id, coalesce(array_agg(id order by id collate "C"), '{}') as ids from deleted
+      select count(*)::int as n, ${upTo === null ? sql`max(id collate "C")` : sql`${upTo}::text`} as last_id, coalesce(array_agg(id), '{}') as ids from deleted
     ), more as (
-      -- an index probe past the batch (ordered, so the planner walks the index rather than scanning the table)
-      select (select id from access_tokens where subject_id = ${subjectId} and id collate "C" > (select id from upper) order by id collate "C" limit 1) is not null as more
-    ), audit_row as (
-      insert into audit_log (${sql.join(auditColumns.map((c) => sql.ref(c)))}, data)
-      select ${sql.join(auditColumns.map((c) => sql.ref(`r.${c}`)))},
-             jsonb_build_object('subject', ${template}::jsonb -> 'data' -> 'subject', 'token_ids', to_jsonb(b.ids),
-                                'batch', jsonb_build_object('index', ${record.eventIndex}::int, 'size', b.n))
-      from jsonb_populate_record(null::audit_log, ${JSON.stringify(auditRow)}::jsonb) as r, batch b
-      where b.n > 0
-    ), events as (
-      -- one event per slice of idsPerEvent IDs, in slice order (a function scan, inserted as read)
-      insert into outbox (event_id, command_id, event)
-      select e.id, ${record.audit.command_id}::uuid,
-             ${template}::jsonb || jsonb_build_object(
-               'event_id', e.id,
-               'data', (${template}::jsonb -> 'data') || jsonb_build_object(
-                 'token_ids', to_jsonb(((select ids from batch))[e.p * ${per}::int + 1 : (e.p + 1) * ${per}::int]),
-                 'batch', jsonb_build_object('index', ${record.eventIndex}::int + e.p, 'last', not (select more from more) and e.p = (select greatest(n - 1, 0) / ${per}::int from batch))))
-      from (select p, gen_random_uuid() as id
-            from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int when ${record.eventIndex}::int > 0 then 0 else -1 end from batch)) as p) as e
-      returning id, event
+      select ${upTo !== null}::boolean as more
     )`;
-  const { n, lastId, more, outbox } = await executeBatchStatement(trx, ctes, record.event.job_id);
-  return { revoked: n, lastId, more, events: outbox.length, outbox };
+  return executeBatchStatement(trx, deletion, record);
 }
 
 /** Takes a subject ID; returns how many access tokens it holds (what a lockout has left). Index: access_tokens_subject_id. */

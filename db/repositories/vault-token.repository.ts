@@ -1,10 +1,8 @@
 import { type ExpressionBuilder, type RawBuilder, sql } from 'kysely';
 import type { Database, Executor } from '../database.js';
-import type { EventOf } from '../../contracts/index.js';
-import type { NewAuditLog } from '../audit-log.table.js';
 import type { NewVaultToken, VaultTokenRow } from '../vault-token.table.js';
 import { executePrepared } from '../prepared.js';
-import { executeBatchStatement, type OutboxEvent } from './outbox.repository.js';
+import { type BatchRecord, type BatchResult, executeBatchStatement } from './bulk-batch.repository.js';
 import { inTenantScope, isArchived, type TenantScope } from './tenant-scope.js';
 
 /** Criteria a token must match, all of them (tags: the token has every listed tag). */
@@ -179,43 +177,13 @@ function firstMatchAfter(db: Executor, collection: string, scope: TenantScope, c
     .limit(1);
 }
 
-/** What a delete batch records with its effect; the statement fills in the deleted token IDs. */
-export interface DeletionRecord {
-  /** The batch's audit row; the statement sets its data to `{ token_ids, batch: { index, size } }`. */
-  audit: NewAuditLog;
-  /**
-   * The envelope of the batch's `tokens.deleted` events: each event gets a fresh event_id, its
-   * slice of the token IDs (`idsPerEvent` at most) and `batch: { index, last }`.
-   */
-  event: EventOf<'tokens.deleted'>;
-  /** The batch index of the first event (and of the audit row). */
-  eventIndex: number;
-  idsPerEvent: number;
-}
-
-export interface DeletedBatch {
-  deleted: number;
-  /** The highest key deleted (where the next batch starts); null when none was. */
-  lastId: string | null;
-  /** Whether a matching token with a higher key is left (asked only of a full batch). */
-  more: boolean;
-  /** Events written. */
-  events: number;
-  /** The outbox rows written, in order, for the worker to publish once the step commits. */
-  outbox: OutboxEvent[];
-}
-
 /**
  * Deletes, in ONE statement, at most `limit` matching tokens with `id > afterId`, lowest keys
- * first, and writes what the batch leaves behind: its audit row and its `tokens.deleted` outbox
- * events, token IDs in key order. The IDs are not shipped to the worker and back (a breach batch
- * is thousands of them, and that was most of a batch's cost); only the finished events come back,
- * one row each (executeBatchStatement), to be put on the stream. The rows are addressed
+ * first, and writes the batch's audit rows and `tokens.deleted` events, token IDs in key order
+ * (executeBatchStatement): the IDs never travel to the worker and back. The rows are addressed
  * by ctid (a TID scan, no second index lookup per row); under REPEATABLE READ a row a concurrent
  * transaction changed since the snapshot raises 40001, and the caller retries. After a full
- * batch, an index probe tells whether more match, so the last event says `last: true`; a batch
- * that finds nothing left after earlier ones (a concurrent delete took the rest) writes one event
- * with no token IDs and `last: true`, as a named delete's last batch does.
+ * batch, an index probe tells whether more match, so the last event says `last: true`.
  * For criteria that may match many tokens (tags, a tenant); see deleteVaultTokens for lists.
  */
 export async function deleteAndRecordVaultTokens(
@@ -225,44 +193,20 @@ export async function deleteAndRecordVaultTokens(
   criteria: TokenCriteria,
   afterId: string,
   limit: number,
-  record: DeletionRecord,
-): Promise<DeletedBatch> {
+  record: BatchRecord<'tokens.deleted'>,
+): Promise<BatchResult> {
   const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
   // after the last deleted key (a scalar subquery, not EXISTS: EXISTS drops the order, and scans)
   const next = firstMatchAfter(trx, collection, scope, criteria, sql<string>`(select last_id from batch)`);
-  const { data: _data, ...auditRow } = record.audit;
-  const auditColumns = Object.keys(auditRow);
-  const per = record.idsPerEvent;
-  const template = JSON.stringify(record.event);
-  const ctes = sql`
+  const deletion = sql`
     deleted as (
       delete from vault_tokens where ctid = any(array(${candidates})) returning id, token_id
     ), batch as (
-      select count(*)::int as n, max(id) as last_id, array_agg(token_id order by id) as ids from deleted
+      select count(*)::int as n, max(id) as last_id, coalesce(array_agg(token_id order by id), '{}') as ids from deleted
     ), more as (
       select case when b.n = ${limit}::int then ${next} is not null else false end as more from batch b
-    ), audit_row as (
-      insert into audit_log (${sql.join(auditColumns.map((c) => sql.ref(c)))}, data)
-      select ${sql.join(auditColumns.map((c) => sql.ref(`r.${c}`)))},
-             jsonb_build_object('token_ids', to_jsonb(b.ids), 'batch', jsonb_build_object('index', ${record.eventIndex}::int, 'size', b.n))
-      from jsonb_populate_record(null::audit_log, ${JSON.stringify(auditRow)}::jsonb) as r, batch b
-      where b.n > 0
-    ), events as (
-      -- one event per slice of idsPerEvent IDs, in slice order (a function scan, inserted as read)
-      insert into outbox (event_id, command_id, event)
-      select e.id, ${record.audit.command_id}::uuid,
-             ${template}::jsonb || jsonb_build_object(
-               'event_id', e.id,
-               'data', (${template}::jsonb -> 'data') || jsonb_build_object(
-                 'token_ids', to_jsonb((coalesce((select ids from batch), '{}'))[e.p * ${per}::int + 1 : (e.p + 1) * ${per}::int]),
-                 'batch', jsonb_build_object('index', ${record.eventIndex}::int + e.p, 'last', not (select more from more) and e.p = (select (n - 1) / ${per}::int from batch))))
-      from (select p, gen_random_uuid() as id
-            -- nothing left after earlier batches (a concurrent delete took the rest): one empty event, last
-            from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int when ${record.eventIndex}::int > 0 then 0 else -1 end from batch)) as p) as e
-      returning id, event
     )`;
-  const { n, lastId, more, outbox } = await executeBatchStatement(trx, ctes, record.event.job_id);
-  return { deleted: n, lastId, more, events: outbox.length, outbox };
+  return executeBatchStatement(trx, deletion, record);
 }
 
 /**
