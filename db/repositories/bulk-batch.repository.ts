@@ -1,9 +1,3 @@
-import { type RawBuilder, sql } from 'kysely';
-import type { EventOf } from '../../contracts/index.js';
-import type { NewAuditLog } from '../audit-log.table.js';
-import type { Executor } from '../database.js';
-import { eventText, type OutboxEvent } from './outbox.repository.js';
-
 /**
  * The statement of one bulk batch (a delete by tags or tenant, a lockout): ONE statement deletes
  * the batch and writes what it leaves behind, and only its events come back, as rows. Its records:
@@ -15,6 +9,11 @@ import { eventText, type OutboxEvent } from './outbox.repository.js';
  * value (tens of thousands of IDs) costs several times more per ID to build and copy
  * (bench/RESULTS.md, session 16).
  */
+import { type RawBuilder, sql } from 'kysely';
+import type { EventOf } from '../../contracts/index.js';
+import type { NewAuditLog } from '../audit-log.table.js';
+import { compareKeys, type Executor } from '../database.js';
+import { eventText, type OutboxEvent } from './outbox.repository.js';
 
 /** The events a bulk batch writes. */
 export type BatchEventType = 'tokens.deleted' | 'access_token.revoked';
@@ -87,8 +86,6 @@ export async function executeBatchStatement<T extends BatchEventType>(trx: Execu
   const head = rows[0];
   if (!head) throw new Error('the batch statement returned no row');
   // sorted here rather than by the statement, which would copy every event's text once more to sort it
-  const outbox = rows
-    .flatMap((row) => (row.outbox_id === null ? [] : [{ id: row.outbox_id, event: row.outbox_event!, commandId, terminal: false }]))
-    .sort((a, b) => a.id.length - b.id.length || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const outbox = rows.flatMap((row) => (row.outbox_id === null ? [] : [{ id: row.outbox_id, event: row.outbox_event!, commandId, terminal: false }])).sort((a, b) => compareKeys(a.id, b.id));
   return { n: head.n, lastId: head.last_id, more: head.more, outbox };
 }

@@ -1,7 +1,9 @@
 import { AppError, type Canceller, decodeJobCursor, encodeJobCursor, isIsoDay, type JobListQuery, type JobPage, type JobState, type JobView, terminalStates } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
-import { commitStep, findCommand, listCommands, lockCommands, requestCancel, withdrawCancelRequest } from '../../db/repositories/command.repository.js';
+import { listCommands } from '../../db/repositories/command-list.repository.js';
+import { commitStep } from '../../db/repositories/command-step.repository.js';
+import { findCommand, lockCommands, requestCancel, withdrawCancelRequest } from '../../db/repositories/command.repository.js';
 import { cancellable, cancelRecord } from '../../worker/command-cancel.js';
 import { commandsFinished } from '../../worker/metrics.js';
 import type { Caller } from '../access.js';

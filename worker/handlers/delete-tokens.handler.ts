@@ -10,8 +10,8 @@ import {
   deleteVaultTokens,
   hasListedVaultTokenAfter,
   isListed,
-  type TokenCriteria,
-} from '../../db/repositories/vault-token.repository.js';
+} from '../../db/repositories/vault-token-delete.repository.js';
+import type { TokenCriteria } from '../../db/repositories/vault-token.repository.js';
 import { chunk } from '../chunk.js';
 import { toEvents } from '../event-envelope.js';
 import { RunAlone } from '../step-group.js';

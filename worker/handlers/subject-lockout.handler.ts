@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { AppError, type CommandOf, type EventOf, MAX_TOKEN_IDS_PER_EVENT, SubjectKind } from '../../contracts/index.js';
 import type { Trx } from '../../db/database.js';
-import { countAccessTokensOf, lockoutBatchBounds, revokeAndRecordAccessTokens } from '../../db/repositories/access-token.repository.js';
+import { countAccessTokensOf, lockoutBatchBounds, revokeAndRecordAccessTokens } from '../../db/repositories/access-token-revocation.repository.js';
 import { auditRows } from '../../db/repositories/audit-log.repository.js';
 import { disableSubject } from '../../db/repositories/subject.repository.js';
 import { toEvents } from '../event-envelope.js';
