@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { AppError, type AuditContext, type CommandOf, type EventDraft, type EventOf, MAX_TOKEN_IDS_PER_EVENT } from '../../contracts/index.js';
+import { AppError, type AuditContext, type CommandOf, type EventDraft, type EventOf, MAX_TOKEN_IDS_PER_EVENT, type TokensDeletedAuditData } from '../../contracts/index.js';
 import type { Trx } from '../../db/database.js';
 import { type AuditEntry, auditRows } from '../../db/repositories/audit-log.repository.js';
 import type { BatchResult } from '../../db/repositories/bulk-batch.repository.js';
@@ -53,7 +53,11 @@ function namedEffects(collection: string, rows: readonly { id: string; token_id:
     type: 'tokens.deleted',
     data: { collection, token_ids: ids, batch: { index: state.event_index + i, last: !more && i === parts.length - 1 } },
   }));
-  const entries: AuditEntry[] = parts.map((ids, i) => ({ action: 'tokens.deleted', collection, data: { token_ids: ids, batch: { index: state.event_index + i, size: ids.length } } }));
+  const entries: AuditEntry[] = parts.map((ids, i) => ({
+    action: 'tokens.deleted',
+    collection,
+    data: { token_ids: ids, batch: { index: state.event_index + i, size: ids.length } } satisfies TokensDeletedAuditData,
+  }));
   return { batch: { n: rows.length, lastId, more, outbox: [] }, events, audit: entries };
 }
 

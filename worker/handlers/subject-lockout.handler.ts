@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { AppError, type CommandOf, type EventOf, MAX_TOKEN_IDS_PER_EVENT, SubjectKind } from '../../contracts/index.js';
+import { AppError, type CommandOf, type EventOf, MAX_TOKEN_IDS_PER_EVENT, SubjectKind, type LockoutAuditData } from '../../contracts/index.js';
 import type { Trx } from '../../db/database.js';
 import { countAccessTokensOf, lockoutBatchBounds, revokeAndRecordAccessTokens } from '../../db/repositories/access-token-revocation.repository.js';
 import { auditRows } from '../../db/repositories/audit-log.repository.js';
@@ -40,7 +40,7 @@ export const subjectLockoutHandler: CommandHandler<'subject.lockout'> = {
     const draft = { type: 'access_token.revoked' as const, data: { token_ids: [], subject: state.subject, batch: { index: 0, last: false } } };
     const [upTo = null, ...bounds] = state.bounds ?? (await lockoutBatchBounds(trx, state.subject.id, state.after_id, settings.deleteBatchSize));
     const batch = await revokeAndRecordAccessTokens(trx, state.subject.id, state.after_id, upTo, {
-      audit: auditRows(commandId, audit, [{ action: 'access_token.revoked', collection: null, data: { subject: state.subject } }])[0]!,
+      audit: auditRows(commandId, audit, [{ action: 'access_token.revoked', collection: null, data: { subject: state.subject } satisfies Omit<LockoutAuditData, 'token_ids' | 'batch'> }])[0]!,
       event: toEvents(commandId, audit, [draft])[0] as EventOf<'access_token.revoked'>,
       eventIndex: state.event_index,
       idsPerEvent: MAX_TOKEN_IDS_PER_EVENT,
