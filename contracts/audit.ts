@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CollectionName, IsoDate } from './common.js';
+import { EventSubject, MAX_TOKEN_IDS_PER_EVENT } from './events.js';
 
 /** Entry ids are Postgres bigints: a larger number would fail in the database, not as a 400. */
 const MAX_BIGINT = 9223372036854775807n;
@@ -36,3 +37,17 @@ export const AuditEntryView = z.object({
 
 export const AuditPage = z.object({ entries: z.array(AuditEntryView), next_after_id: z.string().nullable() });
 export type AuditPage = z.infer<typeof AuditPage>;
+
+/**
+ * The `data` of a `tokens.deleted` audit row. A delete writes one per `tokens.deleted` event,
+ * with that event's token IDs: `batch.index` is the event's, `size` the number of its IDs.
+ */
+export const TokensDeletedAuditData = z.object({
+  token_ids: z.array(z.string()).max(MAX_TOKEN_IDS_PER_EVENT),
+  batch: z.object({ index: z.number().int(), size: z.number().int() }),
+});
+
+/** The `data` of a lockout's `access_token.revoked` audit row: one per event, as TokensDeletedAuditData, with the subject. */
+export const LockoutAuditData = TokensDeletedAuditData.extend({ subject: EventSubject });
+export type TokensDeletedAuditData = z.infer<typeof TokensDeletedAuditData>;
+export type LockoutAuditData = z.infer<typeof LockoutAuditData>;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { AccessReason, CollectionName, Identifier, MAX_TOKEN_IDS, ObjectId, StoredText, SubjectKind, Tag, TenantId, TokenId } from './common.js';
+import { AccessReason, CollectionName, Identifier, MAX_TOKEN_IDS, ObjectId, reasonFields, SubjectKind, Tag, TenantId, TokenId } from './common.js';
 
 /**
  * Who asked, for which tenants, and why. Fixed when the command is accepted; copied into every
@@ -102,18 +102,12 @@ function requireDeleteCriterion(command: { type: string; token_ids?: unknown; ob
   }
 }
 
-const auditFields = {
-  reason: z.string().optional(),
-  adhoc_reason: StoredText.min(1).max(1000).optional(),
-  custom_audit: StoredText.max(4000).optional(),
-};
-
-type WithAuditFields<T extends readonly z.ZodObject[]> = {
-  -readonly [K in keyof T]: T[K] extends z.ZodObject<infer Shape, infer Config> ? z.ZodObject<z.core.util.Extend<Shape, typeof auditFields>, Config> : never;
+type WithReasonFields<T extends readonly z.ZodObject[]> = {
+  -readonly [K in keyof T]: T[K] extends z.ZodObject<infer Shape, infer Config> ? z.ZodObject<z.core.util.Extend<Shape, typeof reasonFields>, Config> : never;
 };
 
 /** Body of `POST /v1/commands`: a command, flat, with its access reason fields. */
-export const CommandRequest = z.discriminatedUnion('type', commandMembers.map((member) => member.extend(auditFields)) as WithAuditFields<typeof commandMembers>).superRefine(requireDeleteCriterion);
+export const CommandRequest = z.discriminatedUnion('type', commandMembers.map((member) => member.extend(reasonFields)) as WithReasonFields<typeof commandMembers>).superRefine(requireDeleteCriterion);
 export type CommandRequest = z.infer<typeof CommandRequest>;
 /** What a client sends: defaults (such as `archived: false`) may be left out. */
 export type CommandInput = z.input<typeof CommandRequest>;
@@ -151,12 +145,14 @@ export const TemporaryTokensRevokeAllResult = z.object({
 export const SubjectLockoutResult = z.object({ subject: z.object({ kind: SubjectKind, id: z.string() }), revoked: z.number().int() });
 export const SubjectUnlockResult = z.object({ subject: z.object({ kind: SubjectKind, id: z.string() }) });
 
-export interface CommandResults {
-  'tokens.delete': z.infer<typeof TokensDeleteResult>;
-  'tokens.rotate': z.infer<typeof TokensRotateResult>;
-  'access_token.revoke': z.infer<typeof AccessTokenRevokeResult>;
-  'temporary_tokens.revoke_all': z.infer<typeof TemporaryTokensRevokeAllResult>;
-  'subject.lockout': z.infer<typeof SubjectLockoutResult>;
-  'subject.unlock': z.infer<typeof SubjectUnlockResult>;
-}
+/** The result schema of each command type: a command type without one does not compile. */
+export const commandResults = {
+  'tokens.delete': TokensDeleteResult,
+  'tokens.rotate': TokensRotateResult,
+  'access_token.revoke': AccessTokenRevokeResult,
+  'temporary_tokens.revoke_all': TemporaryTokensRevokeAllResult,
+  'subject.lockout': SubjectLockoutResult,
+  'subject.unlock': SubjectUnlockResult,
+} as const satisfies Record<CommandType, z.ZodType>;
+export type CommandResults = { [T in CommandType]: z.infer<(typeof commandResults)[T]> };
 export type CommandResult = CommandResults[CommandType];

@@ -53,6 +53,18 @@ const STORABLE_MESSAGE = 'may not contain NUL characters or unpaired surrogates'
 /** Free text that is stored (names, ad-hoc reasons, custom audit). */
 export const StoredText = z.string().refine(isStorableText, STORABLE_MESSAGE);
 
+/**
+ * The access-reason fields of every vault-token route (query parameters) and every command body
+ * (SPEC §3, Reasons); what they must hold beyond these shapes is checked once they are read
+ * (producer/access.ts, resolveReason). Kept in the command's AuditContext.
+ */
+export const reasonFields = {
+  reason: z.string().max(100).optional(),
+  adhoc_reason: StoredText.min(1).max(1000).optional(),
+  custom_audit: StoredText.max(4000).optional(),
+};
+export type ReasonFields = z.infer<z.ZodObject<typeof reasonFields>>;
+
 export const TenantId = Identifier;
 export const Tag = z
   .string()

@@ -7,7 +7,8 @@ import { Canceller, JobError } from './jobs.js';
 export const MAX_TOKEN_IDS_PER_EVENT = 1000;
 
 const Batch = z.object({ index: z.number().int(), last: z.boolean() });
-const EventSubject = z.object({ id: z.string(), kind: z.string(), domain_id: z.string() });
+/** A subject as events name it. */
+export const EventSubject = z.object({ id: z.string(), kind: z.string(), domain_id: z.string() });
 
 export const EventData = {
   'tokens.deleted': z.object({ collection: z.string(), token_ids: z.array(z.string()), batch: Batch }),
@@ -55,18 +56,11 @@ const envelope = <T extends EventType>(type: T) =>
     data: EventData[type],
   });
 
-/** The JSON held by the `event` field of each stream entry. */
-export const RevocationEvent = z.discriminatedUnion('type', [
-  envelope('tokens.deleted'),
-  envelope('tokens.rotated'),
-  envelope('access_token.revoked'),
-  envelope('temporary_tokens.revoked'),
-  envelope('subject.locked'),
-  envelope('subject.unlocked'),
-  envelope('command.succeeded'),
-  envelope('command.failed'),
-  envelope('command.cancelled'),
-]);
+/** The schema of each event type's envelope, as a union (one member per type). */
+type Envelope = { [T in EventType]: ReturnType<typeof envelope<T>> }[EventType];
+
+/** The JSON held by the `event` field of each stream entry: one envelope per type of EventData. */
+export const RevocationEvent = z.discriminatedUnion('type', eventTypes.map((type) => envelope(type)) as [Envelope, ...Envelope[]]);
 export type RevocationEvent = z.infer<typeof RevocationEvent>;
 export type EventOf<T extends EventType> = Extract<RevocationEvent, { type: T }>;
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CollectionName, IsoDate, isStorableText, MAX_TAGS_PER_TOKEN, MAX_TOKEN_IDS, ObjectId, StoredText, Tag, TenantId, TokenId } from './common.js';
+import { CollectionName, IsoDate, isStorableText, MAX_TAGS_PER_TOKEN, MAX_TOKEN_IDS, ObjectId, reasonFields, StoredText, Tag, TenantId, TokenId } from './common.js';
 
 /**
  * A list parameter: comma-separated values, repeated keys, or both (`?tags=a,b&tags=c`).
@@ -19,11 +19,9 @@ export const BooleanParam = z.enum(['true', 'false']).transform((v) => v === 'tr
 
 export const CollectionParams = z.strictObject({ collection: CollectionName });
 
-/** Access-reason fields shared by every vault-token route (SPEC §3, Reasons). */
+/** The query parameters every vault-token route takes: the access reason, and Piiano's `reload_cache`. */
 export const ReasonQuery = {
-  reason: z.string().max(100).optional(),
-  adhoc_reason: StoredText.min(1).max(1000).optional(),
-  custom_audit: StoredText.max(4000).optional(),
+  ...reasonFields,
   reload_cache: BooleanParam.optional(),
 };
 

@@ -74,3 +74,8 @@ export async function retryReadOnce<T>(read: () => Promise<T>): Promise<T> {
 
 /** How long a retry waits for the pool to notice the connections that died with the first try's. */
 const SETTLE_MS = 50;
+
+/** Orders bigint keys held as strings. */
+export function compareKeys(a: string, b: string): number {
+  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}

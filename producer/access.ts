@@ -1,4 +1,4 @@
-import { AccessReason, AppError, type Capability, TenantId } from '../contracts/index.js';
+import { AccessReason, AppError, type AuditContext, type Capability, type ReasonFields, TenantId } from '../contracts/index.js';
 import type { AccessTokenRow } from '../db/access-token.table.js';
 import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
 import type { SubjectRow } from '../db/subject.table.js';
@@ -75,36 +75,25 @@ export function tenantScope(subject: SubjectRow, header: string | string[] | und
   return [...new Set(named)];
 }
 
-export interface ReasonFields {
-  reason?: string | undefined;
-  adhoc_reason?: string | undefined;
-  custom_audit?: string | undefined;
-}
-
-export interface ResolvedReason {
-  reason: AccessReason;
-  adhoc_reason: string | null;
-  custom_audit: string | null;
-}
+/** The reason fields of a request once checked, as the command's AuditContext keeps them. */
+export type ResolvedReason = Pick<AuditContext, 'adhoc_reason' | 'custom_audit'> & { reason: AccessReason };
 
 /**
  * Checks the access reason of a vault-token request (SPEC §3, Reasons): required unless
- * `forceReason` is false (then AppFunctionality); `Other` requires `adhoc_reason`.
+ * `forceReason` is false (then AppFunctionality); otherwise as givenReason.
  */
 export function resolveReason(fields: ReasonFields, forceReason: boolean): ResolvedReason {
-  let reason: AccessReason;
-  if (fields.reason === undefined || fields.reason === '') {
-    if (forceReason) throw new AppError('PV1001', { reason: null });
-    reason = 'AppFunctionality';
-  } else {
-    const parsed = AccessReason.safeParse(fields.reason);
-    if (!parsed.success) {
-      throw new AppError('PV1002', { reason: fields.reason }, `reason must be one of ${AccessReason.options.join(', ')}.`);
-    }
-    reason = parsed.data;
-  }
-  if (reason === 'Other' && !fields.adhoc_reason) throw new AppError('PV1003', { reason });
-  return { reason, adhoc_reason: fields.adhoc_reason ?? null, custom_audit: fields.custom_audit ?? null };
+  if (fields.reason !== undefined && fields.reason !== '') return givenReason({ ...fields, reason: fields.reason });
+  if (forceReason) throw new AppError('PV1001', { reason: null });
+  return { reason: 'AppFunctionality', adhoc_reason: fields.adhoc_reason ?? null, custom_audit: fields.custom_audit ?? null };
+}
+
+/** Checks a reason given: one of AccessReason (else PV1002); `Other` requires `adhoc_reason` (PV1003). */
+export function givenReason(fields: ReasonFields & { reason: string }): ResolvedReason {
+  const parsed = AccessReason.safeParse(fields.reason);
+  if (!parsed.success) throw new AppError('PV1002', { reason: fields.reason }, `reason must be one of ${AccessReason.options.join(', ')}.`);
+  if (parsed.data === 'Other' && !fields.adhoc_reason) throw new AppError('PV1003', { reason: 'Other' });
+  return { reason: parsed.data, adhoc_reason: fields.adhoc_reason ?? null, custom_audit: fields.custom_audit ?? null };
 }
 
 /** The access token an X-Subject-Token header names, looked up with the caller's credential. */

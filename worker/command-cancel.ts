@@ -1,6 +1,6 @@
 import { AuditContext, type Canceller } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
-import type { StepRecord } from '../db/repositories/command.repository.js';
+import type { StepRecord } from '../db/repositories/command-step.repository.js';
 import { toEvents } from './event-envelope.js';
 
 /**

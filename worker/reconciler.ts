@@ -2,7 +2,7 @@ import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
-import { listUnfinishedCommands } from '../db/repositories/command.repository.js';
+import { listUnfinishedCommands } from '../db/repositories/command-list.repository.js';
 import { reconcilerRequeued } from './metrics.js';
 
 export interface ReconcilerOptions {

@@ -1,6 +1,7 @@
 import type { CommandType } from '../contracts/index.js';
 import type { Db, Trx } from '../db/database.js';
-import { CommandNotAsExpected, commitSteps, type LockedCommand, lockCommands, type StepRecord } from '../db/repositories/command.repository.js';
+import { CommandNotAsExpected, commitSteps, type StepRecord } from '../db/repositories/command-step.repository.js';
+import { type LockedCommand, lockCommands } from '../db/repositories/command.repository.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { activeTrace, inSpan, type TraceContext, withTrace } from '../observability/tracing.js';
 import type { CommandHandler, StepContext, StepOutcome } from './handlers/handler.js';

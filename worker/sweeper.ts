@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../db/database.js';
-import { sweepExpiredAccessTokens, sweepRevokedTemporaryTokens } from '../db/repositories/access-token.repository.js';
-import { deleteFinishedCommands } from '../db/repositories/command.repository.js';
+import { sweepExpiredAccessTokens, sweepRevokedTemporaryTokens } from '../db/repositories/access-token-revocation.repository.js';
+import { deleteFinishedCommands } from '../db/repositories/command-list.repository.js';
 import { deletePublishedEvents } from '../db/repositories/outbox.repository.js';
 
 export interface SweeperOptions {

@@ -7,6 +7,7 @@ import * as m0005 from './0005-vault-token-type-scope-props.js';
 import * as m0006 from './0006-jobs-list-index.js';
 import * as m0007 from './0007-command-cancel.js';
 import * as m0008 from './0008-subject-lockout.js';
+import * as m0009 from './0009-outbox-token-ids-by-reference.js';
 
 /** Every migration, in order. Add new ones here; names sort in application order. */
 export const migrations: Record<string, Migration> = {
@@ -18,4 +19,5 @@ export const migrations: Record<string, Migration> = {
   '0006-jobs-list-index': m0006,
   '0007-command-cancel': m0007,
   '0008-subject-lockout': m0008,
+  '0009-outbox-token-ids-by-reference': m0009,
 };

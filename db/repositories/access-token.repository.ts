@@ -1,11 +1,13 @@
+/**
+ * Issuing and authenticating access tokens: insert, look up by secret or ID, the credential
+ * checks a statement makes for its caller, a subject's token list. How tokens end (revoke,
+ * lockout, sweep): access-token-revocation.repository.ts.
+ */
 import { CompiledQuery, type RawBuilder, sql } from 'kysely';
-import type { EventOf } from '../../contracts/index.js';
 import type { AccessTokenRow, NewAccessToken } from '../access-token.table.js';
-import type { NewAuditLog } from '../audit-log.table.js';
 import { type Executor, retryReadOnce } from '../database.js';
 import { executePrepared } from '../prepared.js';
 import type { SubjectRow } from '../subject.table.js';
-import { executeBatchStatement, type OutboxEvent } from './outbox.repository.js';
 
 export interface AccessTokenWithSubject {
   token: AccessTokenRow;
@@ -172,116 +174,6 @@ function split(row: JoinedRow): AccessTokenWithSubject {
 }
 
 /**
- * The subject's temporary tokens that still authenticate (issued under its current generation,
- * not expired): what a revoke-all would end. Returns how many, and the IDs of the first `limit`
- * (oldest first). Index: access_tokens_subject_generation.
- */
-export async function liveTemporaryTokens(db: Executor, subjectId: string, limit: number): Promise<{ count: number; sample: string[] }> {
-  const live = db
-    .selectFrom('access_tokens')
-    .innerJoin('subjects', 'subjects.id', 'access_tokens.subject_id')
-    .where('access_tokens.subject_id', '=', subjectId)
-    .where('access_tokens.temporary', '=', true)
-    .whereRef('access_tokens.generation', '>=', 'subjects.temporary_generation')
-    .where((eb) => eb.or([eb('access_tokens.expires_at', 'is', null), eb('access_tokens.expires_at', '>', sql<Date>`now()`)]));
-  const counted = await live.select((eb) => eb.fn.countAll<string>().as('n')).executeTakeFirstOrThrow();
-  const sample = await live.select('access_tokens.id').orderBy('access_tokens.created_at').orderBy('access_tokens.id').limit(limit).execute();
-  return { count: Number(counted.n), sample: sample.map((r) => r.id) };
-}
-
-/** Deletes the access token, expired or not. Returns the deleted row, or undefined. */
-export async function deleteAccessToken(db: Executor, id: string): Promise<AccessTokenRow | undefined> {
-  return db.deleteFrom('access_tokens').where('id', '=', id).returningAll().executeTakeFirst();
-}
-
-/** What a lockout batch writes beside its deletions: its audit row and its events (templates the statement fills in). */
-export interface RevocationRecord {
-  /** The batch's audit row; its `data` is replaced by the subject, the token IDs and the batch. */
-  audit: NewAuditLog;
-  /** A batched access_token.revoked event (empty token_ids), copied once per slice of IDs with a fresh event_id. */
-  event: EventOf<'access_token.revoked'>;
-  /** The batch index of the first event (and of the audit row). */
-  eventIndex: number;
-  idsPerEvent: number;
-}
-
-export interface RevokedBatch {
-  revoked: number;
-  /** The highest token ID revoked (where the next batch starts); null when none was. */
-  lastId: string | null;
-  /** Whether the subject holds a token with a higher ID. */
-  more: boolean;
-  /** Events written. */
-  events: number;
-  /** The outbox rows written, in order, for the worker to publish once the step commits. */
-  outbox: OutboxEvent[];
-}
-
-/**
- * Deletes, in ONE statement, at most `limit` access tokens of the subject with an ID above
- * `afterId`, lowest IDs first (index access_tokens_subject_id), named and temporary alike, and
- * writes what the batch leaves behind: its audit row and its `access_token.revoked` outbox
- * events (IDs in order, `record.idsPerEvent` per event, the last one of the last batch marked
- * `last`). The IDs stay in Postgres; only the finished events come back (one row each), to be
- * put on the stream. `more` is an index probe past the batch's last ID. A batch that finds nothing after
- * earlier ones (a concurrent revoke took the rest) writes one event with no IDs, marked last.
- * Under REPEATABLE READ a token a concurrent transaction deleted since the snapshot raises
- * 40001, and the caller retries.
- */
-export async function revokeAndRecordAccessTokens(trx: Executor, subjectId: string, afterId: string, limit: number, record: RevocationRecord): Promise<RevokedBatch> {
-  const { data: _data, ...auditRow } = record.audit;
-  const auditColumns = Object.keys(auditRow);
-  const per = record.idsPerEvent;
-  const template = JSON.stringify(record.event);
-  const ctes = sql`
-    upper as materialized (
-      -- the batch's last ID: an index-only walk over at most a batch of entries
-      select max(id collate "C") as id from (
-        select id from access_tokens where subject_id = ${subjectId} and id collate "C" > ${afterId} order by id collate "C" limit ${limit}::int) as c
-    ), deleted as (
-      -- one index range scan, as a plain DELETE of the subject's tokens would walk it
-      delete from access_tokens where subject_id = ${subjectId} and id collate "C" > ${afterId} and id collate "C" <= (select id from upper)
-      returning id
-    ), batch as (
-      select count(*)::int as n, (select id from upper) as last_id, coalesce(array_agg(id order by id collate "C"), '{}') as ids from deleted
-    ), more as (
-      -- an index probe past the batch (ordered, so the planner walks the index rather than scanning the table)
-      select (select id from access_tokens where subject_id = ${subjectId} and id collate "C" > (select id from upper) order by id collate "C" limit 1) is not null as more
-    ), audit_row as (
-      insert into audit_log (${sql.join(auditColumns.map((c) => sql.ref(c)))}, data)
-      select ${sql.join(auditColumns.map((c) => sql.ref(`r.${c}`)))},
-             jsonb_build_object('subject', ${template}::jsonb -> 'data' -> 'subject', 'token_ids', to_jsonb(b.ids),
-                                'batch', jsonb_build_object('index', ${record.eventIndex}::int, 'size', b.n))
-      from jsonb_populate_record(null::audit_log, ${JSON.stringify(auditRow)}::jsonb) as r, batch b
-      where b.n > 0
-    ), events as (
-      -- one event per slice of idsPerEvent IDs, in slice order (a function scan, inserted as read)
-      insert into outbox (event_id, command_id, event)
-      select e.id, ${record.audit.command_id}::uuid,
-             ${template}::jsonb || jsonb_build_object(
-               'event_id', e.id,
-               'data', (${template}::jsonb -> 'data') || jsonb_build_object(
-                 'token_ids', to_jsonb(((select ids from batch))[e.p * ${per}::int + 1 : (e.p + 1) * ${per}::int]),
-                 'batch', jsonb_build_object('index', ${record.eventIndex}::int + e.p, 'last', not (select more from more) and e.p = (select greatest(n - 1, 0) / ${per}::int from batch))))
-      from (select p, gen_random_uuid() as id
-            from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int when ${record.eventIndex}::int > 0 then 0 else -1 end from batch)) as p) as e
-      returning id, event
-    )`;
-  const { n, lastId, more, outbox } = await executeBatchStatement(trx, ctes, record.event.job_id);
-  return { revoked: n, lastId, more, events: outbox.length, outbox };
-}
-
-/** Takes a subject ID; returns how many access tokens it holds (what a lockout has left). Index: access_tokens_subject_id. */
-export async function countAccessTokensOf(db: Executor, subjectId: string): Promise<number> {
-  const row = await db
-    .selectFrom('access_tokens')
-    .select((eb) => eb.fn.countAll<string>().as('n'))
-    .where('subject_id', '=', subjectId)
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
-}
-
-/**
  * Takes a subject ID; returns at most `limit` of its access tokens with an ID above `afterId`,
  * by ID, each with whether a revoke-all revoked it (a temporary token of an older generation).
  * Never the secret's hash. Index: access_tokens_subject_id.
@@ -298,33 +190,4 @@ export async function listAccessTokensOf(db: Executor, subjectId: string, afterI
     .orderBy(sql`t.id collate "C"`)
     .limit(limit)
     .execute();
-}
-
-/**
- * Deletes at most `limit` temporary tokens issued under a generation older than their
- * subject's, once the subject's last bump is older than `graceSeconds`. Rows another
- * transaction holds are skipped, so a sweep never waits on (or blocks) a revocation.
- * Returns how many it deleted.
- */
-export async function sweepRevokedTemporaryTokens(db: Executor, graceSeconds: number, limit: number): Promise<number> {
-  const result = await sql`
-    delete from access_tokens where id in (
-      select t.id from access_tokens t
-      join subjects s on s.id = t.subject_id
-      where t.temporary and t.generation < s.temporary_generation
-        and s.updated_at < now() - make_interval(secs => ${graceSeconds})
-      limit ${limit}
-      for update of t skip locked)`.execute(db);
-  return Number(result.numAffectedRows ?? 0);
-}
-
-/** Deletes at most `limit` tokens expired more than `graceSeconds` ago (skipping locked rows). */
-export async function sweepExpiredAccessTokens(db: Executor, graceSeconds: number, limit: number): Promise<number> {
-  const result = await sql`
-    delete from access_tokens where id in (
-      select id from access_tokens
-      where expires_at < now() - make_interval(secs => ${graceSeconds})
-      limit ${limit}
-      for update skip locked)`.execute(db);
-  return Number(result.numAffectedRows ?? 0);
 }

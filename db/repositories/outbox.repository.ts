@@ -18,37 +18,23 @@ export interface OutboxEvent {
   terminal: boolean;
 }
 
-/** The columns of an outbox row read as an OutboxEvent. */
-const asOutboxEvent = sql`id, event::text as event, command_id::text as "commandId", event->>'type' in (${sql.raw(terminalEventTypes.map((t) => `'${t}'`).join(', '))}) as terminal`;
-
-/** What a batch statement (see executeBatchStatement) reports. */
-export interface BatchStatementResult {
-  /** Rows the batch removed. */
-  n: number;
-  /** The highest key removed (where the next batch starts); null when none was. */
-  lastId: string | null;
-  /** Whether a matching row with a higher key is left. */
-  more: boolean;
-  /** The outbox rows the statement wrote, in outbox order. */
-  outbox: OutboxEvent[];
+/**
+ * The text of an outbox row's event, whole: as stored, or, for a row that points at an audit row
+ * (`audit_id`, migration 0009), with `data.token_ids` taken from that audit row's. `tokenIds` is
+ * that audit row's `data -> 'token_ids'`.
+ */
+export function eventText(event: RawBuilder<unknown>, auditId: RawBuilder<unknown>, tokenIds: RawBuilder<unknown>): RawBuilder<string> {
+  return sql<string>`case when ${auditId} is null then ${event}::text else jsonb_set(${event}, '{data,token_ids}', ${tokenIds})::text end`;
 }
 
-/**
- * Runs a batch statement of command `commandId` whose WITH list (`ctes`, without the WITH)
- * defines `batch` (one row: n, last_id), `more` (one row: more) and `events` (the outbox
- * rows it inserted, returning id, event), and reads its events as rows, one per event: not as
- * one array of JSON texts, which node-pg parses character by character (~10 µs per token ID).
- */
-export async function executeBatchStatement(trx: Executor, ctes: RawBuilder<unknown>, commandId: string): Promise<BatchStatementResult> {
-  const { rows } = await sql<{ n: number; last_id: string | null; more: boolean; outbox_id: string | null; outbox_event: string | null }>`
-    with ${ctes}
-    select b.n, b.last_id::text as last_id, m.more, e.id::text as outbox_id, e.event::text as outbox_event
-    from batch b cross join more m left join events e on true
-    order by e.id`.execute(trx);
-  const first = rows[0];
-  if (!first) throw new Error('the batch statement returned no row');
-  const outbox = rows.flatMap((row) => (row.outbox_id === null ? [] : [{ id: row.outbox_id, event: row.outbox_event!, commandId, terminal: false }]));
-  return { n: first.n, lastId: first.last_id, more: first.more, outbox };
+/** The columns of outbox row `o` read as an OutboxEvent (the query reads `from outbox o`). */
+const asOutboxEvent = sql`o.id, ${eventText(sql`o.event`, sql`o.audit_id`, sql`(select a.data -> 'token_ids' from audit_log a where a.id = o.audit_id)`)} as event,
+  o.command_id::text as "commandId", o.event->>'type' in (${sql.raw(terminalEventTypes.map((t) => `'${t}'`).join(', '))}) as terminal`;
+
+/** Takes a command ID; returns its events, whole (eventText), in outbox order, published or not. */
+export async function outboxEventsOf(db: Executor, commandId: string): Promise<RevocationEvent[]> {
+  const { rows } = await sql<OutboxEvent>`select ${asOutboxEvent} from outbox o where o.command_id = ${commandId} order by o.id`.execute(db);
+  return rows.map((row) => JSON.parse(row.event) as RevocationEvent);
 }
 
 /** Any number works as long as every relay uses the same one. */
@@ -102,10 +88,10 @@ export async function markAndClaim(db: Executor, published: readonly string[], l
       ), relaxed as materialized (
         select set_config('synchronous_commit', 'off', true) as setting
       )
-      select ${asOutboxEvent} from outbox
-      where published_at is null and id <> all(${[...published]}::bigint[]) and (select setting from relaxed) is not null
-        and created_at <= now() - ${minAgeMs} * interval '1 millisecond'
-      order by id
+      select ${asOutboxEvent} from outbox o
+      where o.published_at is null and o.id <> all(${[...published]}::bigint[]) and (select setting from relaxed) is not null
+        and o.created_at <= now() - ${minAgeMs} * interval '1 millisecond'
+      order by o.id
       limit ${limit}`.compile(db),
   );
 }
@@ -132,7 +118,7 @@ export async function markPublished(db: Executor, ids: readonly string[]): Promi
  * Index: outbox_unpublished (the unpublished rows are few).
  */
 export async function unpublishedEventsOf(db: Executor, commandId: string): Promise<OutboxEvent[]> {
-  return executePrepared(db, sql<OutboxEvent>`select ${asOutboxEvent} from outbox where published_at is null and command_id = ${commandId} order by id`.compile(db));
+  return executePrepared(db, sql<OutboxEvent>`select ${asOutboxEvent} from outbox o where o.published_at is null and o.command_id = ${commandId} order by o.id`.compile(db));
 }
 
 /**

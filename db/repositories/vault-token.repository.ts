@@ -1,10 +1,10 @@
-import { type ExpressionBuilder, type RawBuilder, sql } from 'kysely';
+/**
+ * Creating, searching, counting and rotating vault tokens, and the criteria every read and
+ * delete of them matches. Deleting them: vault-token-delete.repository.ts.
+ */
+import { type ExpressionBuilder, sql } from 'kysely';
 import type { Database, Executor } from '../database.js';
-import type { EventOf } from '../../contracts/index.js';
-import type { NewAuditLog } from '../audit-log.table.js';
 import type { NewVaultToken, VaultTokenRow } from '../vault-token.table.js';
-import { executePrepared } from '../prepared.js';
-import { executeBatchStatement, type OutboxEvent } from './outbox.repository.js';
 import { inTenantScope, isArchived, type TenantScope } from './tenant-scope.js';
 
 /** Criteria a token must match, all of them (tags: the token has every listed tag). */
@@ -17,8 +17,8 @@ export interface TokenCriteria {
   archived: boolean;
 }
 
-/** The WHERE clause shared by query, count and delete: collection, scope, criteria, state. */
-function matching(eb: ExpressionBuilder<Database, 'vault_tokens'>, collection: string, scope: TenantScope, c: TokenCriteria) {
+/** The WHERE clause of every read and delete of matching tokens: collection, scope, criteria, state. */
+export function matching(eb: ExpressionBuilder<Database, 'vault_tokens'>, collection: string, scope: TenantScope, c: TokenCriteria) {
   const conditions = [eb('vault_tokens.collection', '=', collection), inTenantScope(eb, scope)];
   if (c.token_ids) conditions.push(eb('vault_tokens.token_id', '=', eb.fn.any(eb.val([...c.token_ids]))));
   if (c.object_ids) conditions.push(eb('vault_tokens.object_id', '=', eb.fn.any(eb.val([...c.object_ids]))));
@@ -68,228 +68,6 @@ export async function countVaultTokens(db: Executor, collection: string, scope: 
     .executeTakeFirstOrThrow();
   return { active: Number(row.active), archived: Number(row.archived), total: Number(row.total) };
 }
-
-/** The row addresses of the next `limit` matching tokens above `afterId`: a walk of the primary key from the checkpoint. */
-function batchCandidates(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number) {
-  return trx
-    .selectFrom('vault_tokens')
-    .select(sql`ctid`.as('ctid'))
-    .where((e) => matching(e, collection, scope, criteria))
-    .where('id', '>', afterId)
-    .orderBy('id')
-    .limit(limit);
-}
-
-/**
- * Criteria that name their tokens (token IDs or object IDs, nothing wider): they match few
- * tokens, through a unique or object index whatever the values, so their statements are prepared.
- */
-export function isListed(criteria: TokenCriteria): boolean {
-  return !criteria.tags && criteria.tenant_id === undefined && (criteria.token_ids !== undefined || criteria.object_ids !== undefined);
-}
-
-/**
- * Deletes at most `limit` tokens matching listed criteria (see isListed) with `id > afterId`,
- * lowest keys first, in one prepared statement; returns their keys and token IDs in key order
- * (the caller writes the audit row and events: a list is short). Rows are addressed by ctid;
- * under REPEATABLE READ a row changed since the snapshot raises 40001 and the caller retries.
- */
-export async function deleteVaultTokens(trx: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string, limit: number): Promise<{ id: string; token_id: string }[]> {
-  const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
-  const rows = await executePrepared(
-    trx,
-    trx
-      .deleteFrom('vault_tokens')
-      .where(sql`ctid`, '=', sql`any(array(${candidates}))`)
-      .returning(['id', 'token_id'])
-      .compile(),
-  );
-  return rows.sort((a, b) => compareKeys(a.id, b.id));
-}
-
-/** One of the listed deletes that deleteListedVaultTokensTogether runs in one statement. */
-export interface ListedDelete {
-  collection: string;
-  scope: TenantScope;
-  /** Listed criteria (see isListed): token IDs and/or object IDs, active or archived. */
-  criteria: TokenCriteria;
-}
-
-/**
- * Runs several listed deletes (see isListed) in ONE prepared statement, with the result of running
- * them one after another in the order given: a token that several of them match is deleted by the
- * first. A delete matching more than `limit` tokens is left out whole (it needs batches of its
- * own) and deletes nothing: 'too many'. Returns, per delete in order, the keys and token IDs it
- * deleted in key order, or 'too many'. Under REPEATABLE READ a row changed since the snapshot
- * raises 40001 (nothing of the statement is kept), and the caller retries.
- */
-export async function deleteListedVaultTokensTogether(trx: Executor, deletes: readonly ListedDelete[], limit: number): Promise<({ id: string; token_id: string }[] | 'too many')[]> {
-  const input = deletes.map(({ collection, scope, criteria }, ord) => ({
-    ord,
-    collection,
-    token_ids: criteria.token_ids ?? null,
-    object_ids: criteria.object_ids ?? null,
-    scope,
-    archived: criteria.archived,
-  }));
-  // the rules of matching(), written for a row of `req`; token IDs first, object IDs when only those are listed
-  const where = sql`vault_tokens.collection = r.collection and (r.scope is null or vault_tokens.tenant_id = any(r.scope)) and ${isArchived} = r.archived`;
-  const [row] = await executePrepared(
-    trx,
-    sql<{ too_many: number[]; deleted: [number, string, string][] }>`
-      with req as (
-        select * from jsonb_to_recordset(${JSON.stringify(input)}::jsonb) as r (ord int, collection text, token_ids text[], object_ids text[], scope text[], archived boolean)
-      ), hits as (
-        select r.ord, r.collection, vault_tokens.id from req r join vault_tokens on vault_tokens.token_id = any(r.token_ids) and ${where}
-        where r.token_ids is not null and (r.object_ids is null or vault_tokens.object_id = any(r.object_ids))
-        union all
-        select r.ord, r.collection, vault_tokens.id from req r join vault_tokens on vault_tokens.object_id = any(r.object_ids) and ${where}
-        where r.token_ids is null
-      ), too_many as (
-        select ord from hits group by ord having count(*) > ${limit}::int
-      ), owners as (
-        select collection, id, min(ord) as ord from hits where ord not in (select ord from too_many) group by collection, id
-      ), deleted as (
-        delete from vault_tokens using owners where vault_tokens.collection = owners.collection and vault_tokens.id = owners.id returning owners.ord, vault_tokens.id, vault_tokens.token_id
-      )
-      select (select coalesce(json_agg(ord), '[]') from too_many) as too_many,
-             (select coalesce(json_agg(json_build_array(ord, id::text, token_id) order by ord, id), '[]') from deleted) as deleted`.compile(trx),
-  );
-  if (!row) throw new Error('the listed delete statement returned no row');
-  const out: ({ id: string; token_id: string }[] | 'too many')[] = deletes.map(() => []);
-  for (const ord of row.too_many) out[ord] = 'too many';
-  for (const [ord, id, token_id] of row.deleted) (out[ord] as { id: string; token_id: string }[]).push({ id, token_id });
-  return out;
-}
-
-/** Whether a token matching listed criteria (see isListed) with `id > afterId` remains. */
-export async function hasListedVaultTokenAfter(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string): Promise<boolean> {
-  const rows = await executePrepared(db, firstMatchAfter(db, collection, scope, criteria, afterId).compile());
-  return rows.length > 0;
-}
-
-/** The key of the first matching token above `afterId`: a walk of the primary key that stops at the first match. */
-function firstMatchAfter(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, afterId: string | RawBuilder<string>) {
-  return db
-    .selectFrom('vault_tokens')
-    .select('id')
-    .where((eb) => matching(eb, collection, scope, criteria))
-    .where('id', '>', afterId)
-    .orderBy('id')
-    .limit(1);
-}
-
-/** What a delete batch records with its effect; the statement fills in the deleted token IDs. */
-export interface DeletionRecord {
-  /** The batch's audit row; the statement sets its data to `{ token_ids, batch: { index, size } }`. */
-  audit: NewAuditLog;
-  /**
-   * The envelope of the batch's `tokens.deleted` events: each event gets a fresh event_id, its
-   * slice of the token IDs (`idsPerEvent` at most) and `batch: { index, last }`.
-   */
-  event: EventOf<'tokens.deleted'>;
-  /** The batch index of the first event (and of the audit row). */
-  eventIndex: number;
-  idsPerEvent: number;
-}
-
-export interface DeletedBatch {
-  deleted: number;
-  /** The highest key deleted (where the next batch starts); null when none was. */
-  lastId: string | null;
-  /** Whether a matching token with a higher key is left (asked only of a full batch). */
-  more: boolean;
-  /** Events written. */
-  events: number;
-  /** The outbox rows written, in order, for the worker to publish once the step commits. */
-  outbox: OutboxEvent[];
-}
-
-/**
- * Deletes, in ONE statement, at most `limit` matching tokens with `id > afterId`, lowest keys
- * first, and writes what the batch leaves behind: its audit row and its `tokens.deleted` outbox
- * events, token IDs in key order. The IDs are not shipped to the worker and back (a breach batch
- * is thousands of them, and that was most of a batch's cost); only the finished events come back,
- * one row each (executeBatchStatement), to be put on the stream. The rows are addressed
- * by ctid (a TID scan, no second index lookup per row); under REPEATABLE READ a row a concurrent
- * transaction changed since the snapshot raises 40001, and the caller retries. After a full
- * batch, an index probe tells whether more match, so the last event says `last: true`; a batch
- * that finds nothing left after earlier ones (a concurrent delete took the rest) writes one event
- * with no token IDs and `last: true`, as a named delete's last batch does.
- * For criteria that may match many tokens (tags, a tenant); see deleteVaultTokens for lists.
- */
-export async function deleteAndRecordVaultTokens(
-  trx: Executor,
-  collection: string,
-  scope: TenantScope,
-  criteria: TokenCriteria,
-  afterId: string,
-  limit: number,
-  record: DeletionRecord,
-): Promise<DeletedBatch> {
-  const candidates = batchCandidates(trx, collection, scope, criteria, afterId, limit);
-  // after the last deleted key (a scalar subquery, not EXISTS: EXISTS drops the order, and scans)
-  const next = firstMatchAfter(trx, collection, scope, criteria, sql<string>`(select last_id from batch)`);
-  const { data: _data, ...auditRow } = record.audit;
-  const auditColumns = Object.keys(auditRow);
-  const per = record.idsPerEvent;
-  const template = JSON.stringify(record.event);
-  const ctes = sql`
-    deleted as (
-      delete from vault_tokens where ctid = any(array(${candidates})) returning id, token_id
-    ), batch as (
-      select count(*)::int as n, max(id) as last_id, array_agg(token_id order by id) as ids from deleted
-    ), more as (
-      select case when b.n = ${limit}::int then ${next} is not null else false end as more from batch b
-    ), audit_row as (
-      insert into audit_log (${sql.join(auditColumns.map((c) => sql.ref(c)))}, data)
-      select ${sql.join(auditColumns.map((c) => sql.ref(`r.${c}`)))},
-             jsonb_build_object('token_ids', to_jsonb(b.ids), 'batch', jsonb_build_object('index', ${record.eventIndex}::int, 'size', b.n))
-      from jsonb_populate_record(null::audit_log, ${JSON.stringify(auditRow)}::jsonb) as r, batch b
-      where b.n > 0
-    ), events as (
-      -- one event per slice of idsPerEvent IDs, in slice order (a function scan, inserted as read)
-      insert into outbox (event_id, command_id, event)
-      select e.id, ${record.audit.command_id}::uuid,
-             ${template}::jsonb || jsonb_build_object(
-               'event_id', e.id,
-               'data', (${template}::jsonb -> 'data') || jsonb_build_object(
-                 'token_ids', to_jsonb((coalesce((select ids from batch), '{}'))[e.p * ${per}::int + 1 : (e.p + 1) * ${per}::int]),
-                 'batch', jsonb_build_object('index', ${record.eventIndex}::int + e.p, 'last', not (select more from more) and e.p = (select (n - 1) / ${per}::int from batch))))
-      from (select p, gen_random_uuid() as id
-            -- nothing left after earlier batches (a concurrent delete took the rest): one empty event, last
-            from generate_series(0, (select case when n > 0 then (n - 1) / ${per}::int when ${record.eventIndex}::int > 0 then 0 else -1 end from batch)) as p) as e
-      returning id, event
-    )`;
-  const { n, lastId, more, outbox } = await executeBatchStatement(trx, ctes, record.event.job_id);
-  return { deleted: n, lastId, more, events: outbox.length, outbox };
-}
-
-/**
- * Counts matching tokens (what a batched delete has left, or what a delete would take: a dry
- * run). The WHERE clause of every delete statement (matching).
- */
-export async function countMatchingVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria): Promise<number> {
-  const row = await db
-    .selectFrom('vault_tokens')
-    .select((eb) => eb.fn.countAll<string>().as('n'))
-    .where((eb) => matching(eb, collection, scope, criteria))
-    .executeTakeFirstOrThrow();
-  return Number(row.n);
-}
-
-/** The token IDs of the first `limit` matching tokens, lowest keys first: the order a delete takes them in. */
-export async function sampleMatchingVaultTokens(db: Executor, collection: string, scope: TenantScope, criteria: TokenCriteria, limit: number): Promise<string[]> {
-  const rows = await db
-    .selectFrom('vault_tokens')
-    .select('token_id')
-    .where((eb) => matching(eb, collection, scope, criteria))
-    .orderBy('id')
-    .limit(limit)
-    .execute();
-  return rows.map((r) => r.token_id);
-}
-
 /** The tokens a rotate of these token IDs acts on: the active ones in `scope`, in key order. */
 function rotateTargets(db: Executor, collection: string, scope: TenantScope, tokenIds: readonly string[]) {
   return db
@@ -330,9 +108,4 @@ export async function renameVaultTokens(trx: Executor, collection: string, renam
     from unnest(${renames.map((r) => r.id)}::bigint[], ${renames.map((r) => r.token_id)}::text[]) as r(id, token_id)
     where t.collection = ${collection} and t.id = r.id`.execute(trx);
   return Number(result.numAffectedRows ?? 0);
-}
-
-/** Orders bigint keys held as strings. */
-export function compareKeys(a: string, b: string): number {
-  return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
 }

@@ -1,9 +1,11 @@
 import { AppError, type AuditContext, type Command, type CommandPreview, PREVIEW_SAMPLE_SIZE } from '../../contracts/index.js';
 import type { Db, Trx } from '../../db/database.js';
-import { countAccessTokensOf, findAccessTokenById, listAccessTokensOf, liveTemporaryTokens } from '../../db/repositories/access-token.repository.js';
+import { findAccessTokenById, listAccessTokensOf } from '../../db/repositories/access-token.repository.js';
+import { countAccessTokensOf, liveTemporaryTokens } from '../../db/repositories/access-token-revocation.repository.js';
 import { limitStatementTime } from '../../db/repositories/command.repository.js';
 import { findSubject } from '../../db/repositories/subject.repository.js';
-import { countMatchingVaultTokens, findVaultTokensForRotate, sampleMatchingVaultTokens } from '../../db/repositories/vault-token.repository.js';
+import { countMatchingVaultTokens, sampleMatchingVaultTokens } from '../../db/repositories/vault-token-delete.repository.js';
+import { findVaultTokensForRotate } from '../../db/repositories/vault-token.repository.js';
 
 /**
  * The longest a preview's count may run (each statement). Counting millions of matches reads

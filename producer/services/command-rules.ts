@@ -1,12 +1,13 @@
 import type { FastifyRequest } from 'fastify';
-import { AccessReason, AppError, type AuditContext, type Command, type CommandRequest, type Config } from '../../contracts/index.js';
+import { AppError, type AuditContext, type Command, type CommandRequest, type Config } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { type AccessTokenWithSubject, findAccessTokenById } from '../../db/repositories/access-token.repository.js';
-import { findCommandByIdempotencyKey, findUnfinishedLockout } from '../../db/repositories/command.repository.js';
+import { findUnfinishedLockout } from '../../db/repositories/command-list.repository.js';
+import { findCommandByIdempotencyKey } from '../../db/repositories/command.repository.js';
 import { findSubject } from '../../db/repositories/subject.repository.js';
 import type { SubjectRow } from '../../db/subject.table.js';
 import type { TenantScope } from '../../db/repositories/tenant-scope.js';
-import { type Caller, requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
+import { type Caller, givenReason, requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
 import { requireCollectionExists } from './vault-tokens.service.js';
 
 /**
@@ -37,11 +38,7 @@ export interface IntakeContext {
 
 /** A reason on a non-vault command is optional, but when given it must be a known one. */
 function optionalReason(input: CommandRequest): ResolvedReason | null {
-  if (input.reason === undefined) return null;
-  const parsed = AccessReason.safeParse(input.reason);
-  if (!parsed.success) throw new AppError('PV1002', { reason: input.reason }, `reason must be one of ${AccessReason.options.join(', ')}.`);
-  if (parsed.data === 'Other' && !input.adhoc_reason) throw new AppError('PV1003', { reason: 'Other' });
-  return { reason: parsed.data, adhoc_reason: input.adhoc_reason ?? null, custom_audit: input.custom_audit ?? null };
+  return input.reason === undefined ? null : givenReason({ ...input, reason: input.reason });
 }
 
 /**

@@ -4,6 +4,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AuditContext, COMMAND_QUEUE } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
+import { outboxEventsOf } from '../../db/repositories/outbox.repository.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { call, createCollection, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
@@ -27,11 +28,6 @@ async function countTagged(db: Db, collection: string, tag: string): Promise<num
     .where('tags', '@>', sql<string[]>`array[${tag}]::text[]`)
     .executeTakeFirstOrThrow();
   return Number(row.n);
-}
-
-async function deletedEventsInOutbox(db: Db, commandId: string) {
-  const rows = await db.selectFrom('outbox').select('event').where('command_id', '=', commandId).orderBy('id').execute();
-  return rows.map((r) => r.event);
 }
 
 /** Every ID exactly once: returns the IDs that appear more than once. */
@@ -105,9 +101,9 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     expect(processed % BATCH).toBe(0);
     expect(await countTagged(db, collection, tag)).toBe(total / 2 - processed);
     expect(await countTagged(db, collection, 'bulk')).toBe(total / 2);
-    const committedSoFar = (await deletedEventsInOutbox(db, id)).filter((e) => e.type === 'tokens.deleted');
+    const committedSoFar = (await outboxEventsOf(db, id)).filter((e) => e.type === 'tokens.deleted');
     expect(committedSoFar.flatMap((e) => e.data.token_ids)).toHaveLength(processed);
-    expect((await deletedEventsInOutbox(db, id)).some((e) => e.type === 'command.succeeded' || e.type === 'command.failed')).toBe(false);
+    expect((await outboxEventsOf(db, id)).some((e) => e.type === 'command.succeeded' || e.type === 'command.failed')).toBe(false);
 
     // the dead worker's BullMQ job is still 'active' under a lock that would expire on its own
     // (lockDuration 30 s); expire it now, drop the stalled job, and let a reconciler re-enqueue it
@@ -129,7 +125,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     expect(await countTagged(db, collection, tag)).toBe(0);
     expect(sorted(await tokenIdsOf(db, collection))).toEqual(sorted(untagged));
 
-    // audit: one row per batch, each deleted token in exactly one of them
+    // audit: one row per batch (a batch of BATCH IDs makes one event), each deleted token in exactly one of them
     const audit = await db.selectFrom('audit_log').select(['action', 'data']).where('command_id', '=', id).orderBy('id').execute();
     expect(new Set(audit.map((r) => r.action))).toEqual(new Set(['tokens.deleted']));
     expect(audit).toHaveLength(total / 2 / BATCH);
@@ -138,7 +134,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     expect(sorted(audited)).toEqual(sorted(tagged));
 
     // outbox: each token ID in exactly one committed event; batch indexes 0..n-1, one last
-    const outbox = await deletedEventsInOutbox(db, id);
+    const outbox = await outboxEventsOf(db, id);
     const deletedEvents = outbox.filter((e) => e.type === 'tokens.deleted').map((e) => e.data);
     const announced = deletedEvents.flatMap((d) => d.token_ids);
     expect(duplicates(announced)).toEqual([]);

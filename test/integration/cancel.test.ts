@@ -10,6 +10,7 @@ import { commandQueue } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
 import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
+import { outboxEventsOf } from '../../db/repositories/outbox.repository.js';
 
 /**
  * SPEC §10, `POST /v1/jobs/{id}/cancel`: a queued job never runs; a running bulk delete stops
@@ -28,9 +29,9 @@ const cancel = (stack: Stack, id: string, headers: Headers = stack.admin) => cal
 const submit = (stack: Stack, body: unknown, headers: Headers = stack.admin) => call(stack, 'POST', '/v1/commands', { headers, body });
 const deleteByTag = (collection: string, tag: string) => ({ type: 'tokens.delete', collection, tags: [tag], reason: REASON });
 
-/** The command's outbox events, in order. */
+/** The command's outbox events, whole, in order. */
 async function outboxOf(db: Db, id: string): Promise<RevocationEvent[]> {
-  return (await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute()).map((r) => r.event);
+  return outboxEventsOf(db, id);
 }
 
 /** Waits until a cancel has been asked of the command (a worker's step held it: command_cancellations). */

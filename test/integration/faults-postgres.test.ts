@@ -13,6 +13,7 @@ import { killChildren, runScript } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
+import { outboxEventsOf } from '../../db/repositories/outbox.repository.js';
 
 /**
  * Postgres faults. Connections cut under running jobs (pg_terminate_backend, only on backends
@@ -159,7 +160,8 @@ describe('Postgres connections cut while jobs run', () => {
     expect(duplicates(succeeded)).toEqual([]);
     expect(succeeded.sort()).toEqual([...all].sort());
     expect(outbox.filter((r) => r.event.type === 'command.failed')).toEqual([]);
-    const announced = outbox.filter((r) => r.event.type === 'tokens.deleted').flatMap((r) => (r.event.data as { token_ids: string[] }).token_ids);
+    const whole = (await Promise.all(all.map((id) => outboxEventsOf(db, id)))).flat();
+    const announced = whole.filter((e) => e.type === 'tokens.deleted').flatMap((e) => (e.data as { token_ids: string[] }).token_ids);
     expect(duplicates(announced)).toEqual([]);
     expect(announced.length).toBe(breach.length + singles.length);
     expect(worker.stats).toBeDefined();

@@ -11,6 +11,7 @@ import { killChildren, producerEnv, spawnProducer, spawnWorker, type WorkerProce
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
+import { outboxEventsOf } from '../../db/repositories/outbox.repository.js';
 
 /**
  * SPEC §9 and the README's "SIGTERM drains": the real entry points (bin/producer.ts,
@@ -363,13 +364,13 @@ describe('graceful shutdown of producer and worker processes', () => {
       const audited = audit.flatMap((r) => r.data.token_ids as string[]);
       expect(duplicates(audited)).toEqual([]);
       expect(audited.sort()).toEqual(tagged);
-      const outbox = await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute();
-      const announced = outbox.filter((r) => r.event.type === 'tokens.deleted').flatMap((r) => (r.event.data as { token_ids: string[] }).token_ids);
+      const outbox = await outboxEventsOf(db, id);
+      const announced = outbox.filter((e) => e.type === 'tokens.deleted').flatMap((e) => (e.data as { token_ids: string[] }).token_ids);
       expect(duplicates(announced)).toEqual([]);
       expect(announced.sort()).toEqual(tagged);
-      const indexes = outbox.filter((r) => r.event.type === 'tokens.deleted').map((r) => (r.event.data as { batch: { index: number } }).batch.index);
+      const indexes = outbox.filter((e) => e.type === 'tokens.deleted').map((e) => (e.data as { batch: { index: number } }).batch.index);
       expect(indexes).toEqual(indexes.map((_, i) => i));
-      expect(outbox.filter((r) => r.event.type === 'command.succeeded')).toHaveLength(1);
+      expect(outbox.filter((e) => e.type === 'command.succeeded')).toHaveLength(1);
 
       second.signal('SIGTERM');
       expect(await exitWithin(second, EXIT_BOUND_MS)).toEqual({ code: 0, signal: null });

@@ -10,7 +10,7 @@ import type { Db } from '../../db/database.js';
 import { type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { startCommandWorker } from '../../worker/command-worker.js';
 import { EventPublisher } from '../../worker/event-publisher.js';
-import type { OutboxEvent } from '../../db/repositories/outbox.repository.js';
+import { type OutboxEvent, outboxEventsOf } from '../../db/repositories/outbox.repository.js';
 import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { StepGroup } from '../../worker/step-group.js';
 import { createCollection, submitCommand, tokenize } from '../helpers/api.js';
@@ -96,8 +96,7 @@ describe.each([
   }
 
   async function eventsOf(id: string) {
-    const rows = await db.selectFrom('outbox').select('event').where('command_id', '=', id).orderBy('id').execute();
-    return rows.map((r) => r.event as unknown as { type: string; data: Record<string, unknown> });
+    return (await outboxEventsOf(db, id)) as unknown as { type: string; data: Record<string, unknown> }[];
   }
 
   async function auditOf(id: string) {

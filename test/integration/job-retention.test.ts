@@ -4,7 +4,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { JobView } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
-import { deleteFinishedCommands } from '../../db/repositories/command.repository.js';
+import { deleteFinishedCommands } from '../../db/repositories/command-list.repository.js';
 import { Sweeper } from '../../worker/sweeper.js';
 import { call, createCollection, subjectWithToken, uid, waitForJob } from '../helpers/api.js';
 import { type Stack, startStack } from '../helpers/stack.js';

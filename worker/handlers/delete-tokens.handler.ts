@@ -1,17 +1,17 @@
 import { z } from 'zod';
-import { AppError, type AuditContext, type CommandOf, type EventDraft, type EventOf, MAX_TOKEN_IDS_PER_EVENT } from '../../contracts/index.js';
+import { AppError, type AuditContext, type CommandOf, type EventDraft, type EventOf, MAX_TOKEN_IDS_PER_EVENT, type TokensDeletedAuditData } from '../../contracts/index.js';
 import type { Trx } from '../../db/database.js';
 import { type AuditEntry, auditRows } from '../../db/repositories/audit-log.repository.js';
+import type { BatchResult } from '../../db/repositories/bulk-batch.repository.js';
 import {
   countMatchingVaultTokens,
-  type DeletedBatch,
   deleteAndRecordVaultTokens,
   deleteListedVaultTokensTogether,
   deleteVaultTokens,
   hasListedVaultTokenAfter,
   isListed,
-  type TokenCriteria,
-} from '../../db/repositories/vault-token.repository.js';
+} from '../../db/repositories/vault-token-delete.repository.js';
+import type { TokenCriteria } from '../../db/repositories/vault-token.repository.js';
 import { chunk } from '../chunk.js';
 import { toEvents } from '../event-envelope.js';
 import { RunAlone } from '../step-group.js';
@@ -26,7 +26,8 @@ function criteriaOf(command: CommandOf<'tokens.delete'>): TokenCriteria {
 }
 
 interface BatchEffects {
-  batch: DeletedBatch;
+  /** The batch; `outbox`: the events its statement wrote (none for named tokens). */
+  batch: BatchResult;
   /** Events and audit rows for the executor to write (none when the statement wrote them). */
   events: EventDraft[];
   audit: AuditEntry[];
@@ -43,14 +44,21 @@ async function deleteNamed(trx: Trx, collection: string, audit: AuditContext, cr
 /** The batch, events and audit row of named tokens just deleted (`more`: others match after them). */
 function namedEffects(collection: string, rows: readonly { id: string; token_id: string }[], state: DeleteCheckpoint, more: boolean): BatchEffects {
   const lastId = rows.at(-1)?.id ?? null;
-  const tokenIds = rows.map((r) => r.token_id);
-  const parts = chunk(tokenIds, MAX_TOKEN_IDS_PER_EVENT);
+  // as a bulk batch's statement writes them (executeBatchStatement): an audit row and an event per slice of IDs
+  const parts = chunk(
+    rows.map((r) => r.token_id),
+    MAX_TOKEN_IDS_PER_EVENT,
+  );
   const events: EventDraft[] = parts.map((ids, i) => ({
     type: 'tokens.deleted',
     data: { collection, token_ids: ids, batch: { index: state.event_index + i, last: !more && i === parts.length - 1 } },
   }));
-  const entries: AuditEntry[] = rows.length > 0 ? [{ action: 'tokens.deleted', collection, data: { token_ids: tokenIds, batch: { index: state.event_index, size: rows.length } } }] : [];
-  return { batch: { deleted: rows.length, lastId, more, events: parts.length, outbox: [] }, events, audit: entries };
+  const entries: AuditEntry[] = parts.map((ids, i) => ({
+    action: 'tokens.deleted',
+    collection,
+    data: { token_ids: ids, batch: { index: state.event_index + i, size: ids.length } } satisfies TokensDeletedAuditData,
+  }));
+  return { batch: { n: rows.length, lastId, more, outbox: [] }, events, audit: entries };
 }
 
 /** Tags or a tenant, up to millions: one statement deletes the batch and writes its audit row and events; the IDs stay in Postgres. */
@@ -126,11 +134,11 @@ function stateOf(checkpoint: Record<string, unknown> | null): DeleteCheckpoint {
 
 /** The step's outcome once its batch is deleted: done, or the checkpoint of the next batch. Nothing matched at all: PV3009. */
 function outcomeOf(state: DeleteCheckpoint, { batch, events, audit }: BatchEffects, total: number | null): StepOutcome<'tokens.delete'> {
-  const deleted = state.deleted + batch.deleted;
+  const deleted = state.deleted + batch.n;
   if (deleted === 0) throw new AppError('PV3009', {});
   const known = state.total ?? total;
   const effects = { events, audit, outbox: batch.outbox };
   if (!batch.more) return { done: true, result: { deleted }, progress: { processed: deleted, total: Math.max(known ?? deleted, deleted) }, ...effects };
-  const next: DeleteCheckpoint = { after_id: batch.lastId ?? state.after_id, deleted, event_index: state.event_index + batch.events, total: known };
+  const next: DeleteCheckpoint = { after_id: batch.lastId ?? state.after_id, deleted, event_index: state.event_index + events.length + batch.outbox.length, total: known };
   return { done: false, checkpoint: next, progress: { processed: deleted, total: known === null ? null : Math.max(known, deleted) }, ...effects };
 }

@@ -1,5 +1,5 @@
 import { AppError } from '../../contracts/index.js';
-import { deleteAccessToken } from '../../db/repositories/access-token.repository.js';
+import { deleteAccessToken } from '../../db/repositories/access-token-revocation.repository.js';
 import { findSubject } from '../../db/repositories/subject.repository.js';
 import type { CommandHandler } from './handler.js';
 

@@ -1,16 +1,21 @@
 import { z } from 'zod';
-import { AppError, type CommandOf, type EventOf, MAX_TOKEN_IDS_PER_EVENT, SubjectKind } from '../../contracts/index.js';
+import { AppError, type CommandOf, type EventOf, MAX_TOKEN_IDS_PER_EVENT, SubjectKind, type LockoutAuditData } from '../../contracts/index.js';
 import type { Trx } from '../../db/database.js';
-import { countAccessTokensOf, revokeAndRecordAccessTokens } from '../../db/repositories/access-token.repository.js';
+import { countAccessTokensOf, lockoutBatchBounds, revokeAndRecordAccessTokens } from '../../db/repositories/access-token-revocation.repository.js';
 import { auditRows } from '../../db/repositories/audit-log.repository.js';
 import { disableSubject } from '../../db/repositories/subject.repository.js';
 import { toEvents } from '../event-envelope.js';
 import type { CommandHandler, StepOutcome } from './handler.js';
 
-/** Where a lockout resumes: the subject's tokens above `after_id` are left; counts carry over across crashes. */
+/**
+ * Where a lockout resumes: the subject's tokens above `after_id` are left, the next batches end at
+ * `bounds` (lockoutBatchBounds; drawn by the first batch, or again by the first after a crash of
+ * a version without them); counts carry over across crashes.
+ */
 const LockoutCheckpoint = z.object({
   subject: z.object({ id: z.string(), kind: SubjectKind, domain_id: z.string() }),
   after_id: z.string(),
+  bounds: z.array(z.string()).optional(),
   revoked: z.number().int(),
   event_index: z.number().int(),
   total: z.number().int().nullable(),
@@ -22,9 +27,9 @@ type LockoutCheckpoint = z.infer<typeof LockoutCheckpoint>;
  * from its commit on nothing the subject holds authenticates, at every producer (the lookup and
  * credentialHolds read `disabled_at`), and no token can be issued to it; event `subject.locked`.
  * Every later step revokes (deletes) a batch of `deleteBatchSize` of its access tokens, named and
- * temporary, by token ID, in one statement that also writes the batch's audit row and its
- * `access_token.revoked` events; each step is its own transaction with its checkpoint, so a crash
- * resumes after the last committed batch and the count carries over. The batches run in
+ * temporary, in token-ID ranges drawn by the first batch, in one statement that also writes the
+ * batch's audit rows and `access_token.revoked` events; each step is its own transaction with its
+ * checkpoint, so a crash resumes after the last committed batch and the count carries over. The batches run in
  * snapshots taken after the disabling commit, and no token is issued to a disabled subject, so
  * they see every token it will ever hold. Result `{ subject, revoked }`.
  */
@@ -33,19 +38,20 @@ export const subjectLockoutHandler: CommandHandler<'subject.lockout'> = {
     if (checkpoint === null) return disable(trx, command);
     const state = LockoutCheckpoint.parse(checkpoint);
     const draft = { type: 'access_token.revoked' as const, data: { token_ids: [], subject: state.subject, batch: { index: 0, last: false } } };
-    const batch = await revokeAndRecordAccessTokens(trx, state.subject.id, state.after_id, settings.deleteBatchSize, {
-      audit: auditRows(commandId, audit, [{ action: 'access_token.revoked', collection: null, data: {} }])[0]!,
+    const [upTo = null, ...bounds] = state.bounds ?? (await lockoutBatchBounds(trx, state.subject.id, state.after_id, settings.deleteBatchSize));
+    const batch = await revokeAndRecordAccessTokens(trx, state.subject.id, state.after_id, upTo, {
+      audit: auditRows(commandId, audit, [{ action: 'access_token.revoked', collection: null, data: { subject: state.subject } satisfies Omit<LockoutAuditData, 'token_ids' | 'batch'> }])[0]!,
       event: toEvents(commandId, audit, [draft])[0] as EventOf<'access_token.revoked'>,
       eventIndex: state.event_index,
       idsPerEvent: MAX_TOKEN_IDS_PER_EVENT,
     });
-    const revoked = state.revoked + batch.revoked;
+    const revoked = state.revoked + batch.n;
     const known = state.total ?? total;
     const effects = { events: [], audit: [], outbox: batch.outbox };
     if (!batch.more) {
       return { done: true, result: { subject: command.subject, revoked }, progress: { processed: revoked, total: Math.max(known ?? revoked, revoked) }, ...effects };
     }
-    const next: LockoutCheckpoint = { ...state, after_id: batch.lastId ?? state.after_id, revoked, event_index: state.event_index + batch.events, total: known };
+    const next: LockoutCheckpoint = { ...state, after_id: batch.lastId ?? state.after_id, bounds, revoked, event_index: state.event_index + batch.outbox.length, total: known };
     return { done: false, checkpoint: next, progress: { processed: revoked, total: known === null ? null : Math.max(known, revoked) }, ...effects };
   },
 

@@ -1,5 +1,5 @@
 import { AppError } from '../../contracts/index.js';
-import { findUnfinishedLockout } from '../../db/repositories/command.repository.js';
+import { findUnfinishedLockout } from '../../db/repositories/command-list.repository.js';
 import { enableSubject } from '../../db/repositories/subject.repository.js';
 import type { CommandHandler } from './handler.js';
 
