@@ -5,7 +5,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { AuditContext } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
-import { countAccessTokensOf } from '../../db/repositories/access-token.repository.js';
+import { countAccessTokensOf } from '../../db/repositories/access-token-revocation.repository.js';
 import { outboxRows } from '../../db/repositories/outbox.repository.js';
 import { seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
 import { BOOTSTRAP_ADMIN_ID } from '../../producer/services/subjects.service.js';
