@@ -66,24 +66,16 @@ export const reasonFields = {
 export type ReasonFields = z.infer<z.ZodObject<typeof reasonFields>>;
 
 export const TenantId = Identifier;
-export const Tag = z
+/** A value that travels in a comma-separated list (query parameters): no commas, no white space. */
+const ListValue = z
   .string()
   .min(1)
   .max(200)
   .regex(/^[^,\s]+$/, 'may not contain commas or white space')
   .refine(isStorableText, STORABLE_MESSAGE);
-export const TokenId = z
-  .string()
-  .min(1)
-  .max(200)
-  .regex(/^[^,\s]+$/, 'may not contain commas or white space')
-  .refine(isStorableText, STORABLE_MESSAGE);
-export const ObjectId = z
-  .string()
-  .min(1)
-  .max(200)
-  .regex(/^[^,\s]+$/, 'may not contain commas or white space')
-  .refine(isStorableText, STORABLE_MESSAGE);
+export const Tag = ListValue;
+export const TokenId = ListValue;
+export const ObjectId = ListValue;
 
 export const MAX_TOKEN_IDS = 10_000;
 export const MAX_TAGS_PER_TOKEN = 10;
