@@ -1,51 +1,37 @@
 import { createHash } from 'node:crypto';
 import type { Queue } from 'bullmq';
 import DataLoader from 'dataloader';
-import type { RedisClient } from '../../db/redis-connection.js';
 import type { Logger } from 'pino';
 import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, isShortCommand } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
-import { holdWritesForTurn } from '../../db/redis-writes.js';
 import { type CommandRecord, insertCommands, type RecordOutcome } from '../../db/repositories/command.repository.js';
-import { activeTrace, inSpan, type TraceContext, withTrace } from '../../observability/tracing.js';
+import { inSpan } from '../../observability/tracing.js';
 import { type Caller, StaleCredential } from '../access.js';
 
 /** Longest wait for Redis to take a job before answering anyway (the reconciler enqueues it later). */
 const ENQUEUE_TIMEOUT_MS = 2000;
 
-/** Most commands one statement records, and most jobs one Redis write adds. */
+/** Most commands one statement records. */
 export const MAX_RECORD_BATCH = 64;
 
 /**
  * Records commands and enqueues their jobs. Commands submitted in the same turn of the event
- * loop are recorded by ONE statement (insertCommands) and their jobs added in ONE Redis write
- * (one Queue.add each, the connection's writes held for the turn: holdWritesForTurn): under load
- * one INSERT, one commit and one write serve many requests, each still answered only once its
- * own row is committed. Nothing waits for company: a batch leaves at the end of the turn it was
+ * loop are recorded by ONE statement (insertCommands): under load one INSERT and one commit
+ * serve many requests, each still answered only once its own row is committed. Nothing waits for company: a batch leaves at the end of the turn it was
  * started in (DataLoader, scheduled by setImmediate). If a batch of records fails as a whole,
  * each is tried alone, so one bad item fails alone; each job has its own outcome.
  */
 export class CommandBus {
   readonly #records: DataLoader<CommandRecord, RecordOutcome>;
-  readonly #jobs: DataLoader<{ data: CommandJobData; trace: TraceContext | undefined }, void>;
 
   constructor(
     readonly db: Db,
     readonly queue: Queue<CommandJobData>,
-    /** The queue's connection (its writes are held for the turn a batch of jobs is added in). */
-    redis: RedisClient,
     readonly logger: Logger,
   ) {
     const options = { cache: false, maxBatchSize: MAX_RECORD_BATCH, batchScheduleFn: (callback: () => void) => setImmediate(callback) };
     this.#records = new DataLoader((records) => eachAloneOnFailure(records, (batch) => insertCommands(db, batch)), options);
-    this.#jobs = new DataLoader((jobs) => {
-      // one Queue.add per job, all in one write: Queue.addBulk would build an ioredis pipeline,
-      // which copies every script of the connection (BullMQ 6's 64) onto itself: ~40 µs, 14 KB with 5's 52
-      holdWritesForTurn(redis);
-      // each in the trace of its own request (the batch runs in the first one's): the job carries it
-      return Promise.all(jobs.map(({ data, trace }) => withTrace(trace, () => queue.add(COMMAND_JOB_NAME, data, { ...COMMAND_JOB_OPTIONS, jobId: data.command_id })).then(() => undefined, asError)));
-    }, options);
   }
 
   /** Records a command for `credential` (see insertCommands); resolves once its row is committed. */
@@ -54,8 +40,8 @@ export class CommandBus {
   }
 
   /** Adds the command's job (job ID = command ID; adding it again changes nothing). */
-  addJob(job: CommandJobData): Promise<void> {
-    return this.#jobs.load({ data: job, trace: activeTrace() });
+  async addJob(job: CommandJobData): Promise<void> {
+    await this.queue.add(COMMAND_JOB_NAME, job, { ...COMMAND_JOB_OPTIONS, jobId: job.command_id });
   }
 }
 
@@ -147,8 +133,7 @@ async function record(bus: CommandBus, submission: Submission): Promise<{ row: C
     throw new AppError('PV3010', { idempotency_key: submission.idempotencyKey ?? '', job_id: row.id });
   }
   if (row.state === 'queued' || row.state === 'running') {
-    const short = isShortCommand(submission.command);
-    await enqueue(bus, { command_id: row.id, short, ...(short ? { carried: { payload: row.payload, audit: row.audit } } : {}) });
+    await enqueue(bus, { command_id: row.id, short: isShortCommand(submission.command) });
   }
   return { row, replayed: !inserted };
 }

@@ -30,7 +30,7 @@ describe('CommandBus: commands submitted together', () => {
     stack = await startStack({ worker: false });
     redis = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: 1 });
     queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: stack.config.QUEUE_PREFIX });
-    bus = new CommandBus(stack.database.db, queue, redis, pino({ level: 'silent' }));
+    bus = new CommandBus(stack.database.db, queue, pino({ level: 'silent' }));
     admin = await credentialOf(ADMIN_TOKEN);
   });
   afterAll(async () => {
