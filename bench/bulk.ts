@@ -24,7 +24,7 @@ import { insertCollection } from '../db/repositories/collection.repository.js';
 import { seedNamedAccessTokens, seedTemporaryAccessTokens, seedVaultTokens } from '../db/repositories/seed.repository.js';
 import { upsertSubject } from '../db/repositories/subject.repository.js';
 import { type RunningProducer, startProducer } from '../producer/server.js';
-import { startWorker } from '../worker/runtime.js';
+import { startWorker } from '../worker/start-worker.js';
 import { benchConfig, fmt, median, ms, silent } from './support.js';
 
 const { values } = parseArgs({

@@ -95,7 +95,7 @@ if (env('BARE_MODE') === 'http') {
   );
   tell({ type: 'ready', url });
 } else {
-  // Same pool sizing as the service worker (worker/runtime.ts).
+  // Same pool sizing as the service worker (worker/start-worker.ts).
   const concurrency = Number(env('WORKER_CONCURRENCY'));
   const expected = Number(env('BARE_JOBS'));
   const pool = new pg.Pool({ connectionString: env('DATABASE_URL'), max: Math.min(50, concurrency + 4), application_name: 'bench-bare-worker', idleTimeoutMillis: 0 });

@@ -1,5 +1,5 @@
 import { migrateToLatest } from '../db/migrate.js';
-import { configOrExit, createLogger } from './runtime.js';
+import { configOrExit, createLogger } from './startup.js';
 
 /** `npm run migrate`: creates the database if missing and applies pending migrations. */
 const config = configOrExit();

@@ -1,6 +1,6 @@
 import { startTracing } from '../observability/tracing.js';
 import { startProducer } from '../producer/server.js';
-import { configOrExit, createLogger } from './runtime.js';
+import { configOrExit, createLogger } from './startup.js';
 import { closeOnSignal } from './signals.js';
 
 /** `npm run producer`: the HTTP producer alone (run `npm run migrate` first). */

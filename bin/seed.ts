@@ -5,7 +5,7 @@ import { migrateToLatest } from '../db/migrate.js';
 import { insertCollection } from '../db/repositories/collection.repository.js';
 import { seedTemporaryAccessTokens, seedVaultTokens } from '../db/repositories/seed.repository.js';
 import { upsertSubject } from '../db/repositories/subject.repository.js';
-import { configOrExit } from './runtime.js';
+import { configOrExit } from './startup.js';
 
 const usage = `Loads demo and benchmark data straight into Postgres (DATABASE_URL).
 

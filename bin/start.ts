@@ -1,8 +1,8 @@
 import { migrateToLatest } from '../db/migrate.js';
 import { startTracing } from '../observability/tracing.js';
 import { startProducer } from '../producer/server.js';
-import { startWorker } from '../worker/runtime.js';
-import { configOrExit, createLogger, retryWhileUnreachable } from './runtime.js';
+import { startWorker } from '../worker/start-worker.js';
+import { configOrExit, createLogger, retryWhileUnreachable } from './startup.js';
 import { closeOnSignal } from './signals.js';
 
 /** `npm start`: migrate, then producer, worker, relay and reconciler in one process. */

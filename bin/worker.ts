@@ -1,7 +1,7 @@
 import { startTracing } from '../observability/tracing.js';
 import { serveMetrics } from '../worker/metrics.js';
-import { startWorker } from '../worker/runtime.js';
-import { configOrExit, createLogger, retryWhileUnreachable } from './runtime.js';
+import { startWorker } from '../worker/start-worker.js';
+import { configOrExit, createLogger, retryWhileUnreachable } from './startup.js';
 import { closeOnSignal } from './signals.js';
 
 /** `npm run worker`: a worker with the outbox relay and the reconciler (run `npm run migrate` first). */

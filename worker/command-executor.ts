@@ -9,7 +9,7 @@ import { cancellable, cancelRecord } from './command-cancel.js';
 import { toEvents } from './event-envelope.js';
 import type { CommandHandler, HandlerSettings, StepContext, StepOutcome } from './handlers/handler.js';
 import { handlers } from './handlers/index.js';
-import { RunAlone, type SharedTurn, type StepGroup } from './step-group.js';
+import { RunAlone, type SharedTurn, type GroupCommit } from './group-commit.js';
 import { ConflictRetriesExhausted, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
 
 export type ExecutionOutcome =
@@ -36,11 +36,11 @@ export interface ExecutorDeps {
   /** Called when this execution ended the command (not for a redelivery of an ended one). */
   onFinished?: (type: CommandType, state: ExecutionOutcome['state'], seconds: number) => void;
   /**
-   * Group commit (see StepGroup): the first step of a command the job says is short shares a
+   * Group commit (see GroupCommit): the first step of a command the job says is short shares a
    * transaction with those of short commands delivered meanwhile. Without it, every step has a
    * transaction of its own.
    */
-  group?: StepGroup;
+  group?: GroupCommit;
 }
 
 export interface ExecuteOptions {

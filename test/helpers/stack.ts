@@ -4,7 +4,7 @@ import pino from 'pino';
 import { type Config, EVENT_FIELD, loadConfig, RevocationEvent, redisTopology } from '../../contracts/index.js';
 import { connectRedis, type RedisClient } from '../../db/redis-connection.js';
 import { type RunningProducer, startProducer } from '../../producer/server.js';
-import { type RunningWorker, startWorker } from '../../worker/runtime.js';
+import { type RunningWorker, startWorker } from '../../worker/start-worker.js';
 import { createTestDatabase, type TestDatabase } from './database.js';
 import { deleteKeys, TEST_REDIS_URL } from './redis.js';
 

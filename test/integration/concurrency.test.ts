@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Db } from '../../db/database.js';
-import type { RunningWorker } from '../../worker/runtime.js';
+import type { RunningWorker } from '../../worker/start-worker.js';
 import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
 import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';

@@ -14,7 +14,7 @@ import { type Stack, startStack } from '../helpers/stack.js';
  * the outbox and reach the stream, in order per command, when it is back.
  */
 
-/** The reconciler leaves commands younger than this to the producer's own enqueue (runtime.ts). */
+/** The reconciler leaves commands younger than this to the producer's own enqueue (worker/start-worker.ts). */
 const RECONCILER_GRACE_MS = 2_000;
 
 /** Submits one `tokens.delete` by token ID per token, 20 in flight; every answer must be 202. */

@@ -12,13 +12,13 @@ import { startCommandWorker } from '../../worker/command-worker.js';
 import { EventPublisher } from '../../worker/event-publisher.js';
 import { type OutboxEvent, outboxEventsOf } from '../../db/repositories/outbox.repository.js';
 import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
-import { StepGroup } from '../../worker/step-group.js';
+import { GroupCommit } from '../../worker/group-commit.js';
 import { createCollection, submitCommand, tokenize } from '../helpers/api.js';
 import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
 /**
- * Group commit (worker/step-group.ts): the first steps of short commands delivered together run
+ * Group commit (worker/group-commit.ts): the first steps of short commands delivered together run
  * in one shared transaction. Each command must keep what it has alone: its own effect, audit
  * rows, events and state, committed together; its own failure; a conflict retried; a long
  * command running in transactions of its own. Every test that runs steps together runs twice:
@@ -72,7 +72,7 @@ describe.each([
   /** Runs the commands at once (each as a job saying it is short) through one group with a single lane: all but the first wait and group. */
   async function runTogether(ids: string[], options: { maxSize?: number; deleteBatchSize?: number; forged?: Map<string, unknown> } = {}) {
     const retries: string[] = [];
-    const group = new StepGroup(db, { lanes: 1, maxSize: options.maxSize ?? 32, onConflictRetry: (state) => retries.push(state) });
+    const group = new GroupCommit(db, { lanes: 1, maxSize: options.maxSize ?? 32, onConflictRetry: (state) => retries.push(state) });
     const deps = { db, logger: silent, settings: { deleteBatchSize: options.deleteBatchSize ?? 100 }, group, onConflictRetry: (state: string) => retries.push(state) };
     const carried = new Map([...(copies ? await copiesOf(ids) : []), ...(options.forged ?? [])]);
     const outcomes = await Promise.all(ids.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true, carried: carried.get(id) })));
@@ -381,7 +381,7 @@ describe.each([
     const [stuck, ...others] = await collectionWith(collection, 4);
     const stuckId = await submitCommand(stack, deleteOne(collection, stuck!));
     const otherIds = await deleteEach(collection, others);
-    const group = new StepGroup(db, { lanes: 2, spareLaneAfterMs, maxSize: 32 });
+    const group = new GroupCommit(db, { lanes: 2, spareLaneAfterMs, maxSize: 32 });
     const deps = { db, logger: silent, settings: { deleteBatchSize: 100 }, group };
     const blocker = new pg.Client({ connectionString: stack.database.url });
     await blocker.connect();
@@ -449,7 +449,7 @@ describe('the jobs a group commit ends, on BullMQ', () => {
     const db = createDb(stack.database.url, { max: 8, pipeline: true, applicationName: 'one-write-test' });
     const publisher = new EventPublisher(db, connection, silent, { stream: stack.config.EVENTS_STREAM, maxLen: 10_000 });
     const onCommitted = publishing ? (events: readonly OutboxEvent[]) => publisher.publish(events) : undefined;
-    const group = new StepGroup(db, { lanes: 1, maxSize: 32, ...(onCommitted ? { onCommitted } : {}) });
+    const group = new GroupCommit(db, { lanes: 1, maxSize: 32, ...(onCommitted ? { onCommitted } : {}) });
     let worker: ReturnType<typeof startCommandWorker> | undefined;
     try {
       // the jobs wait while the worker starts, then come at once: all but the first share groups

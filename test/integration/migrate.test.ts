@@ -5,7 +5,7 @@ import pino from 'pino';
 import { loadConfig } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
 import { DatabaseNotMigrated, ensureDatabase, migrateToLatest, pendingMigrations } from '../../db/migrate.js';
-import { startWorker } from '../../worker/runtime.js';
+import { startWorker } from '../../worker/start-worker.js';
 import { TEST_REDIS_URL } from '../helpers/redis.js';
 import { migrations } from '../../db/migrations/index.js';
 import { databaseUrl, dropDatabase, TEST_SERVER_URL, uniqueName } from '../helpers/database.js';

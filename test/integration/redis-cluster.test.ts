@@ -1,6 +1,6 @@
 import { Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isUnreachable } from '../../bin/runtime.js';
+import { isUnreachable } from '../../bin/startup.js';
 import { pingRedis } from '../../db/redis-connection.js';
 import { EventConsumer, type RevocationEvent } from '../../index.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';

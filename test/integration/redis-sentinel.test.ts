@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isUnreachable } from '../../bin/runtime.js';
+import { isUnreachable } from '../../bin/startup.js';
 import { pingRedis } from '../../db/redis-connection.js';
 import { call, createCollection, tokenize } from '../helpers/api.js';
 import { bounded, duplicates, expectDeletedOnce, waitForTerminal } from '../helpers/faults.js';

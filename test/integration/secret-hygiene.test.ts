@@ -16,7 +16,7 @@ import { sleep } from '../helpers/sleep.js';
  * stored only as their SHA-256, and never reach a log, a table, a queue job or an event.
  *
  * The real binaries run as child processes — `bin/producer.ts` and `bin/worker.ts`, whose pino
- * is made by `bin/runtime.ts` (redaction included) — at LOG_LEVEL=trace, their output captured.
+ * is made by `bin/startup.ts` (redaction included) — at LOG_LEVEL=trace, their output captured.
  * A scenario uses known secrets in every header that carries one (Authorization: Bearer and
  * Basic, X-Auth-Token, X-Subject-Token), through every kind of command, until every job has
  * ended and its events are on the stream. Then each secret, and its obvious encodings, is

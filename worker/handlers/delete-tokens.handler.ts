@@ -14,7 +14,7 @@ import {
 import type { TokenCriteria } from '../../db/repositories/vault-token.repository.js';
 import { chunk } from '../chunk.js';
 import { toEvents } from '../event-envelope.js';
-import { RunAlone } from '../step-group.js';
+import { RunAlone } from '../group-commit.js';
 import type { CommandHandler, StepOutcome } from './handler.js';
 
 /** Where a delete resumes: keys above `after_id` are left; counts carry over across crashes. */

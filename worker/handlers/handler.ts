@@ -52,7 +52,7 @@ export interface CommandHandler<T extends CommandType> {
   countRemaining?(db: Executor, command: CommandOf<T>, audit: AuditContext): Promise<number>;
   /**
    * For short commands (optional): the steps of several commands of this type in a group's
-   * transaction with fewer statements than one `step` each (see StepGroup), with the result of
+   * transaction with fewer statements than one `step` each (see GroupCommit), with the result of
    * running them one after another in the order given. Returns per context, in order, its outcome
    * or its error: an AppError (its business failure) or RunAlone (it needs a transaction of its
    * own); a context that gets an error had no effect. Throws only when the statement itself

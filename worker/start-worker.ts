@@ -12,7 +12,7 @@ import { EventPublisher } from './event-publisher.js';
 import { OutboxRelay } from './outbox-relay.js';
 import { Reconciler } from './reconciler.js';
 import { Sweeper } from './sweeper.js';
-import { StepGroup } from './step-group.js';
+import { GroupCommit } from './group-commit.js';
 
 export interface WorkerStats {
   /** Transactions retried after a conflict, by SQLSTATE. */
@@ -88,7 +88,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // short commands delivered together share a transaction (one commit for the group)
   const group =
     config.GROUP_COMMIT_MAX > 1
-      ? new StepGroup(db, {
+      ? new GroupCommit(db, {
           lanes: config.GROUP_COMMIT_LANES,
           spareLaneAfterMs: config.GROUP_COMMIT_SPARE_LANE_MS,
           maxSize: config.GROUP_COMMIT_MAX,

@@ -68,7 +68,7 @@ interface Entry {
   reject: (error: unknown) => void;
 }
 
-export interface StepGroupOptions {
+export interface GroupCommitOptions {
   /** Transactions in flight at once, at most, each on a connection of its own. */
   lanes: number;
   /**
@@ -108,7 +108,7 @@ export interface StepGroupOptions {
  * (its own retries, its own error) and the others go back to the head of the queue. The result
  * is that of running the steps one after another in some order.
  */
-export class StepGroup {
+export class GroupCommit {
   private readonly waiting: Entry[] = [];
   private busyLanes = 0;
   private spareTimer: NodeJS.Timeout | undefined;
@@ -118,7 +118,7 @@ export class StepGroup {
 
   constructor(
     private readonly db: Db,
-    private readonly options: StepGroupOptions,
+    private readonly options: GroupCommitOptions,
   ) {
     this.policy = options.retryPolicy ?? defaultRetryPolicy;
   }
