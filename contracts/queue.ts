@@ -1,5 +1,3 @@
-import type { AuditContext, Command } from './commands.js';
-
 /** Names shared by producer, worker and clients. */
 export const COMMAND_QUEUE = 'commands';
 export const DEFAULT_QUEUE_PREFIX = 'revocation';
@@ -16,13 +14,6 @@ export interface CommandJobData {
    * checks the stored command again before it shares a transaction.
    */
   short?: boolean;
-  /**
-   * A short command's payload and audit context as recorded (absent on other jobs): the worker
-   * may apply the first step's effect before it locks the command row, saving a round trip
-   * (see runCarriedStep). Only a hint too: the step commits only if the row, locked by its last
-   * statement, is still queued with exactly these; otherwise it rolls back and runs as usual.
-   */
-  carried?: { payload: Command; audit: AuditContext };
 }
 
 /**

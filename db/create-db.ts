@@ -1,7 +1,6 @@
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { Database, Db } from './database.js';
-import { pipelineTransactionBoundaries } from './pipelined.js';
 import { usePreparedStatements } from './prepared.js';
 
 // int8 (counts, identity keys) arrive as strings; we keep them that way and convert where a
@@ -14,8 +13,6 @@ export interface CreateDbOptions {
   applicationName?: string;
   /** How long to wait for a connection before failing (default 5 s). */
   connectionTimeoutMillis?: number;
-  /** pg's pipeline mode, for the two round trips per transaction it saves (see pipelineTransactionBoundaries). */
-  pipeline?: boolean;
 }
 
 /** A Kysely instance over a pg Pool. `db.destroy()` ends the pool. */
@@ -28,7 +25,6 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
     // TCP keepalive: a connection to a vanished server is noticed (and a relay leader's lock is
     // given up) without waiting for the next query to time out
     keepAlive: true,
-    pipeline: options.pipeline ?? false,
     // A pool that grows keeps its connections (pg-pool's default closes one idle for 10 s). A
     // service's load comes and goes; closing a connection in a lull and opening it again when the
     // load returns puts a backend fork, a login, cold catalog caches and every prepared statement's
@@ -50,7 +46,6 @@ export function createDb(databaseUrl: string, options: CreateDbOptions = {}): Db
       if (message.severity === 'FATAL') client.end().catch(() => {});
     });
     usePreparedStatements(client);
-    if (options.pipeline) pipelineTransactionBoundaries(client);
   });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }

@@ -1,9 +1,8 @@
 import { type Job, UnrecoverableError, WaitingError, Worker } from 'bullmq';
 import type { RedisClient } from '../db/redis-connection.js';
-import { holdWritesForTurn } from '../db/redis-writes.js';
 import { COMMAND_QUEUE, COMMAND_WORKER_OPTIONS, type CommandJobData } from '../contracts/index.js';
 import { queueTelemetry } from '../observability/tracing.js';
-import { CommandNotFound, CommandReleased, type ExecutionOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';
+import { type CommandOutcome, type ExecutorDeps, executeCommand } from './command-executor.js';
 
 export interface CommandWorkerOptions {
   connection: RedisClient;
@@ -26,31 +25,28 @@ export interface CommandWorkerOptions {
  * behind): another worker resumes it at once from the committed checkpoint.
  */
 export function commandProcessor(deps: ExecutorDeps, stop?: AbortSignal) {
-  return async (job: Job<CommandJobData>, token?: string): Promise<ExecutionOutcome> => {
+  return async (job: Job<CommandJobData>, token?: string): Promise<CommandOutcome> => {
     const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     const logger = deps.logger.child({ job_id: job.data.command_id, attempt: job.attemptsMade + 1 });
-    try {
-      const outcome = await executeCommand({ ...deps, logger }, job.data.command_id, {
-        finalAttempt,
-        short: job.data.short === true,
-        carried: job.data.carried,
-        onProgress: (progress) => job.updateProgress(progress).catch(() => {}),
-        ...(stop ? { stop } : {}),
-      });
-      if (outcome.state === 'failed') throw new UnrecoverableError(`${outcome.error.error_code}: ${outcome.error.message}`);
-      return outcome;
-    } catch (error) {
-      if (error instanceof CommandReleased) {
-        // if this fails (lock lost), the job fails this attempt: BullMQ or the reconciler runs it again
-        await job.moveToWait(token);
-        logger.info('shutting down: job released after its last committed step; another worker resumes it');
-        throw new WaitingError();
-      }
-      if (error instanceof CommandNotFound) throw new UnrecoverableError(error.message);
-      if (!(error instanceof UnrecoverableError))
-        logger.warn({ err: error, final_attempt: finalAttempt }, 'command attempt failed; it runs again (BullMQ retries it, or the reconciler once its job is dead)');
+    const outcome = await executeCommand({ ...deps, logger }, job.data.command_id, {
+      finalAttempt,
+      short: job.data.short === true,
+      onProgress: (progress) => job.updateProgress(progress).catch(() => {}),
+      ...(stop ? { stop } : {}),
+    }).catch((error: unknown) => {
+      logger.warn({ err: error, final_attempt: finalAttempt }, 'command attempt failed; it runs again (BullMQ retries it, or the reconciler once its job is dead)');
       throw error;
+    });
+    // BullMQ ends a job without retries by a thrown UnrecoverableError, and leaves a job moved back to wait by a thrown WaitingError
+    if (outcome.state === 'missing') throw new UnrecoverableError(`command ${job.data.command_id} is not in the database`);
+    if (outcome.state === 'failed') throw new UnrecoverableError(`${outcome.error.error_code}: ${outcome.error.message}`);
+    if (outcome.state === 'released') {
+      // if this fails (lock lost), the job fails this attempt: BullMQ or the reconciler runs it again
+      await job.moveToWait(token);
+      logger.info('shutting down: job released after its last committed step; another worker resumes it');
+      throw new WaitingError();
     }
+    return outcome;
   };
 }
 
@@ -58,12 +54,8 @@ export function commandProcessor(deps: ExecutorDeps, stop?: AbortSignal) {
  * Starts a BullMQ worker on the command queue. Close it with `worker.close()` (it waits for the
  * active jobs), after aborting `options.stop` so that long commands are released, not finished.
  */
-export function startCommandWorker(deps: ExecutorDeps, options: CommandWorkerOptions): Worker<CommandJobData, ExecutionOutcome> {
-  const processor = commandProcessor(deps, options.stop);
-  // the jobs a group commit ends finish in one turn: their moveToFinished (and the XADD of their
-  // events, when the publisher shares the connection) go out in one write
-  const finishTogether = () => holdWritesForTurn(options.connection);
-  const worker = new Worker<CommandJobData, ExecutionOutcome>(COMMAND_QUEUE, (job, token) => processor(job, token).finally(finishTogether), {
+export function startCommandWorker(deps: ExecutorDeps, options: CommandWorkerOptions): Worker<CommandJobData, CommandOutcome> {
+  const worker = new Worker<CommandJobData, CommandOutcome>(COMMAND_QUEUE, commandProcessor(deps, options.stop), {
     ...COMMAND_WORKER_OPTIONS,
     connection: options.connection,
     prefix: options.prefix,

@@ -3,7 +3,6 @@ import type { RedisClient } from '../db/redis-connection.js';
 import type { Logger } from 'pino';
 import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
-import { holdWritesForTurn } from '../db/redis-writes.js';
 import { activeTrace, inSpan, type TraceContext } from '../observability/tracing.js';
 import { commandsWithUnpublishedEvents, markPublished, type OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { eventsPublished } from './metrics.js';
@@ -26,16 +25,13 @@ export class NotReplicated extends Error {
 }
 
 /**
- * Appends `events` (JSON texts) to the stream, in order, one XADD MAXLEN ~ each, all in one write
- * (holdWritesForTurn: with whatever else this turn sends on the connection, such as the
- * moveToFinished of the jobs whose commit wrote them). With `minReplicas`, a WAIT follows in the
- * same write, and NotReplicated is thrown unless that many replicas have every one of them: the
+ * Appends `events` (JSON texts) to the stream, in order, one XADD MAXLEN ~ each, sent together
+ * without waiting for one another's answers. With `minReplicas`, a WAIT follows them, and NotReplicated is thrown unless that many replicas have every one of them: the
  * caller publishes them again (consumers dedupe on event_id). WAIT holds the connection until
  * the replicas answer: give it a connection that nothing else waits on.
  */
 export async function appendToStream(redis: RedisClient, { stream, maxLen, minReplicas = 0, replicaTimeoutMs = 1000 }: StreamOptions, events: readonly string[]): Promise<void> {
   if (events.length === 0) return;
-  holdWritesForTurn(redis);
   const added = Promise.all(events.map((event) => redis.xadd(stream, 'MAXLEN', '~', String(maxLen), '*', EVENT_FIELD, event)));
   if (minReplicas === 0) {
     await added;

@@ -1,6 +1,6 @@
 import type { CommandType } from '../contracts/index.js';
 import type { Db, Trx } from '../db/database.js';
-import { CommandNotAsExpected, commitSteps, type StepRecord } from '../db/repositories/command-step.repository.js';
+import { commitSteps, type StepRecord } from '../db/repositories/command-step.repository.js';
 import { type LockedCommand, lockCommands } from '../db/repositories/command.repository.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { activeTrace, inSpan, type TraceContext, withTrace } from '../observability/tracing.js';
@@ -8,39 +8,28 @@ import type { CommandHandler, StepContext, StepOutcome } from './handlers/handle
 import { conflictState, type RetryPolicy, defaultRetryPolicy, runTransaction } from './transaction-runner.js';
 
 /**
- * Thrown by a grouped step, before it has written anything, when it needs a transaction of its
- * own (a long step): the group goes on without it and it runs alone after.
+ * What a step in a group returns instead of its result when it did not run there: 'run alone'
+ * before it wrote anything, when it needs a transaction of its own (a long step), and the group
+ * goes on without it and runs it alone after; 'group failed' when another step of the group
+ * failed first, and it goes back to the queue.
  */
-export class RunAlone extends Error {
-  constructor() {
-    super('this step runs in a transaction of its own');
-    this.name = 'RunAlone';
-  }
-}
+export type NotInGroup = 'run alone' | 'group failed';
 
 /**
  * What a step running in a group's transaction gets instead of locking and writing itself. The
  * steps of a group run side by side up to `step`, so a step MUST make no query before it.
  */
 export interface SharedTurn {
-  /**
-   * Whether the group locked the step's command row: not for a step run on its command's copy
-   * (`run(…, { carried: true })`), whose record says what it expects (StepRecord.expected).
-   */
-  locked: boolean;
-  /** Its command row, locked by the group (undefined: no such command, or not `locked`). */
+  /** Its command row, locked by the group (undefined: no such command). */
   row: LockedCommand | undefined;
   /**
    * Runs the handler's step: once every step of the group has come this far, those of one
    * handler with `stepMany` run in one call, the others one by one, in group order.
    */
-  step<T extends CommandType>(handler: CommandHandler<T>, context: StepContext<T>): Promise<StepOutcome<T>>;
+  step<T extends CommandType>(handler: CommandHandler<T>, context: StepContext<T>): Promise<StepOutcome<T> | NotInGroup>;
   /** Hands over the step's writes: the group writes every step's in one statement before COMMIT. */
   write(record: StepRecord): void;
 }
-
-/** A step of a group that did not run because another step of the group failed first: it goes back to the queue. */
-class GroupAborted extends Error {}
 
 /** A handler step a turn asked for, and how to answer it. */
 interface StepCall {
@@ -48,22 +37,23 @@ interface StepCall {
   order: number;
   handler: CommandHandler<CommandType>;
   context: StepContext<CommandType>;
-  resolve: (outcome: StepOutcome<CommandType>) => void;
+  resolve: (outcome: StepOutcome<CommandType> | NotInGroup) => void;
   reject: (error: unknown) => void;
 }
 
-/** A command step: alone (`turn` undefined) it locks and writes itself; in a group it uses the turn. */
-export type StepFn<T> = (trx: Trx, turn?: SharedTurn) => Promise<T>;
+/** A command step, two ways: alone it locks and writes itself; in a group it uses its turn. */
+export interface StepFns<T> {
+  alone: (trx: Trx) => Promise<T>;
+  inGroup: (trx: Trx, turn: SharedTurn) => Promise<T | NotInGroup>;
+}
 
 interface Entry {
   commandId: string;
-  /** The step runs on its command's copy: the group need not lock the row. */
-  carried: boolean;
   /** When it was submitted (performance.now()). */
   since: number;
   /** Its job's trace context: the group's work is traced in the first step's, linked to each. */
   trace: TraceContext | undefined;
-  fn: StepFn<unknown>;
+  fns: StepFns<unknown>;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
 }
@@ -93,10 +83,8 @@ export interface GroupCommitOptions {
  * rows, the steps apply their effects (those of a handler with `stepMany`, such as deletes of
  * named tokens, in one statement; the others one after another, in group order), one statement
  * writes all their audit rows, events and states, and one COMMIT (one WAL flush) ends them all.
- * Alone, a one-row command costs three round trips and a commit (BEGIN goes with the lock,
- * COMMIT with the commit statement: db/pipelined.ts); a group of n deletes, three in all. A step
- * on its job's copy of the command (`carried`) needs no lock statement: two round trips alone,
- * and a group of such steps takes two.
+ * Alone, a one-row command costs five round trips (BEGIN, lock, effect, commit statement,
+ * COMMIT) and a WAL flush; a group of n deletes, five in all.
  * When the worker is not busy a step finds a lane free and runs at once, alone: a group never
  * waits for company. One lane serves moderate load (its groups grow with the load, and
  * fewer transactions cost less); the others open for steps that have waited spareLaneAfterMs,
@@ -123,14 +111,10 @@ export class GroupCommit {
     this.policy = options.retryPolicy ?? defaultRetryPolicy;
   }
 
-  /**
-   * Runs the step of `commandId`, alone or in a group; resolves with its result once it committed.
-   * `carried`: the step runs on a copy of its command and checks it in its record
-   * (StepRecord.expected), so the group does not lock its row.
-   */
-  run<T>(commandId: string, fn: StepFn<T>, options: { carried?: boolean } = {}): Promise<T> {
+  /** Runs the step of `commandId`, alone or in a group; resolves with its result once it committed. */
+  run<T>(commandId: string, fns: StepFns<T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.waiting.push({ commandId, carried: options.carried === true, since: performance.now(), trace: activeTrace(), fn, resolve: resolve as (value: unknown) => void, reject });
+      this.waiting.push({ commandId, since: performance.now(), trace: activeTrace(), fns, resolve: resolve as (value: unknown) => void, reject });
       this.openLane();
     });
   }
@@ -184,7 +168,7 @@ export class GroupCommit {
 
   /** A step in a transaction of its own, with conflict retries: exactly as without a group. Never rejects. */
   private alone(entry: Entry): Promise<void> {
-    return withTrace(entry.trace, () => runTransaction(this.db, (trx) => entry.fn(trx), this.policy, this.options.onConflictRetry)).then(entry.resolve, entry.reject);
+    return withTrace(entry.trace, () => runTransaction(this.db, entry.fns.alone, this.policy, this.options.onConflictRetry)).then(entry.resolve, entry.reject);
   }
 
   private async runGroup(group: Entry[]): Promise<void> {
@@ -198,22 +182,22 @@ export class GroupCommit {
         .transaction()
         .setIsolationLevel('repeatable read')
         .execute(async (trx) => {
-          // the rows of steps on a copy are locked (and checked) by commitSteps
-          const locking = group.filter((entry) => !entry.carried).map((entry) => entry.commandId);
-          const rows = locking.length > 0 ? await lockCommands(trx, locking) : new Map<string, LockedCommand>();
+          const rows = await lockCommands(
+            trx,
+            group.map((entry) => entry.commandId),
+          );
           const { settled, records } = await runTurns(trx, group, rows);
           const done = new Map<Entry, unknown>();
           let failure: unknown;
           for (const outcome of settled) {
-            if (outcome.ok) done.set(outcome.entry, outcome.value);
-            else if (outcome.error instanceof RunAlone) later.push(outcome.entry);
-            else if (!(outcome.error instanceof GroupAborted)) {
+            if (!outcome.ok) {
               failed.push(outcome.entry);
               failure ??= outcome.error;
-            }
+            } else if (outcome.value === 'run alone') later.push(outcome.entry);
+            else if (outcome.value !== 'group failed') done.set(outcome.entry, outcome.value);
           }
-          if (failure !== undefined) throw failure;
-          if (done.size + later.length < group.length) throw new GroupAborted('a step of the group did not run');
+          // a step answers 'group failed' only after another one failed; rolled back either way
+          if (failure !== undefined || done.size + later.length < group.length) throw failure ?? new Error('a step of the group did not run');
           const written = group.flatMap((entry) => (records.has(entry) ? [records.get(entry)!] : []));
           events = written.length > 0 ? await commitSteps(trx, written) : [];
           return done;
@@ -224,15 +208,6 @@ export class GroupCommit {
       // rolled back: the steps that failed run alone, the others go back to the head of the queue
       // (if the lock or the commit itself failed, every step runs alone)
       const rest = group.filter((entry) => !failed.includes(entry) && !later.includes(entry));
-      if (error instanceof CommandNotAsExpected) {
-        // a step's copy was not its stored command (a redelivery of an ended one, usually): the
-        // others did nothing wrong, so they go back to the head of the queue with it, to run with
-        // every row locked first, where that step finds its command as it is
-        for (const entry of rest) entry.carried = false;
-        this.waiting.unshift(...rest);
-        for (const entry of later) void this.alone(entry);
-        return;
-      }
       if (failed.length > 0) this.waiting.unshift(...rest);
       for (const entry of failed.length > 0 ? [...later, ...failed] : [...later, ...rest]) void this.alone(entry);
       return;
@@ -269,7 +244,6 @@ async function runTurns(trx: Trx, group: readonly Entry[], rows: Map<string, Loc
       if (--waiting === 0) allThere();
     };
     const turn: SharedTurn = {
-      locked: !entry.carried,
       row: rows.get(entry.commandId),
       step: (handler, context) =>
         new Promise((resolve, reject) => {
@@ -278,8 +252,8 @@ async function runTurns(trx: Trx, group: readonly Entry[], rows: Map<string, Loc
         }),
       write: (record) => records.set(entry, record),
     };
-    return entry
-      .fn(trx, turn)
+    return entry.fns
+      .inGroup(trx, turn)
       .then(
         (value): Settled => ({ entry, ok: true, value }),
         (error: unknown): Settled => ({ entry, ok: false, error }),
@@ -294,7 +268,7 @@ async function runTurns(trx: Trx, group: readonly Entry[], rows: Map<string, Loc
 /**
  * Runs the handler calls of a group's steps in the shared transaction: those of one handler with
  * `stepMany` in one call, the others one by one, in group order. After the first call that
- * fails, the rest are not run (GroupAborted): the group rolls back.
+ * fails, the rest are not run ('group failed'): the group rolls back.
  */
 async function runCalls(trx: Trx, arrived: readonly StepCall[]): Promise<void> {
   const calls = [...arrived].sort((a, b) => a.order - b.order);
@@ -315,7 +289,7 @@ async function runCalls(trx: Trx, arrived: readonly StepCall[]): Promise<void> {
   let aborted: unknown;
   for (const unit of units) {
     if (aborted !== undefined) {
-      for (const call of unit) call.reject(new GroupAborted('an earlier step of the group failed'));
+      for (const call of unit) call.resolve('group failed');
       continue;
     }
     try {
@@ -329,7 +303,7 @@ async function runCalls(trx: Trx, arrived: readonly StepCall[]): Promise<void> {
           const outcome = outcomes[i]!;
           if (outcome instanceof Error) {
             call.reject(outcome);
-            if (!(outcome instanceof RunAlone)) aborted = outcome;
+            aborted = outcome;
           } else call.resolve(outcome);
         });
       }

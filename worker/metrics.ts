@@ -46,12 +46,6 @@ export const groupCommitSize = new client.Histogram({
   buckets: [2, 4, 8, 16, 32, 64],
 });
 
-export const copyStepsRerun = new client.Counter({
-  name: 'revocation_copy_steps_rerun_total',
-  help: "First steps run on a job's copy of its command that were rolled back and run again on the stored command, by reason: not_as_expected (the command had ended, was resumed or differed from the copy) or failed (the step failed on the copy: a business failure, or a redelivery of a command whose effect is already applied, such as a delete of tokens it deleted).",
-  labelNames: ['reason'] as const,
-});
-
 export const reconcilerRequeued = new client.Counter({
   name: 'revocation_reconciler_requeued_total',
   help: 'Unfinished commands the reconciler enqueued again.',

@@ -6,7 +6,7 @@ import { connectRedis, evictionWarnings, pingRedis, type RedisClient } from '../
 import { DatabaseNotMigrated, pendingMigrations } from '../db/migrate.js';
 import { queueTelemetry } from '../observability/tracing.js';
 import { startCommandWorker } from './command-worker.js';
-import { commandsFinished, copyStepsRerun, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
+import { commandsFinished, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
 import type { OutboxEvent } from '../db/repositories/outbox.repository.js';
 import { EventPublisher } from './event-publisher.js';
 import { OutboxRelay } from './outbox-relay.js';
@@ -44,8 +44,8 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // Jobs waiting for a group hold no connection, so the pool need not grow with the concurrency:
   // the lanes, up to 16 commands running alone (bulk deletes, each with its progress count at
   // times), the reconciler and the sweeper. More jobs than that wait for a connection.
-  const db = createDb(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY, 16) + config.GROUP_COMMIT_LANES + 2, applicationName: 'revocation-worker', pipeline: true });
-  // every commit of a step calls a function of migration 0003: without it, every command would fail
+  const db = createDb(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY, 16) + config.GROUP_COMMIT_LANES + 2, applicationName: 'revocation-worker' });
+  // a worker on a schema older than its code would fail every command it runs
   const pending = await pendingMigrations(db).catch(async (error: unknown) => {
     await db.destroy();
     throw error;
@@ -63,8 +63,8 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // relay (one leader among the worker processes, on a connection of its own that holds the relay
   // lock) publishes only what a worker left behind (it died between its commit and its XADD)
   const stream = { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN, minReplicas: config.EVENTS_MIN_REPLICAS };
-  // on the BullMQ worker's connection: a group's XADD and its jobs' moveToFinished go in one write;
-  // unless the events wait for replicas (WAIT), which must not hold up the worker's commands
+  // on the BullMQ worker's connection, unless the events wait for replicas (WAIT), which must not
+  // hold up the worker's commands
   const publisher = new EventPublisher(db, config.EVENTS_MIN_REPLICAS > 0 ? redis : workerRedis, logger, stream);
   const onCommitted = (events: readonly OutboxEvent[]) => publisher.publish(events);
   const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker' });
@@ -76,7 +76,6 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
     stats.conflictRetries[sqlState] = (stats.conflictRetries[sqlState] ?? 0) + 1;
     transactionRetries.inc({ sqlstate: sqlState });
   };
-  const onCopyRerun = (reason: 'not_as_expected' | 'failed') => copyStepsRerun.inc({ reason });
   const onFinished = (type: string, outcome: string, seconds: number) => {
     commandsFinished.inc({ type, outcome });
     jobDuration.observe({ type }, seconds);
@@ -98,7 +97,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
         })
       : undefined;
   const worker = startCommandWorker(
-    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onCopyRerun, onFinished, onCommitted, ...(group ? { group } : {}) },
+    { db, logger, settings: { deleteBatchSize: config.DELETE_BATCH_SIZE }, onConflictRetry, onFinished, onCommitted, ...(group ? { group } : {}) },
     { connection: workerRedis, prefix: config.QUEUE_PREFIX, concurrency: config.WORKER_CONCURRENCY, stop: shutdown.signal },
   );
   const sweeper = new Sweeper(db, logger, {

@@ -6,6 +6,8 @@ import { type Kysely, sql } from 'kysely';
  * that writes the step's records fails unless every command it updated was as expected. A
  * statement cannot raise an error by itself; this function does, with its own SQLSTATE, so that
  * the COMMIT sent right behind the statement finds the transaction aborted and commits nothing.
+ * Workers no longer carry copies and do not call it; it stays for workers of an earlier version
+ * during a rolling upgrade.
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`

@@ -3,9 +3,8 @@
  * outbox events, each command's checkpoint or end, and the NOTIFY of its step.
  */
 import { sql } from 'kysely';
-import { type AuditContext, type Command, type EventType, type JobProgress, type JobState, type RevocationEvent, type StoredError, terminalEventTypes } from '../../contracts/index.js';
+import { type AuditContext, type EventType, type JobProgress, type JobState, type RevocationEvent, type StoredError, terminalEventTypes } from '../../contracts/index.js';
 import type { Executor } from '../database.js';
-import { LAST_IN_TRANSACTION } from '../pipelined.js';
 import { executePrepared } from '../prepared.js';
 import { type AuditEntry, auditRows } from './audit-log.repository.js';
 import { COMMAND_CHANNEL } from './command.repository.js';
@@ -31,27 +30,6 @@ export interface StepRecord {
   /** Outbox rows the step's effect wrote already: they come before `events` in what commitSteps returns. */
   written?: readonly OutboxEvent[];
   end: StepEnd;
-  /**
-   * The step ran on this copy of its command (a job's, CommandJobData.carried) without locking
-   * its row first: commitSteps locks it, and fails with CommandNotAsExpected unless the command
-   * is still queued with exactly this payload and audit context.
-   */
-  expected?: { payload: Command; audit: AuditContext };
-}
-
-/** SQLSTATE of commands_as_expected (migration 0003). */
-const NOT_AS_EXPECTED = 'RV001';
-
-/**
- * Raised by commitSteps when a step's `expected` command was not queued with those contents
- * (ended, resumed, missing or different): the statement failed, so nothing of the transaction
- * is committed.
- */
-export class CommandNotAsExpected extends Error {
-  constructor(options?: { cause: unknown }) {
-    super('the command was not queued with the contents its step ran on; nothing was committed', options);
-    this.name = 'CommandNotAsExpected';
-  }
 }
 
 /**
@@ -60,23 +38,17 @@ export class CommandNotAsExpected extends Error {
  * order given, so each command's events keep their order), each command's terminal state or
  * checkpoint (and, on the first step of a delivery, its attempt), and a NOTIFY on
  * COMMAND_CHANNEL per command (`done:<id>:<state>` or `step:<id>`, delivered at commit). The rows travel
- * as three JSON arrays, so the statement has one shape for one step or thirty. A step with
- * `expected` updates its command only if it is queued with those contents, and the statement
- * fails (CommandNotAsExpected) unless every step's command was updated; the others' rows the
- * caller locked before.
- * The steps MUST name distinct commands, and the statement MUST be the last of its transaction
- * (LAST_IN_TRANSACTION: on the worker's pool the COMMIT goes out right behind it, see
- * db/pipelined.ts). Returns each step's outbox rows in order (its `written`
- * ones first), each with its JSON text: once the transaction commits, the worker puts them on the
+ * as three JSON arrays, so the statement has one shape for one step or thirty.
+ * The steps MUST name distinct commands, whose rows the caller locked. Returns each step's outbox
+ * rows in order (its `written` ones first), each with its JSON text: once the transaction commits, the worker puts them on the
  * stream (EventPublisher).
  */
 export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): Promise<OutboxEvent[]> {
   const audit = steps.flatMap((step) => auditRows(step.id, step.audit, step.entries));
   const outbox = steps.flatMap((step) => outboxRows(step.id, step.events));
-  const commands = steps.map(({ id, start, end, expected }) => ({
+  const commands = steps.map(({ id, start, end }) => ({
     id,
     start,
-    expected: expected ?? null,
     state: end.state,
     progress_set: end.state === 'running' || (end.state === 'succeeded' && end.progress !== undefined),
     progress: end.state === 'running' || end.state === 'succeeded' ? (end.progress ?? null) : null,
@@ -86,7 +58,7 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
   }));
   const written = await executePrepared(
     trx,
-    sql<{ id: string | null; event_id: string | null; steps: number }>`${sql.raw(LAST_IN_TRANSACTION)}
+    sql<{ id: string; event_id: string }>`
       with audit_rows as (
         insert into audit_log (command_id, action, actor_id, actor_kind, tenant_ids, reason, adhoc_reason, custom_audit, request_id, source, collection, data)
         select command_id, action, actor_id, actor_kind, tenant_ids, reason, adhoc_reason, custom_audit, request_id, source, collection, data::jsonb
@@ -107,17 +79,14 @@ export async function commitSteps(trx: Executor, steps: readonly StepRecord[]): 
           result = case when v.state = 'running' then c.result else v.result end,
           error = case when v.state = 'running' then c.error else v.error end,
           finished_at = case when v.state = 'running' then c.finished_at else now() end
-        from jsonb_to_recordset(${JSON.stringify(commands)}::jsonb) as v (id uuid, start boolean, expected jsonb, state text, progress_set boolean, progress jsonb,
+        from jsonb_to_recordset(${JSON.stringify(commands)}::jsonb) as v (id uuid, start boolean, state text, progress_set boolean, progress jsonb,
           checkpoint jsonb, result jsonb, error jsonb)
-        where c.id = v.id and (v.expected is null or (c.state = 'queued' and c.payload = v.expected->'payload' and c.audit = v.expected->'audit'))
+        where c.id = v.id
         returning pg_notify(${COMMAND_CHANNEL}, case when v.state = 'running' then 'step:' || c.id else 'done:' || c.id || ':' || v.state end)
       )
-      select o.id::text as id, o.event_id::text as event_id, s.steps
-      from (select commands_as_expected((select count(*) from updated)::int, ${commands.length}::int) as steps) s left join outbox_rows o on true`.compile(trx),
-  ).catch((error: unknown) => {
-    throw (error as { code?: unknown }).code === NOT_AS_EXPECTED ? new CommandNotAsExpected({ cause: error }) : error;
-  });
-  const idOf = new Map(written.flatMap((row) => (row.event_id === null ? [] : [[row.event_id, row.id!] as const])));
+      select id::text as id, event_id::text as event_id from outbox_rows`.compile(trx),
+  );
+  const idOf = new Map(written.map((row) => [row.event_id, row.id]));
   const textOf = new Map(outbox.map((row) => [row.event_id, row.event]));
   return steps.flatMap((step) => [
     ...(step.written ?? []),

@@ -1,7 +1,6 @@
 import { Cluster, Redis } from 'ioredis';
 import type { RedisTopology } from '../../contracts/index.js';
 import { connectRedis } from '../../db/redis-connection.js';
-import { vi } from 'vitest';
 
 export const TEST_REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
@@ -36,18 +35,4 @@ export async function deleteKeys(target: string | RedisTopology, prefix: string,
 async function mastersOf(cluster: Cluster): Promise<Redis[]> {
   if (cluster.status !== 'ready') await new Promise((resolve, reject) => cluster.once('ready', resolve).once('end', () => reject(new Error('cluster connection ended'))));
   return cluster.nodes('master');
-}
-
-/**
- * Counts the writes a connection's socket hands to the kernel from now on (`_writev` for chunks
- * held together, `_write` for one): what holdWritesForTurn saves. The connection must be
- * connected. Returns the count so far; `restore()` removes the spies.
- */
-export function countSocketWrites(redis: Redis): { count: () => number; restore: () => void } {
-  const socket = redis.stream as unknown as Record<'_write' | '_writev', (...args: unknown[]) => void>;
-  const spies = [vi.spyOn(socket, '_writev'), vi.spyOn(socket, '_write')];
-  return {
-    count: () => spies.reduce((n, spy) => n + spy.mock.calls.length, 0),
-    restore: () => spies.forEach((spy) => spy.mockRestore()),
-  };
 }

@@ -4,13 +4,13 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type AuditContext, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
 import { type OutboxEvent, outboxRows } from '../../db/repositories/outbox.repository.js';
-import { CommandReleased, executeCommand } from '../../worker/command-executor.js';
+import { executeCommand } from '../../worker/command-executor.js';
 import { toEvents } from '../../worker/event-envelope.js';
 import { appendToStream, EventPublisher, NotReplicated } from '../../worker/event-publisher.js';
 import { OutboxRelay } from '../../worker/outbox-relay.js';
 import { createDb } from '../../db/create-db.js';
 import { createCollection, submitCommand, tokenize, waitForEvents } from '../helpers/api.js';
-import { countSocketWrites, TEST_REDIS_URL } from '../helpers/redis.js';
+import { TEST_REDIS_URL } from '../helpers/redis.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { sleep } from '../helpers/sleep.js';
 import { type Stack, startStack } from '../helpers/stack.js';
@@ -243,7 +243,7 @@ describe('EventPublisher', () => {
     // the first delivery commits one batch and "dies" before publishing it (no publisher)
     const stop = new AbortController();
     stop.abort();
-    await expect(executeCommand({ db, logger: silent, settings }, id, { finalAttempt: false, stop: stop.signal })).rejects.toBeInstanceOf(CommandReleased);
+    await expect(executeCommand({ db, logger: silent, settings }, id, { finalAttempt: false, stop: stop.signal })).resolves.toEqual({ state: 'released' });
     const left = await db.selectFrom('outbox').select('event_id').where('command_id', '=', id).where('published_at', 'is', null).orderBy('id').execute();
     expect(left).toHaveLength(1);
 
@@ -271,34 +271,26 @@ describe('appendToStream', () => {
     redis?.disconnect();
   });
 
-  it('appends each event as its own entry, in order, the events of one call in one write (no pipeline)', async () => {
+  it('appends each event as its own entry, in order (no pipeline)', async () => {
     const texts = ['{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}'];
     await redis.ping();
     const pipeline = vi.spyOn(redis, 'pipeline');
-    const writes = countSocketWrites(redis);
     await appendToStream(redis, { stream, maxLen: 1000 }, texts.slice(0, 1));
-    expect(writes.count()).toBe(1);
     await appendToStream(redis, { stream, maxLen: 1000 }, texts.slice(1));
-    expect(writes.count()).toBe(2);
     await appendToStream(redis, { stream, maxLen: 1000 }, []);
-    expect(writes.count()).toBe(2);
     const entries = await redis.xrange(stream, '-', '+');
     expect(entries.map(([, fields]) => fields)).toEqual(texts.map((text) => [EVENT_FIELD, text]));
     expect(pipeline).not.toHaveBeenCalled();
     pipeline.mockRestore();
-    writes.restore();
   });
 
-  it('with minReplicas, does not count events as published until that many replicas have them (WAIT in the same write)', async () => {
+  it('with minReplicas, does not count events as published until that many replicas have them (WAIT)', async () => {
     const lone = `${stream}:lone`;
     await redis.ping();
-    const writes = countSocketWrites(redis);
     // the shared Redis has no replica: the events are on it, yet a failover could lose them
     const unreplicated = appendToStream(redis, { stream: lone, maxLen: 1000, minReplicas: 1, replicaTimeoutMs: 50 }, ['{"n":1}', '{"n":2}']);
     await expect(unreplicated).rejects.toBeInstanceOf(NotReplicated);
     await expect(unreplicated).rejects.toThrow('on 0 of the 1 replica(s) asked for after 50 ms');
-    expect(writes.count()).toBe(1);
-    writes.restore();
     expect(await redis.xlen(lone)).toBe(2);
     await redis.del(lone);
   });

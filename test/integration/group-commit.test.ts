@@ -1,5 +1,4 @@
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
@@ -8,9 +7,7 @@ import { COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
 import type { Db } from '../../db/database.js';
 import { type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
-import { startCommandWorker } from '../../worker/command-worker.js';
-import { EventPublisher } from '../../worker/event-publisher.js';
-import { type OutboxEvent, outboxEventsOf } from '../../db/repositories/outbox.repository.js';
+import { outboxEventsOf } from '../../db/repositories/outbox.repository.js';
 import { deleteTokensHandler } from '../../worker/handlers/delete-tokens.handler.js';
 import { GroupCommit } from '../../worker/group-commit.js';
 import { createCollection, submitCommand, tokenize } from '../helpers/api.js';
@@ -21,10 +18,7 @@ import { type Stack, startStack } from '../helpers/stack.js';
  * Group commit (worker/group-commit.ts): the first steps of short commands delivered together run
  * in one shared transaction. Each command must keep what it has alone: its own effect, audit
  * rows, events and state, committed together; its own failure; a conflict retried; a long
- * command running in transactions of its own. Every test that runs steps together runs twice:
- * on jobs that name their command only (the group locks the rows) and on jobs that carry a copy
- * of it, as the producer's do for short commands (no lock statement: the group's commit
- * statement locks and checks the rows).
+ * command running in transactions of its own.
  */
 
 const silent = pino({ level: 'silent' });
@@ -38,16 +32,12 @@ async function deleteEachOf(stack: Stack, collection: string, tokens: readonly s
   return ids;
 }
 
-describe.each([
-  { copies: false, jobs: 'jobs naming their command' },
-  { copies: true, jobs: 'jobs carrying a copy of their command' },
-])('group commit of short command steps, $jobs', ({ copies }) => {
+describe('group commit of short command steps', () => {
   let stack: Stack;
   let db: Db;
   beforeAll(async () => {
     stack = await startStack({ worker: false });
-    // with copies, the worker's pool: pipeline mode, the COMMIT sent behind the commit statement
-    db = createDb(stack.database.url, { max: 8, pipeline: copies, applicationName: 'group-commit-test' });
+    db = createDb(stack.database.url, { max: 8, applicationName: 'group-commit-test' });
   });
   afterAll(async () => {
     await db?.destroy();
@@ -70,19 +60,12 @@ describe.each([
   const deleteEach = (collection: string, tokens: readonly string[]) => deleteEachOf(stack, collection, tokens);
 
   /** Runs the commands at once (each as a job saying it is short) through one group with a single lane: all but the first wait and group. */
-  async function runTogether(ids: string[], options: { maxSize?: number; deleteBatchSize?: number; forged?: Map<string, unknown> } = {}) {
+  async function runTogether(ids: string[], options: { maxSize?: number; deleteBatchSize?: number } = {}) {
     const retries: string[] = [];
     const group = new GroupCommit(db, { lanes: 1, maxSize: options.maxSize ?? 32, onConflictRetry: (state) => retries.push(state) });
     const deps = { db, logger: silent, settings: { deleteBatchSize: options.deleteBatchSize ?? 100 }, group, onConflictRetry: (state: string) => retries.push(state) };
-    const carried = new Map([...(copies ? await copiesOf(ids) : []), ...(options.forged ?? [])]);
-    const outcomes = await Promise.all(ids.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true, carried: carried.get(id) })));
+    const outcomes = await Promise.all(ids.map((id) => executeCommand(deps, id, { finalAttempt: false, short: true })));
     return { outcomes, group, retries };
-  }
-
-  /** What the producer puts on each command's job (CommandJobData.carried): the row as recorded. */
-  async function copiesOf(ids: string[]): Promise<Map<string, unknown>> {
-    const rows = await db.selectFrom('commands').select(['id', 'payload', 'audit']).where('id', 'in', ids).execute();
-    return new Map(rows.map((r) => [r.id, { payload: r.payload, audit: r.audit }]));
   }
 
   async function commandsOf(ids: string[]) {
@@ -351,28 +334,6 @@ describe.each([
     expect(left.map((r) => r.token_id)).toEqual([named[5]]);
   });
 
-  if (copies) {
-    it('a copy in a group that is not its stored command: the group rolls back and runs again with its rows locked; the stored command is the one that runs', async () => {
-      const [a, b, c, d] = await collectionWith('forged_copy', 4);
-      const ids = await deleteEach('forged_copy', [a!, b!, c!]);
-      const real = (await copiesOf([ids[1]!])).get(ids[1]!) as { payload: Record<string, unknown>; audit: unknown };
-      const forged = new Map([[ids[1]!, { ...real, payload: { ...real.payload, token_ids: [d] } }]]);
-
-      const { outcomes } = await runTogether(ids, { forged });
-
-      expect(outcomes).toEqual(ids.map(() => ({ state: 'succeeded', result: { deleted: 1 } })));
-      const left = await db.selectFrom('vault_tokens').select('token_id').where('collection', '=', 'forged_copy').execute();
-      expect(left.map((r) => r.token_id)).toEqual([d]);
-      for (const [i, id] of ids.entries()) {
-        expect((await auditOf(id)).map((r) => r.data.token_ids)).toEqual([[[a, b, c][i]]]);
-        expect((await commandsOf([id])).get(id)).toMatchObject({ state: 'succeeded', attempts: 1 });
-      }
-    });
-  }
-
-  // these run their steps themselves or none: once is enough
-  if (copies) return;
-
   it.each([
     { spareLaneAfterMs: 50, opens: true },
     { spareLaneAfterMs: 60_000, opens: false },
@@ -409,89 +370,16 @@ describe.each([
     }
   });
 
-  it('the producer marks the jobs of short commands short, and only those, and gives them a copy of the command as recorded', async () => {
+  it('the producer marks the jobs of short commands short, and only those', async () => {
     const [token] = await collectionWith('hints', 1);
     const shortId = await submitCommand(stack, deleteOne('hints', token!));
     const longId = await submitCommand(stack, { type: 'tokens.delete', collection: 'hints', tags: ['any'], reason: 'AppFunctionality' });
     const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
     try {
-      const stored = await db.selectFrom('commands').select(['payload', 'audit']).where('id', '=', shortId).executeTakeFirstOrThrow();
-      expect((await queue.getJob(shortId))?.data).toEqual({ command_id: shortId, short: true, carried: { payload: stored.payload, audit: stored.audit } });
+      expect((await queue.getJob(shortId))?.data).toEqual({ command_id: shortId, short: true });
       expect((await queue.getJob(longId))?.data).toEqual({ command_id: longId, short: false });
     } finally {
       await queue.close();
-    }
-  });
-});
-
-describe('the jobs a group commit ends, on BullMQ', () => {
-  let stack: Stack;
-  beforeAll(async () => {
-    stack = await startStack({ worker: false });
-  });
-  afterAll(async () => {
-    await stack?.close();
-  });
-
-  it.each([
-    { publishing: true, what: 'with their events: each XADD and' },
-    { publishing: false, what: 'with no events to publish:' },
-  ])("finish in one write $what each job's moveToFinished is sent while the worker's connection holds its writes", async ({ publishing }) => {
-    const collection = `one_write_${publishing}`;
-    await createCollection(stack, collection);
-    const tokens = await tokenize(
-      stack,
-      collection,
-      Array.from({ length: 12 }, (_, i) => ({ object: { id: `w-${i}` } })),
-    );
-    const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
-    const connection = new Redis(stack.config.REDIS_URL, { maxRetriesPerRequest: null });
-    const db = createDb(stack.database.url, { max: 8, pipeline: true, applicationName: 'one-write-test' });
-    const publisher = new EventPublisher(db, connection, silent, { stream: stack.config.EVENTS_STREAM, maxLen: 10_000 });
-    const onCommitted = publishing ? (events: readonly OutboxEvent[]) => publisher.publish(events) : undefined;
-    const group = new GroupCommit(db, { lanes: 1, maxSize: 32, ...(onCommitted ? { onCommitted } : {}) });
-    let worker: ReturnType<typeof startCommandWorker> | undefined;
-    try {
-      // the jobs wait while the worker starts, then come at once: all but the first share groups
-      await queue.pause();
-      const ids = await deleteEachOf(stack, collection, tokens);
-      worker = startCommandWorker(
-        { db, logger: silent, settings: { deleteBatchSize: 100 }, group, ...(onCommitted ? { onCommitted } : {}) },
-        { connection, prefix: stack.config.QUEUE_PREFIX, concurrency: 16 },
-      );
-      await worker.waitUntilReady();
-      const sha = Object.entries((connection as unknown as { scriptsSet: Record<string, { sha: string }> }).scriptsSet).find(([name]) => name.startsWith('moveToFinished:'))![1].sha;
-      const socket = connection.stream;
-      const sent: { text: string; held: boolean }[] = [];
-      const write = socket.write.bind(socket);
-      socket.write = (chunk: string | Uint8Array, ...rest: never[]) => {
-        sent.push({ text: String(chunk), held: socket.writableCorked > 0 });
-        return write(chunk, ...rest);
-      };
-      await queue.resume();
-      for (let i = 0; ; i++) {
-        const states = await stack.database.db.selectFrom('commands').select('state').where('id', 'in', ids).execute();
-        const jobs = await Promise.all(ids.map((id) => queue.getJobState(id)));
-        if (states.every((r) => r.state === 'succeeded') && jobs.every((state) => state === 'completed')) break;
-        if (i > 500) throw new Error('the commands did not finish');
-        await sleep(20);
-      }
-      expect(group.stats.steps).toBeGreaterThan(0); // some ran in groups
-      // EVALSHA, or EVAL with the script's text the first time this Redis sees it (NOSCRIPT)
-      const finishes = sent.filter((w) => w.text.includes(sha) || w.text.includes('Move job from active to a finished status'));
-      const xadds = sent.filter((w) => /^\*\d+\r\n\$4\r\nxadd\r\n/i.test(w.text));
-      expect(finishes.length).toBe(ids.length);
-      expect(xadds.length).toBe(publishing ? 2 * ids.length : 0);
-      expect([...finishes, ...xadds].every((w) => w.held)).toBe(true);
-      const events = await stack.events();
-      const ours = events.filter((e) => e.type === 'command.succeeded' && ids.includes(e.job_id));
-      expect(ours.map((e) => e.job_id).sort()).toEqual(publishing ? [...ids].sort() : []);
-    } finally {
-      await worker?.close();
-      await publisher.close();
-      await queue.close();
-      connection.disconnect();
-      await db.destroy();
     }
   });
 });

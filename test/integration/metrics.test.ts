@@ -1,6 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { Queue } from 'bullmq';
-import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, COMMAND_QUEUE, type CommandJobData } from '../../contracts/index.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
@@ -98,7 +96,6 @@ describe('GET /metrics', () => {
     expect(types.get('revocation_outbox_lag_seconds')).toBe('gauge');
     expect(types.get('revocation_queue_jobs')).toBe('gauge');
     expect(types.get('revocation_group_commit_size')).toBe('histogram');
-    expect(types.get('revocation_copy_steps_rerun_total')).toBe('counter');
   });
 
   it('counts a succeeded delete: its command, its HTTP route template, its job duration and its events', async () => {
@@ -156,39 +153,6 @@ describe('GET /metrics', () => {
 
     await expect.poll(() => metric('revocation_commands_total', failed)).toBe(before.failed + 1);
     expect(await metric('revocation_commands_total', succeeded)).toBe(before.succeeded);
-  });
-
-  it("counts the steps on a job's copy that ran again on the stored command, by reason", async () => {
-    const failedOnCopy = () => metric('revocation_copy_steps_rerun_total', { reason: 'failed' });
-    const notAsExpected = () => metric('revocation_copy_steps_rerun_total', { reason: 'not_as_expected' });
-    const before = { failed: await failedOnCopy(), notAsExpected: await notAsExpected() };
-
-    // a short delete naming no token fails on the copy, then again on the stored command
-    const missing = await call(stack, 'POST', '/v1/commands', {
-      headers: stack.admin,
-      body: { type: 'tokens.delete', collection: 'cards', token_ids: ['metrics-no-such-token'], reason: 'AppFunctionality' },
-    });
-    expect(await waitForJob(stack, missing.body.job_id)).toMatchObject({ state: 'failed', error: { error_code: 'PV3009' } });
-    await expect.poll(failedOnCopy).toBe(before.failed + 1);
-
-    // a finished revoke-all whose job is added again: the copy's step finds the command ended
-    const subject = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
-    const revoke = await call(stack, 'POST', '/v1/commands', { headers: stack.admin, body: { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: subject.body.id } } });
-    const id = revoke.body.job_id as string;
-    expect(await waitForJob(stack, id)).toMatchObject({ state: 'succeeded' });
-    const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: stack.redis, prefix: stack.config.QUEUE_PREFIX });
-    try {
-      const job = await queue.getJob(id);
-      expect(job?.data.carried).toBeDefined();
-      await expect.poll(async () => (await queue.getJob(id))?.finishedOn !== undefined).toBe(true);
-      await queue.remove(id);
-      await queue.add(COMMAND_JOB_NAME, job!.data, { ...COMMAND_JOB_OPTIONS, jobId: id });
-      await expect.poll(notAsExpected).toBe(before.notAsExpected + 1);
-      await expect.poll(async () => (await queue.getJob(id))?.finishedOn !== undefined).toBe(true);
-    } finally {
-      await queue.close();
-    }
-    expect(await failedOnCopy()).toBe(before.failed + 1);
   });
 
   it('labels routes by template: no label value holds a UUID or a token', async () => {

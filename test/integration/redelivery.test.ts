@@ -1,12 +1,10 @@
 import { type Job, UnrecoverableError } from 'bullmq';
-import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_JOB_NAME, type CommandJobData } from '../../contracts/index.js';
 import { createDb } from '../../db/create-db.js';
-import { LAST_IN_TRANSACTION } from '../../db/pipelined.js';
 import type { Db } from '../../db/database.js';
-import { CommandReleased, type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
+import { type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { commandProcessor } from '../../worker/command-worker.js';
 import { call, createCollection, submitCommand, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
 import { commandQueue } from '../helpers/faults.js';
@@ -44,31 +42,15 @@ async function commandRow(db: Db, commandId: string) {
   return db.selectFrom('commands').selectAll().where('id', '=', commandId).executeTakeFirstOrThrow();
 }
 
-/** The hints the producer puts on a short command's job: short, and a copy of the row as recorded. */
-async function copyHints(db: Db, commandId: string): Promise<Omit<CommandJobData, 'command_id'>> {
-  const row = await commandRow(db, commandId);
-  return { short: true, carried: { payload: row.payload, audit: row.audit } };
-}
-
-/**
- * Each delivery test runs on jobs that name their command only, and on jobs that carry a copy of
- * a short command as the producer's do (on the worker's pipelined pool): a delivery on a copy
- * applies its effect before it finds the command ended, and must keep none of it.
- */
-const kinds = [
-  { copies: false, jobs: 'jobs naming their command' },
-  { copies: true, jobs: 'jobs carrying a copy of a short command' },
-];
-
 /**
  * Before a describe's tests: a stack without a worker (nothing but the test runs its commands),
  * a pool on its database, and `collection`, handed to `set`; after them, both closed.
  */
-function openStack(collection: string, pool: { pipeline: boolean; applicationName: string }, set: (stack: Stack, db: Db) => void): void {
+function openStack(collection: string, set: (stack: Stack, db: Db) => void): void {
   let opened: { stack: Stack; db: Db } | undefined;
   beforeAll(async () => {
     const stack = await startStack({ worker: false });
-    opened = { stack, db: createDb(stack.database.url, { max: 8, ...pool }) };
+    opened = { stack, db: createDb(stack.database.url, { max: 8, applicationName: 'redelivery-test' }) };
     set(opened.stack, opened.db);
     await createCollection(stack, collection);
   });
@@ -82,17 +64,17 @@ function count<T>(items: readonly T[], item: T): number {
   return items.filter((i) => i === item).length;
 }
 
-describe.each(kinds)('a job delivered twice to the processor, one delivery after the other, $jobs', ({ copies }) => {
+describe('a job delivered twice to the processor, one delivery after the other', () => {
   let stack: Stack;
   let db: Db;
-  openStack('seq', { pipeline: copies, applicationName: 'redelivery-test' }, (s, d) => {
+  openStack('seq', (s, d) => {
     stack = s;
     db = d;
   });
 
   const processor = (deleteBatchSize = 100) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize } });
-  /** The job the producer would enqueue for a short command (with its copy, in copies mode). */
-  const shortJob = async (id: string) => fakeJob(id, copies ? await copyHints(db, id) : {});
+  /** The job the producer enqueues for a short command. */
+  const shortJob = async (id: string) => fakeJob(id, { short: true });
 
   it('rotates once and returns the identical mapping on the second delivery', async () => {
     const [a, b, keep] = await tokenize(stack, 'seq', [{ object: { id: 'r1' } }, { object: { id: 'r2' } }, { object: { id: 'r3' } }]);
@@ -280,17 +262,17 @@ describe('a finished job removed from BullMQ and added again', () => {
   });
 });
 
-describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies }) => {
+describe('a job delivered twice at the same time', () => {
   let stack: Stack;
   let db: Db;
-  openStack('dup', { pipeline: copies, applicationName: 'redelivery-test' }, (s, d) => {
+  openStack('dup', (s, d) => {
     stack = s;
     db = d;
   });
 
   const processor = (deleteBatchSize = 100) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize } });
-  /** The job the producer would enqueue for a short command (with its copy, in copies mode). */
-  const shortJob = async (id: string) => fakeJob(id, copies ? await copyHints(db, id) : {});
+  /** The job the producer enqueues for a short command. */
+  const shortJob = async (id: string) => fakeJob(id, { short: true });
 
   it('both deliveries of a rotate resolve with the same mapping; tokens are renamed once', async () => {
     const ids = await tokenize(
@@ -397,159 +379,21 @@ describe.each(kinds)('a job delivered twice at the same time, $jobs', ({ copies 
   });
 });
 
-/**
- * A short command's job carries a copy of the command (CommandJobData.carried), and the worker
- * applies the first step's effect before it locks the command row (runCarriedStep). The copy is
- * never trusted: the step commits only if its last statement finds the command queued with the
- * copy's contents; otherwise nothing of it is kept and the step runs again on the stored command.
- */
-describe("a job carrying its command's copy", () => {
+describe('a job for a command that is not in the database', () => {
   let stack: Stack;
   let db: Db;
-  // the worker's pool: pipeline mode, COMMIT sent behind the last statement
-  openStack('copy', { pipeline: true, applicationName: 'redelivery-carried-test' }, (s, d) => {
+  openStack('missing', (s, d) => {
     stack = s;
     db = d;
   });
 
-  const run = (job: Job<CommandJobData>) => commandProcessor({ db, logger: silent, settings: { deleteBatchSize: 100 } })(job);
-  const hintsOf = (id: string) => copyHints(db, id);
-  const deleteOf = (token: string) => ({ type: 'tokens.delete', collection: 'copy', token_ids: [token], reason: 'AppFunctionality' });
-
-  it('applies the effect before it locks the command row, and commits effect, records and state together', async () => {
-    const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c1' } }]);
-    const id = await submitCommand(stack, deleteOf(token!));
-    // hold the command row: a step that locks it first waits before deleting anything
-    const blocker = new pg.Client({ connectionString: stack.database.url });
-    // outside any transaction (one sees pg_stat_activity as it was at its first look)
-    const observer = new pg.Client({ connectionString: stack.database.url });
-    await blocker.connect();
-    await observer.connect();
-    try {
-      await blocker.query('begin');
-      await blocker.query('select 1 from commands where id = $1 for update', [id]);
-      const running = run(fakeJob(id, await hintsOf(id)));
-      // the worker waits on the command row in its LAST statement (commitSteps', marked so; the
-      // text shown is cut short), its effect already applied
-      const waiting = async () => (await observer.query<{ query: string }>(`select query from pg_stat_activity where application_name = 'redelivery-carried-test' and wait_event_type = 'Lock'`)).rows;
-      await expect.poll(waiting, { timeout: 5000 }).toEqual([{ query: expect.stringContaining(LAST_IN_TRANSACTION) }]);
-      // the token row is the worker's already (deleted by its open transaction)
-      await expect(observer.query('select 1 from vault_tokens where token_id = $1 for update nowait', [token])).rejects.toMatchObject({ code: '55P03' });
-      await blocker.query('commit');
-      expect(await running).toEqual({ state: 'succeeded', result: { deleted: 1 } });
-    } finally {
-      await blocker.end();
-      await observer.end();
-    }
-    expect(await tokenIdsOf(db, 'copy')).not.toContain(token);
-    expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', attempts: 1, result: { deleted: 1 } });
-    expect(await outboxTypes(db, id)).toEqual(['tokens.deleted', 'command.succeeded']);
-    expect((await auditRows(db, id)).map((r) => r.action)).toEqual(['tokens.deleted']);
-  });
-
-  it('a revoke-all delivered again with its copy: the second effect is rolled back, the stored outcome returned', async () => {
-    const created = await call(stack, 'POST', '/v1/subjects', { headers: stack.admin, body: { kind: 'user' } });
-    const userId = created.body.id as string;
-    const generation = async () => (await db.selectFrom('subjects').select('temporary_generation').where('id', '=', userId).executeTakeFirstOrThrow()).temporary_generation;
-    const before = await generation();
-    const id = await submitCommand(stack, { type: 'temporary_tokens.revoke_all', subject: { kind: 'user', id: userId } });
-    const hints = await hintsOf(id);
-
-    const first = await run(fakeJob(id, hints));
-    // the copy's step bumps the generation again, then finds the command ended: all rolled back
-    const second = await run(fakeJob(id, hints));
-
-    expect(first).toEqual({ state: 'succeeded', result: { subject: { kind: 'user', id: userId }, generation: before + 1 } });
-    expect(second).toEqual(first);
-    expect(await generation()).toBe(before + 1);
-    expect(await outboxTypes(db, id)).toEqual(['temporary_tokens.revoked', 'command.succeeded']);
-    expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', attempts: 1 });
-  });
-
-  it('a copy that differs from the stored command: its effect is rolled back and the stored command runs', async () => {
-    const [stored, other] = await tokenize(stack, 'copy', [{ object: { id: 'c2' } }, { object: { id: 'c3' } }]);
-    const id = await submitCommand(stack, deleteOf(stored!));
-    const hints = await hintsOf(id);
-    const forged = { ...hints, carried: { ...hints.carried!, payload: { ...hints.carried!.payload, token_ids: [other!] } as never } };
-
-    expect(await run(fakeJob(id, forged))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
-
-    const left = await tokenIdsOf(db, 'copy');
-    expect(left).not.toContain(stored);
-    expect(left).toContain(other);
-    const audit = await auditRows(db, id);
-    expect(audit.map((r) => r.data.token_ids)).toEqual([[stored]]);
-    expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', attempts: 1 });
-  });
-
-  it('a copy on which the step fails (no such token) decides nothing: the stored command runs and succeeds', async () => {
-    const [stored] = await tokenize(stack, 'copy', [{ object: { id: 'c4' } }]);
-    const id = await submitCommand(stack, deleteOf(stored!));
-    const hints = await hintsOf(id);
-    const forged = { ...hints, carried: { ...hints.carried!, payload: { ...hints.carried!.payload, token_ids: ['no-such-token'] } as never } };
-
-    expect(await run(fakeJob(id, forged))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
-    expect(await tokenIdsOf(db, 'copy')).not.toContain(stored);
-    expect(await outboxTypes(db, id)).toEqual(['tokens.deleted', 'command.succeeded']);
-  });
-
-  it('a copy whose audit context differs (another tenant scope, another request): the stored one is what runs and is recorded', async () => {
-    const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c7' } }]);
-    const id = await submitCommand(stack, deleteOf(token!));
-    const hints = await hintsOf(id);
-    const stored = hints.carried!.audit;
-    const forged = { ...hints, carried: { ...hints.carried!, audit: { ...stored, tenant_ids: ['someone-else'], request_id: 'forged' } } };
-
-    expect(await run(fakeJob(id, forged))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
-    const audit = await db.selectFrom('audit_log').select(['request_id', 'tenant_ids']).where('command_id', '=', id).execute();
-    expect(audit).toEqual([{ request_id: stored.request_id, tenant_ids: stored.tenant_ids }]);
-    expect(await tokenIdsOf(db, 'copy')).not.toContain(token);
-  });
-
-  it('a copy of a command an earlier delivery left running (resumed): it resumes from the checkpoint, not from the copy', async () => {
-    const tokens = await tokenize(stack, 'copy', [{ object: { id: 'r8' } }, { object: { id: 'r9' } }, { object: { id: 'r10' } }]);
-    const id = await submitCommand(stack, { type: 'tokens.delete', collection: 'copy', token_ids: tokens, reason: 'AppFunctionality' });
-    const hints = await hintsOf(id);
-    // the first delivery commits one batch of one token, then is released (a shutdown)
-    const stopped = new AbortController();
-    stopped.abort();
-    const deps = { db, logger: silent, settings: { deleteBatchSize: 1 } };
-    await expect(executeCommand(deps, id, { finalAttempt: false, stop: stopped.signal })).rejects.toBeInstanceOf(CommandReleased);
-    expect(await commandRow(db, id)).toMatchObject({ state: 'running', attempts: 1, progress: { processed: 1 } });
-
-    // the copy says nothing of that: its step would start from the first token again
-    expect(await executeCommand(deps, id, { finalAttempt: false, short: true, carried: hints.carried })).toEqual({ state: 'succeeded', result: { deleted: 3 } });
-    expect(await tokenIdsOf(db, 'copy')).not.toEqual(expect.arrayContaining([tokens[0]]));
-    const audit = await auditRows(db, id);
-    expect(audit.flatMap((r) => r.data.token_ids as string[]).sort()).toEqual([...tokens].sort());
-    expect(audit.map((r) => (r.data.batch as { index: number }).index)).toEqual([0, 1, 2]);
-    expect(await commandRow(db, id)).toMatchObject({ state: 'succeeded', attempts: 2, progress: { processed: 3 } });
-    expect(count(await outboxTypes(db, id), 'tokens.deleted')).toBe(3);
-  });
-
-  it('a copy of a failing command: the failure is recorded once, from the stored command', async () => {
-    const id = await submitCommand(stack, deleteOf('not-there'));
-    const error = await run(fakeJob(id, await hintsOf(id))).then(
-      () => undefined,
-      (e: unknown) => e,
-    );
-    expect((error as Error).message).toMatch(/^PV3009: /);
-    expect(await commandRow(db, id)).toMatchObject({ state: 'failed', attempts: 1, error: { error_code: 'PV3009' } });
-    expect(await outboxTypes(db, id)).toEqual(['command.failed']);
-  });
-
-  it('a copy that is not a command, or a job for a command not in the database', async () => {
-    const [token] = await tokenize(stack, 'copy', [{ object: { id: 'c5' } }]);
-    const id = await submitCommand(stack, deleteOf(token!));
-    expect(await run(fakeJob(id, { short: true, carried: { payload: { type: 'nonsense' }, audit: {} } as never }))).toEqual({ state: 'succeeded', result: { deleted: 1 } });
-
-    // a copy of a real command under an ID that is not in the database: nothing is deleted
-    const [kept] = await tokenize(stack, 'copy', [{ object: { id: 'c6' } }]);
-    const real = await submitCommand(stack, deleteOf(kept!));
-    const hints = await hintsOf(real);
+  it('ends without retries (UnrecoverableError) and changes nothing', async () => {
+    const [kept] = await tokenize(stack, 'missing', [{ object: { id: 'm1' } }]);
     const missing = '00000000-0000-4000-8000-000000000000';
-    await expect(run(fakeJob(missing, hints))).rejects.toBeInstanceOf(UnrecoverableError);
-    expect(await tokenIdsOf(db, 'copy')).toContain(kept);
+    const run = commandProcessor({ db, logger: silent, settings: { deleteBatchSize: 100 } });
+    await expect(run(fakeJob(missing, { short: true }))).rejects.toBeInstanceOf(UnrecoverableError);
+    expect(await executeCommand({ db, logger: silent, settings: { deleteBatchSize: 100 } }, missing, { finalAttempt: true })).toEqual({ state: 'missing' });
+    expect(await tokenIdsOf(db, 'missing')).toContain(kept);
     expect(await outboxTypes(db, missing)).toEqual([]);
   });
 });

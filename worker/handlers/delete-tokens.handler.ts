@@ -14,7 +14,6 @@ import {
 import type { TokenCriteria } from '../../db/repositories/vault-token.repository.js';
 import { chunk } from '../chunk.js';
 import { toEvents } from '../event-envelope.js';
-import { RunAlone } from '../group-commit.js';
 import type { CommandHandler, StepOutcome } from './handler.js';
 
 /** Where a delete resumes: keys above `after_id` are left; counts carry over across crashes. */
@@ -95,7 +94,7 @@ export const deleteTokensHandler: CommandHandler<'tokens.delete'> = {
   /**
    * The first steps of several deletes of named tokens (a group's), in one statement: the result
    * of running them one after another in the order given. A delete that matches more than a batch
-   * needs batches of its own (RunAlone); one that matches nothing fails with PV3009.
+   * needs batches of its own ('run alone'); one that matches nothing fails with PV3009.
    */
   async stepMany(trx, contexts) {
     const listed = contexts.map(({ command, checkpoint }) => checkpoint === null && isListed(criteriaOf(command)));
@@ -110,9 +109,9 @@ export const deleteTokensHandler: CommandHandler<'tokens.delete'> = {
           );
     let next = 0;
     return contexts.map(({ command, total }, i) => {
-      if (!listed[i]) return new RunAlone();
+      if (!listed[i]) return 'run alone';
       const rows = deleted[next++]!;
-      if (rows === 'too many') return new RunAlone();
+      if (rows === 'too many') return 'run alone';
       const state = stateOf(null);
       try {
         return outcomeOf(state, namedEffects(command.collection, rows, state, false), total);

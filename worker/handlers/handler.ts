@@ -1,4 +1,4 @@
-import type { AuditContext, CommandOf, CommandResults, CommandType, EventDraft, JobProgress } from '../../contracts/index.js';
+import type { AppError, AuditContext, CommandOf, CommandResults, CommandType, EventDraft, JobProgress } from '../../contracts/index.js';
 import type { Executor, Trx } from '../../db/database.js';
 import type { AuditEntry } from '../../db/repositories/audit-log.repository.js';
 import type { OutboxEvent } from '../../db/repositories/outbox.repository.js';
@@ -53,10 +53,10 @@ export interface CommandHandler<T extends CommandType> {
   /**
    * For short commands (optional): the steps of several commands of this type in a group's
    * transaction with fewer statements than one `step` each (see GroupCommit), with the result of
-   * running them one after another in the order given. Returns per context, in order, its outcome
-   * or its error: an AppError (its business failure) or RunAlone (it needs a transaction of its
-   * own); a context that gets an error had no effect. Throws only when the statement itself
+   * running them one after another in the order given. Returns per context, in order, its outcome,
+   * its business failure (an AppError), or 'run alone' (it needs a transaction of its own); a
+   * context that gets no outcome had no effect. Throws only when the statement itself
    * failed (a conflict, a fault): then nothing of any of them is kept.
    */
-  stepMany?(trx: Trx, contexts: readonly StepContext<T>[]): Promise<(StepOutcome<T> | Error)[]>;
+  stepMany?(trx: Trx, contexts: readonly StepContext<T>[]): Promise<(StepOutcome<T> | AppError | 'run alone')[]>;
 }
