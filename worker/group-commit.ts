@@ -1,3 +1,28 @@
+/**
+ * Group commit for command steps (GROUP_COMMIT_MAX; 1 turns it off). Steps submitted while a
+ * lane is busy wait, and the next free lane runs them in ONE REPEATABLE READ transaction: one
+ * statement locks all their command rows, the steps apply their effects (those of a handler with
+ * `stepMany`, such as deletes of named tokens, in one statement; the others one after another, in
+ * group order), one statement writes all their audit rows, events and states, and one COMMIT (one
+ * WAL flush) ends them all. Alone, a one-row command costs five round trips (BEGIN, lock, effect,
+ * commit statement, COMMIT) and a WAL flush; a group of n deletes, five in all. When the worker
+ * is not busy a step finds a lane free and runs at once, alone: a group never waits for company.
+ * One lane serves moderate load (its groups grow with the load, and fewer transactions cost
+ * less); the others open for steps that have waited spareLaneAfterMs, so one lane stuck behind a
+ * lock does not hold every short command.
+ *
+ * The invariant: each step keeps the guarantees it has alone. Its effect and its writes commit
+ * together or not at all, and nothing another step does is committed by its failure: when a step
+ * of a group fails (a business failure, a conflict, a fault) the group rolls back; that step runs
+ * alone (its own retries, its own error) and the others go back to the head of the queue. The
+ * result is that of running the steps one after another in some order.
+ *
+ * Why it is one file of some 300 lines: the lanes (which steps share a transaction), the turns
+ * (steps run side by side up to their handler call) and the calls (stepMany) hand one promise per
+ * step between them; apart, each would need the others' internals. Outside it, only the
+ * executor (which hands a step over in its two forms, StepFns), the step (command-step.ts, which
+ * takes its turn) and a handler's optional stepMany know that groups exist.
+ */
 import type { CommandType } from '../contracts/index.js';
 import type { Db, Trx } from '../db/database.js';
 import { commitSteps, type StepRecord } from '../db/repositories/command-step.repository.js';
@@ -77,25 +102,7 @@ export interface GroupCommitOptions {
   onCommitted?: (events: readonly OutboxEvent[]) => void;
 }
 
-/**
- * Group commit for command steps. Steps submitted while a lane is busy wait, and the next free
- * lane runs them in ONE REPEATABLE READ transaction: one statement locks all their command
- * rows, the steps apply their effects (those of a handler with `stepMany`, such as deletes of
- * named tokens, in one statement; the others one after another, in group order), one statement
- * writes all their audit rows, events and states, and one COMMIT (one WAL flush) ends them all.
- * Alone, a one-row command costs five round trips (BEGIN, lock, effect, commit statement,
- * COMMIT) and a WAL flush; a group of n deletes, five in all.
- * When the worker is not busy a step finds a lane free and runs at once, alone: a group never
- * waits for company. One lane serves moderate load (its groups grow with the load, and
- * fewer transactions cost less); the others open for steps that have waited spareLaneAfterMs,
- * so one lane stuck behind a lock does not hold every short command.
- *
- * Each step keeps the guarantees it has alone: its effect and its writes commit together or not
- * at all, and nothing another step does is committed by its failure. When a step of a group
- * throws (a business failure, a conflict, a fault) the group rolls back; that step runs alone
- * (its own retries, its own error) and the others go back to the head of the queue. The result
- * is that of running the steps one after another in some order.
- */
+/** Runs command steps alone or in groups: see the top of this file. */
 export class GroupCommit {
   private readonly waiting: Entry[] = [];
   private busyLanes = 0;
