@@ -115,6 +115,15 @@ async function lockoutRow(r: number, db: Db, service: RunningProducer): Promise<
 let producer: Awaited<ReturnType<typeof startProducer>> | undefined;
 let worker: Awaited<ReturnType<typeof startWorker>> | undefined;
 let db: Db | undefined;
+/** Stops the service and closes the repeat's pool (each repeat starts them on a fresh copy). */
+async function closeService(): Promise<void> {
+  await producer?.close();
+  await worker?.close();
+  await db?.destroy();
+  producer = undefined;
+  worker = undefined;
+  db = undefined;
+}
 try {
   log(
     `bench:bulk  ${lockoutOnly ? 'lockout only' : `tokens=${N} per collection, tagged=${ratio}, temporary=${T}`}, lockout-tokens=${L}, DELETE_BATCH_SIZE=${config.DELETE_BATCH_SIZE}, repeats=${repeats}`,
@@ -163,12 +172,7 @@ try {
       worker = await startWorker(config, silent);
       producer = await startProducer(config, silent);
       lockoutRatios.push(await lockoutRow(r, db, producer));
-      await producer.close();
-      await worker.close();
-      await db.destroy();
-      producer = undefined;
-      worker = undefined;
-      db = undefined;
+      await closeService();
       continue;
     }
     await sql`select count(*) from vault_tokens`.execute(db); // same cache state for both
@@ -232,12 +236,7 @@ try {
       );
     }
     if (L > 0) lockoutRatios.push(await lockoutRow(r, db, producer));
-    await producer.close();
-    await worker.close();
-    await db.destroy();
-    producer = undefined;
-    worker = undefined;
-    db = undefined;
+    await closeService();
   }
   if (!lockoutOnly) log(`(b)/(a) median of ${repeats}: ${fmt(median(ratios), 2)}   (target ≤ 2.0)   [${ratios.map((x) => fmt(x, 2)).join(', ')}]`);
   if (L > 0) log(`(d) lockout ÷ raw DELETE, median of ${repeats}: ${fmt(median(lockoutRatios), 2)}   (target ≤ 2.0)   [${lockoutRatios.map((x) => fmt(x, 2)).join(', ')}]`);
@@ -252,9 +251,7 @@ try {
     log(`plan of one delete batch:\n${plan.rows.map((r) => `    ${r['QUERY PLAN']}`).join('\n')}`);
   }
 } finally {
-  await producer?.close();
-  await worker?.close();
-  await db?.destroy();
+  await closeService();
   const keys = await redis.keys(`${config.QUEUE_PREFIX}:*`);
   if (keys.length) await redis.del(...keys);
   await redis.del(config.EVENTS_STREAM);
