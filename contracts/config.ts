@@ -52,6 +52,8 @@ export const ConfigSchema = z.object({
   RATE_LIMIT_WINDOW_SECONDS: int(1, 3600).default(60),
   /** Callers kept by each producer for its command routes (re-checked by the statement that records the command); 0 turns it off. */
   CREDENTIAL_CACHE_MAX: int(0, 1_000_000).default(10_000),
+  /** Most commands a producer records in one statement (those submitted in one turn of the event loop); 1 turns batching off. */
+  RECORD_BATCH_MAX: int(1, 1000).default(64),
   /** A worker run alone (`npm run worker`) serves GET /metrics on this port when set. */
   METRICS_PORT: int(1, 65535).optional(),
   /** How often the sweeper deletes dead access tokens (revoked by generation, or expired) and published outbox events past their retention. */

@@ -7,7 +7,6 @@ import { findCommand } from '../db/repositories/command.repository.js';
 import type { AppDeps } from './app.js';
 import { StaleCredential } from './access.js';
 import { sendError } from './plugins/error-handler.js';
-import { recordCommand } from './services/command-bus.js';
 import { previewCommand } from './services/command-preview.js';
 import { prepareCommand } from './services/command-rules.js';
 import { jobView } from './services/jobs.service.js';
@@ -66,7 +65,10 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
   const id = randomUUID();
   const ticket = wait === undefined ? undefined : await deps.waiter.ticket(id);
   try {
-    const { row, replayed } = await recordCommand(deps.bus, { id, caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
+    const outcome = await deps.bus.recordCommand({ id, caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
+    if (!outcome.credentialHolds) throw new StaleCredential();
+    const { row } = outcome;
+    const replayed = !outcome.inserted;
     request.recorded = true;
     reply.header('location', `/v1/jobs/${row.id}`);
     if (replayed) reply.header('idempotent-replayed', 'true');

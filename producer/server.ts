@@ -42,7 +42,7 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
     config,
     db,
     logger,
-    bus: new CommandBus(db, queue, logger),
+    bus: new CommandBus(db, queue, logger, config.RECORD_BATCH_MAX),
     waiter,
     // a read of a key of the queue rather than PING, which a cluster client sends to any node:
     // this reaches the node serving the queue's slot

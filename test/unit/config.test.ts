@@ -29,7 +29,15 @@ describe('loadConfig', () => {
     });
     expect(config.WORKER_CONCURRENCY).toBeGreaterThanOrEqual(1);
     expect(config.DELETE_BATCH_SIZE).toBeGreaterThanOrEqual(1);
-    expect(config).toMatchObject({ GROUP_COMMIT_MAX: 32, GROUP_COMMIT_LANES: 2, GROUP_COMMIT_SPARE_LANE_MS: 20, CREDENTIAL_CACHE_MAX: 10_000, OUTBOX_RETENTION_SECONDS: 3600, JOB_RETENTION_DAYS: 30 });
+    expect(config).toMatchObject({
+      GROUP_COMMIT_MAX: 32,
+      GROUP_COMMIT_LANES: 2,
+      GROUP_COMMIT_SPARE_LANE_MS: 20,
+      CREDENTIAL_CACHE_MAX: 10_000,
+      RECORD_BATCH_MAX: 64,
+      OUTBOX_RETENTION_SECONDS: 3600,
+      JOB_RETENTION_DAYS: 30,
+    });
     expect(config.BOOTSTRAP_ADMIN_TOKEN).toBeUndefined();
     // tracing off
     expect(config.OTEL_EXPORTER_OTLP_ENDPOINT).toBeUndefined();
@@ -46,6 +54,7 @@ describe('loadConfig', () => {
       GROUP_COMMIT_MAX: '1',
       GROUP_COMMIT_SPARE_LANE_MS: '0',
       CREDENTIAL_CACHE_MAX: '0',
+      RECORD_BATCH_MAX: '1',
       OUTBOX_RETENTION_SECONDS: '0',
       JOB_RETENTION_DAYS: '1',
       FORCE_ACCESS_REASON: 'false',
@@ -62,6 +71,7 @@ describe('loadConfig', () => {
       GROUP_COMMIT_MAX: 1,
       GROUP_COMMIT_SPARE_LANE_MS: 0,
       CREDENTIAL_CACHE_MAX: 0,
+      RECORD_BATCH_MAX: 1,
       OUTBOX_RETENTION_SECONDS: 0,
       JOB_RETENTION_DAYS: 1,
       FORCE_ACCESS_REASON: false,
@@ -83,6 +93,8 @@ describe('loadConfig', () => {
     ['GROUP_COMMIT_LANES', 'two'],
     ['GROUP_COMMIT_SPARE_LANE_MS', '-1'],
     ['CREDENTIAL_CACHE_MAX', '-1'],
+    ['RECORD_BATCH_MAX', '0'],
+    ['RECORD_BATCH_MAX', '1001'],
     ['OUTBOX_RETENTION_SECONDS', '1.5'],
     ['JOB_RETENTION_DAYS', '0'],
     ['JOB_RETENTION_DAYS', '-3'],

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { AuditContext, Command } from '../../contracts/index.js';
-import { payloadHash } from '../../producer/services/command-bus.js';
+import { payloadHash } from '../../producer/services/payload-hash.js';
 
 /**
  * payloadHash is stored with every command and compared on Idempotency-Key replays: a change to
