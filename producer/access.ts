@@ -15,18 +15,6 @@ export interface Caller {
 }
 
 /**
- * Thrown when a statement acting for the caller found that the credential no longer holds as
- * read (revoked, expired, or its subject's authorization changed): the request is decided again
- * on a fresh read of the credential (producer/plugins/authenticate.ts).
- */
-export class StaleCredential extends Error {
-  constructor() {
-    super('The credential changed while the request was served.');
-    this.name = 'StaleCredential';
-  }
-}
-
-/**
  * Whether an access token still authenticates (SPEC §1, §10): its subject not locked out (a
  * locked-out subject's tokens are revoked, the lockout deleting them), not of an old generation,
  * not expired.

@@ -6,7 +6,8 @@ import { AppError, type Config } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
 import { httpTracing } from '../observability/tracing.js';
 import type { RouteFamily } from './plugins/error-envelopes.js';
-import { CredentialCache, installAuthentication } from './plugins/authenticate.js';
+import { installAuthentication } from './plugins/authenticate.js';
+import type { CredentialCache } from './plugins/credential-cache.js';
 import { installErrorHandling, sendError, toAppError } from './plugins/error-handler.js';
 import { registerMetrics } from './plugins/metrics.js';
 import { registerOpenApi } from './plugins/openapi.js';
@@ -38,11 +39,6 @@ declare module 'fastify' {
     public?: boolean;
     /** Look up the X-Subject-Token with the caller's credential (request.subjectToken). */
     subjectToken?: boolean;
-    /**
-     * The caller may come from the credential cache: the route records a command through
-     * submitCommand, whose statement re-checks the credential (plugins/authenticate.ts).
-     */
-    cachedCredential?: boolean;
   }
 }
 
@@ -53,6 +49,8 @@ export interface AppDeps {
   logger: Logger;
   /** Records and enqueues commands. */
   bus: CommandBus;
+  /** Where a request's caller comes from: a read of its credential, or lately authenticated callers. */
+  credentials: CredentialCache;
   /** Waits for jobs to end (`Prefer: wait`). */
   waiter: JobWaiter;
   /** Readiness probes beyond Postgres (Redis, …), by name. */
@@ -109,8 +107,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.addHook('onRequest', async () => {
     if (app.draining) throw new AppError('PV1010', {}, 'The service is shutting down; retry on another instance.', { 'retry-after': '2', connection: 'close' });
   });
-  const { confirmCaller } = installAuthentication(app, deps.db, new CredentialCache(deps.config.CREDENTIAL_CACHE_MAX));
-  installErrorHandling(app, confirmCaller);
+  installAuthentication(app, deps.credentials);
+  installErrorHandling(app, (request) => deps.credentials.confirm(request));
   // Documentation is public; it is registered before the routes so it sees them all.
   app.addHook('onRoute', (route) => {
     if (route.url.startsWith('/docs')) route.config = { ...route.config, public: true, family: 'native' };

@@ -5,7 +5,6 @@ import type { CommandRow } from '../db/command.table.js';
 import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
 import { findCommand } from '../db/repositories/command.repository.js';
 import type { AppDeps } from './app.js';
-import { StaleCredential } from './access.js';
 import { sendError } from './plugins/error-handler.js';
 import { previewCommand } from './services/command-preview.js';
 import { prepareCommand } from './services/command-rules.js';
@@ -43,15 +42,13 @@ export interface Submission {
 
 /**
  * Records and enqueues the command, then answers. Once the command is recorded, nothing is
- * thrown for the job's outcome (a failed job is answered in the route's envelope), so the route
- * never runs again for it (`request.recorded`, read by authenticate.ts).
+ * thrown for the job's outcome: a failed job is answered in the route's envelope.
  */
 export async function submit(deps: AppDeps, request: FastifyRequest, reply: FastifyReply, submission: Submission): Promise<FastifyReply> {
   const key = idempotencyKey(request);
   if (submission.dryRun) {
-    // nothing is recorded, so no statement re-checks a cached caller (credentialHolds): the
-    // preview is decided on a fresh read of the credential (authenticate.ts runs the route again)
-    if (request.callerCached) throw new StaleCredential();
+    // nothing is recorded, so no statement re-checks the caller: the preview waits for a fresh read
+    await deps.credentials.confirm(request);
     // as a new command would be: an Idempotency-Key's earlier command does not excuse a missing token
     const { command, audit } = await prepareCommand(deps, request, submission.input, { key: undefined, target: submission.target });
     return reply.code(200).send(await previewCommand(deps.db, command, audit));
@@ -60,16 +57,16 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
   const seed = submission.answer === 'native' ? undefined : submission.answer.seed;
   // seed routes wait unless told `respond-async`; the native route waits only when asked to
   const wait = seed && !prefer.respondAsync ? (prefer.wait ?? deps.config.SYNC_WAIT_SECONDS) : prefer.wait;
-  const { command, audit } = await prepareCommand(deps, request, submission.input, { key, target: submission.target });
-  // taken before the command is recorded, so that its end is heard without reading it (job-waiter.ts)
   const id = randomUUID();
+  // taken before the command is recorded, so that its end is heard without reading it (job-waiter.ts)
   const ticket = wait === undefined ? undefined : await deps.waiter.ticket(id);
   try {
-    const outcome = await deps.bus.recordCommand({ id, caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
-    if (!outcome.credentialHolds) throw new StaleCredential();
-    const { row } = outcome;
-    const replayed = !outcome.inserted;
-    request.recorded = true;
+    // the decision is taken again if the statement finds the caller's credential changed (credential-cache.ts)
+    const { row, inserted } = await deps.credentials.decide(request, async () => {
+      const { command, audit } = await prepareCommand(deps, request, submission.input, { key, target: submission.target });
+      return deps.bus.recordCommand({ id, caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
+    });
+    const replayed = !inserted;
     reply.header('location', `/v1/jobs/${row.id}`);
     if (replayed) reply.header('idempotent-replayed', 'true');
     const applied = [...(prefer.respondAsync ? ['respond-async'] : []), ...(prefer.wait !== undefined ? [`wait=${prefer.wait}`] : [])];

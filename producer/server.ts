@@ -5,6 +5,7 @@ import { createDb } from '../db/create-db.js';
 import { connectRedis, evictionWarnings } from '../db/redis-connection.js';
 import { queueTelemetry } from '../observability/tracing.js';
 import { type App, buildApp } from './app.js';
+import { CredentialCache } from './plugins/credential-cache.js';
 import { CommandBus } from './services/command-bus.js';
 import { JobWaiter } from './services/job-waiter.js';
 import { ensureBootstrapAdmin } from './services/subjects.service.js';
@@ -43,6 +44,7 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
     db,
     logger,
     bus: new CommandBus(db, queue, logger, config.RECORD_BATCH_MAX),
+    credentials: new CredentialCache(db, config.CREDENTIAL_CACHE_MAX),
     waiter,
     // a read of a key of the queue rather than PING, which a cluster client sends to any node:
     // this reaches the node serving the queue's slot

@@ -45,8 +45,8 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, error: A
 /**
  * Installs the error and not-found handlers: every error leaves in its family's envelope; a
  * method a path does not have is 405 with `Allow`, from the registered routes.
- * `confirmCaller` runs first (authenticate.ts): an error raised for a caller taken from the
- * credential cache is answered 401 instead when the credential no longer authenticates.
+ * `confirmCaller` runs first (CredentialCache.confirm): an error answered to a caller taken from
+ * the credential cache is answered 401 (or 403) instead when a fresh read of it says so.
  */
 export function installErrorHandling(app: FastifyInstance, confirmCaller: (request: FastifyRequest) => Promise<void>): void {
   app.setErrorHandler(async (error, request, reply) => {

@@ -18,7 +18,7 @@ const httpDuration = new client.Histogram({
   buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
 });
 
-/** Credential cache lookups of routes that may use it (producer/plugins/authenticate.ts). */
+/** Credential cache lookups of routes that may use it (producer/plugins/credential-cache.ts). */
 export const credentialCacheLookups = new client.Counter({
   name: 'revocation_credential_cache_lookups_total',
   help: 'Credential cache lookups on command routes: hit (no lookup query), miss, or expired (the token expired since it was cached).',

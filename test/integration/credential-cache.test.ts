@@ -14,6 +14,12 @@ import { type Stack, startStack } from '../helpers/stack.js';
 const COLLECTION = 'cache_cards';
 const DELETE = `/api/pvlt/1.0/data/collections/${COLLECTION}/tokens`;
 
+/** The producer's credential cache lookups so far with this outcome (its /metrics; one registry per process). */
+async function cacheLookups(stack: Stack, outcome: 'hit' | 'miss'): Promise<number> {
+  const text = await (await fetch(`${stack.producer.url}/metrics`)).text();
+  return Number(new RegExp(`^revocation_credential_cache_lookups_total\\{outcome="${outcome}"\\} (\\d+)`, 'm').exec(text)?.[1] ?? 0);
+}
+
 describe('the credential cache of command routes', () => {
   let stack: Stack;
 
@@ -26,10 +32,7 @@ describe('the credential cache of command routes', () => {
   const deleteCommand = (tokenId: string) => ({ type: 'tokens.delete', collection: COLLECTION, token_ids: [tokenId], reason: 'AppFunctionality' });
   const submit = (headers: Record<string, string>, body: unknown = deleteCommand(uid('tok'))) => call(stack, 'POST', '/v1/commands', { headers, body });
   const commandsOf = async (subjectId: string) => Number((await sql<{ n: string }>`select count(*) as n from commands where submitter_id = ${subjectId}`.execute(stack.database.db)).rows[0]!.n);
-  const cacheHits = async () => {
-    const text = await (await fetch(`${stack.producer.url}/metrics`)).text();
-    return Number(/^revocation_credential_cache_lookups_total\{outcome="hit"\} (\d+)/m.exec(text)?.[1] ?? 0);
-  };
+  const cacheHits = () => cacheLookups(stack, 'hit');
   /** A subject whose credential is cached: it has just recorded a command. */
   const cachedWriter = async (spec: Partial<SubjectSpec> = {}, token?: { temporary: boolean; ttl_seconds?: number }) => {
     const writer = await subjectWithToken(stack, { id: uid('writer'), kind: 'service', capabilities: ['tokens:write'], ...spec }, token);
@@ -128,6 +131,15 @@ describe('the credential cache of command routes', () => {
     expect(piiano.status).toBe(401);
   });
 
+  it('answers an error found before the decision as a fresh read would: 403 for a tenant taken away since, not the validation error', async () => {
+    const writer = await cachedWriter({ tenant_ids: ['t1', 't2'] });
+    await change(writer.subject.id, { tenant_ids: ['t1'] });
+    const r = await submit({ ...writer.headers, 'x-tenant-id': 't2' }, { type: 'tokens.delete', collection: COLLECTION, reason: 'AppFunctionality' });
+    expect(r.status).toBe(403);
+    expect(r.body.error_code).toBe('PV1006');
+    expect(await commandsOf(writer.subject.id)).toBe(1);
+  });
+
   it('replays an Idempotency-Key from the cache, and refuses the replay once the token is revoked', async () => {
     const writer = await cachedWriter();
     const headers = { ...writer.headers, 'idempotency-key': uid('key') };
@@ -162,5 +174,24 @@ describe('the credential cache of command routes', () => {
     await sql`delete from access_tokens where id = ${writer.tokenId}`.execute(stack.database.db);
     expect((await call(stack, 'GET', `/api/pvlt/1.0/data/collections/${COLLECTION}/count/tokens?reason=AppFunctionality`, { headers: bearer(writer.token) })).status).toBe(401);
     expect(await cacheHits()).toBe(before);
+  });
+});
+
+describe('CREDENTIAL_CACHE_MAX=0', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack({ env: { CREDENTIAL_CACHE_MAX: '0' }, worker: false });
+    await createCollection(stack, COLLECTION);
+  });
+  afterAll(() => stack?.close());
+
+  it('turns the cache off: every command request reads its credential', async () => {
+    const writer = await subjectWithToken(stack, { id: uid('writer'), kind: 'service', capabilities: ['tokens:write'] });
+    const body = () => ({ type: 'tokens.delete', collection: COLLECTION, token_ids: [uid('tok')], reason: 'AppFunctionality' });
+    const [hits, misses] = [await cacheLookups(stack, 'hit'), await cacheLookups(stack, 'miss')];
+    for (let i = 0; i < 3; i++) expect((await call(stack, 'POST', '/v1/commands', { headers: writer.headers, body: body() })).status).toBe(202);
+    expect(await cacheLookups(stack, 'hit')).toBe(hits);
+    expect(await cacheLookups(stack, 'miss')).toBe(misses + 3);
   });
 });
