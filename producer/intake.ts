@@ -1,13 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, type CommandRequest, errorRegistry, terminalStates } from '../contracts/index.js';
+import { AppError, errorRegistry, terminalStates } from '../contracts/index.js';
 import type { CommandRow } from '../db/command.table.js';
-import type { AccessTokenWithSubject } from '../db/repositories/access-token.repository.js';
 import { findCommand } from '../db/repositories/command.repository.js';
 import type { AppDeps } from './app.js';
 import { sendError } from './plugins/error-handler.js';
 import { previewCommand } from './services/command-preview.js';
-import { prepareCommand } from './services/command-rules.js';
+import { type AskedCommand, prepareCommand } from './services/command-rules.js';
 import { jobView } from './services/jobs.service.js';
 
 /**
@@ -30,10 +29,8 @@ export type SeedSuccess = SeedAnswer | ((result: Record<string, unknown>) => See
 export type Answer = { seed: SeedSuccess } | 'native';
 
 export interface Submission {
-  input: CommandRequest;
+  input: AskedCommand;
   answer: Answer;
-  /** The token an access_token.revoke names, when the route has already looked it up (null: none has that secret). */
-  target?: AccessTokenWithSubject | null;
   /** What, beyond the command, makes a retry under an Idempotency-Key "the same request". */
   identity?: Record<string, unknown>;
   /** Preview the command (200 CommandPreview) instead of recording it: nothing is recorded, changed or enqueued. */
@@ -50,7 +47,7 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
     // nothing is recorded, so no statement re-checks the caller: the preview waits for a fresh read
     await deps.credentials.confirm(request);
     // as a new command would be: an Idempotency-Key's earlier command does not excuse a missing token
-    const { command, audit } = await prepareCommand(deps, request, submission.input, { key: undefined, target: submission.target });
+    const { command, audit } = await prepareCommand(deps, request, submission.input, undefined);
     return reply.code(200).send(await previewCommand(deps.db, command, audit));
   }
   const prefer = preferences(request, deps.config.SYNC_WAIT_SECONDS);
@@ -63,7 +60,7 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
   try {
     // the decision is taken again if the statement finds the caller's credential changed (credential-cache.ts)
     const { row, inserted } = await deps.credentials.decide(request, async () => {
-      const { command, audit } = await prepareCommand(deps, request, submission.input, { key, target: submission.target });
+      const { command, audit } = await prepareCommand(deps, request, submission.input, key);
       return deps.bus.recordCommand({ id, caller: request.caller, command, audit, idempotencyKey: key, identity: submission.identity });
     });
     const replayed = !inserted;
@@ -115,7 +112,7 @@ function cancelled(row: CommandRow): AppError {
 }
 
 /** `Idempotency-Key`: 1 to 255 characters, or absent. */
-export function idempotencyKey(request: FastifyRequest): string | undefined {
+function idempotencyKey(request: FastifyRequest): string | undefined {
   const key = request.headers['idempotency-key'];
   if (key === undefined) return undefined;
   // Node joins a repeated header into one string ("a, b"): count the header lines as sent

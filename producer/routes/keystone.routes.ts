@@ -1,7 +1,6 @@
 import { AppError, JobView, NoContent } from '../../contracts/index.js';
-import { findCommandByIdempotencyKey } from '../../db/repositories/command.repository.js';
 import type { AppDeps } from '../app.js';
-import { idempotencyKey, type SeedSuccess, submit } from '../intake.js';
+import { type SeedSuccess, submit } from '../intake.js';
 import { validateKeystoneToken } from '../services/keystone-tokens.service.js';
 import type { ZodApp } from '../types.js';
 import { KeystoneTokenBody, KeystoneValidateQuery } from '../../contracts/keystone.js';
@@ -22,16 +21,7 @@ export function keystoneRoutes(app: ZodApp, deps: AppDeps): void {
     if (!lookup) throw new AppError('PV1002', { header: 'X-Subject-Token' }, 'The X-Subject-Token header must hold the token to delete.');
     // the request is named by its subject token: a retry under the key with another secret is another request (PV3010)
     const identity = { subject_token: lookup.hash.toString('hex') };
-    let tokenId = lookup.found?.token.id;
-    if (tokenId === undefined) {
-      // a retry of a delete that ran: the token is gone, and the key's earlier command names it
-      const key = idempotencyKey(request);
-      const earlier = key === undefined ? undefined : await findCommandByIdempotencyKey(deps.db, request.caller.subject.id, key);
-      if (earlier?.payload.type !== 'access_token.revoke') throw new AppError('PV3006', {}, 'The subject token could not be found.');
-      tokenId = earlier.payload.token_id;
-    }
-    const input = { type: 'access_token.revoke' as const, token_id: tokenId };
-    return submit(deps, request, reply, { input, answer: { seed: noContent }, target: lookup.found ?? null, identity });
+    return submit(deps, request, reply, { input: { type: 'access_token.revoke', bySecret: lookup }, answer: { seed: noContent }, identity });
   });
 
   // Keystone's token validation; Fastify answers HEAD from this GET (the same status and

@@ -7,7 +7,7 @@ import { findCommandByIdempotencyKey } from '../../db/repositories/command.repos
 import { findSubject } from '../../db/repositories/subject.repository.js';
 import type { SubjectRow } from '../../db/subject.table.js';
 import type { TenantScope } from '../../db/repositories/tenant-scope.js';
-import { type Caller, givenReason, requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
+import { type Caller, givenReason, type SubjectTokenLookup, requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
 import { requireCollectionExists } from './vault-tokens.service.js';
 
 /**
@@ -41,17 +41,21 @@ function optionalReason(input: CommandRequest): ResolvedReason | null {
   return input.reason === undefined ? null : givenReason({ ...input, reason: input.reason });
 }
 
+/** An access_token.revoke whose token the route looked up by its secret (Keystone's X-Subject-Token), not by its ID. */
+export interface RevokeBySecret {
+  type: 'access_token.revoke';
+  bySecret: SubjectTokenLookup;
+}
+
+/** A command as a route asks for it. */
+export type AskedCommand = CommandRequest | RevokeBySecret;
+
 /**
  * Authorizes a command request and fixes its audit context: every check that can be made at
  * acceptance is made here, so a 202 is only given to a command the caller may run. Used by the
  * seed routes and `POST /v1/commands` alike. Returns the command as it will be stored.
  */
-export async function prepareCommand(
-  ctx: IntakeContext,
-  request: FastifyRequest,
-  input: CommandRequest,
-  known: { key: string | undefined; target?: AccessTokenWithSubject | null | undefined },
-): Promise<{ command: Command; audit: AuditContext }> {
+export async function prepareCommand(ctx: IntakeContext, request: FastifyRequest, input: AskedCommand, key: string | undefined): Promise<{ command: Command; audit: AuditContext }> {
   const { caller } = request;
   switch (input.type) {
     case 'tokens.delete':
@@ -80,16 +84,23 @@ export async function prepareCommand(
       return { command, audit };
     }
     case 'access_token.revoke': {
-      const reason = optionalReason(input);
-      const scope = tenantScope(caller.subject, request.headers['x-tenant-id']);
-      const target = known.target !== undefined ? known.target : await findAccessTokenById(ctx.db, input.token_id);
-      if (target) authorizeAccessTokenRevoke(caller, target);
+      const reason = 'bySecret' in input ? null : optionalReason(input);
+      const audit = auditContext(request, tenantScope(caller.subject, request.headers['x-tenant-id']), reason);
+      const target = 'bySecret' in input ? input.bySecret.found : await findAccessTokenById(ctx.db, input.token_id);
+      if (target) {
+        authorizeAccessTokenRevoke(caller, target);
+        return { command: { type: input.type, token_id: target.token.id }, audit };
+      }
       // a retry of a revoke that ran: its token is gone, and the key's earlier command answers
       // (the same request: its replay; another one: PV3010)
-      else if (known.key === undefined || !(await findCommandByIdempotencyKey(ctx.db, caller.subject.id, known.key))) {
-        throw new AppError('PV3006', { token_id: input.token_id });
+      const earlier = key === undefined ? undefined : await findCommandByIdempotencyKey(ctx.db, caller.subject.id, key);
+      if ('bySecret' in input) {
+        // the token is the one the earlier revoke named; the secret's hash (the route's identity) tells a replay from another request
+        if (earlier?.payload.type !== 'access_token.revoke') throw new AppError('PV3006', {}, 'The subject token could not be found.');
+        return { command: { type: input.type, token_id: earlier.payload.token_id }, audit };
       }
-      return { command: { type: input.type, token_id: input.token_id }, audit: auditContext(request, scope, reason) };
+      if (!earlier) throw new AppError('PV3006', { token_id: input.token_id });
+      return { command: { type: input.type, token_id: input.token_id }, audit };
     }
     case 'temporary_tokens.revoke_all': {
       const reason = optionalReason(input);
