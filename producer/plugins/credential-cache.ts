@@ -14,17 +14,18 @@ import { credentialCacheLookups } from './metrics.js';
  * unknown secrets cannot fill it), sparing them the read.
  *
  * Invariant: a cached caller serves only a route marked `cachedCredential` (one that answers
- * through intake's `submit`), and only when X-Tenant-Id names no tenant outside its scope. Each
- * answer given on it is either a command recorded by a statement that re-checked the credential
- * (`decide`: insertCommands' credentialHolds), or is given after a fresh read of the credential:
- * a refusal inside `decide` stands only if the fresh read decides alike, else it is decided again
- * on the fresh caller; a dry run, and every error answered outside `decide`, wait for `confirm`
- * (401 if the credential no longer authenticates, 403 if X-Tenant-Id is now outside its scope).
+ * through intake's `submit`) and not `subjectToken`, and only when X-Tenant-Id names no tenant
+ * outside its scope. Each answer given on it is either a command recorded by a statement that
+ * re-checked the credential (`decide`: insertCommands' credentialHolds), or is given after a
+ * fresh read of the credential: a refusal inside `decide` stands only if the fresh read decides
+ * alike, else it is decided again on the fresh caller; a dry run, and every error answered
+ * outside `decide`, wait for `confirm` (401 if the credential no longer authenticates, 403 if
+ * X-Tenant-Id is now outside its scope).
  */
 
 declare module 'fastify' {
   interface FastifyContextConfig {
-    /** The caller may come from the credential cache: the route answers through `submit` (credential-cache.ts). */
+    /** The caller may come from the credential cache: the route answers through `submit`. */
     cachedCredential?: boolean;
   }
 }
@@ -70,7 +71,7 @@ export class CredentialCache {
    * command — and returns the recorded command. A refusal (thrown) on a cached caller stands only
    * if a fresh read decides alike; otherwise, and whenever the statement finds the credential no
    * longer holds, the caller is read afresh and `attempt` runs again: PV1010 after MAX_RUNS.
-   * `attempt` therefore does nothing before its statement that a second run would repeat.
+   * So `attempt` only reads until its statement, which records nothing unless it returns it.
    */
   async decide(request: FastifyRequest, attempt: () => Promise<RecordOutcome>): Promise<Recorded> {
     for (let run = 1; run <= MAX_RUNS; run++) {
