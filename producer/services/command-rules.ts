@@ -7,7 +7,7 @@ import { findCommandByIdempotencyKey } from '../../db/repositories/command.repos
 import { findSubject } from '../../db/repositories/subject.repository.js';
 import type { SubjectRow } from '../../db/subject.table.js';
 import type { TenantScope } from '../../db/repositories/tenant-scope.js';
-import { type Caller, givenReason, type SubjectTokenLookup, requireCapability, requireCollection, resolveReason, type ResolvedReason, tenantScope } from '../access.js';
+import { type Caller, givenReason, requireCapability, requireCollection, resolveReason, type ResolvedReason, type SubjectTokenLookup, tenantScope } from '../access.js';
 import { requireCollectionExists } from './vault-tokens.service.js';
 
 /**
