@@ -92,6 +92,16 @@ export async function tokenize(stack: Stack, collection: string, items: unknown[
   return r.body.map((t: { token_id: string }) => t.token_id);
 }
 
+/** Creates `collection` and tokenizes `count` objects into it (`o0`, `o1`, …) as the admin; returns the token IDs in order. */
+export async function collectionOfTokens(stack: Stack, collection: string, count: number): Promise<string[]> {
+  await createCollection(stack, collection);
+  return tokenize(
+    stack,
+    collection,
+    Array.from({ length: count }, (_, i) => ({ object: { id: `o${i}` } })),
+  );
+}
+
 /** Submits a command with POST /v1/commands as the admin (`headers` added); returns its job ID once accepted (202). */
 export async function submitCommand(stack: Stack, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<string> {
   const r = await call(stack, 'POST', '/v1/commands', { headers: { ...stack.admin, ...headers }, body });

@@ -7,7 +7,7 @@ import { loadConfig } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { type RunningProducer, startProducer } from '../../producer/server.js';
-import { call, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
+import { call, collectionOfTokens, createCollection, subjectWithToken, tokenize, waitForJob } from '../helpers/api.js';
 import { backendsWaitingOnLocks, bounded, countInStates, duplicates, tokenIdsOf } from '../helpers/faults.js';
 import { killChildren, runScript } from '../helpers/processes.js';
 import { freePort, type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
@@ -170,12 +170,7 @@ describe('Postgres connections cut while jobs run', () => {
   it('the producer answers normally after its own connections were cut', { timeout: 30_000 }, async () => {
     const db = stack.database.db;
     const collection = 'cut_producer';
-    await createCollection(stack, collection);
-    const tokens = await tokenize(
-      stack,
-      collection,
-      Array.from({ length: 5 }, (_, i) => ({ object: { id: `o${i}` } })),
-    );
+    const tokens = await collectionOfTokens(stack, collection, 5);
     await stack.startWorker();
 
     const cut = await terminateBackends(db, stack.database.name, ['revocation-producer', 'revocation-waiter']);

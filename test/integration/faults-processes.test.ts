@@ -5,7 +5,7 @@ import { COMMAND_QUEUE, COMMAND_WORKER_OPTIONS, loadConfig } from '../../contrac
 import { migrateToLatest } from '../../db/migrate.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
 import { startProducer } from '../../producer/server.js';
-import { call, createCollection, tokenize, waitForJob } from '../helpers/api.js';
+import { call, collectionOfTokens, createCollection, tokenize, waitForJob } from '../helpers/api.js';
 import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, StepLog, streamEvents, tally, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
 import { killChildren, launchWorker, producerEnv, type ServiceProcess, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
 import { prng } from '../helpers/prng.js';
@@ -39,12 +39,7 @@ describe('a worker process killed -9 during a burst of 1,000 single-token delete
   it('every command ends succeeded exactly once: one audit row, one tokens.deleted and one command.succeeded each, exactly the named tokens gone', { timeout: 120_000 }, async () => {
     const db = stack.database.db;
     const collection = 'burst';
-    await createCollection(stack, collection);
-    const tokens = await tokenize(
-      stack,
-      collection,
-      Array.from({ length: 1_100 }, (_, i) => ({ object: { id: `o${i}` } })),
-    );
+    const tokens = await collectionOfTokens(stack, collection, 1_100);
     const targets = tokens.slice(0, 1_000);
     const kept = tokens.slice(1_000);
 

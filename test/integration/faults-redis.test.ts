@@ -1,7 +1,7 @@
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { call, createCollection, tokenize } from '../helpers/api.js';
+import { call, collectionOfTokens, createCollection, tokenize } from '../helpers/api.js';
 import { bounded, commandQueue, expectDeletedOnce, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
 import { type OwnRedis, startOwnRedis, stopOwnRedisServers } from '../helpers/redis-server.js';
 import { sleep } from '../helpers/sleep.js';
@@ -59,12 +59,7 @@ describe('faults of a Redis of our own', () => {
       const stack = await newStack({ worker: false });
       const db = stack.database.db;
       const collection = 'lost_jobs';
-      await createCollection(stack, collection);
-      const tokens = await tokenize(
-        stack,
-        collection,
-        Array.from({ length: 1_100 }, (_, i) => ({ object: { id: `o${i}` } })),
-      );
+      const tokens = await collectionOfTokens(stack, collection, 1_100);
       const targets = tokens.slice(0, 1_000);
       const kept = tokens.slice(1_000);
 
@@ -114,12 +109,7 @@ describe('faults of a Redis of our own', () => {
     const stack = await newStack({ worker: false });
     const db = stack.database.db;
     const collection = 'redis_down';
-    await createCollection(stack, collection);
-    const tokens = await tokenize(
-      stack,
-      collection,
-      Array.from({ length: 25 }, (_, i) => ({ object: { id: `o${i}` } })),
-    );
+    const tokens = await collectionOfTokens(stack, collection, 25);
     const toDelete = tokens.slice(0, 10);
     const toRotate = tokens.slice(10, 20);
     const untouched = tokens.slice(20);

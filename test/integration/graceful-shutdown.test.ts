@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_QUEUE, type JobProgress } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { seedVaultTokens } from '../../db/repositories/seed.repository.js';
-import { call, createCollection, tokenize } from '../helpers/api.js';
+import { call, collectionOfTokens, createCollection, tokenize } from '../helpers/api.js';
 import { backendsWaitingOnLocks, bounded, commandQueue, countInStates, duplicates, expectDeletedOnce, StepLog, streamEvents, tokenIdsOf, waitForTerminal } from '../helpers/faults.js';
 import { RawConnection, type RawResponse } from '../helpers/http.js';
 import { killChildren, producerEnv, spawnProducer, spawnWorker, type WorkerProcess } from '../helpers/processes.js';
@@ -90,12 +90,7 @@ describe('graceful shutdown of producer and worker processes', () => {
     async () => {
       const db = stack.database.db;
       const collection = 'drain_producer';
-      await createCollection(stack, collection);
-      const tokens = await tokenize(
-        stack,
-        collection,
-        Array.from({ length: 6 }, (_, i) => ({ object: { id: `o${i}` } })),
-      );
+      const tokens = await collectionOfTokens(stack, collection, 6);
       const port = await freePort();
       const producer = await spawnProducer(producerEnv(stack.config, port));
       const connections: RawConnection[] = [];
@@ -244,12 +239,7 @@ describe('graceful shutdown of producer and worker processes', () => {
   it('worker, SIGTERM with one-step jobs running: it finishes those, leaves the rest queued, exits 0; another worker runs the rest once', { timeout: 90_000 }, async () => {
     const db = stack.database.db;
     const collection = 'drain_worker_singles';
-    await createCollection(stack, collection);
-    const tokens = await tokenize(
-      stack,
-      collection,
-      Array.from({ length: 420 }, (_, i) => ({ object: { id: `o${i}` } })),
-    );
+    const tokens = await collectionOfTokens(stack, collection, 420);
     const targets = tokens.slice(0, 400);
 
     const first = await spawnWorker(stack.config);

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isUnreachable } from '../../bin/startup.js';
 import { pingRedis } from '../../db/redis-connection.js';
 import { EventConsumer, type RevocationEvent } from '../../index.js';
-import { call, createCollection, tokenize } from '../helpers/api.js';
+import { call, collectionOfTokens, createCollection, tokenize } from '../helpers/api.js';
 import { bounded, expectDeletedOnce, waitForTerminal } from '../helpers/faults.js';
 import { runCli } from '../helpers/processes.js';
 import { type OwnRedisCluster, startOwnRedisCluster } from '../helpers/redis-cluster.js';
@@ -112,12 +112,7 @@ describe('on a Redis Cluster of three masters', () => {
     stack ??= await startStack({ env: { REDIS_CLUSTER_NODES: cluster.setting } });
     const { db } = stack.database;
     const collection = 'node_killed';
-    await createCollection(stack, collection);
-    const tokens = await tokenize(
-      stack,
-      collection,
-      Array.from({ length: 330 }, (_, i) => ({ object: { id: `o${i}` } })),
-    );
+    const tokens = await collectionOfTokens(stack, collection, 330);
     const targets = tokens.slice(0, 300);
     const kept = tokens.slice(300);
     const node = await cluster.nodeFor(`${stack.config.QUEUE_PREFIX}:commands:wait`);
