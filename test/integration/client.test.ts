@@ -4,6 +4,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { type CachedToken, EVENT_FIELD, EventConsumer, type EventConsumerOptions, JobView, RevocationApiError, RevocationClient, RevocationEvent, TokenCacheInvalidator } from '../../index.js';
 import { call, createCollection, subjectWithToken, tokenize, uid } from '../helpers/api.js';
+import { commandQueue } from '../helpers/faults.js';
 import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
@@ -218,15 +219,21 @@ describe('the client package against a running service', () => {
 
     it('cancel ends a job that has not run and returns its view; cancelling an ended job is RevocationApiError 409 PV3011', async () => {
       const { collection, ids } = await collectionWithTokens('cancel', [{ object: { id: 'o1' } }]);
-      // the job's first step waits for the token before it takes its command
-      const lock = await lockTokens(collection, ids);
-      const submitted = await client.submit({ type: 'tokens.delete', collection, token_ids: ids, reason: REASON });
-
-      const cancelled = await client.cancel(submitted.job_id);
-
-      expect(cancelled).toMatchObject({ job_id: submitted.job_id, state: 'cancelled', result: { deleted: 0 } });
-      expect(await client.cancel(submitted.job_id)).toEqual(cancelled);
-      await lock.release();
+      // the queue paused: no worker takes the job before it is cancelled
+      const commands = commandQueue(stack.config.REDIS_URL, stack.config.QUEUE_PREFIX);
+      await commands.queue.pause();
+      let cancelled: JobView;
+      let submitted: { job_id: string };
+      try {
+        submitted = await client.submit({ type: 'tokens.delete', collection, token_ids: ids, reason: REASON });
+        cancelled = await client.cancel(submitted.job_id);
+        expect(cancelled).toMatchObject({ job_id: submitted.job_id, state: 'cancelled', result: { deleted: 0 } });
+        expect(await client.cancel(submitted.job_id)).toEqual(cancelled);
+      } finally {
+        await commands.queue.resume();
+        await commands.close();
+      }
+      // delivered once the queue resumes, it finds its command cancelled and runs nothing
       expect(await client.waitForJob(submitted.job_id)).toEqual(cancelled);
 
       const done = await client.run({ type: 'tokens.delete', collection, token_ids: ids, reason: REASON });
