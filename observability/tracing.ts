@@ -14,7 +14,7 @@ import type { Config } from '../contracts/index.js';
  * exporters, bullmq-otel and @fastify/otel, and until then every helper below just runs its
  * function. (prom-client loads the API, a no-op without an SDK, for its exemplars.)
  *
- * Work done for several traces at once (a group commit's transaction, one write of XADDs for
+ * Work done for several traces at once (a group commit's transaction, one batch of XADDs for
  * events of several commands) is one span whose parent is the first of them and which links to
  * each: the OTel way for a batch. The other jobs' traces reach it through its links.
  */

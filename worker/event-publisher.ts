@@ -42,7 +42,7 @@ export async function appendToStream(redis: RedisClient, { stream, maxLen, minRe
 }
 
 export interface EventPublisherOptions extends StreamOptions {
-  /** Events per batch of XADDs (one write), at most. */
+  /** Events per batch of XADDs (sent together, without waiting for one another's answers), at most. */
   batchSize?: number;
   /** Published events are marked in Postgres in one statement per this many milliseconds (or per batchSize events). */
   markDelayMs?: number;

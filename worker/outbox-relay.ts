@@ -29,8 +29,8 @@ export interface RelayOptions extends StreamOptions {
  *
  * One relay leads at a time: it holds the relay lock (a session-level advisory lock) on a
  * connection of its own and looks every poll interval. A round is two round trips: one statement
- * marks the batch just put on the stream and reads the next, and one write of XADDs (MAXLEN ~)
- * publishes it. A relay that does not lead tries to every poll interval, so another process takes
+ * marks the batch just put on the stream and reads the next, and one batch of XADDs (MAXLEN ~),
+ * sent together, publishes it. A relay that does not lead tries to every poll interval, so another process takes
  * over within about a second when the leader's process or connection dies (its lock goes with
  * its session; a leader whose connection was replaced finds out at its next round and leads
  * again only if it takes the lock again). If Redis fails, nothing is marked and the batch is read again (after a backoff,
