@@ -56,16 +56,16 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   }
   const workerRedis = connectRedis(topology, { name: 'revocation-worker', whenDown: 'wait' });
   const redis = connectRedis(topology, { name: 'revocation-relay', whenDown: 'wait' });
-  for (const r of [workerRedis, redis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));
+  // the publisher's own: its WAIT for replicas (EVENTS_MIN_REPLICAS) holds the connection until they answer
+  const publisherRedis = connectRedis(topology, { name: 'revocation-publisher', whenDown: 'wait' });
+  for (const r of [workerRedis, redis, publisherRedis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));
   await warnOnEvictionPolicy(redis, logger);
 
   // events go on the stream from the process that committed them, right after the commit; the
   // relay (one leader among the worker processes, on a connection of its own that holds the relay
   // lock) publishes only what a worker left behind (it died between its commit and its XADD)
   const stream = { stream: config.EVENTS_STREAM, maxLen: config.EVENTS_STREAM_MAXLEN, minReplicas: config.EVENTS_MIN_REPLICAS };
-  // on the BullMQ worker's connection, unless the events wait for replicas (WAIT), which must not
-  // hold up the worker's commands
-  const publisher = new EventPublisher(db, config.EVENTS_MIN_REPLICAS > 0 ? redis : workerRedis, logger, stream);
+  const publisher = new EventPublisher(db, publisherRedis, logger, stream);
   const onCommitted = (events: readonly OutboxEvent[]) => publisher.publish(events);
   const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker' });
   const relay = new OutboxRelay(db, relaySession, redis, logger, stream);
@@ -123,8 +123,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
       await publisher.close();
       await relay.stop();
       await queue.close().catch(() => {});
-      workerRedis.disconnect();
-      redis.disconnect();
+      for (const r of [workerRedis, redis, publisherRedis]) r.disconnect();
       await db.destroy();
     },
   };
