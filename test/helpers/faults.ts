@@ -6,7 +6,9 @@ import { expect } from 'vitest';
 import { COMMAND_QUEUE, type CommandJobData, EVENT_FIELD, RevocationEvent } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { COMMAND_CHANNEL } from '../../db/repositories/command.repository.js';
+import type { RunningWorker } from '../../worker/start-worker.js';
 import { sleep } from './sleep.js';
+import type { Stack } from './stack.js';
 
 /**
  * Shared pieces of the fault-injection tests (worker and producer processes killed or signalled):
@@ -125,6 +127,20 @@ export async function reconcileUntilQueued(queue: Queue<CommandJobData>, reconci
     await reconciler.reconcileOnce();
     if (!(await queue.getJob(id))) await sleep(100);
   }
+}
+
+/**
+ * After a worker process was killed -9 in the middle of a command: drops its job's lock (which
+ * would expire on its own after lockDuration) and the stalled job, starts a worker in this process
+ * and runs its reconciler until the command is queued again. Resolves with that worker.
+ */
+export async function resumeOnAnotherWorker(stack: Stack, queue: Queue<CommandJobData>, id: string): Promise<RunningWorker> {
+  await stack.redis.del(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}:lock`);
+  await (await queue.getJob(id))?.remove();
+  expect(await queue.getJob(id)).toBeUndefined();
+  const worker = await stack.startWorker();
+  await reconcileUntilQueued(queue, worker.reconciler, id);
+  return worker;
 }
 
 /** Every event on the stream (a fresh connection), parsed against the contract. */

@@ -3,14 +3,14 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { COMMAND_QUEUE, type RevocationEvent } from '../../contracts/index.js';
+import type { RevocationEvent } from '../../contracts/index.js';
 import { outboxEventsOf } from '../../db/repositories/outbox.repository.js';
 import { seedNamedAccessTokens, seedTemporaryAccessTokens } from '../../db/repositories/seed.repository.js';
 import { type ExecutionOutcome, executeCommand } from '../../worker/command-executor.js';
 import { subjectLockoutHandler } from '../../worker/handlers/subject-lockout.handler.js';
 import { subjectUnlockHandler } from '../../worker/handlers/subject-unlock.handler.js';
 import { bearer, call, createCollection, subjectWithToken, uid, waitForEvents, waitForJob } from '../helpers/api.js';
-import { commandQueue, reconcileUntilQueued, StepLog } from '../helpers/faults.js';
+import { commandQueue, resumeOnAnotherWorker, StepLog } from '../helpers/faults.js';
 import { killChildren, spawnWorker } from '../helpers/processes.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -453,11 +453,7 @@ describe('a lockout whose worker process is killed -9 in the middle', () => {
     expect(left).toBe(all.length - processed);
     expect(await call(stack, 'GET', '/v1/audit?limit=1', { headers: victim.headers }).then((r) => r.status)).toBe(401);
 
-    // the dead worker's job: its lock dropped, the job removed, a reconciler re-enqueues the command
-    await stack.redis.del(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${jobId}:lock`);
-    await (await commands.queue.getJob(jobId))?.remove();
-    const second = await stack.startWorker();
-    await reconcileUntilQueued(commands.queue, second.reconciler, jobId);
+    await resumeOnAnotherWorker(stack, commands.queue, jobId);
 
     const done = await waitForJob(stack, jobId, stack.admin, 60_000);
     expect(done).toMatchObject({ state: 'succeeded', result: { subject: { kind: 'user', id }, revoked: all.length }, progress: { processed: all.length, total: all.length } });
