@@ -82,12 +82,10 @@ export class Reconciler {
   }
 
   private async ensureJob(commandId: string): Promise<boolean> {
-    const job = await this.queue.getJob(commandId);
-    if (job) {
-      const state = await job.getState();
-      if (liveStates.has(state)) return false;
-      await job.remove().catch(() => {});
-    }
+    // one script call, without reading the job: a round may look at thousands of queued commands
+    const state = await this.queue.getJobState(commandId);
+    if (liveStates.has(state)) return false;
+    if (state !== 'unknown') await this.queue.remove(commandId);
     await this.queue.add(COMMAND_JOB_NAME, { command_id: commandId }, { ...COMMAND_JOB_OPTIONS, jobId: commandId });
     return true;
   }
