@@ -106,7 +106,7 @@ describe('a bulk delete whose worker process is killed -9 in the middle', () => 
     expect((await outboxEventsOf(db, id)).some((e) => e.type === 'command.succeeded' || e.type === 'command.failed')).toBe(false);
 
     // the dead worker's BullMQ job is still 'active' under a lock that would expire on its own
-    // (lockDuration 30 s); expire it now, drop the stalled job, and let a reconciler re-enqueue it
+    // (COMMAND_WORKER_OPTIONS.lockDuration); expire it now, drop the stalled job, and let a reconciler re-enqueue it
     expect(await (await commands.queue.getJob(id))?.getState()).toBe('active');
     expect(await stack.redis.pttl(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}:lock`)).toBeGreaterThan(0);
     await resumeOnAnotherWorker(stack, commands.queue, id);
