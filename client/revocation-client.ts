@@ -43,7 +43,7 @@ export class RevocationApiError extends Error {
 export interface SubmitOptions {
   /** Makes the submission safe to retry: the same key and command give the same job. */
   idempotencyKey?: string;
-  /** Seconds the service may hold the request for the job to end (`Prefer: wait`), ≤ 30. */
+  /** Seconds the service may hold the request for the job to end (`Prefer: wait`); it cuts them to its SYNC_WAIT_SECONDS (default 30). */
   waitSeconds?: number;
 }
 
@@ -121,9 +121,11 @@ export class RevocationClient {
 
   /**
    * Cancels a job (`POST /v1/jobs/{id}/cancel`): a queued job never runs, a running bulk delete
-   * stops after the batch in progress. Returns the cancelled job view (its result says what was
-   * done); cancelling a cancelled job returns it again. Throws RevocationApiError: 409 PV3011
-   * when the job already succeeded or failed, 404 PV3005 when it is not the caller's to see.
+   * stops after the batch in progress. Returns the job view: cancelled (its result says what was
+   * done), or still running when a step held it past the wait (the step ends it cancelled when it
+   * commits); cancelling a cancelled job returns it again. Throws RevocationApiError: 409 PV3011
+   * when the job already succeeded or failed, 409 PV3013 when it is a lockout that has started,
+   * 404 PV3005 when it is not the caller's to see.
    */
   async cancel(jobId: string): Promise<JobView> {
     return JobView.parse((await this.request('POST', `/v1/jobs/${encodeURIComponent(jobId)}/cancel`)).body);

@@ -4,9 +4,9 @@ import type { AuditContext, Command, CommandType, JobProgress, JobState, StoredE
 type Json<T> = ColumnType<T, T | string, T | string>;
 
 /**
- * A durable revocation command: the truth about a job. BullMQ's job (ID = `id`) carries the ID
- * (and, for a short command, a copy the worker checks against this row: CommandJobData), so a
- * lost or removed BullMQ job loses nothing.
+ * A durable revocation command: the truth about a job. BullMQ's job (ID = `id`) carries only the
+ * ID and, for a short command, the `short` hint (CommandJobData), so a lost or removed BullMQ job
+ * loses nothing.
  */
 export interface CommandTable {
   id: string;

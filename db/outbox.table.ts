@@ -1,7 +1,7 @@
 import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
 import type { RevocationEvent } from '../contracts/index.js';
 
-/** Events committed with their effect, waiting for (or done with) the relay to the stream. */
+/** Events committed with their effect, until the committing worker's publisher (or, for those it left, the relay) puts them on the stream. */
 export interface OutboxTable {
   id: Generated<string>;
   event_id: string;

@@ -18,8 +18,9 @@ export function setMetricsSource(db: Db, queue: Queue): void {
 }
 
 /**
- * Counted by the process whose transaction ended the command: a worker for succeeded and failed,
- * the producer that served `POST /v1/jobs/{id}/cancel` for cancelled.
+ * Counted by the process whose transaction ended the command: a worker for succeeded, failed, and
+ * cancelled by its next step; the producer that served `POST /v1/jobs/{id}/cancel` for a job the
+ * cancel itself ended.
  */
 export const commandsFinished = new client.Counter({
   name: 'revocation_commands_total',

@@ -1,11 +1,11 @@
 import { type Kysely, sql } from 'kysely';
 
 /**
- * commitSteps ends with this check: a step that ran its effect on the copy of its command a job
- * carried (before locking the row) names the state and contents it expects, and the statement
- * that writes the step's records fails unless every command it updated was as expected. A
- * statement cannot raise an error by itself; this function does, with its own SQLSTATE, so that
- * the COMMIT sent right behind the statement finds the transaction aborted and commits nothing.
+ * commitSteps of earlier versions ended with this check: a step that ran its effect on the copy
+ * of its command a job carried (before locking the row) named the state and contents it expected,
+ * and the statement that wrote the step's records failed unless every command it updated was as
+ * expected. A statement cannot raise an error by itself; this function does, with its own
+ * SQLSTATE, so that the COMMIT sent right behind the statement found the transaction aborted.
  * Workers no longer carry copies and do not call it; it stays for workers of an earlier version
  * during a rolling upgrade.
  */

@@ -141,5 +141,5 @@ export async function limitStatementTime(trx: Executor, ms: number): Promise<voi
   await sql`select set_config('statement_timeout', ${String(Math.ceil(ms))}, true)`.execute(trx);
 }
 
-/** The channel a transaction NOTIFYs with `done:<id>` or `step:<id>` when it commits a command step. */
+/** The channel a transaction NOTIFYs with `done:<id>:<state>` or `step:<id>` when it commits a command step. */
 export const COMMAND_CHANNEL = 'revocation_commands';
