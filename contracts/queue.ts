@@ -1,3 +1,5 @@
+import type { Queue } from 'bullmq';
+
 /** Names shared by producer, worker and clients. */
 export const COMMAND_QUEUE = 'commands';
 export const DEFAULT_QUEUE_PREFIX = 'revocation';
@@ -44,3 +46,11 @@ export const COMMAND_WORKER_OPTIONS = { lockDuration: 10_000, stalledInterval: 4
 
 /** BullMQ job name of a command job. */
 export const COMMAND_JOB_NAME = 'command';
+
+/**
+ * Adds a command's job: job ID = command ID, so adding it again while it is queued or running
+ * changes nothing (the producer after recording it, the reconciler when its job is gone or dead).
+ */
+export async function addCommandJob(queue: Queue<CommandJobData>, job: CommandJobData): Promise<void> {
+  await queue.add(COMMAND_JOB_NAME, job, { ...COMMAND_JOB_OPTIONS, jobId: job.command_id });
+}

@@ -1,6 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData } from '../contracts/index.js';
+import { addCommandJob, type CommandJobData } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
 import { listUnfinishedCommands } from '../db/repositories/command-list.repository.js';
 import { reconcilerRequeued } from './metrics.js';
@@ -86,7 +86,7 @@ export class Reconciler {
     const state = await this.queue.getJobState(commandId);
     if (liveStates.has(state)) return false;
     if (state !== 'unknown') await this.queue.remove(commandId);
-    await this.queue.add(COMMAND_JOB_NAME, { command_id: commandId }, { ...COMMAND_JOB_OPTIONS, jobId: commandId });
+    await addCommandJob(this.queue, { command_id: commandId });
     return true;
   }
 }

@@ -1,6 +1,6 @@
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { AppError, type AuditContext, type Command, COMMAND_JOB_NAME, COMMAND_JOB_OPTIONS, type CommandJobData, isShortCommand } from '../../contracts/index.js';
+import { addCommandJob, AppError, type AuditContext, type Command, type CommandJobData, isShortCommand } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import type { RecordOutcome } from '../../db/repositories/command.repository.js';
 import { inSpan } from '../../observability/tracing.js';
@@ -50,9 +50,9 @@ export class CommandBus {
     });
   }
 
-  /** Adds the command's job (job ID = command ID; adding it again changes nothing). */
-  async addJob(job: CommandJobData): Promise<void> {
-    await this.queue.add(COMMAND_JOB_NAME, job, { ...COMMAND_JOB_OPTIONS, jobId: job.command_id });
+  /** Adds the command's job (addCommandJob). */
+  addJob(job: CommandJobData): Promise<void> {
+    return addCommandJob(this.queue, job);
   }
 
   async #record(submission: CommandToRecord): Promise<RecordOutcome> {
