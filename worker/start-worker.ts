@@ -58,7 +58,8 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   const redis = connectRedis(topology, { name: 'revocation-relay', whenDown: 'wait' });
   // the publisher's own: its WAIT for replicas (EVENTS_MIN_REPLICAS) holds the connection until they answer
   const publisherRedis = connectRedis(topology, { name: 'revocation-publisher', whenDown: 'wait' });
-  for (const r of [workerRedis, redis, publisherRedis]) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));
+  const connections = [workerRedis, redis, publisherRedis];
+  for (const r of connections) r.on('error', (error) => logger.debug({ err: error }, 'worker redis error'));
   await warnOnEvictionPolicy(redis, logger);
 
   // events go on the stream from the process that committed them, right after the commit; the
@@ -123,7 +124,7 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
       await publisher.close();
       await relay.stop();
       await queue.close().catch(() => {});
-      for (const r of [workerRedis, redis, publisherRedis]) r.disconnect();
+      for (const r of connections) r.disconnect();
       await db.destroy();
     },
   };

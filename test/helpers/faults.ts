@@ -136,7 +136,7 @@ export async function reconcileUntilQueued(queue: Queue<CommandJobData>, reconci
  */
 export async function resumeOnAnotherWorker(stack: Stack, queue: Queue<CommandJobData>, id: string): Promise<RunningWorker> {
   await stack.redis.del(`${stack.config.QUEUE_PREFIX}:${COMMAND_QUEUE}:${id}:lock`);
-  await (await queue.getJob(id))?.remove();
+  await queue.remove(id);
   expect(await queue.getJob(id)).toBeUndefined();
   const worker = await stack.startWorker();
   await reconcileUntilQueued(queue, worker.reconciler, id);

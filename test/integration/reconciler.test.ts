@@ -4,7 +4,7 @@ import { UnrecoverableError, Worker } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { COMMAND_QUEUE } from '../../contracts/index.js';
 import { Reconciler } from '../../worker/reconciler.js';
-import { freshCollection, submitCommand, tokenize } from '../helpers/api.js';
+import { collectionOfTokens, submitCommand, uid } from '../helpers/api.js';
 import { commandQueue } from '../helpers/faults.js';
 import { type Stack, startStack } from '../helpers/stack.js';
 
@@ -29,8 +29,8 @@ describe('the reconciler', () => {
 
   /** A delete of one token, recorded and enqueued by the producer; nothing runs it. */
   async function queuedCommand(): Promise<string> {
-    const collection = await freshCollection(stack);
-    const [token] = await tokenize(stack, collection, [{ object: { id: 'o1' } }]);
+    const collection = uid('c');
+    const [token] = await collectionOfTokens(stack, collection, 1);
     return submitCommand(stack, { type: 'tokens.delete', collection, token_ids: [token], reason: 'AppFunctionality' });
   }
 
