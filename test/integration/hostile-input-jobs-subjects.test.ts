@@ -16,8 +16,8 @@ import {
   notCollectionName,
   notIdentifier,
   type Pairs,
-  pct,
   poisonedGet,
+  segment,
   type QueryPoison,
   subjectTokenPoison,
   unknownParam,
@@ -243,11 +243,10 @@ function specs(w: World): FamilySpecs<'jobs-subjects'> {
     template: '/v1/jobs/:id',
     valid: fc.constant({ url: `/v1/jobs/${w.adminJobId}` }),
     poisons: [
-      // an empty ID is no poison: /v1/jobs/ is the job list (GET /v1/jobs, trailing slashes ignored)
       admin(
         fc
           .oneof(
-            hostileText.filter((s) => s !== '').map(pct),
+            segment(hostileText),
             fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${w.adminJobId}%00`, `${w.adminJobId};x`, w.adminJobId.toUpperCase().replace(/-/g, ''), `{${w.adminJobId}}`),
           )
           .map((id) => ({ method: 'GET', url: `/v1/jobs/${id}`, poison: 'bad job id', expect: [400, 404] })),
@@ -267,7 +266,7 @@ function specs(w: World): FamilySpecs<'jobs-subjects'> {
       admin(
         fc
           .oneof(
-            hostileText.map(pct),
+            segment(hostileText),
             fc.constantFrom('%', '%zz', '%ff', '%00', 'a'.repeat(501), `${w.adminJobId}%00`, `${w.adminJobId};x`, w.adminJobId.toUpperCase().replace(/-/g, ''), `{${w.adminJobId}}`),
           )
           .map((id) => ({ method: 'POST', url: cancelPath(id), poison: 'bad job id', expect: [400, 404] })),

@@ -73,6 +73,12 @@ export function wire(value: string): string {
     .replace(/[^\t\x20-\x7e\x80-\xff]/g, '');
 }
 
+/**
+ * Text as one path segment, percent-encoded; never empty and never a dot segment ("." or ".."),
+ * which URL parsing (the client's, or inject's) removes, so the request would name another route.
+ */
+export const segment = (text: fc.Arbitrary<string>) => text.filter((s) => s !== '' && s !== '.' && s !== '..').map(pct);
+
 export const jsonHeaders: Headers = { 'content-type': 'application/json' };
 
 export function jsonCase(method: string, url: string, body: unknown, headers: Headers, poison: string, expectStatus?: readonly number[]): Case {
