@@ -55,8 +55,22 @@ function installExitHook(): void {
   });
 }
 
-/** A TCP port nobody listens on right now: bind port 0, read it, release it. */
-export function freePort(): Promise<number> {
+const handedOut = new Set<number>();
+
+/**
+ * A TCP port nobody listens on right now: bind port 0, read it, release it. Never the same port
+ * twice in one process, so two taken back to back (before either is bound) differ.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = await unusedPort();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+}
+
+function unusedPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();

@@ -77,9 +77,10 @@ describe('authentication and authorization', () => {
     });
 
     it('is 401 PV1005 for an expired temporary token', async () => {
-      const user = await subjectWithToken(stack, { id: uid('expiring'), kind: 'service', capabilities: ['tokens:read'] }, { temporary: true, ttl_seconds: 1 });
+      const user = await subjectWithToken(stack, { id: uid('expiring'), kind: 'service', capabilities: ['tokens:read'] }, { temporary: true, ttl_seconds: 3 });
+      // 3 s, not 1: the first call must come before the expiry even after a slow commit
       expect((await call(stack, 'GET', COUNT, { headers: user.headers })).status).toBe(200);
-      await sleep(1200);
+      await sleep(3200);
       const r = await call(stack, 'GET', COUNT, { headers: user.headers });
       expect(r.status).toBe(401);
       expect(r.body.error_code).toBe('PV1005');

@@ -76,7 +76,8 @@ describe('overlapping rotates and deletes on two worker processes', () => {
   it('ends every command, retries conflicts, and leaves the state of some serial order of the effects', { timeout: 180_000 }, async () => {
     const collection = 'hot';
     await createCollection(stack, collection);
-    const seed = Date.now();
+    const seed = Number(process.env.CONCURRENCY_SEED ?? Date.now() % 1_000_000);
+    console.info(`concurrency seed ${seed} (CONCURRENCY_SEED=${seed} replays it)`);
     const random = prng(seed);
     const note = `seed ${seed}`;
     const TOKENS = 200;

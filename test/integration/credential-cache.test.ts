@@ -74,8 +74,9 @@ describe('the credential cache of command routes', () => {
   });
 
   it('refuses a token that expired since it was cached: 401', async () => {
-    const writer = await cachedWriter({}, { temporary: true, ttl_seconds: 1 });
-    await sleep(1100);
+    // 3 s, not 1: the token's commit and the command's both come before its expiry, whatever the disk
+    const writer = await cachedWriter({}, { temporary: true, ttl_seconds: 3 });
+    await sleep(3100);
     expect((await submit(writer.headers)).status).toBe(401);
     expect(await commandsOf(writer.subject.id)).toBe(1);
   });

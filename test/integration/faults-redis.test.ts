@@ -146,7 +146,8 @@ describe('faults of a Redis of our own', () => {
     await sleep(RECONCILER_GRACE_MS + 100);
     const worker = await stack.startWorker();
     await waitForTerminal(db, ids, 30_000);
-    expect(worker.reconciler.requeued).toBe(ids.length);
+    // at least once each: a later round may list a command just before its job completes (as above)
+    expect(worker.reconciler.requeued).toBeGreaterThanOrEqual(ids.length);
 
     const done = await db.selectFrom('commands').select(['id', 'type', 'state', 'result']).where('id', 'in', ids).execute();
     expect(done.filter((r) => r.state !== 'succeeded')).toEqual([]);

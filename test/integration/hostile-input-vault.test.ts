@@ -33,7 +33,7 @@ import { admin, COLLECTION, describeHostileRoutes, type FamilySpecs, nobodyAuth,
 const collectionPoison = fc.oneof(
   segment(notCollectionName).map((c) => ({ segment: c, poison: `bad collection ${c.slice(0, 40)}`, expect: [400, 404] })),
   fc
-    .constantFrom('%', '%zz', '%ff', '%c0%af', '%ED%A0%80', '%00', `${COLLECTION}%2f..`, '%2e%2e', `${COLLECTION};x=1`, `%20${COLLECTION}`, `${COLLECTION}%00`, 'a'.repeat(501))
+    .constantFrom('%', '%zz', '%ff', '%c0%af', '%ED%A0%80', '%00', `${COLLECTION}%2f..`, '%2e%2ex', `${COLLECTION};x=1`, `%20${COLLECTION}`, `${COLLECTION}%00`, 'a'.repeat(501))
     .map((raw) => ({ segment: raw, poison: `raw collection segment ${raw.slice(0, 40)}`, expect: [400, 404] })),
   alnum.map((a) => ({ segment: `zzmissing_${a}`, poison: 'no such collection', expect: [404] })),
 );
