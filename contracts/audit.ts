@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CollectionName, IsoDate } from './common.js';
+import { CollectionName, IsoDate, Since } from './common.js';
 import { EventSubject, MAX_TOKEN_IDS_PER_EVENT } from './events.js';
 
 /** Entry ids are Postgres bigints: a larger number would fail in the database, not as a 400. */
@@ -8,7 +8,7 @@ const MAX_BIGINT = 9223372036854775807n;
 export const AuditQuery = z.strictObject({
   job_id: z.uuid({ message: 'must be a UUID' }).optional(),
   collection: CollectionName.optional(),
-  since: IsoDate.optional(),
+  since: Since.describe('Entries at or after this: an ISO 8601 date-time with an offset, or a date (its midnight UTC)').optional(),
   /** Entries with a larger id than this (the previous page's next_after_id). */
   after_id: z
     .string()

@@ -83,3 +83,14 @@ export const MAX_TAGS_PER_TOKEN = 10;
 export const MAX_TEMPORARY_TTL_SECONDS = 7 * 24 * 3600;
 
 export const IsoDate = z.iso.datetime({ offset: true });
+
+const isIsoDay = (v: string): boolean => z.iso.date().safeParse(v).success;
+
+/** A `since` filter (GET /v1/jobs, GET /v1/audit): a date-time with an offset, or a date, its midnight UTC (see `sinceInstant`). */
+export const Since = z
+  .string()
+  // Postgres has no year 0000 (it reads 1 BC as -0001)
+  .refine((v) => (IsoDate.safeParse(v).success || isIsoDay(v)) && !v.startsWith('0000'), 'must be an ISO 8601 date or date-time with an offset, e.g. 2024-05-01 or 2024-05-01T12:00:00Z');
+
+/** The instant a `Since` value names: a date is its midnight UTC. */
+export const sinceInstant = (since: string): string => (isIsoDay(since) ? `${since}T00:00:00Z` : since);

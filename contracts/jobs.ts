@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { commandTypes, type CommandType } from './commands.js';
-import { IsoDate } from './common.js';
+import { IsoDate, Since } from './common.js';
 
 export const JobState = z.enum(['queued', 'running', 'succeeded', 'failed', 'cancelled']);
 export type JobState = z.infer<typeof JobState>;
@@ -73,9 +73,6 @@ export function decodeJobCursor(text: string): JobCursor | undefined {
   return { createdAt, id };
 }
 
-/** Whether `v` is a date without a time (2024-05-01). */
-export const isIsoDay = (v: string): boolean => z.iso.date().safeParse(v).success;
-
 /**
  * `GET /v1/jobs` query (SPEC §10). `since` is a date-time with an offset, or a date (its
  * midnight UTC); jobs created at or after it.
@@ -83,12 +80,7 @@ export const isIsoDay = (v: string): boolean => z.iso.date().safeParse(v).succes
 export const JobListQuery = z.strictObject({
   state: JobState.optional(),
   type: z.enum(commandTypes as [CommandType, ...CommandType[]]).optional(),
-  since: z
-    .string()
-    // Postgres has no year 0000 (it reads 1 BC as -0001)
-    .refine((v) => (IsoDate.safeParse(v).success || isIsoDay(v)) && !v.startsWith('0000'), 'must be an ISO 8601 date or date-time with an offset, e.g. 2024-05-01 or 2024-05-01T12:00:00Z')
-    .describe('Jobs created at or after this: an ISO 8601 date-time with an offset, or a date (its midnight UTC)')
-    .optional(),
+  since: Since.describe('Jobs created at or after this: an ISO 8601 date-time with an offset, or a date (its midnight UTC)').optional(),
   limit: z.coerce
     .number({ message: `must be a whole number from 1 to ${JOBS_PAGE_MAX}` })
     .int(`must be a whole number from 1 to ${JOBS_PAGE_MAX}`)

@@ -1,4 +1,4 @@
-import { AuditPage, AuditQuery } from '../../contracts/index.js';
+import { AuditPage, AuditQuery, sinceInstant } from '../../contracts/index.js';
 import { listAudit } from '../../db/repositories/audit-log.repository.js';
 import { tenantScope } from '../access.js';
 import type { AppDeps } from '../app.js';
@@ -20,7 +20,7 @@ export function auditRoutes(app: ZodApp, deps: AppDeps): void {
       {
         commandId: q.job_id,
         collection: q.collection,
-        since: q.since ? new Date(q.since) : undefined,
+        since: q.since !== undefined ? new Date(sinceInstant(q.since)) : undefined,
         afterId: q.after_id,
         visibleTo: subject.capabilities.includes('subjects:admin') ? undefined : { actorId: subject.id, tenantIds },
       },

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { AppError, type Canceller, decodeJobCursor, encodeJobCursor, isIsoDay, type JobListQuery, type JobPage, type JobState, type JobView, terminalStates } from '../../contracts/index.js';
+import { AppError, type Canceller, decodeJobCursor, encodeJobCursor, type JobListQuery, type JobPage, type JobState, type JobView, sinceInstant, terminalStates } from '../../contracts/index.js';
 import type { CommandRow } from '../../db/command.table.js';
 import type { Db } from '../../db/database.js';
 import { listCommands } from '../../db/repositories/command-list.repository.js';
@@ -52,7 +52,7 @@ export async function listJobsFor(db: Db, caller: Caller, query: JobListQuery): 
       submitterId: subject.capabilities.includes('subjects:admin') ? undefined : subject.id,
       state: query.state,
       type: query.type,
-      since: query.since !== undefined && isIsoDay(query.since) ? `${query.since}T00:00:00Z` : query.since,
+      since: query.since !== undefined ? sinceInstant(query.since) : undefined,
       after: query.cursor !== undefined ? decodeJobCursor(query.cursor) : undefined,
     },
     query.limit + 1,

@@ -70,8 +70,24 @@ describe('the audit trail', () => {
     expect(BigInt(second.body.entries[0].id)).toBeGreaterThan(BigInt(first.body.entries[0].id));
   });
 
+  it('filters by since, a date-time with an offset or a date (its midnight UTC), as GET /v1/jobs does', async () => {
+    const entries = async (since: string) => {
+      const r = await call(stack, 'GET', `/v1/audit?job_id=${jobA}&since=${encodeURIComponent(since)}`, { headers: stack.admin });
+      expect(r.status, since).toBe(200);
+      return r.body.entries as { id: string; occurred_at: string }[];
+    };
+    const ids = async (since: string) => (await entries(since)).map((e) => e.id);
+    const all = await entries('2000-01-01');
+    expect(all.length).toBeGreaterThan(0);
+    const first = all.map((e) => e.occurred_at).sort()[0]!;
+    expect(await ids(first.slice(0, 10))).toEqual(all.map((e) => e.id));
+    expect(await ids(first.replace('Z', '+00:00'))).toEqual(all.map((e) => e.id));
+    expect(await ids('2999-01-01')).toEqual([]);
+    expect(await ids('2999-01-01T00:00:00Z')).toEqual([]);
+  });
+
   it('rejects bad filters with 400 in the native envelope', async () => {
-    for (const q of ['job_id=nope', 'since=yesterday', 'limit=0', 'limit=5000', 'after_id=x', 'bogus=1']) {
+    for (const q of ['job_id=nope', 'since=yesterday', 'since=0000-01-01', 'since=2024-05-01T12:00:00', 'limit=0', 'limit=5000', 'after_id=x', 'bogus=1']) {
       const r = await call(stack, 'GET', `/v1/audit?${q}`, { headers: stack.admin });
       expect(r.status, q).toBe(400);
       expect(r.body.error_code, q).toBe('PV1002');
