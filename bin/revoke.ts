@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { randomUUID } from 'node:crypto';
 import { RevocationApiError, RevocationClient } from '../client/revocation-client.js';
-import { terminalStates } from '../contracts/index.js';
+import { type JobView, terminalStates } from '../contracts/index.js';
 import { commandFromArgs, parseArguments, usage, usageError } from './revoke/args.js';
 import { events } from './revoke/events.js';
 import { follow } from './revoke/follow.js';
@@ -16,12 +16,18 @@ import { previewSummary, summary } from './revoke/output.js';
 
 const { values, positionals } = parseArguments();
 
+const baseUrl = values.url ?? process.env.REVOCATION_URL ?? 'http://127.0.0.1:8080';
+
 /** The service's client, from --url and --token (or REVOCATION_URL, REVOCATION_TOKEN). */
 function client(): RevocationClient {
   const token = values.token ?? process.env.REVOCATION_TOKEN;
   if (!token) usageError('no access token: pass --token or set REVOCATION_TOKEN');
-  return new RevocationClient({ baseUrl: values.url ?? process.env.REVOCATION_URL ?? 'http://127.0.0.1:8080', token, source: 'cli' });
+  if (!URL.canParse(baseUrl) || !/^https?:$/.test(new URL(baseUrl).protocol)) usageError(`the service address ${JSON.stringify(baseUrl)} is not an http(s) URL: pass --url or set REVOCATION_URL`);
+  return new RevocationClient({ baseUrl, token, source: 'cli' });
 }
+
+/** Exit status 1 for a job that ended without succeeding. */
+const endedBadly = (job: JobView) => job.state === 'failed' || job.state === 'cancelled';
 
 async function main(): Promise<number> {
   const [verb, arg] = positionals;
@@ -51,7 +57,7 @@ async function main(): Promise<number> {
         ? `${JSON.stringify(job)}\n`
         : `${terminalStates.includes(job.state) ? summary(job) : `job ${job.job_id} ${job.state}${job.progress ? `: ${job.progress.processed}/${job.progress.total ?? '?'}` : ''}`}\n`,
     );
-    return job.state === 'failed' ? 1 : 0;
+    return endedBadly(job) ? 1 : 0;
   }
   if (verb === 'cancel') {
     const job = await api.cancel(arg!);
@@ -74,14 +80,30 @@ async function main(): Promise<number> {
   if (!values.json) process.stderr.write(`accepted job ${submitted.job_id}\n`);
   const job = await follow(api, submitted.job_id, values.json);
   process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${summary(job)}\n`);
-  return job.state === 'succeeded' ? 0 : 1;
+  return endedBadly(job) ? 1 : 0;
 }
 
-main().then(
-  (code) => process.exit(code),
-  (error: unknown) => {
-    if (error instanceof RevocationApiError) process.stderr.write(`revoke: the service answered ${error.message}\n`);
-    else process.stderr.write(`revoke: ${(error as Error).message}\n`);
-    process.exit(3);
-  },
-);
+/** Why the service could not be asked: fetch says only "fetch failed", its cause says why. */
+function failure(error: unknown): string {
+  if (error instanceof RevocationApiError) {
+    const context = (error.body as { context?: Record<string, unknown> } | undefined)?.context;
+    return `the service answered ${error.message}${context && Object.keys(context).length > 0 ? ` ${JSON.stringify(context)}` : ''}`;
+  }
+  const { message, cause } = error as Error & { cause?: Error };
+  if (message === 'fetch failed') return `cannot reach the service at ${baseUrl}: ${cause?.message ?? message}`;
+  return message;
+}
+
+/** Exits once stdout is written out: process.exit alone drops what a pipe has not taken yet. */
+const exit = (code: number) => process.stdout.write('', () => process.exit(code));
+
+// a reader that closes the pipe early (`revoke events | head`) has all it wanted
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code === 'EPIPE') process.exit(0);
+  throw error;
+});
+
+main().then(exit, (error: unknown) => {
+  process.stderr.write(`revoke: ${failure(error)}\n`);
+  exit(3);
+});

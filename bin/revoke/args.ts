@@ -1,13 +1,13 @@
 import { parseArgs } from 'node:util';
-import { type CommandInput, DEFAULT_EVENTS_STREAM, JobState } from '../../contracts/index.js';
+import { AccessReason, type CommandInput, DEFAULT_EVENTS_STREAM, JobState } from '../../contracts/index.js';
 
 /** The command line of `revoke`: its usage, its flags, and the command they describe. */
 
 export const usage = `revoke: incident CLI of the revocation service
 
 Usage:
-  revoke delete --collection C [--tag T]... [--token-id ID]... [--object-id ID]... [--tenant-id T] [--archived] --reason R [--adhoc-reason TEXT] [--dry-run]
-  revoke rotate --collection C --token-id ID... --reason R [--adhoc-reason TEXT] [--dry-run]
+  revoke delete --collection C [--tag T]... [--token-id ID]... [--object-id ID]... [--tenant-id T] [--archived] --reason R [--adhoc-reason TEXT] [--custom-audit TEXT] [--dry-run]
+  revoke rotate --collection C --token-id ID... --reason R [--adhoc-reason TEXT] [--custom-audit TEXT] [--dry-run]
   revoke revoke-all (--user ID | --provider ID) [--dry-run]
   revoke revoke-token --token-id ID [--dry-run]
   revoke lockout (--user ID | --provider ID | --service ID) [--dry-run]
@@ -23,6 +23,9 @@ Options:
   --json                  print JSON (one job view, or one event per line) instead of a progress bar
   --dry-run               show what the command would touch now (how many, up to 20 IDs, a rotate's
                           missing IDs); nothing is submitted or changed
+  --reason R              the access reason: ${AccessReason.options.join(', ')}
+  --adhoc-reason TEXT     why, in words (needed with --reason Other)
+  --custom-audit TEXT     your own audit note (an incident number, say), kept in the audit rows and events
   --no-wait               submit and print the job ID without following it
   --idempotency-key KEY   make the submission safe to repeat (default: a new key each run)
   --redis-url URL         for events (env REDIS_URL, default redis://127.0.0.1:6379); a Redis Cluster:

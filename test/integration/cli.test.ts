@@ -1,15 +1,18 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CommandPreview, JobView, RevocationEvent } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import { call, createCollection, subjectWithToken, tokenize, waitForEvents, waitForJob } from '../helpers/api.js';
-import { killChildren, runCli, runSeed, spawnCli } from '../helpers/processes.js';
+import { compiled, killChildren, PROJECT_ROOT, runCli, runSeed, spawnCli } from '../helpers/processes.js';
+import { freePort } from '../helpers/redis-server.js';
 import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
 
 /**
  * bin/revoke.ts, the incident CLI, against a running producer and worker, and bin/seed.ts
- * against the stack's database. Exit status: 0 succeeded, 1 the job failed, 2 bad usage,
+ * against the stack's database. Exit status: 0 succeeded, 1 the job failed or was cancelled, 2 bad usage,
  * 3 the service refused or is unreachable.
  */
 
@@ -118,11 +121,18 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     expect(await commandCount(stack.database.db)).toBe(before);
   });
 
-  it('an unreachable service exits 3', async () => {
-    const run = await revoke(['status', '00000000-0000-4000-8000-000000000000', '--json'], { REVOCATION_URL: 'http://127.0.0.1:1' });
+  it('an unreachable service exits 3 saying where and why; an address that is no http(s) URL is bad usage', async () => {
+    const port = await freePort();
+    const run = await revoke(['status', '00000000-0000-4000-8000-000000000000', '--json'], { REVOCATION_URL: `http://127.0.0.1:${port}` });
 
     expect(run.code).toBe(3);
-    expect(run.stderr).toMatch(/^revoke: /);
+    expect(run.stderr).toBe(`revoke: cannot reach the service at http://127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port}\n`);
+
+    for (const url of ['revocation.internal:8080', 'ftp://127.0.0.1:8080']) {
+      const bad = await revoke(['status', '00000000-0000-4000-8000-000000000000'], { REVOCATION_URL: url });
+      expect(bad.code, url).toBe(2);
+      expect(bad.stderr, url).toContain(`revoke: the service address "${url}" is not an http(s) URL`);
+    }
   });
 
   it('delete --no-wait prints the accepted job; status --json prints the job as GET /v1/jobs does', async () => {
@@ -221,6 +231,43 @@ describe('the revoke CLI against a running stack', { timeout: 60_000 }, () => {
     expect(events.map((e) => e.event_id)).toEqual(published.map((e) => e.event_id));
     expect(events.filter((e) => e.job_id === jobId).map((e) => e.type)).toEqual(['tokens.deleted', 'command.succeeded']);
     expect(events.find((e) => e.job_id === jobId && e.type === 'tokens.deleted')?.audit).toMatchObject({ source: 'cli', reason: 'FraudPreventionSecurityAndCompliance' });
+  });
+
+  it('events --json to a pipe prints every event, however large, before it exits', async () => {
+    // five tokens.deleted events of 1,000 IDs each: far more than a pipe holds at once
+    await createCollection(stack, 'cli_big');
+    await tokenize(
+      stack,
+      'cli_big',
+      Array.from({ length: 5_000 }, (_, i) => ({ object: { id: `b${i}` }, tags: ['leak-big'] })),
+    );
+    const deleted = await revoke(['delete', '--collection', 'cli_big', '--tag', 'leak-big', ...REASON, '--json']);
+    expect(jobOf(deleted.stdout)).toMatchObject({ state: 'succeeded', result: { deleted: 5_000 } });
+    const published = await waitForEvents(stack, (es) => es.some((e) => e.job_id === jobOf(deleted.stdout).job_id && e.type === 'command.succeeded'));
+
+    // a reader slower than the CLI (the pipe fills up): what the CLI wrote must still come out
+    const cli = `"${process.execPath}" ${compiled('bin/revoke.ts')} events --json --stream ${stack.config.EVENTS_STREAM} --redis-url ${stack.config.REDIS_URL}`;
+    const { stdout } = await promisify(execFile)('sh', ['-c', `${cli} | (sleep 1; cat)`], { cwd: PROJECT_ROOT, maxBuffer: 64 << 20 });
+
+    expect(stdout.length).toBeGreaterThan(200_000);
+    expect(
+      stdout
+        .trim()
+        .split('\n')
+        .map((line) => RevocationEvent.parse(JSON.parse(line)).event_id),
+    ).toEqual(published.map((e) => e.event_id));
+  });
+
+  it('events: an empty stream is said on stderr; an unreachable Redis exits 3 saying why', async () => {
+    const empty = await revoke(['events', '--stream', `${stack.config.EVENTS_STREAM}:none`, '--redis-url', stack.config.REDIS_URL]);
+    expect(empty.code).toBe(0);
+    expect(empty.stdout).toBe('');
+    expect(empty.stderr).toBe(`revoke: no events in stream ${stack.config.EVENTS_STREAM}:none\n`);
+
+    const port = await freePort();
+    const down = await revoke(['events', '--follow', '--redis-url', `redis://127.0.0.1:${port}`]);
+    expect(down.code).toBe(3);
+    expect(down.stderr).toBe(`revoke: cannot reach Redis: connect ECONNREFUSED 127.0.0.1:${port}\n`);
   });
 
   it('without --json, delete shows a progress bar and ends with "succeeded: deleted N tokens"', async () => {
@@ -377,6 +424,7 @@ describe('the revoke CLI: dry runs and cancels', { timeout: 60_000 }, () => {
     expect(again.code).toBe(0);
     expect(jobOf(again.stdout)).toMatchObject({ job_id: id, state: 'cancelled', result: { deleted: 0 } });
     expect(status.stdout).toBe(`job ${id} cancelled: deleted 0 tokens before it stopped\n`);
+    expect(status.code).toBe(1);
     expect(await tokenIds(stack.database.db, collection, 'leak-cancel')).toHaveLength(1);
 
     await stack.database.db
