@@ -435,6 +435,7 @@ describe('the revoke CLI: dry runs and cancels', { timeout: 60_000 }, () => {
     const ended = await revoke(['cancel', id]);
     expect(ended.code).toBe(3);
     expect(ended.stderr).toMatch(/revoke: the service answered 409 PV3011: The job has already succeeded/);
+    expect(ended.stderr).toContain(JSON.stringify({ job_id: id, state: 'succeeded' }));
     expect((await revoke(['cancel'])).code).toBe(2);
   });
 
