@@ -55,9 +55,16 @@ Following a job, Ctrl-C detaches: the job goes on, and how to cancel it is print
 Exit status: 0 succeeded (a --dry-run: previewed; cancel: cancelled), 1 the job failed or was
 cancelled, 2 bad usage, 3 the service refused or is unreachable, 130 detached by Ctrl-C.`;
 
-/** Prints `message` and the usage to stderr and exits 2 (bad usage). */
+/** The usage lines of the verb on the command line (all of them without one): the part of the help a usage error needs. */
+function usageLines(): string {
+  const lines = usage.split('\n').filter((line) => line.startsWith('  revoke '));
+  const verb = process.argv.slice(2).find((arg) => lines.some((line) => line.startsWith(`  revoke ${arg} `)));
+  return lines.filter((line) => verb === undefined || line.startsWith(`  revoke ${verb} `)).join('\n');
+}
+
+/** Prints `message` and the usage of the verb to stderr and exits 2 (bad usage). */
 export function usageError(message: string): never {
-  process.stderr.write(`revoke: ${message}\n\n${usage}\n`);
+  process.stderr.write(`revoke: ${message}\n\nUsage:\n${usageLines()}\nEvery option: revoke --help\n`);
   process.exit(2);
 }
 
