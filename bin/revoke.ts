@@ -77,8 +77,7 @@ async function main(): Promise<number> {
     process.stdout.write(values.json ? `${JSON.stringify(submitted)}\n` : `accepted job ${submitted.job_id}\n`);
     return 0;
   }
-  if (!values.json) process.stderr.write(`accepted job ${submitted.job_id}\n`);
-  const job = await follow(api, submitted.job_id, values.json);
+  const job = await follow(api, submitted.job_id, values.json, !values.json);
   process.stdout.write(values.json ? `${JSON.stringify(job)}\n` : `${summary(job)}\n`);
   return endedBadly(job) ? 1 : 0;
 }

@@ -5,9 +5,9 @@ import { type JobView, terminalStates } from '../../contracts/index.js';
 /**
  * Follows a job to its end with a progress bar (processed of total, rate, ETA), or without one
  * for `json`. Ctrl-C detaches: the job goes on, and how to follow or cancel it is printed; exit
- * status 130.
+ * status 130. With `announce`, "accepted job ID" goes to stderr once Ctrl-C detaches, not before.
  */
-export async function follow(api: RevocationClient, jobId: string, json: boolean): Promise<JobView> {
+export async function follow(api: RevocationClient, jobId: string, json: boolean, announce = false): Promise<JobView> {
   const bar = new cliProgress.SingleBar(
     {
       format: ' {bar} {percentage}% | {value}/{total} | {rate}/s | ETA {eta_formatted} | {state}',
@@ -27,6 +27,7 @@ export async function follow(api: RevocationClient, jobId: string, json: boolean
     process.exit(130);
   };
   process.once('SIGINT', detach);
+  if (announce) process.stderr.write(`accepted job ${jobId}\n`);
   try {
     if (json) return await api.waitForJob(jobId, { pollMs: 250, maxPollMs: 1000 });
     return await api.waitForJob(jobId, {
