@@ -28,19 +28,29 @@ export function matching(eb: ExpressionBuilder<Database, 'vault_tokens'>, collec
   return eb.and(conditions);
 }
 
+/** Postgres binds at most 65,535 parameters to a statement; an inserted row takes one per column. */
+const MAX_PARAMETERS = 65_535;
+
 /**
- * Inserts tokens, all or none. Takes rows with their token IDs already chosen; returns the
- * token IDs that already exist in the same collection and tenant (nothing is inserted then).
+ * Inserts tokens, all or none: in `trx`, a statement per as many rows as Postgres takes at once.
+ * Takes rows with their token IDs already chosen; returns the token IDs that already exist in
+ * the same collection and tenant (the caller then rolls back).
  */
 export async function insertVaultTokens(trx: Executor, rows: NewVaultToken[]): Promise<{ conflicts: string[] }> {
-  const inserted = await trx
-    .insertInto('vault_tokens')
-    .values(rows)
-    .onConflict((oc) => oc.columns(['collection', 'token_id', 'tenant_id']).doNothing())
-    .returning('token_id')
-    .execute();
-  if (inserted.length === rows.length) return { conflicts: [] };
-  const done = new Set(inserted.map((r) => r.token_id));
+  const perStatement = Math.floor(MAX_PARAMETERS / Math.max(1, ...rows.map((r) => Object.keys(r).length)));
+  const done = new Set<string>();
+  let insertedRows = 0;
+  for (let start = 0; start < rows.length; start += perStatement) {
+    const inserted = await trx
+      .insertInto('vault_tokens')
+      .values(rows.slice(start, start + perStatement))
+      .onConflict((oc) => oc.columns(['collection', 'token_id', 'tenant_id']).doNothing())
+      .returning('token_id')
+      .execute();
+    insertedRows += inserted.length;
+    for (const r of inserted) done.add(r.token_id);
+  }
+  if (insertedRows === rows.length) return { conflicts: [] };
   return { conflicts: rows.map((r) => r.token_id).filter((id) => !done.has(id)) };
 }
 

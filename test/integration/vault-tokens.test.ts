@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type TokenMetadata, QueryTokensResponse } from '../../contracts/index.js';
+import { MAX_TOKEN_IDS, QueryTokensResponse, type TokenMetadata } from '../../contracts/index.js';
 import { call, createCollection, subjectWithToken, tokenize, uid } from '../helpers/api.js';
 import { piianoError } from '../helpers/envelopes.js';
 import { sleep } from '../helpers/sleep.js';
@@ -66,6 +66,21 @@ describe('tokenize, query and count', () => {
       expect(allCriteria.body.map((t: TokenMetadata) => t.token_id)).toEqual([ids[1]]);
 
       expect((await count(c)).body).toEqual({ active: 3, archived: 0, total: 3 });
+    });
+
+    it('tokenizes the most items a request takes (10,000), in order, all or none', async () => {
+      const c = await newCollection();
+      const items = Array.from({ length: MAX_TOKEN_IDS }, (_, i) => ({ object: { id: `o${i}` }, token_id: `t${i}` }));
+      // a conflict in the last item: none of the 10,000 is created
+      await tokenize(stack, c, [{ object: { id: 'first' }, token_id: `t${MAX_TOKEN_IDS - 1}` }]);
+      const refused = await call(stack, 'POST', `${base(c)}/tokens?reason=AppFunctionality`, { headers: stack.admin, body: items });
+      expect(refused.status).toBe(409);
+      expect(refused.body.error_code).toBe('PV3007');
+      expect((await count(c)).body).toEqual({ active: 1, archived: 0, total: 1 });
+
+      const other = await newCollection();
+      expect(await tokenize(stack, other, items)).toEqual(items.map((i) => i.token_id));
+      expect((await count(other)).body).toEqual({ active: MAX_TOKEN_IDS, archived: 0, total: MAX_TOKEN_IDS });
     });
 
     it('keeps a user-supplied token_id', async () => {
