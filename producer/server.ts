@@ -36,8 +36,10 @@ export async function startProducer(config: Config, logger: Logger): Promise<Run
   queue.on('error', (error) => logger.debug({ err: error }, 'producer queue error'));
   const waiter = new JobWaiter(config.DATABASE_URL, db, logger);
   await waiter.start();
-  if (config.BOOTSTRAP_ADMIN_TOKEN) await ensureBootstrapAdmin(db, config.BOOTSTRAP_ADMIN_TOKEN);
-  else logger.warn('BOOTSTRAP_ADMIN_TOKEN is not set: no admin credential was created');
+  if (config.BOOTSTRAP_ADMIN_TOKEN) {
+    const { wasLockedOut } = await ensureBootstrapAdmin(db, config.BOOTSTRAP_ADMIN_TOKEN);
+    if (wasLockedOut) logger.warn('the bootstrap admin was locked out; this start enabled it again with BOOTSTRAP_ADMIN_TOKEN');
+  } else logger.warn('BOOTSTRAP_ADMIN_TOKEN is not set: no admin credential was created');
 
   const app = await buildApp({
     config,

@@ -15,7 +15,7 @@ import {
 import type { Db } from '../../db/database.js';
 import type { SubjectRow } from '../../db/subject.table.js';
 import { type AccessTokenWithSubject, insertAccessTokenIfEnabled, listAccessTokensOf, upsertAccessToken } from '../../db/repositories/access-token.repository.js';
-import { findSubject, insertSubject, updateSubjectGrants, upsertSubject } from '../../db/repositories/subject.repository.js';
+import { enableSubject, findSubject, insertSubject, updateSubjectGrants, upsertSubject } from '../../db/repositories/subject.repository.js';
 import { accessTokenState, type Caller, type SubjectTokenLookup } from '../access.js';
 import { hashSecret, newSecret } from '../secrets.js';
 
@@ -167,12 +167,14 @@ export function verifyAccessToken(caller: Caller, lookup: SubjectTokenLookup): V
 }
 
 /**
- * Creates or updates the bootstrap admin (every capability, all tenants and collections) and
- * makes `secret` its named access token, replacing any earlier bootstrap secret.
+ * Creates or updates the bootstrap admin (every capability, all tenants and collections),
+ * enables it if it was locked out, and makes `secret` its named access token, replacing any
+ * earlier bootstrap secret. Returns whether it was locked out: configuration outranks a lockout,
+ * so a locked-out admin is recovered by a start (with a new secret, if the old one leaked).
  */
-export async function ensureBootstrapAdmin(db: Db, secret: string): Promise<void> {
-  await db.transaction().execute(async (trx) => {
-    await upsertSubject(trx, {
+export async function ensureBootstrapAdmin(db: Db, secret: string): Promise<{ wasLockedOut: boolean }> {
+  return db.transaction().execute(async (trx) => {
+    const admin = await upsertSubject(trx, {
       id: BOOTSTRAP_ADMIN_ID,
       kind: 'service',
       domain_id: 'default',
@@ -189,5 +191,7 @@ export async function ensureBootstrapAdmin(db: Db, secret: string): Promise<void
       generation: null,
       expires_at: null,
     });
+    if (admin.disabled_at !== null) await enableSubject(trx, 'service', BOOTSTRAP_ADMIN_ID);
+    return { wasLockedOut: admin.disabled_at !== null };
   });
 }

@@ -1,6 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IssuedAccessToken, MAX_TEMPORARY_TTL_SECONDS, SubjectView, VerifiedAccessToken } from '../../contracts/index.js';
+import { ensureBootstrapAdmin } from '../../producer/services/subjects.service.js';
 import { bearer, call, type SubjectSpec, subjectWithToken, uid } from '../helpers/api.js';
 import { sleep } from '../helpers/sleep.js';
 import { ADMIN_TOKEN, type Stack, startStack } from '../helpers/stack.js';
@@ -248,6 +249,16 @@ describe('subjects and access tokens', () => {
       const viaXAuth = await verify(ADMIN_TOKEN, { 'x-auth-token': ADMIN_TOKEN });
       expect(viaXAuth.status).toBe(200);
       expect(viaXAuth.body).toMatchObject({ subject: { kind: 'service' }, temporary: false, expires_at: null });
+    });
+
+    it('locked out, is enabled again by the next start (ensureBootstrapAdmin), with the secret of the configuration', async () => {
+      const lockout = await call(stack, 'POST', '/v1/commands', { headers: { ...bearer(ADMIN_TOKEN), ...WAIT }, body: { type: 'subject.lockout', subject: { kind: 'service', id: 'admin' } } });
+      expect(lockout.body.state).toBe('succeeded');
+      expect((await call(stack, 'POST', '/v1/subjects', { headers: bearer(ADMIN_TOKEN), body: { kind: 'service' } })).status).toBe(401);
+
+      expect(await ensureBootstrapAdmin(stack.database.db, ADMIN_TOKEN)).toEqual({ wasLockedOut: true });
+      expect((await call(stack, 'POST', '/v1/subjects', { headers: bearer(ADMIN_TOKEN), body: { kind: 'service' } })).status).toBe(201);
+      expect(await ensureBootstrapAdmin(stack.database.db, ADMIN_TOKEN)).toEqual({ wasLockedOut: false });
     });
   });
 
