@@ -59,22 +59,34 @@ export const eventsPublished = new client.Counter({
 
 const queueStates = ['waiting', 'active', 'delayed', 'failed', 'completed', 'prioritized'] as const;
 
+/** What `read` gives within a second, else undefined: a scrape answers while Postgres or Redis is out of reach. */
+async function withinASecond<T>(read: Promise<T>): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, 1000, undefined)));
+  try {
+    return await Promise.race([read.catch(() => undefined), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 function registerGauges(): void {
   new client.Gauge({
     name: 'revocation_outbox_lag_seconds',
-    help: 'Age of the oldest event not yet published (0 when none waits).',
+    help: 'Age of the oldest event not yet published (0 when none waits; NaN when Postgres does not answer).',
     async collect() {
-      this.set(source ? await outboxLagSeconds(source.db).catch(() => 0) : 0);
+      this.set(source ? ((await withinASecond(outboxLagSeconds(source.db))) ?? NaN) : 0);
     },
   });
   new client.Gauge({
     name: 'revocation_queue_jobs',
-    help: 'BullMQ jobs of the command queue, by state.',
+    help: 'BullMQ jobs of the command queue, by state (absent when Redis does not answer).',
     labelNames: ['state'] as const,
     async collect() {
       if (!source) return;
-      const counts = await source.queue.getJobCounts(...queueStates).catch(() => undefined);
-      for (const state of queueStates) this.set({ state }, counts?.[state] ?? 0);
+      const counts = await withinASecond(source.queue.getJobCounts(...queueStates));
+      if (counts === undefined) this.reset();
+      else for (const state of queueStates) this.set({ state }, counts[state] ?? 0);
     },
   });
 }

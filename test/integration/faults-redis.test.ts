@@ -163,6 +163,26 @@ describe('faults of a Redis of our own', () => {
     expect(terminalEvents.map((r) => r.command_id).sort()).toEqual([...ids].sort());
   });
 
+  it('with Redis down, /metrics still answers at once: the queue gauge is absent, the rest is there, and the gauge is back with Redis', { timeout: 60_000 }, async () => {
+    const stack = await newStack({});
+    const metrics = async () => (await fetch(`${stack.producer.url}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
+    expect(await metrics()).toMatch(/^revocation_queue_jobs\{state="waiting"\} \d+$/m);
+
+    await redis.stop();
+    const started = Date.now();
+    const during = await fetch(`${stack.producer.url}/metrics`, { signal: AbortSignal.timeout(10_000) });
+    const text = await during.text();
+    console.info(`/metrics answered ${during.status} in ${Date.now() - started} ms with Redis down`);
+
+    expect(during.status).toBe(200);
+    expect(text).not.toMatch(/^revocation_queue_jobs\{/m);
+    expect(text).toMatch(/^revocation_outbox_lag_seconds 0$/m);
+    expect(text).toMatch(/^revocation_process_cpu_user_seconds_total [\d.]+$/m);
+
+    await redis.start();
+    await expect.poll(metrics, { timeout: 30_000, interval: 500 }).toMatch(/^revocation_queue_jobs\{state="waiting"\} \d+$/m);
+  });
+
   it('events committed while Redis is down wait in the outbox and are published in order per command when it is back', { timeout: 60_000 }, async () => {
     // one transaction per command (no group commit): the test counts the transactions it holds
     const stack = await newStack({ env: { WORKER_CONCURRENCY: '4', GROUP_COMMIT_MAX: '1' } });
