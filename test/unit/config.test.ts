@@ -1,7 +1,9 @@
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { compiled, PROJECT_ROOT } from '../helpers/processes.js';
-import { ConfigError, DEFAULT_EVENTS_STREAM, DEFAULT_QUEUE_PREFIX, loadConfig, loadRedisSettings, redisTopology } from '../../contracts/index.js';
+import { ConfigError, ConfigSchema, DEFAULT_EVENTS_STREAM, DEFAULT_QUEUE_PREFIX, loadConfig, loadRedisSettings, redisTopology } from '../../contracts/index.js';
 
 /** The ConfigError loadConfig throws for `env`; fails the test if it does not throw one. */
 function configError(env: Record<string, string>): ConfigError {
@@ -227,4 +229,16 @@ describe('loadConfig', () => {
       expect(() => loadRedisSettings({ REDIS_SENTINEL_MASTER: 'm' })).toThrow(ConfigError);
     });
   });
+
+  it('docker-compose.yml sets only variables the configuration has (or OpenTelemetry and the postgres image read), each default valid', () => {
+    const compose = readFileSync(join(PROJECT_ROOT, 'docker-compose.yml'), 'utf8');
+    const settings = [...compose.matchAll(/^ {2,}([A-Z][A-Z0-9_]*): (.*)$/gm)].map(([, name, value]) => ({ name: name!, value: value!.replace(/^'|'$/g, '') }));
+    expect(settings.length).toBeGreaterThan(20);
+    const ours = settings.filter(({ name }) => !name.startsWith('OTEL_') && !name.startsWith('POSTGRES_'));
+    expect(ours.map(({ name }) => name).filter((name) => !(name in ConfigSchema.shape))).toEqual([]);
+    // a default like ${X:-30} must be a value the service accepts
+    const defaults = Object.fromEntries(ours.map(({ name, value }) => [name, /^\$\{[A-Z_]+:-(.*)\}$/.exec(value)?.[1] ?? value]));
+    expect(() => loadConfig(defaults)).not.toThrow();
+  });
 });
+
