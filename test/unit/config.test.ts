@@ -241,4 +241,3 @@ describe('loadConfig', () => {
     expect(() => loadConfig(defaults)).not.toThrow();
   });
 });
-
