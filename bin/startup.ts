@@ -57,6 +57,14 @@ export async function retryWhileUnreachable<T>(logger: Logger, start: () => Prom
   }
 }
 
+/** What `starting` gives, or, if it fails (a port in use, a database not migrated), the error logged as fatal and exit 1. */
+export async function startedOrExit<T>(logger: Logger, starting: Promise<T>): Promise<T> {
+  return starting.catch((error: unknown) => {
+    logger.fatal({ err: error }, error instanceof Error ? error.message : 'could not start');
+    process.exit(1);
+  });
+}
+
 /** Errors of a Postgres or Redis that is not up, not reachable yet, or out of connections. */
 export function isUnreachable(error: unknown): boolean {
   if (isConnectionLost(error)) return true;

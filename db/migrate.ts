@@ -77,6 +77,12 @@ export async function pendingMigrations(db: Db): Promise<string[]> {
 }
 
 /** Thrown by a process that needs a migration the database lacks. */
+/** Throws DatabaseNotMigrated if a migration of this code has not been applied: code on an older schema would fail at every step. */
+export async function assertMigrated(db: Db): Promise<void> {
+  const pending = await pendingMigrations(db);
+  if (pending.length > 0) throw new DatabaseNotMigrated(pending);
+}
+
 export class DatabaseNotMigrated extends Error {
   constructor(readonly pending: readonly string[]) {
     super(`the database lacks migration${pending.length > 1 ? 's' : ''} ${pending.join(', ')}: run \`npm run migrate\` first`);

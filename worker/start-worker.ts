@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { COMMAND_QUEUE, type CommandJobData, type Config, redisTopology } from '../contracts/index.js';
 import { createDb } from '../db/create-db.js';
 import { connectRedis, evictionWarnings, pingRedis, type RedisClient } from '../db/redis-connection.js';
-import { DatabaseNotMigrated, pendingMigrations } from '../db/migrate.js';
+import { assertMigrated } from '../db/migrate.js';
 import { queueTelemetry } from '../observability/tracing.js';
 import { startCommandWorker } from './command-worker.js';
 import { commandsFinished, groupCommitSize, jobDuration, setMetricsSource, transactionRetries } from './metrics.js';
@@ -45,15 +45,10 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   // the lanes, up to 16 commands running alone (bulk deletes, each with its progress count at
   // times), the reconciler and the sweeper. More jobs than that wait for a connection.
   const db = createDb(config.DATABASE_URL, { max: Math.min(config.WORKER_CONCURRENCY, 16) + config.GROUP_COMMIT_LANES + 2, applicationName: 'revocation-worker' });
-  // a worker on a schema older than its code would fail every command it runs
-  const pending = await pendingMigrations(db).catch(async (error: unknown) => {
+  await assertMigrated(db).catch(async (error: unknown) => {
     await db.destroy();
     throw error;
   });
-  if (pending.length > 0) {
-    await db.destroy();
-    throw new DatabaseNotMigrated(pending);
-  }
   const workerRedis = connectRedis(topology, { name: 'revocation-worker', whenDown: 'wait' });
   const redis = connectRedis(topology, { name: 'revocation-relay', whenDown: 'wait' });
   // the publisher's own: its WAIT for replicas (EVENTS_MIN_REPLICAS) holds the connection until they answer
