@@ -3,14 +3,18 @@ import { DEFAULT_EVENTS_STREAM, DEFAULT_QUEUE_PREFIX } from './queue.js';
 import { applyTopologyDefaults, nodeList, topologyIssues } from './redis-topology.js';
 
 const bool = z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1');
-const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
-const url = (protocols: RegExp) => z.string().refine((v) => URL.canParse(v) && protocols.test(new URL(v).protocol), 'must be a URL');
+/** Digits only: not " " (which Number reads as 0), 0x10 or 1e2. */
+const int = (min: number, max: number) => {
+  const message = `must be a whole number from ${min} to ${max}`;
+  return z.string().regex(/^\d+$/, message).transform(Number).pipe(z.number().min(min, message).max(max, message));
+};
+const url = (protocols: RegExp, schemes: string) => z.string().refine((v) => URL.canParse(v) && protocols.test(new URL(v).protocol), `must be a ${schemes} URL`);
 
 /** Every setting of SPEC §9, with defaults that work against a local Postgres and Redis. */
 export const ConfigSchema = z.object({
-  DATABASE_URL: url(/^postgres(ql)?:$/).default('postgres://postgres:postgres@127.0.0.1:5432/revocation'),
+  DATABASE_URL: url(/^postgres(ql)?:$/, 'postgres:// or postgresql://').default('postgres://postgres:postgres@127.0.0.1:5432/revocation'),
   /** One Redis server. Unset with REDIS_CLUSTER_NODES or REDIS_SENTINELS (see redis-topology.ts). */
-  REDIS_URL: url(/^rediss?:$/).default('redis://127.0.0.1:6379'),
+  REDIS_URL: url(/^rediss?:$/, 'redis:// or rediss://').default('redis://127.0.0.1:6379'),
   /** A Redis Cluster: some of its nodes, `host:port,…`; the client learns the rest. */
   REDIS_CLUSTER_NODES: nodeList(6379).optional(),
   /** Sentinel: the sentinels, `host:port,…` (port 26379 if left out), with REDIS_SENTINEL_MASTER. */
@@ -82,7 +86,7 @@ export const ConfigSchema = z.object({
    * OpenTelemetry is loaded. The exporter reads it, and the SDK's other OTEL_* variables, from
    * the environment as the OpenTelemetry specification says (observability/tracing.ts).
    */
-  OTEL_EXPORTER_OTLP_ENDPOINT: url(/^https?:$/).optional(),
+  OTEL_EXPORTER_OTLP_ENDPOINT: url(/^https?:$/, 'http:// or https://').optional(),
   /** How spans are encoded for the collector: OTLP/HTTP protobuf (the specification's default) or JSON. */
   OTEL_EXPORTER_OTLP_PROTOCOL: z.enum(['http/protobuf', 'http/json'], { message: 'must be http/protobuf or http/json (gRPC is not supported)' }).default('http/protobuf'),
 });

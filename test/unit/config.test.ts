@@ -87,6 +87,10 @@ describe('loadConfig', () => {
   it.each([
     ['PORT', 'abc'],
     ['PORT', '70000'],
+    ['PORT', ' '],
+    ['PORT', '0x10'],
+    ['PORT', '1e2'],
+    ['RATE_LIMIT_MAX', ' '],
     ['DATABASE_URL', 'nonsense'],
     ['REDIS_URL', 'http://x'],
     ['LOG_LEVEL', 'loud'],
@@ -118,6 +122,12 @@ describe('loadConfig', () => {
   it('refuses a job retention under a day, saying why (SPEC §4: Idempotency-Keys are kept at least 24 h)', () => {
     const error = configError({ JOB_RETENTION_DAYS: '0' });
     expect(error.issues).toEqual(['JOB_RETENTION_DAYS: must be at least 1 (day): an Idempotency-Key is kept at least 24 hours (got "0")']);
+  });
+
+  it('says what a number or a URL must be', () => {
+    expect(configError({ PORT: 'abc' }).issues).toEqual(['PORT: must be a whole number from 0 to 65535 (got "abc")']);
+    expect(configError({ REDIS_URL: 'http://x' }).issues).toEqual(['REDIS_URL: must be a redis:// or rediss:// URL']); // a URL may hold a password: never echoed
+    expect(configError({ DATABASE_URL: 'mysql://db/x' }).issues[0]).toMatch(/^DATABASE_URL: must be a postgres:\/\/ or postgresql:\/\/ URL/);
   });
 
   it('names every wrong variable at once', () => {
