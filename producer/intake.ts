@@ -71,9 +71,11 @@ export async function submit(deps: AppDeps, request: FastifyRequest, reply: Fast
     if (wait === undefined) return reply.code(replayed ? 200 : 202).send(jobView(row));
 
     // a replay is another command than the ticket's: its end is read
+    const waitStarted = performance.now();
     const state = terminalStates.includes(row.state) ? row.state : await deps.waiter.wait(row.id, wait * 1000, ticket);
     if (state === undefined) {
-      if (seed && !prefer.respondAsync) return sendError(request, reply, stillRunning(row.id, wait));
+      // the time really waited: a draining producer stops waiting early
+      if (seed && !prefer.respondAsync) return sendError(request, reply, stillRunning(row.id, Math.round((performance.now() - waitStarted) / 1000)));
       return reply.code(replayed ? 200 : 202).send(jobView((await findCommand(deps.db, row.id)) ?? row));
     }
     if (seed && state === 'succeeded' && typeof seed !== 'function') return reply.code(seed.status).send(seed.body);

@@ -115,6 +115,7 @@ describe('a synchronous seed call whose job outlives the wait', () => {
     const piiano = await call(stack, 'DELETE', deleteUrl(c, 'tags=slow'), { headers: { ...stack.admin, ...key } });
     expect(piiano.status).toBe(503);
     expect(piiano.body).toMatchObject({ error_code: 'PV1009', context: { job_id: expect.any(String) } });
+    expect(piiano.body.message).toMatch(/^The job did not end within 1 s; it goes on\./);
     const jobId = piiano.body.context.job_id as string;
     expect(piiano.headers.location).toBe(`/v1/jobs/${jobId}`);
     expect(piiano.headers['retry-after']).toBeDefined();
