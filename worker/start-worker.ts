@@ -66,6 +66,8 @@ export async function startWorker(config: Config, logger: Logger): Promise<Runni
   const relaySession = () => createDb(config.DATABASE_URL, { max: 1, applicationName: 'revocation-worker' });
   const relay = new OutboxRelay(db, relaySession, redis, logger, stream);
   const queue = new Queue<CommandJobData>(COMMAND_QUEUE, { connection: redis, prefix: config.QUEUE_PREFIX, ...queueTelemetry() });
+  // without a listener BullMQ prints each error raw on stderr, outside the JSON log
+  queue.on('error', (error) => logger.debug({ err: error }, 'worker queue error'));
   const reconciler = new Reconciler(db, queue, logger, { intervalMs: 15_000, graceMs: 2_000 });
   const stats: WorkerStats = { conflictRetries: {} };
   const onConflictRetry = (sqlState: string) => {
