@@ -121,7 +121,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await registerQueueDashboard(app, deps.bus.queue);
 
   const typed = app.withTypeProvider<ZodTypeProvider>();
-  await typed.register(async (scope) => {
+  // named: a trace's handler span is `handler - serviceRoutes` (an anonymous plugin is named by its source text)
+  await typed.register(async function serviceRoutes(scope) {
     const routes = scope.withTypeProvider<ZodTypeProvider>();
     for (const register of [healthRoutes, collectionRoutes, subjectRoutes, vaultTokenRoutes, vaultRevocationRoutes, keystoneRoutes, onezoneRoutes, commandRoutes, jobRoutes, auditRoutes]) {
       register(routes, deps);

@@ -74,7 +74,7 @@ describe('one trace from the HTTP request to the XADD of the events', () => {
     expect(request.kind).toBe(SpanKind.SERVER);
     expect(parentOf(request)).toBe(callerSpan);
     expect(request.attributes['http.response.status_code']).toBe(202);
-    const handler = one(spans, /^handler/);
+    const handler = one(spans, 'handler - serviceRoutes');
     expect(parentOf(handler)).toBe(idOf(request));
     const record = one(spans, 'record command');
     expect(parentOf(record)).toBe(idOf(handler));
