@@ -76,13 +76,13 @@ export async function pendingMigrations(db: Db): Promise<string[]> {
     .filter((name) => !applied.has(name));
 }
 
-/** Thrown by a process that needs a migration the database lacks. */
 /** Throws DatabaseNotMigrated if a migration of this code has not been applied: code on an older schema would fail at every step. */
 export async function assertMigrated(db: Db): Promise<void> {
   const pending = await pendingMigrations(db);
   if (pending.length > 0) throw new DatabaseNotMigrated(pending);
 }
 
+/** Thrown by a process that needs a migration the database lacks. */
 export class DatabaseNotMigrated extends Error {
   constructor(readonly pending: readonly string[]) {
     super(`the database lacks migration${pending.length > 1 ? 's' : ''} ${pending.join(', ')}: run \`npm run migrate\` first`);

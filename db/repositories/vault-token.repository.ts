@@ -38,19 +38,18 @@ const MAX_PARAMETERS = 65_535;
  */
 export async function insertVaultTokens(trx: Executor, rows: NewVaultToken[]): Promise<{ conflicts: string[] }> {
   const perStatement = Math.floor(MAX_PARAMETERS / Math.max(1, ...rows.map((r) => Object.keys(r).length)));
-  const done = new Set<string>();
-  let insertedRows = 0;
+  const inserted: string[] = [];
   for (let start = 0; start < rows.length; start += perStatement) {
-    const inserted = await trx
+    const batch = await trx
       .insertInto('vault_tokens')
       .values(rows.slice(start, start + perStatement))
       .onConflict((oc) => oc.columns(['collection', 'token_id', 'tenant_id']).doNothing())
       .returning('token_id')
       .execute();
-    insertedRows += inserted.length;
-    for (const r of inserted) done.add(r.token_id);
+    inserted.push(...batch.map((r) => r.token_id));
   }
-  if (insertedRows === rows.length) return { conflicts: [] };
+  if (inserted.length === rows.length) return { conflicts: [] };
+  const done = new Set(inserted);
   return { conflicts: rows.map((r) => r.token_id).filter((id) => !done.has(id)) };
 }
 
