@@ -5,6 +5,7 @@ import { EVENT_FIELD } from '../contracts/index.js';
 import type { Db } from '../db/database.js';
 import { activeTrace, inSpan, type TraceContext } from '../observability/tracing.js';
 import { commandsWithUnpublishedEvents, markPublished, type OutboxEvent } from '../db/repositories/outbox.repository.js';
+import { timeLimit } from '../db/time-limit.js';
 import { eventsPublished } from './metrics.js';
 
 export interface StreamOptions {
@@ -174,10 +175,7 @@ export class EventPublisher {
     this.closed = true;
     clearTimeout(this.relayTimer);
     this.relayTimer = undefined;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.closeTimeoutMs ?? 5000)));
-    await Promise.race([this.sending, timeout]);
-    clearTimeout(timer);
+    await timeLimit(Promise.resolve(this.sending), this.options.closeTimeoutMs ?? 5000);
     this.flushMarks();
     await Promise.all([this.marking, this.relayCheck]);
   }

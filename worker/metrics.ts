@@ -3,6 +3,7 @@ import type { Queue } from 'bullmq';
 import client from 'prom-client';
 import type { Db } from '../db/database.js';
 import { outboxLagSeconds } from '../db/repositories/outbox.repository.js';
+import { TIMED_OUT, timeLimit } from '../db/time-limit.js';
 
 /** What the gauges read when scraped: the latest worker started in this process. */
 let source: { db: Db; queue: Queue } | undefined;
@@ -61,13 +62,8 @@ const queueStates = ['waiting', 'active', 'delayed', 'failed', 'completed', 'pri
 
 /** What `read` gives within a second, else undefined: a scrape answers while Postgres or Redis is out of reach. */
 async function withinASecond<T>(read: Promise<T>): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, 1000, undefined)));
-  try {
-    return await Promise.race([read.catch(() => undefined), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+  const outcome = await timeLimit(read, 1000).catch(() => undefined);
+  return outcome === TIMED_OUT ? undefined : outcome;
 }
 
 function registerGauges(): void {

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { z } from 'zod';
+import { TIMED_OUT, timeLimit } from '../../db/time-limit.js';
 import type { AppDeps } from '../app.js';
 import type { ZodApp } from '../types.js';
 
@@ -16,14 +17,10 @@ const ReadyBody = z.object({
 export type HealthAdvisor = () => Promise<string[]>;
 
 async function check(probe: HealthProbe, timeoutMs: number): Promise<string> {
-  let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([probe(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error('timed out')), timeoutMs)))]);
-    return 'ok';
+    return (await timeLimit(probe(), timeoutMs)) === TIMED_OUT ? 'error: timed out' : 'ok';
   } catch (error) {
     return `error: ${(error as Error).message}`;
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { addCommandJob, AppError, type AuditContext, type Command, type CommandJobData, isShortCommand } from '../../contracts/index.js';
 import type { Db } from '../../db/database.js';
 import type { RecordOutcome } from '../../db/repositories/command.repository.js';
+import { TIMED_OUT, timeLimit } from '../../db/time-limit.js';
 import { inSpan } from '../../observability/tracing.js';
 import type { Caller } from '../access.js';
 import { payloadHash } from './payload-hash.js';
@@ -81,13 +82,10 @@ export class CommandBus {
   }
 
   async #enqueue(job: CommandJobData): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      await Promise.race([this.addJob(job), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`enqueue timed out after ${ENQUEUE_TIMEOUT_MS} ms`)), ENQUEUE_TIMEOUT_MS)))]);
-    } catch (error) {
-      this.logger.warn({ err: error, job_id: job.command_id }, 'command recorded but not enqueued; the reconciler will enqueue it');
-    } finally {
-      clearTimeout(timer);
-    }
+    const failure = await timeLimit(this.addJob(job), ENQUEUE_TIMEOUT_MS).then(
+      (added) => (added === TIMED_OUT ? new Error(`enqueue timed out after ${ENQUEUE_TIMEOUT_MS} ms`) : undefined),
+      (error: unknown) => error,
+    );
+    if (failure !== undefined) this.logger.warn({ err: failure, job_id: job.command_id }, 'command recorded but not enqueued; the reconciler will enqueue it');
   }
 }
